@@ -1,0 +1,69 @@
+"""batchfsm: the OpenAI-style Batch lifecycle, exact and typed.
+
+The public API, by layer (see the docs for each):
+
+- model: :class:`Batch`, :class:`BatchStatus`, :class:`BatchErrors`,
+  :class:`BatchError`, :class:`BatchRequestCounts`, :class:`BatchUsage`,
+  :class:`InputTokensDetails`, :class:`OutputTokensDetails`,
+  :data:`TERMINAL_STATUSES`;
+- JSON: :func:`from_dict`, :func:`to_dict`, :func:`loads`, :func:`dumps`,
+  :data:`converter`;
+- errors: :class:`BatchFSMError`, :class:`SchemaError`.
+
+Example:
+    >>> import batchfsm as bf
+    >>> b = bf.loads('''{"id": "batch_1", "object": "batch", "status": "validating",
+    ...   "endpoint": "/v1/embeddings", "input_file_id": "file-1",
+    ...   "completion_window": "24h", "created_at": 1700000000}''')
+    >>> bf.to_dict(b)["status"]
+    'validating'
+"""
+
+from ._convert import converter, dumps, from_dict, loads, to_dict
+from ._errors import BatchFSMError, SchemaError
+from ._model import (
+    TERMINAL_STATUSES,
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchRequestCounts,
+    BatchStatus,
+    BatchUsage,
+    InputTokensDetails,
+    OutputTokensDetails,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Batch",
+    "BatchError",
+    "BatchErrors",
+    "BatchFSMError",
+    "BatchRequestCounts",
+    "BatchStatus",
+    "BatchUsage",
+    "InputTokensDetails",
+    "OutputTokensDetails",
+    "SchemaError",
+    "converter",
+    "dumps",
+    "from_dict",
+    "loads",
+    "to_dict",
+]
+
+
+def _present_as_public() -> None:
+    # Tracebacks, reprs and the docs say ``batchfsm.SchemaError``, not the
+    # private module it happens to live in (httpx does the same).
+    from types import FunctionType
+
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, (type, FunctionType)):
+            obj.__module__ = __name__
+
+
+_present_as_public()

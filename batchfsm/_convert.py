@@ -1,0 +1,345 @@
+"""API JSON in and out, through one configured cattrs converter.
+
+Structuring is strict about types (an ``int`` field takes a JSON integer, not
+``"10"``, ``10.0`` or ``true``) and lenient about presence (optional fields may be
+missing, unknown keys are ignored unless ``strict=True``). Lifecycle consistency
+is not judged here: that is :func:`batchfsm.check`'s job, so that a wrong
+server's answer can still be parsed and then judged rule by rule.
+
+Parsing runs in two gears. The fast gear is cattrs' generated code without
+detailed validation; only when it fails does the detailed gear run again over the
+same document to collect *every* problem with its JSON path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, get_args
+
+from cattrs import Converter
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._errors import SchemaError
+from ._model import (
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchRequestCounts,
+    BatchStatus,
+    BatchUsage,
+    InputTokensDetails,
+    OutputTokensDetails,
+    metadata_problems,
+)
+
+__all__ = ["converter", "dumps", "from_dict", "loads", "to_dict"]
+
+_MODEL_CLASSES = (
+    Batch,
+    BatchErrors,
+    BatchError,
+    BatchRequestCounts,
+    BatchUsage,
+    InputTokensDetails,
+    OutputTokensDetails,
+)
+_STATUS_BY_VALUE = {status.value: status for status in BatchStatus}
+_JSON_TYPE = {dict: "object", list: "array", str: "string", bool: "boolean"}
+
+
+class _InvalidError(Exception):
+    """A value's problems as ``(path relative to the value, message)`` pairs."""
+
+    def __init__(self, *problems: tuple[str, str]) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expected(what: str, value: Any) -> _InvalidError:
+    return _InvalidError(("", f"expected {what}, got {_show(value)}"))
+
+
+# -- leaf hooks: exact JSON types, no coercion -------------------------------------
+
+
+def _structure_int(value: Any, _: Any) -> int:
+    if value.__class__ is int:
+        if value >= 0:
+            return value
+        raise _InvalidError(("", f"expected a non-negative int, got {value}"))
+    raise _expected("int", value)
+
+
+def _structure_str(value: Any, _: Any) -> str:
+    if value.__class__ is str:
+        return value
+    raise _expected("str", value)
+
+
+def _structure_status(value: Any, _: Any) -> BatchStatus:
+    status = _STATUS_BY_VALUE.get(value) if value.__class__ is str else None
+    if status is None:
+        raise _InvalidError(
+            ("", f"expected one of {', '.join(_STATUS_BY_VALUE)}; got {_show(value)}")
+        )
+    return status
+
+
+def _structure_object_tag(value: Any, _: Any) -> str:
+    if value == "batch" and value.__class__ is str:
+        return "batch"
+    raise _expected("'batch'", value)
+
+
+def _structure_metadata(value: Any, _: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if value.__class__ is not dict:
+        raise _expected("object", value)
+    problems = metadata_problems(value)
+    if problems:
+        raise _InvalidError(*problems)
+    return value
+
+
+def _make_error_list_hook(
+    conv: Converter,
+) -> Callable[[Any, Any], tuple[BatchError, ...] | None]:
+    structure_error = conv.get_structure_hook(BatchError)
+
+    def structure_error_list(value: Any, _: Any) -> tuple[BatchError, ...] | None:
+        if value is None:
+            return None
+        if value.__class__ is not list:
+            raise _expected("array", value)
+        if not conv.detailed_validation:
+            return tuple([structure_error(item, BatchError) for item in value])
+        items: list[BatchError] = []
+        problems: list[tuple[str, str]] = []
+        for index, item in enumerate(value):
+            try:
+                items.append(structure_error(item, BatchError))
+            except Exception as exc:  # noqa: BLE001, PERF203 - every item is reported
+                problems.extend(_problems(exc, f"[{index}]"))
+        if problems:
+            raise _InvalidError(*problems)
+        return tuple(items)
+
+    return structure_error_list
+
+
+def _require_mapping(
+    cls: type, structure: Callable[[Any, Any], Any]
+) -> Callable[[Any, Any], Any]:
+    def structure_object(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise _expected(f"object ({cls.__name__})", value)
+        return structure(value, cls)
+
+    return structure_object
+
+
+# -- the converter ----------------------------------------------------------------
+
+
+def _make_converter(*, detailed: bool, forbid_extra_keys: bool) -> Converter:
+    conv = Converter(
+        detailed_validation=detailed,
+        forbid_extra_keys=forbid_extra_keys,
+    )
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(BatchStatus, _structure_status)
+    conv.register_unstructure_hook(BatchStatus, lambda status: status.value)
+    conv.register_structure_hook_func(
+        lambda t: t is Literal["batch"] or get_args(t) == ("batch",),
+        _structure_object_tag,
+    )
+    for cls in reversed(_MODEL_CLASSES):  # leaves first: parents look them up
+        overrides: dict[str, Any] = {}
+        if cls is BatchErrors:
+            overrides["data"] = override(struct_hook=_make_error_list_hook(conv))
+        elif cls is Batch:
+            overrides["metadata"] = override(struct_hook=_structure_metadata)
+        generated = make_dict_structure_fn(cls, conv, **overrides)
+        conv.register_structure_hook(cls, _require_mapping(cls, generated))
+        conv.register_unstructure_hook(cls, _make_unstructure(cls, conv))
+    return conv
+
+
+def _make_unstructure(cls: type, conv: Converter) -> Callable[[Any], dict[str, Any]]:
+    overrides: dict[str, Any] = {}
+    if cls is BatchErrors:
+        unstructure_error = conv.get_unstructure_hook(BatchError)
+        overrides["data"] = override(
+            unstruct_hook=lambda data: (
+                None if data is None else [unstructure_error(e) for e in data]
+            )
+        )
+    elif cls is Batch:
+        overrides["metadata"] = override(
+            unstruct_hook=lambda m: None if m is None else dict(m)
+        )
+    return make_dict_unstructure_fn(cls, conv, **overrides)
+
+
+#: The configured cattrs converter (detailed validation, unknown keys ignored).
+#: ``converter.structure(data, Batch)`` and ``converter.unstructure(batch)`` are
+#: what :func:`from_dict` and :func:`to_dict` run.
+converter = _make_converter(detailed=True, forbid_extra_keys=False)
+
+_GEARS = {
+    strict: (
+        _make_converter(detailed=False, forbid_extra_keys=strict).get_structure_hook(
+            Batch
+        ),
+        _make_converter(detailed=True, forbid_extra_keys=strict).get_structure_hook(
+            Batch
+        ),
+    )
+    for strict in (False, True)
+}
+_unstructure_batch = converter.get_unstructure_hook(Batch)
+# json.dumps builds a new encoder per call when given options; build ours once.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+# -- errors: cattrs' exception tree to (json path, message) pairs -----------------
+
+
+def _join(path: str, name: str) -> str:
+    if not path or name.startswith("["):
+        return path + name
+    return f"{path}.{name}" if name else path
+
+
+def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(exc, _InvalidError):
+        for sub, message in exc.problems:
+            yield _join(path, sub), message
+    elif isinstance(exc, ClassValidationError):
+        with_notes, without_notes = exc.group_exceptions()
+        for sub_exc, note in with_notes:
+            yield from _problems(sub_exc, _join(path, note.name))
+        for sub_exc in without_notes:
+            yield from _problems(sub_exc, path)
+    elif isinstance(exc, IterableValidationError):
+        iter_with_notes, iter_without_notes = exc.group_exceptions()
+        for sub_exc, iter_note in iter_with_notes:
+            yield from _problems(sub_exc, _join(path, f"[{iter_note.index}]"))
+        for sub_exc in iter_without_notes:
+            yield from _problems(sub_exc, path)
+    elif isinstance(exc, ForbiddenExtraKeysError):
+        for key in sorted(exc.extra_fields):
+            yield _join(path, key), "unknown field (strict mode)"
+    elif isinstance(exc, KeyError):
+        # cattrs reads a required key with o[key]; its note already named the path.
+        yield path, "required field missing"
+    else:  # a model validator, e.g. ``object`` or metadata limits
+        yield path, str(exc)
+
+
+# -- the public door ---------------------------------------------------------------
+
+
+def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
+    """Parse an API Batch object (a decoded JSON document) into a :class:`Batch`.
+
+    Args:
+        data: the decoded JSON object.
+        strict: reject keys the Batch object does not define (by default they are
+            ignored, as the API adds fields over time).
+
+    Returns:
+        The batch.
+
+    Raises:
+        SchemaError: listing every problem with its JSON path.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.from_dict({
+        ...     "id": "batch_abc123", "object": "batch",
+        ...     "endpoint": "/v1/chat/completions", "input_file_id": "file-abc123",
+        ...     "completion_window": "24h", "status": "validating",
+        ...     "created_at": 1711471533, "expires_at": 1711557933,
+        ... })
+        >>> b.status
+        <BatchStatus.VALIDATING: 'validating'>
+    """
+    fast, detailed = _GEARS[strict]
+    if isinstance(data, Mapping) and "object" in data:
+        try:
+            return fast(data, Batch)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001, S110 - the detailed gear says what failed
+            pass
+    problems: list[tuple[str, str]] = []
+    if isinstance(data, Mapping) and "object" not in data:
+        problems.append(("object", "required field missing"))
+    try:
+        detailed(data, Batch)
+    except Exception as exc:  # noqa: BLE001 - every problem is reported
+        problems.extend(_problems(exc, ""))
+    raise SchemaError(problems)
+
+
+def to_dict(batch: Batch) -> dict[str, Any]:
+    """The API JSON of ``batch``: every field present, ``None`` where unset.
+
+    Keys follow the order of the API reference.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.loads('''{"id": "batch_1", "object": "batch", "status": "validating",
+        ...   "endpoint": "/v1/embeddings", "input_file_id": "file-1",
+        ...   "completion_window": "24h", "created_at": 1700000000}''')
+        >>> d = bf.to_dict(b)
+        >>> d["status"], d["created_at"], d["output_file_id"]
+        ('validating', 1700000000, None)
+    """
+    return _unstructure_batch(batch)  # type: ignore[no-any-return]
+
+
+def loads(text: str | bytes, *, strict: bool = False) -> Batch:
+    """Parse the JSON text of an API Batch object.
+
+    Raises:
+        SchemaError: the text is not JSON, or not a valid Batch object.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> bf.loads("[]")
+        Traceback (most recent call last):
+        ...
+        batchfsm.SchemaError: invalid Batch: <document>: expected object (Batch), got []
+    """
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise SchemaError([("", f"not valid JSON: {exc}")]) from None
+    return from_dict(data, strict=strict)
+
+
+def dumps(batch: Batch) -> str:
+    """The API JSON text of ``batch`` (compact, keys in API order).
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.loads('''{"id": "batch_1", "object": "batch", "status": "validating",
+        ...   "endpoint": "/v1/embeddings", "input_file_id": "file-1",
+        ...   "completion_window": "24h", "created_at": 1700000000}''')
+        >>> bf.dumps(b)[:38]
+        '{"id":"batch_1","object":"batch","endp'
+    """
+    return _encode(to_dict(batch))

@@ -1,0 +1,42 @@
+"""Run the benchmarks: ``python -m benchmarks [--only NAME ...] [--json PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import asdict
+
+from ._harness import run, table
+from .cases import all_cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--only", action="append", help="run only these cases")
+    parser.add_argument("--json", metavar="PATH", help="also write results as JSON")
+    args = parser.parse_args(argv)
+    cases = [c for c in all_cases() if not args.only or c.name in args.only]
+    machine = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"batchfsm benchmarks on {machine}, {platform.machine()}", flush=True)
+    results = []
+    for case in cases:
+        results.append(run(case))
+        print(f"  measured {case.name}", file=sys.stderr, flush=True)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(
+                {
+                    "machine": machine,
+                    "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+                },
+                out,
+                indent=2,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

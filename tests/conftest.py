@@ -1,0 +1,49 @@
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile(
+    "thorough",
+    max_examples=2_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The project's read-only reference data lives beside the checkout (../shared).
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def _reference_examples() -> list[Path]:
+    if not REFERENCE.is_dir():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"reference data missing at {REFERENCE}")
+        return []
+    return sorted((REFERENCE / "examples").glob("*.json"))
+
+
+REFERENCE_EXAMPLES = _reference_examples()
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(params=REFERENCE_EXAMPLES, ids=lambda p: p.stem)
+def reference_example(request: pytest.FixtureRequest) -> dict[str, Any]:
+    data: dict[str, Any] = load_json(request.param)
+    return data
+
+
+@pytest.fixture(scope="session")
+def batch_schema() -> dict[str, Any]:
+    if not REFERENCE.is_dir():
+        pytest.skip("reference data (../shared/reference) not present")
+    schema: dict[str, Any] = load_json(REFERENCE / "batch.schema.json")
+    return schema

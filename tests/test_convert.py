@@ -1,0 +1,240 @@
+import json
+import pickle
+from typing import Any
+
+import jsonschema
+import openai.types
+import pytest
+from hypothesis import given
+
+import batchfsm as bf
+
+from .shapes import shaped_dicts
+
+MINIMAL: dict[str, Any] = {
+    "id": "batch_abc123",
+    "object": "batch",
+    "endpoint": "/v1/chat/completions",
+    "input_file_id": "file-abc123",
+    "completion_window": "24h",
+    "status": "validating",
+    "created_at": 1711471533,
+}
+
+
+def full(**changes: Any) -> dict[str, Any]:
+    return bf.to_dict(bf.from_dict(MINIMAL)) | changes
+
+
+# -- round trips -----------------------------------------------------------------
+
+
+def test_reference_examples_round_trip_exactly(reference_example: dict[str, Any]):
+    batch = bf.from_dict(reference_example)
+    assert bf.to_dict(batch) == reference_example
+    assert list(bf.to_dict(batch)) == list(reference_example)  # API key order
+    assert bf.loads(bf.dumps(batch)) == batch
+
+
+@given(shaped_dicts())
+def test_round_trip_of_every_well_shaped_dict(data: dict[str, Any]):
+    assert bf.to_dict(bf.from_dict(data)) == data
+    assert bf.to_dict(bf.from_dict(data, strict=True)) == data
+    assert json.loads(bf.dumps(bf.from_dict(data))) == data
+
+
+@given(shaped_dicts())
+def test_to_dict_validates_against_the_official_schema(data: dict[str, Any]):
+    # The schema is generated from openai.types.Batch (see ../shared/reference).
+    from .conftest import REFERENCE, load_json
+
+    schema = load_json(REFERENCE / "batch.schema.json")
+    jsonschema.validate(bf.to_dict(bf.from_dict(data)), schema)
+
+
+@given(shaped_dicts())
+def test_openai_client_reads_what_we_write_and_we_read_what_it_writes(
+    data: dict[str, Any],
+):
+    batch = bf.from_dict(data)
+    theirs = openai.types.Batch.model_validate(bf.to_dict(batch))
+    assert theirs.model_dump() == bf.to_dict(batch)
+    assert bf.from_dict(theirs.model_dump()) == batch
+
+
+def test_missing_optional_fields_are_null_in_to_dict():
+    data = bf.to_dict(bf.from_dict(MINIMAL))
+    assert data["model"] is None
+    assert data["request_counts"] is None
+    assert data["metadata"] is None
+    assert len(data) == 22
+
+
+def test_unknown_keys_are_ignored_by_default_and_rejected_when_strict():
+    data = full(new_field=1, usage=None) | {
+        "request_counts": {"total": 1, "completed": 0, "failed": 0, "extra": 2}
+    }
+    assert bf.to_dict(bf.from_dict(data))["request_counts"] == {
+        "total": 1,
+        "completed": 0,
+        "failed": 0,
+    }
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(data, strict=True)
+    assert info.value.errors == [
+        ("request_counts.extra", "unknown field (strict mode)"),
+        ("new_field", "unknown field (strict mode)"),
+    ]
+
+
+def test_loads_accepts_bytes():
+    assert bf.loads(json.dumps(MINIMAL).encode()) == bf.from_dict(MINIMAL)
+
+
+# -- bad input: every problem, with its JSON path ---------------------------------
+
+MALFORMED: list[tuple[str, Any, list[str]]] = [
+    ("not an object", [MINIMAL], [""]),
+    ("null document", None, [""]),
+    ("missing id", {k: v for k, v in MINIMAL.items() if k != "id"}, ["id"]),
+    ("missing object", {k: v for k, v in MINIMAL.items() if k != "object"}, ["object"]),
+    (
+        "missing everything",
+        {},
+        [
+            "object",
+            "id",
+            "endpoint",
+            "input_file_id",
+            "completion_window",
+            "status",
+            "created_at",
+        ],
+    ),
+    ("wrong object tag", full(object="file"), ["object"]),
+    ("id not a string", full(id=123), ["id"]),
+    ("status unknown", full(status="running"), ["status"]),
+    ("status wrong case", full(status="COMPLETED"), ["status"]),
+    ("status not a string", full(status=3), ["status"]),
+    ("created_at as string", full(created_at="1711471533"), ["created_at"]),
+    ("created_at as float", full(created_at=1711471533.0), ["created_at"]),
+    ("stamp as bool", full(in_progress_at=True), ["in_progress_at"]),
+    ("negative stamp", full(expires_at=-1), ["expires_at"]),
+    ("model not a string", full(model=["gpt-4o"]), ["model"]),
+    ("counts not an object", full(request_counts=[1, 2, 3]), ["request_counts"]),
+    (
+        "count as text",
+        full(request_counts={"total": "ten", "completed": 0, "failed": 0}),
+        ["request_counts.total"],
+    ),
+    (
+        "negative count",
+        full(request_counts={"total": 1, "completed": -1, "failed": 0}),
+        ["request_counts.completed"],
+    ),
+    (
+        "count missing",
+        full(request_counts={"total": 1, "completed": 0}),
+        ["request_counts.failed"],
+    ),
+    (
+        "usage details wrong",
+        full(
+            usage={
+                "input_tokens": 1,
+                "input_tokens_details": {"cached_tokens": None},
+                "output_tokens": 1,
+                "output_tokens_details": {},
+                "total_tokens": 2,
+            }
+        ),
+        [
+            "usage.input_tokens_details.cached_tokens",
+            "usage.output_tokens_details.reasoning_tokens",
+        ],
+    ),
+    (
+        "errors.data not a list",
+        full(errors={"object": "list", "data": {"code": "x"}}),
+        ["errors.data"],
+    ),
+    (
+        "errors.data items wrong",
+        full(
+            errors={"object": "list", "data": [{"code": "ok"}, {"line": "3"}, "oops"]}
+        ),
+        ["errors.data[1].line", "errors.data[2]"],
+    ),
+    ("metadata not an object", full(metadata=["a", "b"]), ["metadata"]),
+    ("metadata value not a string", full(metadata={"k": 1}), ["metadata.k"]),
+    (
+        "metadata too many pairs",
+        full(metadata={str(i): "v" for i in range(17)}),
+        ["metadata"],
+    ),
+    ("metadata key too long", full(metadata={"k" * 65: "v"}), ["metadata." + "k" * 65]),
+    ("metadata value too long", full(metadata={"k": "v" * 513}), ["metadata.k"]),
+    (
+        "several at once",
+        full(
+            id=None,
+            status="done",
+            request_counts={"total": 1.5, "completed": 0, "failed": 0},
+        ),
+        ["id", "status", "request_counts.total"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("document", "paths"),
+    [pytest.param(doc, paths, id=name) for name, doc, paths in MALFORMED],
+)
+def test_malformed_documents_name_every_bad_path(document: Any, paths: list[str]):
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(document)
+    assert [path for path, _ in info.value.errors] == paths
+    for path in paths:
+        assert (path or "<document>") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "{", "not json", b"\xff\xfe", "[1, 2]", '"batch"', "null"]
+)
+def test_loads_rejects_non_object_text_with_schema_error(text: str | bytes):
+    with pytest.raises(bf.SchemaError) as info:
+        bf.loads(text)
+    assert [path for path, _ in info.value.errors] == [""]
+
+
+def test_exact_messages():
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(full(request_counts={"total": "ten", "completed": 0, "failed": 0}))
+    assert str(info.value) == (
+        "invalid Batch: request_counts.total: expected int, got 'ten'"
+    )
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(full(status="running", created_at=None))
+    assert str(info.value) == (
+        "invalid Batch, 2 problems:\n"
+        "  status: expected one of validating, failed, in_progress, finalizing, "
+        "completed, expired, cancelling, cancelled; got 'running'\n"
+        "  created_at: expected int, got None"
+    )
+
+
+def test_schema_error_is_a_value_error_and_pickles():
+    with pytest.raises(ValueError, match="request_counts") as info:
+        bf.from_dict(full(request_counts=1))
+    error = info.value
+    assert isinstance(error, bf.SchemaError)
+    assert isinstance(error, bf.BatchFSMError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.errors == error.errors
+    assert str(copy) == str(error)
+
+
+def test_the_public_converter_is_the_one_from_dict_uses():
+    batch = bf.converter.structure(MINIMAL, bf.Batch)
+    assert batch == bf.from_dict(MINIMAL)
+    assert bf.converter.unstructure(batch) == bf.to_dict(batch)
