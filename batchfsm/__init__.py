@@ -8,7 +8,12 @@ The public API, by layer (see the docs for each):
   :data:`TERMINAL_STATUSES`;
 - JSON: :func:`from_dict`, :func:`to_dict`, :func:`loads`, :func:`dumps`,
   :data:`converter`;
-- errors: :class:`BatchFSMError`, :class:`SchemaError`.
+- lifecycle: :class:`Event`, :func:`new_batch`, :func:`advance`,
+  :func:`allowed_events`, :func:`can`, :class:`BatchMachine`, :data:`machine`
+  (the ``transitions`` Machine), :func:`to_mermaid`;
+- invariants: :func:`check`, :func:`check_step`, :func:`check_trace`,
+  :class:`Violation`, :data:`RULES`;
+- errors: :class:`BatchFSMError`, :class:`SchemaError`, :class:`InvalidTransition`.
 
 Example:
     >>> import batchfsm as bf
@@ -20,7 +25,17 @@ Example:
 """
 
 from ._convert import converter, dumps, from_dict, loads, to_dict
-from ._errors import BatchFSMError, SchemaError
+from ._diagram import to_mermaid
+from ._errors import BatchFSMError, InvalidTransition, SchemaError
+from ._invariants import RULES, Violation, check, check_step, check_trace
+from ._lifecycle import (
+    BatchMachine,
+    advance,
+    allowed_events,
+    can,
+    machine,
+    new_batch,
+)
 from ._model import (
     TERMINAL_STATUSES,
     Batch,
@@ -32,26 +47,41 @@ from ._model import (
     InputTokensDetails,
     OutputTokensDetails,
 )
+from ._table import Event
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "RULES",
     "TERMINAL_STATUSES",
     "Batch",
     "BatchError",
     "BatchErrors",
     "BatchFSMError",
+    "BatchMachine",
     "BatchRequestCounts",
     "BatchStatus",
     "BatchUsage",
+    "Event",
     "InputTokensDetails",
+    "InvalidTransition",
     "OutputTokensDetails",
     "SchemaError",
+    "Violation",
+    "advance",
+    "allowed_events",
+    "can",
+    "check",
+    "check_step",
+    "check_trace",
     "converter",
     "dumps",
     "from_dict",
     "loads",
+    "machine",
+    "new_batch",
     "to_dict",
+    "to_mermaid",
 ]
 
 

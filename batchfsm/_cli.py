@@ -1,8 +1,10 @@
 """The ``batchfsm`` command.
 
-``batchfsm check FILE|-`` reads recorded Batch objects (JSON Lines, one JSON
-array, or list-endpoint pages) and reports every problem with its batch id and
-index; it exits 1 if there is any, 2 if the input cannot be read.
+- ``batchfsm check FILE|-`` judges recorded Batch objects (JSON Lines of Batch
+  objects or list pages, or one JSON array) with :func:`batchfsm.check_trace`
+  and prints each violation with its index, batch id and rule; exit 1 on any,
+  2 when the input cannot be read.
+- ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from ._convert import from_dict
-from ._errors import SchemaError
+from ._diagram import FORMATS, render
+from ._invariants import check_trace
 
 __all__ = ["main"]
 
@@ -24,13 +26,11 @@ class _InputError(Exception):
 
 
 def _documents(text: str) -> Iterator[Any]:
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    if text.lstrip().startswith("["):
         try:
-            documents = json.loads(text)
+            yield from json.loads(text)
         except ValueError as exc:
             raise _InputError(f"not valid JSON: {exc}") from None
-        yield from documents
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -41,65 +41,79 @@ def _documents(text: str) -> Iterator[Any]:
             raise _InputError(f"line {number}: not valid JSON: {exc}") from None
         # A page of GET /v1/batches holds its batches under "data".
         if isinstance(document, dict) and document.get("object") == "list":
-            yield from document.get("data") or []
+            data = document.get("data")
+            if not isinstance(data, list):
+                raise _InputError(f"line {number}: a list page without a data array")
+            yield from data
         else:
             yield document
 
 
 def _check(source: TextIO, out: TextIO) -> int:
-    problems = 0
-    count = 0
-    for index, document in enumerate(_documents(source.read())):
-        count += 1
-        batch_id = document.get("id") if isinstance(document, dict) else None
-        try:
-            from_dict(document)
-        except SchemaError as exc:
-            for path, message in exc.errors:
-                problems += 1
-                print(
-                    f"#{index} {batch_id or '?'}: schema @ {path or '<document>'}: "
-                    f"{message}",
-                    file=out,
-                )
+    documents = list(_documents(source.read()))
+    violations = check_trace(documents)
+    for v in violations:
+        print(
+            f"#{v.index} {v.batch_id or '?'} {v.rule}"
+            f"{' @ ' + v.path if v.path else ''}: {v.message}",
+            file=out,
+        )
+    ids = {d.get("id") for d in documents if isinstance(d, dict)}
     print(
-        f"{count} snapshot(s), {problems} problem(s)",
+        f"{len(documents)} snapshot(s) of {len(ids)} batch(es): "
+        f"{len(violations) or 'no'} violation(s)",
         file=out,
     )
-    return 1 if problems else 0
+    return 1 if violations else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchfsm",
+        description="The OpenAI-style Batch lifecycle, exact and typed.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check",
+        help="judge recorded Batch objects against the lifecycle",
+        description=(
+            "Judge recorded Batch objects: JSON Lines (one Batch object or one "
+            "GET /v1/batches page per line) or one JSON array. Snapshots of many "
+            "batches may be interleaved. Exit 1 on any violation, 2 if the input "
+            "cannot be read."
+        ),
+    )
+    check.add_argument("file", help="the recording, or - for standard input")
+    diagram = commands.add_parser(
+        "diagram",
+        help="print the lifecycle diagram",
+        description="Print the lifecycle diagram, drawn from the transition table.",
+    )
+    diagram.add_argument("--format", choices=sorted(FORMATS), default="mermaid")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``batchfsm`` command line; returns the exit status.
 
     Example:
-        >>> main(["--version"])  # doctest: +ELLIPSIS
-        batchfsm ...
+        >>> main(["diagram"])  # doctest: +ELLIPSIS
+        stateDiagram-v2
+        ...
         0
     """
     from . import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="batchfsm",
-        description="The OpenAI-style Batch lifecycle: check recorded batches.",
-    )
-    parser.add_argument("--version", action="store_true", help="print the version")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = commands.add_parser(
-        "check",
-        help="check recorded Batch objects",
-        description=(
-            "Check recorded Batch objects: JSON Lines (one Batch or one list page "
-            "per line) or one JSON array. Exit 1 on any problem."
-        ),
-    )
-    check.add_argument("file", help="the recording, or - for standard input")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.version:
         print(f"batchfsm {__version__}")
         return 0
+    if args.command == "diagram":
+        sys.stdout.write(render(args.format))
+        return 0
     if args.command is None:
-        parser.print_help()
+        _parser().print_help()
         return 2
     try:
         if args.file == "-":

@@ -5,7 +5,7 @@ everything the library raises on purpose::
 
     BatchFSMError
     ├── SchemaError          (also a ValueError) a document is not a valid Batch
-    └── InvalidTransition    (also a ValueError) an event the status does not allow
+    └── InvalidTransition    (also a ValueError) a move the batch cannot make
 
 Errors carry structured detail (``SchemaError.errors``, ``InvalidTransition.status``)
 so that callers never have to parse messages, and they pickle, so that they cross
@@ -15,8 +15,14 @@ process boundaries (pytest-xdist, multiprocessing workers) intact.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BatchFSMError", "SchemaError"]
+if TYPE_CHECKING:
+    from ._invariants import Violation
+    from ._model import BatchStatus
+    from ._table import Event
+
+__all__ = ["BatchFSMError", "InvalidTransition", "SchemaError"]
 
 
 class BatchFSMError(Exception):
@@ -58,3 +64,81 @@ class SchemaError(BatchFSMError, ValueError):
         if len(lines) == 1:
             return f"invalid Batch: {lines[0]}"
         return f"invalid Batch, {len(lines)} problems:\n  " + "\n  ".join(lines)
+
+
+class InvalidTransition(BatchFSMError, ValueError):  # noqa: N818 - DESIGN's name
+    """A batch cannot make the move asked of it.
+
+    Raised for an event its status does not allow, and for a legal event asked
+    with fields it may not set, a time before the batch's latest stamp, or a
+    result that would break an invariant (then ``violations`` says which).
+
+    Attributes:
+        status: the batch's status.
+        event: the event asked for.
+        allowed: the events the status allows.
+        violations: the invariants the result would break, if that is why.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> try:
+        ...     bf.advance(b, "complete", at=1700000100)
+        ... except bf.InvalidTransition as exc:
+        ...     print(exc.allowed == bf.allowed_events("validating"))
+        ...     print(exc.to_api_error()["error"]["message"])
+        True
+        Cannot complete a batch with status 'validating'.
+    """
+
+    status: BatchStatus
+    event: Event
+    allowed: frozenset[Event]
+    violations: tuple[Violation, ...]
+
+    def __init__(
+        self,
+        status: BatchStatus,
+        event: Event,
+        allowed: frozenset[Event],
+        message: str | None = None,
+        violations: tuple[Violation, ...] = (),
+    ) -> None:
+        super().__init__(status, event, allowed, message, violations)
+        self.status = status
+        self.event = event
+        self.allowed = allowed
+        self.violations = violations
+        self._message = message
+
+    def __str__(self) -> str:
+        if self._message is not None:
+            return self._message
+        from ._table import Event
+
+        allowed = ", ".join(e.value for e in Event if e in self.allowed) or "none"
+        return (
+            f"cannot {self.event} a batch with status {self.status} "
+            f"(it allows: {allowed})"
+        )
+
+    def to_api_error(self) -> dict[str, Any]:
+        """The API's error body for this refusal, as a Batch API answers it (409).
+
+        Example:
+            >>> import batchfsm as bf
+            >>> bf.InvalidTransition(
+            ...     bf.BatchStatus.COMPLETED, bf.Event.CANCEL, frozenset()
+            ... ).to_api_error()  # doctest: +NORMALIZE_WHITESPACE
+            {'error': {'message': "Cannot cancel a batch with status 'completed'.",
+                       'type': 'invalid_request_error', 'param': None, 'code': None}}
+        """
+        return {
+            "error": {
+                "message": f"Cannot {self.event} a batch with status '{self.status}'.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }

@@ -9,7 +9,7 @@ order of the fields is the key order of the API's JSON, which is the order
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -147,6 +147,12 @@ class BatchError:
     param: str | None = None
 
 
+def _tuple_or_none(
+    value: Iterable[BatchError] | None,
+) -> tuple[BatchError, ...] | None:
+    return None if value is None else tuple(value)
+
+
 @attrs.frozen
 class BatchErrors:
     """The ``errors`` object of a batch: ``{"object": "list", "data": [...]}``.
@@ -158,7 +164,7 @@ class BatchErrors:
 
     object: str | None = "list"
     data: tuple[BatchError, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple)
+        default=None, converter=_tuple_or_none
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import openai.types
+from transitions import Machine
 
 import batchfsm as bf
 
-from ._harness import Case
+from ._harness import Case, bytes_per_item, per_call, per_item
 
 #: A completed batch as the API answers it: every field, usage and metadata set.
 COMPLETED: dict[str, Any] = {
@@ -52,34 +53,138 @@ def convert_cases() -> list[Case]:
     return [
         Case(
             "from_dict",
-            lambda: bf.from_dict(COMPLETED),
+            per_call(lambda: bf.from_dict(COMPLETED)),
             "openai Batch.model_validate",
-            lambda: validate(COMPLETED),
+            per_call(lambda: validate(COMPLETED)),
             1.0,
         ),
         Case(
             "to_dict",
-            lambda: bf.to_dict(batch),
+            per_call(lambda: bf.to_dict(batch)),
             "openai Batch.model_dump",
-            theirs.model_dump,
+            per_call(theirs.model_dump),
             0.75,
         ),
         Case(
             "loads",
-            lambda: bf.loads(text),
+            per_call(lambda: bf.loads(text)),
             "openai Batch.model_validate_json",
-            lambda: validate_json(text),
+            per_call(lambda: validate_json(text)),
             1.0,
         ),
         Case(
             "dumps",
-            lambda: bf.dumps(batch),
+            per_call(lambda: bf.dumps(batch)),
             "openai Batch.model_dump_json",
-            theirs.model_dump_json,
+            per_call(theirs.model_dump_json),
             1.0,
         ),
     ]
 
 
+# -- the lifecycle, beside transitions --------------------------------------------
+
+_STATES = [s.value for s in bf.BatchStatus]
+_TRANSITIONS = [
+    {
+        "trigger": move.event.value,
+        "source": [s.value for s in move.sources],
+        "dest": move.dest.value,
+    }
+    for move in __import__("batchfsm._table", fromlist=["MOVES"]).MOVES
+]
+_COUNTS = bf.BatchRequestCounts(total=100, completed=0, failed=0)
+_DONE = bf.BatchRequestCounts(total=100, completed=95, failed=5)
+
+
+class _Model:
+    """What a transitions user binds: an object that carries its state."""
+
+    state: str
+
+
+def _per_object_machine() -> _Model:
+    model = _Model()
+    Machine(
+        model=model,
+        states=_STATES,
+        transitions=_TRANSITIONS,
+        initial="validating",
+        auto_transitions=False,
+    )
+    return model
+
+
+def _new(i: int = 0) -> bf.Batch:
+    return bf.new_batch(
+        id=f"batch_{i:032x}",
+        input_file_id="file-7Yq1hGQm2WcDx9sPZt4kLn",
+        endpoint="/v1/chat/completions",
+        created_at=1_764_073_668,
+    )
+
+
+def _our_lifecycle() -> bf.Batch:
+    batch = _new()
+    batch = bf.advance(batch, bf.Event.START, at=1_764_073_702, request_counts=_COUNTS)
+    batch = bf.advance(batch, bf.Event.FINALIZE, at=1_764_095_268, request_counts=_DONE)
+    return bf.advance(batch, bf.Event.COMPLETE, at=1_764_095_298, output_file_id="f")
+
+
+def _their_lifecycle() -> _Model:
+    model = _per_object_machine()
+    model.start()  # type: ignore[attr-defined]
+    model.finalize()  # type: ignore[attr-defined]
+    model.complete()  # type: ignore[attr-defined]
+    return model
+
+
+_SHARED = Machine(
+    model=None,
+    states=_STATES,
+    transitions=_TRANSITIONS,
+    initial="validating",
+    auto_transitions=False,
+)
+
+
+def _bound_to_shared(i: int) -> _Model:
+    model = _Model()
+    _SHARED.add_model(model)
+    return model
+
+
+def lifecycle_cases() -> list[Case]:
+    validating = _new()
+    return [
+        Case(
+            "advance (checked)",
+            per_call(lambda: bf.advance(validating, "start", at=1_764_073_702)),
+            "transitions per-object trigger",
+            per_item(
+                lambda n: [_per_object_machine() for _ in range(n)],
+                lambda model: model.start(),  # type: ignore[attr-defined]
+            ),
+            0.5,
+        ),
+        Case(
+            "lifecycle (new + 3 moves)",
+            per_call(_our_lifecycle),
+            "transitions per-object machine",
+            per_call(_their_lifecycle),
+            0.15,
+        ),
+        Case(
+            "memory per live batch",
+            bytes_per_item(lambda i: bf.BatchMachine(_new(i))),
+            "transitions model, shared machine",
+            bytes_per_item(_bound_to_shared),
+            1.0,
+            limit=1536,
+            unit="B",
+        ),
+    ]
+
+
 def all_cases() -> list[Case]:
-    return convert_cases()
+    return convert_cases() + lifecycle_cases()

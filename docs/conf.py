@@ -22,3 +22,29 @@ napoleon_numpy_docstring = False
 exclude_patterns = ["_build"]
 html_theme = "furo"
 html_title = f"batchfsm {release}"
+
+
+def _generate() -> None:
+    """Write the pictures and tables derived from the transition table.
+
+    They are made anew at every build, so the docs cannot drift from the code.
+    """
+    from pathlib import Path
+
+    from batchfsm._diagram import render, transition_table_rst
+
+    out = Path(__file__).parent / "_generated"
+    out.mkdir(exist_ok=True)
+    (out / "lifecycle.svg").write_text(render("svg"))
+    (out / "lifecycle.mmd").write_text(render("mermaid"))
+    (out / "transitions.rst").write_text(transition_table_rst())
+    rows = "".join(
+        f"   * - ``{code}``\n     - {text}\n" for code, text in batchfsm.RULES.items()
+    )
+    (out / "rules.rst").write_text(
+        ".. list-table::\n   :header-rows: 1\n   :widths: 1 3\n\n"
+        "   * - rule\n     - what it demands\n" + rows
+    )
+
+
+_generate()

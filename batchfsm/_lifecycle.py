@@ -1,0 +1,477 @@
+"""Moving a batch through its lifecycle: ``new_batch``, ``advance``, ``BatchMachine``.
+
+The moves come from the declaration in :mod:`batchfsm._table`; here they are
+compiled into dict lookups so that a move costs a lookup, a copy and a check,
+not a per-object state machine. :data:`machine` is the same declaration built
+into a ``transitions`` Machine, for those who want that library's API.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from transitions import Machine
+
+from ._errors import InvalidTransition, SchemaError
+from ._graph import ALLOWED, MOVE_FROM, NOOPS
+from ._invariants import COMPLETION_WINDOWS, _check
+from ._model import (
+    TERMINAL_STATUSES,
+    Batch,
+    BatchErrors,
+    BatchRequestCounts,
+    BatchStatus,
+    BatchUsage,
+)
+from ._table import INITIAL, MOVES, STAMPS, Event
+
+__all__ = [
+    "BatchMachine",
+    "advance",
+    "allowed_events",
+    "can",
+    "machine",
+    "new_batch",
+]
+
+_EVENT_BY_VALUE = {event.value: event for event in Event}
+_STAMP_NAMES = tuple(STAMPS.values())
+# The type each settable field takes (None is always accepted: it sets nothing).
+_CHANGE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "request_counts": BatchRequestCounts,
+    "usage": BatchUsage,
+    "errors": BatchErrors,
+    "model": str,
+    "output_file_id": str,
+    "error_file_id": str,
+}
+
+
+def _event(event: Event | str) -> Event:
+    found = _EVENT_BY_VALUE.get(event)
+    if found is None:
+        raise ValueError(
+            f"unknown event {event!r}; events are: {', '.join(_EVENT_BY_VALUE)}"
+        )
+    return found
+
+
+def new_batch(
+    *,
+    id: str,
+    input_file_id: str,
+    endpoint: str,
+    created_at: int,
+    completion_window: str = "24h",
+    metadata: Mapping[str, str] | None = None,
+    model: str | None = None,
+) -> Batch:
+    """A batch just created: ``validating``, counts at zero, ``expires_at`` set.
+
+    Args:
+        id: the batch id (``batch_…``).
+        input_file_id: the uploaded JSONL file of requests.
+        endpoint: the endpoint every request goes to (``/v1/chat/completions``).
+        created_at: Unix seconds.
+        completion_window: only ``"24h"`` is accepted, as by the API.
+        metadata: up to 16 string pairs.
+        model: the model, if known at creation.
+
+    Raises:
+        SchemaError: an unknown ``completion_window`` or bad metadata.
+        TypeError: ``created_at`` is not a non-negative int.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> b.status, b.expires_at - b.created_at
+        (<BatchStatus.VALIDATING: 'validating'>, 86400)
+    """
+    if created_at.__class__ is not int or created_at < 0:
+        raise TypeError(
+            f"created_at: expected Unix seconds (int >= 0), got {created_at!r}"
+        )
+    window = COMPLETION_WINDOWS.get(completion_window)
+    if window is None:
+        raise SchemaError(
+            [
+                (
+                    "completion_window",
+                    f"expected one of {', '.join(map(repr, COMPLETION_WINDOWS))}, "
+                    f"got {completion_window!r}",
+                )
+            ]
+        )
+    try:
+        return Batch(
+            id=id,
+            endpoint=endpoint,
+            model=model,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            status=INITIAL,
+            created_at=created_at,
+            expires_at=created_at + window,
+            request_counts=_NO_REQUESTS,
+            metadata=metadata,
+        )
+    except (TypeError, ValueError) as exc:  # the model's metadata check
+        raise SchemaError([("metadata", str(exc).removeprefix("metadata: "))]) from None
+
+
+_NO_REQUESTS = BatchRequestCounts(total=0, completed=0, failed=0)
+
+
+def allowed_events(status: BatchStatus | str) -> frozenset[Event]:
+    """The events a batch in ``status`` accepts.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> sorted(bf.allowed_events("cancelling"))
+        [<Event.CANCEL: 'cancel'>, <Event.MARK_CANCELLED: 'mark_cancelled'>]
+        >>> bf.allowed_events("completed")
+        frozenset()
+    """
+    return ALLOWED[BatchStatus(status)]
+
+
+def can(batch: Batch, event: Event | str) -> bool:
+    """Whether ``batch`` accepts ``event`` now.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> bf.can(b, "start"), bf.can(b, "complete")
+        (True, False)
+    """
+    return _event(event) in ALLOWED[batch.status]
+
+
+def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Batch:
+    """The batch after ``event`` at Unix second ``at``; ``batch`` is left as it was.
+
+    The new status's stamp (``in_progress_at``, ``cancelling_at``, …) is written
+    with ``at``. ``changes`` may set the fields the event allows (``start``:
+    ``request_counts``, ``model``; ``fail``: ``errors``; ``finalize``:
+    ``request_counts``, ``usage``; ``complete``, ``expire``, ``mark_cancelled``:
+    ``output_file_id``, ``error_file_id``, ``request_counts``, ``usage``).
+    ``cancel`` on a ``cancelling`` batch returns it unchanged.
+
+    Raises:
+        InvalidTransition: the status does not allow the event; or a field the
+            event may not set; or ``at`` before the batch's latest stamp; or a
+            result that breaks an invariant (listed in ``violations``).
+        TypeError: ``at`` or a change of the wrong type.
+        ValueError: an unknown event name.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> b = bf.advance(b, "start", at=1700000005, model="text-embedding-3-small")
+        >>> b.status, b.in_progress_at, b.model
+        (<BatchStatus.IN_PROGRESS: 'in_progress'>, 1700000005, 'text-embedding-3-small')
+    """
+    status = batch.status
+    move = MOVE_FROM.get((status, event))  # type: ignore[arg-type]
+    if move is None:
+        event = _event(event)
+        if (status, event) not in NOOPS:
+            raise InvalidTransition(status, event, ALLOWED[status])
+        if changes:
+            raise InvalidTransition(
+                status,
+                event,
+                ALLOWED[status],
+                f"{event} of a batch with status {status} changes nothing, "
+                f"so it takes no fields (got {', '.join(changes)})",
+            )
+        return batch
+    if at.__class__ is not int:
+        raise TypeError(f"at: expected Unix seconds (int), got {at!r}")
+    latest_name, latest = "created_at", batch.created_at
+    for name in _STAMP_NAMES:
+        value = getattr(batch, name)
+        if value is not None and value > latest:
+            latest_name, latest = name, value
+    if at < latest:
+        raise InvalidTransition(
+            status,
+            move.event,
+            ALLOWED[status],
+            f"{move.event} at {at} would go back in time: {latest_name} is {latest}",
+        )
+    for name, value in changes.items():
+        if name not in move.may_set:
+            may_set = ", ".join(sorted(move.may_set)) or "nothing"
+            raise InvalidTransition(
+                status,
+                move.event,
+                ALLOWED[status],
+                f"{move.event} may not set {name} (it may set: {may_set})",
+            )
+        if value is not None and not isinstance(value, _CHANGE_TYPES[name]):
+            expected = _CHANGE_TYPES[name]
+            raise TypeError(
+                f"{name}: expected {getattr(expected, '__name__', expected)}, "
+                f"got {value!r}"
+            )
+    changes[STAMPS[move.dest]] = at
+    after = attrs.evolve(batch, status=move.dest, **changes)
+    violations = _check(after)
+    if violations:
+        raise InvalidTransition(
+            status,
+            move.event,
+            ALLOWED[status],
+            f"{move.event} would leave batch {batch.id} inconsistent: "
+            + "; ".join(f"{v.rule}: {v.message}" for v in violations),
+            tuple(violations),
+        )
+    return after
+
+
+# -- the object API ---------------------------------------------------------------
+
+TransitionCallback = Callable[[Event, Batch, Batch], object]
+
+
+class BatchMachine:
+    """One batch and the moves it can make, for code that holds a batch over time.
+
+    Each event is a method (``m.start()``, ``m.cancel()``, …) that stamps the
+    move with ``clock()`` (Unix seconds; ``time.time`` by default), replaces
+    :attr:`batch` and returns it. Moves are serialised by a lock: of two threads
+    racing (say ``complete`` and ``cancel`` of a finalizing batch) exactly one
+    wins and the other gets :class:`InvalidTransition`; :attr:`batch` is never
+    half-updated. No ``transitions`` machine is built per object: a move is a
+    table lookup.
+
+    Callbacks registered with :meth:`on_exit`, :meth:`on_transition` and
+    :meth:`on_enter` run after each move, in that order, with
+    ``(event, before, after)``, inside the lock (so they see moves in order);
+    a no-op (a retried cancel) runs none. If a callback raises, the move stands
+    and the exception reaches the caller.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> m = bf.BatchMachine(b, clock=lambda: 1700000060)
+        >>> m.on_enter("cancelling", lambda e, old, new: print(e, new.status))
+        >>> m.start().status
+        <BatchStatus.IN_PROGRESS: 'in_progress'>
+        >>> m.cancel().cancelling_at
+        cancel cancelling
+        1700000060
+        >>> m.cancel() is m.batch  # a retried cancel changes nothing
+        True
+    """
+
+    __slots__ = ("_batch", "_callbacks", "_clock", "_lock")
+
+    def __init__(self, batch: Batch, *, clock: Callable[[], float] = time.time) -> None:
+        self._batch = batch
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._callbacks: list[tuple[int, BatchStatus | None, TransitionCallback]] = []
+
+    def __repr__(self) -> str:
+        return f"<BatchMachine {self._batch.id} {self._batch.status}>"
+
+    @property
+    def batch(self) -> Batch:
+        """The batch as it is now."""
+        return self._batch
+
+    @property
+    def status(self) -> BatchStatus:
+        """The batch's status."""
+        return self._batch.status
+
+    @property
+    def allowed_events(self) -> frozenset[Event]:
+        """The events the batch accepts now."""
+        return ALLOWED[self._batch.status]
+
+    def can(self, event: Event | str) -> bool:
+        """Whether the batch accepts ``event`` now."""
+        return can(self._batch, event)
+
+    def trigger(self, event: Event | str, **changes: Any) -> Batch:
+        """Make the move ``event`` now, setting ``changes``; see :func:`advance`."""
+        event = _event(event)
+        with self._lock:
+            before = self._batch
+            after = advance(before, event, at=int(self._clock()), **changes)
+            if after is before or not self._callbacks:
+                self._batch = after
+                return after
+            self._batch = after
+            for _kind, _status, callback in self._due(before, after):
+                callback(event, before, after)
+            return after
+
+    def _due(
+        self, before: Batch, after: Batch
+    ) -> list[tuple[int, BatchStatus | None, TransitionCallback]]:
+        due = [
+            entry
+            for entry in self._callbacks
+            if (entry[0] == _EXIT and entry[1] is before.status)
+            or entry[0] == _TRANSITION
+            or (entry[0] == _ENTER and entry[1] is after.status)
+        ]
+        due.sort(key=lambda entry: entry[0])  # stable: registration order per kind
+        return due
+
+    def on_enter(self, status: BatchStatus | str, callback: TransitionCallback) -> None:
+        """Call ``callback(event, before, after)`` after each move into ``status``."""
+        self._callbacks.append((_ENTER, BatchStatus(status), callback))
+
+    def on_exit(self, status: BatchStatus | str, callback: TransitionCallback) -> None:
+        """Call ``callback(event, before, after)`` after each move out of ``status``."""
+        self._callbacks.append((_EXIT, BatchStatus(status), callback))
+
+    def on_transition(self, callback: TransitionCallback) -> None:
+        """Call ``callback(event, before, after)`` after every move."""
+        self._callbacks.append((_TRANSITION, None, callback))
+
+    # One method per event, so that type checkers see them; a test holds them
+    # to the table (names, and the fields each may set).
+
+    def start(
+        self,
+        *,
+        request_counts: BatchRequestCounts | None = None,
+        model: str | None = None,
+    ) -> Batch:
+        """``validating`` → ``in_progress``: the input file is valid."""
+        return self.trigger(
+            Event.START, **_given(request_counts=request_counts, model=model)
+        )
+
+    def fail(self, *, errors: BatchErrors) -> Batch:
+        """``validating`` → ``failed``: the input file is not valid."""
+        return self.trigger(Event.FAIL, errors=errors)
+
+    def finalize(
+        self,
+        *,
+        request_counts: BatchRequestCounts | None = None,
+        usage: BatchUsage | None = None,
+    ) -> Batch:
+        """``in_progress`` → ``finalizing``: every request has run."""
+        return self.trigger(
+            Event.FINALIZE, **_given(request_counts=request_counts, usage=usage)
+        )
+
+    def complete(
+        self,
+        *,
+        output_file_id: str | None = None,
+        error_file_id: str | None = None,
+        request_counts: BatchRequestCounts | None = None,
+        usage: BatchUsage | None = None,
+    ) -> Batch:
+        """``finalizing`` → ``completed``: the result files are written."""
+        return self.trigger(
+            Event.COMPLETE,
+            **_given(
+                output_file_id=output_file_id,
+                error_file_id=error_file_id,
+                request_counts=request_counts,
+                usage=usage,
+            ),
+        )
+
+    def expire(
+        self,
+        *,
+        output_file_id: str | None = None,
+        error_file_id: str | None = None,
+        request_counts: BatchRequestCounts | None = None,
+        usage: BatchUsage | None = None,
+    ) -> Batch:
+        """``validating``/``in_progress``/``finalizing`` → ``expired``: out of time."""
+        return self.trigger(
+            Event.EXPIRE,
+            **_given(
+                output_file_id=output_file_id,
+                error_file_id=error_file_id,
+                request_counts=request_counts,
+                usage=usage,
+            ),
+        )
+
+    def cancel(self) -> Batch:
+        """``validating``/``in_progress``/``finalizing`` → ``cancelling``.
+
+        A no-op on a ``cancelling`` batch: a retried cancel must not fail.
+        """
+        return self.trigger(Event.CANCEL)
+
+    def mark_cancelled(
+        self,
+        *,
+        output_file_id: str | None = None,
+        error_file_id: str | None = None,
+        request_counts: BatchRequestCounts | None = None,
+        usage: BatchUsage | None = None,
+    ) -> Batch:
+        """``cancelling`` → ``cancelled``: in-flight requests have stopped."""
+        return self.trigger(
+            Event.MARK_CANCELLED,
+            **_given(
+                output_file_id=output_file_id,
+                error_file_id=error_file_id,
+                request_counts=request_counts,
+                usage=usage,
+            ),
+        )
+
+
+_EXIT, _TRANSITION, _ENTER = 0, 1, 2
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _build_machine() -> Machine:
+    states = [
+        {"name": status.value, "final": status in TERMINAL_STATUSES}
+        for status in BatchStatus
+    ]
+    moves: list[dict[str, Any]] = [
+        {
+            "trigger": move.event.value,
+            "source": [source.value for source in move.sources],
+            "dest": move.dest.value,
+        }
+        for move in MOVES
+    ]
+    # A no-op is an internal transition: accepted, and the state stays.
+    moves += [
+        {"trigger": event.value, "source": status.value, "dest": None}
+        for status, event in sorted(NOOPS)
+    ]
+    return Machine(
+        model=None,
+        states=states,
+        transitions=moves,
+        initial=INITIAL.value,
+        auto_transitions=False,  # no to_<state>() shortcut around the table
+        send_event=True,
+    )
+
+
+#: The lifecycle as a ``transitions`` Machine, built from the same table. It has
+#: no model of its own: bind yours with ``machine.add_model(obj)``.
+machine: Machine = _build_machine()

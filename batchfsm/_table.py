@@ -1,0 +1,159 @@
+"""The Batch lifecycle, declared once, as data.
+
+Everything else is derived from :data:`MOVES`: the ``transitions`` machine, the
+allowed events, the diagram and the docs table, the invariants' reachability,
+the strategies. The declaration is checked when this module is imported (one
+initial status, nothing leaves a terminal status, every status is reachable and
+can reach a terminal one), so a wrong edit fails at once, not in production.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+import attrs
+
+from ._model import TERMINAL_STATUSES, BatchStatus
+
+__all__ = [
+    "CREATION_FIELDS",
+    "INITIAL",
+    "MOVES",
+    "PROGRESS_FIELDS",
+    "PROGRESS_STATUSES",
+    "STAMPS",
+    "Event",
+    "Move",
+]
+
+S = BatchStatus
+
+
+class Event(str, enum.Enum):
+    """The events that move a batch; each member is equal to its name.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> bf.Event("cancel") is bf.Event.CANCEL
+        True
+    """
+
+    START = "start"
+    FAIL = "fail"
+    FINALIZE = "finalize"
+    COMPLETE = "complete"
+    EXPIRE = "expire"
+    CANCEL = "cancel"
+    MARK_CANCELLED = "mark_cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class Move:
+    """One row of the transition table.
+
+    ``event`` moves a batch from any of ``sources`` to ``dest``, stamping the
+    Unix-seconds field of ``dest``; the move may also set the fields in
+    ``may_set``. From ``dest`` itself an ``idempotent`` event is a no-op that
+    returns the batch unchanged.
+    """
+
+    event: Event
+    sources: tuple[BatchStatus, ...]
+    dest: BatchStatus
+    may_set: frozenset[str] = frozenset()
+    idempotent: bool = False
+
+
+def _fields(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+_RESULTS = _fields("output_file_id", "error_file_id", "request_counts", "usage")
+
+#: The transition table (DESIGN §1).
+MOVES: tuple[Move, ...] = (
+    Move(Event.START, (S.VALIDATING,), S.IN_PROGRESS, _fields("request_counts", "model")),
+    Move(Event.FAIL, (S.VALIDATING,), S.FAILED, _fields("errors")),
+    Move(Event.FINALIZE, (S.IN_PROGRESS,), S.FINALIZING, _fields("request_counts", "usage")),
+    Move(Event.COMPLETE, (S.FINALIZING,), S.COMPLETED, _RESULTS),
+    Move(Event.EXPIRE, (S.VALIDATING, S.IN_PROGRESS, S.FINALIZING), S.EXPIRED, _RESULTS),
+    Move(
+        Event.CANCEL,
+        (S.VALIDATING, S.IN_PROGRESS, S.FINALIZING),
+        S.CANCELLING,
+        idempotent=True,  # a retried cancel must not fail
+    ),
+    Move(Event.MARK_CANCELLED, (S.CANCELLING,), S.CANCELLED, _RESULTS),
+)  # fmt: skip
+
+#: The status every batch is created in.
+INITIAL = S.VALIDATING
+
+#: The timestamp field each status stamps when a batch enters it.
+STAMPS: dict[BatchStatus, str] = {
+    S.VALIDATING: "created_at",
+    S.FAILED: "failed_at",
+    S.IN_PROGRESS: "in_progress_at",
+    S.FINALIZING: "finalizing_at",
+    S.COMPLETED: "completed_at",
+    S.EXPIRED: "expired_at",
+    S.CANCELLING: "cancelling_at",
+    S.CANCELLED: "cancelled_at",
+}
+
+#: Fields a batch may carry from its creation on.
+CREATION_FIELDS = _fields("model", "metadata", "request_counts")
+
+#: Work in progress updates these fields without a move, in these statuses.
+PROGRESS_FIELDS = _fields("request_counts", "usage")
+PROGRESS_STATUSES = frozenset({S.IN_PROGRESS, S.FINALIZING})
+
+
+# -- the declaration is checked on import -------------------------------------------
+
+
+class TableError(Exception):
+    """The transition table is inconsistent (a bug in batchfsm itself)."""
+
+
+def _reachable(start: BatchStatus, moves: Iterable[Move]) -> set[BatchStatus]:
+    edges: dict[BatchStatus, set[BatchStatus]] = {}
+    for move in moves:
+        for source in move.sources:
+            edges.setdefault(source, set()).add(move.dest)
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def check_table(moves: tuple[Move, ...]) -> None:
+    """Raise :class:`TableError` unless ``moves`` is a sound lifecycle."""
+    if set(STAMPS) != set(BatchStatus):
+        raise TableError("every status needs exactly one stamp field")
+    seen_pairs: set[tuple[BatchStatus, Event]] = set()
+    for move in moves:
+        if move.dest == INITIAL:
+            raise TableError(f"{move.event}: nothing may enter the initial status")
+        for source in move.sources:
+            if source in TERMINAL_STATUSES:
+                raise TableError(f"{move.event}: leaves terminal status {source}")
+            if (source, move.event) in seen_pairs:
+                raise TableError(f"{move.event} from {source} is declared twice")
+            seen_pairs.add((source, move.event))
+    unreachable = set(BatchStatus) - _reachable(INITIAL, moves)
+    if unreachable:
+        raise TableError(f"unreachable statuses: {sorted(unreachable)}")
+    for status in BatchStatus:
+        if not _reachable(status, moves) & TERMINAL_STATUSES:
+            raise TableError(f"{status} can reach no terminal status")
+
+
+check_table(MOVES)

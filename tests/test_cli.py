@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+from hypothesis import given, settings
+
+import batchfsm as bf
+from batchfsm._cli import main
+from batchfsm.strategies import traces
+
+EXAMPLE_TRACE = Path(__file__).parents[1] / "docs" / "examples" / "trace.jsonl"
+
+
+def test_the_example_trace_is_legal(capsys):
+    assert main(["check", str(EXAMPLE_TRACE)]) == 0
+    assert capsys.readouterr().out == "5 snapshot(s) of 1 batch(es): no violation(s)\n"
+
+
+@settings(max_examples=20)
+@given(traces())
+def test_check_accepts_jsonl_arrays_and_list_pages(tmp_path_factory, trace):
+    folder = tmp_path_factory.mktemp("traces")
+    documents = [bf.to_dict(b) for b in trace]
+    jsonl = folder / "trace.jsonl"
+    jsonl.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    array = folder / "trace.json"
+    array.write_text(json.dumps(documents))
+    pages = folder / "pages.jsonl"
+    pages.write_text(
+        "".join(
+            json.dumps({"object": "list", "data": documents[i : i + 2]}) + "\n"
+            for i in range(0, len(documents), 2)
+        )
+    )
+    for path in (jsonl, array, pages):
+        assert main(["check", str(path)]) == 0
+
+
+def test_check_reports_each_violation_and_exits_1(tmp_path, capsys):
+    batch = bf.new_batch(
+        id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=100
+    )
+    running = bf.advance(batch, "start", at=110)
+    jumped = attrs.evolve(running, status=bf.BatchStatus.COMPLETED, completed_at=120)
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        "\n".join(json.dumps(bf.to_dict(b)) for b in (batch, running, jumped))
+        + '\n{"id": "batch_2", "object": "batch"}\n'
+    )
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "#2 batch_1 stamp.missing @ finalizing_at: "
+        "finalizing_at is not set while status is completed"
+    )
+    assert "#3 batch_2 schema @ endpoint: required field missing" in out
+    assert out[-1] == "4 snapshot(s) of 2 batch(es): 6 violation(s)"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json\n", "line 1: not valid JSON"),
+        ("[1, 2", "not valid JSON"),
+        ('{"object": "list", "data": 3}\n', "line 1: a list page without a data array"),
+    ],
+)
+def test_unreadable_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_missing_file_is_one_line_and_exit_2(capsys):
+    assert main(["check", "/nonexistent/trace.jsonl"]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_stdin_and_the_module_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "batchfsm", "check", "-"],
+        input=EXAMPLE_TRACE.read_text(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no violation" in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot", "svg"])
+def test_diagram_formats(capsys, fmt):
+    assert main(["diagram", "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert all(status.value in out for status in bf.BatchStatus)
+
+
+def test_bad_arguments_exit_2_without_traceback(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["diagram", "--format", "png"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main([]) == 2
+    assert main(["--version"]) == 0

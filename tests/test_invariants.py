@@ -1,0 +1,178 @@
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import batchfsm as bf
+from batchfsm.strategies import BROKEN_RULES, broken_dicts, lifecycles, traces
+
+from .conftest import REFERENCE_EXAMPLES, load_json
+
+STEP_RULES = {rule for rule in bf.RULES if rule.startswith("step.")}
+
+
+@given(traces(max_batches=4))
+def test_every_drawn_trace_passes(trace):
+    assert bf.check_trace(trace) == []
+    assert bf.check_trace(bf.to_dict(b) for b in trace) == []
+
+
+@pytest.mark.parametrize("rule", sorted(BROKEN_RULES))
+@given(data=st.data())
+def test_a_snapshot_broken_one_way_is_flagged_with_that_rule_only(rule, data):
+    _, document = data.draw(broken_dicts(rule=rule))
+    if rule in ("schema", "number.negative"):
+        with pytest.raises(bf.SchemaError):
+            bf.from_dict(document)
+        violations = bf.check_trace([document])
+        assert {v.rule for v in violations} == {"schema"}
+        assert all(v.index == 0 and v.batch_id == document["id"] for v in violations)
+        return
+    violations = bf.check(bf.from_dict(document))
+    assert {v.rule for v in violations} == {rule}
+    assert all(v.batch_id == document["id"] and v.path for v in violations)
+
+
+def test_every_rule_is_exercised():
+    # Each single-snapshot rule has a breaker; each step rule a test below.
+    assert set(bf.RULES) == BROKEN_RULES | STEP_RULES
+
+
+def test_reference_examples_are_consistent():
+    for path in REFERENCE_EXAMPLES:
+        assert bf.check(bf.from_dict(load_json(path))) == [], path.name
+
+
+# -- steps: a trace mutated to break one step rule is flagged with it --------------
+
+
+def mutate_later(snapshots: list[bf.Batch], **changes: Any) -> list[bf.Batch]:
+    *head, last = snapshots
+    return [*head, attrs.evolve(last, **changes)]
+
+
+@given(lifecycles(status="completed", polls=True))
+def test_a_rewound_status_breaks_step_status(snapshots):
+    trace = [*snapshots, snapshots[0]]
+    rules = {v.rule for v in bf.check_trace(trace) if v.index == len(trace) - 1}
+    assert "step.status" in rules
+
+
+@given(lifecycles(status="completed"))
+def test_a_changed_immutable_field_breaks_step_immutable(snapshots):
+    trace = mutate_later(snapshots, endpoint="/v1/other")
+    assert {v.rule for v in bf.check_trace(trace)} == {"step.immutable"}
+
+
+@given(lifecycles(status="completed"))
+def test_a_replaced_model_breaks_step_set_once(snapshots):
+    last = snapshots[-1]
+    trace = [*snapshots, attrs.evolve(last, model="another-model")]
+    assert {v.rule for v in bf.check_trace(trace)} == {"step.set_once"}
+
+
+@given(lifecycles(status="completed"))
+def test_decreasing_counts_break_step_counts(snapshots):
+    last = snapshots[-1]
+    counts = last.request_counts
+    assert counts is not None
+    trace = [
+        *snapshots,
+        attrs.evolve(
+            last,
+            request_counts=attrs.evolve(
+                counts, total=counts.total - 1, completed=0, failed=0
+            ),
+        ),
+    ]
+    rules = {v.rule for v in bf.check_trace(trace)}
+    assert "step.counts" in rules
+
+
+@given(lifecycles(status="completed"))
+def test_vanished_usage_breaks_step_usage(snapshots):
+    last = snapshots[-1]
+    trace = [*snapshots, attrs.evolve(last, usage=None)]
+    assert {v.rule for v in bf.check_trace(trace)} == {"step.usage"}
+
+
+def test_step_identity_and_jumps():
+    created = bf.new_batch(
+        id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=100
+    )
+    other = attrs.evolve(created, id="batch_2")
+    assert [v.rule for v in bf.check_step(created, other)] == ["step.identity"]
+    # A poller that missed in_progress and finalizing sees a legal jump ...
+    done = bf.advance(
+        bf.advance(bf.advance(created, "start", at=110), "finalize", at=120),
+        "complete",
+        at=130,
+    )
+    assert bf.check_step(created, done) == []
+    # ... but not one whose skipped statuses left no stamps.
+    jumped = attrs.evolve(created, status=bf.BatchStatus.COMPLETED, completed_at=130)
+    assert {v.rule for v in bf.check(jumped)} == {"stamp.missing"}
+    assert {v.path for v in bf.check(jumped)} == {"in_progress_at", "finalizing_at"}
+
+
+def test_check_trace_judges_each_batch_separately_and_reports_indexes():
+    a = bf.new_batch(
+        id="batch_a", input_file_id="f", endpoint="/v1/embeddings", created_at=100
+    )
+    b = attrs.evolve(a, id="batch_b")
+    a1 = bf.advance(a, "start", at=105)
+    trace = [a, b, a1, b, a]  # batch_a goes back at index 4
+    violations = bf.check_trace(trace)
+    assert {(v.index, v.batch_id) for v in violations} == {(4, "batch_a")}
+
+
+def test_check_trace_reports_schema_errors_and_goes_on():
+    good = bf.to_dict(
+        bf.new_batch(
+            id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=100
+        )
+    )
+    violations = bf.check_trace(
+        [good, good | {"status": "running"}, [1], good]  # type: ignore[list-item]
+    )
+    assert [(v.rule, v.index, v.path, v.batch_id) for v in violations] == [
+        ("schema", 1, "status", "batch_1"),
+        ("schema", 2, None, None),
+    ]
+
+
+def test_violation_messages_are_readable():
+    batch = bf.new_batch(
+        id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=100
+    )
+    broken = attrs.evolve(
+        batch,
+        status=bf.BatchStatus.FAILED,
+        failed_at=90,
+        request_counts=bf.BatchRequestCounts(total=1, completed=1, failed=1),
+    )
+    assert bf.check(broken) == [
+        bf.Violation(
+            "stamp.order",
+            "failed_at (90) is earlier than created_at (100)",
+            "failed_at",
+            None,
+            "batch_1",
+        ),
+        bf.Violation(
+            "counts.sum",
+            "completed + failed = 2 > total = 1",
+            "request_counts",
+            None,
+            "batch_1",
+        ),
+        bf.Violation(
+            "errors.missing",
+            "a failed batch has no errors.data",
+            "errors.data",
+            None,
+            "batch_1",
+        ),
+    ]

@@ -1,0 +1,355 @@
+import inspect
+import itertools
+import pickle
+import re
+import threading
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import batchfsm as bf
+from batchfsm._table import MOVES, STAMPS, Move, TableError, check_table
+from batchfsm.strategies import batches, events, lifecycles
+
+S, E = bf.BatchStatus, bf.Event
+STAMP_FIELDS = set(STAMPS.values())
+
+
+def fresh(**kw: Any) -> bf.Batch:
+    return bf.new_batch(
+        id="batch_1",
+        input_file_id="file-1",
+        endpoint="/v1/chat/completions",
+        created_at=1_700_000_000,
+        **kw,
+    )
+
+
+def stamps(batch: bf.Batch) -> dict[str, int | None]:
+    return {name: getattr(batch, name) for name in STAMP_FIELDS}
+
+
+# -- new_batch ---------------------------------------------------------------------
+
+
+def test_new_batch_is_validating_with_its_window():
+    batch = fresh(metadata={"k": "v"}, model="gpt-4o")
+    assert batch.status is S.VALIDATING
+    assert batch.expires_at == 1_700_000_000 + 86_400
+    assert batch.request_counts == bf.BatchRequestCounts(total=0, completed=0, failed=0)
+    assert bf.check(batch) == []
+
+
+def test_new_batch_rejects_other_windows_and_bad_input():
+    with pytest.raises(
+        bf.SchemaError, match="completion_window: expected one of '24h'"
+    ):
+        fresh(completion_window="48h")
+    with pytest.raises(bf.SchemaError, match=r"metadata\.k: value longer than 512"):
+        fresh(metadata={"k": "v" * 513})
+    with pytest.raises(TypeError, match="created_at"):
+        bf.new_batch(
+            id="b",
+            input_file_id="f",
+            endpoint="/v1/embeddings",
+            created_at="now",  # type: ignore[arg-type]
+        )
+
+
+# -- advance: every status x every event -------------------------------------------
+
+
+@given(batches(), events(), st.integers(0, 10_000))
+def test_every_legal_move_stamps_exactly_its_own_field(batch, event, delay):
+    at = max(v for v in stamps(batch).values() if v is not None) + delay
+    if event is E.EXPIRE:
+        at = max(at, batch.expires_at)
+    legal = bf.can(batch, event)
+    assert legal == (event in bf.allowed_events(batch.status))
+    if not legal:
+        with pytest.raises(bf.InvalidTransition) as info:
+            bf.advance(batch, event, at=at)
+        error = info.value
+        assert (error.status, error.event) == (batch.status, event)
+        assert error.allowed == bf.allowed_events(batch.status)
+        assert event.value in str(error) and batch.status.value in str(error)
+        return
+    # A failed batch must say why; no other move needs more than its stamp.
+    why = bf.BatchErrors(data=(bf.BatchError(code="invalid_json_line", line=1),))
+    after = bf.advance(
+        batch, event, at=at, **({"errors": why} if event is E.FAIL else {})
+    )
+    if batch.status is S.CANCELLING and event is E.CANCEL:
+        assert after is batch  # a retried cancel is a no-op
+        return
+    move = next(m for m in MOVES if m.event is event)
+    assert after.status is move.dest
+    changed = {k for k in STAMP_FIELDS if getattr(after, k) != getattr(batch, k)}
+    assert changed == {STAMPS[move.dest]}
+    assert getattr(batch, STAMPS[move.dest]) is None
+    assert getattr(after, STAMPS[move.dest]) == at
+    assert (
+        attrs.evolve(after, status=batch.status, **{STAMPS[move.dest]: None})  # type: ignore[arg-type]
+        == batch
+    )
+    assert bf.check(after) == []
+    assert bf.check_step(batch, after) == []
+
+
+@given(batches(status=bf.TERMINAL_STATUSES), events())
+def test_terminal_batches_accept_nothing(batch, event):
+    assert bf.allowed_events(batch.status) == frozenset()
+    with pytest.raises(bf.InvalidTransition):
+        bf.advance(batch, event, at=batch.created_at + 100_000)
+
+
+@given(lifecycles())
+def test_every_legal_path_passes_check_at_each_step_and_as_a_trace(snapshots):
+    for before, after in itertools.pairwise(snapshots):
+        assert bf.check(after) == []
+        assert bf.check_step(before, after) == []
+    assert bf.check_trace(snapshots) == []
+    assert bf.check_trace([bf.to_dict(b) for b in snapshots]) == []
+
+
+def test_cancel_of_a_terminal_batch_answers_like_the_api():
+    done = bf.advance(
+        fresh(),
+        "fail",
+        at=1_700_000_001,
+        errors=bf.BatchErrors(data=(bf.BatchError(code="invalid_json_line", line=1),)),
+    )
+    with pytest.raises(bf.InvalidTransition) as info:
+        bf.advance(done, "cancel", at=1_700_000_002)
+    assert info.value.to_api_error() == {
+        "error": {
+            "message": "Cannot cancel a batch with status 'failed'.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert (
+        str(info.value) == "cannot cancel a batch with status failed (it allows: none)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("event", "changes", "message"),
+    [
+        (
+            "start",
+            {"usage": None},
+            "start may not set usage (it may set: model, request_counts)",
+        ),
+        ("start", {"status": S.COMPLETED}, "start may not set status"),
+        ("start", {"completed_at": 5}, "start may not set completed_at"),
+        ("fail", {}, "errors.missing: a failed batch has no errors.data"),
+        ("fail", {"errors": bf.BatchErrors(data=())}, "errors.missing"),
+        (
+            "start",
+            {"request_counts": bf.BatchRequestCounts(total=1, completed=1, failed=1)},
+            "counts.sum: completed + failed = 2 > total = 1",
+        ),
+        (
+            "cancel",
+            {"model": "gpt-4o"},
+            "cancel may not set model (it may set: nothing)",
+        ),
+    ],
+)
+def test_advance_rejects_what_the_move_may_not_do(event, changes, message):
+    batch = fresh()
+    with pytest.raises(bf.InvalidTransition, match=re.escape(message)):
+        bf.advance(batch, event, at=1_700_000_001, **changes)
+
+
+def test_advance_rejects_going_back_in_time():
+    running = bf.advance(fresh(), "start", at=1_700_000_100)
+    with pytest.raises(
+        bf.InvalidTransition,
+        match=(
+            "finalize at 1700000099 would go back in time: in_progress_at is 1700000100"
+        ),
+    ):
+        bf.advance(running, "finalize", at=1_700_000_099)
+    assert (
+        bf.advance(running, "finalize", at=1_700_000_100).finalizing_at == 1_700_000_100
+    )
+
+
+def test_expiry_cannot_come_before_expires_at():
+    with pytest.raises(bf.InvalidTransition, match=r"expired_at\.early"):
+        bf.advance(fresh(), "expire", at=1_700_000_100)
+    assert bf.advance(fresh(), "expire", at=1_700_086_400).status is S.EXPIRED
+
+
+def test_retried_cancel_takes_no_fields_and_changes_nothing():
+    cancelling = bf.advance(fresh(), "cancel", at=1_700_000_001)
+    assert bf.advance(cancelling, "cancel", at=1_700_000_900) is cancelling
+    with pytest.raises(bf.InvalidTransition, match="changes nothing"):
+        bf.advance(cancelling, "cancel", at=1_700_000_900, model="x")
+
+
+def test_advance_type_errors_name_the_field():
+    with pytest.raises(TypeError, match="at: expected Unix seconds"):
+        bf.advance(fresh(), "start", at=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="request_counts: expected BatchRequestCounts"):
+        bf.advance(fresh(), "start", at=1_700_000_001, request_counts={"total": 1})
+    with pytest.raises(ValueError, match="unknown event 'begin'; events are: start"):
+        bf.advance(fresh(), "begin", at=1_700_000_001)
+
+
+def test_invalid_transition_pickles_and_is_a_value_error():
+    with pytest.raises(ValueError, match="cannot complete") as info:
+        bf.advance(fresh(), "complete", at=1_700_000_001)
+    error = info.value
+    assert isinstance(error, bf.InvalidTransition)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.status, copy.event, copy.allowed, str(copy)) == (
+        error.status,
+        error.event,
+        error.allowed,
+        str(error),
+    )
+
+
+# -- the declaration -------------------------------------------------------------
+
+
+def test_allowed_events_follow_the_table():
+    for status in S:
+        expected = {m.event for m in MOVES if status in m.sources}
+        expected |= {m.event for m in MOVES if m.idempotent and m.dest is status}
+        assert bf.allowed_events(status) == expected
+        assert bf.allowed_events(status.value) == expected
+
+
+def test_the_transitions_machine_is_the_same_table():
+    for status in S:
+        assert set(bf.machine.get_triggers(status.value)) == {
+            e.value for e in bf.allowed_events(status)
+        }
+    assert bf.machine.get_state("completed").final
+    assert not bf.machine.get_state("cancelling").final
+
+    class Model:
+        state: str
+
+    for move in MOVES:
+        for source in move.sources:
+            model = Model()
+            bf.machine.add_model(model, initial=source.value)
+            model.trigger(move.event.value)  # type: ignore[attr-defined]
+            assert model.state == move.dest.value
+            bf.machine.remove_model(model)
+
+
+@pytest.mark.parametrize(
+    ("moves", "message"),
+    [
+        (
+            (*MOVES, Move(E.START, (S.COMPLETED,), S.IN_PROGRESS)),
+            "leaves terminal status",
+        ),
+        (
+            (*MOVES, Move(E.FAIL, (S.FAILED,), S.VALIDATING)),
+            "enter the initial status",
+        ),
+        ((*MOVES, Move(E.START, (S.VALIDATING,), S.FAILED)), "declared twice"),
+        (
+            tuple(m for m in MOVES if m.event is not E.MARK_CANCELLED),
+            "unreachable|no terminal",
+        ),
+        (tuple(m for m in MOVES if m.event is not E.START), "unreachable"),
+    ],
+)
+def test_a_broken_table_is_refused_on_import(moves, message):
+    with pytest.raises(TableError, match=message):
+        check_table(moves)
+
+
+def test_batch_machine_has_one_method_per_event_with_the_table_fields():
+    for move in MOVES:
+        method = getattr(bf.BatchMachine, move.event.value)
+        params = set(inspect.signature(method).parameters) - {"self"}
+        assert params == move.may_set, move.event
+
+
+# -- BatchMachine -----------------------------------------------------------------
+
+
+def test_batch_machine_moves_stamps_with_its_clock_and_calls_back():
+    now = [1_700_000_010]
+    m = bf.BatchMachine(fresh(), clock=lambda: now[0] + 0.9)
+    seen = []
+    m.on_exit("validating", lambda e, b, a: seen.append(("exit", e, b.status)))
+    m.on_transition(lambda e, b, a: seen.append(("move", e, a.status)))
+    m.on_enter(S.IN_PROGRESS, lambda e, b, a: seen.append(("enter", e, a.status)))
+    m.start(request_counts=bf.BatchRequestCounts(total=2, completed=0, failed=0))
+    assert m.batch.in_progress_at == 1_700_000_010
+    assert seen == [
+        ("exit", E.START, S.VALIDATING),
+        ("move", E.START, S.IN_PROGRESS),
+        ("enter", E.START, S.IN_PROGRESS),
+    ]
+    now[0] += 5
+    m.cancel()
+    assert m.status is S.CANCELLING and m.allowed_events == {E.CANCEL, E.MARK_CANCELLED}
+    seen.clear()
+    assert m.cancel() is m.batch and seen == []  # no-op: no callbacks
+    m.mark_cancelled(
+        request_counts=bf.BatchRequestCounts(total=2, completed=1, failed=0)
+    )
+    assert m.batch.cancelled_at == 1_700_000_015
+    assert not m.can("cancel")
+    assert bf.check(m.batch) == []
+    assert "batch_1 cancelled" in repr(m)
+
+
+def test_a_failing_callback_does_not_undo_the_move():
+    m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_001)
+
+    def boom(*_):
+        raise RuntimeError("webhook down")
+
+    m.on_transition(boom)
+    with pytest.raises(RuntimeError, match="webhook down"):
+        m.start()
+    assert m.status is S.IN_PROGRESS
+
+
+@pytest.mark.parametrize("run", range(50))
+def test_racing_complete_and_cancel_have_exactly_one_winner(run):
+    m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_001)
+    m.start(request_counts=bf.BatchRequestCounts(total=1, completed=0, failed=0))
+    m.finalize(request_counts=bf.BatchRequestCounts(total=1, completed=1, failed=0))
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def race(name, move):
+        barrier.wait()
+        try:
+            results[name] = move()
+        except bf.InvalidTransition as exc:
+            results[name] = exc
+
+    threads = [
+        threading.Thread(
+            target=race, args=("complete", lambda: m.complete(output_file_id="file-o"))
+        ),
+        threading.Thread(target=race, args=("cancel", m.cancel)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [k for k, v in results.items() if isinstance(v, bf.Batch)]
+    assert len(winners) == 1
+    loser = next(k for k in results if k not in winners)
+    assert isinstance(results[loser], bf.InvalidTransition)
+    assert m.status is (S.COMPLETED if winners == ["complete"] else S.CANCELLING)
+    assert bf.check(m.batch) == []
