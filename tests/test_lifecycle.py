@@ -79,9 +79,8 @@ def test_every_legal_move_stamps_exactly_its_own_field(batch, event, delay):
         return
     # A failed batch must say why; no other move needs more than its stamp.
     why = bf.BatchErrors(data=(bf.BatchError(code="invalid_json_line", line=1),))
-    after = bf.advance(
-        batch, event, at=at, **({"errors": why} if event is E.FAIL else {})
-    )
+    changes: dict[str, Any] = {"errors": why} if event is E.FAIL else {}
+    after = bf.advance(batch, event, at=at, **changes)
     if batch.status is S.CANCELLING and event is E.CANCEL:
         assert after is batch  # a retried cancel is a no-op
         return
@@ -92,7 +91,12 @@ def test_every_legal_move_stamps_exactly_its_own_field(batch, event, delay):
     assert getattr(batch, STAMPS[move.dest]) is None
     assert getattr(after, STAMPS[move.dest]) == at
     assert (
-        attrs.evolve(after, status=batch.status, **{STAMPS[move.dest]: None})  # type: ignore[arg-type]
+        attrs.evolve(
+            after,
+            status=batch.status,
+            **{STAMPS[move.dest]: None},  # type: ignore[arg-type]
+            **{name: getattr(batch, name) for name in changes},
+        )
         == batch
     )
     assert bf.check(after) == []
