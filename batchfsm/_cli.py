@@ -25,28 +25,42 @@ class _InputError(Exception):
     """The input cannot be read as recorded Batch objects."""
 
 
+def _parse(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _InputError(f"{where}not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _InputError(f"{where}not valid JSON: nested too deeply") from None
+
+
+def _batches(document: Any, where: str) -> Iterator[Any]:
+    # A page of GET /v1/batches holds its batches under "data".
+    if isinstance(document, dict) and document.get("object") == "list":
+        data = document.get("data")
+        if not isinstance(data, list):
+            raise _InputError(f"{where}a list page without a data array")
+        yield from data
+    else:
+        yield document
+
+
 def _documents(text: str) -> Iterator[Any]:
-    if text.lstrip().startswith("["):
-        try:
-            yield from json.loads(text)
-        except ValueError as exc:
-            raise _InputError(f"not valid JSON: {exc}") from None
+    try:  # one JSON document: an array, a list page, or a single Batch
+        whole = json.loads(text)
+    except (ValueError, RecursionError):
+        whole = None
+    if isinstance(whole, list):
+        for item in whole:
+            yield from _batches(item, "")
+        return
+    if isinstance(whole, dict):
+        yield from _batches(whole, "")
         return
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            document = json.loads(line)
-        except ValueError as exc:
-            raise _InputError(f"line {number}: not valid JSON: {exc}") from None
-        # A page of GET /v1/batches holds its batches under "data".
-        if isinstance(document, dict) and document.get("object") == "list":
-            data = document.get("data")
-            if not isinstance(data, list):
-                raise _InputError(f"line {number}: a list page without a data array")
-            yield from data
-        else:
-            yield document
+        if line.strip():
+            where = f"line {number}: "
+            yield from _batches(_parse(line, where), where)
 
 
 def _check(source: TextIO, out: TextIO) -> int:
@@ -58,7 +72,7 @@ def _check(source: TextIO, out: TextIO) -> int:
             f"{' @ ' + v.path if v.path else ''}: {v.message}",
             file=out,
         )
-    ids = {d.get("id") for d in documents if isinstance(d, dict)}
+    ids = {repr(d.get("id")) for d in documents if isinstance(d, dict)}
     print(
         f"{len(documents)} snapshot(s) of {len(ids)} batch(es): "
         f"{len(violations) or 'no'} violation(s)",

@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, get_args
 
+import attrs
 from cattrs import Converter
 from cattrs.errors import (
     ClassValidationError,
@@ -50,7 +51,6 @@ _MODEL_CLASSES = (
     OutputTokensDetails,
 )
 _STATUS_BY_VALUE = {status.value: status for status in BatchStatus}
-_JSON_TYPE = {dict: "object", list: "array", str: "string", bool: "boolean"}
 
 
 class _InvalidError(Exception):
@@ -147,7 +147,18 @@ def _require_mapping(
             raise _expected(f"object ({cls.__name__})", value)
         return structure(value, cls)
 
-    return structure_object
+    if cls is not BatchErrors:
+        return structure_object
+
+    def structure_errors(value: Any, _: Any) -> Any:
+        errors = structure_object(value, _)
+        # BatchErrors() defaults object to "list" for people building one; a
+        # document that left it out has no object, and check() must see that.
+        if "object" not in value:
+            errors = attrs.evolve(errors, object=None)
+        return errors
+
+    return structure_errors
 
 
 # -- the converter ----------------------------------------------------------------
@@ -194,9 +205,10 @@ def _make_unstructure(cls: type, conv: Converter) -> Callable[[Any], dict[str, A
     return make_dict_unstructure_fn(cls, conv, **overrides)
 
 
-#: The configured cattrs converter (detailed validation, unknown keys ignored).
-#: ``converter.structure(data, Batch)`` and ``converter.unstructure(batch)`` are
-#: what :func:`from_dict` and :func:`to_dict` run.
+#: The configured cattrs converter, for use in other cattrs setups: strict JSON
+#: types, detailed validation, unknown keys ignored. ``unstructure`` is exactly
+#: :func:`to_dict`; ``structure`` raises cattrs' own errors and does not demand
+#: the ``object`` key: prefer :func:`from_dict`, which gives a SchemaError.
 converter = _make_converter(detailed=True, forbid_extra_keys=False)
 
 _GEARS = {
@@ -212,7 +224,8 @@ _GEARS = {
 }
 _unstructure_batch = converter.get_unstructure_hook(Batch)
 # json.dumps builds a new encoder per call when given options; build ours once.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# ASCII escapes keep the text valid UTF-8 even for lone surrogates from the input.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 # -- errors: cattrs' exception tree to (json path, message) pairs -----------------
@@ -328,6 +341,8 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
         data = json.loads(text)
     except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError
         raise SchemaError([("", f"not valid JSON: {exc}")]) from None
+    except RecursionError:
+        raise SchemaError([("", "not valid JSON: nested too deeply")]) from None
     return from_dict(data, strict=strict)
 
 

@@ -134,9 +134,13 @@ class InvalidTransition(BatchFSMError, ValueError):  # noqa: N818 - DESIGN's nam
             {'error': {'message': "Cannot cancel a batch with status 'completed'.",
                        'type': 'invalid_request_error', 'param': None, 'code': None}}
         """
+        if self._message is None:
+            message = f"Cannot {self.event} a batch with status '{self.status}'."
+        else:  # a legal event refused for its arguments: say why
+            message = self._message[:1].upper() + self._message[1:] + "."
         return {
             "error": {
-                "message": f"Cannot {self.event} a batch with status '{self.status}'.",
+                "message": message,
                 "type": "invalid_request_error",
                 "param": None,
                 "code": None,

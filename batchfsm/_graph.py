@@ -7,7 +7,7 @@ strategies read them.
 
 from __future__ import annotations
 
-from ._model import BatchStatus
+from ._model import TERMINAL_STATUSES, BatchStatus
 from ._table import (
     CREATION_FIELDS,
     INITIAL,
@@ -29,7 +29,75 @@ __all__ = [
     "NOOPS",
     "REACHABLE",
     "TOPO_ORDER",
+    "TableError",
+    "check_table",
 ]
+
+Edges = dict[BatchStatus, set[BatchStatus]]
+
+
+class TableError(Exception):
+    """The transition table is inconsistent (a bug in batchfsm itself)."""
+
+
+def _edges(moves: tuple[Move, ...]) -> tuple[Edges, Edges]:
+    successors: Edges = {s: set() for s in BatchStatus}
+    predecessors: Edges = {s: set() for s in BatchStatus}
+    for move in moves:
+        for source in move.sources:
+            successors[source].add(move.dest)
+            predecessors[move.dest].add(source)
+    return successors, predecessors
+
+
+def _closure(start: BatchStatus, edges: Edges) -> frozenset[BatchStatus]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in edges[todo.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return frozenset(seen)
+
+
+def check_table(moves: tuple[Move, ...]) -> None:
+    """Raise :class:`TableError` unless ``moves`` is a sound lifecycle.
+
+    Beyond soundness, the invariants need one property of the graph: the
+    statuses on the paths to any status lie on a single path (no two branches
+    rejoin), so that stamps can be ordered along it.
+    """
+    if set(STAMPS) != set(BatchStatus) or len(set(STAMPS.values())) != len(STAMPS):
+        raise TableError("every status needs a stamp field of its own")
+    seen_pairs: set[tuple[BatchStatus, Event]] = set()
+    for move in moves:
+        if move.dest == INITIAL:
+            raise TableError(f"{move.event}: nothing may enter the initial status")
+        for source in move.sources:
+            if source in TERMINAL_STATUSES:
+                raise TableError(f"{move.event}: leaves terminal status {source}")
+            if (source, move.event) in seen_pairs:
+                raise TableError(f"{move.event} from {source} is declared twice")
+            seen_pairs.add((source, move.event))
+    successors, predecessors = _edges(moves)
+    unreachable = set(BatchStatus) - _closure(INITIAL, successors)
+    if unreachable:
+        raise TableError(f"unreachable statuses: {sorted(unreachable)}")
+    for status in BatchStatus:
+        reach = _closure(status, successors)
+        if any(status in _closure(nxt, successors) for nxt in successors[status]):
+            raise TableError(f"{status} lies on a cycle")
+        if not reach & TERMINAL_STATUSES:
+            raise TableError(f"{status} can reach no terminal status")
+        ancestors = _closure(status, predecessors)
+        for a in ancestors:
+            for b in ancestors:
+                apart = b not in _closure(a, successors)
+                if apart and a not in _closure(b, successors):
+                    raise TableError(f"{a} and {b} precede {status} on different paths")
+
+
+check_table(MOVES)
 
 #: (status, event) -> the move it makes.
 MOVE_FROM: dict[tuple[BatchStatus, Event], Move] = {
@@ -47,11 +115,7 @@ ALLOWED: dict[BatchStatus, frozenset[Event]] = {
     for status in BatchStatus
 }
 
-_SUCCESSORS: dict[BatchStatus, set[BatchStatus]] = {s: set() for s in BatchStatus}
-_PREDECESSORS: dict[BatchStatus, set[BatchStatus]] = {s: set() for s in BatchStatus}
-for (_source, _), _move in MOVE_FROM.items():
-    _SUCCESSORS[_source].add(_move.dest)
-    _PREDECESSORS[_move.dest].add(_source)
+_SUCCESSORS, _PREDECESSORS = _edges(MOVES)
 
 
 def _topological_order() -> tuple[BatchStatus, ...]:
@@ -65,25 +129,11 @@ def _topological_order() -> tuple[BatchStatus, ...]:
             pending[nxt] -= 1
             if not pending[nxt]:
                 ready.append(nxt)
-    if len(order) != len(BatchStatus):
-        raise RuntimeError("the lifecycle has a cycle")
     return tuple(order)
 
 
 #: Every status, each after all statuses that can precede it.
 TOPO_ORDER = _topological_order()
-
-
-def _closure(
-    start: BatchStatus, edges: dict[BatchStatus, set[BatchStatus]]
-) -> frozenset[BatchStatus]:
-    seen, todo = {start}, [start]
-    while todo:
-        for nxt in edges[todo.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return frozenset(seen)
 
 
 #: status -> the statuses reachable from it (itself included).
@@ -108,15 +158,6 @@ DOMINATORS = _dominators()
 CHAIN: dict[BatchStatus, tuple[str, ...]] = {
     s: tuple(STAMPS[a] for a in TOPO_ORDER if a in ANCESTORS[s]) for s in BatchStatus
 }
-# The order check walks CHAIN as one path; that needs every status's ancestors to
-# lie on a single path (true of the Batch lifecycle: no two branches rejoin).
-for _status, _ancestors in ANCESTORS.items():
-    for _a in _ancestors:
-        for _b in _ancestors:
-            if _b not in REACHABLE[_a] and _a not in REACHABLE[_b]:
-                raise RuntimeError(
-                    f"{_a} and {_b} both precede {_status} on different paths"
-                )
 
 
 def _field_statuses() -> dict[str, frozenset[BatchStatus]]:

@@ -17,8 +17,8 @@ import attrs
 from ._convert import from_dict
 from ._errors import SchemaError
 from ._graph import CHAIN, DOMINATORS, FIELD_STATUSES, REACHABLE
-from ._model import Batch, BatchStatus
-from ._table import STAMPS
+from ._model import TERMINAL_STATUSES, Batch, BatchStatus
+from ._table import PROGRESS_STATUSES, STAMP_FIELDS, STAMPS
 
 __all__ = ["RULES", "Violation", "check", "check_step", "check_trace"]
 
@@ -35,6 +35,7 @@ RULES: dict[str, str] = {
     "field.unexpected": "results and errors appear only in statuses that set them",
     "counts.sum": "completed + failed requests do not exceed the total",
     "counts.unfinished": "a completed batch accounts for every request",
+    "counts.early": "no request has run (completed or failed) before the batch ran",
     "errors.missing": "a failed batch says why, in a non-empty errors.data",
     "errors.object": "errors.object is 'list'",
     "usage.total": "total_tokens is input_tokens + output_tokens",
@@ -42,9 +43,10 @@ RULES: dict[str, str] = {
     "step.identity": "the two snapshots are of the same batch",
     "step.status": "the later status can be reached from the earlier one",
     "step.immutable": "fields fixed at creation never change",
-    "step.set_once": "a stamp, model or result file, once set, never changes",
+    "step.set_once": "a stamp, model, result file or errors, once set, never change",
     "step.counts": "request counts never decrease or vanish",
     "step.usage": "token usage never decreases or vanishes",
+    "step.terminal": "a batch in a terminal status never changes again",
 }
 
 #: The windows the API accepts, in seconds.
@@ -59,12 +61,13 @@ _IMMUTABLE = (
     "expires_at",
     "metadata",
 )
-_SET_ONCE = (*STAMPS.values(), "model", "output_file_id", "error_file_id")
-_STAMP_NAMES = tuple(STAMPS.values())
+_SET_ONCE = (*STAMP_FIELDS, "model", "output_file_id", "error_file_id", "errors")
+# Statuses a batch can be in once requests may have run (derived, not listed).
+_RAN = frozenset().union(*(REACHABLE[s] for s in PROGRESS_STATUSES))
 # status -> stamps a batch in it must not carry, and status -> the stamps implied
 # by each stamp it may carry (the statuses on every path to that stamp's status).
 _FORBIDDEN = {
-    s: tuple(name for name in _STAMP_NAMES if name not in CHAIN[s]) for s in BatchStatus
+    s: tuple(name for name in STAMP_FIELDS if name not in CHAIN[s]) for s in BatchStatus
 }
 _REQUIRED = {s: tuple(STAMPS[d] for d in DOMINATORS[s]) for s in BatchStatus}
 _IMPLIED = {
@@ -167,6 +170,12 @@ def _check(batch: Batch) -> list[Violation]:
             add(
                 "counts.sum",
                 f"completed + failed = {completed + failed} > total = {total}",
+                "request_counts",
+            )
+        elif status not in _RAN and completed + failed:
+            add(
+                "counts.early",
+                f"{completed + failed} requests ran, yet the batch is {status}",
                 "request_counts",
             )
         elif status is BatchStatus.COMPLETED and completed + failed != total:
@@ -277,6 +286,8 @@ def check_step(before: Batch, after: Batch) -> list[Violation]:
         or new_usage.output_tokens < old_usage.output_tokens
     ):
         add("step.usage", "token usage decreased or vanished", "usage")
+    if not found and before.status in TERMINAL_STATUSES and before != after:
+        add("step.terminal", f"the {before.status} batch changed", "status")
     return found
 
 

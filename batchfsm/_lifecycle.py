@@ -18,7 +18,7 @@ from transitions import Machine
 
 from ._errors import InvalidTransition, SchemaError
 from ._graph import ALLOWED, MOVE_FROM, NOOPS
-from ._invariants import COMPLETION_WINDOWS, _check
+from ._invariants import COMPLETION_WINDOWS, _check, check_step
 from ._model import (
     TERMINAL_STATUSES,
     Batch,
@@ -26,8 +26,9 @@ from ._model import (
     BatchRequestCounts,
     BatchStatus,
     BatchUsage,
+    metadata_problems,
 )
-from ._table import INITIAL, MOVES, STAMPS, Event
+from ._table import INITIAL, MOVES, STAMP_FIELDS, STAMPS, Event
 
 __all__ = [
     "BatchMachine",
@@ -39,20 +40,16 @@ __all__ = [
 ]
 
 _EVENT_BY_VALUE = {event.value: event for event in Event}
-_STAMP_NAMES = tuple(STAMPS.values())
-# The type each settable field takes (None is always accepted: it sets nothing).
-_CHANGE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "request_counts": BatchRequestCounts,
-    "usage": BatchUsage,
-    "errors": BatchErrors,
-    "model": str,
-    "output_file_id": str,
-    "error_file_id": str,
+# The type each field a move may set takes, read off the model.
+_CHANGE_TYPES: dict[str, Any] = {
+    field.name: field.type
+    for field in attrs.fields(attrs.resolve_types(Batch))
+    if any(field.name in move.may_set for move in MOVES)
 }
 
 
 def _event(event: Event | str) -> Event:
-    found = _EVENT_BY_VALUE.get(event)
+    found = _EVENT_BY_VALUE.get(event) if isinstance(event, str) else None
     if found is None:
         raise ValueError(
             f"unknown event {event!r}; events are: {', '.join(_EVENT_BY_VALUE)}"
@@ -96,7 +93,18 @@ def new_batch(
         raise TypeError(
             f"created_at: expected Unix seconds (int >= 0), got {created_at!r}"
         )
-    window = COMPLETION_WINDOWS.get(completion_window)
+    if metadata is not None:
+        problems = metadata_problems(metadata)
+        if problems:
+            raise SchemaError(
+                (f"metadata.{key}" if key else "metadata", message)
+                for key, message in problems
+            )
+    window = (
+        COMPLETION_WINDOWS.get(completion_window)
+        if isinstance(completion_window, str)
+        else None
+    )
     if window is None:
         raise SchemaError(
             [
@@ -107,21 +115,18 @@ def new_batch(
                 )
             ]
         )
-    try:
-        return Batch(
-            id=id,
-            endpoint=endpoint,
-            model=model,
-            input_file_id=input_file_id,
-            completion_window=completion_window,
-            status=INITIAL,
-            created_at=created_at,
-            expires_at=created_at + window,
-            request_counts=_NO_REQUESTS,
-            metadata=metadata,
-        )
-    except (TypeError, ValueError) as exc:  # the model's metadata check
-        raise SchemaError([("metadata", str(exc).removeprefix("metadata: "))]) from None
+    return Batch(
+        id=id,
+        endpoint=endpoint,
+        model=model,
+        input_file_id=input_file_id,
+        completion_window=completion_window,
+        status=INITIAL,
+        created_at=created_at,
+        expires_at=created_at + window,
+        request_counts=_NO_REQUESTS,
+        metadata=metadata,
+    )
 
 
 _NO_REQUESTS = BatchRequestCounts(total=0, completed=0, failed=0)
@@ -179,7 +184,10 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
         (<BatchStatus.IN_PROGRESS: 'in_progress'>, 1700000005, 'text-embedding-3-small')
     """
     status = batch.status
-    move = MOVE_FROM.get((status, event))  # type: ignore[arg-type]
+    try:
+        move = MOVE_FROM.get((status, event))  # type: ignore[arg-type]
+    except TypeError:  # an unhashable "event"
+        move = None
     if move is None:
         event = _event(event)
         if (status, event) not in NOOPS:
@@ -196,7 +204,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
     if at.__class__ is not int:
         raise TypeError(f"at: expected Unix seconds (int), got {at!r}")
     latest_name, latest = "created_at", batch.created_at
-    for name in _STAMP_NAMES:
+    for name in STAMP_FIELDS:
         value = getattr(batch, name)
         if value is not None and value > latest:
             latest_name, latest = name, value
@@ -207,6 +215,8 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             ALLOWED[status],
             f"{move.event} at {at} would go back in time: {latest_name} is {latest}",
         )
+    # None sets nothing: the API's null is "not set", and a move never clears.
+    changes = {name: value for name, value in changes.items() if value is not None}
     for name, value in changes.items():
         if name not in move.may_set:
             may_set = ", ".join(sorted(move.may_set)) or "nothing"
@@ -216,15 +226,12 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
                 ALLOWED[status],
                 f"{move.event} may not set {name} (it may set: {may_set})",
             )
-        if value is not None and not isinstance(value, _CHANGE_TYPES[name]):
-            expected = _CHANGE_TYPES[name]
-            raise TypeError(
-                f"{name}: expected {getattr(expected, '__name__', expected)}, "
-                f"got {value!r}"
-            )
+        if not isinstance(value, _CHANGE_TYPES[name]):
+            expected = _CHANGE_TYPES[name].__args__[0].__name__
+            raise TypeError(f"{name}: expected {expected}, got {value!r}")
     changes[STAMPS[move.dest]] = at
     after = attrs.evolve(batch, status=move.dest, **changes)
-    violations = _check(after)
+    violations = _check(after) + check_step(batch, after)
     if violations:
         raise InvalidTransition(
             status,
@@ -255,9 +262,11 @@ class BatchMachine:
 
     Callbacks registered with :meth:`on_exit`, :meth:`on_transition` and
     :meth:`on_enter` run after each move, in that order, with
-    ``(event, before, after)``, inside the lock (so they see moves in order);
-    a no-op (a retried cancel) runs none. If a callback raises, the move stands
-    and the exception reaches the caller.
+    ``(event, before, after)``, inside the lock, in the order of the moves: a
+    callback may make the next move (``on_enter("cancelling")`` calling
+    ``mark_cancelled``), whose callbacks then run after the current ones. A
+    no-op (a retried cancel) runs none. If a callback raises, the move stands,
+    the exception reaches the caller and callbacks still queued are dropped.
 
     Example:
         >>> import batchfsm as bf
@@ -274,13 +283,14 @@ class BatchMachine:
         True
     """
 
-    __slots__ = ("_batch", "_callbacks", "_clock", "_lock")
+    __slots__ = ("_batch", "_callbacks", "_clock", "_lock", "_pending")
 
     def __init__(self, batch: Batch, *, clock: Callable[[], float] = time.time) -> None:
         self._batch = batch
         self._clock = clock
         self._lock = threading.RLock()
         self._callbacks: list[tuple[int, BatchStatus | None, TransitionCallback]] = []
+        self._pending: list[tuple[Event, Batch, Batch]] | None = None
 
     def __repr__(self) -> str:
         return f"<BatchMachine {self._batch.id} {self._batch.status}>"
@@ -310,12 +320,22 @@ class BatchMachine:
         with self._lock:
             before = self._batch
             after = advance(before, event, at=int(self._clock()), **changes)
-            if after is before or not self._callbacks:
-                self._batch = after
-                return after
             self._batch = after
-            for _kind, _status, callback in self._due(before, after):
-                callback(event, before, after)
+            if after is before or not self._callbacks:
+                return after
+            if self._pending is not None:
+                # Moved from inside a callback: the move is made now, its
+                # callbacks run after the current ones, so all see moves in order.
+                self._pending.append((event, before, after))
+                return after
+            self._pending = [(event, before, after)]
+            try:
+                while self._pending:
+                    done, old, new = self._pending.pop(0)
+                    for _, _, callback in self._due(old, new):
+                        callback(done, old, new)
+            finally:
+                self._pending = None
             return after
 
     def _due(

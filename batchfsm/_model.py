@@ -127,6 +127,11 @@ def _metadata_repr(value: Mapping[str, str] | None) -> str:
     return repr(None if value is None else dict(value))
 
 
+def _as_status(value: BatchStatus | str) -> BatchStatus:
+    # A plain "completed" would compare equal but fail identity checks downstream.
+    return value if value.__class__ is BatchStatus else BatchStatus(value)
+
+
 def _is_batch(_: object, __: attrs.Attribute[str], value: str) -> None:
     if value != "batch":
         raise ValueError(f"object: expected 'batch', got {value!r}")
@@ -259,7 +264,7 @@ class Batch:
     errors: BatchErrors | None = None
     input_file_id: str
     completion_window: str
-    status: BatchStatus
+    status: BatchStatus = attrs.field(converter=_as_status)
     output_file_id: str | None = None
     error_file_id: str | None = None
     created_at: int

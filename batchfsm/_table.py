@@ -2,19 +2,19 @@
 
 Everything else is derived from :data:`MOVES`: the ``transitions`` machine, the
 allowed events, the diagram and the docs table, the invariants' reachability,
-the strategies. The declaration is checked when this module is imported (one
-initial status, nothing leaves a terminal status, every status is reachable and
-can reach a terminal one), so a wrong edit fails at once, not in production.
+the strategies. ``batchfsm._graph`` checks the declaration when it derives from
+it, at import (one initial status, nothing leaves a terminal status, every
+status is reachable and can reach a terminal one), so a wrong edit fails at
+once, not in production.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 
 import attrs
 
-from ._model import TERMINAL_STATUSES, BatchStatus
+from ._model import BatchStatus
 
 __all__ = [
     "CREATION_FIELDS",
@@ -23,6 +23,7 @@ __all__ = [
     "PROGRESS_FIELDS",
     "PROGRESS_STATUSES",
     "STAMPS",
+    "STAMP_FIELDS",
     "Event",
     "Move",
 ]
@@ -112,48 +113,5 @@ CREATION_FIELDS = _fields("model", "metadata", "request_counts")
 PROGRESS_FIELDS = _fields("request_counts", "usage")
 PROGRESS_STATUSES = frozenset({S.IN_PROGRESS, S.FINALIZING})
 
-
-# -- the declaration is checked on import -------------------------------------------
-
-
-class TableError(Exception):
-    """The transition table is inconsistent (a bug in batchfsm itself)."""
-
-
-def _reachable(start: BatchStatus, moves: Iterable[Move]) -> set[BatchStatus]:
-    edges: dict[BatchStatus, set[BatchStatus]] = {}
-    for move in moves:
-        for source in move.sources:
-            edges.setdefault(source, set()).add(move.dest)
-    seen, todo = {start}, [start]
-    while todo:
-        for nxt in edges.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def check_table(moves: tuple[Move, ...]) -> None:
-    """Raise :class:`TableError` unless ``moves`` is a sound lifecycle."""
-    if set(STAMPS) != set(BatchStatus):
-        raise TableError("every status needs exactly one stamp field")
-    seen_pairs: set[tuple[BatchStatus, Event]] = set()
-    for move in moves:
-        if move.dest == INITIAL:
-            raise TableError(f"{move.event}: nothing may enter the initial status")
-        for source in move.sources:
-            if source in TERMINAL_STATUSES:
-                raise TableError(f"{move.event}: leaves terminal status {source}")
-            if (source, move.event) in seen_pairs:
-                raise TableError(f"{move.event} from {source} is declared twice")
-            seen_pairs.add((source, move.event))
-    unreachable = set(BatchStatus) - _reachable(INITIAL, moves)
-    if unreachable:
-        raise TableError(f"unreachable statuses: {sorted(unreachable)}")
-    for status in BatchStatus:
-        if not _reachable(status, moves) & TERMINAL_STATUSES:
-            raise TableError(f"{status} can reach no terminal status")
-
-
-check_table(MOVES)
+#: Every stamp field, in the order of the statuses.
+STAMP_FIELDS: tuple[str, ...] = tuple(STAMPS[s] for s in BatchStatus)

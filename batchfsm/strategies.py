@@ -415,6 +415,10 @@ _BREAKERS: dict[str, _Breaker] = {
         _set_unexpected_field,
     ),
     "counts.sum": (_S, _set("request_counts.completed", lambda c: c["total"] + 1)),
+    "counts.early": (
+        [_S.VALIDATING, _S.FAILED],
+        _set("request_counts", {"total": 2, "completed": 1, "failed": 0}),
+    ),
     "counts.unfinished": (
         [_S.COMPLETED],
         _set("request_counts.total", lambda c: c["total"] + 1),

@@ -65,7 +65,9 @@ def test_check_reports_each_violation_and_exits_1(tmp_path, capsys):
     [
         ("{not json\n", "line 1: not valid JSON"),
         ("[1, 2", "not valid JSON"),
-        ('{"object": "list", "data": 3}\n', "line 1: a list page without a data array"),
+        ('{"object": "list", "data": 3}\n', "a list page without a data array"),
+        ('{"object": "list", "data": 3}\n{}\n', "line 1: a list page without a data"),
+        ("[" * 100_000 + "\n", "nested too deeply"),
     ],
 )
 def test_unreadable_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
@@ -107,3 +109,15 @@ def test_bad_arguments_exit_2_without_traceback(capsys):
     assert "invalid choice" in capsys.readouterr().err
     assert main([]) == 2
     assert main(["--version"]) == 0
+
+
+def test_a_single_pretty_printed_object_and_odd_ids(tmp_path, capsys):
+    batch = bf.new_batch(
+        id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=100
+    )
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(bf.to_dict(batch), indent=2))
+    assert main(["check", str(path)]) == 0
+    path.write_text('{"id": [1], "object": "batch"}\n')
+    assert main(["check", str(path)]) == 1
+    assert "schema @ id: expected str, got [1]" in capsys.readouterr().out

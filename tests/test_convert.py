@@ -238,3 +238,17 @@ def test_the_public_converter_is_the_one_from_dict_uses():
     batch = bf.converter.structure(MINIMAL, bf.Batch)
     assert batch == bf.from_dict(MINIMAL)
     assert bf.converter.unstructure(batch) == bf.to_dict(batch)
+
+
+def test_missing_errors_object_stays_missing_like_the_official_client():
+    data = full(errors={"data": [{"code": "x"}]})
+    ours = bf.to_dict(bf.from_dict(data))
+    assert ours["errors"]["object"] is None
+    assert ours == openai.types.Batch.model_validate(data).model_dump()
+
+
+def test_deep_nesting_and_lone_surrogates():
+    with pytest.raises(bf.SchemaError, match="nested too deeply"):
+        bf.loads("[" * 100_000)
+    batch = bf.from_dict(full(id="batch_\ud800"))
+    assert bf.loads(bf.dumps(batch).encode("utf-8")) == batch

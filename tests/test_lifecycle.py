@@ -11,11 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import batchfsm as bf
-from batchfsm._table import MOVES, STAMPS, Move, TableError, check_table
+from batchfsm._graph import TableError, check_table
+from batchfsm._table import MOVES, STAMPS, Move
 from batchfsm.strategies import batches, events, lifecycles
 
 S, E = bf.BatchStatus, bf.Event
 STAMP_FIELDS = set(STAMPS.values())
+USAGE = bf.BatchUsage(
+    input_tokens=1,
+    input_tokens_details=bf.InputTokensDetails(cached_tokens=0),
+    output_tokens=1,
+    output_tokens_details=bf.OutputTokensDetails(reasoning_tokens=0),
+    total_tokens=2,
+)
 
 
 def fresh(**kw: Any) -> bf.Batch:
@@ -146,7 +154,7 @@ def test_cancel_of_a_terminal_batch_answers_like_the_api():
     [
         (
             "start",
-            {"usage": None},
+            {"usage": USAGE},
             "start may not set usage (it may set: model, request_counts)",
         ),
         ("start", {"status": S.COMPLETED}, "start may not set status"),
@@ -357,3 +365,66 @@ def test_racing_complete_and_cancel_have_exactly_one_winner(run):
     assert isinstance(results[loser], bf.InvalidTransition)
     assert m.status is (S.COMPLETED if winners == ["complete"] else S.CANCELLING)
     assert bf.check(m.batch) == []
+
+
+def test_a_move_made_from_a_callback_is_seen_in_order():
+    m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_001)
+    log: list[tuple[str, bf.Event, bf.BatchStatus]] = []
+    m.on_exit("validating", lambda e, b, a: m.cancel() if e is E.START else None)
+    m.on_transition(lambda e, b, a: log.append(("move", e, a.status)))
+    m.on_enter("cancelling", lambda e, b, a: m.mark_cancelled())
+    started = m.start()
+    assert started.status is S.IN_PROGRESS  # what start did ...
+    assert m.status is S.CANCELLED  # ... and where the callbacks took it
+    assert log == [
+        ("move", E.START, S.IN_PROGRESS),
+        ("move", E.CANCEL, S.CANCELLING),
+        ("move", E.MARK_CANCELLED, S.CANCELLED),
+    ]
+
+
+def test_a_refusal_for_the_arguments_says_why_in_the_api_body():
+    running = bf.advance(fresh(), "start", at=1_700_000_100)
+    with pytest.raises(bf.InvalidTransition) as info:
+        bf.advance(running, "finalize", at=1_700_000_000)
+    assert info.value.to_api_error()["error"]["message"] == (
+        "Finalize at 1700000000 would go back in time: in_progress_at is 1700000100."
+    )
+
+
+def test_moves_never_clear_or_rewrite_what_is_set():
+    batch = fresh(model="gpt-4o")
+    assert bf.advance(batch, "start", at=1_700_000_001, model=None).model == "gpt-4o"
+    with pytest.raises(bf.InvalidTransition, match=r"step\.set_once: model changed"):
+        bf.advance(batch, "start", at=1_700_000_001, model="gpt-5")
+    running = bf.advance(
+        batch,
+        "start",
+        at=1_700_000_001,
+        request_counts=bf.BatchRequestCounts(total=10, completed=0, failed=0),
+    )
+    with pytest.raises(bf.InvalidTransition, match=r"step\.counts"):
+        bf.advance(
+            running,
+            "finalize",
+            at=1_700_000_002,
+            request_counts=bf.BatchRequestCounts(total=3, completed=3, failed=0),
+        )
+
+
+def test_unhashable_arguments_get_clear_errors():
+    with pytest.raises(ValueError, match="unknown event"):
+        bf.advance(fresh(), ["start"], at=1_700_000_001)  # type: ignore[arg-type]
+    with pytest.raises(bf.SchemaError, match="completion_window"):
+        fresh(completion_window=["24h"])
+    with pytest.raises(bf.SchemaError) as info:
+        fresh(metadata={"a": 1, "k" * 65: "v"})
+    assert [path for path, _ in info.value.errors] == [
+        "metadata.a",
+        "metadata." + "k" * 65,
+    ]
+
+
+def test_a_cyclic_table_is_refused():
+    with pytest.raises(TableError, match="cycle"):
+        check_table((*MOVES, Move(E.FAIL, (S.CANCELLING,), S.IN_PROGRESS)))
