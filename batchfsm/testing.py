@@ -11,7 +11,8 @@ is not terminal, and that a refused cancel leaves the batch alone.
 The system under test is reached through a small adapter
 (:class:`BatchAPIAdapter`): four methods and ``close``. Two come with batchfsm:
 :class:`LifecycleAdapter`, a deterministic simulated server built on
-:class:`batchfsm.BatchMachine`, and (with the emulator) one for it; an HTTP
+:class:`batchfsm.BatchMachine`, and :class:`EmulatorAdapter` for
+:class:`batchfsm.emulator.Emulator`; an HTTP
 adapter for your server is a few lines of ``httpx`` (see the docs).
 
 Example:
@@ -45,7 +46,13 @@ from ._model import (
     BatchStatus,
 )
 
-__all__ = ["BatchAPIAdapter", "BatchAPIStateMachine", "LifecycleAdapter", "Refused"]
+__all__ = [
+    "BatchAPIAdapter",
+    "BatchAPIStateMachine",
+    "EmulatorAdapter",
+    "LifecycleAdapter",
+    "Refused",
+]
 
 Snapshot = Batch | Mapping[str, Any]
 
@@ -298,3 +305,64 @@ class LifecycleAdapter:
         if counts is not None and counts.failed:
             results["error_file_id"] = f"file-err{self.now:018x}"
         return results
+
+
+class EmulatorAdapter:
+    """Drives a :class:`batchfsm.emulator.Emulator` on a virtual clock.
+
+    ``create`` uploads a chat-completions input file of ``requests`` lines
+    (with a bad line when not ``valid``) and creates a batch for it.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        from .emulator import Emulator, VirtualClock
+
+        self.clock = VirtualClock()
+        self.emulator = Emulator(clock=self.clock, **options)
+
+    def create(self, requests: int, *, valid: bool) -> Batch:
+        """Upload an input file and create a batch for it."""
+        import json
+
+        lines = [
+            json.dumps(
+                {
+                    "custom_id": f"request-{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "gpt-4o-mini",
+                        "messages": [{"role": "user", "content": f"Say {i}."}],
+                    },
+                }
+            )
+            for i in range(requests)
+        ]
+        if not valid:
+            lines[-1] = "{not json"
+        upload = self.emulator.create_file(
+            "\n".join(lines).encode(), "input.jsonl", "batch"
+        )
+        return self.emulator.create_batch(
+            input_file_id=upload.id, endpoint="/v1/chat/completions"
+        )
+
+    def retrieve(self, batch_id: str) -> Batch:
+        """The batch now."""
+        return self.emulator.retrieve_batch(batch_id)
+
+    def cancel(self, batch_id: str) -> Batch:
+        """Cancel; the emulator's 409 becomes :class:`Refused`."""
+        from .emulator import ApiError
+
+        try:
+            return self.emulator.cancel_batch(batch_id)
+        except ApiError as exc:
+            raise Refused(exc.status_code, exc.body) from None
+
+    def wait(self, seconds: int) -> None:
+        """Move the virtual clock."""
+        self.clock.advance(seconds)
+
+    def close(self) -> None:
+        """Nothing to release."""

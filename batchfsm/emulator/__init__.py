@@ -1,0 +1,46 @@
+"""An emulator of the Batch API: deterministic, in-process, built on the lifecycle.
+
+- :class:`Emulator`: files and batches, a worker that validates input files
+  like the live service, runs each request through a handler, writes output and
+  error files, and honours cancel and expiry; every move goes through
+  :func:`batchfsm.advance`.
+- :class:`VirtualClock` (time moves when told) and :class:`SystemClock`.
+- :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own.
+- :func:`default_handler`, :class:`Reply`: what answers each request.
+- :class:`MemoryBatchStore`: the store interface a SQL store can replace.
+
+Example:
+    >>> from batchfsm.emulator import Emulator
+    >>> emu = Emulator()
+    >>> upload = emu.create_file(b"{oops", "in.jsonl", "batch")
+    >>> batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/embeddings")
+    >>> emu.clock.advance(5)
+    >>> failed = emu.retrieve_batch(batch.id)
+    >>> failed.status, failed.errors.data[0].code, failed.errors.data[0].line
+    (<BatchStatus.FAILED: 'failed'>, 'invalid_json_line', 1)
+"""
+
+from ._clock import Clock, SystemClock, VirtualClock
+from ._engine import ApiError, Emulator
+from ._handlers import Handler, Reply, default_handler
+from ._stores import BatchStore, FileObject, FileStore, MemoryBatchStore
+from ._validate import CODES, DEFAULT_MODELS, Request, validate_input
+
+__all__ = [
+    "CODES",
+    "DEFAULT_MODELS",
+    "ApiError",
+    "BatchStore",
+    "Clock",
+    "Emulator",
+    "FileObject",
+    "FileStore",
+    "Handler",
+    "MemoryBatchStore",
+    "Reply",
+    "Request",
+    "SystemClock",
+    "VirtualClock",
+    "default_handler",
+    "validate_input",
+]

@@ -1,0 +1,60 @@
+"""Clocks: virtual time for tests, the system clock for serving."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "SystemClock", "VirtualClock"]
+
+
+class Clock(Protocol):
+    """Anything that tells the time in Unix seconds."""
+
+    def now(self) -> float:
+        """The time now, in Unix seconds."""
+
+
+class SystemClock:
+    """The real time, optionally running ``speed`` times faster from its start.
+
+    Example:
+        >>> clock = SystemClock()
+        >>> abs(clock.now() - time.time()) < 1
+        True
+    """
+
+    def __init__(self, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.speed = speed
+        self._start_real = time.time()
+
+    def now(self) -> float:
+        """The (sped-up) time now."""
+        real = time.time()
+        return self._start_real + (real - self._start_real) * self.speed
+
+
+class VirtualClock:
+    """Time that moves only when told to: deterministic tests.
+
+    Example:
+        >>> clock = VirtualClock(1_700_000_000)
+        >>> clock.advance(90)
+        >>> clock.now()
+        1700000090
+    """
+
+    def __init__(self, start: int = 1_700_000_000) -> None:
+        self._now = start
+
+    def now(self) -> int:
+        """The virtual time."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (never backwards)."""
+        if seconds < 0:
+            raise ValueError(f"time does not go backwards: advance({seconds})")
+        self._now += int(seconds)

@@ -1,0 +1,251 @@
+"""What runs each request: a deterministic stand-in for the model endpoints.
+
+A handler gets the request and answers like the endpoint would: a response
+body of the endpoint's shape with token usage, or a 4xx with the API's error
+body for a request the endpoint would reject. Replace it to script answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["Handler", "Reply", "default_handler"]
+
+
+@attrs.frozen
+class Reply:
+    """One request's answer: HTTP status, body, and the tokens it took."""
+
+    status_code: int
+    body: Mapping[str, Any]
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+#: ``handler(endpoint, body, custom_id, now) -> Reply``
+Handler = Callable[[str, Mapping[str, Any], str, int], Reply]
+
+
+def _tokens(value: Any) -> int:
+    # About four characters a token, at least one: stable and cheap.
+    return max(1, len(str(value)) // 4)
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def _bad_request(message: str, param: str | None) -> Reply:
+    return Reply(
+        400,
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": param,
+                "code": None,
+            }
+        },
+    )
+
+
+def _text(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value:
+        return " ".join(map(str, value))
+    return None
+
+
+def _chat(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _bad_request("'messages' must be a non-empty array.", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            return _bad_request(
+                f"Invalid value for 'messages[{index}]': expected an object "
+                "with a 'role'.",
+                f"messages[{index}]",
+            )
+    prompt = _tokens(messages)
+    reply = f"Deterministic reply to {custom_id}."
+    completion = _tokens(reply)
+    return Reply(
+        200,
+        {
+            "id": f"chatcmpl-{_digest(custom_id, now)}",
+            "object": "chat.completion",
+            "created": now,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        },
+        prompt,
+        completion,
+    )
+
+
+def _responses(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+    if body.get("input") in (None, "", []):
+        return _bad_request("Missing required parameter: 'input'.", "input")
+    prompt = _tokens(body["input"])
+    reply = f"Deterministic reply to {custom_id}."
+    completion = _tokens(reply)
+    return Reply(
+        200,
+        {
+            "id": f"resp_{_digest(custom_id, now)}",
+            "object": "response",
+            "created_at": now,
+            "status": "completed",
+            "model": body["model"],
+            "output": [
+                {
+                    "type": "message",
+                    "id": f"msg_{_digest(custom_id)}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [
+                        {"type": "output_text", "text": reply, "annotations": []}
+                    ],
+                }
+            ],
+            "usage": {
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": completion,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": prompt + completion,
+            },
+        },
+        prompt,
+        completion,
+    )
+
+
+def _embeddings(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+    value = body.get("input")
+    inputs = value if isinstance(value, list) else [value]
+    if value is None or not inputs or not all(isinstance(i, str) and i for i in inputs):
+        return _bad_request("'input' must be a non-empty string or array.", "input")
+    dimensions = body.get("dimensions", 8)
+    if not isinstance(dimensions, int) or not 1 <= dimensions <= 3072:
+        return _bad_request("'dimensions' must be an integer in 1..3072.", "dimensions")
+    data = []
+    for index, text in enumerate(inputs):
+        seed = hashlib.sha256(text.encode()).digest()
+        vector = [round(seed[i % 32] / 255 - 0.5, 6) for i in range(dimensions)]
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    prompt = sum(_tokens(text) for text in inputs)
+    return Reply(
+        200,
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        },
+        prompt,
+        0,
+    )
+
+
+def _completions(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+    prompt_text = _text(body, "prompt")
+    if prompt_text is None:
+        return _bad_request("Missing required parameter: 'prompt'.", "prompt")
+    prompt = _tokens(prompt_text)
+    reply = f" Deterministic completion for {custom_id}."
+    completion = _tokens(reply)
+    return Reply(
+        200,
+        {
+            "id": f"cmpl-{_digest(custom_id, now)}",
+            "object": "text_completion",
+            "created": now,
+            "model": body["model"],
+            "choices": [
+                {"text": reply, "index": 0, "logprobs": None, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        },
+        prompt,
+        completion,
+    )
+
+
+def _moderations(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+    text = _text(body, "input")
+    if text is None:
+        return _bad_request("Missing required parameter: 'input'.", "input")
+    return Reply(
+        200,
+        {
+            "id": f"modr-{_digest(custom_id, now)}",
+            "model": body["model"],
+            "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
+        },
+        _tokens(text),
+        0,
+    )
+
+
+def _media(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+    if _text(body, "prompt") is None:
+        return _bad_request("Missing required parameter: 'prompt'.", "prompt")
+    return Reply(
+        200,
+        {"created": now, "data": [{"b64_json": "", "revised_prompt": body["prompt"]}]},
+        _tokens(body["prompt"]),
+        0,
+    )
+
+
+_BY_ENDPOINT: dict[str, Callable[[Mapping[str, Any], str, int], Reply]] = {
+    "/v1/chat/completions": _chat,
+    "/v1/responses": _responses,
+    "/v1/embeddings": _embeddings,
+    "/v1/completions": _completions,
+    "/v1/moderations": _moderations,
+    "/v1/images/generations": _media,
+    "/v1/images/edits": _media,
+    "/v1/videos": _media,
+}
+
+
+def default_handler(
+    endpoint: str, body: Mapping[str, Any], custom_id: str, now: int
+) -> Reply:
+    """Answer like the endpoint would, deterministically.
+
+    Example:
+        >>> chat = {"model": "gpt-4o-mini",
+        ...         "messages": [{"role": "user", "content": "hi"}]}
+        >>> reply = default_handler("/v1/chat/completions", chat, "r1", 1700000000)
+        >>> reply.status_code, reply.body["choices"][0]["message"]["role"]
+        (200, 'assistant')
+        >>> del chat["messages"]
+        >>> default_handler("/v1/chat/completions", chat, "r1", 0).status_code
+        400
+    """
+    return _BY_ENDPOINT[endpoint](body, custom_id, now)

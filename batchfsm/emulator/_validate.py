@@ -1,0 +1,260 @@
+"""The ``validating`` phase: judge an input file the way the Batch service does.
+
+Every problem is reported, one :class:`batchfsm.BatchError` per bad line and
+per missing parameter, with the line number (1-based) and the codes the live
+API was seen to use. Where no real code is known, a clear snake_case one is
+used; :data:`CODES` lists them all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .._model import BatchError
+
+__all__ = [
+    "CODES",
+    "DEFAULT_MODELS",
+    "MAX_BYTES",
+    "MAX_EMBEDDING_INPUTS",
+    "MAX_REQUESTS",
+    "Request",
+    "validate_input",
+]
+
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+MAX_EMBEDDING_INPUTS = 50_000
+
+#: Every error code validation reports, and whether the live API uses it.
+CODES: dict[str, str] = {
+    "invalid_json_line": "a line is not a JSON object (live API)",
+    "missing_required_parameter": "custom_id, method, url or body missing (live API)",
+    "invalid_url": "url differs from the batch's endpoint (live API)",
+    "model_not_found": "body.model is not a model of the endpoint (live API)",
+    "streaming_unsupported": "body.stream is true (live API)",
+    "invalid_request": "method is not POST, or a wrongly typed field (live API)",
+    "duplicate_custom_id": "custom_id repeats an earlier line's (emulator)",
+    "mixed_models": "a line's body.model differs from the file's first (emulator)",
+    "too_many_requests": f"more than {MAX_REQUESTS:,} requests (emulator)",
+    "too_many_inputs": f"embeddings inputs add up to more than {MAX_EMBEDDING_INPUTS:,}"
+    " (emulator)",
+    "file_too_large": f"the file is over {MAX_BYTES:,} bytes (emulator)",
+    "empty_file": "the file holds no request (emulator)",
+    "missing_input_file": "the input file does not exist (emulator)",
+}
+
+#: Models the emulator knows, per endpoint; ``model_not_found`` otherwise.
+DEFAULT_MODELS: dict[str, frozenset[str]] = {
+    "/v1/chat/completions": frozenset(
+        {"gpt-4o", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4.1", "gpt-4.1-mini",
+         "gpt-5", "gpt-5-mini", "gpt-3.5-turbo"}
+    ),
+    "/v1/responses": frozenset(
+        {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "gpt-5-mini", "o3"}
+    ),
+    "/v1/embeddings": frozenset(
+        {"text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"}
+    ),
+    "/v1/completions": frozenset({"gpt-3.5-turbo-instruct"}),
+    "/v1/moderations": frozenset({"omni-moderation-latest", "text-moderation-latest"}),
+    "/v1/images/generations": frozenset({"gpt-image-1", "dall-e-3"}),
+    "/v1/images/edits": frozenset({"gpt-image-1"}),
+    "/v1/videos": frozenset({"sora-2"}),
+}  # fmt: skip
+
+_REQUIRED = ("custom_id", "method", "url", "body")
+
+
+@attrs.frozen
+class Request:
+    """One valid line of an input file."""
+
+    line: int
+    custom_id: str
+    body: Mapping[str, Any]
+
+
+def _error(
+    code: str, message: str, line: int | None = None, param: str | None = None
+) -> BatchError:
+    return BatchError(code=code, line=line, message=message, param=param)
+
+
+def _line_errors(
+    number: int, item: Any, endpoint: str, models: frozenset[str]
+) -> list[BatchError]:
+    if not isinstance(item, dict):
+        return [_error("invalid_json_line", "This line is not a JSON object.", number)]
+    errors = [
+        _error(
+            "missing_required_parameter",
+            f"Missing required parameter: '{name}'.",
+            number,
+            name,
+        )
+        for name in _REQUIRED
+        if name not in item
+    ]
+    if "custom_id" in item and not isinstance(item["custom_id"], str):
+        errors.append(
+            _error(
+                "invalid_request", "custom_id must be a string.", number, "custom_id"
+            )
+        )
+    if "method" in item and item["method"] != "POST":
+        errors.append(
+            _error(
+                "invalid_request",
+                f"Invalid method {item['method']!r}: only POST is supported.",
+                number,
+                "method",
+            )
+        )
+    if "url" in item and item["url"] != endpoint:
+        errors.append(
+            _error(
+                "invalid_url",
+                f"The url {item['url']!r} does not match the batch endpoint "
+                f"{endpoint!r}.",
+                number,
+                "url",
+            )
+        )
+    body = item.get("body")
+    if "body" in item and not isinstance(body, dict):
+        errors.append(
+            _error("invalid_request", "body must be a JSON object.", number, "body")
+        )
+    elif isinstance(body, dict):
+        model = body.get("model")
+        if model not in models:
+            errors.append(
+                _error(
+                    "model_not_found",
+                    f"The model {model!r} does not exist or is not supported "
+                    f"for {endpoint}.",
+                    number,
+                    "body.model",
+                )
+            )
+        if body.get("stream") is True:
+            errors.append(
+                _error(
+                    "streaming_unsupported",
+                    "Streaming is not supported in batches.",
+                    number,
+                    "body.stream",
+                )
+            )
+    return errors
+
+
+def _inputs(body: Mapping[str, Any]) -> int:
+    value = body.get("input")
+    return len(value) if isinstance(value, list) else 1
+
+
+def validate_input(
+    content: bytes,
+    endpoint: str,
+    models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+) -> tuple[list[Request], list[BatchError]]:
+    r"""The requests of an input file, and every problem with it.
+
+    Returns ``(requests, errors)``; the file is valid when ``errors`` is empty.
+
+    Example:
+        >>> content = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings",'
+        >>> content += b' "body": {"model": "text-embedding-3-small", "input": "x"}}'
+        >>> content += b'\n{oops'
+        >>> requests, errors = validate_input(content, "/v1/embeddings")
+        >>> [r.custom_id for r in requests], [(e.code, e.line) for e in errors]
+        (['a'], [('invalid_json_line', 2)])
+    """
+    if len(content) > MAX_BYTES:
+        return [], [
+            _error(
+                "file_too_large", f"The input file is larger than {MAX_BYTES} bytes."
+            )
+        ]
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [
+            _error("invalid_json_line", f"The file is not UTF-8: {exc.reason}.", 1)
+        ]
+    known = models.get(endpoint, frozenset())
+    requests: list[Request] = []
+    errors: list[BatchError] = []
+    seen: dict[str, int] = {}
+    first_model: Any = None
+    inputs = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except (ValueError, RecursionError):
+            errors.append(
+                _error(
+                    "invalid_json_line",
+                    "This line is not parseable as valid JSON.",
+                    number,
+                )
+            )
+            continue
+        line_errors = _line_errors(number, item, endpoint, known)
+        if not line_errors:
+            custom_id, body = item["custom_id"], item["body"]
+            if custom_id in seen:
+                line_errors.append(
+                    _error(
+                        "duplicate_custom_id",
+                        f"custom_id {custom_id!r} is already used on line "
+                        f"{seen[custom_id]}.",
+                        number,
+                        "custom_id",
+                    )
+                )
+            if first_model is None:
+                first_model = body.get("model")
+            elif body.get("model") != first_model:
+                line_errors.append(
+                    _error(
+                        "mixed_models",
+                        "All requests must use one model; this line uses "
+                        f"{body.get('model')!r}, the first used {first_model!r}.",
+                        number,
+                        "body.model",
+                    )
+                )
+        if line_errors:
+            errors.extend(line_errors)
+            continue
+        seen[item["custom_id"]] = number
+        requests.append(Request(number, item["custom_id"], item["body"]))
+        if endpoint == "/v1/embeddings":
+            inputs += _inputs(item["body"])
+    if not requests and not errors:
+        errors.append(_error("empty_file", "The input file holds no requests."))
+    if len(requests) > MAX_REQUESTS:
+        errors.append(
+            _error(
+                "too_many_requests",
+                f"A batch holds at most {MAX_REQUESTS} requests; "
+                f"this file has {len(requests)}.",
+            )
+        )
+    if inputs > MAX_EMBEDDING_INPUTS:
+        errors.append(
+            _error(
+                "too_many_inputs",
+                f"Embeddings inputs add up to {inputs}, over {MAX_EMBEDDING_INPUTS}.",
+            )
+        )
+    return requests, errors
