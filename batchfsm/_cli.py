@@ -5,12 +5,14 @@
   and prints each violation with its index, batch id and rule; exit 1 on any,
   2 when the input cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
+- ``batchfsm serve [--host] [--port] [--speed] [--api-key]`` serves the emulator.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
@@ -105,7 +107,50 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the lifecycle diagram, drawn from the transition table.",
     )
     diagram.add_argument("--format", choices=sorted(FORMATS), default="mermaid")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the Batch API emulator over HTTP",
+        description=(
+            "Serve the emulator's Batch API (files and batches under /v1) for the "
+            "official openai client: base_url=http://HOST:PORT/v1. Needs the "
+            "server extra: pip install 'batchfsm[server]'."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="how many times faster than real time batches progress (default 1)",
+    )
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("BATCHFSM_API_KEY"),
+        help="demand 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
+    )
     return parser
+
+
+def _serve(host: str, port: int, speed: float, api_key: str | None) -> int:
+    try:
+        import uvicorn
+
+        from .emulator import Emulator, SystemClock, create_app
+    except ImportError as exc:
+        print(
+            f"batchfsm serve: {exc.name} is missing; "
+            "install the server extra: pip install 'batchfsm[server]'",
+            file=sys.stderr,
+        )
+        return 2
+    if speed <= 0:
+        print("batchfsm serve: --speed must be positive", file=sys.stderr)
+        return 2
+    app = create_app(Emulator(clock=SystemClock(speed)), api_key=api_key)
+    print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "diagram":
         sys.stdout.write(render(args.format))
         return 0
+    if args.command == "serve":
+        return _serve(args.host, args.port, args.speed, args.api_key)
     if args.command is None:
         _parser().print_help()
         return 2

@@ -47,3 +47,6 @@ def batch_schema() -> dict[str, Any]:
         pytest.skip("reference data (../shared/reference) not present")
     schema: dict[str, Any] = load_json(REFERENCE / "batch.schema.json")
     return schema
+
+
+pytest_plugins = ["pytester"]

@@ -8,6 +8,8 @@
 - :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own.
 - :func:`default_handler`, :class:`Reply`: what answers each request.
 - :class:`MemoryBatchStore`: the store interface a SQL store can replace.
+- :func:`create_app` (the ASGI app; needs the ``server`` extra) and
+  :class:`EmulatorTransport`, for the ``openai`` client in-process.
 
 Example:
     >>> from batchfsm.emulator import Emulator
@@ -20,11 +22,31 @@ Example:
     (<BatchStatus.FAILED: 'failed'>, 'invalid_json_line', 1)
 """
 
+from typing import TYPE_CHECKING
+
 from ._clock import Clock, SystemClock, VirtualClock
 from ._engine import ApiError, Emulator
 from ._handlers import Handler, Reply, default_handler
 from ._stores import BatchStore, FileObject, FileStore, MemoryBatchStore
 from ._validate import CODES, DEFAULT_MODELS, Request, validate_input
+
+if TYPE_CHECKING:
+    from ._app import create_app
+    from ._transport import EmulatorTransport
+
+
+def __getattr__(name: str) -> object:
+    # The HTTP parts need the server extra (Starlette, httpx2); import them on use.
+    if name == "create_app":
+        from ._app import create_app
+
+        return create_app
+    if name == "EmulatorTransport":
+        from ._transport import EmulatorTransport
+
+        return EmulatorTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CODES",
@@ -33,6 +55,7 @@ __all__ = [
     "BatchStore",
     "Clock",
     "Emulator",
+    "EmulatorTransport",
     "FileObject",
     "FileStore",
     "Handler",
@@ -41,6 +64,7 @@ __all__ = [
     "Request",
     "SystemClock",
     "VirtualClock",
+    "create_app",
     "default_handler",
     "validate_input",
 ]

@@ -1,0 +1,259 @@
+"""The emulator over HTTP: an ASGI app with the Batch API's routes and errors.
+
+Routes: ``POST /v1/files`` (multipart), ``GET /v1/files``, ``GET``/``DELETE
+/v1/files/{id}``, ``GET /v1/files/{id}/content``, ``POST``/``GET /v1/batches``,
+``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. Every error answers
+the API's body ``{"error": {"message", "type", "param", "code"}}``; malformed
+input is a 4xx, never a 5xx, and never changes a stored batch. Bodies over the
+limits are refused with 413 before they are read whole.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .._convert import to_dict
+from ._engine import ApiError, Emulator
+from ._validate import MAX_BYTES
+
+__all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "create_app"]
+
+#: An upload may hold a 200 MB input file plus its multipart framing.
+MAX_UPLOAD_BYTES = MAX_BYTES + 64 * 1024
+#: A JSON request body (create batch) is small.
+MAX_JSON_BYTES = 1024 * 1024
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _error(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    return JSONResponse(ApiError(status, message, param=param, code=code).body, status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await _read_body(request, MAX_JSON_BYTES)
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request. The body must be a "
+            "JSON object.",
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The body of your request must be a JSON object.")
+    return data
+
+
+def _query_limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit():
+        raise ApiError(
+            400,
+            f"Invalid type for 'limit': expected an integer, got {raw!r}.",
+            param="limit",
+            code="invalid_type",
+        )
+    return int(raw)  # fmt: skip
+
+
+def create_app(
+    emulator: Emulator | None = None, *, api_key: str | None = None
+) -> Starlette:
+    """An ASGI app serving ``emulator`` (a new one on the system clock if None).
+
+    With ``api_key``, every route demands ``Authorization: Bearer <api_key>``.
+
+    Example:
+        >>> from batchfsm.emulator import Emulator, create_app
+        >>> app = create_app(Emulator())
+        >>> sorted({route.path for route in app.routes})[:2]
+        ['/v1/batches', '/v1/batches/{batch_id}']
+    """
+    if emulator is None:
+        from ._clock import SystemClock
+
+        emulator = Emulator(clock=SystemClock())
+    emu = emulator
+
+    def guarded(
+        handler: Callable[[Request], Response | Awaitable[Response]],
+    ) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            if api_key is not None:
+                given = request.headers.get("authorization", "")
+                if not secrets.compare_digest(
+                    given.encode(), f"Bearer {api_key}".encode()
+                ):
+                    return _error(
+                        401, "Incorrect API key provided.", code="invalid_api_key"
+                    )
+            try:
+                result = handler(request)
+                if not isinstance(result, Response):
+                    result = await result
+            except ApiError as exc:
+                return JSONResponse(exc.body, status_code=exc.status_code)
+            return result
+
+        return endpoint  # fmt: skip
+
+    async def upload(request: Request) -> Response:
+        body = await _read_body(request, MAX_UPLOAD_BYTES)
+        replay = Request(request.scope, _replay(body))
+        try:
+            form = await replay.form(
+                max_files=1, max_fields=8, max_part_size=MAX_UPLOAD_BYTES
+            )
+        except (HTTPException, ValueError, AssertionError) as exc:
+            raise ApiError(
+                400,
+                f"Could not parse the multipart form: {getattr(exc, 'detail', exc)}",
+            ) from None
+        try:
+            file, purpose = form.get("file"), form.get("purpose")
+            if not isinstance(file, UploadFile):
+                raise ApiError(
+                    400,
+                    "Missing required parameter: 'file'.",
+                    param="file",
+                    code="missing_required_parameter",
+                )
+            if not isinstance(purpose, str):
+                raise ApiError(
+                    400,
+                    "Missing required parameter: 'purpose'.",
+                    param="purpose",
+                    code="missing_required_parameter",
+                )
+            expires_after = None
+            seconds = form.get("expires_after[seconds]")
+            if seconds is not None:
+                if (
+                    form.get("expires_after[anchor]") != "created_at"
+                    or not isinstance(seconds, str)
+                    or not seconds.isdigit()
+                ):
+                    raise ApiError(
+                        400,
+                        "'expires_after' must be "
+                        "{'anchor': 'created_at', 'seconds': N}.",
+                        param="expires_after",
+                        code="invalid_value",
+                    )
+                expires_after = int(seconds)
+            content = await file.read()
+            created = emu.create_file(
+                content, file.filename or "upload.jsonl", purpose, expires_after
+            )
+        finally:
+            await form.close()
+        return JSONResponse(created.to_dict())  # fmt: skip
+
+    def list_files(request: Request) -> Response:
+        data = [f.to_dict() for f in emu.files.list()]
+        return JSONResponse({"object": "list", "data": data, "has_more": False})
+
+    def get_file(request: Request) -> Response:
+        return JSONResponse(emu.retrieve_file(request.path_params["file_id"]).to_dict())
+
+    def delete_file(request: Request) -> Response:
+        return JSONResponse(emu.delete_file(request.path_params["file_id"]))
+
+    def file_content(request: Request) -> Response:
+        content = emu.file_content(request.path_params["file_id"])
+        return Response(content, media_type="application/octet-stream")
+
+    async def create_batch(request: Request) -> Response:
+        data = await _json(request)
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if name not in data:
+                raise ApiError(
+                    400,
+                    f"Missing required parameter: '{name}'.",
+                    param=name,
+                    code="missing_required_parameter",
+                )
+        batch = emu.create_batch(
+            input_file_id=data["input_file_id"],
+            endpoint=data["endpoint"],
+            completion_window=data["completion_window"],
+            metadata=data.get("metadata"),
+            output_expires_after=data.get("output_expires_after"),
+        )
+        return JSONResponse(to_dict(batch))  # fmt: skip
+
+    def list_batches(request: Request) -> Response:
+        page = emu.list_batches(
+            after=request.query_params.get("after"), limit=_query_limit(request)
+        )
+        return JSONResponse(page)  # fmt: skip
+
+    def get_batch(request: Request) -> Response:
+        return JSONResponse(
+            to_dict(emu.retrieve_batch(request.path_params["batch_id"]))
+        )
+
+    def cancel_batch(request: Request) -> Response:
+        return JSONResponse(to_dict(emu.cancel_batch(request.path_params["batch_id"])))
+
+    routes = [
+        Route("/v1/files", guarded(upload), methods=["POST"]),
+        Route("/v1/files", guarded(list_files), methods=["GET"]),
+        Route("/v1/files/{file_id}", guarded(get_file), methods=["GET"]),
+        Route("/v1/files/{file_id}", guarded(delete_file), methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", guarded(file_content), methods=["GET"]),
+        Route("/v1/batches", guarded(create_batch), methods=["POST"]),
+        Route("/v1/batches", guarded(list_batches), methods=["GET"]),
+        Route("/v1/batches/{batch_id}", guarded(get_batch), methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", guarded(cancel_batch), methods=["POST"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return _error(404, f"Invalid URL ({request.method} {request.url.path})")
+        return _error(exc.status_code, str(exc.detail))
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.emulator = emu
+    return app
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

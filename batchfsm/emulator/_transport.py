@@ -1,0 +1,116 @@
+"""Talk to an ASGI app (the emulator) in-process, with no socket.
+
+:class:`EmulatorTransport` is a *synchronous* ``httpx2`` transport, so that the
+synchronous ``openai`` client works over it unchanged::
+
+    transport = EmulatorTransport(create_app(Emulator()))
+    client = openai.OpenAI(api_key="test", base_url="http://emulator/v1",
+                           http_client=httpx2.Client(transport=transport))
+
+The app runs on an event loop in a helper thread (an anyio blocking portal),
+started on first use and stopped by :meth:`EmulatorTransport.close`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote
+
+import anyio.from_thread
+import httpx2
+
+__all__ = ["EmulatorTransport"]
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+class EmulatorTransport(httpx2.BaseTransport):
+    """A synchronous httpx2 transport that calls an ASGI app in-process.
+
+    Example:
+        >>> import httpx2
+        >>> from batchfsm.emulator import Emulator, EmulatorTransport, create_app
+        >>> with httpx2.Client(transport=EmulatorTransport(create_app(Emulator())),
+        ...                    base_url="http://emulator") as http:
+        ...     http.get("/v1/batches").json()["object"]
+        'list'
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._stack: contextlib.ExitStack | None = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._lock = threading.Lock()
+
+    def _get_portal(self) -> anyio.from_thread.BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._stack = contextlib.ExitStack()
+                self._portal = self._stack.enter_context(
+                    anyio.from_thread.start_blocking_portal()
+                )
+            return self._portal
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Run ``request`` through the app and return its answer."""
+        url = request.url
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": url.scheme,
+            "path": unquote(url.path),
+            "raw_path": url.raw_path.split(b"?", 1)[0],
+            "query_string": url.query,
+            "root_path": "",
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+            "server": (url.host, url.port or (443 if url.scheme == "https" else 80)),
+            "client": ("127.0.0.1", 50000),
+        }
+        body = request.read()
+        status_headers: list[Any] = []
+        chunks: list[bytes] = []
+
+        async def call() -> None:
+            sent = False
+
+            async def receive() -> MutableMapping[str, Any]:
+                nonlocal sent
+                if sent:
+                    await anyio.sleep_forever()
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: MutableMapping[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    status_headers.extend(
+                        [message["status"], message.get("headers", [])]
+                    )
+                elif message["type"] == "http.response.body":
+                    chunks.append(message.get("body", b""))
+
+            await self.app(scope, receive, send)
+
+        self._get_portal().call(call)
+        status, headers = status_headers
+        return httpx2.Response(
+            status, headers=headers, content=b"".join(chunks), request=request
+        )
+
+    def close(self) -> None:
+        """Stop the helper thread's event loop."""
+        with self._lock:
+            if self._stack is not None:
+                self._stack.close()
+                self._stack = self._portal = None

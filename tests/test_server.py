@@ -1,0 +1,373 @@
+"""The emulator over HTTP, driven by the official openai client, in-process."""
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import batchfsm as bf
+from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
+
+CHAT: Any = "/v1/chat/completions"
+
+
+class Recorder:
+    """Keeps every Batch object the server answered, to judge them as a trace."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[dict[str, Any]] = []
+
+    def __call__(self, response: httpx2.Response) -> None:
+        if (
+            response.request.url.path.startswith("/v1/batches")
+            and response.status_code == 200
+        ):
+            response.read()
+            data = response.json()
+            page = data.get("data") if data.get("object") == "list" else [data]
+            self.snapshots.extend(page)
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator(clock=VirtualClock(), request_seconds=2, cancel_grace_seconds=30)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    recorder = Recorder()
+    yield recorder
+    assert bf.check_trace(recorder.snapshots) == []
+
+
+@pytest.fixture
+def http(emulator: Emulator, recorder: Recorder) -> Iterator[httpx2.Client]:
+    transport = EmulatorTransport(create_app(emulator))
+    with httpx2.Client(
+        transport=transport,
+        base_url="http://emulator.test",
+        event_hooks={"response": [recorder]},
+    ) as client:
+        yield client
+    transport.close()
+
+
+@pytest.fixture
+def client(http: httpx2.Client) -> openai.OpenAI:
+    return openai.OpenAI(
+        api_key="sk-test",
+        base_url="http://emulator.test/v1",
+        http_client=http,
+        max_retries=0,
+    )
+
+
+def jsonl(n: int, *, bad: dict[int, Any] | None = None) -> bytes:
+    lines = []
+    for i in range(n):
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"{i}"}],
+        }
+        item: Any = {"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": body}
+        if bad and i in bad:
+            item = bad[i]
+        lines.append(item if isinstance(item, str) else json.dumps(item))
+    return "\n".join(lines).encode()
+
+
+def submit(client: openai.OpenAI, content: bytes, **kw: Any) -> Any:
+    upload = client.files.create(
+        file=("in.jsonl", io.BytesIO(content)), purpose="batch"
+    )
+    assert upload.purpose == "batch" and upload.bytes == len(content)
+    return client.batches.create(
+        input_file_id=upload.id, endpoint=CHAT, completion_window="24h", **kw
+    )
+
+
+def poll(
+    client: openai.OpenAI, emulator: Emulator, batch_id: str, step: int = 1
+) -> Any:
+    batch = client.batches.retrieve(batch_id)
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        emulator.clock.advance(step)  # type: ignore[attr-defined]
+        batch = client.batches.retrieve(batch_id)
+    return batch
+
+
+def lines_of(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    assert file_id is not None
+    return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
+
+
+def test_happy_path_with_the_openai_client(client, emulator):
+    content = jsonl(
+        5,
+        bad={
+            3: {
+                "custom_id": "r3",
+                "method": "POST",
+                "url": CHAT,
+                "body": {"model": "gpt-4o-mini"},
+            }
+        },
+    )
+    batch = submit(client, content, metadata={"job": "nightly"})
+    assert batch.status == "validating"
+    assert batch.expires_at == batch.created_at + 86_400
+    assert batch.metadata == {"job": "nightly"}
+    done = poll(client, emulator, batch.id)
+    assert done.status == "completed"
+    assert done.request_counts.model_dump() == {"total": 5, "completed": 4, "failed": 1}
+    output = lines_of(client, done.output_file_id)
+    errors = lines_of(client, done.error_file_id)
+    assert sorted(line["custom_id"] for line in output) == ["r0", "r1", "r2", "r4"]
+    for line in output:
+        assert line["response"]["status_code"] == 200
+        assert line["response"]["body"]["choices"][0]["message"]["role"] == "assistant"
+        assert line["error"] is None
+    assert [(e["custom_id"], e["response"]["status_code"]) for e in errors] == [
+        ("r3", 400)
+    ]
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+    assert client.files.delete(done.output_file_id).deleted is True
+
+
+def test_cancel_mid_run_then_cancelled_with_partial_results(client, emulator):
+    batch = submit(client, jsonl(20))
+    emulator.clock.advance(11)
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+    again = client.batches.cancel(batch.id)
+    assert (
+        again.status == "cancelling" and again.cancelling_at == cancelling.cancelling_at
+    )
+    done = poll(client, emulator, batch.id)
+    assert done.status == "cancelled"
+    counts = done.request_counts
+    assert 0 < counts.completed < 20 and counts.completed + counts.failed == 20
+    assert {e["error"]["code"] for e in lines_of(client, done.error_file_id)} == {
+        "batch_cancelled"
+    }
+
+
+def test_expiry_with_a_virtual_clock(client, emulator):
+    emulator.request_seconds = 10_000
+    batch = submit(client, jsonl(12))
+    done = poll(client, emulator, batch.id, step=7_200)
+    assert done.status == "expired"
+    assert done.expired_at >= done.expires_at
+    assert {e["error"]["code"] for e in lines_of(client, done.error_file_id)} == {
+        "batch_expired"
+    }
+
+
+def test_validation_errors_end_in_failed_with_line_numbers(client, emulator):
+    content = jsonl(
+        4,
+        bad={
+            1: "{nope",
+            2: {
+                "custom_id": "r2",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {},
+            },
+        },
+    )
+    done = poll(client, emulator, submit(client, content).id)
+    assert done.status == "failed"
+    assert [(e.code, e.line) for e in done.errors.data] == [
+        ("invalid_json_line", 2),
+        ("invalid_url", 3),
+        ("model_not_found", 3),
+    ]
+
+
+def test_list_pagination_across_250_batches(client, emulator):
+    upload = client.files.create(
+        file=("in.jsonl", io.BytesIO(jsonl(1))), purpose="batch"
+    )
+    created = [
+        client.batches.create(
+            input_file_id=upload.id, endpoint=CHAT, completion_window="24h"
+        ).id
+        for _ in range(250)
+    ]
+    seen = [b.id for b in client.batches.list(limit=100)]  # the client follows has_more
+    assert seen == created[::-1]
+    first = client.batches.list(limit=7)
+    assert [b.id for b in first.data] == created[:-8:-1] and first.has_more
+
+
+def test_cancelling_a_completed_batch_is_refused_with_the_api_error(client, emulator):
+    done = poll(client, emulator, submit(client, jsonl(1)).id)
+    with pytest.raises(openai.ConflictError) as info:
+        client.batches.cancel(done.id)
+    assert info.value.status_code == 409
+    assert info.value.body == {
+        "message": "Cannot cancel a batch with status 'completed'.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    assert client.batches.retrieve(done.id).status == "completed"
+
+
+def test_unknown_ids_and_bad_params(client):
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-nope")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.batches.create(
+            input_file_id="f",
+            endpoint="/v1/nope",
+            completion_window="24h",
+        )
+    assert info.value.param == "endpoint"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.batches.create(input_file_id="f", endpoint=CHAT, completion_window="1h")
+    assert info.value.param == "completion_window"
+
+
+def test_api_key_is_enforced():
+    app = create_app(Emulator(), api_key="sk-right")
+    transport = EmulatorTransport(app)
+    with httpx2.Client(transport=transport, base_url="http://e") as http:
+        wrong = openai.OpenAI(
+            api_key="sk-wrong", base_url="http://e/v1", http_client=http, max_retries=0
+        )
+        with pytest.raises(openai.AuthenticationError):
+            wrong.batches.list()
+        right = openai.OpenAI(
+            api_key="sk-right", base_url="http://e/v1", http_client=http
+        )
+        assert right.batches.list().data == []
+    transport.close()
+
+
+def test_oversized_bodies_get_413_before_being_read(http):
+    answer = http.post(
+        "/v1/batches", content=b"{}", headers={"content-length": str(10**9)}
+    )
+    assert answer.status_code == 413
+    assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(3):
+            yield b" " * 600_000
+
+    answer = http.post("/v1/batches", content=chunks())
+    assert answer.status_code == 413
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
+    path=st.sampled_from(
+        [
+            "/v1/batches",
+            "/v1/batches/{id}",
+            "/v1/batches/{id}/cancel",
+            "/v1/files",
+            "/v1/files/{file}",
+            "/v1/files/{file}/content",
+            "/v1/nope",
+            "/v1/batches/%00",
+        ]
+    ),
+    body=st.one_of(
+        st.binary(max_size=64),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "input_file_id",
+                            "endpoint",
+                            "completion_window",
+                            "metadata",
+                            "output_expires_after",
+                            "x",
+                        ]
+                    ),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=8,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+    query=st.sampled_from(
+        ["", "?limit=0", "?limit=abc", "?limit=101", "?after=nope", "?limit=2&after=x"]
+    ),
+)
+def test_fuzzed_requests_never_get_5xx_nor_corrupt_a_batch(method, path, body, query):
+    emulator = Emulator()
+    with httpx2.Client(
+        transport=EmulatorTransport(create_app(emulator)), base_url="http://e"
+    ) as http:
+        upload = http.post(
+            "/v1/files",
+            files={"file": ("in.jsonl", jsonl(2))},
+            data={"purpose": "batch"},
+        ).json()
+        batch = http.post(
+            "/v1/batches",
+            json={
+                "input_file_id": upload["id"],
+                "endpoint": CHAT,
+                "completion_window": "24h",
+            },
+        ).json()
+        before = http.get(f"/v1/batches/{batch['id']}").json()
+        url = path.format(id=batch["id"] + "x", file=upload["id"] + "x") + query
+        answer = http.request(method, url, content=body)
+        assert answer.status_code < 500, (answer.status_code, answer.text)
+        if answer.status_code >= 400:
+            assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+        assert http.get(f"/v1/batches/{batch['id']}").json() == before
+        assert http.get(f"/v1/files/{upload['id']}").status_code == 200
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    content_type=st.sampled_from(
+        [
+            "multipart/form-data; boundary=xyz",
+            "multipart/form-data",
+            "text/plain",
+            "application/json",
+            "multipart/form-data; boundary=",
+        ]
+    ),
+    body=st.binary(max_size=200)
+    | st.builds(
+        lambda name, value: (
+            "--xyz\r\nContent-Disposition: form-data; "
+            f'name="{name}"\r\n\r\n{value}\r\n--xyz--\r\n'
+        ).encode(),
+        st.sampled_from(["file", "purpose", "expires_after[seconds]", "x"]),
+        st.text(max_size=20),
+    ),
+)
+def test_fuzzed_uploads_never_get_5xx(content_type, body):
+    with httpx2.Client(
+        transport=EmulatorTransport(create_app(Emulator())), base_url="http://e"
+    ) as http:
+        answer = http.post(
+            "/v1/files", content=body, headers={"content-type": content_type}
+        )
+        assert answer.status_code < 500, answer.text
+        if answer.status_code >= 400:
+            assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
