@@ -6,6 +6,9 @@
   2 when the input cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--api-key]`` serves the emulator.
+- ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
+  built-in emulator, in-process, when no URL is given); exit 0 only if no
+  check fails.
 """
 
 from __future__ import annotations
@@ -107,6 +110,41 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the lifecycle diagram, drawn from the transition table.",
     )
     diagram.add_argument("--format", choices=sorted(FORMATS), default="mermaid")
+    conform = commands.add_parser(
+        "conform",
+        help="judge a Batch API server, check by check",
+        description=(
+            "Drive a Batch API server (files and batches under /v1) and judge every "
+            "answer against the lifecycle. Without --base-url, the built-in emulator "
+            "is run in-process on a virtual clock. Exit 0 only if no check fails."
+        ),
+    )
+    conform.add_argument(
+        "--base-url", help="the server's root, e.g. http://127.0.0.1:8000"
+    )
+    conform.add_argument(
+        "--api-key",
+        default=os.environ.get("BATCHFSM_API_KEY"),
+        help="sent as 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
+    )
+    conform.add_argument("--json", action="store_true", help="print the report as JSON")
+    conform.add_argument(
+        "--only", action="append", metavar="ID", help="run only this check (repeatable)"
+    )
+    conform.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="real seconds per second of waiting (below 1 for fast servers)",
+    )
+    conform.add_argument(
+        "--timeout",
+        type=float,
+        default=3_600.0,
+        help="seconds to poll one batch before its check fails (default 3600)",
+    )
+    conform.add_argument("--endpoint", default="/v1/chat/completions")
+    conform.add_argument("--model", default="gpt-4o-mini")
     serve = commands.add_parser(
         "serve",
         help="serve the Batch API emulator over HTTP",
@@ -130,6 +168,89 @@ def _parser() -> argparse.ArgumentParser:
         help="demand 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
     )
     return parser
+
+
+_MARKS = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}
+
+
+def _conform(args: argparse.Namespace) -> int:
+    import time
+
+    import httpx2
+
+    from .conformance import CHECKS, Result, emulator_client, run
+
+    unknown = set(args.only or ()) - set(CHECKS)
+    if unknown:
+        print(
+            f"batchfsm conform: unknown check id(s) {', '.join(sorted(unknown))}; "
+            f"ids: {', '.join(CHECKS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.time_scale <= 0 or args.timeout <= 0:
+        print(
+            "batchfsm conform: --time-scale and --timeout must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    if args.base_url is None:
+        http, wait = emulator_client()
+        target = "the built-in emulator (in-process, virtual clock)"
+    else:
+        root = args.base_url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        http = httpx2.Client(base_url=root, headers=headers, timeout=60)
+        scale = args.time_scale
+
+        def wait(seconds: float) -> None:
+            time.sleep(seconds * scale)
+
+        target = root
+
+    def progress(result: Result) -> None:
+        print(f"  {_MARKS[result.outcome]} {result.id}", file=sys.stderr, flush=True)
+
+    print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
+    try:
+        with http:
+            http.get("/v1/batches", params={"limit": 1})  # reachable at all?
+            report = run(
+                http,
+                wait=wait,
+                only=set(args.only) if args.only else None,
+                endpoint=args.endpoint,
+                model=args.model,
+                timeout=args.timeout,
+                progress=progress,
+            )
+    except httpx2.TransportError as exc:
+        print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(_summary(report))
+    return 0 if report.passed else 1
+
+
+def _summary(report: Any) -> str:
+    width = max(len(r.id) for r in report.results)
+    lines = [f"{'check':<{width}}  result  what it demands", "-" * (width + 60)]
+    for r in report.results:
+        lines.append(f"{r.id:<{width}}  {r.outcome:<6}  {r.description}")
+        if r.outcome == "fail":
+            lines.extend(
+                f"{'':<{width}}    > {line}" for line in r.evidence.splitlines()
+            )
+    lines.extend(f"note: {note}" for note in report.notes)
+    counts = {
+        o: sum(r.outcome == o for r in report.results) for o in ("pass", "fail", "skip")
+    }
+    lines.append(
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
+    )
+    return "\n".join(lines)
 
 
 def _serve(host: str, port: int, speed: float, api_key: str | None) -> int:
@@ -173,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(args.host, args.port, args.speed, args.api_key)
+    if args.command == "conform":
+        return _conform(args)
     if args.command is None:
         _parser().print_help()
         return 2

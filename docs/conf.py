@@ -24,6 +24,14 @@ html_theme = "furo"
 html_title = f"batchfsm {release}"
 
 
+def _list_table(heading: str, rows: dict[str, str]) -> str:
+    body = "".join(f"   * - ``{code}``\n     - {text}\n" for code, text in rows.items())
+    return (
+        ".. list-table::\n   :header-rows: 1\n   :widths: 1 3\n\n"
+        f"   * - {heading}\n     - what it demands\n" + body
+    )
+
+
 def _generate() -> None:
     """Write the pictures and tables derived from the transition table.
 
@@ -32,19 +40,15 @@ def _generate() -> None:
     from pathlib import Path
 
     from batchfsm._diagram import render, transition_table_rst
+    from batchfsm.conformance import CHECKS
 
     out = Path(__file__).parent / "_generated"
     out.mkdir(exist_ok=True)
     (out / "lifecycle.svg").write_text(render("svg"))
     (out / "lifecycle.mmd").write_text(render("mermaid"))
     (out / "transitions.rst").write_text(transition_table_rst())
-    rows = "".join(
-        f"   * - ``{code}``\n     - {text}\n" for code, text in batchfsm.RULES.items()
-    )
-    (out / "rules.rst").write_text(
-        ".. list-table::\n   :header-rows: 1\n   :widths: 1 3\n\n"
-        "   * - rule\n     - what it demands\n" + rows
-    )
+    (out / "rules.rst").write_text(_list_table("rule", batchfsm.RULES))
+    (out / "checks.rst").write_text(_list_table("check", CHECKS))
 
 
 _generate()

@@ -1,0 +1,41 @@
+"""Judge any Batch API server from the outside.
+
+:func:`run` drives a server through plain ``httpx2`` (so no client's leniency
+hides a fault) and returns a :class:`Report`: one :class:`Result` per check in
+:data:`CHECKS`, each with a stable id, an outcome and evidence.
+:func:`emulator_client` gives a client for the built-in emulator, in-process,
+on a virtual clock. ``batchfsm conform`` is the command-line face of both.
+
+Example:
+    >>> from batchfsm.conformance import emulator_client, run
+    >>> http, wait = emulator_client()
+    >>> report = run(http, wait=wait)
+    >>> report.passed, len(report.results)
+    (True, 13)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx2
+
+from ._runner import CHECKS, Report, Result, run
+
+__all__ = ["CHECKS", "Report", "Result", "emulator_client", "run"]
+
+
+def emulator_client(**options: object) -> tuple[httpx2.Client, Callable[[float], None]]:
+    """A client for a fresh built-in emulator, and how to let its time pass.
+
+    ``options`` go to :class:`batchfsm.emulator.Emulator`.
+    """
+    from ..emulator import Emulator, EmulatorTransport, VirtualClock, create_app
+
+    clock = VirtualClock()
+    emulator = Emulator(clock=clock, **options)  # type: ignore[arg-type]
+    http = httpx2.Client(
+        transport=EmulatorTransport(create_app(emulator)),
+        base_url="http://batchfsm.emulator",
+    )
+    return http, clock.advance
