@@ -1,8 +1,14 @@
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -50,3 +56,37 @@ def batch_schema() -> dict[str, Any]:
 
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    """Start ``batchfsm serve`` with the given arguments; returns its base URL."""
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "batchfsm", "serve", "--port", str(port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        servers.append(server)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30  # a readiness wait, not a speed assertion
+        while True:
+            try:
+                httpx2.get(f"{base}/v1/batches")
+                return base
+            except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(server.communicate()[1].decode()) from None
+                time.sleep(0.05)
+
+    yield start
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stderr:
+            server.stderr.close()

@@ -123,53 +123,16 @@ def test_a_single_pretty_printed_object_and_odd_ids(tmp_path, capsys):
     assert "schema @ id: expected str, got [1]" in capsys.readouterr().out
 
 
-def test_serve_starts_answers_and_stops(tmp_path):
-    import socket
-    import time
-
+def test_serve_starts_answers_and_stops(serve):
     import httpx2
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchfsm",
-            "serve",
-            "--port",
-            str(port),
-            "--api-key",
-            "sk-x",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30  # readiness wait, not a speed assertion
-        while True:
-            try:
-                answer = httpx2.get(
-                    f"http://127.0.0.1:{port}/v1/batches",
-                    headers={"Authorization": "Bearer sk-x"},
-                )
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, server.stderr
-                assert server.poll() is None, server.communicate()
-                time.sleep(0.05)
-        assert answer.status_code == 200
-        assert answer.json()["object"] == "list"
-        denied = httpx2.get(f"http://127.0.0.1:{port}/v1/batches")
-        assert denied.status_code == 401
-        assert denied.json()["error"]["code"] == "invalid_api_key"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        server.stdout.close()  # type: ignore[union-attr]
-        server.stderr.close()  # type: ignore[union-attr]
+    base = serve("--api-key", "sk-x")
+    answer = httpx2.get(f"{base}/v1/batches", headers={"Authorization": "Bearer sk-x"})
+    assert answer.status_code == 200
+    assert answer.json()["object"] == "list"
+    denied = httpx2.get(f"{base}/v1/batches")
+    assert denied.status_code == 401
+    assert denied.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_serve_refuses_a_bad_speed(capsys):

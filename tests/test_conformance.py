@@ -193,54 +193,12 @@ def test_conform_command_bad_arguments(capsys):
     assert "cannot reach" in capsys.readouterr().err
 
 
-def test_conform_over_http_against_batchfsm_serve(capsys):
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "batchfsm",
-            "serve",
-            "--port",
-            str(port),
-            "--speed",
-            "2000",
-            "--api-key",
-            "sk-c",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30  # readiness wait, not a speed assertion
-        while True:
-            try:
-                httpx2.get(f"http://127.0.0.1:{port}/v1/batches")
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        status = main(
-            [
-                "conform",
-                "--base-url",
-                f"http://127.0.0.1:{port}/v1",
-                "--api-key",
-                "sk-c",
-                "--time-scale",
-                "0.005",
-            ]
-        )
-        out = capsys.readouterr().out
-        assert status == 0, out
-        assert "13 passed, 0 failed" in out or "12 passed, 0 failed, 1 skipped" in out
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def test_conform_over_http_against_batchfsm_serve(serve, capsys):
+    base = serve("--speed", "2000", "--api-key", "sk-c")
+    status = main(
+        ["conform", "--base-url", f"{base}/v1", "--api-key", "sk-c",
+         "--time-scale", "0.005"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "0 failed" in out
