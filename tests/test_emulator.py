@@ -9,10 +9,12 @@ from hypothesis.stateful import run_state_machine_as_test
 import batchfsm as bf
 from batchfsm.emulator import (
     CODES,
+    DEFAULT_MODELS,
     ApiError,
     Emulator,
     Reply,
     VirtualClock,
+    default_handler,
     validate_input,
 )
 from batchfsm.testing import BatchAPIStateMachine, EmulatorAdapter
@@ -304,3 +306,38 @@ def test_the_state_machine_runs_against_the_emulator():
     run_state_machine_as_test(
         EmulatorMachine, settings=settings(max_examples=50, deadline=None)
     )
+
+
+GOOD_BODIES = {
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"input": "hi"},
+    "/v1/embeddings": {"input": ["a", "b"], "dimensions": 4},
+    "/v1/completions": {"prompt": "Once"},
+    "/v1/moderations": {"input": "hello"},
+    "/v1/images/generations": {"prompt": "a cat"},
+    "/v1/images/edits": {"prompt": "a hat"},
+    "/v1/videos": {"prompt": "waves"},
+}
+BAD_BODIES = {
+    "/v1/chat/completions": {"messages": ["not an object"]},
+    "/v1/responses": {"input": ""},
+    "/v1/embeddings": {"input": "a", "dimensions": 0},
+    "/v1/completions": {"prompt": []},
+    "/v1/moderations": {},
+    "/v1/images/generations": {"prompt": ""},
+    "/v1/images/edits": {},
+    "/v1/videos": {"prompt": None},
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(GOOD_BODIES))
+def test_the_default_handler_answers_every_endpoint(endpoint):
+    model = sorted(DEFAULT_MODELS[endpoint])[0]
+    good = default_handler(endpoint, {"model": model, **GOOD_BODIES[endpoint]}, "r", 7)
+    assert good.status_code == 200
+    assert good.input_tokens > 0
+    again = default_handler(endpoint, {"model": model, **GOOD_BODIES[endpoint]}, "r", 7)
+    assert again == good  # deterministic
+    bad = default_handler(endpoint, {"model": model, **BAD_BODIES[endpoint]}, "r", 7)
+    assert bad.status_code == 400
+    assert set(bad.body["error"]) == {"message", "type", "param", "code"}
