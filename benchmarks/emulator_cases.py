@@ -158,7 +158,7 @@ def http_retrieve_rps(requests: int = 2_000) -> str:
             try:
                 httpx2.get(f"{base}/v1/batches")
                 break
-            except httpx2.TransportError:  # noqa: PERF203 - waiting for it to start
+            except httpx2.TransportError:
                 time.sleep(0.01)
         started = time.perf_counter() - ready
         with httpx2.Client(base_url=base) as http:
