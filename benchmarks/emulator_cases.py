@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Final
 
 import httpx2
 import openai
@@ -26,7 +27,7 @@ from batchfsm.emulator import (
 
 from ._harness import Case, bytes_per_item, per_call
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 
 
 def input_file(lines: int) -> bytes:

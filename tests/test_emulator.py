@@ -308,7 +308,7 @@ def test_the_state_machine_runs_against_the_emulator():
     )
 
 
-GOOD_BODIES = {
+GOOD_BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
     "/v1/responses": {"input": "hi"},
     "/v1/embeddings": {"input": ["a", "b"], "dimensions": 4},
@@ -318,7 +318,7 @@ GOOD_BODIES = {
     "/v1/images/edits": {"prompt": "a hat"},
     "/v1/videos": {"prompt": "waves"},
 }
-BAD_BODIES = {
+BAD_BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": ["not an object"]},
     "/v1/responses": {"input": ""},
     "/v1/embeddings": {"input": "a", "dimensions": 0},
