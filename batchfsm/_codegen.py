@@ -19,7 +19,7 @@ __all__ = ["compile_function"]
 
 
 def compile_function(
-    name: str, lines: list[str], namespace: dict[str, Any]
+    name: str, lines: list[str], namespace: dict[str, Any], *, label: str = ""
 ) -> Callable[..., Any]:
     """Compile the source ``lines`` defining function ``name``, and return it.
 
@@ -27,6 +27,8 @@ def compile_function(
         name: the name the source defines; also names the generated file.
         lines: the source, one line per item, without newlines.
         namespace: the globals of the generated code (constants it reads).
+        label: names the generated file instead of ``name``, when one name is
+            generated in several variants.
 
     Example:
         >>> source = ["def double(x):", "    return 2 * x"]
@@ -35,7 +37,7 @@ def compile_function(
         (42, '<batchfsm generated double>')
     """
     source = "\n".join(lines) + "\n"
-    filename = f"<batchfsm generated {name}>"
+    filename = f"<batchfsm generated {label or name}>"
     # A name generated twice (a reload) overwrites its entry: the newest source
     # is the one that runs.
     linecache.cache[filename] = (
