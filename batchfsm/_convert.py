@@ -378,7 +378,50 @@ _GEARS = {
     )
     for strict in (False, True)
 }
-_unstructure_batch = converter.get_unstructure_hook(Batch)
+
+
+def _unstructure_expr(t: Any, value: str, depth: int) -> str:
+    """An expression giving the API JSON of ``value``, of type ``t``, inline."""
+    if _is_optional(t):
+        inner = next(arg for arg in get_args(t) if arg is not NoneType)
+        return (
+            f"(None if {value} is None else {_unstructure_expr(inner, value, depth)})"
+        )
+    if t in (str, int) or get_args(t) == ("batch",):
+        return value
+    if t is BatchStatus:
+        return f"{value}._value_"  # the plain attribute behind the .value property
+    if t in _MODEL_CLASSES:
+        fields = attrs.fields(attrs.resolve_types(t))
+        items = ", ".join(
+            f"{f.name!r}: {_unstructure_expr(f.type, f'{value}.{f.name}', depth)}"
+            for f in fields
+        )
+        return f"{{{items}}}"
+    if get_args(t) == (BatchError, ...):
+        item = f"e{depth}"
+        each = _unstructure_expr(BatchError, item, depth + 1)
+        return f"[{each} for {item} in {value}]"
+    if get_origin(t) is Mapping:
+        return f"dict({value})"
+    raise TypeError(f"no unstructure rule for {t!r}")
+
+
+def _unstructure_source() -> list[str]:
+    """The source of ``unstructure_Batch(b)``: one dict display, keys in API order."""
+    fields = attrs.fields(attrs.resolve_types(Batch))
+    items = [
+        f"        {f.name!r}: {_unstructure_expr(f.type, 'b.' + f.name, 0)},"
+        for f in fields
+    ]
+    return ["def unstructure_Batch(b):", "    return {", *items, "    }"]
+
+
+# cattrs' generated unstructure calls a hook per nested value; this is the same
+# JSON from one generated expression (a test holds it to the public converter's).
+_unstructure_batch: Callable[[Batch], dict[str, Any]] = compile_function(
+    "unstructure_Batch", _unstructure_source(), {}
+)
 # json.dumps builds a new encoder per call when given options; build ours once.
 # ASCII escapes keep the text valid UTF-8 even for lone surrogates from the input.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -477,7 +520,7 @@ def to_dict(batch: Batch) -> dict[str, Any]:
         >>> d["status"], d["created_at"], d["output_file_id"]
         ('validating', 1700000000, None)
     """
-    return _unstructure_batch(batch)  # type: ignore[no-any-return]
+    return _unstructure_batch(batch)
 
 
 def loads(text: str | bytes, *, strict: bool = False) -> Batch:

@@ -362,3 +362,15 @@ def test_the_gears_agree_on_every_field_replaced_added_or_left_out():
                 for changed in (left_out, added):
                     for strict in (False, True):
                         gears_agree(replaced(document, parent, changed), strict)
+
+
+@given(st.one_of(api_dicts(), broken_dicts().map(lambda case: case[1])))
+def test_to_dict_is_the_public_converters_unstructure(document):
+    try:
+        batch = bf.from_dict(document)
+    except bf.SchemaError:
+        return
+    ours = bf.to_dict(batch)
+    theirs = bf.converter.unstructure(batch)
+    assert ours == theirs and list(ours) == list(theirs)
+    assert json.dumps(ours) == json.dumps(theirs)
