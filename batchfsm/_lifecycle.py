@@ -54,6 +54,13 @@ _CHANGE_TYPES: dict[str, Any] = {
     if any(field.name in move.may_set for move in MOVES)
 }
 
+# None is filtered out before the type check, so the class inside each Optional
+# is what a value must be (isinstance on a plain class beats one on a union).
+_CHANGE_CLASSES: dict[str, type] = {
+    name: next(arg for arg in t.__args__ if arg is not type(None))
+    for name, t in _CHANGE_TYPES.items()
+}
+
 
 def _event(event: Event | str) -> Event:
     found = _EVENT_BY_VALUE.get(event) if isinstance(event, str) else None
@@ -231,9 +238,9 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
                     ALLOWED[status],
                     f"{move.event} may not set {name} (it may set: {may_set})",
                 )
-            if not isinstance(value, _CHANGE_TYPES[name]):
-                expected = _CHANGE_TYPES[name].__args__[0].__name__
-                raise TypeError(f"{name}: expected {expected}, got {value!r}")
+            expected = _CHANGE_CLASSES[name]
+            if not isinstance(value, expected):
+                raise TypeError(f"{name}: expected {expected.__name__}, got {value!r}")
     if batch.__class__ is Batch:
         after = build(batch, at, changes)
     else:  # a subclass may hold more than the generated copy knows of
