@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, get_args
+from types import MappingProxyType, NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import attrs
 from cattrs import Converter
@@ -26,6 +27,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._codegen import compile_function
 from ._errors import SchemaError
 from ._model import (
     Batch,
@@ -161,6 +163,23 @@ def _require_mapping(
     return structure_errors
 
 
+def _is_optional(t: Any) -> bool:
+    args = get_args(t)
+    return get_origin(t) in (Union, UnionType) and len(args) == 2 and NoneType in args
+
+
+def _make_optional_hook(t: Any, conv: Converter) -> Callable[[Any, Any], Any]:
+    # cattrs' own Optional hook looks the inner type's hook up on every call; the
+    # hooks are all registered before the classes are generated, so look it up once.
+    inner = next(arg for arg in get_args(t) if arg is not NoneType)
+    structure = conv.get_structure_hook(inner)
+
+    def structure_optional(value: Any, _: Any) -> Any:
+        return None if value is None else structure(value, inner)
+
+    return structure_optional
+
+
 # -- the converter ----------------------------------------------------------------
 
 
@@ -177,6 +196,7 @@ def _make_converter(*, detailed: bool, forbid_extra_keys: bool) -> Converter:
         lambda t: t is Literal["batch"] or get_args(t) == ("batch",),
         _structure_object_tag,
     )
+    conv.register_structure_hook_factory(_is_optional, _make_optional_hook)
     for cls in reversed(_MODEL_CLASSES):  # leaves first: parents look them up
         overrides: dict[str, Any] = {}
         if cls is BatchErrors:
@@ -211,18 +231,197 @@ def _make_unstructure(cls: type, conv: Converter) -> Callable[[Any], dict[str, A
 #: the ``object`` key: prefer :func:`from_dict`, which gives a SchemaError.
 converter = _make_converter(detailed=True, forbid_extra_keys=False)
 
+
+# -- the fast gear: straight-line code generated from the model -------------------
+#
+# cattrs' generated code calls one hook per field (each a Python call, and
+# Optional[...] a second one), gathers keyword arguments and then runs the
+# model's __init__, whose converters check and copy metadata a second time.
+# For the common case, a document with nothing wrong, the fast gear instead
+# inlines the very same leaf rules as the hooks above and writes the slots of
+# each new instance directly. It only has to tell good from bad: on any failure
+# it raises and the detailed cattrs gear runs to say what is wrong, with paths.
+# A test holds the two gears to the same verdicts and the same results.
+
+
+class _RejectedError(Exception):
+    """The fast gear found a problem; the detailed gear will say which."""
+
+
+def _leaf_check(t: Any, owner: type, indent: str) -> list[str]:
+    """Lines checking (and converting in place) the value ``v`` of type ``t``."""
+    if _is_optional(t):
+        inner = next(arg for arg in get_args(t) if arg is not NoneType)
+        return [
+            f"{indent}if v is not None:",
+            *_leaf_check(inner, owner, indent + "    "),
+        ]
+    if t is str:
+        return [
+            f"{indent}if v.__class__ is not str:",
+            f"{indent}    raise _RejectedError",
+        ]
+    if t is int:  # as _structure_int: a JSON integer, not negative
+        return [
+            f"{indent}if v.__class__ is not int or v < 0:",
+            f"{indent}    raise _RejectedError",
+        ]
+    if t is BatchStatus:
+        return [
+            f"{indent}v = _STATUSES.get(v) if v.__class__ is str else None",
+            f"{indent}if v is None:",
+            f"{indent}    raise _RejectedError",
+        ]
+    if get_args(t) == ("batch",):
+        return [
+            f"{indent}if v.__class__ is not str or v != 'batch':",
+            f"{indent}    raise _RejectedError",
+        ]
+    if t in _MODEL_CLASSES:
+        return [f"{indent}v = _structure_{t.__name__}(v)"]
+    if owner is BatchErrors and get_args(t) == (BatchError, ...):
+        return [
+            f"{indent}if v.__class__ is not list:",
+            f"{indent}    raise _RejectedError",
+            f"{indent}v = tuple([_structure_BatchError(item) for item in v])",
+        ]
+    if owner is Batch and get_origin(t) is Mapping:  # metadata, as the model does
+        return [
+            f"{indent}if v.__class__ is not dict or _metadata_problems(v):",
+            f"{indent}    raise _RejectedError",
+            f"{indent}v = _MappingProxyType(dict(v))",
+        ]
+    raise TypeError(f"no fast-gear rule for {owner.__name__}: {t!r}")
+
+
+# The model's own converters and validators that the fast gear does the work of;
+# any other one would be skipped by writing slots directly, so it is refused.
+_FOLDED = {
+    (Batch, "object"),  # the 'batch' tag rule
+    (Batch, "status"),  # _STATUSES gives the member
+    (Batch, "metadata"),  # checked, copied and made read-only
+    (BatchErrors, "data"),  # made a tuple
+}
+
+
+def _fast_source(cls: type, strict: bool) -> list[str]:
+    """The source of ``structure_<cls>(o)``: the instance, or _RejectedError."""
+    lines = [
+        f"def structure_{cls.__name__}(o):",
+        "    if not isinstance(o, _Mapping):",
+        "        raise _RejectedError",
+    ]
+    fields = attrs.fields(attrs.resolve_types(cls))
+    if strict:
+        lines += [
+            f"    if not o.keys() <= _KNOWN_{cls.__name__}:",
+            "        raise _RejectedError",
+        ]
+    lines.append(f"    n = _new({cls.__name__})")
+    for field in fields:
+        has_hooks = field.converter is not None or field.validator is not None
+        if has_hooks and (cls, field.name) not in _FOLDED:
+            raise TypeError(f"{cls.__name__}.{field.name} has a hook the gear skips")
+        check = _leaf_check(field.type, cls, "        ")
+        if field.default is attrs.NOTHING:
+            lines += [f"    v = o[{field.name!r}]", *(c[4:] for c in check)]
+        else:
+            # A document that leaves BatchErrors.object out has none (see
+            # _require_mapping), whatever the class's default for people.
+            default = None if cls is BatchErrors else field.default
+            lines += [
+                f"    if {field.name!r} in o:",
+                f"        v = o[{field.name!r}]",
+                *check,
+                "    else:",
+                f"        v = {default!r}",
+            ]
+        lines.append(f"    _set_{cls.__name__}_{field.name}(n, v)")
+    lines.append("    return n")
+    return lines
+
+
+def _make_fast_gear(strict: bool) -> Callable[[Mapping[str, Any]], Batch]:
+    namespace: dict[str, Any] = {
+        "_RejectedError": _RejectedError,
+        "_Mapping": Mapping,
+        "_new": object.__new__,
+        "_STATUSES": _STATUS_BY_VALUE,
+        "_MappingProxyType": MappingProxyType,
+        "_metadata_problems": metadata_problems,
+    }
+    for cls in reversed(_MODEL_CLASSES):  # leaves first: parents call them
+        names = [field.name for field in attrs.fields(cls)]
+        namespace[cls.__name__] = cls
+        namespace[f"_KNOWN_{cls.__name__}"] = frozenset(names)
+        for name in names:
+            # The slot's descriptor writes past the frozen class's __setattr__.
+            namespace[f"_set_{cls.__name__}_{name}"] = cls.__dict__[name].__set__
+        gear = "strict" if strict else "lenient"
+        function_name = f"structure_{cls.__name__}"
+        namespace[f"_{function_name}"] = compile_function(
+            function_name,
+            _fast_source(cls, strict),
+            namespace,
+            label=f"{function_name} ({gear})",
+        )
+    fast: Callable[[Mapping[str, Any]], Batch] = namespace["_structure_Batch"]
+    return fast
+
+
 _GEARS = {
     strict: (
-        _make_converter(detailed=False, forbid_extra_keys=strict).get_structure_hook(
-            Batch
-        ),
+        _make_fast_gear(strict),
         _make_converter(detailed=True, forbid_extra_keys=strict).get_structure_hook(
             Batch
         ),
     )
     for strict in (False, True)
 }
-_unstructure_batch = converter.get_unstructure_hook(Batch)
+
+
+def _unstructure_expr(t: Any, value: str, depth: int) -> str:
+    """An expression giving the API JSON of ``value``, of type ``t``, inline."""
+    if _is_optional(t):
+        inner = next(arg for arg in get_args(t) if arg is not NoneType)
+        return (
+            f"(None if {value} is None else {_unstructure_expr(inner, value, depth)})"
+        )
+    if t in (str, int) or get_args(t) == ("batch",):
+        return value
+    if t is BatchStatus:
+        return f"{value}._value_"  # the plain attribute behind the .value property
+    if t in _MODEL_CLASSES:
+        fields = attrs.fields(attrs.resolve_types(t))
+        items = ", ".join(
+            f"{f.name!r}: {_unstructure_expr(f.type, f'{value}.{f.name}', depth)}"
+            for f in fields
+        )
+        return f"{{{items}}}"
+    if get_args(t) == (BatchError, ...):
+        item = f"e{depth}"
+        each = _unstructure_expr(BatchError, item, depth + 1)
+        return f"[{each} for {item} in {value}]"
+    if get_origin(t) is Mapping:
+        return f"dict({value})"
+    raise TypeError(f"no unstructure rule for {t!r}")
+
+
+def _unstructure_source() -> list[str]:
+    """The source of ``unstructure_Batch(b)``: one dict display, keys in API order."""
+    fields = attrs.fields(attrs.resolve_types(Batch))
+    items = [
+        f"        {f.name!r}: {_unstructure_expr(f.type, 'b.' + f.name, 0)},"
+        for f in fields
+    ]
+    return ["def unstructure_Batch(b):", "    return {", *items, "    }"]
+
+
+# cattrs' generated unstructure calls a hook per nested value; this is the same
+# JSON from one generated expression (a test holds it to the public converter's).
+_unstructure_batch: Callable[[Batch], dict[str, Any]] = compile_function(
+    "unstructure_Batch", _unstructure_source(), {}
+)
 # json.dumps builds a new encoder per call when given options; build ours once.
 # ASCII escapes keep the text valid UTF-8 even for lone surrogates from the input.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -294,7 +493,7 @@ def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
     fast, detailed = _GEARS[strict]
     if isinstance(data, Mapping) and "object" in data:
         try:
-            return fast(data, Batch)  # type: ignore[no-any-return]
+            return fast(data)
         except Exception:  # noqa: BLE001, S110 - the detailed gear says what failed
             pass
     problems: list[tuple[str, str]] = []
@@ -321,7 +520,7 @@ def to_dict(batch: Batch) -> dict[str, Any]:
         >>> d["status"], d["created_at"], d["output_file_id"]
         ('validating', 1700000000, None)
     """
-    return _unstructure_batch(batch)  # type: ignore[no-any-return]
+    return _unstructure_batch(batch)
 
 
 def loads(text: str | bytes, *, strict: bool = False) -> Batch:

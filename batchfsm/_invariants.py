@@ -9,11 +9,12 @@ table (``batchfsm._graph``), never from hand-typed lists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from ._codegen import compile_function
 from ._convert import from_dict
 from ._errors import SchemaError
 from ._graph import CHAIN, DOMINATORS, FIELD_STATUSES, REACHABLE
@@ -228,6 +229,8 @@ def check(batch: Batch) -> list[Violation]:
         >>> bf.check(b)
         []
     """
+    if _snapshot_ok(batch):
+        return []
     return _check(batch)
 
 
@@ -247,6 +250,12 @@ def check_step(before: Batch, after: Batch) -> list[Violation]:
         >>> bf.check_step(b, later), [v.rule for v in bf.check_step(later, b)]
         ([], ['step.status', 'step.set_once'])
     """
+    if _step_ok(before, after):
+        return []
+    return _check_step(before, after)
+
+
+def _check_step(before: Batch, after: Batch) -> list[Violation]:
     found: list[Violation] = []
     batch_id = after.id
 
@@ -331,12 +340,197 @@ def check_trace(snapshots: Iterable[Batch | Mapping[str, Any]]) -> list[Violatio
                     for path, message in exc.errors
                 )
                 continue
-        previous = latest.get(batch.id)
-        if previous == batch:  # an unchanged poll: judged already
-            continue
-        problems = _check(batch)
-        if previous is not None:
-            problems += check_step(previous, batch)
-        found.extend(attrs.evolve(v, index=index) for v in problems)
-        latest[batch.id] = batch
+        batch_id = batch.id
+        previous = latest.get(batch_id)
+        if previous is None:
+            if not _snapshot_ok(batch):
+                found.extend(attrs.evolve(v, index=index) for v in _check(batch))
+        elif previous is batch or previous == batch:
+            continue  # an unchanged poll: judged already
+        elif not (_snapshot_ok(batch) and _step_ok(previous, batch)):
+            problems = _check(batch) + _check_step(previous, batch)
+            found.extend(attrs.evolve(v, index=index) for v in problems)
+        latest[batch_id] = batch
     return found
+
+
+# -- the fast gear: predicates generated from the table ---------------------------
+#
+# ``_check`` and ``_check_step`` above are the reference: readable, generic, and
+# the only code that words a violation. Most snapshots break nothing, so each is
+# first put to a predicate generated per status from the same tables, with the
+# loops unrolled and the per-status lookups folded in. A predicate answers True
+# only when the reference would find nothing (a test holds the two together); on
+# False, or if it raises on a malformed object, the reference runs and reports.
+
+
+def _snapshot_source(status: BatchStatus) -> list[str]:
+    """The source of a predicate: does a snapshot in ``status`` break no rule?
+
+    It tests the very conditions ``_check`` reports, in the same words, so that
+    malformed values fail (or raise) the same way.
+    """
+    name = f"snapshot_ok_{status.value}"
+    lines = [f"def {name}(b):"]
+    add = lines.append
+    # stamp.unexpected
+    for stamp in _FORBIDDEN[status]:
+        add(f"    if b.{stamp} is not None:")
+        add("        return False")
+    # number.negative and stamp.order, along the chain
+    chain = CHAIN[status]
+    add("    previous = -1")
+    for stamp in chain:
+        add(f"    v_{stamp} = b.{stamp}")
+        add(f"    if v_{stamp} is not None:")
+        add(f"        if v_{stamp} < 0 or v_{stamp} < previous:")
+        add("            return False")
+        add(f"        previous = v_{stamp}")
+    # stamp.missing: required outright, or implied by a later stamp that is set
+    for stamp in chain:
+        if stamp in _REQUIRED[status]:
+            add(f"    if v_{stamp} is None:")
+        else:
+            implying = [f"v_{o} is not None" for o in chain if stamp in _IMPLIED[o]]
+            if not implying:
+                continue
+            add(f"    if v_{stamp} is None and ({' or '.join(implying)}):")
+        add("        return False")
+    # completion_window.unknown, expires_at.window, expired_at.early
+    add("    window = _WINDOWS.get(b.completion_window)")
+    add("    if window is None:")
+    add("        return False")
+    add("    expires_at = b.expires_at")
+    add("    if expires_at != b.created_at + window:")
+    add("        return False")
+    add("    expired_at = b.expired_at")
+    add("    if (")
+    add("        expired_at is not None")
+    add("        and expires_at is not None")
+    add("        and expired_at < expires_at")
+    add("    ):")
+    add("        return False")
+    # field.unexpected
+    for field, statuses in _FIELD_CHECKS:
+        if status not in statuses:
+            add(f"    if b.{field} is not None:")
+            add("        return False")
+    # number.negative, counts.sum, counts.early, counts.unfinished
+    add("    counts = b.request_counts")
+    add("    if counts is not None:")
+    add("        total = counts.total")
+    add("        completed = counts.completed")
+    add("        failed = counts.failed")
+    add("        if total < 0 or completed < 0 or failed < 0:")
+    add("            return False")
+    add("        if completed + failed > total:")
+    add("            return False")
+    if status not in _RAN:
+        add("        if completed + failed:")
+        add("            return False")
+    if status is BatchStatus.COMPLETED:
+        add("        if completed + failed != total:")
+        add("            return False")
+    # errors.missing, errors.object
+    add("    errors = b.errors")
+    if status is BatchStatus.FAILED:
+        add("    if errors is None or not errors.data:")
+        add("        return False")
+    add("    if errors is not None and errors.object != 'list':")
+    add("        return False")
+    # number.negative, usage.total, usage.details
+    add("    usage = b.usage")
+    add("    if usage is not None:")
+    add("        inp = usage.input_tokens")
+    add("        out = usage.output_tokens")
+    add("        cached = usage.input_tokens_details.cached_tokens")
+    add("        reasoning = usage.output_tokens_details.reasoning_tokens")
+    add("        total_tokens = usage.total_tokens")
+    add("        if (")
+    add("            inp < 0")
+    add("            or out < 0")
+    add("            or cached < 0")
+    add("            or reasoning < 0")
+    add("            or total_tokens < 0")
+    add("        ):")
+    add("            return False")
+    add("        if total_tokens != inp + out:")
+    add("            return False")
+    add("        if cached > inp or reasoning > out:")
+    add("            return False")
+    add("    return True")
+    return lines
+
+
+def _step_source(status: BatchStatus) -> list[str]:
+    """The source of a predicate: does a step from ``status`` break no rule?"""
+    name = f"step_ok_from_{status.value}"
+    lines = [f"def {name}(before, after):"]
+    add = lines.append
+    add("    if before.id != after.id:")
+    add("        return False")
+    add("    if after.status not in _REACHABLE:")
+    add("        return False")
+    for field in _IMMUTABLE:
+        add(f"    if before.{field} != after.{field}:")
+        add("        return False")
+    for field in _SET_ONCE:
+        add(f"    old = before.{field}")
+        add(f"    if old is not None and after.{field} != old:")
+        add("        return False")
+    add("    old_counts = before.request_counts")
+    add("    if old_counts is not None:")
+    add("        new_counts = after.request_counts")
+    add("        if (")
+    add("            new_counts is None")
+    add("            or new_counts.total < old_counts.total")
+    add("            or new_counts.completed < old_counts.completed")
+    add("            or new_counts.failed < old_counts.failed")
+    add("        ):")
+    add("            return False")
+    add("    old_usage = before.usage")
+    add("    if old_usage is not None:")
+    add("        new_usage = after.usage")
+    add("        if (")
+    add("            new_usage is None")
+    add("            or new_usage.input_tokens < old_usage.input_tokens")
+    add("            or new_usage.output_tokens < old_usage.output_tokens")
+    add("        ):")
+    add("            return False")
+    if status in TERMINAL_STATUSES:
+        add("    if before != after:")
+        add("        return False")
+    add("    return True")
+    return lines
+
+
+#: status -> the generated snapshot predicate for batches in it.
+SNAPSHOT_OK: dict[BatchStatus, Callable[[Batch], bool]] = {
+    s: compile_function(
+        f"snapshot_ok_{s.value}", _snapshot_source(s), {"_WINDOWS": COMPLETION_WINDOWS}
+    )
+    for s in BatchStatus
+}
+#: status -> the generated step predicate for steps from a batch in it.
+STEP_OK: dict[BatchStatus, Callable[[Batch, Batch], bool]] = {
+    s: compile_function(
+        f"step_ok_from_{s.value}", _step_source(s), {"_REACHABLE": REACHABLE[s]}
+    )
+    for s in BatchStatus
+}
+
+
+def _snapshot_ok(batch: Batch) -> bool:
+    """True when ``_check(batch)`` is sure to find nothing."""
+    try:
+        return SNAPSHOT_OK[batch.status](batch)
+    except Exception:  # noqa: BLE001 - malformed: the reference says how
+        return False
+
+
+def _step_ok(before: Batch, after: Batch) -> bool:
+    """True when ``_check_step(before, after)`` is sure to find nothing."""
+    try:
+        return STEP_OK[before.status](before, after)
+    except Exception:  # noqa: BLE001 - malformed: the reference says how
+        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import openai.types
@@ -9,7 +10,7 @@ from transitions import Machine
 
 import batchfsm as bf
 
-from ._harness import Case, bytes_per_item, per_call, per_item
+from ._harness import Case, Measure, bytes_per_item, per_call, per_item
 
 #: A completed batch as the API answers it: every field, usage and metadata set.
 COMPLETED: dict[str, Any] = {
@@ -186,5 +187,61 @@ def lifecycle_cases() -> list[Case]:
     ]
 
 
+# -- check_trace throughput --------------------------------------------------------
+
+_TRACE_SNAPSHOTS = 100_000
+
+
+def _trace(n: int = _TRACE_SNAPSHOTS) -> list[bf.Batch]:
+    """What a poller records of n/4 batches going to completion, interleaved.
+
+    Batches run in waves of 500: each wave's snapshots are polled round-robin,
+    with every other batch polled twice in a row unchanged (judged at once).
+    """
+    trace: list[bf.Batch] = []
+    wave = 500
+    for first in range(0, n // 4, wave):
+        lives = [_our_lifecycle_snapshots(i) for i in range(first, first + wave)]
+        for step in range(4):
+            for i, snapshots in enumerate(lives):
+                trace.append(snapshots[step])
+                if i % 2 and step == 1:
+                    trace.append(snapshots[step])
+    return trace[:n]
+
+
+def _our_lifecycle_snapshots(i: int) -> list[bf.Batch]:
+    batch = _new(i)
+    running = bf.advance(
+        batch, bf.Event.START, at=1_764_073_702, request_counts=_COUNTS
+    )
+    final = bf.advance(
+        running, bf.Event.FINALIZE, at=1_764_095_268, request_counts=_DONE
+    )
+    done = bf.advance(final, bf.Event.COMPLETE, at=1_764_095_298, output_file_id="f")
+    return [batch, running, final, done]
+
+
+def _per_snapshot(fn: Callable[[], object], n: int) -> Measure:
+    measure = per_call(fn, repeat=3)
+    return lambda: measure() / n
+
+
+def trace_cases() -> list[Case]:
+    trace = _trace()
+    n = len(trace)
+    assert bf.check_trace(trace) == []
+    return [
+        Case(
+            "check_trace /snapshot",
+            _per_snapshot(lambda: bf.check_trace(trace), n),
+            "check() of each snapshot alone",
+            _per_snapshot(lambda: [bf.check(b) for b in trace], n),
+            1.0,
+            limit=10.0,  # DESIGN §6: at least 100,000 snapshots/s
+        ),
+    ]
+
+
 def all_cases() -> list[Case]:
-    return convert_cases() + lifecycle_cases()
+    return convert_cases() + lifecycle_cases() + trace_cases()

@@ -6,8 +6,11 @@ import jsonschema
 import openai.types
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 import batchfsm as bf
+from batchfsm._convert import _GEARS
+from batchfsm.strategies import api_dicts, broken_dicts
 
 from .shapes import shaped_dicts
 
@@ -252,3 +255,122 @@ def test_deep_nesting_and_lone_surrogates():
         bf.loads("[" * 100_000)
     batch = bf.from_dict(full(id="batch_\ud800"))
     assert bf.loads(bf.dumps(batch).encode("utf-8")) == batch
+
+
+# -- the generated fast gear agrees with the detailed cattrs gear ------------------
+
+ODD_VALUES: list[Any] = [
+    None,
+    -1,
+    0,
+    1.0,
+    True,
+    "x",
+    "batch",
+    "completed",
+    [],
+    [{}],
+    {},
+    {"a": 1},
+]
+
+
+def paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a JSON document, the document's own included."""
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += paths(item, (*path, index))
+    return found
+
+
+def replaced(document: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(document) if isinstance(document, dict) else list(document)
+    copy[path[0]] = replaced(document[path[0]], path[1:], new)
+    return copy
+
+
+def gears_agree(document: Any, strict: bool) -> None:
+    fast, detailed = _GEARS[strict]
+    try:
+        expected = detailed(document, bf.Batch)
+    except Exception:  # noqa: BLE001 - either gear may fail any way
+        with pytest.raises(Exception):  # noqa: B017, PT011
+            fast(document)
+        return
+    assert fast(document) == expected
+
+
+@given(st.one_of(api_dicts(), broken_dicts().map(lambda case: case[1])), st.data())
+def test_the_fast_gear_agrees_with_the_detailed_gear(document, data):
+    for strict in (False, True):
+        gears_agree(document, strict)
+    path = data.draw(st.sampled_from(paths(document)))
+    if path:
+        new = data.draw(st.sampled_from(ODD_VALUES))
+        document = replaced(document, path, new)
+    if data.draw(st.booleans()):
+        # A key the model lacks, or one left out.
+        where = data.draw(st.sampled_from([p for p in paths(document) if p]))
+        parent = where[:-1]
+        target = document
+        for step in parent:
+            target = target[step]
+        if isinstance(target, dict):
+            extra = data.draw(st.sampled_from(["extra", where[-1]]))
+            changed = dict(target)
+            if extra in changed:
+                del changed[extra]
+            else:
+                changed[extra] = 1
+            document = replaced(document, parent, changed)
+    for strict in (False, True):
+        gears_agree(document, strict)
+
+
+def test_the_gears_agree_on_every_field_replaced_added_or_left_out():
+    errors = {"object": "list", "data": [{"code": "c", "line": 1, "message": "m"}]}
+    for document in (
+        full(status="failed", errors=errors, metadata={"k": "v"}),
+        full(
+            request_counts={"total": 1, "completed": 1, "failed": 0},
+            usage={
+                "input_tokens": 3,
+                "input_tokens_details": {"cached_tokens": 1},
+                "output_tokens": 2,
+                "output_tokens_details": {"reasoning_tokens": 1},
+                "total_tokens": 5,
+            },
+        ),
+    ):
+        for path in paths(document):
+            for new in ODD_VALUES:
+                for strict in (False, True):
+                    gears_agree(replaced(document, path, new), strict)
+            parent = path[:-1]
+            owner = document
+            for step in parent:
+                owner = owner[step]
+            if path and isinstance(owner, dict):
+                left_out = {k: v for k, v in owner.items() if k != path[-1]}
+                added = {**owner, "extra": 1}
+                for changed in (left_out, added):
+                    for strict in (False, True):
+                        gears_agree(replaced(document, parent, changed), strict)
+
+
+@given(st.one_of(api_dicts(), broken_dicts().map(lambda case: case[1])))
+def test_to_dict_is_the_public_converters_unstructure(document):
+    try:
+        batch = bf.from_dict(document)
+    except bf.SchemaError:
+        return
+    ours = bf.to_dict(batch)
+    theirs = bf.converter.unstructure(batch)
+    assert ours == theirs and list(ours) == list(theirs)
+    assert json.dumps(ours) == json.dumps(theirs)

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import batchfsm as bf
+from batchfsm._invariants import _check, _check_step, _snapshot_ok, _step_ok
 from batchfsm.strategies import BROKEN_RULES, broken_dicts, lifecycles, traces
 
 from .conftest import REFERENCE_EXAMPLES, load_json
@@ -176,3 +177,63 @@ def test_violation_messages_are_readable():
             "batch_1",
         ),
     ]
+
+
+# -- the generated fast gear agrees with the reference rules -----------------------
+
+# A step between two batches is judged on identity alone, so the id stays; the
+# model itself refuses an ``object`` other than "batch".
+BATCH_FIELDS = [
+    field.name for field in attrs.fields(bf.Batch) if field.name not in ("id", "object")
+]
+
+
+@given(broken_dicts())
+def test_generated_snapshot_predicate_agrees_with_the_rules(case):
+    _, document = case
+    try:
+        batch = bf.from_dict(document)
+    except bf.SchemaError:
+        return
+    assert _snapshot_ok(batch) is (not _check(batch))
+
+
+def nudged(value: Any) -> st.SearchStrategy[Any]:
+    """``value`` changed a little: numbers by one either way, one part at a time."""
+    if value is None:
+        return st.none()
+    if isinstance(value, bf.BatchStatus):
+        return st.sampled_from(bf.BatchStatus)
+    if isinstance(value, int):
+        return st.sampled_from([value - 1, value + 1, -1])
+    if isinstance(value, str):
+        return st.just(value + "x")
+    if attrs.has(type(value)):
+        parts = [f.name for f in attrs.fields(type(value))]
+        return st.sampled_from(parts).flatmap(
+            lambda name: nudged(getattr(value, name)).map(
+                lambda new: attrs.evolve(value, **{name: new})
+            )
+        )
+    return st.just(value)
+
+
+@given(lifecycles(polls=True), lifecycles(polls=True), st.data())
+def test_generated_predicates_agree_with_the_rules_on_mixed_snapshots(
+    snapshots, others, data
+):
+    # Graft fields of another batch's snapshot onto this one's, or nudge them, to
+    # reach many combinations of well-typed values that break (or keep) the rules.
+    pick = st.sampled_from
+    before = data.draw(pick(snapshots))
+    after = data.draw(pick(snapshots))
+    changes = {}
+    for name in data.draw(st.lists(pick(BATCH_FIELDS), max_size=3)):
+        graft = getattr(data.draw(pick(others)), name)
+        changes[name] = data.draw(st.just(graft) | nudged(getattr(after, name)))
+    after = attrs.evolve(after, **changes)
+    for snapshot in (before, after):
+        assert _snapshot_ok(snapshot) is (not _check(snapshot))
+    assert _step_ok(before, after) is (not _check_step(before, after))
+    assert _step_ok(after, before) is (not _check_step(after, before))
+    assert bf.check_step(before, after) == _check_step(before, after)

@@ -428,3 +428,38 @@ def test_unhashable_arguments_get_clear_errors():
 def test_a_cyclic_table_is_refused():
     with pytest.raises(TableError, match="cycle"):
         check_table((*MOVES, Move(E.FAIL, (S.CANCELLING,), S.IN_PROGRESS)))
+
+
+# -- the generated copy of a move is attrs.evolve, minus the rework ----------------
+
+
+@attrs.frozen(kw_only=True)
+class TaggedBatch(bf.Batch):
+    """A subclass with a field of its own, which the generated copy knows nothing of."""
+
+    tag: str = "t"
+
+
+@given(lifecycles(polls=False), st.data())
+def test_a_move_equals_attrs_evolve_of_the_batch(snapshots, data):
+    for before, after in itertools.pairwise(snapshots):
+        move = next(m for m in MOVES if m.dest is after.status)
+        changes = {
+            name: getattr(after, name)
+            for name in move.may_set
+            if getattr(after, name) is not None
+        }
+        at = getattr(after, STAMPS[move.dest])
+        expected = attrs.evolve(before, status=move.dest, **changes)
+        expected = attrs.evolve(expected, **{STAMPS[move.dest]: at})
+        moved = bf.advance(before, move.event, at=at, **changes)
+        assert moved == expected and type(moved) is bf.Batch
+        assert hash(moved) == hash(expected) and repr(moved) == repr(expected)
+        tag = data.draw(st.text(max_size=3))
+        tagged = TaggedBatch(**attrs.asdict(before, recurse=False), tag=tag)
+        moved_tagged = bf.advance(tagged, move.event, at=at, **changes)
+        assert type(moved_tagged) is TaggedBatch and moved_tagged.tag == tag
+        assert attrs.asdict(moved_tagged, recurse=False) == {
+            **attrs.asdict(moved, recurse=False),
+            "tag": tag,
+        }
