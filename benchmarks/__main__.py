@@ -16,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--only", action="append", help="run only these cases")
     parser.add_argument("--json", metavar="PATH", help="also write results as JSON")
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the figures with no peer (growth, HTTP, the openai client)",
+    )
     args = parser.parse_args(argv)
     cases = [c for c in all_cases() if not args.only or c.name in args.only]
     machine = f"{platform.python_implementation()} {platform.python_version()}"
@@ -25,12 +30,19 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run(case))
         print(f"  measured {case.name}", file=sys.stderr, flush=True)
     print(table(results))
+    extras: list[str] = []
+    if not args.only and not args.no_extras:
+        from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches
+
+        extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
+        print("\n".join(extras))
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
                 {
                     "machine": machine,
                     "results": [asdict(r) | {"ratio": r.ratio} for r in results],
+                    "extras": extras,
                 },
                 out,
                 indent=2,

@@ -244,4 +244,11 @@ def trace_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    return convert_cases() + lifecycle_cases() + trace_cases()
+    from .emulator_cases import emulator_cases
+
+    return (
+        convert_cases()
+        + lifecycle_cases()
+        + trace_cases()
+        + emulator_cases(_bound_to_shared)
+    )

@@ -26,6 +26,7 @@ from batchfsm.emulator import (
 )
 
 from ._harness import Case, bytes_per_item, per_call
+from .cases import _trace
 
 ENDPOINT: Final = "/v1/chat/completions"
 
@@ -93,15 +94,7 @@ def growth() -> list[str]:
     lines = ["growth (per item; flat means linear):"]
     for n in (1_000, 10_000, 100_000):
         memory = bytes_per_item(_stored(MemoryBatchStore()), n=n)()
-        trace = [
-            bf.new_batch(
-                id=f"batch_{i % 1000:032x}",
-                input_file_id="file-1",
-                endpoint=ENDPOINT,
-                created_at=1_764_073_668 + i,
-            )
-            for i in range(n)
-        ]
+        trace = _trace(n)
         start = time.perf_counter()
         bf.check_trace(trace)
         per_snapshot = (time.perf_counter() - start) / n * 1e6
