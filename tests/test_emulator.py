@@ -341,3 +341,16 @@ def test_the_default_handler_answers_every_endpoint(endpoint):
     bad = default_handler(endpoint, {"model": model, **BAD_BODIES[endpoint]}, "r", 7)
     assert bad.status_code == 400
     assert set(bad.body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_output_files_expire_as_asked():
+    emu = Emulator()
+    upload = emu.create_file(line(0).encode(), "in.jsonl", "batch")
+    batch = emu.create_batch(
+        input_file_id=upload.id,
+        endpoint=CHAT,
+        output_expires_after={"anchor": "created_at", "seconds": 7_200},
+    )
+    done = poll(emu, batch.id)[-1]
+    assert done.output_file_id is not None
+    assert emu.retrieve_file(done.output_file_id).expires_at == batch.created_at + 7_200

@@ -84,6 +84,7 @@ class _Job:
     """The work of one batch not yet ended."""
 
     requests: list[Request] = attrs.field(factory=list)
+    output_expires_after: int | None = None  # seconds after the batch's creation
     done: int = 0
     output: list[str] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
@@ -271,7 +272,11 @@ class Emulator:
                 metadata=metadata,
             )
             self.batches.insert(batch)
-            self._jobs[batch.id] = _Job()
+            self._jobs[batch.id] = _Job(
+                output_expires_after=(
+                    output_expires_after["seconds"] if output_expires_after else None
+                )
+            )
             return batch
 
     def retrieve_batch(self, batch_id: str) -> Batch:
@@ -496,6 +501,7 @@ class Emulator:
         return advance(batch, event, at=at, **changes)
 
     def _write(self, batch: Batch, lines: list[str], kind: str, at: int) -> str:
+        expires_after = self._jobs[batch.id].output_expires_after
         content = ("\n".join(lines) + "\n").encode()
         file = self.files.add(
             FileObject(
@@ -504,6 +510,9 @@ class Emulator:
                 created_at=at,
                 filename=f"{batch.id}_{kind}.jsonl",
                 purpose="batch_output",
+                expires_at=(
+                    None if expires_after is None else batch.created_at + expires_after
+                ),
             ),
             content,
         )
