@@ -202,3 +202,42 @@ def test_conform_over_http_against_batchfsm_serve(serve, capsys):
     out = capsys.readouterr().out
     assert status == 0, out
     assert "0 failed" in out
+
+
+def answers_without_ids(method, path, query, status, body):
+    if method == "POST" and path == "/v1/batches" and isinstance(body, dict):
+        body.pop("id", None)
+        return status, body
+    return None
+
+
+def not_found_for_finished_batches(method, path, query, status, body):
+    if path.endswith("/cancel") and status == 409:
+        return 404, {
+            "error": {"message": "no", "type": "x", "param": None, "code": None}
+        }
+    return None
+
+
+def test_a_broken_answer_fails_checks_instead_of_crashing_the_run():
+    http, wait = broken(answers_without_ids)
+    with http:
+        report = run(http, wait=wait)
+    failed = {r.id for r in report.results if r.outcome == "fail"}
+    assert {"cancel.accepted", "list.pagination", "schema.batch"} <= failed
+
+
+def test_a_404_for_a_finished_batch_is_not_a_refusal():
+    http, wait = broken(not_found_for_finished_batches)
+    with http:
+        report = run(http, wait=wait, only={"cancel.terminal"})
+    assert {r.id: r.outcome for r in report.results}["cancel.terminal"] == "fail"
+
+
+def test_only_runs_what_the_selected_checks_need():
+    http, wait = emulator_client()
+    requests: list[str] = []
+    http.event_hooks["request"].append(lambda r: requests.append(r.url.path))
+    with http:
+        run(http, wait=wait, only={"errors.not_found"})
+    assert requests == ["/v1/batches/batch_conformance_does_not_exist"]

@@ -354,3 +354,29 @@ def test_output_files_expire_as_asked():
     done = poll(emu, batch.id)[-1]
     assert done.output_file_id is not None
     assert emu.retrieve_file(done.output_file_id).expires_at == batch.created_at + 7_200
+
+
+def test_lines_end_at_newlines_only_and_bad_bytes_name_their_line():
+    odd = line(
+        1,
+        body={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "a\u2028b\x0cc"}],
+        },
+    )
+    content = (
+        line(0)
+        + "\n"
+        + json.dumps(json.loads(odd), ensure_ascii=False)
+        + "\n"
+        + line(2)
+    ).encode() + b"\n\xff\xfe\n"
+    requests, errors = validate_input(content, CHAT)
+    assert [r.custom_id for r in requests] == ["request-0", "request-1", "request-2"]
+    assert [(e.code, e.line) for e in errors] == [("invalid_json_line", 4)]
+
+
+def test_an_unhashable_model_is_a_validation_error_not_a_crash():
+    content = line(0, body={"model": ["gpt-4o"], "messages": []}).encode()
+    _, errors = validate_input(content, CHAT)
+    assert [(e.code, e.param) for e in errors] == [("model_not_found", "body.model")]

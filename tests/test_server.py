@@ -371,3 +371,60 @@ def test_fuzzed_uploads_never_get_5xx(content_type, body):
         assert answer.status_code < 500, answer.text
         if answer.status_code >= 400:
             assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_text_that_no_answer_could_hold_is_refused_not_stored(http):
+    for body in (
+        '{"input_file_id": "f", "endpoint": "/v1/chat/completions", '
+        '"completion_window": "24h", "metadata": {"k": "\\ud800"}}',
+        '{"input_file_id": "file-\\udfff", "endpoint": "/v1/chat/completions", '
+        '"completion_window": "24h"}',
+    ):
+        answer = http.post("/v1/batches", content=body.encode())
+        assert answer.status_code == 400, answer.text
+    assert http.get("/v1/batches").json()["data"] == []
+
+
+@pytest.mark.parametrize("query", ["?limit=²", "?limit=" + "9" * 5000, "?limit=١٢"])
+def test_odd_digits_in_queries_are_400(http, query):
+    answer = http.get("/v1/batches" + query)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "limit"
+
+
+def test_odd_upload_fields_and_headers_are_400(http):
+    for seconds in ("²", "10" * 20, "60"):
+        answer = http.post(
+            "/v1/files",
+            files={"file": ("in.jsonl", b"{}")},
+            data={
+                "purpose": "batch",
+                "expires_after[anchor]": "created_at",
+                "expires_after[seconds]": seconds,
+            },
+        )
+        assert answer.status_code == 400, (seconds, answer.text)
+    answer = http.post("/v1/batches", content=b"{}", headers={"content-length": "x"})
+    assert answer.status_code == 400
+
+
+def test_a_failing_handler_fails_one_request_not_the_server(emulator):
+    calls = []
+
+    def flaky(endpoint: str, body: Any, custom_id: str, now: int) -> Any:
+        calls.append(custom_id)
+        if custom_id == "r1":
+            raise RuntimeError("model crashed")
+        from batchfsm.emulator import default_handler
+
+        return default_handler(endpoint, body, custom_id, now)
+
+    emulator.handler = flaky
+    upload = emulator.create_file(jsonl(3), "in.jsonl", "batch")
+    batch = emulator.create_batch(input_file_id=upload.id, endpoint=CHAT)
+    emulator.clock.advance(600)
+    done = emulator.retrieve_batch(batch.id)
+    assert done.status is bf.BatchStatus.COMPLETED
+    assert done.request_counts == bf.BatchRequestCounts(total=3, completed=2, failed=1)
+    errors = emulator.file_content(done.error_file_id or "").decode()
+    assert '"status_code":500' in errors and "server_error" in errors

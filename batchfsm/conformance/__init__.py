@@ -9,7 +9,8 @@ on a virtual clock. ``batchfsm conform`` is the command-line face of both.
 Example:
     >>> from batchfsm.conformance import emulator_client, run
     >>> http, wait = emulator_client()
-    >>> report = run(http, wait=wait)
+    >>> with http:
+    ...     report = run(http, wait=wait)
     >>> report.passed, len(report.results)
     (True, 13)
 """

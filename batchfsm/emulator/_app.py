@@ -42,10 +42,17 @@ def _error(
     return JSONResponse(ApiError(status, message, param=param, code=code).body, status)
 
 
+def _is_count(text: str) -> bool:
+    # str.isdigit() alone admits "²" and other digits int() refuses.
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to pass ``limit``."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and not _is_count(declared):
+        raise ApiError(400, "Invalid Content-Length header.")
+    if declared is not None and int(declared) > limit:
         raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -73,7 +80,7 @@ async def _json(request: Request) -> dict[str, Any]:
 
 def _query_limit(request: Request) -> int:
     raw = request.query_params.get("limit", "20")
-    if not raw.isdigit():
+    if not _is_count(raw):
         raise ApiError(
             400,
             f"Invalid type for 'limit': expected an integer, got {raw!r}.",
@@ -158,12 +165,13 @@ def create_app(
                 if (
                     form.get("expires_after[anchor]") != "created_at"
                     or not isinstance(seconds, str)
-                    or not seconds.isdigit()
+                    or not _is_count(seconds)
+                    or not 3_600 <= int(seconds) <= 2_592_000
                 ):
                     raise ApiError(
                         400,
                         "'expires_after' must be "
-                        "{'anchor': 'created_at', 'seconds': N}.",
+                        "{'anchor': 'created_at', 'seconds': 3600..2592000}.",
                         param="expires_after",
                         code="invalid_value",
                     )
@@ -177,7 +185,7 @@ def create_app(
         return JSONResponse(created.to_dict())  # fmt: skip
 
     def list_files(request: Request) -> Response:
-        data = [f.to_dict() for f in emu.files.list()]
+        data = [f.to_dict() for f in emu.list_files()]
         return JSONResponse({"object": "list", "data": data, "has_more": False})
 
     def get_file(request: Request) -> Response:

@@ -96,6 +96,29 @@ def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
 
+def _encodable(value: str) -> bool:
+    # JSON may carry a lone surrogate ("\ud800"); no answer could ever hold it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _server_error(exc: Exception) -> Reply:
+    return Reply(
+        500,
+        {
+            "error": {
+                "message": f"The model failed to answer: {exc!r}"[:500],
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
+
+
 class Emulator:
     """A deterministic, in-process Batch service (files and batches).
 
@@ -168,6 +191,8 @@ class Emulator:
             "evals",
         ):
             raise _invalid("purpose", f"Invalid value for 'purpose': {purpose!r}.")
+        if not _encodable(filename):
+            filename = filename.encode("utf-8", "replace").decode("utf-8")
         with self._lock:
             now = self._now()
             return self.files.add(
@@ -182,23 +207,32 @@ class Emulator:
                 content,
             )
 
+    def list_files(self) -> list[FileObject]:
+        """Every file, newest first."""
+        with self._lock:
+            return self.files.list()
+
     def retrieve_file(self, file_id: str) -> FileObject:
         """The File object; 404 if there is none."""
-        file = self.files.get(file_id)
+        with self._lock:
+            file = self.files.get(file_id)
         if file is None:
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return file
 
     def file_content(self, file_id: str) -> bytes:
         """The bytes of a file; 404 if there is none."""
-        self.retrieve_file(file_id)
-        content = self.files.content(file_id)
+        with self._lock:
+            self.retrieve_file(file_id)
+            content = self.files.content(file_id)
         assert content is not None
         return content
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         """Delete a file; the API's deletion answer."""
-        if not self.files.delete(file_id):
+        with self._lock:
+            deleted = self.files.delete(file_id)
+        if not deleted:
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -218,7 +252,11 @@ class Emulator:
         Problems with the input file are not create errors: the batch is
         created and fails validation (as the live API does).
         """
-        if not isinstance(input_file_id, str) or not input_file_id:
+        if (
+            not isinstance(input_file_id, str)
+            or not input_file_id
+            or not _encodable(input_file_id)
+        ):
             raise _invalid(
                 "input_file_id",
                 "'input_file_id' must be a non-empty string.",
@@ -242,6 +280,10 @@ class Emulator:
                     "metadata", "'metadata' must be an object.", "invalid_type"
                 )
             problems = metadata_problems(metadata)
+            if not problems and not all(
+                _encodable(k) and _encodable(v) for k, v in metadata.items()
+            ):
+                problems = [("", "keys and values must be valid UTF-8 text")]
             if problems:
                 key, message = problems[0]
                 raise _invalid(
@@ -441,7 +483,10 @@ class Emulator:
 
     def _run_request(self, batch: Batch, job: _Job, at: int) -> Batch:
         request = job.requests[job.done]
-        reply = self.handler(batch.endpoint, request.body, request.custom_id, at)
+        try:
+            reply = self.handler(batch.endpoint, request.body, request.custom_id, at)
+        except Exception as exc:  # noqa: BLE001 - one request fails, not the server
+            reply = _server_error(exc)
         job.done += 1
         job.input_tokens += reply.input_tokens
         job.output_tokens += reply.output_tokens

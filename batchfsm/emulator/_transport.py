@@ -7,19 +7,18 @@ synchronous ``openai`` client works over it unchanged::
     client = openai.OpenAI(api_key="test", base_url="http://emulator/v1",
                            http_client=httpx2.Client(transport=transport))
 
-The app runs on an event loop in a helper thread (an anyio blocking portal),
-started on first use and stopped by :meth:`EmulatorTransport.close`.
+The app runs on an asyncio event loop in a daemon helper thread, started on
+first use and stopped by :meth:`EmulatorTransport.close` (a transport never
+closed does not keep the interpreter from exiting).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote
 
-import anyio.from_thread
 import httpx2
 
 __all__ = ["EmulatorTransport"]
@@ -48,18 +47,21 @@ class EmulatorTransport(httpx2.BaseTransport):
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._stack: contextlib.ExitStack | None = None
-        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def _get_portal(self) -> anyio.from_thread.BlockingPortal:
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._portal is None:
-                self._stack = contextlib.ExitStack()
-                self._portal = self._stack.enter_context(
-                    anyio.from_thread.start_blocking_portal()
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever,
+                    name="batchfsm-emulator-transport",
+                    daemon=True,
                 )
-            return self._portal
+                self._thread.start()
+            return self._loop
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         """Run ``request`` through the app and return its answer."""
@@ -70,7 +72,7 @@ class EmulatorTransport(httpx2.BaseTransport):
             "http_version": "1.1",
             "method": request.method,
             "scheme": url.scheme,
-            "path": unquote(url.path),
+            "path": url.path,  # already percent-decoded
             "raw_path": url.raw_path.split(b"?", 1)[0],
             "query_string": url.query,
             "root_path": "",
@@ -87,8 +89,8 @@ class EmulatorTransport(httpx2.BaseTransport):
 
             async def receive() -> MutableMapping[str, Any]:
                 nonlocal sent
-                if sent:
-                    await anyio.sleep_forever()
+                if sent:  # nothing more will come: wait to be cancelled
+                    await asyncio.Event().wait()
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
 
@@ -102,7 +104,7 @@ class EmulatorTransport(httpx2.BaseTransport):
 
             await self.app(scope, receive, send)
 
-        self._get_portal().call(call)
+        asyncio.run_coroutine_threadsafe(call(), self._get_loop()).result()
         status, headers = status_headers
         return httpx2.Response(
             status, headers=headers, content=b"".join(chunks), request=request
@@ -111,6 +113,8 @@ class EmulatorTransport(httpx2.BaseTransport):
     def close(self) -> None:
         """Stop the helper thread's event loop."""
         with self._lock:
-            if self._stack is not None:
-                self._stack.close()
-                self._stack = self._portal = None
+            if self._loop is not None and self._thread is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join()
+                self._loop.close()
+                self._loop, self._thread = None, None

@@ -132,7 +132,7 @@ def _line_errors(
         )
     elif isinstance(body, dict):
         model = body.get("model")
-        if model not in models:
+        if not isinstance(model, str) or model not in models:
             errors.append(
                 _error(
                     "model_not_found",
@@ -182,19 +182,26 @@ def validate_input(
                 "file_too_large", f"The input file is larger than {MAX_BYTES} bytes."
             )
         ]
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return [], [
-            _error("invalid_json_line", f"The file is not UTF-8: {exc.reason}.", 1)
-        ]
     known = models.get(endpoint, frozenset())
     requests: list[Request] = []
     errors: list[BatchError] = []
     seen: dict[str, int] = {}
     first_model: Any = None
     inputs = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: JSON strings may hold U+2028 and friends, which
+    # str.splitlines() would also split on.
+    for number, raw in enumerate(content.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            errors.append(
+                _error(
+                    "invalid_json_line",
+                    f"This line is not UTF-8: {exc.reason}.",
+                    number,
+                )
+            )
+            continue
         if not line.strip():
             continue
         try:
