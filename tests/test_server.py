@@ -428,3 +428,26 @@ def test_a_failing_handler_fails_one_request_not_the_server(emulator):
     assert done.request_counts == bf.BatchRequestCounts(total=3, completed=2, failed=1)
     errors = emulator.file_content(done.error_file_id or "").decode()
     assert '"status_code":500' in errors and "server_error" in errors
+
+
+def test_the_openai_client_over_a_legacy_httpx_client():
+    import httpx
+
+    from batchfsm.emulator import legacy_transport
+
+    emulator = Emulator()
+    with httpx.Client(transport=legacy_transport(create_app(emulator))) as http:
+        # Typed for httpx2 only; at run time the client takes a legacy one too.
+        client = openai.OpenAI(
+            api_key="sk",
+            base_url="http://e/v1",
+            http_client=http,  # type: ignore[arg-type]
+        )
+        upload = client.files.create(
+            file=("in.jsonl", io.BytesIO(jsonl(2))), purpose="batch"
+        )
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint=CHAT, completion_window="24h"
+        )
+        emulator.clock.advance(60)  # type: ignore[attr-defined]
+        assert client.batches.retrieve(batch.id).status == "completed"

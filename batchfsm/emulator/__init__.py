@@ -9,7 +9,8 @@
 - :func:`default_handler`, :class:`Reply`: what answers each request.
 - :class:`MemoryBatchStore`: the store interface a SQL store can replace.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
-  :class:`EmulatorTransport`, for the ``openai`` client in-process.
+  :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
+  ``httpx.Client``), for the ``openai`` client in-process.
 
 Example:
     >>> from batchfsm.emulator import Emulator
@@ -32,7 +33,7 @@ from ._validate import CODES, DEFAULT_MODELS, Request, validate_input
 
 if TYPE_CHECKING:
     from ._app import create_app
-    from ._transport import EmulatorTransport
+    from ._transport import EmulatorTransport, legacy_transport
 
 
 def __getattr__(name: str) -> object:
@@ -41,10 +42,10 @@ def __getattr__(name: str) -> object:
         from ._app import create_app
 
         return create_app
-    if name == "EmulatorTransport":
-        from ._transport import EmulatorTransport
+    if name in ("EmulatorTransport", "legacy_transport"):
+        from . import _transport
 
-        return EmulatorTransport
+        return getattr(_transport, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -66,5 +67,6 @@ __all__ = [
     "VirtualClock",
     "create_app",
     "default_handler",
+    "legacy_transport",
     "validate_input",
 ]

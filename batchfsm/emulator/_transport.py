@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-__all__ = ["EmulatorTransport"]
+__all__ = ["EmulatorTransport", "legacy_transport"]
 
 ASGIApp = Callable[
     [
@@ -33,17 +33,14 @@ ASGIApp = Callable[
 ]
 
 
-class EmulatorTransport(httpx2.BaseTransport):
-    """A synchronous httpx2 transport that calls an ASGI app in-process.
+class _ASGIBridge:
+    """Runs an ASGI app on an event loop in a daemon thread.
 
-    Example:
-        >>> import httpx2
-        >>> from batchfsm.emulator import Emulator, EmulatorTransport, create_app
-        >>> with httpx2.Client(transport=EmulatorTransport(create_app(Emulator())),
-        ...                    base_url="http://emulator") as http:
-        ...     http.get("/v1/batches").json()["object"]
-        'list'
+    The body both transports share: httpx2's and legacy httpx's requests have
+    the same API.
     """
+
+    _response: Any = httpx2.Response
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -63,7 +60,7 @@ class EmulatorTransport(httpx2.BaseTransport):
                 self._thread.start()
             return self._loop
 
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+    def handle_request(self, request: Any) -> Any:
         """Run ``request`` through the app and return its answer."""
         url = request.url
         scope: dict[str, Any] = {
@@ -106,7 +103,7 @@ class EmulatorTransport(httpx2.BaseTransport):
 
         asyncio.run_coroutine_threadsafe(call(), self._get_loop()).result()
         status, headers = status_headers
-        return httpx2.Response(
+        return self._response(
             status, headers=headers, content=b"".join(chunks), request=request
         )
 
@@ -118,3 +115,37 @@ class EmulatorTransport(httpx2.BaseTransport):
                 self._thread.join()
                 self._loop.close()
                 self._loop, self._thread = None, None
+
+
+class EmulatorTransport(_ASGIBridge, httpx2.BaseTransport):
+    """A synchronous httpx2 transport that calls an ASGI app in-process.
+
+    Example:
+        >>> import httpx2
+        >>> from batchfsm.emulator import Emulator, EmulatorTransport, create_app
+        >>> with httpx2.Client(transport=EmulatorTransport(create_app(Emulator())),
+        ...                    base_url="http://emulator") as http:
+        ...     http.get("/v1/batches").json()["object"]
+        'list'
+    """
+
+
+def legacy_transport(app: ASGIApp) -> Any:
+    """The same transport for a legacy ``httpx.Client`` (needs ``httpx``).
+
+    The official ``openai`` client also accepts an ``httpx.Client``.
+
+    Example:
+        >>> import httpx
+        >>> from batchfsm.emulator import Emulator, create_app, legacy_transport
+        >>> with httpx.Client(transport=legacy_transport(create_app(Emulator())),
+        ...                   base_url="http://emulator") as http:
+        ...     http.get("/v1/batches").status_code
+        200
+    """
+    import httpx
+
+    class LegacyEmulatorTransport(_ASGIBridge, httpx.BaseTransport):
+        _response = httpx.Response
+
+    return LegacyEmulatorTransport(app)
