@@ -7,13 +7,18 @@ Installed with batchfsm, this plugin gives every test suite:
   ``batch_emulator.clock.advance(seconds)``);
 - ``batch_emulator_options``: override it to pass options to the emulator;
 - ``batch_emulator_http``: an ``httpx2.Client`` talking to it in-process;
-- ``batch_emulator_openai``: the official ``openai`` client talking to it.
+- ``batch_emulator_openai``: the official ``openai`` client talking to it;
+- ``batch_emulator_url``: a real ``http://127.0.0.1:PORT/v1`` serving it, for
+  code that makes its own client (one server per session, pointed at each
+  test's fresh emulator).
 
 Disable it with ``-p no:batchfsm``.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -68,3 +73,79 @@ def batch_emulator_openai(batch_emulator_http: httpx2.Client) -> openai.OpenAI:
         max_retries=0,
     )
     return client
+
+
+class _Dispatch:
+    """An ASGI app that forwards to whichever app the current test set."""
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # nothing to start or stop
+            message = await receive()
+            while message["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+                message = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if self.target is None:
+            from starlette.responses import JSONResponse
+
+            body = {
+                "error": {
+                    "message": "No emulator is attached (the test ended).",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            await JSONResponse(body, status_code=503)(scope, receive, send)
+            return
+        await self.target(scope, receive, send)
+
+
+class _Server:
+    """A uvicorn server on a free loopback port, in a daemon thread."""
+
+    def __init__(self) -> None:
+        import uvicorn
+
+        self.dispatch = _Dispatch()
+        config = uvicorn.Config(
+            self.dispatch, host="127.0.0.1", port=0, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the emulator's HTTP server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def batch_emulator_server() -> Iterator[_Server]:
+    """The session's HTTP server for ``batch_emulator_url``."""
+    server = _Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def batch_emulator_url(
+    batch_emulator: Emulator, batch_emulator_server: _Server
+) -> Iterator[str]:
+    """The base URL (``http://127.0.0.1:PORT/v1``) of this test's emulator."""
+    from ._app import create_app
+
+    batch_emulator_server.dispatch.target = create_app(batch_emulator)
+    yield batch_emulator_server.url
+    batch_emulator_server.dispatch.target = None
