@@ -476,7 +476,7 @@ class BatchMachine:
         self._callbacks.append((_TRANSITION, None, callback))
 
     # One method per event, so that type checkers see them; a test holds them
-    # to the table (names, and the fields each may set).
+    # to the table (names, and the fields each may set). None sets nothing.
 
     def start(
         self,
@@ -485,9 +485,7 @@ class BatchMachine:
         model: str | None = None,
     ) -> Batch:
         """``validating`` → ``in_progress``: the input file is valid."""
-        return self.trigger(
-            Event.START, **_given(request_counts=request_counts, model=model)
-        )
+        return self.trigger(Event.START, request_counts=request_counts, model=model)
 
     def fail(self, *, errors: BatchErrors) -> Batch:
         """``validating`` → ``failed``: the input file is not valid."""
@@ -500,9 +498,7 @@ class BatchMachine:
         usage: BatchUsage | None = None,
     ) -> Batch:
         """``in_progress`` → ``finalizing``: every request has run."""
-        return self.trigger(
-            Event.FINALIZE, **_given(request_counts=request_counts, usage=usage)
-        )
+        return self.trigger(Event.FINALIZE, request_counts=request_counts, usage=usage)
 
     def complete(
         self,
@@ -515,12 +511,10 @@ class BatchMachine:
         """``finalizing`` → ``completed``: the result files are written."""
         return self.trigger(
             Event.COMPLETE,
-            **_given(
-                output_file_id=output_file_id,
-                error_file_id=error_file_id,
-                request_counts=request_counts,
-                usage=usage,
-            ),
+            output_file_id=output_file_id,
+            error_file_id=error_file_id,
+            request_counts=request_counts,
+            usage=usage,
         )
 
     def expire(
@@ -534,12 +528,10 @@ class BatchMachine:
         """``validating``/``in_progress``/``finalizing`` → ``expired``: out of time."""
         return self.trigger(
             Event.EXPIRE,
-            **_given(
-                output_file_id=output_file_id,
-                error_file_id=error_file_id,
-                request_counts=request_counts,
-                usage=usage,
-            ),
+            output_file_id=output_file_id,
+            error_file_id=error_file_id,
+            request_counts=request_counts,
+            usage=usage,
         )
 
     def cancel(self) -> Batch:
@@ -560,20 +552,14 @@ class BatchMachine:
         """``cancelling`` → ``cancelled``: in-flight requests have stopped."""
         return self.trigger(
             Event.MARK_CANCELLED,
-            **_given(
-                output_file_id=output_file_id,
-                error_file_id=error_file_id,
-                request_counts=request_counts,
-                usage=usage,
-            ),
+            output_file_id=output_file_id,
+            error_file_id=error_file_id,
+            request_counts=request_counts,
+            usage=usage,
         )
 
 
 _EXIT, _TRANSITION, _ENTER = 0, 1, 2
-
-
-def _given(**fields: Any) -> dict[str, Any]:
-    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _build_machine() -> Machine:

@@ -29,6 +29,7 @@ import attrs
 from hypothesis import strategies as st
 
 from ._convert import to_dict
+from ._endpoints import ENDPOINT_MODELS
 from ._graph import CHAIN, FIELD_STATUSES, MOVE_FROM
 from ._invariants import RULES
 from ._lifecycle import advance, new_batch
@@ -57,14 +58,7 @@ __all__ = [
 
 #: The endpoints the Batch API accepts, with models that serve them.
 ENDPOINTS: dict[str, tuple[str, ...]] = {
-    "/v1/chat/completions": ("gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06"),
-    "/v1/responses": ("gpt-5-2025-08-07", "gpt-4.1-mini-2025-04-14"),
-    "/v1/embeddings": ("text-embedding-3-small", "text-embedding-3-large"),
-    "/v1/completions": ("gpt-3.5-turbo-instruct",),
-    "/v1/moderations": ("omni-moderation-latest",),
-    "/v1/images/generations": ("gpt-image-1",),
-    "/v1/images/edits": ("gpt-image-1",),
-    "/v1/videos": ("sora-2",),
+    endpoint: tuple(sorted(models)) for endpoint, models in ENDPOINT_MODELS.items()
 }
 _ERROR_CODES = (
     "invalid_json_line",
@@ -156,7 +150,7 @@ def _changes(draw: st.DrawFn, batch: Batch, event: Event) -> dict[str, Any]:
             "request_counts": BatchRequestCounts(
                 total=draw(st.integers(1, 1_000)), completed=0, failed=0
             ),
-            "model": draw(st.sampled_from(ENDPOINTS.get(batch.endpoint, ("gpt-4o",)))),
+            "model": draw(st.sampled_from(ENDPOINTS[batch.endpoint])),
         }
     if event is Event.FAIL:
         errors = st.builds(

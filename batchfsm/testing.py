@@ -322,27 +322,12 @@ class EmulatorAdapter:
 
     def create(self, requests: int, *, valid: bool) -> Batch:
         """Upload an input file and create a batch for it."""
-        import json
+        from .emulator import make_input_file
 
-        lines = [
-            json.dumps(
-                {
-                    "custom_id": f"request-{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {
-                        "model": "gpt-4o-mini",
-                        "messages": [{"role": "user", "content": f"Say {i}."}],
-                    },
-                }
-            )
-            for i in range(requests)
-        ]
-        if not valid:
-            lines[-1] = "{not json"
-        upload = self.emulator.create_file(
-            "\n".join(lines).encode(), "input.jsonl", "batch"
+        content = make_input_file(
+            requests, bad_lines=None if valid else {requests: "{not json"}
         )
+        upload = self.emulator.create_file(content, "input.jsonl", "batch")
         return self.emulator.create_batch(
             input_file_id=upload.id, endpoint="/v1/chat/completions"
         )

@@ -22,6 +22,7 @@ from batchfsm.emulator import (
     MemoryBatchStore,
     VirtualClock,
     create_app,
+    make_input_file,
     validate_input,
 )
 
@@ -29,23 +30,6 @@ from ._harness import Case, bytes_per_item, per_call
 from .cases import _trace
 
 ENDPOINT: Final = "/v1/chat/completions"
-
-
-def input_file(lines: int) -> bytes:
-    return "\n".join(
-        json.dumps(
-            {
-                "custom_id": f"request-{i}",
-                "method": "POST",
-                "url": ENDPOINT,
-                "body": {
-                    "model": "gpt-4o-mini",
-                    "messages": [{"role": "user", "content": f"Summarise item {i}."}],
-                },
-            }
-        )
-        for i in range(lines)
-    ).encode()
 
 
 def _stored(store: MemoryBatchStore) -> Callable[[int], object]:
@@ -63,7 +47,7 @@ def _stored(store: MemoryBatchStore) -> Callable[[int], object]:
 
 
 def emulator_cases(peer_memory: Callable[[int], object]) -> list[Case]:
-    content = input_file(50_000)
+    content = make_input_file(50_000)
     lines = content.splitlines()
     return [
         Case(
@@ -99,7 +83,7 @@ def growth() -> list[str]:
         bf.check_trace(trace)
         per_snapshot = (time.perf_counter() - start) / n * 1e6
         start = time.perf_counter()
-        validate_input(input_file(n // 2), ENDPOINT)
+        validate_input(make_input_file(n // 2), ENDPOINT)
         per_line = (time.perf_counter() - start) / (n // 2) * 1e6
         lines.append(
             f"  {n:>7,}: {memory:7.0f} B/batch stored, check_trace "
@@ -118,7 +102,7 @@ def openai_client_200_batches() -> str:
     ids = []
     for _ in range(200):
         upload = client.files.create(
-            file=("in.jsonl", io.BytesIO(input_file(3))), purpose="batch"
+            file=("in.jsonl", io.BytesIO(make_input_file(3))), purpose="batch"
         )
         ids.append(
             client.batches.create(
@@ -158,7 +142,7 @@ def http_retrieve_rps(requests: int = 2_000) -> str:
         with httpx2.Client(base_url=base) as http:
             upload = http.post(
                 "/v1/files",
-                files={"file": ("in.jsonl", input_file(1))},
+                files={"file": ("in.jsonl", make_input_file(1))},
                 data={"purpose": "batch"},
             ).json()
             batch = http.post(

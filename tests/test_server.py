@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import batchfsm as bf
-from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
+from batchfsm.emulator import (
+    Emulator,
+    EmulatorTransport,
+    VirtualClock,
+    create_app,
+    make_input_file,
+)
 
 CHAT: Any = "/v1/chat/completions"
 
@@ -69,17 +75,12 @@ def client(http: httpx2.Client) -> openai.OpenAI:
 
 
 def jsonl(n: int, *, bad: dict[int, Any] | None = None) -> bytes:
-    lines = []
-    for i in range(n):
-        body = {
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": f"{i}"}],
-        }
-        item: Any = {"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": body}
-        if bad and i in bad:
-            item = bad[i]
-        lines.append(item if isinstance(item, str) else json.dumps(item))
-    return "\n".join(lines).encode()
+    """n chat requests r0, r1, ...; ``bad`` replaces request i by an item or text."""
+    replaced = {
+        i + 1: item if isinstance(item, str) else json.dumps(item)
+        for i, item in (bad or {}).items()
+    }
+    return make_input_file(n, custom_id="r{}", bad_lines=replaced)
 
 
 def submit(client: openai.OpenAI, content: bytes, **kw: Any) -> Any:

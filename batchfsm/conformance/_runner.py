@@ -19,7 +19,7 @@ import httpx2
 
 from .._convert import from_dict
 from .._errors import SchemaError
-from .._invariants import check, check_trace
+from .._invariants import COMPLETION_WINDOWS, check, check_trace
 from .._model import Batch
 
 __all__ = ["CHECKS", "Outcome", "Report", "Result", "run"]
@@ -176,20 +176,15 @@ class _Session:
     def input_file(
         self, requests: int, *, bad_lines: dict[int, str] | None = None
     ) -> str:
-        lines = []
-        for i in range(requests):
-            body = {
-                "model": self.model,
-                "messages": [{"role": "user", "content": f"Say {i}."}],
-            }
-            item = {
-                "custom_id": f"conform-{i}",
-                "method": "POST",
-                "url": self.endpoint,
-                "body": body,
-            }
-            lines.append((bad_lines or {}).get(i + 1, json.dumps(item)))
-        content = ("\n".join(lines) + "\n").encode()
+        from ..emulator import make_input_file
+
+        content = make_input_file(
+            requests,
+            endpoint=self.endpoint,
+            model=self.model,
+            custom_id="conform-{}",
+            bad_lines=bad_lines,
+        )
         answer = self.http.post(
             "/v1/files",
             files={"file": ("conformance.jsonl", content, "application/jsonl")},
@@ -270,7 +265,7 @@ def _scenarios(s: _Session) -> Iterator[tuple[str, Callable[[], None]]]:
             )
         created, expires = batch.get("created_at"), batch.get("expires_at")
         _expect(
-            isinstance(created, int) and expires == created + 86_400,
+            isinstance(created, int) and expires == created + COMPLETION_WINDOWS["24h"],
             f"expires_at={expires!r} for created_at={created!r}",
         )
 

@@ -5,7 +5,8 @@
   error files, and honours cancel and expiry; every move goes through
   :func:`batchfsm.advance`.
 - :class:`VirtualClock` (time moves when told) and :class:`SystemClock`.
-- :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own.
+- :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own;
+  :func:`make_input_file` writes a chat input file to test with.
 - :func:`default_handler`, :class:`Reply`: what answers each request.
 - :class:`MemoryBatchStore`: the store interface a SQL store can replace.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
@@ -29,7 +30,13 @@ from ._clock import Clock, SystemClock, VirtualClock
 from ._engine import ApiError, Emulator
 from ._handlers import Handler, Reply, default_handler
 from ._stores import BatchStore, FileObject, FileStore, MemoryBatchStore
-from ._validate import CODES, DEFAULT_MODELS, Request, validate_input
+from ._validate import (
+    CODES,
+    DEFAULT_MODELS,
+    Request,
+    make_input_file,
+    validate_input,
+)
 
 if TYPE_CHECKING:
     from ._app import create_app
@@ -68,5 +75,6 @@ __all__ = [
     "create_app",
     "default_handler",
     "legacy_transport",
+    "make_input_file",
     "validate_input",
 ]

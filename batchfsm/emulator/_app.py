@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._convert import to_dict
-from ._engine import ApiError, Emulator
+from ._engine import EXPIRES_AFTER_SECONDS, ApiError, Emulator
 from ._validate import MAX_BYTES
 
 __all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "create_app"]
@@ -160,18 +160,19 @@ def create_app(
                     code="missing_required_parameter",
                 )
             expires_after = None
+            low, high = EXPIRES_AFTER_SECONDS
             seconds = form.get("expires_after[seconds]")
             if seconds is not None:
                 if (
                     form.get("expires_after[anchor]") != "created_at"
                     or not isinstance(seconds, str)
                     or not _is_count(seconds)
-                    or not 3_600 <= int(seconds) <= 2_592_000
+                    or not low <= int(seconds) <= high
                 ):
                     raise ApiError(
                         400,
                         "'expires_after' must be "
-                        "{'anchor': 'created_at', 'seconds': 3600..2592000}.",
+                        f"{{'anchor': 'created_at', 'seconds': {low}..{high}}}.",
                         param="expires_after",
                         code="invalid_value",
                     )

@@ -18,8 +18,9 @@ from typing import Any
 
 import attrs
 
+from .._endpoints import ENDPOINT_MODELS
 from .._errors import InvalidTransition
-from .._invariants import _check, check_step
+from .._invariants import COMPLETION_WINDOWS, _check, check_step
 from .._lifecycle import advance, new_batch
 from .._model import (
     METADATA_MAX_PAIRS,
@@ -43,8 +44,10 @@ from ._validate import DEFAULT_MODELS, Request, validate_input
 __all__ = ["ApiError", "Emulator"]
 
 S = BatchStatus
-ENDPOINTS = tuple(DEFAULT_MODELS)
-OUTPUT_EXPIRES_AFTER = (3_600, 2_592_000)
+ENDPOINTS = tuple(ENDPOINT_MODELS)
+#: The range of ``seconds`` the API accepts in ``expires_after`` (files) and
+#: ``output_expires_after`` (batches): one hour to thirty days.
+EXPIRES_AFTER_SECONDS = (3_600, 2_592_000)
 
 
 class ApiError(Exception):
@@ -268,7 +271,7 @@ class Emulator:
                 f"Invalid value for 'endpoint': {endpoint!r}; "
                 f"supported: {', '.join(ENDPOINTS)}.",
             )
-        if completion_window != "24h":
+        if completion_window not in COMPLETION_WINDOWS:
             raise _invalid(
                 "completion_window",
                 f"Invalid value for 'completion_window': {completion_window!r}; "
@@ -292,7 +295,7 @@ class Emulator:
                     f"(at most {METADATA_MAX_PAIRS} pairs).",
                 )
         if output_expires_after is not None:
-            low, high = OUTPUT_EXPIRES_AFTER
+            low, high = EXPIRES_AFTER_SECONDS
             if (
                 not isinstance(output_expires_after, dict)
                 or output_expires_after.get("anchor") != "created_at"

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from .._endpoints import ENDPOINT_MODELS
 from .._model import BatchError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_EMBEDDING_INPUTS",
     "MAX_REQUESTS",
     "Request",
+    "make_input_file",
     "validate_input",
 ]
 
@@ -49,23 +51,7 @@ CODES: dict[str, str] = {
 }
 
 #: Models the emulator knows, per endpoint; ``model_not_found`` otherwise.
-DEFAULT_MODELS: dict[str, frozenset[str]] = {
-    "/v1/chat/completions": frozenset(
-        {"gpt-4o", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4.1", "gpt-4.1-mini",
-         "gpt-5", "gpt-5-mini", "gpt-3.5-turbo"}
-    ),
-    "/v1/responses": frozenset(
-        {"gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "gpt-5-mini", "o3"}
-    ),
-    "/v1/embeddings": frozenset(
-        {"text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"}
-    ),
-    "/v1/completions": frozenset({"gpt-3.5-turbo-instruct"}),
-    "/v1/moderations": frozenset({"omni-moderation-latest", "text-moderation-latest"}),
-    "/v1/images/generations": frozenset({"gpt-image-1", "dall-e-3"}),
-    "/v1/images/edits": frozenset({"gpt-image-1"}),
-    "/v1/videos": frozenset({"sora-2"}),
-}  # fmt: skip
+DEFAULT_MODELS: Mapping[str, frozenset[str]] = ENDPOINT_MODELS
 
 _REQUIRED = ("custom_id", "method", "url", "body")
 
@@ -265,3 +251,41 @@ def validate_input(
             )
         )
     return requests, errors
+
+
+def make_input_file(
+    requests: int,
+    *,
+    endpoint: str = "/v1/chat/completions",
+    model: str = "gpt-4o-mini",
+    custom_id: str = "request-{}",
+    bad_lines: Mapping[int, str] | None = None,
+) -> bytes:
+    """An input file of ``requests`` chat requests, one JSON object a line.
+
+    ``custom_id`` is formatted with the request's index; ``bad_lines`` maps a
+    line number (from 1) to raw text that replaces that line.
+
+    Example:
+        >>> content = make_input_file(2, bad_lines={2: "{oops"})
+        >>> requests, errors = validate_input(content, "/v1/chat/completions")
+        >>> [r.custom_id for r in requests], [(e.code, e.line) for e in errors]
+        (['request-0'], [('invalid_json_line', 2)])
+    """
+    bad_lines = bad_lines or {}
+    lines = [
+        bad_lines.get(i + 1)
+        or json.dumps(
+            {
+                "custom_id": custom_id.format(i),
+                "method": "POST",
+                "url": endpoint,
+                "body": {
+                    "model": model,
+                    "messages": [{"role": "user", "content": f"Say {i}."}],
+                },
+            }
+        )
+        for i in range(requests)
+    ]
+    return ("\n".join(lines) + "\n").encode()
