@@ -22,37 +22,24 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# The project's read-only reference data lives beside the checkout (../shared).
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
-def _reference_examples() -> list[Path]:
-    if not REFERENCE.is_dir():
-        if os.environ.get("CI"):
-            raise RuntimeError(f"reference data missing at {REFERENCE}")
-        return []
-    return sorted((REFERENCE / "examples").glob("*.json"))
-
-
-REFERENCE_EXAMPLES = _reference_examples()
+# Reference data copied into the repository (tests/data/README.md says from where).
+DATA = Path(__file__).resolve().parent / "data"
+SCHEMA_PATH = DATA / "batch.schema.json"
+# Read at import so a missing file fails collection loudly instead of turning the
+# parametrized tests below into an empty parameter set.
+REFERENCE_EXAMPLES = sorted((DATA / "examples").glob("*.json"))
+if not REFERENCE_EXAMPLES or not SCHEMA_PATH.is_file():
+    raise RuntimeError(f"test data missing under {DATA}: is the checkout complete?")
 
 
 def load_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture(params=REFERENCE_EXAMPLES, ids=lambda p: p.stem)
 def reference_example(request: pytest.FixtureRequest) -> dict[str, Any]:
     data: dict[str, Any] = load_json(request.param)
     return data
-
-
-@pytest.fixture(scope="session")
-def batch_schema() -> dict[str, Any]:
-    if not REFERENCE.is_dir():
-        pytest.skip("reference data (../shared/reference) not present")
-    schema: dict[str, Any] = load_json(REFERENCE / "batch.schema.json")
-    return schema
 
 
 pytest_plugins = ["pytester"]

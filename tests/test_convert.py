@@ -48,10 +48,10 @@ def test_round_trip_of_every_well_shaped_dict(data: dict[str, Any]):
 
 @given(shaped_dicts())
 def test_to_dict_validates_against_the_official_schema(data: dict[str, Any]):
-    # The schema is generated from openai.types.Batch (see ../shared/reference).
-    from .conftest import REFERENCE, load_json
+    # The schema is generated from openai.types.Batch (see tests/data/README.md).
+    from .conftest import SCHEMA_PATH, load_json
 
-    schema = load_json(REFERENCE / "batch.schema.json")
+    schema = load_json(SCHEMA_PATH)
     jsonschema.validate(bf.to_dict(bf.from_dict(data)), schema)
 
 
