@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_MARKS = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}
+_MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 
 
 def _conform(args: argparse.Namespace) -> int:

@@ -48,7 +48,8 @@ def _generate() -> None:
     (out / "lifecycle.mmd").write_text(render("mermaid"))
     (out / "transitions.rst").write_text(transition_table_rst())
     (out / "rules.rst").write_text(_list_table("rule", batchfsm.RULES))
-    (out / "checks.rst").write_text(_list_table("check", CHECKS))
+    checks = {c.id: f"{c.description} ({c.level})" for c in CHECKS.values()}
+    (out / "checks.rst").write_text(_list_table("check", checks))
 
 
 _generate()

@@ -14,10 +14,10 @@ from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_
 Mutation = Callable[[str, str, str, int, Any], tuple[int, Any] | None]
 
 
-def broken(mutate: Mutation) -> Any:
+def broken(mutate: Mutation, **options: Any) -> Any:
     """An emulator behind an ASGI middleware that rewrites some answers."""
     clock = VirtualClock()
-    app = create_app(Emulator(clock=clock))
+    app = create_app(Emulator(clock=clock, **options))
 
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
         start: dict[str, Any] = {}
@@ -69,8 +69,50 @@ def each_batch(change: Callable[[dict[str, Any]], None]) -> Mutation:
     return mutate
 
 
-def skip_cancelling_at(batch: dict[str, Any]) -> None:
-    batch["cancelling_at"] = None
+def unchanged(method, path, query, status, body):
+    return None
+
+
+def create_drops_metadata(method, path, query, status, body):
+    if method == "POST" and path == "/v1/batches" and status == 200:
+        return status, {**body, "metadata": None}
+    return None
+
+
+def cancel_answer_without_cancelling_at(method, path, query, status, body):
+    if path.endswith("/cancel") and status == 200:
+        return status, {**body, "cancelling_at": None}
+    return None
+
+
+def second_cancel_refused() -> Mutation:
+    cancelled: set[str] = set()
+
+    def mutate(method, path, query, status, body):
+        if not path.endswith("/cancel") or status != 200:
+            return None
+        if path in cancelled:
+            error = {"message": "Already cancelling.", "type": "invalid_request_error"}
+            return 409, {"error": {**error, "param": None, "code": None}}
+        cancelled.add(path)
+        return None
+
+    return mutate
+
+
+def never_finishes_a_cancel(batch: dict[str, Any]) -> None:
+    if batch["status"] == "cancelled":
+        batch.update(
+            status="cancelling",
+            cancelled_at=None,
+            output_file_id=None,
+            error_file_id=None,
+        )
+
+
+def forgets_the_line_of_an_error(batch: dict[str, Any]) -> None:
+    for error in (batch.get("errors") or {}).get("data", []):
+        error["line"] = None
 
 
 def rewind_a_stamp(batch: dict[str, Any]) -> None:
@@ -125,22 +167,48 @@ def wrong_error_body(method, path, query, status, body):
     return None
 
 
+def unprocessable_bad_create(method, path, query, status, body):
+    if method == "POST" and path == "/v1/batches" and status == 400:
+        return 422, body
+    return None
+
+
 def output_missing_lines(method, path, query, status, body):
     if path.endswith("/content") and isinstance(body, str) and body.count("\n") > 1:
         return status, "".join(body.splitlines(keepends=True)[:-1])
     return None
 
 
-BROKEN = [
-    ("skips cancelling_at", each_batch(skip_cancelling_at), "cancel.accepted"),
-    ("rewinds a stamp", each_batch(rewind_a_stamp), "trace.legal"),
-    ("jumps validating to completed", each_batch(jump_to_completed), "schema.batch"),
-    ("decreases counts", each_batch(decreasing_counts()), "trace.legal"),
-    ("500 on cancel of a completed batch", server_error_on_refused_cancel,
-     "cancel.terminal"),
-    ("pages repeat an item", repeating_pages, "list.pagination"),
-    ("wrong error body", wrong_error_body, "errors.not_found"),
-    ("output file missing lines", output_missing_lines, "happy.files"),
+#: One broken server per check, breaking that check's promise; what must fail.
+BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str]]] = [
+    ("create drops metadata", create_drops_metadata, {},
+     {"create.echo"}),
+    ("cancel answers without cancelling_at", cancel_answer_without_cancelling_at, {},
+     {"cancel.accepted", "schema.batch", "trace.legal"}),
+    ("a second cancel is refused", second_cancel_refused(), {},
+     {"cancel.retry"}),
+    ("valid batches fail", unchanged, {"models": {}},
+     {"happy.terminal"}),
+    ("output file missing lines", output_missing_lines, {},
+     {"happy.files"}),
+    ("a cancel never finishes", each_batch(never_finishes_a_cancel), {},
+     {"cancel.finishes"}),
+    ("500 on cancel of a completed batch", server_error_on_refused_cancel, {},
+     {"cancel.terminal"}),
+    ("errors without line numbers", each_batch(forgets_the_line_of_an_error), {},
+     {"validation.failed"}),
+    ("pages repeat an item", repeating_pages, {},
+     {"list.pagination"}),
+    ("wrong error body", wrong_error_body, {},
+     {"errors.not_found"}),
+    ("422 for a bad create", unprocessable_bad_create, {},
+     {"errors.bad_create"}),
+    ("jumps validating to completed", each_batch(jump_to_completed), {},
+     {"schema.batch", "trace.legal"}),
+    ("rewinds a stamp", each_batch(rewind_a_stamp), {},
+     {"trace.legal"}),
+    ("decreases counts", each_batch(decreasing_counts()), {},
+     {"trace.legal"}),
 ]  # fmt: skip
 
 
@@ -152,18 +220,31 @@ def test_the_emulator_passes_every_check():
     assert report.passed
 
 
+def test_every_check_has_a_broken_server():
+    assert {c for *_, failing in BROKEN for c in failing} == set(CHECKS)
+
+
 @pytest.mark.parametrize(
-    ("mutation", "check_id"),
-    [pytest.param(m, c, id=name) for name, m, c in BROKEN],
+    ("mutation", "options", "failing"),
+    [pytest.param(m, o, f, id=name) for name, m, o, f in BROKEN],
 )
-def test_a_broken_server_fails_the_right_check(mutation, check_id):
-    http, wait = broken(mutation)
+def test_a_broken_server_fails_exactly_the_broken_checks(mutation, options, failing):
+    http, wait = broken(mutation, **options)
+    with http:
+        report = run(http, wait=wait, strict=True)
+    failed = {r.id for r in report.results if r.outcome == "fail"}
+    assert failed == failing, report.to_dict()
+    assert all(r.evidence for r in report.results if r.outcome != "pass")
+    assert not report.passed
+
+
+def test_an_observed_check_only_warns_unless_strict():
+    http, wait = broken(server_error_on_refused_cancel)
     with http:
         report = run(http, wait=wait)
-    result = {r.id: r for r in report.results}[check_id]
-    assert result.outcome == "fail", report.to_dict()
-    assert result.evidence
-    assert not report.passed
+    outcomes = {r.id: r.outcome for r in report.results}
+    assert outcomes["cancel.terminal"] == "warn"
+    assert report.passed
 
 
 def test_only_selected_checks_are_reported():
@@ -230,7 +311,7 @@ def test_a_broken_answer_fails_checks_instead_of_crashing_the_run():
 def test_a_404_for_a_finished_batch_is_not_a_refusal():
     http, wait = broken(not_found_for_finished_batches)
     with http:
-        report = run(http, wait=wait, only={"cancel.terminal"})
+        report = run(http, wait=wait, only={"cancel.terminal"}, strict=True)
     assert {r.id: r.outcome for r in report.results}["cancel.terminal"] == "fail"
 
 
@@ -241,3 +322,71 @@ def test_only_runs_what_the_selected_checks_need():
     with http:
         run(http, wait=wait, only={"errors.not_found"})
     assert requests == ["/v1/batches/batch_conformance_does_not_exist"]
+
+
+def refusing(status: int) -> Mutation:
+    def mutate(method, path, query, old_status, body):
+        error = {"message": "no", "type": "x", "param": None, "code": None}
+        return status, {"error": error}
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("status", "summary"),
+    [
+        (401, "every request was answered 401: is the API key right?"),
+        (404, "every request was answered 404: is --base-url the server's root"),
+        (503, "every request was answered 503: the server is failing"),
+    ],
+)
+def test_a_server_refusing_everything_is_said_so_and_judges_nothing(status, summary):
+    http, wait = broken(refusing(status))
+    with http:
+        report = run(http, wait=wait)
+    assert report.refused is not None and report.refused.startswith(summary)
+    outcomes = {r.id: r.outcome for r in report.results}
+    assert outcomes["schema.batch"] == outcomes["trace.legal"] == "skip"
+    assert "pass" not in outcomes.values() or status == 404
+    assert not report.passed
+
+
+def test_nothing_recorded_is_a_skip_never_a_pass():
+    http, wait = emulator_client()
+    with http:
+        report = run(http, wait=wait, only={"schema.batch", "trace.legal"})
+    for result in report.results[-2:]:
+        assert (result.outcome, result.evidence) == (
+            "skip",
+            "no Batch object was answered, so there is nothing to judge",
+        )
+    assert not report.passed
+
+
+def test_a_check_whose_need_failed_is_skipped_with_the_reason():
+    http, wait = broken(create_drops_metadata)
+    with http:
+        report = run(http, wait=wait, only={"happy.files"})
+    results = {r.id: r for r in report.results}
+    assert results["happy.terminal"].evidence == ("needs create.echo, which ended fail")
+    assert results["happy.files"].evidence == "needs happy.terminal, which ended skip"
+    assert results["list.pagination"].evidence == "not selected"
+
+
+def test_checks_are_declared_once_with_valid_needs():
+    from batchfsm.conformance import check
+
+    ids = list(CHECKS)
+    assert ids[-2:] == ["schema.batch", "trace.legal"]  # they judge the others
+    for position, declared in enumerate(CHECKS.values()):
+        assert all(ids.index(n) < position for n in declared.needs)
+        assert declared.level in ("required", "observed")
+    with pytest.raises(ValueError, match=r"'create\.echo' is declared twice"):
+        check("create.echo")(lambda s: None)
+    with pytest.raises(ValueError, match="needs nope, not declared before it"):
+        check("new.one", needs=["nope"])(lambda s: None)
+    with pytest.raises(ValueError, match="level 'maybe'"):
+        check("new.one", level="maybe")(lambda s: None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no docstring"):
+        check("new.one")(lambda s: None)
+    assert "new.one" not in CHECKS

@@ -2,7 +2,10 @@
 
 :func:`run` drives a server through plain ``httpx2`` (so no client's leniency
 hides a fault) and returns a :class:`Report`: one :class:`Result` per check in
-:data:`CHECKS`, each with a stable id, an outcome and evidence.
+:data:`CHECKS`, each with a stable id, an outcome and evidence or a reason.
+Checks are declared once, with :func:`check`; :data:`CHECKS` (id ->
+:class:`Check`), the run order and the dependencies all come from those
+declarations.
 :func:`emulator_client` gives a client for the built-in emulator, in-process,
 on a virtual clock. ``batchfsm conform`` is the command-line face of both.
 
@@ -21,9 +24,10 @@ from collections.abc import Callable
 
 import httpx2
 
-from ._runner import CHECKS, Report, Result, run
+from ._registry import CHECKS, Check, check
+from ._runner import Report, Result, run
 
-__all__ = ["CHECKS", "Report", "Result", "emulator_client", "run"]
+__all__ = ["CHECKS", "Check", "Report", "Result", "check", "emulator_client", "run"]
 
 
 def emulator_client(**options: object) -> tuple[httpx2.Client, Callable[[float], None]]:

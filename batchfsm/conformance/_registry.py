@@ -1,0 +1,95 @@
+"""The one declaration of every conformance check.
+
+A check is a function of the :class:`~._session.Session`, declared with
+:func:`check`; its first docstring line is what it demands. The run order is
+the order of declaration, :data:`CHECKS` is the registry itself, and a check's
+``needs`` (checks that must pass first, whose return values it reads with
+``session.result_of(id)``) must be declared before it, so the order is always a
+valid one.
+
+Levels:
+
+- ``"required"``: documented API behaviour; a failure fails the run.
+- ``"observed"``: behaviour only observed on the live API; a failure is a
+  warning unless the run is strict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["CHECKS", "LEVELS", "Check", "Level", "check", "with_needs"]
+
+Level = Literal["required", "observed"]
+#: The levels a check may have.
+LEVELS: tuple[Level, ...] = ("required", "observed")
+
+Body = Callable[["Session"], Any]
+_B = TypeVar("_B", bound=Body)
+
+
+@attrs.frozen
+class Check:
+    """One declared check: its id, what it demands, and what it needs first."""
+
+    id: str
+    description: str
+    needs: tuple[str, ...]
+    level: Level
+    body: Body = attrs.field(repr=False)
+
+
+#: Every check by id, in run order (the order of declaration).
+CHECKS: dict[str, Check] = {}
+
+
+def check(
+    id: str, *, needs: Iterable[str] = (), level: Level = "required"
+) -> Callable[[_B], _B]:
+    """Declare a conformance check; its docstring's first line says what it demands.
+
+    Raises:
+        ValueError: the id is taken, a need is not declared yet, the level is
+            unknown or the function has no docstring.
+
+    Example:
+        >>> from batchfsm.conformance._registry import CHECKS
+        >>> CHECKS["cancel.retry"].needs, CHECKS["cancel.retry"].level
+        (('cancel.accepted',), 'observed')
+    """
+    needs = tuple(needs)
+
+    def register(body: _B) -> _B:
+        doc = (body.__doc__ or "").strip()
+        problem = (
+            f"{id!r} is declared twice" if id in CHECKS
+            else f"level {level!r} is not one of {LEVELS}" if level not in LEVELS
+            else f"{id!r} has no docstring to say what it demands" if not doc
+            else None
+        )  # fmt: skip
+        undeclared = [n for n in needs if n not in CHECKS]
+        if undeclared:
+            problem = f"{id!r} needs {', '.join(undeclared)}, not declared before it"
+        if problem:
+            raise ValueError(f"conformance check: {problem}")
+        CHECKS[id] = Check(id, doc.splitlines()[0].rstrip("."), needs, level, body)
+        return body
+
+    return register
+
+
+def with_needs(ids: Iterable[str]) -> set[str]:
+    """The ids and, transitively, every check they need."""
+    wanted, todo = set(ids), list(ids)
+    while todo:
+        for need in CHECKS[todo.pop()].needs:
+            if need not in wanted:
+                wanted.add(need)
+                todo.append(need)
+    return wanted

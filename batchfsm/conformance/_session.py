@@ -1,0 +1,232 @@
+"""What a check works with: the HTTP session, its recording and its verdicts.
+
+A check body fails with :func:`expect` (or raises :class:`FailedError`) with
+the evidence, skips with :class:`SkippedError` and the reason it could judge
+nothing, or returns a value that the checks needing it read with
+:meth:`Session.result_of`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+
+from .._model import TERMINAL_STATUSES
+
+__all__ = [
+    "ERROR_KEYS",
+    "TERMINAL",
+    "FailedError",
+    "Session",
+    "SkippedError",
+    "error_body",
+    "expect",
+    "show",
+]
+
+ERROR_KEYS = frozenset({"message", "type", "param", "code"})
+#: Terminal statuses as the JSON spells them.
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+
+
+class FailedError(Exception):
+    """A check failed; the message is the evidence."""
+
+
+class SkippedError(Exception):
+    """A check could not judge anything; the message says why."""
+
+
+def expect(condition: bool, evidence: str) -> None:
+    """Fail the check with ``evidence`` unless ``condition`` holds."""
+    if not condition:
+        raise FailedError(evidence)
+
+
+def show(response: httpx2.Response) -> str:
+    """The request and the answer, in one line, for evidence."""
+    text = response.text
+    return (
+        f"{response.request.method} {response.request.url.path} -> "
+        f"{response.status_code} {text[:300]}{'…' if len(text) > 300 else ''}"
+    )
+
+
+def error_body(response: httpx2.Response) -> str | None:
+    """Why the answer is not the API's error body, or None if it is."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "the body is not JSON"
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not set(error) >= ERROR_KEYS:
+        return 'the body is not {"error": {"message", "type", "param", "code"}}'
+    if not isinstance(error["message"], str):
+        return "error.message is not a string"
+    return None
+
+
+_HINTS = {
+    401: "is the API key right?",
+    403: "is the API key allowed to use batches?",
+    404: "is --base-url the server's root (with or without /v1)?",
+}
+
+
+class Session:
+    """One conformance run: the HTTP client, the clock, and what was recorded."""
+
+    def __init__(
+        self,
+        http: httpx2.Client,
+        wait: Callable[[float], None],
+        *,
+        endpoint: str,
+        model: str,
+        timeout: float,
+    ) -> None:
+        self.http = http
+        self.wait = wait
+        self.endpoint = endpoint
+        self.model = model
+        self.timeout = timeout
+        #: Every Batch object answered: (request, document), in order.
+        self.snapshots: list[tuple[str, Any]] = []
+        #: How many answers of each status code, and failed connections (0).
+        self.answers: collections.Counter[int] = collections.Counter()
+        self.notes: list[str] = []
+        self._returned: dict[str, Any] = {}
+        self._files: dict[tuple[int, str], str] = {}
+
+    def result_of(self, check_id: str) -> Any:
+        """What the check ``check_id`` (a need of the caller, so passed) returned."""
+        return self._returned[check_id]
+
+    def keep(self, check_id: str, value: Any) -> None:
+        """Remember what the check ``check_id`` returned, for the checks needing it."""
+        self._returned[check_id] = value
+
+    # -- recording ---------------------------------------------------------------
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        """Send a request, counting the answer and recording any Batch objects."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx2.TransportError:
+            self.answers[0] += 1
+            raise
+        self.answers[response.status_code] += 1
+        if path.startswith("/v1/batches") and response.status_code == 200:
+            self._record(f"{method} {path}", response)
+        return response
+
+    def _record(self, where: str, response: httpx2.Response) -> None:
+        try:
+            data = response.json()
+        except ValueError:
+            return
+        if isinstance(data, dict) and data.get("object") == "list":
+            pages = data.get("data")
+            for item in pages if isinstance(pages, list) else []:
+                self.snapshots.append((where, item))
+        else:
+            self.snapshots.append((where, data))
+
+    def refusal(self) -> str | None:
+        """One line saying every request was refused, or None if one was not."""
+        if not self.answers or any(0 < s < 400 for s in self.answers):
+            return None
+        if set(self.answers) == {0}:
+            return "no request reached the server: every connection failed"
+        codes = sorted(self.answers)
+        if len(codes) == 1:
+            code = codes[0]
+            hint = _HINTS.get(code, "the server is failing" if code >= 500 else "")
+            return f"every request was answered {code}" + (f": {hint}" if hint else "")
+        counts = ", ".join(
+            f"{'no connection' if c == 0 else c} x{self.answers[c]}" for c in codes
+        )
+        return f"every request was refused ({counts})"
+
+    # -- building blocks ------------------------------------------------------------
+
+    def batch(self, response: httpx2.Response, step: str) -> dict[str, Any]:
+        """The Batch object answered, or fail naming ``step``."""
+        if response.status_code != 200:
+            raise FailedError(f"{step}: {show(response)}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise FailedError(
+                f"{step}: the answer is not JSON: {show(response)}"
+            ) from None
+        if not isinstance(data, dict):
+            raise FailedError(
+                f"{step}: the answer is not a JSON object: {show(response)}"
+            )
+        return data
+
+    def input_file(self, requests: int, *, bad_line: str = "") -> str:
+        """Upload (once per shape) an input file of ``requests`` lines.
+
+        ``bad_line`` replaces line 2.
+        """
+        key = (requests, bad_line)
+        if key not in self._files:
+            from ..emulator import make_input_file
+
+            content = make_input_file(
+                requests,
+                endpoint=self.endpoint,
+                model=self.model,
+                custom_id="conform-{}",
+                bad_lines={2: bad_line} if bad_line else None,
+            )
+            answer = self.call(
+                "POST",
+                "/v1/files",
+                files={"file": ("conformance.jsonl", content, "application/jsonl")},
+                data={"purpose": "batch"},
+            )
+            try:
+                file_id = answer.json()["id"] if answer.status_code == 200 else None
+            except (ValueError, KeyError, TypeError):
+                file_id = None
+            if not isinstance(file_id, str):
+                raise SkippedError(f"could not upload an input file: {show(answer)}")
+            self._files[key] = file_id
+        return self._files[key]
+
+    def create(self, file_id: str, **extra: Any) -> dict[str, Any]:
+        """Create a batch of the input file ``file_id``."""
+        body = {
+            "input_file_id": file_id,
+            "endpoint": self.endpoint,
+            "completion_window": "24h",
+            **extra,
+        }
+        return self.batch(self.call("POST", "/v1/batches", json=body), "create")
+
+    def poll(self, batch_id: str, until: frozenset[str] = TERMINAL) -> dict[str, Any]:
+        """Retrieve the batch, waiting ever longer, until its status is in ``until``."""
+        waited, step = 0.0, 1.0
+        while True:
+            data = self.batch(self.call("GET", f"/v1/batches/{batch_id}"), "retrieve")
+            if data.get("status") in until:
+                return data
+            if waited >= self.timeout:
+                raise FailedError(
+                    f"batch {batch_id} still {data.get('status')!r} after "
+                    f"{self.timeout:g} s of polling"
+                )
+            self.wait(step)
+            waited += step
+            step = min(step * 2, 60.0)
+
+    def dump(self, document: Any) -> str:
+        """A document, shortened for evidence."""
+        return json.dumps(document)[:300]
