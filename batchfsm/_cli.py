@@ -2,13 +2,13 @@
 
 - ``batchfsm check FILE|-`` judges recorded Batch objects (JSON Lines of Batch
   objects or list pages, or one JSON array) with :func:`batchfsm.check_trace`
-  and prints each violation with its index, batch id and rule; exit 1 on any,
-  2 when the input cannot be read.
+  and prints each violation with its index, batch id and rule; exit 1 on any
+  or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--api-key]`` serves the emulator.
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
-  built-in emulator, in-process, when no URL is given); exit 0 only if no
-  check fails.
+  built-in emulator, in-process, when no URL is given); see
+  :mod:`batchfsm._conform_cli` for its exit status.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from . import _conform_cli
 from ._diagram import FORMATS, render
 from ._invariants import check_trace
 
@@ -70,6 +71,9 @@ def _documents(text: str) -> Iterator[Any]:
 
 def _check(source: TextIO, out: TextIO) -> int:
     documents = list(_documents(source.read()))
+    if not documents:
+        print("no Batch object in the input: nothing to judge", file=out)
+        return 1
     violations = check_trace(documents)
     for v in violations:
         print(
@@ -99,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Judge recorded Batch objects: JSON Lines (one Batch object or one "
             "GET /v1/batches page per line) or one JSON array. Snapshots of many "
-            "batches may be interleaved. Exit 1 on any violation, 2 if the input "
-            "cannot be read."
+            "batches may be interleaved. Exit 1 on any violation or when there is "
+            "no Batch object, 2 if the input cannot be read."
         ),
     )
     check.add_argument("file", help="the recording, or - for standard input")
@@ -110,41 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the lifecycle diagram, drawn from the transition table.",
     )
     diagram.add_argument("--format", choices=sorted(FORMATS), default="mermaid")
-    conform = commands.add_parser(
-        "conform",
-        help="judge a Batch API server, check by check",
-        description=(
-            "Drive a Batch API server (files and batches under /v1) and judge every "
-            "answer against the lifecycle. Without --base-url, the built-in emulator "
-            "is run in-process on a virtual clock. Exit 0 only if no check fails."
-        ),
-    )
-    conform.add_argument(
-        "--base-url", help="the server's root, e.g. http://127.0.0.1:8000"
-    )
-    conform.add_argument(
-        "--api-key",
-        default=os.environ.get("BATCHFSM_API_KEY"),
-        help="sent as 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
-    )
-    conform.add_argument("--json", action="store_true", help="print the report as JSON")
-    conform.add_argument(
-        "--only", action="append", metavar="ID", help="run only this check (repeatable)"
-    )
-    conform.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="real seconds per second of waiting (below 1 for fast servers)",
-    )
-    conform.add_argument(
-        "--timeout",
-        type=float,
-        default=3_600.0,
-        help="seconds to poll one batch before its check fails (default 3600)",
-    )
-    conform.add_argument("--endpoint", default="/v1/chat/completions")
-    conform.add_argument("--model", default="gpt-4o-mini")
+    _conform_cli.add_parser(commands)
     serve = commands.add_parser(
         "serve",
         help="serve the Batch API emulator over HTTP",
@@ -168,89 +138,6 @@ def _parser() -> argparse.ArgumentParser:
         help="demand 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
     )
     return parser
-
-
-_MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
-
-
-def _conform(args: argparse.Namespace) -> int:
-    import time
-
-    import httpx2
-
-    from .conformance import CHECKS, Result, emulator_client, run
-
-    unknown = set(args.only or ()) - set(CHECKS)
-    if unknown:
-        print(
-            f"batchfsm conform: unknown check id(s) {', '.join(sorted(unknown))}; "
-            f"ids: {', '.join(CHECKS)}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.time_scale <= 0 or args.timeout <= 0:
-        print(
-            "batchfsm conform: --time-scale and --timeout must be positive",
-            file=sys.stderr,
-        )
-        return 2
-    if args.base_url is None:
-        http, wait = emulator_client()
-        target = "the built-in emulator (in-process, virtual clock)"
-    else:
-        root = args.base_url.rstrip("/").removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-        http = httpx2.Client(base_url=root, headers=headers, timeout=60)
-        scale = args.time_scale
-
-        def wait(seconds: float) -> None:
-            time.sleep(seconds * scale)
-
-        target = root
-
-    def progress(result: Result) -> None:
-        print(f"  {_MARKS[result.outcome]} {result.id}", file=sys.stderr, flush=True)
-
-    print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
-    try:
-        with http:
-            http.get("/v1/batches", params={"limit": 1})  # reachable at all?
-            report = run(
-                http,
-                wait=wait,
-                only=set(args.only) if args.only else None,
-                endpoint=args.endpoint,
-                model=args.model,
-                timeout=args.timeout,
-                progress=progress,
-            )
-    except httpx2.TransportError as exc:
-        print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(_summary(report))
-    return 0 if report.passed else 1
-
-
-def _summary(report: Any) -> str:
-    width = max(len(r.id) for r in report.results)
-    lines = [f"{'check':<{width}}  result  what it demands", "-" * (width + 60)]
-    for r in report.results:
-        lines.append(f"{r.id:<{width}}  {r.outcome:<6}  {r.description}")
-        if r.outcome == "fail":
-            lines.extend(
-                f"{'':<{width}}    > {line}" for line in r.evidence.splitlines()
-            )
-    lines.extend(f"note: {note}" for note in report.notes)
-    counts = {
-        o: sum(r.outcome == o for r in report.results) for o in ("pass", "fail", "skip")
-    }
-    lines.append(
-        f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
-    )
-    return "\n".join(lines)
 
 
 def _serve(host: str, port: int, speed: float, api_key: str | None) -> int:
@@ -295,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args.host, args.port, args.speed, args.api_key)
     if args.command == "conform":
-        return _conform(args)
+        return _conform_cli.conform(args)
     if args.command is None:
         _parser().print_help()
         return 2

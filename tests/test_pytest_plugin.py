@@ -1,8 +1,12 @@
 import pytest
 
+from tests.blocking import without
+
 USER_TEST = """
 import io, json
 import pytest
+
+from tests.blocking import without
 
 @pytest.fixture
 def batch_emulator_options():
@@ -50,3 +54,34 @@ def test_the_plugin_can_be_disabled(pytester: pytest.Pytester):
         "-p", "no:batchfsm", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(errors=4)
+
+
+@pytest.mark.parametrize(
+    ("missing", "fixture", "extra"),
+    [
+        ("openai", "batch_emulator_openai", "openai"),
+        ("httpx2", "batch_emulator_http", "server"),
+        ("starlette", "batch_emulator_http", "server"),
+        ("uvicorn", "batch_emulator_url", "server"),
+    ],
+)
+def test_a_fixture_missing_its_extra_is_an_error_naming_it(
+    pytester: pytest.Pytester, missing, fixture, extra
+):
+    pytester.makeconftest(without(missing))
+    pytester.makepyfile(f"def test_it({fixture}):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    hint = f"install it with: pip install 'batchfsm[{extra}]'"
+    report = result.stdout.str().split(" ERROR at setup of test_it ")[1]
+    assert report.splitlines()[1] == f"{missing} is not installed; {hint}"
+    assert "Traceback" not in report and "During handling" not in report
+
+
+def test_the_emulator_fixture_needs_no_extra(pytester: pytest.Pytester):
+    pytester.makeconftest(without("httpx2", "starlette", "uvicorn", "openai"))
+    pytester.makepyfile(
+        "def test_it(batch_emulator):\n    assert batch_emulator.clock.now() > 0\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

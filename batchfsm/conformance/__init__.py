@@ -21,11 +21,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import httpx2
+from typing import TYPE_CHECKING
 
 from ._registry import CHECKS, Check, check
 from ._runner import Report, Result, run
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = ["CHECKS", "Check", "Report", "Result", "check", "emulator_client", "run"]
 
@@ -35,6 +37,8 @@ def emulator_client(**options: object) -> tuple[httpx2.Client, Callable[[float],
 
     ``options`` go to :class:`batchfsm.emulator.Emulator`.
     """
+    import httpx2
+
     from ..emulator import Emulator, EmulatorTransport, VirtualClock, create_app
 
     clock = VirtualClock()

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
-import httpx2
 
 from . import _checks  # noqa: F401 - declares the checks
 from ._registry import CHECKS, Check, with_needs
 from ._session import FailedError, Session, SkippedError
+
+if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
+    import httpx2
 
 __all__ = ["Outcome", "Report", "Result", "run"]
 
@@ -79,6 +81,8 @@ class Report:
 
 
 def _run_one(session: Session, declared: Check, strict: bool) -> Result:
+    import httpx2
+
     failed: Outcome = "fail" if strict or declared.level == "required" else "warn"
     try:
         session.keep(declared.id, declared.body(session))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import collections
 import json
 from collections.abc import Callable
-from typing import Any
-
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from .._model import TERMINAL_STATUSES
+
+if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
+    import httpx2
 
 __all__ = [
     "ERROR_KEYS",
@@ -114,6 +115,8 @@ class Session:
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         """Send a request, counting the answer and recording any Batch objects."""
+        import httpx2
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx2.TransportError:

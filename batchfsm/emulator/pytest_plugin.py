@@ -12,11 +12,15 @@ Installed with batchfsm, this plugin gives every test suite:
   code that makes its own client (one server per session, pointed at each
   test's fresh emulator).
 
+A fixture whose optional dependency is missing is an error naming the
+``pip install 'batchfsm[...]'`` to run, never a skip.
+
 Disable it with ``-p no:batchfsm``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .._extras import missing_extra
 from ._clock import VirtualClock
 from ._engine import Emulator
 
@@ -33,6 +38,16 @@ if TYPE_CHECKING:
 
 #: The base URL the in-process clients use (no socket is ever opened).
 BASE_URL = "http://batchfsm.emulator"
+
+
+@contextlib.contextmanager
+def _require(extra: str) -> Iterator[None]:
+    """Turn an ImportError into one line naming what to install, as a test error."""
+    try:
+        yield
+    except ImportError as exc:
+        # pytest.fail's own exception, raised ``from None``: one line, no chain.
+        raise pytest.fail.Exception(missing_extra(exc, extra), pytrace=False) from None
 
 
 @pytest.fixture
@@ -51,10 +66,11 @@ def batch_emulator(batch_emulator_options: dict[str, Any]) -> Emulator:
 @pytest.fixture
 def batch_emulator_http(batch_emulator: Emulator) -> Iterator[httpx2.Client]:
     """An ``httpx2.Client`` for the emulator's HTTP API, in-process."""
-    import httpx2
+    with _require("server"):
+        import httpx2
 
-    from ._app import create_app
-    from ._transport import EmulatorTransport
+        from ._app import create_app
+        from ._transport import EmulatorTransport
 
     transport = EmulatorTransport(create_app(batch_emulator))
     with httpx2.Client(transport=transport, base_url=BASE_URL) as client:
@@ -65,8 +81,9 @@ def batch_emulator_http(batch_emulator: Emulator) -> Iterator[httpx2.Client]:
 @pytest.fixture
 def batch_emulator_openai(batch_emulator_http: httpx2.Client) -> openai.OpenAI:
     """The official ``openai`` client, talking to the emulator in-process."""
-    openai_module = pytest.importorskip("openai")
-    client: openai.OpenAI = openai_module.OpenAI(
+    with _require("openai"):
+        import openai
+    client: openai.OpenAI = openai.OpenAI(
         api_key="sk-batchfsm-emulator",
         base_url=f"{BASE_URL}/v1",
         http_client=batch_emulator_http,
@@ -109,7 +126,8 @@ class _Server:
     """A uvicorn server on a free loopback port, in a daemon thread."""
 
     def __init__(self) -> None:
-        import uvicorn
+        with _require("server"):
+            import uvicorn
 
         self.dispatch = _Dispatch()
         config = uvicorn.Config(
@@ -144,7 +162,8 @@ def batch_emulator_url(
     batch_emulator: Emulator, batch_emulator_server: _Server
 ) -> Iterator[str]:
     """The base URL (``http://127.0.0.1:PORT/v1``) of this test's emulator."""
-    from ._app import create_app
+    with _require("server"):
+        from ._app import create_app
 
     batch_emulator_server.dispatch.target = create_app(batch_emulator)
     yield batch_emulator_server.url

@@ -1,0 +1,186 @@
+"""``batchfsm conform``: judge a Batch API server from the command line.
+
+Exit status: 0 when no check failed and at least one passed; 1 when a check
+failed or nothing could be judged; 2 for bad arguments, a server that cannot
+be reached and a missing extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._extras import missing_extra
+from .conformance import CHECKS
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from .conformance import Report, Result
+
+__all__ = ["add_parser", "conform"]
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``conform`` subcommand to the ``batchfsm`` parser."""
+    conform = commands.add_parser(
+        "conform",
+        help="judge a Batch API server, check by check",
+        description=(
+            "Drive a Batch API server (files and batches under /v1) and judge every "
+            "answer against the lifecycle. Without --base-url, the built-in emulator "
+            "is run in-process on a virtual clock. Exit 0 when no check failed and "
+            "one passed, 1 when a check failed or nothing could be judged, 2 for "
+            "bad arguments or an unreachable server. Needs the server extra: "
+            "pip install 'batchfsm[server]'."
+        ),
+    )
+    add = conform.add_argument
+    add(
+        "--base-url",
+        help="the server's root, e.g. http://127.0.0.1:8000 (a trailing /v1 is "
+        "fine; default: the built-in emulator)",
+    )
+    add(
+        "--api-key",
+        help="sent as 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
+    )
+    add("--json", action="store_true", help="print the report as JSON")
+    add(
+        "--only",
+        action="append",
+        metavar="ID",
+        choices=list(CHECKS),
+        help="run only this check, and the checks it needs first (repeatable); "
+        f"one of: {', '.join(CHECKS)}",
+    )
+    add(
+        "--strict",
+        action="store_true",
+        help="a failed 'observed' check (behaviour only observed on the live API, "
+        "not documented) fails the run instead of warning",
+    )
+    add(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="real seconds per second of waiting, below 1 for servers that run "
+        "fast clocks (default: %(default)s)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=3_600.0,
+        help="seconds to poll one batch before its check fails (default: %(default)s)",
+    )
+    add(
+        "--endpoint",
+        default="/v1/chat/completions",
+        help="the batch endpoint the input files' requests use (default: %(default)s)",
+    )
+    add(
+        "--model",
+        default="gpt-4o-mini",
+        help="the model the input files' requests name; the server must serve it "
+        "on --endpoint (default: %(default)s)",
+    )
+
+
+def _client(
+    args: argparse.Namespace,
+) -> tuple[httpx2.Client, Callable[[float], None], str]:
+    import httpx2
+
+    from .conformance import emulator_client
+
+    if args.base_url is None:
+        http, advance = emulator_client()
+        return http, advance, "the built-in emulator (in-process, virtual clock)"
+    root = args.base_url.rstrip("/").removesuffix("/v1")
+    key = args.api_key or os.environ.get("BATCHFSM_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    scale = args.time_scale
+
+    def wait(seconds: float) -> None:
+        time.sleep(seconds * scale)
+
+    return httpx2.Client(base_url=root, headers=headers, timeout=60), wait, root
+
+
+def _progress(result: Result) -> None:
+    print(f"  {result.outcome:<4}  {result.id}", file=sys.stderr, flush=True)
+
+
+def conform(args: argparse.Namespace) -> int:
+    """Run ``batchfsm conform``; returns the exit status."""
+    if args.time_scale <= 0 or args.timeout <= 0:
+        print(
+            "batchfsm conform: --time-scale and --timeout must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        import httpx2
+
+        from .conformance import run
+
+        http, wait, target = _client(args)
+    except ImportError as exc:
+        print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
+        return 2
+    print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
+    try:
+        with http:
+            http.get("/v1/batches", params={"limit": 1})  # reachable at all?
+            report = run(
+                http,
+                wait=wait,
+                only=set(args.only) if args.only else None,
+                strict=args.strict,
+                endpoint=args.endpoint,
+                model=args.model,
+                timeout=args.timeout,
+                progress=_progress,
+            )
+    except httpx2.TransportError as exc:
+        print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else summary(report))
+    return 0 if report.passed else 1
+
+
+def summary(report: Report) -> str:
+    """The report as a table; every fail, warning and skip with its reason.
+
+    Example:
+        >>> from batchfsm.conformance import Report, Result
+        >>> print(summary(Report((Result("trace.legal", "skip", "nothing"),))))
+        check        result  what it demands
+        ...
+        trace.legal  skip    All Batch objects answered, in order, pass check_trace()
+                       > nothing
+        0 passed, 0 failed, 0 warned, 1 skipped: nothing was judged
+    """
+    width = max(len(r.id) for r in report.results)
+    lines = [f"{report.refused}"] if report.refused else []
+    lines += [f"{'check':<{width}}  result  what it demands", "-" * (width + 60)]
+    for r in report.results:
+        lines.append(f"{r.id:<{width}}  {r.outcome:<6}  {r.description}")
+        if r.outcome != "pass":
+            lines.extend(
+                f"{'':<{width}}    > {line}" for line in r.evidence.splitlines()
+            )
+    lines.extend(f"note: {note}" for note in report.notes)
+    counts = (
+        f"{report.count('pass')} passed, {report.count('fail')} failed, "
+        f"{report.count('warn')} warned, {report.count('skip')} skipped"
+    )
+    if not report.count("pass"):
+        counts += ": nothing was judged"
+    lines.append(counts)
+    return "\n".join(lines)

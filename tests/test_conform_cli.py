@@ -1,0 +1,168 @@
+"""What a user of ``batchfsm conform`` and ``batchfsm check`` sees, as subprocesses."""
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from batchfsm.conformance import CHECKS
+from tests.blocking import batchfsm_without
+
+BATCHFSM = [sys.executable, "-m", "batchfsm"]
+
+
+def batchfsm(*args: str, command: list[str] = BATCHFSM, stdin: str = "") -> Any:
+    return subprocess.run(
+        [*command, *args], input=stdin, capture_output=True, text=True, check=False
+    )
+
+
+def table(out: str) -> dict[str, tuple[str, list[str]]]:
+    """The text report: id -> (outcome, the reason lines under it)."""
+    rows: dict[str, tuple[str, list[str]]] = {}
+    last = ""
+    for line in out.splitlines():
+        first = line.split(maxsplit=2)
+        if first and first[0] in CHECKS:
+            last = first[0]
+            rows[last] = (first[1], [])
+        elif line.lstrip().startswith("> ") and last:
+            rows[last][1].append(line.lstrip()[2:])
+    return rows
+
+
+def progress(err: str) -> dict[str, str]:
+    pairs = (line.split() for line in err.splitlines() if line.startswith("  "))
+    return {check_id: outcome for outcome, check_id in pairs}
+
+
+def test_the_emulator_passes_and_the_three_views_agree():
+    text = batchfsm("conform")
+    assert text.returncode == 0, text.stderr
+    rows = table(text.stdout)
+    assert {i: o for i, (o, _) in rows.items()} == dict.fromkeys(CHECKS, "pass")
+    assert progress(text.stderr) == dict.fromkeys(CHECKS, "pass")
+    assert text.stdout.splitlines()[-1] == (
+        f"{len(CHECKS)} passed, 0 failed, 0 warned, 0 skipped"
+    )
+
+
+def test_only_every_skip_has_its_reason_and_the_views_agree():
+    text = batchfsm("conform", "--only", "happy.files")
+    as_json = batchfsm("conform", "--only", "happy.files", "--json")
+    assert text.returncode == as_json.returncode == 0, text.stderr
+    rows = table(text.stdout)
+    report = {r["id"]: r for r in json.loads(as_json.stdout)["results"]}
+    assert {i: o for i, (o, _) in rows.items()} == {
+        i: r["outcome"] for i, r in report.items()
+    }
+    assert (
+        progress(text.stderr)
+        == progress(as_json.stderr)
+        == {i: r["outcome"] for i, r in report.items()}
+    )
+    ran = {"create.echo", "happy.terminal", "happy.files"}
+    for check_id, (outcome, reasons) in rows.items():
+        assert outcome == ("pass" if check_id in ran else "skip")
+        assert reasons == ([] if check_id in ran else ["not selected"])
+
+
+def test_nothing_to_judge_is_a_skip_with_its_reason_and_exit_1():
+    result = batchfsm("conform", "--only", "schema.batch", "--only", "trace.legal")
+    assert result.returncode == 1
+    rows = table(result.stdout)
+    reason = ["no Batch object was answered, so there is nothing to judge"]
+    assert rows["schema.batch"] == rows["trace.legal"] == ("skip", reason)
+    assert result.stdout.splitlines()[-1].endswith(": nothing was judged")
+
+
+@pytest.mark.parametrize(
+    ("key", "root", "summary"),
+    [
+        ("sk-wrong", "", "every request was answered 401: is the API key right?"),
+        ("sk-right", "/not/the/root", "every request was answered 404: is --base-url"),
+    ],
+)
+def test_a_refusing_server_is_said_so_first_and_exit_1(serve, key, root, summary):
+    base = serve("--api-key", "sk-right")
+    result = batchfsm(
+        "conform", "--base-url", base + root, "--api-key", key, "--time-scale", "0.01"
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[0].startswith(summary)
+    for outcome, reasons in table(result.stdout).values():
+        assert outcome != "pass" or root
+        assert outcome == "pass" or reasons  # every skip and fail says why
+
+
+def test_a_failed_check_shows_its_evidence_and_exits_1(serve):
+    base = serve("--speed", "2000")
+    result = batchfsm(
+        "conform", "--base-url", base, "--model", "no-such-model",
+        "--time-scale", "0.005", "--strict",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    rows = table(result.stdout)
+    outcome, reasons = rows["happy.terminal"]
+    assert outcome == "fail"
+    assert reasons == ["ended 'failed'"]
+    assert rows["happy.files"] == ("skip", ["needs happy.terminal, which ended fail"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "nope"], "argument --only: invalid choice: 'nope' (choose from"),
+        (["--timeout", "0"], "--time-scale and --timeout must be positive"),
+        (["--base-url", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9"),
+    ],
+)
+def test_usage_and_environment_problems_exit_2(args, message):
+    result = batchfsm("conform", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_shows_defaults_and_the_check_ids():
+    result = batchfsm("conform", "--help")
+    text = " ".join(result.stdout.split())
+    for expected in (
+        "--endpoint ENDPOINT the batch endpoint",
+        "(default: /v1/chat/completions)",
+        "--model MODEL the model",
+        "(default: gpt-4o-mini)",
+        "(default: 3600.0)",
+        "one of: " + ", ".join(CHECKS),
+    ):
+        assert expected in text
+
+
+def test_conform_without_the_server_extra_is_one_line_and_exit_2():
+    result = batchfsm("conform", command=batchfsm_without("httpx2"))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "batchfsm conform: httpx2 is not installed; "
+        "install it with: pip install 'batchfsm[server]'\n"
+    )
+    helped = batchfsm("conform", "--help", command=batchfsm_without("httpx2"))
+    assert helped.returncode == 0 and "one of: create.echo" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    "content", ["", "\n\n", "[]", '{"object": "list", "data": []}']
+)
+def test_check_of_an_input_without_a_batch_says_so_and_exits_1(content):
+    result = batchfsm("check", "-", stdin=content)
+    assert result.returncode == 1
+    assert result.stdout == "no Batch object in the input: nothing to judge\n"
+
+
+def test_check_needs_no_extra():
+    result = batchfsm(
+        "check", "-", stdin="[]",
+        command=batchfsm_without("httpx2", "starlette", "hypothesis", "openai"),
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (1, "")
