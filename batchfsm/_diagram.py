@@ -76,13 +76,21 @@ def _dot(graph: _Graph) -> str:
 
 # -- SVG: drawn from the table, no layout engine needed -----------------------------
 #
-# The spine (the path from the initial status through the statuses with the most
-# descendants) is the middle row; other single-source moves branch to the row
-# above; each status entered from several statuses (expire, cancel) gets a row of
-# its own below, right of all its sources, with its edges rising from below the
-# sources and one label.
+# Top to bottom. The spine (the path from the initial status through the statuses
+# with the most descendants) is column 0. Each status entered from several
+# statuses (expire, cancel) gets a column of its own to the right, below its
+# sources; every edge into it leaves its source's right side at its own height and
+# runs along a bus down into it, labelled on its own stretch. A status entered
+# from one spine status (fail) sits in column 1, a row above its source; one
+# entered from a side status (mark_cancelled) sits right below it.
+#
+# Sizes: the docs show the picture at its natural size (it is narrower than the
+# furo content column, 40em of 16-17.6 px), and every text is FONT px, at least
+# 80% of the body text.
 
-_W, _H, _GAP_X, _GAP_Y, _PAD = 120, 36, 100, 44, 20
+FONT = 15
+_W, _H, _GAP_X, _GAP_Y, _PAD = 110, 40, 50, 44, 20
+_CHAR = 0.6 * FONT  # a generous width per character, for the canvas size
 
 
 def _layout(graph: _Graph) -> dict[BatchStatus, tuple[int, int]]:
@@ -95,26 +103,52 @@ def _layout(graph: _Graph) -> dict[BatchStatus, tuple[int, int]]:
 
     place = {graph.initial: (0, 0)}
     spine = graph.initial
-    while True:
-        options = [c for c in children[spine] if len(sources[c]) == 1]
-        if not options:
-            break
+    while options := [c for c in children[spine] if len(sources[c]) == 1]:
         nxt = max(options, key=descendants)
-        place[nxt] = (place[spine][0] + 1, 0)
+        place[nxt] = (0, place[spine][1] + 1)
         spine = nxt
-    extra_row = 0
+    side = 0
     for status in graph.statuses:  # topological: sources are placed first
         if status in place:
             continue
-        column = 1 + max(place[p][0] for p in sources[status])
-        if len(sources[status]) == 1 and place[sources[status][0]][1] == 0:
-            place[status] = (place[sources[status][0]][0] + 1, -1)
-        elif len(sources[status]) == 1:
-            place[status] = (column, place[sources[status][0]][1])
+        (column, row), *more = [place[p] for p in sources[status]]
+        if more:
+            side += 1
+            place[status] = (side, 1 + max(r for _, r in [(column, row), *more]))
+        elif column == 0:
+            place[status] = (1, row - 1)
         else:
-            extra_row += 1
-            place[status] = (column, extra_row)
+            place[status] = (column, row + 1)
     return place
+
+
+class _Canvas:
+    """SVG parts, and how far they reach (to size the picture)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.right = 0.0
+
+    def path(self, d: str) -> str:
+        return f'<path d="{d}" fill="none" stroke="#555" marker-end="url(#arrow)"/>'
+
+    def text(self, x: float, y: float, label: str, anchor: str = "middle") -> str:
+        """A label; a white halo drawn first keeps it legible over the lines."""
+        reach = {"start": len(label), "middle": len(label) / 2, "end": 0}[anchor]
+        self.right = max(self.right, x + reach * _CHAR)
+        at = f'x="{x:g}" y="{y:g}" text-anchor="{anchor}"'
+        return (
+            f'<text {at} fill="white" stroke="white" stroke-width="5" '
+            f'aria-hidden="true">{escape(label)}</text>'
+            f'<text {at} fill="#222">{escape(label)}</text>'
+        )
+
+    def edge(self, edge: _Edge, d: str, label: str) -> None:
+        self.parts.append(
+            f'<g class="edge" data-source="{edge.source.value}" '
+            f'data-dest="{edge.dest.value}" data-event="{edge.label}">'
+            f"{self.path(d)}{label}</g>"
+        )
 
 
 def _svg(graph: _Graph) -> str:
@@ -122,78 +156,77 @@ def _svg(graph: _Graph) -> str:
     top = min(r for _, r in place.values())
     columns = 1 + max(c for c, _ in place.values())
     rows = 1 + max(r for _, r in place.values()) - top
-    width = 2 * _PAD + columns * _W + (columns - 1) * _GAP_X
-    height = 2 * _PAD + rows * _H + (rows - 1) * _GAP_Y
+    below = {  # statuses entered from the side, each at its own height
+        e.dest
+        for e in graph.edges
+        if place[e.dest][0] != place[e.source][0]
+        and place[e.dest][1] > place[e.source][1]
+    }
+    side = sorted(below, key=lambda s: place[s])
+    heights = {s: (i + 1) / (len(side) + 1) for i, s in enumerate(side)}
 
     def box(status: BatchStatus) -> tuple[float, float]:
         column, row = place[status]
         return _PAD + column * (_W + _GAP_X), _PAD + (row - top) * (_H + _GAP_Y)
 
-    parts = [
+    def centre(column: int) -> float:
+        return _PAD + column * (_W + _GAP_X) + _W / 2
+
+    canvas = _Canvas()
+    for edge in graph.edges:
+        sx, sy = box(edge.source)
+        dx, dy = box(edge.dest)
+        (sc, _), (dc, _) = place[edge.source], place[edge.dest]
+        if edge.source is edge.dest:  # a loop on the right side, label beside it
+            x, y0, y1 = sx + _W, sy + _H * 0.3, sy + _H * 0.7
+            bulge = f"{x + 30:g} {y0 - 8:g} {x + 30:g} {y1 + 8:g}"
+            d = f"M {x:g} {y0:g} C {bulge} {x:g} {y1:g}"
+            words = edge.label.split(" ", 1)
+            label = "".join(
+                canvas.text(x + 28, sy + _H / 2 - 3 + 17 * i, w, "start")
+                for i, w in enumerate(words)
+            )
+        elif sc == dc:  # straight down; label beside, inward in the last column
+            x, y0, y1 = sx + _W / 2, sy + _H, dy
+            d = f"M {x:g} {y0:g} V {y1:g}"
+            inward = dc == columns - 1 and dc > 0
+            label = canvas.text(
+                x - 6 if inward else x + 6,
+                (y0 + y1) / 2 + 5,
+                edge.label,
+                "end" if inward else "start",
+            )
+        elif dy < sy:  # up from the source's top, into the side of a status above
+            x, y1 = sx + _W * 0.8, dy + _H / 2
+            d = f"M {x:g} {sy:g} V {y1:g} H {dx:g}"
+            label = canvas.text(x - 6, (sy + dy + _H) / 2 + 5, edge.label, "end")
+        else:  # right, at this destination's own height, then down its bus
+            y0, bus = sy + _H * heights[edge.dest], centre(dc)
+            d = f"M {sx + _W:g} {y0:g} H {bus:g} V {dy:g}"
+            # On this edge's own stretch, past the buses before it.
+            start = sx + _W if dc - 1 == sc else centre(dc - 1)
+            label = canvas.text(start + 6, y0 - 4, edge.label, "start")
+        canvas.edge(edge, d, label)
+    for status in graph.statuses:
+        x, y = box(status)
+        terminal = status in graph.terminal
+        canvas.parts.append(
+            f'<rect x="{x:g}" y="{y:g}" width="{_W}" height="{_H}" rx="8" '
+            f'fill="{"#f1f3f4" if terminal else "#e8f0fe"}" stroke="#333" '
+            f'stroke-width="{2.5 if terminal else 1}"/>'
+        )
+        canvas.parts.append(canvas.text(x + _W / 2, y + _H / 2 + 5, status.value))
+    width = round(max(canvas.right, _PAD + columns * (_W + _GAP_X) - _GAP_X) + _PAD)
+    height = 2 * _PAD + rows * _H + (rows - 1) * _GAP_Y
+    head = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="{FONT}">',
         "<title>The Batch lifecycle</title>",
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" '
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
     ]
-
-    def line(path: str) -> None:
-        parts.append(
-            f'<path d="{path}" fill="none" stroke="#555" marker-end="url(#arrow)"/>'
-        )
-
-    def text(x: float, y: float, label: str, anchor: str = "middle") -> None:
-        parts.append(
-            f'<text x="{x:g}" y="{y:g}" text-anchor="{anchor}" fill="#333" '
-            f'paint-order="stroke" stroke="white" stroke-width="3">'
-            f"{escape(label)}</text>"
-        )
-
-    labelled: set[BatchStatus] = set()
-    for edge in graph.edges:
-        sx, sy = box(edge.source)
-        dx, dy = box(edge.dest)
-        if edge.source is edge.dest:  # a loop over the top of the box
-            x0, x1 = sx + _W * 0.3, sx + _W * 0.7
-            line(
-                f"M {x0:g} {sy:g} C {x0:g} {sy - 24:g} {x1:g} {sy - 24:g} {x1:g} {sy:g}"
-            )
-            text(sx + _W / 2, sy - 20, edge.label)
-        elif place[edge.dest][1] > 0:  # one of several: rise from below the source
-            x0, y0 = sx + _W / 2, sy + _H
-            x1, y1 = dx, dy + _H / 2
-            line(f"M {x0:g} {y0:g} C {x0:g} {y1:g} {x0:g} {y1:g} {x1:g} {y1:g}")
-            if edge.dest not in labelled:
-                labelled.add(edge.dest)
-                text(dx - 6, y1 - 5, edge.label, anchor="end")
-        else:
-            x0, y0 = sx + _W, sy + _H / 2
-            x1, y1 = dx, dy + _H / 2
-            bend = (x1 - x0) / 2
-            line(
-                f"M {x0:g} {y0:g} "
-                f"C {x0 + bend:g} {y0:g} {x1 - bend:g} {y1:g} {x1:g} {y1:g}"
-            )
-            text(
-                (x0 + x1) / 2,
-                min(y0, y1) - 5 if y0 == y1 else (y0 + y1) / 2 - 5,
-                edge.label,
-            )
-    for status in graph.statuses:
-        x, y = box(status)
-        terminal = status in graph.terminal
-        parts.append(
-            f'<rect x="{x:g}" y="{y:g}" width="{_W}" height="{_H}" rx="8" '
-            f'fill="{"#f1f3f4" if terminal else "#e8f0fe"}" stroke="#333" '
-            f'stroke-width="{2.5 if terminal else 1}"/>'
-        )
-        parts.append(
-            f'<text x="{x + _W / 2:g}" y="{y + _H / 2 + 4:g}" text-anchor="middle">'
-            f"{status.value}</text>"
-        )
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+    return "\n".join([*head, *canvas.parts, "</svg>"]) + "\n"
 
 
 def transition_table_rst() -> str:

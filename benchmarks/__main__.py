@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import sys
 from dataclasses import asdict
@@ -37,16 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
         print("\n".join(extras))
     if args.json:
-        with open(args.json, "w") as out:
+        with open(args.json, "w", encoding="utf-8") as out:
             json.dump(
                 {
-                    "machine": machine,
+                    "machine": {
+                        "python": machine,
+                        "platform": platform.platform(),
+                        "arch": platform.machine(),
+                        "cpus": os.cpu_count(),
+                    },
+                    "date": datetime.date.today().isoformat(),
                     "results": [asdict(r) | {"ratio": r.ratio} for r in results],
                     "extras": extras,
                 },
                 out,
                 indent=2,
+                ensure_ascii=False,
             )
+            out.write("\n")
     return 0
 
 
