@@ -50,6 +50,41 @@ def _generate() -> None:
     (out / "rules.rst").write_text(_list_table("rule", batchfsm.RULES))
     checks = {c.id: f"{c.description} ({c.level})" for c in CHECKS.values()}
     (out / "checks.rst").write_text(_list_table("check", checks))
+    (out / "emulator_options.rst").write_text(_emulator_options())
+    (out / "benchmarks.rst").write_text(_benchmarks())
+
+
+def _emulator_options() -> str:
+    import inspect
+
+    from batchfsm.emulator import Emulator
+
+    def shown(default: object) -> str:
+        if callable(default):
+            return f"``{default.__name__}``"
+        if hasattr(default, "keys"):
+            return "the built-in model catalogue"
+        return f"``{default!r}``"
+
+    rows = "".join(
+        f"   * - ``{name}``\n     - {shown(parameter.default)}\n"
+        for name, parameter in inspect.signature(Emulator).parameters.items()
+    )
+    header = "   * - option\n     - default\n"
+    return ".. list-table::\n   :header-rows: 1\n\n" + header + rows
+
+
+def _benchmarks() -> str:
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from benchmarks._report import page
+
+    data = json.loads((root / "docs" / "_data" / "benchmarks.json").read_text("utf-8"))
+    return page(data)
 
 
 _generate()
