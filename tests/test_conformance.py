@@ -392,3 +392,11 @@ def test_checks_are_declared_once_with_valid_needs():
     with pytest.raises(ValueError, match="no docstring"):
         check("new.one")(lambda s: None)
     assert "new.one" not in CHECKS
+
+
+def test_no_check_is_longer_than_a_screen():
+    import inspect
+
+    for declared in CHECKS.values():
+        lines, _ = inspect.getsourcelines(declared.body)
+        assert len(lines) <= 40, declared.id

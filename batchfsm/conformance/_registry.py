@@ -54,12 +54,25 @@ def check(
 ) -> Callable[[_B], _B]:
     """Declare a conformance check; its docstring's first line says what it demands.
 
+    The decorated function takes the run's session: it fails with
+    ``expect(condition, evidence)``, skips by raising ``SkippedError(reason)``
+    (both in ``batchfsm.conformance._session``) when there is nothing to judge,
+    and may return a value that the checks needing it read with
+    ``session.result_of(id)``. A check runs only if every check it ``needs``
+    passed; otherwise it is skipped, naming them.
+
+    Args:
+        id: the stable id, ``area.name``.
+        needs: ids of checks declared before this one.
+        level: ``"required"`` (documented behaviour) or ``"observed"`` (seen on
+            the live API only: a failure warns unless the run is strict).
+
     Raises:
         ValueError: the id is taken, a need is not declared yet, the level is
             unknown or the function has no docstring.
 
     Example:
-        >>> from batchfsm.conformance._registry import CHECKS
+        >>> from batchfsm.conformance import CHECKS
         >>> CHECKS["cancel.retry"].needs, CHECKS["cancel.retry"].level
         (('cancel.accepted',), 'observed')
     """
