@@ -1,6 +1,7 @@
 """The conformance run passes the emulator and fails broken servers by the right id."""
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -400,3 +401,47 @@ def test_no_check_is_longer_than_a_screen():
     for declared in CHECKS.values():
         lines, _ = inspect.getsourcelines(declared.body)
         assert len(lines) <= 40, declared.id
+
+
+def test_refusals_of_several_kinds_are_counted_in_one_line():
+    answers = iter(range(10_000))
+
+    def mutate(method, path, query, status, body):
+        code = (401, 503)[next(answers) % 2]
+        return code, {
+            "error": {"message": "no", "type": "x", "param": None, "code": None}
+        }
+
+    http, wait = broken(mutate)
+    with http:
+        report = run(http, wait=wait)
+    assert report.refused is not None
+    assert re.fullmatch(
+        r"every request was refused \(401 x\d+, 503 x\d+\)", report.refused
+    )
+
+
+NOT_THE_SHAPE = 'the body is not {"error": {"message", "type", "param", "code"}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("Not Found", "the body is not JSON"),
+        ({"error": "no"}, NOT_THE_SHAPE),
+        (
+            {"error": {"message": 1, "type": "x", "param": None, "code": None}},
+            "error.message is not a string",
+        ),
+    ],
+)
+def test_an_error_body_is_judged_key_by_key(body, problem):
+    def mutate(method, path, query, status, old):
+        return (404, body) if status == 404 else None
+
+    http, wait = broken(mutate)
+    with http:
+        report = run(http, wait=wait, only={"errors.not_found"})
+    result = report.results[list(CHECKS).index("errors.not_found")]
+    assert result.outcome == "fail"
+    assert result.evidence.startswith(f"{problem}: GET /v1/batches/")
