@@ -21,6 +21,7 @@ from batchfsm.emulator import (
     EmulatorTransport,
     MemoryBatchStore,
     VirtualClock,
+    Work,
     create_app,
     make_input_file,
     validate_input,
@@ -40,7 +41,7 @@ def _stored(store: MemoryBatchStore) -> Callable[[int], object]:
             endpoint=ENDPOINT,
             created_at=1_764_073_668,
         )
-        store.insert(batch)
+        store.insert(batch, Work(due_at=batch.created_at + 1))
         return None  # the store holds it
 
     return make

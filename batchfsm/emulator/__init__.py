@@ -8,7 +8,10 @@
 - :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own;
   :func:`make_input_file` writes a chat input file to test with.
 - :func:`default_handler`, :class:`Reply`: what answers each request.
-- :class:`MemoryBatchStore`: the store interface a SQL store can replace.
+- The stores, where all state lives: :class:`BatchStore` (batches, their
+  :class:`Work` in progress, result lines, the due index), :class:`FileStore`
+  and :class:`IdSource`, with memory implementations (:class:`MemoryBatchStore`,
+  :class:`MemoryFileStore`, :class:`MemoryIds`) a SQL store can replace.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
   :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
   ``httpx.Client``), for the ``openai`` client in-process.
@@ -29,7 +32,16 @@ from typing import TYPE_CHECKING
 from ._clock import Clock, SystemClock, VirtualClock
 from ._engine import ApiError, Emulator
 from ._handlers import Handler, Reply, default_handler
-from ._stores import BatchStore, FileObject, FileStore, MemoryBatchStore
+from ._stores import (
+    BatchStore,
+    FileObject,
+    FileStore,
+    IdSource,
+    MemoryBatchStore,
+    MemoryFileStore,
+    MemoryIds,
+    Work,
+)
 from ._validate import (
     CODES,
     DEFAULT_MODELS,
@@ -67,11 +79,15 @@ __all__ = [
     "FileObject",
     "FileStore",
     "Handler",
+    "IdSource",
     "MemoryBatchStore",
+    "MemoryFileStore",
+    "MemoryIds",
     "Reply",
     "Request",
     "SystemClock",
     "VirtualClock",
+    "Work",
     "create_app",
     "default_handler",
     "legacy_transport",

@@ -1,93 +1,167 @@
-"""Where the emulator keeps batches and files: small interfaces, in memory.
+"""Where the emulator keeps its state: three store interfaces, in memory.
 
-The batch store is the seam for persistence: ``get``, ``insert``, ``page``
-(newest first, after a cursor) and ``put_if_status`` — a compare-and-set on
-the status, so that two writers racing (a cancel and the worker) cannot both
-win. A SQL store (SQLite, PostgreSQL) implements the same four methods.
+The emulator holds nothing of its own between calls: everything lives behind
+these interfaces, so a SQL store (SQLite, PostgreSQL) can replace the memory
+one and a restarted server carries on.
+
+- :class:`BatchStore`: batches, each unfinished batch's work in progress
+  (:class:`Work`: how far it got, counts, usage, its next due time) and the
+  result lines written so far. Every change is **one conditional write**
+  (:meth:`BatchStore.write`): it happens only if the stored batch still has the
+  status the writer read and its work still has the epoch the writer read, so
+  a cancel racing the worker, or a stalled worker whose lease was taken over,
+  cannot both win. The store also answers "which batches are due at or before
+  T" (:meth:`BatchStore.due`) without looking at the others: a heap in memory,
+  an indexed column in SQL.
+- :class:`FileStore`: File objects and their bytes, readable in slices so that
+  nothing needs a whole input file in memory at once.
+- :class:`IdSource`: where ids come from; random unless seeded, never reused.
+
+Every method takes and returns values (frozen objects, bytes, strings, ids),
+never a live reference into the store, so each maps onto SQL statements.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import itertools
+import secrets
 import threading
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
 
 import attrs
 
 from .._model import Batch, BatchStatus
 
-__all__ = ["BatchStore", "FileObject", "FileStore", "MemoryBatchStore"]
+__all__ = [
+    "BatchStore",
+    "FileObject",
+    "FileStore",
+    "IdSource",
+    "MemoryBatchStore",
+    "MemoryFileStore",
+    "MemoryIds",
+    "ResultKind",
+    "Work",
+]
+
+#: Which result lines: the output file's (2xx answers) or the error file's.
+ResultKind = Literal["output", "errors"]
+
+
+@attrs.frozen
+class Work:
+    """The work in progress of one unfinished batch: plain values, no references.
+
+    Attributes:
+        due_at: when the batch's next piece of work is due (Unix seconds); the
+            store indexes it.
+        epoch: the fencing token. A conditional write names the epoch it read;
+            whoever takes a batch over (a lease in a multi-process store) bumps
+            it, so a late write of the previous holder is refused. A store with
+            one worker may keep it at 0.
+        done: requests run so far.
+        offset: byte offset in the input file of the first line not yet run.
+        completed: requests answered 2xx so far.
+        failed: requests that failed so far.
+        input_tokens: tokens of the requests run so far.
+        output_tokens: tokens of their answers.
+        output_expires_after: seconds from the batch's creation to its result
+            files' expiry, or None.
+    """
+
+    due_at: int
+    epoch: int = 0
+    done: int = 0
+    offset: int = 0
+    completed: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    output_expires_after: int | None = None
 
 
 class BatchStore(Protocol):
-    """The four operations the emulator needs from a batch store."""
+    """Batches, their work in progress, their result lines, and the due index."""
+
+    def insert(self, batch: Batch, work: Work) -> None:
+        """Add a new batch and its work (its id must be new: ``KeyError``)."""
 
     def get(self, batch_id: str) -> Batch | None:
         """The batch, or None."""
 
-    def insert(self, batch: Batch) -> None:
-        """Add a new batch (its id must be new)."""
-
-    def put_if_status(self, batch: Batch, expected: BatchStatus) -> bool:
-        """Replace the stored batch if its status is still ``expected``."""
+    def work(self, batch_id: str) -> Work | None:
+        """The batch's work in progress; None if there is no such batch or it ended."""
 
     def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
         """Up to ``limit`` batches created before ``after``, newest first.
 
-        Also says whether more follow.
+        Also says whether more follow. ``after`` must be a stored batch's id.
+        """
+
+    def write(
+        self,
+        batch: Batch,
+        work: Work | None,
+        *,
+        status: BatchStatus,
+        epoch: int,
+        output: Sequence[str] = (),
+        errors: Sequence[str] = (),
+    ) -> bool:
+        """One conditional write; whether it happened.
+
+        If the stored batch ``batch.id`` has status ``status`` and its work has
+        epoch ``epoch``, then atomically: store ``batch``, store ``work`` (its
+        ``due_at`` re-indexed) or, when ``work`` is None (the batch ended), drop
+        the work, its index entry and its result lines; and append ``output``
+        and ``errors`` (one result line each, no newline) to the batch's result
+        lines. Otherwise change nothing and return False.
+        """
+
+    def results(self, batch_id: str, kind: ResultKind) -> bytes:
+        """The result lines of ``kind`` written so far, each ending in a newline."""
+
+    def due(self, at: int, limit: int) -> list[str]:
+        """Ids of up to ``limit`` unfinished batches due at or before ``at``.
+
+        Earliest due first; ties in creation order. Costs what it returns, not
+        the number of unfinished batches.
         """
 
 
-class MemoryBatchStore:
-    """A :class:`BatchStore` in memory: a dict and a creation-ordered list.
+class FileStore(Protocol):
+    """File objects and their content."""
 
-    Example:
-        >>> import batchfsm as bf
-        >>> store = MemoryBatchStore()
-        >>> b = bf.new_batch(id="batch_1", input_file_id="f",
-        ...                  endpoint="/v1/embeddings", created_at=1)
-        >>> store.insert(b)
-        >>> cancelling = bf.advance(b, "cancel", at=2)
-        >>> store.put_if_status(cancelling, bf.BatchStatus.IN_PROGRESS)
-        False
-    """
+    def add(self, file: FileObject, content: bytes) -> None:
+        """Store ``content`` as ``file`` (its id must be new: ``KeyError``)."""
 
-    def __init__(self) -> None:
-        self._batches: dict[str, Batch] = {}
-        self._order: list[str] = []  # creation order; pages read it backwards
-        self._position: dict[str, int] = {}
-        self._lock = threading.Lock()
+    def get(self, file_id: str) -> FileObject | None:
+        """The File object, or None."""
 
-    def __len__(self) -> int:
-        return len(self._order)
+    def content(self, file_id: str) -> bytes | None:
+        """The file's bytes, or None."""
 
-    def get(self, batch_id: str) -> Batch | None:
-        """The batch, or None."""
-        return self._batches.get(batch_id)
+    def read(self, file_id: str, offset: int, size: int) -> bytes | None:
+        """At most ``size`` bytes of the file from ``offset``; None if no such file.
 
-    def insert(self, batch: Batch) -> None:
-        """Add a new batch."""
-        with self._lock:
-            if batch.id in self._batches:
-                raise KeyError(f"batch {batch.id} exists already")
-            self._batches[batch.id] = batch
-            self._position[batch.id] = len(self._order)
-            self._order.append(batch.id)
+        Empty at and past the end.
+        """
 
-    def put_if_status(self, batch: Batch, expected: BatchStatus) -> bool:
-        """Compare-and-set on the status."""
-        with self._lock:
-            current = self._batches.get(batch.id)
-            if current is None or current.status is not expected:
-                return False
-            self._batches[batch.id] = batch
-            return True
+    def delete(self, file_id: str) -> bool:
+        """Delete; whether there was such a file."""
 
-    def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-        """Newest first, starting after the batch ``after``."""
-        end = len(self._order) if after is None else self._position[after]
-        start = max(0, end - limit)
-        ids = self._order[start:end]
-        return [self._batches[i] for i in reversed(ids)], start > 0
+    def list(self) -> list[FileObject]:
+        """Every File object, newest first."""
+
+
+class IdSource(Protocol):
+    """Where ids come from: never the same one twice, even across restarts."""
+
+    def new_id(self, prefix: str, length: int) -> str:
+        """``prefix`` and ``length`` lowercase hex digits, never returned before."""
 
 
 @attrs.frozen
@@ -109,19 +183,164 @@ class FileObject:
         return attrs.asdict(self)
 
 
-class FileStore:
-    """Files in memory: metadata and content by id."""
+class MemoryBatchStore:
+    """A :class:`BatchStore` in memory: dicts, a creation-ordered list and a heap.
+
+    The due index is a heap of ``(due_at, creation number, id)`` with lazy
+    deletion: a write pushes the new entry and leaves the old one, which is
+    dropped when it reaches the top and no longer matches the stored work.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> store = MemoryBatchStore()
+        >>> b = bf.new_batch(id="batch_1", input_file_id="f",
+        ...                  endpoint="/v1/embeddings", created_at=1)
+        >>> store.insert(b, Work(due_at=2))
+        >>> store.due(1, 10), store.due(2, 10)
+        ([], ['batch_1'])
+        >>> cancelling = bf.advance(b, "cancel", at=2)
+        >>> store.write(cancelling, Work(due_at=7),
+        ...             status=bf.BatchStatus.IN_PROGRESS, epoch=0)
+        False
+        >>> store.write(cancelling, Work(due_at=7),
+        ...             status=bf.BatchStatus.VALIDATING, epoch=0)
+        True
+        >>> store.due(6, 10), store.get("batch_1").status
+        ([], <BatchStatus.CANCELLING: 'cancelling'>)
+    """
+
+    def __init__(self) -> None:
+        self._batches: dict[str, Batch] = {}
+        self._order: list[str] = []  # creation order; pages read it backwards
+        self._position: dict[str, int] = {}
+        self._work: dict[str, Work] = {}
+        self._results: dict[tuple[str, ResultKind], bytearray] = {}
+        self._heap: list[tuple[int, int, str]] = []
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def insert(self, batch: Batch, work: Work) -> None:
+        """Add a new batch and its work."""
+        with self._lock:
+            if batch.id in self._batches:
+                raise KeyError(f"batch {batch.id} exists already")
+            self._batches[batch.id] = batch
+            self._position[batch.id] = len(self._order)
+            self._order.append(batch.id)
+            self._work[batch.id] = work
+            heapq.heappush(
+                self._heap, (work.due_at, self._position[batch.id], batch.id)
+            )
+
+    def get(self, batch_id: str) -> Batch | None:
+        """The batch, or None."""
+        return self._batches.get(batch_id)
+
+    def work(self, batch_id: str) -> Work | None:
+        """The batch's work in progress, or None."""
+        return self._work.get(batch_id)
+
+    def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
+        """Newest first, starting after the batch ``after``."""
+        with self._lock:
+            end = len(self._order) if after is None else self._position[after]
+            start = max(0, end - limit)
+            ids = self._order[start:end]
+            return [self._batches[i] for i in reversed(ids)], start > 0
+
+    def write(
+        self,
+        batch: Batch,
+        work: Work | None,
+        *,
+        status: BatchStatus,
+        epoch: int,
+        output: Sequence[str] = (),
+        errors: Sequence[str] = (),
+    ) -> bool:
+        """Compare-and-set on the status and the work's epoch."""
+        with self._lock:
+            current = self._batches.get(batch.id)
+            held = self._work.get(batch.id)
+            if (
+                current is None
+                or current.status is not status
+                or held is None
+                or held.epoch != epoch
+            ):
+                return False
+            self._batches[batch.id] = batch
+            if work is None:
+                del self._work[batch.id]
+                self._results.pop((batch.id, "output"), None)
+                self._results.pop((batch.id, "errors"), None)
+                return True
+            self._work[batch.id] = work
+            if work.due_at != held.due_at:
+                entry = (work.due_at, self._position[batch.id], batch.id)
+                heapq.heappush(self._heap, entry)
+            kinds: tuple[tuple[ResultKind, Sequence[str]], ...] = (
+                ("output", output),
+                ("errors", errors),
+            )
+            for kind, lines in kinds:
+                if lines:
+                    buffer = self._results.setdefault((batch.id, kind), bytearray())
+                    for line in lines:
+                        buffer += line.encode()
+                        buffer += b"\n"
+            return True
+
+    def results(self, batch_id: str, kind: ResultKind) -> bytes:
+        """The result lines of ``kind`` so far."""
+        with self._lock:
+            return bytes(self._results.get((batch_id, kind), b""))
+
+    def due(self, at: int, limit: int) -> list[str]:
+        """Up to ``limit`` ids due at or before ``at``, earliest first."""
+        with self._lock:
+            heap = self._heap
+            taken: list[tuple[int, int, str]] = []
+            ids: set[str] = set()
+            while heap and heap[0][0] <= at and len(taken) < limit:
+                entry = heapq.heappop(heap)
+                work = self._work.get(entry[2])
+                # An entry is stale once its batch ended or its due time moved
+                # (a due time that moved back leaves a twin: drop it too).
+                if work is not None and work.due_at == entry[0] and entry[2] not in ids:
+                    taken.append(entry)
+                    ids.add(entry[2])
+            for entry in taken:  # still due until a write moves them
+                heapq.heappush(heap, entry)
+            return [batch_id for _, _, batch_id in taken]
+
+
+class MemoryFileStore:
+    """A :class:`FileStore` in memory.
+
+    Example:
+        >>> files = MemoryFileStore()
+        >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
+        ...                      filename="a.jsonl", purpose="batch"), b"hello")
+        >>> files.read("file-1", 1, 3), files.read("file-1", 9, 3)
+        (b'ell', b'')
+    """
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[FileObject, bytes]] = {}
+        self._lock = threading.Lock()
 
-    def add(self, file: FileObject, content: bytes) -> FileObject:
+    def add(self, file: FileObject, content: bytes) -> None:
         """Store ``content`` as ``file``."""
-        self._files[file.id] = (file, content)
-        return file
+        with self._lock:
+            if file.id in self._files:
+                raise KeyError(f"file {file.id} exists already")
+            self._files[file.id] = (file, bytes(content))
 
     def get(self, file_id: str) -> FileObject | None:
-        """The file object, or None."""
+        """The File object, or None."""
         entry = self._files.get(file_id)
         return entry[0] if entry else None
 
@@ -130,10 +349,49 @@ class FileStore:
         entry = self._files.get(file_id)
         return entry[1] if entry else None
 
+    def read(self, file_id: str, offset: int, size: int) -> bytes | None:
+        """A slice of the file's bytes, or None."""
+        entry = self._files.get(file_id)
+        return entry[1][offset : offset + size] if entry else None
+
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
-        return self._files.pop(file_id, None) is not None
+        with self._lock:
+            return self._files.pop(file_id, None) is not None
 
     def list(self) -> list[FileObject]:
         """Every file, newest first."""
-        return [f for f, _ in reversed(self._files.values())]
+        with self._lock:
+            return [f for f, _ in reversed(self._files.values())]
+
+
+class MemoryIds:
+    """An :class:`IdSource` in memory: random, or reproducible from a seed.
+
+    Without a seed every id is drawn from :mod:`secrets`, so two emulators (or
+    one restarted) never hand out the same id. With a seed, ids are a hash of
+    the seed and a counter: the same calls give the same ids (for reproducible
+    runs; a persistent store keeps the counter so a restart does not repeat).
+
+    Example:
+        >>> MemoryIds(seed=7).new_id("file-", 8) == MemoryIds(seed=7).new_id("file-", 8)
+        True
+        >>> MemoryIds().new_id("file-", 8) == MemoryIds().new_id("file-", 8)
+        False
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def new_id(self, prefix: str, length: int) -> str:
+        """A new id: ``prefix`` and ``length`` hex digits."""
+        if self.seed is None:
+            return prefix + secrets.token_hex((length + 1) // 2)[:length]
+        with self._lock:
+            number = next(self._counter)
+        digest = hashlib.sha256(f"{self.seed}:{number}".encode()).hexdigest()
+        while len(digest) < length:  # pragma: no cover - ids are at most 64 digits
+            digest += hashlib.sha256(digest.encode()).hexdigest()
+        return prefix + digest[:length]

@@ -9,7 +9,7 @@ used; :data:`CODES` lists them all.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -22,15 +22,23 @@ __all__ = [
     "DEFAULT_MODELS",
     "MAX_BYTES",
     "MAX_EMBEDDING_INPUTS",
+    "MAX_ERRORS",
     "MAX_REQUESTS",
+    "Outcome",
     "Request",
+    "is_blank",
+    "iter_lines",
     "make_input_file",
+    "scan_input",
     "validate_input",
 ]
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
 MAX_EMBEDDING_INPUTS = 50_000
+#: At most this many entries in a failed batch's ``errors.data``; the last is
+#: then ``too_many_errors``.
+MAX_ERRORS = 100
 
 #: Every error code validation reports, and whether the live API uses it.
 CODES: dict[str, str] = {
@@ -47,6 +55,8 @@ CODES: dict[str, str] = {
     " (emulator)",
     "file_too_large": f"the file is over {MAX_BYTES:,} bytes (emulator)",
     "empty_file": "the file holds no request (emulator)",
+    "too_many_errors": f"more than {MAX_ERRORS - 1} problems: the last entry, the"
+    " scan stopped (emulator)",
     "missing_input_file": "the input file does not exist (emulator)",
 }
 
@@ -145,63 +155,115 @@ def _inputs(body: Mapping[str, Any]) -> int:
     return len(value) if isinstance(value, list) else 1
 
 
-def validate_input(
-    content: bytes,
-    endpoint: str,
-    models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
-) -> tuple[list[Request], list[BatchError]]:
-    r"""The requests of an input file, and every problem with it.
+def iter_lines(chunks: Iterable[bytes], offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    r"""The lines of a file read in chunks: ``(offset past the line, line)``.
 
-    Returns ``(requests, errors)``; the file is valid when ``errors`` is empty.
+    Lines end at ``"\n"`` only (JSON strings may hold U+2028 and friends,
+    which :meth:`str.splitlines` would also split on); the newline is not part
+    of the line; the last line need not end in one. ``offset`` is where the
+    first chunk starts in the file. Only one line is held at a time.
 
     Example:
-        >>> content = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings",'
-        >>> content += b' "body": {"model": "text-embedding-3-small", "input": "x"}}'
-        >>> content += b'\n{oops'
-        >>> requests, errors = validate_input(content, "/v1/embeddings")
-        >>> [r.custom_id for r in requests], [(e.code, e.line) for e in errors]
-        (['a'], [('invalid_json_line', 2)])
+        >>> list(iter_lines([b"a\nb", b"c\n", b"d"]))
+        [(2, b'a'), (5, b'bc'), (6, b'd')]
     """
-    if len(content) > MAX_BYTES:
-        return [], [
-            _error(
-                "file_too_large", f"The input file is larger than {MAX_BYTES} bytes."
-            )
-        ]
+    pending = bytearray()
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            offset += end - start + 1
+            if pending:
+                pending += chunk[start:end]
+                yield offset, bytes(pending)
+                pending.clear()
+            else:
+                yield offset, chunk[start:end]
+            start = end + 1
+        if start < len(chunk):
+            pending += chunk[start:]
+            offset += len(chunk) - start
+    if pending:
+        yield offset, bytes(pending)
+
+
+def is_blank(raw: bytes) -> bool:
+    """Whether a line holds no request (only whitespace, or not even that)."""
+    if not raw.strip():
+        return True
+    try:
+        return not raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return False
+
+
+@attrs.frozen
+class Outcome:
+    """What validating a whole file found, without keeping its requests.
+
+    ``requests`` holds the valid requests only when asked to keep them.
+    """
+
+    total: int
+    model: Any
+    errors: list[BatchError]
+    requests: list[Request]
+
+
+def _too_many_errors() -> BatchError:
+    return _error(
+        "too_many_errors",
+        f"Validation stopped after {MAX_ERRORS - 1} problems; fix them and upload "
+        "the file again.",
+    )
+
+
+def scan_input(
+    lines: Iterable[tuple[int, bytes]],
+    endpoint: str,
+    models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+    *,
+    keep_requests: bool = False,
+) -> Outcome:
+    """Validate a stream of lines (from :func:`iter_lines`), holding one at a time.
+
+    At most :data:`MAX_ERRORS` errors are reported: past that, the first
+    ``MAX_ERRORS - 1`` are kept, the last entry has code ``too_many_errors``
+    and the scan stops.
+    """
     known = models.get(endpoint, frozenset())
     requests: list[Request] = []
     errors: list[BatchError] = []
     seen: dict[str, int] = {}
     first_model: Any = None
-    inputs = 0
-    # Lines end at "\n" only: JSON strings may hold U+2028 and friends, which
-    # str.splitlines() would also split on.
-    for number, raw in enumerate(content.split(b"\n"), start=1):
+    inputs = total = 0
+    for number, (_, raw) in enumerate(lines, start=1):
+        line_errors: list[BatchError]
+        item: Any = None
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            errors.append(
+            line_errors = [
                 _error(
                     "invalid_json_line",
                     f"This line is not UTF-8: {exc.reason}.",
                     number,
                 )
-            )
-            continue
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except (ValueError, RecursionError):
-            errors.append(
-                _error(
-                    "invalid_json_line",
-                    "This line is not parseable as valid JSON.",
-                    number,
-                )
-            )
-            continue
-        line_errors = _line_errors(number, item, endpoint, known)
+            ]
+        else:
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except (ValueError, RecursionError):
+                line_errors = [
+                    _error(
+                        "invalid_json_line",
+                        "This line is not parseable as valid JSON.",
+                        number,
+                    )
+                ]
+            else:
+                line_errors = _line_errors(number, item, endpoint, known)
         if not line_errors:
             custom_id, body = item["custom_id"], item["body"]
             if custom_id in seen:
@@ -228,19 +290,29 @@ def validate_input(
                 )
         if line_errors:
             errors.extend(line_errors)
+            if len(errors) >= MAX_ERRORS:
+                return Outcome(
+                    total,
+                    first_model,
+                    [*errors[: MAX_ERRORS - 1], _too_many_errors()],
+                    [],
+                )
             continue
-        seen[item["custom_id"]] = number
-        requests.append(Request(number, item["custom_id"], item["body"]))
+        total += 1
+        if total <= MAX_REQUESTS:  # past it the file fails: stop remembering ids
+            seen[item["custom_id"]] = number
+        if keep_requests:
+            requests.append(Request(number, item["custom_id"], item["body"]))
         if endpoint == "/v1/embeddings":
             inputs += _inputs(item["body"])
-    if not requests and not errors:
+    if not total and not errors:
         errors.append(_error("empty_file", "The input file holds no requests."))
-    if len(requests) > MAX_REQUESTS:
+    if total > MAX_REQUESTS:
         errors.append(
             _error(
                 "too_many_requests",
                 f"A batch holds at most {MAX_REQUESTS} requests; "
-                f"this file has {len(requests)}.",
+                f"this file has {total}.",
             )
         )
     if inputs > MAX_EMBEDDING_INPUTS:
@@ -250,7 +322,35 @@ def validate_input(
                 f"Embeddings inputs add up to {inputs}, over {MAX_EMBEDDING_INPUTS}.",
             )
         )
-    return requests, errors
+    return Outcome(total, first_model, errors, requests)
+
+
+def validate_input(
+    content: bytes,
+    endpoint: str,
+    models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+) -> tuple[list[Request], list[BatchError]]:
+    r"""The requests of an input file, and every problem with it.
+
+    Returns ``(requests, errors)``; the file is valid when ``errors`` is empty.
+    At most :data:`MAX_ERRORS` errors are reported (see :func:`scan_input`).
+
+    Example:
+        >>> content = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings",'
+        >>> content += b' "body": {"model": "text-embedding-3-small", "input": "x"}}'
+        >>> content += b'\n{oops'
+        >>> requests, errors = validate_input(content, "/v1/embeddings")
+        >>> [r.custom_id for r in requests], [(e.code, e.line) for e in errors]
+        (['a'], [('invalid_json_line', 2)])
+    """
+    if len(content) > MAX_BYTES:
+        return [], [_file_too_large()]
+    outcome = scan_input(iter_lines([content]), endpoint, models, keep_requests=True)
+    return outcome.requests, outcome.errors
+
+
+def _file_too_large() -> BatchError:
+    return _error("file_too_large", f"The input file is larger than {MAX_BYTES} bytes.")
 
 
 def make_input_file(

@@ -1,0 +1,318 @@
+"""Store conformance: every store implementation keeps the same contract.
+
+Each test takes the ``stores`` fixture, parametrized over :data:`STORES`; a new
+store (SQLite, PostgreSQL) joins by adding a factory to that list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import batchfsm as bf
+from batchfsm.emulator import (
+    BatchStore,
+    FileObject,
+    FileStore,
+    IdSource,
+    MemoryBatchStore,
+    MemoryFileStore,
+    MemoryIds,
+    Work,
+)
+
+S = bf.BatchStatus
+
+
+class Stores(NamedTuple):
+    batches: BatchStore
+    files: FileStore
+    ids: Callable[[int | None], IdSource]  # a new id source with this seed
+
+
+def _memory() -> Iterator[Stores]:
+    yield Stores(MemoryBatchStore(), MemoryFileStore(), MemoryIds)
+
+
+#: name -> a generator yielding fresh, empty stores (and cleaning up after).
+STORES: dict[str, Callable[[], Iterator[Stores]]] = {"memory": _memory}
+
+
+@contextlib.contextmanager
+def fresh(name: str) -> Iterator[Stores]:
+    factory = contextlib.contextmanager(STORES[name])
+    with factory() as stores:
+        yield stores
+
+
+@pytest.fixture(scope="session", params=sorted(STORES))
+def store_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def stores(store_name: str) -> Iterator[Stores]:
+    with fresh(store_name) as made:
+        yield made
+
+
+def batch(i: int, created_at: int = 1_700_000_000) -> bf.Batch:
+    return bf.new_batch(
+        id=f"batch_{i:04d}",
+        input_file_id="file-in",
+        endpoint="/v1/embeddings",
+        created_at=created_at,
+    )
+
+
+def file(i: int, size: int = 0) -> FileObject:
+    return FileObject(
+        id=f"file-{i:04d}",
+        bytes=size,
+        created_at=1_700_000_000 + i,
+        filename=f"f{i}.jsonl",
+        purpose="batch",
+    )
+
+
+# -- batches -------------------------------------------------------------------------
+
+
+def test_a_batch_and_its_work_come_back_as_values(stores: Stores) -> None:
+    b, w = batch(1), Work(due_at=5, output_expires_after=3_600)
+    stores.batches.insert(b, w)
+    assert stores.batches.get(b.id) == b
+    assert stores.batches.work(b.id) == w
+    assert stores.batches.get("batch_none") is None
+    assert stores.batches.work("batch_none") is None
+    with pytest.raises(KeyError):
+        stores.batches.insert(b, w)
+    assert stores.batches.get(b.id) == b
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 40), st.integers(1, 12))
+def test_pages_are_newest_first_and_visit_each_once(
+    store_name: str, n: int, limit: int
+) -> None:
+    with fresh(store_name) as stores:
+        for i in range(n):
+            stores.batches.insert(batch(i), Work(due_at=i))
+        seen: list[str] = []
+        after = None
+        while True:
+            page, more = stores.batches.page(after, limit)
+            seen += [b.id for b in page]
+            assert len(page) <= limit
+            if not more:
+                break
+            assert len(page) == limit
+            after = page[-1].id
+        assert seen == [batch(i).id for i in reversed(range(n))]
+
+
+def test_a_write_happens_only_on_the_status_and_epoch_read(stores: Stores) -> None:
+    b = batch(1)
+    store = stores.batches
+    store.insert(b, Work(due_at=1, epoch=3))
+    started = bf.advance(b, "start", at=1_700_000_001)
+    moved = Work(due_at=9, epoch=3, done=1)
+    assert not store.write(started, moved, status=S.IN_PROGRESS, epoch=3)
+    assert not store.write(started, moved, status=S.VALIDATING, epoch=2)
+    assert not store.write(batch(2), moved, status=S.VALIDATING, epoch=3)
+    assert store.get(b.id) == b and store.work(b.id) == Work(due_at=1, epoch=3)
+    assert store.due(1, 10) == [b.id]
+    assert store.write(started, moved, status=S.VALIDATING, epoch=3, output=["o1"])
+    assert store.get(b.id) == started and store.work(b.id) == moved
+    # The loser of a race read the old status: refused, nothing changes.
+    assert not store.write(started, moved, status=S.VALIDATING, epoch=3, output=["x"])
+    assert store.results(b.id, "output") == b"o1\n"
+
+
+def test_a_new_epoch_fences_off_the_previous_holder(stores: Stores) -> None:
+    b = batch(1)
+    store = stores.batches
+    store.insert(b, Work(due_at=1))
+    taken = Work(due_at=1, epoch=1)  # another worker took the batch over
+    assert store.write(b, taken, status=S.VALIDATING, epoch=0)
+    started = bf.advance(b, "start", at=1_700_000_001)
+    assert not store.write(started, Work(due_at=2), status=S.VALIDATING, epoch=0)
+    assert store.write(started, Work(due_at=2, epoch=1), status=S.VALIDATING, epoch=1)
+
+
+def test_result_lines_append_in_order_and_go_with_the_work(stores: Stores) -> None:
+    b = batch(1)
+    store = stores.batches
+    store.insert(b, Work(due_at=1))
+    started = bf.advance(b, "start", at=1_700_000_001)
+    assert store.write(started, Work(due_at=2), status=S.VALIDATING, epoch=0)
+    assert store.results(b.id, "output") == b"" == store.results(b.id, "errors")
+    for n in range(3):
+        assert store.write(
+            started,
+            Work(due_at=3 + n),
+            status=S.IN_PROGRESS,
+            epoch=0,
+            output=[f"o{n}a", f"o{n}b"],
+            errors=[f"e{n}"] if n else [],
+        )
+    assert store.results(b.id, "output") == b"o0a\no0b\no1a\no1b\no2a\no2b\n"
+    assert store.results(b.id, "errors") == b"e1\ne2\n"
+    done = bf.advance(
+        bf.advance(started, "finalize", at=1_700_000_009), "complete", at=1_700_000_010
+    )
+    finalizing = bf.advance(started, "finalize", at=1_700_000_009)
+    assert store.write(finalizing, Work(due_at=10), status=S.IN_PROGRESS, epoch=0)
+    assert store.write(done, None, status=S.FINALIZING, epoch=0)
+    assert store.get(b.id) == done
+    assert store.work(b.id) is None
+    assert store.results(b.id, "output") == b""
+    assert store.due(2**62, 10) == []
+    # An ended batch takes no write at all.
+    assert not store.write(done, Work(due_at=1), status=S.COMPLETED, epoch=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 9), st.integers(0, 30), st.booleans()),
+        max_size=40,
+    ),
+    st.integers(0, 30),
+    st.integers(1, 12),
+)
+def test_due_answers_the_earliest_due_first(
+    store_name: str, moves: list[tuple[int, int, bool]], at: int, limit: int
+) -> None:
+    # A model of the index: batch i -> its due time, or gone once it ended.
+    model: dict[int, int | None] = {}
+    with fresh(store_name) as stores:
+        store = stores.batches
+        for i, due, end in moves:
+            if i not in model:
+                store.insert(batch(i), Work(due_at=due))
+                model[i] = due
+            elif model[i] is not None:
+                b = store.get(batch(i).id)
+                assert b is not None
+                work = None if end else Work(due_at=due)
+                assert store.write(b, work, status=b.status, epoch=0)
+                model[i] = None if end else due
+        order = sorted(
+            (due, list(model).index(i), batch(i).id)
+            for i, due in model.items()
+            if due is not None and due <= at
+        )
+        assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
+        # Reading the index changes nothing.
+        assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def test_files_keep_metadata_and_bytes_and_read_in_slices(stores: Stores) -> None:
+    files = stores.files
+    content = bytes(range(256)) * 3
+    files.add(file(1, len(content)), content)
+    files.add(file(2), b"")
+    assert files.get("file-0001") == file(1, len(content))
+    assert files.content("file-0001") == content
+    assert files.read("file-0001", 0, 10) == content[:10]
+    assert files.read("file-0001", 700, 100) == content[700:]
+    assert files.read("file-0001", 900, 10) == b""
+    assert files.content("file-0002") == b""
+    assert [f.id for f in files.list()] == ["file-0002", "file-0001"]
+    with pytest.raises(KeyError):
+        files.add(file(1), b"other")
+    assert files.content("file-0001") == content
+    assert files.delete("file-0001") and not files.delete("file-0001")
+    assert files.get("file-0001") is None
+    assert files.content("file-0001") is None
+    assert files.read("file-0001", 0, 1) is None
+    assert [f.id for f in files.list()] == ["file-0002"]
+
+
+# -- ids -----------------------------------------------------------------------------
+
+
+def test_ids_never_repeat_and_have_their_shape(stores: Stores) -> None:
+    ids = stores.ids(None)
+    drawn = [ids.new_id("file-", 22) for _ in range(2_000)]
+    assert len(set(drawn)) == len(drawn)
+    assert all(
+        i.startswith("file-") and len(i) == 27 and int(i[5:], 16) >= 0 for i in drawn
+    )
+
+
+def test_unseeded_id_sources_differ_and_seeded_ones_repeat(stores: Stores) -> None:
+    assert stores.ids(None).new_id("batch_", 32) != stores.ids(None).new_id(
+        "batch_", 32
+    )
+    first, second = stores.ids(7), stores.ids(7)
+    assert [first.new_id("x", 12) for _ in range(5)] == [
+        second.new_id("x", 12) for _ in range(5)
+    ]
+
+
+# -- the memory store's lock ---------------------------------------------------------
+
+
+class _PausingDict(dict[str, Any]):
+    """A dict whose reads wait at a barrier: a pause inside the critical section."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self.barrier = barrier
+        self.pausing = False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = super().get(key, default)
+        if self.pausing:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                # Both writers read before either writes, unless a lock keeps
+                # the second out: then the wait ends and the first goes on.
+                self.barrier.wait(timeout=0.5)
+        return value
+
+
+def _race(store: MemoryBatchStore) -> list[bool]:
+    """Two cancels-like writes from the same read of the status; who won."""
+    b = batch(1)
+    store.insert(b, Work(due_at=1))
+    started = bf.advance(b, "start", at=1_700_000_001)
+    cancelling = bf.advance(b, "cancel", at=1_700_000_001)
+    pausing = _PausingDict(threading.Barrier(2))
+    pausing.update(store._batches)
+    store._batches = pausing
+    pausing.pausing = True
+    won: list[bool] = [False, False]
+
+    def write(k: int, after: bf.Batch) -> None:
+        won[k] = store.write(after, Work(due_at=2), status=S.VALIDATING, epoch=0)
+
+    threads = [
+        threading.Thread(target=write, args=(0, started)),
+        threading.Thread(target=write, args=(1, cancelling)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won
+
+
+def test_a_racing_conditional_write_has_exactly_one_winner() -> None:
+    assert sorted(_race(MemoryBatchStore())) == [False, True]
+
+
+def test_the_race_test_bites_when_the_lock_is_lost() -> None:
+    store = MemoryBatchStore()
+    store._lock = contextlib.nullcontext()  # type: ignore[assignment]
+    assert _race(store) == [True, True]
