@@ -5,7 +5,8 @@
   and prints each violation with its index, batch id and rule; exit 1 on any
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
-- ``batchfsm serve [--host] [--port] [--speed] [--api-key]`` serves the emulator.
+- ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key]`` serves the
+  emulator.
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -125,12 +127,17 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.add_argument("--port", default="8000", help="1..65535 (default: 8000)")
     serve.add_argument(
         "--speed",
-        type=float,
-        default=1.0,
-        help="how many times faster than real time batches progress (default 1)",
+        default="1",
+        help="how many times faster than real time batches progress: a finite "
+        "number above 0 (default 1)",
+    )
+    serve.add_argument(
+        "--seed",
+        default=None,
+        help="an integer: ids reproducible from it (default: random ids)",
     )
     serve.add_argument(
         "--api-key",
@@ -140,11 +147,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(host: str, port: int, speed: float, api_key: str | None) -> int:
+def _serve_settings(
+    args: argparse.Namespace, max_speed: float
+) -> tuple[int, float, int | None]:
+    """The port, speed and seed, or a one-line ValueError naming the option."""
+    port_text, speed_text, seed_text = args.port, args.speed, args.seed
+    if not (port_text.isascii() and port_text.isdigit()) or not (
+        1 <= int(port_text) <= 65_535
+    ):
+        raise ValueError(f"--port must be an integer in 1..65535, got {port_text!r}")
     try:
-        import uvicorn
+        speed = float(speed_text)
+    except ValueError:
+        speed = math.nan
+    if not (math.isfinite(speed) and 0 < speed <= max_speed):
+        raise ValueError(
+            f"--speed must be a finite number above 0 (at most {max_speed:g}), "
+            f"got {speed_text!r}"
+        )
+    seed = None
+    if seed_text is not None:
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise ValueError(f"--seed must be an integer, got {seed_text!r}") from None
+    return int(port_text), speed, seed
 
-        from .emulator import Emulator, SystemClock, create_app
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .emulator import Emulator, SystemClock
+        from .emulator._clock import MAX_SPEED
+        from .emulator._server import ServeError, bind, serve
     except ImportError as exc:
         print(
             f"batchfsm serve: {exc.name} is missing; "
@@ -152,12 +186,19 @@ def _serve(host: str, port: int, speed: float, api_key: str | None) -> int:
             file=sys.stderr,
         )
         return 2
-    if speed <= 0:
-        print("batchfsm serve: --speed must be positive", file=sys.stderr)
+    try:
+        port, speed, seed = _serve_settings(args, MAX_SPEED)
+        sock = bind(args.host, port)
+    except (ValueError, ServeError) as exc:
+        print(f"batchfsm serve: {exc}", file=sys.stderr)
         return 2
-    app = create_app(Emulator(clock=SystemClock(speed)), api_key=api_key)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    emulator = Emulator(clock=SystemClock(speed), seed=seed)
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        serve(emulator, sock, api_key=args.api_key)
+    finally:
+        sock.close()
     return 0
 
 
@@ -180,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(render(args.format))
         return 0
     if args.command == "serve":
-        return _serve(args.host, args.port, args.speed, args.api_key)
+        return _serve(args)
     if args.command == "conform":
         return _conform_cli.conform(args)
     if args.command is None:

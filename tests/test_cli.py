@@ -1,4 +1,5 @@
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,75 @@ def test_serve_starts_answers_and_stops(serve):
     assert denied.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_serve_refuses_a_bad_speed(capsys):
-    assert main(["serve", "--speed", "0"]) == 2
-    assert "--speed must be positive" in capsys.readouterr().err
+def _serve_refusal(*args: str) -> str:
+    """Run ``batchfsm serve ARGS``; it must refuse: exit 2, one line, nothing else."""
+    done = subprocess.run(
+        [sys.executable, "-m", "batchfsm", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == ""  # no banner: nothing was served
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert lines[0].startswith("batchfsm serve: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("speed", ["inf", "nan", "0", "-1", "fast", "1e30", "-inf"])
+def test_serve_refuses_a_speed_that_is_not_a_finite_number_above_0(speed):
+    line = _serve_refusal(f"--speed={speed}")
+    assert "--speed must be a finite number above 0" in line
+    assert f"got {speed!r}" in line
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http", "８０"])
+def test_serve_refuses_a_port_outside_1_to_65535(port):
+    assert "--port must be an integer in 1..65535" in _serve_refusal(f"--port={port}")
+
+
+def test_serve_refuses_a_seed_that_is_not_an_integer():
+    assert "--seed must be an integer" in _serve_refusal("--seed", "x")
+
+
+def test_serve_refuses_a_host_that_does_not_resolve():
+    line = _serve_refusal("--host", "no-such-host.invalid", "--port", "8000")
+    assert "cannot resolve host 'no-such-host.invalid'" in line
+
+
+def test_serve_refuses_a_port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _serve_refusal("--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+
+
+def test_serve_prints_its_banner_once_bound():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batchfsm", "serve", "--port", str(port), "--seed", "7"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        assert banner == f"batchfsm emulator: base_url=http://127.0.0.1:{port}/v1\n"
+        # Announced means bound: a connection is accepted (queued) at once.
+        with socket.create_connection(("127.0.0.1", port), timeout=30):
+            pass
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if server.stdout:
+            server.stdout.close()
+
+

@@ -5,12 +5,16 @@ Routes: ``POST /v1/files`` (multipart), ``GET /v1/files``, ``GET``/``DELETE
 ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. Every error answers
 the API's body ``{"error": {"message", "type", "param", "code"}}``; malformed
 input is a 4xx, never a 5xx, and never changes a stored batch. Bodies over the
-limits are refused with 413 before they are read whole.
+limits are refused with 413 before they are read whole; a JSON body must say
+``Content-Type: application/json`` (415 otherwise, so that no web page can post
+one without a CORS preflight). A client that goes away mid-request is logged
+in one line; a bug of the emulator answers 500 with the API's error body.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +22,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -34,6 +38,8 @@ MAX_UPLOAD_BYTES = MAX_BYTES + 64 * 1024
 MAX_JSON_BYTES = 1024 * 1024
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+log = logging.getLogger("batchfsm.emulator")
 
 
 def _error(
@@ -63,7 +69,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _json(request: Request) -> dict[str, Any]:
+    if _media_type(request) != "application/json":
+        raise ApiError(
+            415,
+            "Unsupported content type "
+            f"{request.headers.get('content-type', '(none)')[:100]!r}: "
+            "the body must be JSON, sent as 'Content-Type: application/json'.",
+        )
     body = await _read_body(request, MAX_JSON_BYTES)
     try:
         data = json.loads(body)
@@ -127,6 +144,18 @@ def create_app(
                     result = await result
             except ApiError as exc:
                 return JSONResponse(exc.body, status_code=exc.status_code)
+            except ClientDisconnect:
+                log.info(
+                    "%s %s: the client went away before its request was read",
+                    request.method,
+                    request.url.path,
+                )
+                return Response(status_code=400)  # nobody is left to read it
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                body = ApiError(500, "The emulator failed to answer: its bug.").body
+                body["error"]["type"] = "server_error"
+                return JSONResponse(body, status_code=500)
             return result
 
         return endpoint  # fmt: skip

@@ -5,7 +5,11 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "VirtualClock"]
+__all__ = ["MAX_SPEED", "Clock", "SystemClock", "VirtualClock"]
+
+#: The fastest a :class:`SystemClock` runs: a year of real time stays far
+#: inside the int64 seconds of the API's stamps.
+MAX_SPEED = 1e9
 
 
 class Clock(Protocol):
@@ -25,8 +29,10 @@ class SystemClock:
     """
 
     def __init__(self, speed: float = 1.0) -> None:
-        if speed <= 0:
-            raise ValueError(f"speed must be positive, got {speed}")
+        if not (isinstance(speed, int | float) and 0 < speed <= MAX_SPEED):
+            raise ValueError(
+                f"speed must be a number in (0, {MAX_SPEED:g}], got {speed}"
+            )
         self.speed = speed
         self._start_real = time.time()
 
