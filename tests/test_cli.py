@@ -161,7 +161,7 @@ def test_serve_refuses_a_speed_that_is_not_a_finite_number_above_0(speed):
     assert f"got {speed!r}" in line
 
 
-@pytest.mark.parametrize("port", ["0", "65536", "-1", "http", "８０"])
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http", "\uff18\uff10"])
 def test_serve_refuses_a_port_outside_1_to_65535(port):
     assert "--port must be an integer in 1..65535" in _serve_refusal(f"--port={port}")
 
@@ -206,5 +206,3 @@ def test_serve_prints_its_banner_once_bound():
         server.wait(timeout=30)
         if server.stdout:
             server.stdout.close()
-
-

@@ -623,6 +623,7 @@ class Emulator:
                 else {"code": error[0], "message": error[1]},
             },
             separators=(",", ":"),
+            allow_nan=False,  # NaN is not JSON: such an answer fails its request
         )
 
     def _answer(self, endpoint: str, raw: bytes, at: int) -> tuple[str, Reply]:

@@ -13,7 +13,22 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Handler", "Reply", "default_handler"]
+__all__ = [
+    "EMBEDDING_SIZES",
+    "MAX_INPUTS_PER_REQUEST",
+    "Handler",
+    "Reply",
+    "default_handler",
+]
+
+#: The embeddings endpoint takes at most this many inputs in one request.
+MAX_INPUTS_PER_REQUEST = 2_048
+#: Each embedding model's full size: the most ``dimensions`` may ask for.
+EMBEDDING_SIZES = {
+    "text-embedding-3-small": 1_536,
+    "text-embedding-3-large": 3_072,
+    "text-embedding-ada-002": 1_536,
+}
 
 
 @attrs.frozen
@@ -144,9 +159,24 @@ def _embeddings(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     inputs = value if isinstance(value, list) else [value]
     if value is None or not inputs or not all(isinstance(i, str) and i for i in inputs):
         return _bad_request("'input' must be a non-empty string or array.", "input")
+    if len(inputs) > MAX_INPUTS_PER_REQUEST:
+        return _bad_request(
+            f"'input' holds {len(inputs)} items; at most {MAX_INPUTS_PER_REQUEST} "
+            "are allowed per request.",
+            "input",
+        )
+    model = str(body.get("model"))
+    size = EMBEDDING_SIZES.get(model, 1536)
+    if "dimensions" in body and model == "text-embedding-ada-002":
+        return _bad_request(
+            "This model does not support specifying dimensions.", "dimensions"
+        )
     dimensions = body.get("dimensions", 8)
-    if not isinstance(dimensions, int) or not 1 <= dimensions <= 3072:
-        return _bad_request("'dimensions' must be an integer in 1..3072.", "dimensions")
+    if type(dimensions) is not int or not 1 <= dimensions <= size:
+        return _bad_request(
+            f"'dimensions' must be an integer in 1..{size} for {model}.",
+            "dimensions",
+        )
     data = []
     for index, text in enumerate(inputs):
         seed = hashlib.sha256(text.encode()).digest()

@@ -1,0 +1,404 @@
+"""The engine: scheduling by due time, work off the request path, failure
+isolation, bounded answers and unique ids."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import batchfsm as bf
+from batchfsm.emulator import (
+    Emulator,
+    MemoryBatchStore,
+    Reply,
+    VirtualClock,
+    make_input_file,
+)
+from batchfsm.emulator._stores import ResultKind
+from batchfsm.emulator._validate import MAX_ERRORS
+
+CHAT = "/v1/chat/completions"
+S = bf.BatchStatus
+
+
+def run(emu: Emulator, content: bytes, endpoint: str = CHAT) -> bf.Batch:
+    upload = emu.create_file(content, "in.jsonl", "batch")
+    return emu.create_batch(input_file_id=upload.id, endpoint=endpoint)
+
+
+def finish(emu: Emulator, batch_id: str) -> bf.Batch:
+    emu.clock.advance(86_400)  # type: ignore[attr-defined]
+    done = emu.retrieve_batch(batch_id)
+    assert done.status in bf.TERMINAL_STATUSES
+    return done
+
+
+def lines(emu: Emulator, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(x) for x in emu.file_content(file_id).splitlines()]
+
+
+def nested(depth: int, leaf: Any = "x") -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# -- the scheduler -------------------------------------------------------------------
+
+
+class CountingStore(MemoryBatchStore):
+    """The memory store, counting how often a batch's work is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def work(self, batch_id: str) -> Any:
+        self.reads += 1
+        return super().work(batch_id)
+
+
+def test_a_call_pays_only_for_work_that_is_due() -> None:
+    store = CountingStore()
+    emu = Emulator(store=store, validation_seconds=10)
+    content = make_input_file(1)
+    batches = [run(emu, content) for _ in range(300)]
+    store.reads = 0
+    emu.retrieve_batch(batches[0].id)
+    emu.list_batches(limit=100)
+    assert store.reads == 0  # 300 in flight, none due: nothing looked at
+    emu.clock.advance(10)  # type: ignore[attr-defined]
+    emu.retrieve_batch(batches[0].id)
+    assert store.reads == 300  # each validation, once
+    store.reads = 0
+    emu.retrieve_batch(batches[0].id)
+    assert store.reads == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 30),
+    st.integers(1, 7),
+    st.lists(st.integers(0, 40), min_size=1, max_size=6),
+)
+def test_advancing_the_clock_runs_exactly_the_work_that_became_due(
+    n: int, seconds: int, steps: list[int]
+) -> None:
+    emu = Emulator(seed=1, request_seconds=seconds, finalizing_seconds=1)
+    batch = run(emu, make_input_file(n))
+    elapsed = 0
+    for step in steps:
+        emu.clock.advance(step)  # type: ignore[attr-defined]
+        elapsed += step
+        now = emu.retrieve_batch(batch.id)
+        # Validation is due after 1 s; request k after 1 + k * seconds.
+        ran = 0 if elapsed < 1 else min(n, (elapsed - 1) // seconds)
+        counts = now.request_counts
+        assert (counts.completed if counts else 0) == ran
+        if ran == n:
+            # Finalizing is due one request's time after the last request.
+            finalize = 1 + (n + 1) * seconds
+            expected = (
+                S.IN_PROGRESS
+                if elapsed < finalize
+                else S.FINALIZING
+                if elapsed < finalize + 1
+                else S.COMPLETED
+            )
+            assert now.status is expected
+
+
+def test_the_same_calls_with_a_seed_are_byte_identical_across_batches() -> None:
+    def session() -> list[bytes]:
+        emu = Emulator(seed=3, request_seconds=2)
+        ids = [run(emu, make_input_file(k + 1)).id for k in range(5)]
+        emu.clock.advance(3)  # type: ignore[attr-defined]
+        ids.append(emu.cancel_batch(ids[4]).id)
+        done = [finish(emu, i) for i in ids]
+        return [bf.dumps(b).encode() for b in done] + [
+            emu.file_content(f)
+            for b in done
+            for f in (b.output_file_id, b.error_file_id)
+            if f
+        ]
+
+    assert session() == session()
+
+
+# -- work off the request path -------------------------------------------------------
+
+
+def test_with_a_background_worker_calls_never_wait_for_a_batch() -> None:
+    inside, release = threading.Event(), threading.Event()
+    waited_out: list[bool] = []
+
+    def slow(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+        inside.set()
+        # Released by the test's own calls below; the timeout only keeps a
+        # broken engine from hanging the suite.
+        waited_out.append(not release.wait(timeout=60))
+        return Reply(200, {"ok": True})
+
+    emu = Emulator(handler=slow, seed=5)
+    slow_batch = run(emu, make_input_file(1))
+    emu.start()
+    try:
+        emu.clock.advance(2)  # type: ignore[attr-defined]
+        assert inside.wait(timeout=60)
+        # The worker is stuck inside the handler: every call still answers.
+        assert emu.retrieve_batch(slow_batch.id).status is S.IN_PROGRESS
+        other = run(emu, make_input_file(1))
+        assert emu.retrieve_batch(other.id).status is S.VALIDATING
+        assert emu.cancel_batch(other.id).status is S.CANCELLING
+        assert emu.list_batches()["data"][0]["id"] == other.id
+        release.set()
+    finally:
+        release.set()
+        emu.stop()
+    assert waited_out == [False]
+    emu.run()
+    assert finish(emu, slow_batch.id).status is S.COMPLETED
+
+
+# -- failure isolation ---------------------------------------------------------------
+
+DEEP = 960
+#: Each endpoint's body, with the field it reads most nested 960 deep.
+DEEP_BODIES: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "DEEP"}],
+    },
+    "/v1/responses": {"model": "gpt-4o", "input": "DEEP"},
+    "/v1/embeddings": {"model": "text-embedding-3-small", "input": "DEEP"},
+    "/v1/completions": {"model": "gpt-3.5-turbo-instruct", "prompt": "DEEP"},
+    "/v1/moderations": {"model": "omni-moderation-latest", "input": "DEEP"},
+    "/v1/images/generations": {"model": "gpt-image-1", "prompt": "DEEP"},
+    "/v1/images/edits": {"model": "gpt-image-1", "prompt": "DEEP"},
+    "/v1/videos": {"model": "sora-2", "prompt": "DEEP"},
+}
+
+
+def deep_file(endpoint: str) -> bytes:
+    """Two requests: "plain" (the field a string) and "deep" (nested 960 deep)."""
+    text = {
+        custom_id: json.dumps(
+            {
+                "custom_id": custom_id,
+                "method": "POST",
+                "url": endpoint,
+                "body": DEEP_BODIES[endpoint],
+            }
+        )
+        for custom_id in ("plain", "deep")
+    }
+    # Written as text: json.dumps itself would refuse to go this deep.
+    deep = text["deep"].replace('"DEEP"', "[" * DEEP + '"x"' + "]" * DEEP)
+    return (text["plain"].replace('"DEEP"', '"hello"') + "\n" + deep).encode()
+
+
+@pytest.mark.parametrize("endpoint", sorted(DEEP_BODIES))
+def test_a_line_nested_960_deep_fails_alone_at_every_endpoint(endpoint: str) -> None:
+    emu = Emulator(seed=9)
+    bystander = run(emu, make_input_file(3))
+    batch = run(emu, deep_file(endpoint), endpoint)
+    done = finish(emu, batch.id)
+    if done.status is S.FAILED:  # too deep to read: that line is the problem
+        assert done.errors is not None and done.errors.data is not None
+        assert [(e.code, e.line) for e in done.errors.data] == [
+            ("invalid_json_line", 2)
+        ]
+    else:  # read and run: answered, or failed as a request of its own
+        assert done.status is S.COMPLETED
+        assert done.request_counts is not None
+        assert done.request_counts.total == 2
+        # Read with a pattern: the deep answer may be too deep to parse here.
+        outcome = {
+            found[1]: int(found[2])
+            for file_id in (done.output_file_id, done.error_file_id)
+            if file_id
+            for line in emu.file_content(file_id).splitlines()
+            if (found := re.search(rb'"custom_id":"(\w+)".*?"status_code":(\d+)', line))
+        }
+        outcome = {k.decode(): v for k, v in outcome.items()}
+        assert outcome["plain"] == 200
+        assert outcome["deep"] in (200, 400, 500)
+    # Nothing else noticed.
+    assert finish(emu, bystander.id).request_counts == bf.BatchRequestCounts(
+        total=3, completed=3, failed=0
+    )
+    assert run(emu, make_input_file(1)).status is S.VALIDATING
+
+
+def _echo_deep(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+    return Reply(200, {"echo": nested(sys.getrecursionlimit() * 2)})
+
+
+def _raises(exc: BaseException) -> Any:
+    def handler(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+        raise exc
+
+    return handler
+
+
+BROKEN_HANDLERS = {
+    "answer too deep to write": _echo_deep,
+    "recursion": _raises(RecursionError("maximum recursion depth exceeded")),
+    "memory": _raises(MemoryError()),
+    "not a reply": lambda *_: {"status_code": 200},
+    "unserializable body": lambda *_: Reply(200, {"x": object()}),
+    "not a number": lambda *_: Reply(200, {"x": float("nan")}),
+    "odd tokens": lambda *_: Reply(200, {}, input_tokens=-1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_HANDLERS))
+def test_whatever_goes_wrong_with_one_request_is_its_500_line(name: str) -> None:
+    broken = BROKEN_HANDLERS[name]
+
+    def handler(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+        if custom_id == "request-1":
+            return broken(endpoint, body, custom_id, now)  # type: ignore[no-any-return]
+        return Reply(200, {"ok": custom_id})
+
+    emu = Emulator(handler=handler, seed=2)
+    done = finish(emu, run(emu, make_input_file(3)).id)
+    assert done.status is S.COMPLETED
+    assert done.request_counts == bf.BatchRequestCounts(total=3, completed=2, failed=1)
+    [failed] = lines(emu, done.error_file_id)
+    assert failed["custom_id"] == "request-1"
+    assert failed["response"]["status_code"] == 500
+    assert failed["response"]["body"]["error"]["type"] == "server_error"
+    assert [x["custom_id"] for x in lines(emu, done.output_file_id)] == [
+        "request-0",
+        "request-2",
+    ]
+
+
+class FaultyStore(MemoryBatchStore):
+    """The memory store, failing to read one batch's results (a broken disk)."""
+
+    broken: str | None = None
+
+    def results(self, batch_id: str, kind: ResultKind) -> bytes:
+        if batch_id == self.broken:
+            raise OSError("the results of this batch cannot be read")
+        return super().results(batch_id, kind)
+
+
+def test_a_batch_whose_work_fails_waits_alone_and_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FaultyStore()
+    emu = Emulator(store=store, seed=4)
+    broken = run(emu, make_input_file(2))
+    store.broken = broken.id
+    others = [run(emu, make_input_file(2)) for _ in range(3)]
+    for other in others:
+        assert finish(emu, other.id).status is S.COMPLETED
+    stuck = emu.retrieve_batch(broken.id)
+    assert stuck.status is S.FINALIZING  # it never completed, nor broke anything
+    assert bf.check(stuck) == []
+    emu.clock.advance(10 * 86_400)  # type: ignore[attr-defined]
+    assert emu.retrieve_batch(broken.id).status is S.FINALIZING
+    assert emu.list_batches()["object"] == "list"
+    failures = [r for r in caplog.records if "its work failed" in r.getMessage()]
+    assert len(failures) == 2  # once when due, once when it was due to expire
+
+
+def test_an_input_deleted_mid_run_fails_the_requests_left() -> None:
+    emu = Emulator(seed=6, request_seconds=10)
+    batch = run(emu, make_input_file(5))
+    emu.clock.advance(21)  # type: ignore[attr-defined]
+    assert emu.retrieve_batch(batch.id).request_counts == bf.BatchRequestCounts(
+        total=5, completed=2, failed=0
+    )
+    emu.delete_file(batch.input_file_id)
+    done = finish(emu, batch.id)
+    assert done.status is S.COMPLETED
+    assert done.request_counts == bf.BatchRequestCounts(total=5, completed=2, failed=3)
+    assert bf.check(done) == []
+
+
+# -- bounded answers -----------------------------------------------------------------
+
+
+def test_a_megabyte_of_empty_objects_answers_a_small_batch() -> None:
+    emu = Emulator(seed=8)
+    batch = run(emu, b"{}\n" * 350_000)
+    done = finish(emu, batch.id)
+    assert done.status is S.FAILED
+    assert done.errors is not None and done.errors.data is not None
+    assert len(done.errors.data) == MAX_ERRORS
+    assert done.errors.data[-1].code == "too_many_errors"
+    assert all(e.line is not None for e in done.errors.data[:-1])
+    assert len(bf.dumps(done)) < 32_000
+    assert len(json.dumps(emu.list_batches(limit=1))) < 32_000
+
+
+def test_an_embeddings_line_cannot_ask_for_unbounded_output() -> None:
+    emu = Emulator(seed=8)
+    asks = {
+        "many": {"model": "text-embedding-3-large", "input": ["a"] * 8_000},
+        "wide": {
+            "model": "text-embedding-3-small",
+            "input": "a",
+            "dimensions": 3_072,
+        },
+        "ada": {"model": "text-embedding-ada-002", "input": "a", "dimensions": 8},
+        "fine": {"model": "text-embedding-3-large", "input": "a", "dimensions": 3_072},
+    }
+    answers = {}
+    for custom_id, body in asks.items():  # one model per file: a batch each
+        line = {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings"}
+        content = json.dumps({**line, "body": body}).encode()
+        done = finish(emu, run(emu, content, "/v1/embeddings").id)
+        [answers[custom_id]] = lines(emu, done.error_file_id or done.output_file_id)
+    statuses = {k: a["response"]["status_code"] for k, a in answers.items()}
+    assert statuses == {"many": 400, "wide": 400, "ada": 400, "fine": 200}
+    params = {
+        k: a["response"]["body"].get("error", {}).get("param")
+        for k, a in answers.items()
+    }
+    assert params == {
+        "many": "input",
+        "wide": "dimensions",
+        "ada": "dimensions",
+        "fine": None,
+    }
+    assert len(answers["fine"]["response"]["body"]["data"][0]["embedding"]) == 3_072
+    assert len(json.dumps(answers["many"])) < 2_000
+
+
+# -- ids -----------------------------------------------------------------------------
+
+
+def test_ids_differ_across_two_emulators_started_alike_without_a_seed() -> None:
+    def ids() -> list[str]:
+        emu = Emulator(clock=VirtualClock(1_700_000_000))
+        batch = run(emu, make_input_file(1))
+        done = finish(emu, batch.id)
+        assert done.output_file_id is not None
+        return [batch.input_file_id, batch.id, done.output_file_id]
+
+    first, second = ids(), ids()
+    assert not set(first) & set(second)
+
+
+def test_a_seed_makes_ids_reproducible() -> None:
+    def ids() -> list[str]:
+        emu = Emulator(seed=11)
+        batch = run(emu, make_input_file(1))
+        return [batch.input_file_id, batch.id]
+
+    assert ids() == ids()
