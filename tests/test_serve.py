@@ -1,0 +1,235 @@
+"""The server's own defences: deadlines, a bound on connections, 415, quiet
+disconnects, one access line per request; and no 5xx reachable from input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+import uvicorn
+
+from batchfsm.emulator import Emulator, EmulatorTransport, create_app, make_input_file
+from batchfsm.emulator._server import GuardedH11Protocol, bind, config
+
+from .test_engine import DEEP_BODIES, deep_file
+
+CHAT = "/v1/chat/completions"
+#: How long a test waits for the server to act before giving up (a hang guard,
+#: never a speed assertion).
+PATIENCE = 60
+
+
+class QuickProtocol(GuardedH11Protocol):
+    request_seconds = 0.5
+    max_connections = 4
+
+
+@pytest.fixture
+def server(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[str, int]]:
+    """A real loopback server with short deadlines, in a thread."""
+    caplog.set_level(logging.INFO)
+    emulator = Emulator(seed=1)
+    sock = bind("127.0.0.1", 0)
+    made = uvicorn.Server(config(emulator, protocol=QuickProtocol))
+    emulator.start()
+    thread = threading.Thread(target=made.run, kwargs={"sockets": [sock]})
+    thread.start()
+    host, port = sock.getsockname()[:2]
+    while not made.started:
+        thread.join(0.01)
+    try:
+        yield host, port
+    finally:
+        made.should_exit = True
+        thread.join()
+        emulator.stop()
+        sock.close()
+
+
+def closed_by_server(conn: socket.socket) -> bool:
+    """Read until the server closes; True once it has (a hang guard only)."""
+    conn.settimeout(PATIENCE)
+    try:
+        while conn.recv(65_536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    """How many records hold ``text``, once at least one does (a hang guard)."""
+    for _ in range(PATIENCE * 100):
+        found = [r for r in caplog.records if text in r.getMessage()]
+        if found:
+            return len(found)
+        threading.Event().wait(0.01)
+    return 0
+
+
+def test_an_idle_connection_is_closed(server: tuple[str, int]) -> None:
+    with socket.create_connection(server) as conn:
+        assert closed_by_server(conn)
+
+
+def test_a_dribbled_request_head_is_closed(server: tuple[str, int]) -> None:
+    with socket.create_connection(server) as conn:
+        conn.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n")  # never ends
+        assert closed_by_server(conn)
+
+
+def test_a_dribbled_body_is_closed_and_logged_in_one_line(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.create_connection(server) as conn:
+        conn.sendall(
+            b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        assert closed_by_server(conn)
+    assert logged(caplog, "no whole request in 0.5 s") == 1
+    assert logged(caplog, "went away before its request was read") == 1
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_client_that_goes_away_is_one_line_not_a_traceback(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.create_connection(server) as conn:
+        conn.sendall(
+            b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+    with httpx2.Client(base_url=f"http://{server[0]}:{server[1]}") as http:
+        assert http.get("/v1/batches").status_code == 200  # after the disconnect
+    assert logged(caplog, "went away") == 1
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_connections_past_the_bound_are_closed_on_arrival(
+    server: tuple[str, int],
+) -> None:
+    held = [
+        socket.create_connection(server) for _ in range(QuickProtocol.max_connections)
+    ]
+    try:
+        with socket.create_connection(server) as extra:
+            assert closed_by_server(extra)
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_one_access_line_per_request(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    with httpx2.Client(base_url=f"http://{server[0]}:{server[1]}") as http:
+        caplog.clear()
+        for path in ("/v1/batches", "/v1/files", "/v1/batches/batch_x"):
+            http.get(path)
+    access = [r for r in caplog.records if r.name == "uvicorn.access"]
+    assert [r.args[2] for r in access] == [  # type: ignore[index]
+        "/v1/batches",
+        "/v1/files",
+        "/v1/batches/batch_x",
+    ]
+
+
+# -- what any client may send ---------------------------------------------------------
+
+
+@pytest.fixture
+def http() -> Iterator[httpx2.Client]:
+    emulator = Emulator(seed=2)
+    transport = EmulatorTransport(create_app(emulator))
+    with httpx2.Client(transport=transport, base_url="http://e") as client:
+        client.emulator = emulator  # type: ignore[attr-defined]
+        yield client
+    transport.close()
+
+
+def _upload(http: httpx2.Client, content: bytes) -> str:
+    answer = http.post(
+        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}
+    )
+    assert answer.status_code == 200
+    return str(answer.json()["id"])
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "json"]
+)
+def test_a_json_route_refuses_other_content_types_with_415(
+    http: httpx2.Client, content_type: str | None
+) -> None:
+    body = {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
+    headers = {"content-type": content_type} if content_type else {}
+    answer = http.post("/v1/batches", content=json.dumps(body), headers=headers)
+    assert answer.status_code == 415
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "application/json" in error["message"]
+    assert http.get("/v1/batches").json()["data"] == []  # nothing was created
+
+
+def test_json_with_a_charset_is_json(http: httpx2.Client) -> None:
+    body = {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
+    answer = http.post(
+        "/v1/batches",
+        content=json.dumps(body),
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", sorted(DEEP_BODIES))
+def test_a_deep_line_over_http_never_gets_a_5xx_and_the_next_calls_answer(
+    http: httpx2.Client, endpoint: str
+) -> None:
+    made = http.post(
+        "/v1/batches",
+        json={
+            "input_file_id": _upload(http, deep_file(endpoint)),
+            "endpoint": endpoint,
+            "completion_window": "24h",
+        },
+    )
+    assert made.status_code == 200
+    http.emulator.clock.advance(86_400)  # type: ignore[attr-defined]
+    calls: list[Callable[[], Any]] = [
+        lambda: http.get(f"/v1/batches/{made.json()['id']}"),
+        lambda: http.get("/v1/batches", params={"limit": 100}),
+        lambda: http.get("/v1/files"),
+        lambda: http.post(
+            "/v1/batches",
+            json={
+                "input_file_id": _upload(http, make_input_file(1)),
+                "endpoint": CHAT,
+                "completion_window": "24h",
+            },
+        ),
+    ]
+    for call in calls:
+        assert call().status_code == 200
+    done = http.get(f"/v1/batches/{made.json()['id']}").json()
+    assert done["status"] in ("completed", "failed")
+    for file_id in (done["output_file_id"], done["error_file_id"]):
+        if file_id:
+            assert http.get(f"/v1/files/{file_id}/content").status_code == 200
+
+
+def test_a_deep_create_body_is_400(http: httpx2.Client) -> None:
+    deep = '{"metadata": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    answer = http.post(
+        "/v1/batches", content=deep, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400
+    assert http.get("/v1/batches").status_code == 200
