@@ -72,7 +72,7 @@ ENDPOINTS = tuple(ENDPOINT_MODELS)
 #: ``output_expires_after`` (batches): one hour to thirty days.
 EXPIRES_AFTER_SECONDS = (3_600, 2_592_000)
 #: Bytes read from a stored file at a time.
-READ_BYTES = 1 << 20
+READ_BYTES = 1 << 16
 #: At most this many requests run in one write of a batch's progress.
 REQUESTS_PER_WRITE = 256
 #: A due time that never comes: a batch whose work keeps failing waits here.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import io
 import itertools
 import secrets
 import threading
@@ -214,7 +215,9 @@ class MemoryBatchStore:
         self._order: list[str] = []  # creation order; pages read it backwards
         self._position: dict[str, int] = {}
         self._work: dict[str, Work] = {}
-        self._results: dict[tuple[str, ResultKind], bytearray] = {}
+        # BytesIO, not bytearray: getvalue() hands over its buffer uncopied,
+        # so a batch's results are held once even as they become a file.
+        self._results: dict[tuple[str, ResultKind], io.BytesIO] = {}
         self._heap: list[tuple[int, int, str]] = []
         self._lock = threading.Lock()
 
@@ -287,16 +290,16 @@ class MemoryBatchStore:
             )
             for kind, lines in kinds:
                 if lines:
-                    buffer = self._results.setdefault((batch.id, kind), bytearray())
-                    for line in lines:
-                        buffer += line.encode()
-                        buffer += b"\n"
+                    buffer = self._results.setdefault((batch.id, kind), io.BytesIO())
+                    buffer.write("\n".join(lines).encode())
+                    buffer.write(b"\n")
             return True
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` so far."""
         with self._lock:
-            return bytes(self._results.get((batch_id, kind), b""))
+            buffer = self._results.get((batch_id, kind))
+            return b"" if buffer is None else buffer.getvalue()
 
     def due(self, at: int, limit: int) -> list[str]:
         """Up to ``limit`` ids due at or before ``at``, earliest first."""
