@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the figures with no peer (growth, HTTP, the openai client)",
     )
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=60.0,
+        help="how long the engine's soak of 50 clients runs (default 60)",
+    )
     args = parser.parse_args(argv)
     cases = [c for c in all_cases() if not args.only or c.name in args.only]
     machine = f"{platform.python_implementation()} {platform.python_version()}"
@@ -33,11 +39,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  measured {case.name}", file=sys.stderr, flush=True)
     print(table(results))
     extras: list[str] = []
+    engine: dict[str, object] = {}
     if not args.only and not args.no_extras:
         from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches
+        from .engine_cases import engine_figures
 
         extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
         print("\n".join(extras))
+        engine_lines, engine = engine_figures(args.soak_seconds)
+        extras += engine_lines
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(
@@ -51,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     "date": datetime.date.today().isoformat(),
                     "results": [asdict(r) | {"ratio": r.ratio} for r in results],
                     "extras": extras,
+                    "engine": engine,
                 },
                 out,
                 indent=2,

@@ -256,8 +256,11 @@ def test_api_key_is_enforced():
 
 
 def test_oversized_bodies_get_413_before_being_read(http):
+    json_type = {"content-type": "application/json"}
     answer = http.post(
-        "/v1/batches", content=b"{}", headers={"content-length": str(10**9)}
+        "/v1/batches",
+        content=b"{}",
+        headers={"content-length": str(10**9), **json_type},
     )
     assert answer.status_code == 413
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
@@ -266,7 +269,7 @@ def test_oversized_bodies_get_413_before_being_read(http):
         for _ in range(3):
             yield b" " * 600_000
 
-    answer = http.post("/v1/batches", content=chunks())
+    answer = http.post("/v1/batches", content=chunks(), headers=json_type)
     assert answer.status_code == 413
 
 
@@ -333,7 +336,9 @@ def test_fuzzed_requests_never_get_5xx_nor_corrupt_a_batch(method, path, body, q
         ).json()
         before = http.get(f"/v1/batches/{batch['id']}").json()
         url = path.format(id=batch["id"] + "x", file=upload["id"] + "x") + query
-        answer = http.request(method, url, content=body)
+        answer = http.request(
+            method, url, content=body, headers={"content-type": "application/json"}
+        )
         assert answer.status_code < 500, (answer.status_code, answer.text)
         if answer.status_code >= 400:
             assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
@@ -381,7 +386,11 @@ def test_text_that_no_answer_could_hold_is_refused_not_stored(http):
         '{"input_file_id": "file-\\udfff", "endpoint": "/v1/chat/completions", '
         '"completion_window": "24h"}',
     ):
-        answer = http.post("/v1/batches", content=body.encode())
+        answer = http.post(
+            "/v1/batches",
+            content=body.encode(),
+            headers={"content-type": "application/json"},
+        )
         assert answer.status_code == 400, answer.text
     assert http.get("/v1/batches").json()["data"] == []
 
@@ -405,7 +414,11 @@ def test_odd_upload_fields_and_headers_are_400(http):
             },
         )
         assert answer.status_code == 400, (seconds, answer.text)
-    answer = http.post("/v1/batches", content=b"{}", headers={"content-length": "x"})
+    answer = http.post(
+        "/v1/batches",
+        content=b"{}",
+        headers={"content-length": "x", "content-type": "application/json"},
+    )
     assert answer.status_code == 400
 
 

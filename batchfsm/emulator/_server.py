@@ -174,6 +174,9 @@ def serve(
     Its worker runs in the background meanwhile.
     """
     _logging()
+    # The worker thread computes while the event loop answers: hand the GIL
+    # over every millisecond (not every five) so that answers stay prompt.
+    sys.setswitchinterval(0.001)
     server = uvicorn.Server(config(emulator, api_key=api_key))
     emulator.start()
     try:
