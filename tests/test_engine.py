@@ -402,3 +402,11 @@ def test_a_seed_makes_ids_reproducible() -> None:
         return [batch.input_file_id, batch.id]
 
     assert ids() == ids()
+
+
+@pytest.mark.parametrize("speed", [float("inf"), float("nan"), 0, -1, 1e10])
+def test_a_system_clock_refuses_a_speed_it_cannot_keep(speed: float) -> None:
+    from batchfsm.emulator import SystemClock
+
+    with pytest.raises(ValueError, match="speed must be a number in"):
+        SystemClock(speed)
