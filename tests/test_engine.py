@@ -410,3 +410,17 @@ def test_a_system_clock_refuses_a_speed_it_cannot_keep(speed: float) -> None:
 
     with pytest.raises(ValueError, match="speed must be a number in"):
         SystemClock(speed)
+
+
+def test_a_handler_may_call_the_emulator() -> None:
+    emu = Emulator(seed=12)
+    seen: list[str] = []
+
+    def handler(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+        seen.append(emu.list_batches()["data"][0]["status"])  # no deadlock
+        return Reply(200, {"ok": True})
+
+    emu.handler = handler
+    done = finish(emu, run(emu, make_input_file(2)).id)
+    assert done.status is S.COMPLETED
+    assert seen == ["in_progress", "in_progress"]

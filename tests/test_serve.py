@@ -243,3 +243,15 @@ def test_a_deep_create_body_is_400(http: httpx2.Client) -> None:
 )
 def test_the_server_tunes_glibcs_allocator() -> None:
     assert tune_allocator() is True
+
+
+def test_an_app_of_its_own_runs_its_batches_in_the_background() -> None:
+    from starlette.testclient import TestClient
+
+    app = create_app()
+    emulator = app.state.emulator
+    with TestClient(app):  # runs the lifespan
+        assert emulator._worker is not None
+    assert emulator._worker is None
+    with TestClient(create_app(Emulator())) as client:  # one passed in: as it is
+        assert client.app.state.emulator._worker is None  # type: ignore[attr-defined]

@@ -13,10 +13,11 @@ in one line; a bug of the emulator answers 500 with the API's error body.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -112,6 +113,9 @@ def create_app(
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
+    An emulator of the app's own runs its batches in the background while an
+    ASGI server runs the app's lifespan.
+
     With ``api_key``, every route demands ``Authorization: Bearer <api_key>``.
 
     Example:
@@ -120,6 +124,7 @@ def create_app(
         >>> sorted({route.path for route in app.routes})[:2]
         ['/v1/batches', '/v1/batches/{batch_id}']
     """
+    owned = emulator is None
     if emulator is None:
         from ._clock import SystemClock
 
@@ -279,7 +284,23 @@ def create_app(
             return _error(404, f"Invalid URL ({request.method} {request.url.path})")
         return _error(exc.status_code, str(exc.detail))
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # An emulator of the app's own, served by an ASGI server: its batches
+        # move in the background. One passed in stays as its owner runs it.
+        if owned:
+            emu.start()
+        try:
+            yield
+        finally:
+            if owned:
+                emu.stop()
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
     app.state.emulator = emu
     return app
 

@@ -206,6 +206,7 @@ class Emulator:
         self.finalizing_seconds = finalizing_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
         self._running = threading.Lock()  # one runner of due work at a time
+        self._inside = threading.local()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -226,11 +227,17 @@ class Emulator:
         In-process, calls do this themselves; after :meth:`start` the
         background worker does.
         """
+        if getattr(self._inside, "run", False):
+            return  # a handler calling the emulator: its own run is under way
         with self._running:
-            now = self._now()
-            while due := self.batches.due(now, 64):
-                for batch_id in due:
-                    self._step_safely(batch_id, now)
+            self._inside.run = True
+            try:
+                now = self._now()
+                while due := self.batches.due(now, 64):
+                    for batch_id in due:
+                        self._step_safely(batch_id, now)
+            finally:
+                self._inside.run = False
 
     def start(self, poll_seconds: float = 0.01) -> None:
         """Run due work in a background thread from now on; calls stop running it.
