@@ -31,9 +31,17 @@ S = bf.BatchStatus
 
 
 class Stores(NamedTuple):
+    """Fresh, empty stores of one kind.
+
+    ``ids(seed)`` makes an id source as a new deployment would (for a SQL
+    store: over a new, empty database), so two made alike with a seed repeat.
+    That a restart over the same database does not repeat is each persistent
+    store's own test.
+    """
+
     batches: BatchStore
     files: FileStore
-    ids: Callable[[int | None], IdSource]  # a new id source with this seed
+    ids: Callable[[int | None], IdSource]
 
 
 def _memory() -> Iterator[Stores]:
