@@ -44,6 +44,8 @@ def server(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[str, int]]:
     host, port = sock.getsockname()[:2]
     while not made.started:
         thread.join(0.01)
+        if not thread.is_alive():
+            raise RuntimeError("the server did not start")
     try:
         yield host, port
     finally:
