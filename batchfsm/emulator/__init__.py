@@ -11,7 +11,9 @@
 - The stores, where all state lives: :class:`BatchStore` (batches, their
   :class:`Work` in progress, result lines, the due index), :class:`FileStore`
   and :class:`IdSource`, with memory implementations (:class:`MemoryBatchStore`,
-  :class:`MemoryFileStore`, :class:`MemoryIds`) a SQL store can replace.
+  :class:`MemoryFileStore`, :class:`MemoryIds`) and durable ones
+  (:class:`SQLiteStore`, :class:`PostgresStore`, :func:`open_store`; see
+  "Persisting batches in your own server"), with :class:`AnchoredClock`.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
   :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
   ``httpx.Client``), for the ``openai`` client in-process.
@@ -32,6 +34,10 @@ from typing import TYPE_CHECKING
 from ._clock import Clock, SystemClock, VirtualClock
 from ._engine import ApiError, Emulator
 from ._handlers import Handler, Reply, default_handler
+from ._open import open_store
+from ._postgres import PostgresStore
+from ._sql import AnchoredClock, SchemaVersionError, SQLStore, StoreError
+from ._sqlite import SQLiteStore
 from ._stores import (
     BatchStore,
     FileObject,
@@ -71,6 +77,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CODES",
     "DEFAULT_MODELS",
+    "AnchoredClock",
     "ApiError",
     "BatchStore",
     "Clock",
@@ -83,8 +90,13 @@ __all__ = [
     "MemoryBatchStore",
     "MemoryFileStore",
     "MemoryIds",
+    "PostgresStore",
     "Reply",
     "Request",
+    "SQLStore",
+    "SQLiteStore",
+    "SchemaVersionError",
+    "StoreError",
     "SystemClock",
     "VirtualClock",
     "Work",
@@ -92,5 +104,6 @@ __all__ = [
     "default_handler",
     "legacy_transport",
     "make_input_file",
+    "open_store",
     "validate_input",
 ]

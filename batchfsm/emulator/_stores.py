@@ -394,7 +394,12 @@ class MemoryIds:
             return prefix + secrets.token_hex((length + 1) // 2)[:length]
         with self._lock:
             number = next(self._counter)
-        digest = hashlib.sha256(f"{self.seed}:{number}".encode()).hexdigest()
-        while len(digest) < length:  # pragma: no cover - ids are at most 64 digits
-            digest += hashlib.sha256(digest.encode()).hexdigest()
-        return prefix + digest[:length]
+        return seeded_id(self.seed, number, prefix, length)
+
+
+def seeded_id(seed: int, number: int, prefix: str, length: int) -> str:
+    """The ``number``-th id of a seeded source (SQL stores keep the count)."""
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).hexdigest()
+    while len(digest) < length:  # pragma: no cover - ids are at most 64 digits
+        digest += hashlib.sha256(digest.encode()).hexdigest()
+    return prefix + digest[:length]

@@ -1,0 +1,126 @@
+"""The PostgreSQL store: psycopg 3, one connection per thread, shared by processes.
+
+Several processes (on several machines) may share the database: each claims
+due batches with ``SELECT … FOR UPDATE SKIP LOCKED`` and a lease whose epoch
+fences off a stalled holder's late writes; leases are timed by the database's
+clock, so the processes' own clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .._extras import missing_extra
+from ._sql import SQLStore, StoreError, _Tx
+
+__all__ = ["PostgresStore"]
+
+#: Any number will do, as long as it is batchfsm's: the advisory lock that
+#: keeps two processes from migrating one database at once.
+_SCHEMA_LOCK = 0x62617463  # "batc"
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+class _Postgres:
+    postgres = True
+    now_sql = "extract(epoch from clock_timestamp())::double precision"
+    lock_sql = "FOR UPDATE"
+    skip_locked_sql = "FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise StoreError(missing_extra(exc, "postgres")) from None
+        self._psycopg = psycopg
+        self.url = url
+        self.where = _redact(url)
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._guard = threading.Lock()
+        self._connect()  # fail now, with the reason, rather than on first use
+
+    def _connect(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed:
+            return conn
+        try:
+            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StoreError(f"cannot connect to {self.where}: {message}") from None
+        self._local.conn = conn
+        with self._guard:
+            self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = True) -> Iterator[_Tx]:
+        conn = self._connect()
+        if not write:  # one statement in autocommit: one round trip, not three
+            yield _Tx(conn, postgres=True)
+            return
+        with conn.transaction():
+            yield _Tx(conn, postgres=True)
+
+    def version(self, tx: _Tx) -> int:
+        tx.run("CREATE TABLE IF NOT EXISTS batchfsm_schema (version integer NOT NULL)")
+        rows = tx.all("SELECT version FROM batchfsm_schema")
+        if len(rows) > 1:
+            raise StoreError(
+                f"{self.where}: batchfsm_schema holds {len(rows)} rows, not one; "
+                "the schema record is damaged"
+            )
+        return int(rows[0][0]) if rows else 0
+
+    def set_version(self, tx: _Tx, version: int) -> None:
+        tx.run("DELETE FROM batchfsm_schema")
+        tx.run("INSERT INTO batchfsm_schema (version) VALUES (?)", (version,))
+
+    def prepare(self) -> None:
+        pass
+
+    def lock_schema(self, tx: _Tx) -> None:
+        tx.run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+
+    def foreign_tables(self, tx: _Tx) -> list[str]:
+        return []  # a shared database: other applications' tables are expected
+
+    def close(self) -> None:
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+class PostgresStore(SQLStore):
+    """Batches, work in progress and files in PostgreSQL, for several processes.
+
+    Args:
+        url: a libpq conninfo, e.g. ``postgresql://user@host:5432/dbname``.
+        lease_seconds: how long a batch :meth:`due` answered stays this
+            store's; a process that dies has its batches taken over by the
+            others this long after it last took them.
+
+    Raises:
+        StoreError: the server cannot be reached, or the driver is missing;
+            SchemaVersionError: the schema is newer than this batchfsm.
+
+    Example:
+        >>> from batchfsm.emulator import StoreError
+        >>> try:
+        ...     PostgresStore("postgresql://me:secret@127.0.0.1:1/batches")
+        ... except StoreError as exc:
+        ...     print("secret" in str(exc), "me:***@127.0.0.1:1" in str(exc))
+        False True
+    """
+
+    def __init__(self, url: str, *, lease_seconds: float = 30.0) -> None:
+        super().__init__(_Postgres(url), lease_seconds=lease_seconds)

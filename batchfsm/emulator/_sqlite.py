@@ -1,0 +1,134 @@
+"""The SQLite store: the standard library's ``sqlite3``, WAL, one writer at a time.
+
+Every write is a ``BEGIN IMMEDIATE`` transaction (the read-modify-write of a
+transition happens under the database's write lock) and returns only after
+``COMMIT``. In WAL mode with ``synchronous=NORMAL`` a committed write survives
+the process being killed at any moment; a power loss may lose the last commits
+before a checkpoint, never the file's consistency (``synchronous=FULL``, which
+would also survive that, costs an fsync per write: about 40 times fewer
+writes a second). Several processes may share one file (SQLite serialises
+their writers), though PostgreSQL is the store meant for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._sql import SQLStore, StoreError, _Tx
+
+__all__ = ["SQLiteStore"]
+
+
+class _SQLite:
+    postgres = False
+    now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    lock_sql = ""  # BEGIN IMMEDIATE holds the write lock already
+    skip_locked_sql = ""
+
+    def __init__(self, path: str) -> None:
+        self.where = path
+        if path != ":memory:" and Path(path).is_dir():
+            raise StoreError(f"{path} is a directory, not an SQLite database file")
+        try:
+            # One connection shared by the threads of this process, one
+            # transaction at a time (a lock): SQLite has one writer anyway.
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(_describe(path, exc)) from None
+        self._lock = threading.RLock()
+
+    def prepare(self) -> None:
+        # Only once the version is known to be ours: WAL rewrites the header.
+        if self.where == ":memory:":
+            return
+        try:
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.Error as exc:  # pragma: no cover - a locked or odd file
+            raise StoreError(_describe(self.where, exc)) from None
+        if mode[0].lower() != "wal":  # pragma: no cover - odd filesystems
+            raise StoreError(f"{self.where}: SQLite refused WAL mode ({mode[0]})")
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = True) -> Iterator[_Tx]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreError(_describe(self.where, exc)) from None
+            try:
+                yield _Tx(self._conn, postgres=False)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(_describe(self.where, exc)) from None
+
+    def version(self, tx: _Tx) -> int:
+        try:
+            version: int = tx.one("PRAGMA user_version")[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_describe(self.where, exc)) from None
+        return version
+
+    def set_version(self, tx: _Tx, version: int) -> None:
+        tx.run(f"PRAGMA user_version = {int(version)}")
+
+    def lock_schema(self, tx: _Tx) -> None:
+        pass  # BEGIN IMMEDIATE: no other writer until this transaction ends
+
+    def foreign_tables(self, tx: _Tx) -> list[str]:
+        return [
+            name
+            for (name,) in tx.all(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'batchfsm\\_%' ESCAPE '\\'"
+                " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+            )
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _describe(path: str, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{path} is not a usable SQLite database ({text})"
+    return f"{path}: {text}"
+
+
+class SQLiteStore(SQLStore):
+    """Batches, work in progress and files in one SQLite file (WAL).
+
+    Args:
+        path: the database file (created if missing), or ``":memory:"``.
+        lease_seconds: how long a batch :meth:`due` answered stays this
+            store's before another process sharing the file may take it over.
+
+    Raises:
+        StoreError: the file is not an SQLite database, or another
+            application's; SchemaVersionError: it is newer than this batchfsm.
+
+    Example:
+        >>> from batchfsm.emulator import Emulator
+        >>> store = SQLiteStore(":memory:")  # a file path to keep it
+        >>> emulator = Emulator(store=store, files=store.files, ids=store.ids())
+        >>> emulator.create_file(b"{}", "in.jsonl", "batch").bytes
+        2
+        >>> store.close()
+    """
+
+    def __init__(self, path: str | Path, *, lease_seconds: float = 30.0) -> None:
+        super().__init__(_SQLite(str(path)), lease_seconds=lease_seconds)
