@@ -42,7 +42,7 @@ def reference_example(request: pytest.FixtureRequest) -> dict[str, Any]:
     return data
 
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.postgres"]
 
 
 @pytest.fixture

@@ -7,8 +7,11 @@ store (SQLite, PostgreSQL) joins by adding a factory to that list.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -24,8 +27,13 @@ from batchfsm.emulator import (
     MemoryBatchStore,
     MemoryFileStore,
     MemoryIds,
+    PostgresStore,
+    SQLiteStore,
+    SQLStore,
     Work,
 )
+
+from .postgres import new_database
 
 S = bf.BatchStatus
 
@@ -48,8 +56,42 @@ def _memory() -> Iterator[Stores]:
     yield Stores(MemoryBatchStore(), MemoryFileStore(), MemoryIds)
 
 
+def _sql(open_empty: Callable[[], SQLStore]) -> Iterator[Stores]:
+    # A new id source is one on a new database: on the same one, a seeded
+    # source goes on counting (a restart must not repeat an id).
+    opened = [open_empty()]
+
+    def ids(seed: int | None) -> IdSource:
+        opened.append(open_empty())
+        return opened[-1].ids(seed)
+
+    try:
+        yield Stores(opened[0], opened[0].files, ids)
+    finally:
+        for store in opened:
+            store.close()
+
+
+def _sqlite() -> Iterator[Stores]:
+    with tempfile.TemporaryDirectory() as folder:
+        paths = (Path(folder) / f"{n}.sqlite" for n in itertools.count())
+        yield from _sql(lambda: SQLiteStore(next(paths)))
+
+
+#: The PostgreSQL cluster's URL, once the session started it.
+_POSTGRES: list[str] = []
+
+
+def _postgres() -> Iterator[Stores]:
+    yield from _sql(lambda: PostgresStore(new_database(_POSTGRES[0])))
+
+
 #: name -> a generator yielding fresh, empty stores (and cleaning up after).
-STORES: dict[str, Callable[[], Iterator[Stores]]] = {"memory": _memory}
+STORES: dict[str, Callable[[], Iterator[Stores]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @contextlib.contextmanager
@@ -61,6 +103,8 @@ def fresh(name: str) -> Iterator[Stores]:
 
 @pytest.fixture(scope="session", params=sorted(STORES))
 def store_name(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres" and not _POSTGRES:
+        _POSTGRES.append(request.getfixturevalue("postgres_server"))
     return str(request.param)
 
 

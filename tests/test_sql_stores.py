@@ -1,0 +1,387 @@
+"""The SQL stores, each against a real database: SQLite files and PostgreSQL."""
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import batchfsm as bf
+from batchfsm.emulator import (
+    AnchoredClock,
+    FileObject,
+    MemoryIds,
+    PostgresStore,
+    SchemaVersionError,
+    SQLiteStore,
+    SQLStore,
+    StoreError,
+    Work,
+    open_store,
+)
+from batchfsm.emulator._migrations import LATEST, MIGRATIONS
+
+S = bf.BatchStatus
+
+
+def _batch(batch_id: str = "batch_1", created_at: int = 100) -> bf.Batch:
+    return bf.new_batch(
+        id=batch_id, input_file_id="file-1", endpoint="/v1/embeddings",
+        created_at=created_at,
+    )  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_db(request, tmp_path) -> Iterator[Callable[[], SQLStore]]:
+    """Open (and reopen) one database of each kind: a factory of stores on it."""
+    if request.param == "sqlite":
+        url = str(tmp_path / "batches.sqlite")
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened: list[SQLStore] = []
+
+    def open_(lease_seconds: float = 30) -> SQLStore:
+        store = open_store(url, lease_seconds=lease_seconds)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_db: Callable[[], SQLStore]) -> SQLStore:
+    return open_db()
+
+
+# -- one conditional write, whole or not at all ------------------------------------
+
+
+def test_a_failure_inside_a_write_rolls_all_of_it_back(store):
+    batch = _batch()
+    store.insert(batch, Work(due_at=101))
+    started = bf.advance(batch, "start", at=101)
+    with pytest.raises(UnicodeEncodeError):
+        # The batch row is updated first; the unwritable result line fails after.
+        store.write(
+            started,
+            Work(due_at=102, done=2),
+            status=S.VALIDATING,
+            epoch=0,
+            output=["fine"],
+            errors=["\ud800 cannot be stored"],
+        )
+    assert store.get(batch.id) == batch
+    assert store.work(batch.id) == Work(due_at=101)
+    assert store.results(batch.id, "output") == b""
+    assert store.due(101, 10) == [batch.id]
+
+
+# -- leases and epochs -------------------------------------------------------------
+
+
+def test_a_batch_leased_by_one_store_is_left_out_by_another(open_db):
+    first, second = open_db(), open_db()
+    first.insert(_batch("batch_a"), Work(due_at=100))
+    first.insert(_batch("batch_b"), Work(due_at=100))
+    assert first.due(100, 1) == ["batch_a"]
+    assert second.due(100, 10) == ["batch_b"]
+    assert first.due(100, 10) == ["batch_a"]  # its own lease, still its own
+    first.close()  # gives its leases back
+    assert second.due(100, 10) == ["batch_a", "batch_b"]
+
+
+def test_a_stale_holders_late_write_is_refused_by_the_epoch(open_db):
+    stalled, other = open_db(lease_seconds=0.2), open_db()
+    batch = bf.advance(_batch(), "start", at=101)
+    stalled.insert(batch, Work(due_at=102))
+    assert stalled.due(102, 1) == [batch.id]
+    read = stalled.work(batch.id)
+    assert read is not None
+    # The holder stalls; once its lease ran out the other store takes over.
+    deadline = time.monotonic() + 30  # waits for the lease, asserts no speed
+    while not other.due(102, 1):
+        assert time.monotonic() < deadline, "the lease never ran out"
+        time.sleep(0.05)
+    taken = other.work(batch.id)
+    assert taken is not None and taken.epoch == read.epoch + 1
+    late = attrs.evolve(read, done=1, due_at=103)
+    assert not stalled.write(
+        batch, late, status=S.IN_PROGRESS, epoch=read.epoch, output=["late"]
+    )
+    assert other.write(
+        batch, attrs.evolve(taken, done=1), status=S.IN_PROGRESS, epoch=taken.epoch,
+        output=["on time"],
+    )  # fmt: skip
+    assert other.results(batch.id, "output") == b"on time\n"
+
+
+def test_concurrent_claimers_never_share_a_batch(open_db):
+    stores = [open_db() for _ in range(4)]
+    for n in range(40):
+        stores[0].insert(_batch(f"batch_{n:02}"), Work(due_at=100))
+    claimed: list[list[str]] = [[] for _ in stores]
+    lost: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def claim_all(index: int) -> None:
+        store = stores[index]
+        barrier.wait()
+        while got := store.due(100, 3):
+            for batch_id in got:  # a worker's step: here, ending the batch
+                claimed[index].append(batch_id)
+                work = store.work(batch_id)
+                ended = bf.advance(_batch(batch_id), "cancel", at=100)
+                if work is None or not store.write(
+                    ended, None, status=S.VALIDATING, epoch=work.epoch
+                ):
+                    lost.append(batch_id)  # another claimer had it too
+
+    threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for ids in claimed for i in ids]
+    assert sorted(every) == [f"batch_{n:02}" for n in range(40)] and lost == []
+
+
+# -- settings and ids --------------------------------------------------------------
+
+
+def test_the_first_writer_of_a_setting_wins_and_counters_count(open_db):
+    first, second = open_db(), open_db()
+    assert first.setting("clock", "a") == "a"
+    assert second.setting("clock", "b") == "a"
+    assert [first.count("ids"), second.count("ids"), first.count("ids")] == [1, 2, 3]
+
+
+def test_seeded_ids_never_repeat_across_a_restart(open_db):
+    before = [open_db().ids(7).new_id("file-", 22) for _ in range(3)]
+    after = open_db().ids(7).new_id("file-", 22)  # a restart, or another process
+    assert len({*before, after}) == 4
+    assert before[0] == MemoryIds(7).new_id("file-", 22)  # reproducible from a seed
+
+
+# -- schema versions -----------------------------------------------------------------
+
+
+def test_everything_survives_closing_and_reopening(open_db):
+    store = open_db()
+    store.insert(_batch(), Work(due_at=101, done=3, offset=99))
+    store.write(_batch(), Work(due_at=102), status=S.VALIDATING, epoch=0, output=["o"])
+    store.files.add(
+        FileObject(id="file-a", bytes=1, created_at=1, filename="a", purpose="batch"),
+        b"a",
+    )
+    store.close()
+    again = open_db()
+    assert again.get("batch_1") == _batch() and again.files.content("file-a") == b"a"
+    assert again.work("batch_1") == Work(due_at=102)
+    assert again.results("batch_1", "output") == b"o\n"
+
+
+def _sqlite_at_version(path, version: int) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:version]:
+        for statement in migration.sqlite:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.close()
+
+
+def test_an_older_sqlite_database_is_upgraded_keeping_its_rows(tmp_path):
+    path = tmp_path / "old.sqlite"
+    _sqlite_at_version(path, 1)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "INSERT INTO batchfsm_batches (id, status, body, work, due_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        ("batch_1", "validating", bf.dumps(_batch()), "{}", 101),
+    )
+    conn.close()
+    with SQLiteStore(path) as store:
+        assert store.get("batch_1") == _batch() and store.due(101, 5) == ["batch_1"]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "batchfsm_batches_due" in names  # migration 2 ran
+    conn.close()
+
+
+def test_an_older_postgres_database_is_upgraded_keeping_its_rows(postgres_url):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for statement in MIGRATIONS[0].postgres:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO batchfsm_schema VALUES (1)")
+        conn.execute(
+            "INSERT INTO batchfsm_batches (id, status, body) VALUES (%s, %s, %s)",
+            ("batch_1", "validating", bf.dumps(_batch())),
+        )
+    with PostgresStore(postgres_url) as store:
+        assert store.get("batch_1") == _batch()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM batchfsm_schema").fetchall() == [
+            (LATEST,)
+        ]
+
+
+def test_a_newer_sqlite_database_is_refused_with_one_line_and_left_alone(tmp_path):
+    path = tmp_path / "new.sqlite"
+    _sqlite_at_version(path, LATEST)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(SchemaVersionError) as caught:
+        open_store(f"sqlite:///{path}")
+    assert str(caught.value) == (
+        f"{path} has schema version {LATEST + 1}, newer than this batchfsm's "
+        f"{LATEST}: upgrade batchfsm"
+    )
+    assert isinstance(caught.value, bf.BatchFSMError)
+    assert path.read_bytes() == before
+
+
+def test_a_newer_postgres_database_is_refused(postgres_url):
+    with PostgresStore(postgres_url) as store:
+        store.insert(_batch(), Work(due_at=1))
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE batchfsm_schema SET version = version + 1")
+    with pytest.raises(SchemaVersionError, match="newer than this batchfsm's"):
+        PostgresStore(postgres_url)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is not a database, just text\n" * 200, "is not a usable SQLite"),
+        (b"SQLite format 3\x00" + b"\xff" * 4000, "is not a usable SQLite"),
+    ],
+)
+def test_a_corrupt_file_is_refused_with_one_line(tmp_path, content, message):
+    path = tmp_path / "corrupt.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=message) as caught:
+        SQLiteStore(path)
+    assert "\n" not in str(caught.value)
+    assert path.read_bytes() == content
+
+
+def test_another_applications_sqlite_database_is_left_alone(tmp_path):
+    path = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.close()
+    with pytest.raises(StoreError, match="another application"):
+        SQLiteStore(path)
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["users"]
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://host/db", "unknown database scheme 'mysql'"),
+        ("sqlite://relative.db", "sqlite:///PATH"),
+        ("", "empty"),
+        ("postgresql://nobody@127.0.0.1:1/none", "cannot connect to"),
+    ],
+)
+def test_bad_db_values_are_one_clear_line(url, message):
+    with pytest.raises(StoreError, match=message) as caught:
+        open_store(url)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_password_never_shows_in_messages():
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql://me:s3cret@127.0.0.1:1/db")
+    assert "s3cret" not in str(caught.value) and "me:***@" in str(caught.value)
+
+
+def test_a_directory_is_not_a_database(tmp_path):
+    with pytest.raises(StoreError, match="is a directory"):
+        open_store(str(tmp_path))
+
+
+@given(st.integers(min_value=1, max_value=LATEST))
+def test_the_migrations_are_numbered_in_order(version):
+    assert MIGRATIONS[version - 1].version == version
+
+
+# -- the clock -----------------------------------------------------------------------
+
+
+def test_the_clock_is_anchored_in_the_database(open_db):
+    first = AnchoredClock(open_db(), speed=1000)
+    before = first.now()
+    later = AnchoredClock(open_db(), speed=1000)  # a restart, or another process
+    assert later.anchor == first.anchor
+    assert later.now() >= before  # it continues; it does not start again from now
+    with pytest.raises(StoreError, match="--speed 1000; start with that speed"):
+        AnchoredClock(open_db(), speed=1)
+
+
+def test_leases_of_a_dead_process_on_this_machine_are_taken_at_once(tmp_path):
+    path = tmp_path / "kept.sqlite"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with SQLiteStore(path) as store:
+        store.insert(_batch("batch_dead"), Work(due_at=100))
+        store.insert(_batch("batch_alive"), Work(due_at=100))
+    conn = sqlite3.connect(path, isolation_level=None)
+    here = socket.gethostname()
+    for batch_id, owner in (
+        ("batch_dead", f"{here}:{dead.pid}:0000"),
+        ("batch_alive", f"{here}:{os.getppid()}:0000"),  # alive: not ours to take
+    ):
+        conn.execute(
+            "UPDATE batchfsm_batches SET lease_owner = ?, lease_until = 1e12"
+            " WHERE id = ?",
+            (owner, batch_id),
+        )
+    conn.close()
+    with SQLiteStore(path) as store:
+        assert store.due(100, 10) == ["batch_dead"]
+        work = store.work("batch_dead")
+        assert work is not None and work.epoch == 1  # the dead holder is fenced off
+
+
+# -- the PostgreSQL fixture itself ---------------------------------------------------
+
+
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_without_a_server_the_postgres_tests_skip_saying_why_but_not_under_ci(
+    pytester, monkeypatch, tmp_path, ci
+):
+    monkeypatch.setenv("BATCHFSM_POSTGRES_BIN", str(tmp_path / "nothing here"))
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    pytester.makepyfile("def test_needs_it(postgres_url):\n    pass\n")
+    result = pytester.runpytest("-p", "tests.postgres", "-rs")
+    if ci is None:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(
+            ["*PostgreSQL tests skipped: no PostgreSQL server binaries*"]
+        )
+    else:
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(["*cannot run under CI: no PostgreSQL server*"])
