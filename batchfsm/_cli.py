@@ -5,8 +5,9 @@
   and prints each violation with its index, batch id and rule; exit 1 on any
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
-- ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key]`` serves the
-  emulator.
+- ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
+  [--lease-seconds S]`` serves the emulator; with ``--db`` its batches and files
+  live in SQLite or PostgreSQL (several processes may share PostgreSQL).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -20,11 +21,15 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _conform_cli
 from ._diagram import FORMATS, render
+from ._errors import BatchFSMError
 from ._invariants import check_trace
+
+if TYPE_CHECKING:
+    from .emulator import Emulator, SQLStore
 
 __all__ = ["main"]
 
@@ -144,6 +149,20 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("BATCHFSM_API_KEY"),
         help="demand 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
     )
+    serve.add_argument(
+        "--db",
+        default=None,
+        help="keep batches and files in a database: an SQLite file (PATH or "
+        "sqlite:///PATH) or postgresql://... (several serve processes may share "
+        "one); default: in memory, lost when serve stops",
+    )
+    serve.add_argument(
+        "--lease-seconds",
+        default="30",
+        help="with --db: how long a batch stays with the process working on it; "
+        "a process that dies has its batches taken over this long after "
+        "(default 30)",
+    )
     return parser
 
 
@@ -193,13 +212,53 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
-    emulator = Emulator(clock=SystemClock(speed), seed=seed)
+    if args.db is None:
+        emulator = Emulator(clock=SystemClock(speed), seed=seed)
+        kept = "ephemeral: batches and files are lost when it stops (--db keeps them)"
+        store = None
+    else:
+        try:
+            store, emulator = _durable(args.db, args.lease_seconds, speed, seed)
+        except (ValueError, BatchFSMError) as exc:
+            sock.close()
+            print(f"batchfsm serve: {exc}", file=sys.stderr)
+            return 2
+        kept = f"batches and files kept in {store.where}"
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
+    print(f"batchfsm emulator: {kept}", flush=True)
     try:
         serve(emulator, sock, api_key=args.api_key)
     finally:
         sock.close()
+        if store is not None:
+            store.close()
     return 0
+
+
+def _durable(
+    db: str, lease_text: str, speed: float, seed: int | None
+) -> tuple[SQLStore, Emulator]:
+    """The store ``--db`` names and an emulator on it, its clock anchored there."""
+    from .emulator import AnchoredClock, Emulator, open_store
+
+    try:
+        lease = float(lease_text)
+    except ValueError:
+        lease = math.nan
+    if not (math.isfinite(lease) and lease > 0):
+        raise ValueError(
+            f"--lease-seconds must be a finite number above 0, got {lease_text!r}"
+        )
+    store = open_store(db, lease_seconds=lease)
+    try:
+        clock = AnchoredClock(store, speed)
+    except BaseException:
+        store.close()
+        raise
+    emulator = Emulator(
+        clock=clock, store=store, files=store.files, ids=store.ids(seed)
+    )
+    return store, emulator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
