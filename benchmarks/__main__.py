@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         from .engine_cases import engine_figures
 
         extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
+        from .store_cases import figures as store_figures
+
+        extras += store_figures()
         print("\n".join(extras))
         engine_lines, engine = engine_figures(args.soak_seconds)
         extras += engine_lines

@@ -1,0 +1,230 @@
+"""The stores side by side: memory, SQLite, PostgreSQL; one vs two serve processes.
+
+``python -m benchmarks.store_cases`` (also part of ``python -m benchmarks``)
+prints, for each store, conditional transitions per second and a retrieve's
+latency (p50/p99), each with its ratio to the memory store; then the work
+throughput and the retrieve rate of one and of two ``serve`` processes on one
+PostgreSQL database, as a ratio. PostgreSQL runs in a throwaway cluster the
+benchmark starts (as the tests do); where it cannot, its rows say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx2
+
+import batchfsm as bf
+from batchfsm.emulator import (
+    BatchStore,
+    Emulator,
+    FileStore,
+    IdSource,
+    MemoryBatchStore,
+    MemoryFileStore,
+    MemoryIds,
+    SQLiteStore,
+    SystemClock,
+    Work,
+    make_input_file,
+    open_store,
+)
+
+S = bf.BatchStatus
+T0 = 1_700_000_000
+
+
+def _batch(i: int) -> bf.Batch:
+    return bf.new_batch(
+        id=f"batch_{i:032x}", input_file_id="file-in", endpoint="/v1/embeddings",
+        created_at=T0,
+    )  # fmt: skip
+
+
+def transitions_per_second(store: BatchStore, n: int = 300) -> float:
+    """Conditional writes a second: ``n`` batches started, finalized, completed."""
+    batches = [_batch(i) for i in range(n)]
+    for b in batches:
+        store.insert(b, Work(due_at=T0 + 1))
+    moves = []
+    for b in batches:
+        started = bf.advance(b, "start", at=T0 + 1)
+        finalizing = bf.advance(started, "finalize", at=T0 + 2)
+        done = bf.advance(finalizing, "complete", at=T0 + 3)
+        moves.append((started, finalizing, done))
+    begin = time.perf_counter()
+    for started, finalizing, done in moves:
+        assert store.write(started, Work(due_at=T0 + 2), status=S.VALIDATING, epoch=0)
+        assert store.write(
+            finalizing, Work(due_at=T0 + 3), status=S.IN_PROGRESS, epoch=0
+        )
+        assert store.write(done, None, status=S.FINALIZING, epoch=0)
+    return 3 * n / (time.perf_counter() - begin)
+
+
+def retrieve_latency(
+    store: BatchStore, files: FileStore, ids: IdSource, n: int = 2_000
+) -> tuple[float, float]:
+    """p50 and p99 µs of ``Emulator.retrieve_batch`` with its worker running."""
+    emulator = Emulator(
+        clock=SystemClock(1.0), store=store, files=files, ids=ids
+    )  # the worker runs, as under serve: a retrieve only reads
+    upload = emulator.create_file(make_input_file(5), "in.jsonl", "batch")
+    made = [
+        emulator.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+        for _ in range(20)
+    ]
+    emulator.start()
+    try:
+        times = []
+        for i in range(n):
+            batch_id = made[i % len(made)].id
+            begin = time.perf_counter()
+            emulator.retrieve_batch(batch_id)
+            times.append((time.perf_counter() - begin) * 1e6)
+    finally:
+        emulator.stop()
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99)]
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[Callable[[], str] | str]:
+    """A factory of new databases on a throwaway cluster, or why there is none."""
+    try:
+        from tests.postgres import PostgresUnavailableError, cluster, new_database
+    except ImportError as exc:  # pragma: no cover - run outside the repository
+        yield f"unavailable ({exc})"
+        return
+    try:
+        with cluster() as server:
+            yield lambda: new_database(server)
+    except PostgresUnavailableError as exc:
+        yield f"unavailable ({exc})"
+
+
+def _stores(
+    folder: Path, postgres: Callable[[], str] | str
+) -> Iterator[tuple[str, Callable[[], tuple[BatchStore, FileStore, IdSource]] | str]]:
+    yield "memory", lambda: (MemoryBatchStore(), MemoryFileStore(), MemoryIds())
+    paths = iter(folder / f"{n}.sqlite" for n in range(1_000))
+
+    def sqlite() -> tuple[BatchStore, FileStore, IdSource]:
+        store = SQLiteStore(next(paths))
+        return store, store.files, store.ids()
+
+    yield "SQLite (WAL)", sqlite
+    if isinstance(postgres, str):
+        yield "PostgreSQL", postgres
+        return
+    make_db = postgres
+
+    def pg() -> tuple[BatchStore, FileStore, IdSource]:
+        store = open_store(make_db())
+        return store, store.files, store.ids()
+
+    yield "PostgreSQL", pg
+
+
+def store_table(postgres: Callable[[], str] | str) -> list[str]:
+    lines = [
+        "stores (ratios against the memory store):",
+        f"    {'store':<14} {'transitions/s':>14} {'time ratio':>11}"
+        f" {'retrieve p50':>13} {'p99':>10} {'p50 ratio':>10}",
+    ]
+    base: tuple[float, float] | None = None
+    with tempfile.TemporaryDirectory() as folder:
+        for name, make in _stores(Path(folder), postgres):
+            if isinstance(make, str):
+                lines.append(f"    {name:<14} {make}")
+                continue
+            rates, p50s, p99s = [], [], []
+            for _ in range(3):
+                store, files, ids = make()
+                rates.append(transitions_per_second(store))
+                store, files, ids = make()
+                p50, p99 = retrieve_latency(store, files, ids)
+                p50s.append(p50)
+                p99s.append(p99)
+            rate, p50, p99 = (statistics.median(x) for x in (rates, p50s, p99s))
+            base = base or (rate, p50)
+            lines.append(
+                f"    {name:<14} {rate:>14,.0f} {base[0] / rate:>10,.0f}x"
+                f" {p50:>10.0f} µs {p99:>7.0f} µs {p50 / base[1]:>9,.0f}x"
+            )
+    return lines
+
+
+def _serve_throughput(
+    db: str, processes: int, batches: int = 12
+) -> tuple[float, float]:
+    """Seconds to run ``batches`` batches of 100 requests, and retrieves/s."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.test_durable import Server, _create, _upload
+
+    servers = [Server(db, "--speed", "1000000") for _ in range(processes)]
+    try:
+        file_id = _upload(servers[0], 100)
+        begin = time.perf_counter()
+        made = [_create(servers[i % processes], file_id)["id"] for i in range(batches)]
+        pending = set(made)
+        while pending:
+            for batch_id in list(pending):
+                answer = servers[0].http.get(f"/batches/{batch_id}")
+                if answer.json()["status"] == "completed":
+                    pending.discard(batch_id)
+            time.sleep(0.01)
+        work_seconds = time.perf_counter() - begin
+        # Retrieve rate: two clients per process, each on its own connection.
+        count = [0]
+        stop = time.perf_counter() + 3
+        lock = threading.Lock()
+
+        def client(server_index: int) -> None:
+            with httpx2.Client(base_url=servers[server_index].base) as http:
+                while time.perf_counter() < stop:
+                    http.get(f"/batches/{made[0]}")
+                    with lock:
+                        count[0] += 1
+
+        threads = [
+            threading.Thread(target=client, args=(i % processes,)) for i in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return work_seconds, count[0] / 3
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def serve_table(postgres: Callable[[], str] | str) -> list[str]:
+    if isinstance(postgres, str):
+        return [f"serve processes on PostgreSQL: {postgres}"]
+    one = _serve_throughput(postgres(), 1)
+    two = _serve_throughput(postgres(), 2)
+    return [
+        "serve processes on one PostgreSQL (12 batches x 100 requests; 4 clients):",
+        f"    1 process : work {one[0]:.2f} s, retrieve {one[1]:,.0f} requests/s",
+        f"    2 processes: work {two[0]:.2f} s, retrieve {two[1]:,.0f} requests/s",
+        f"    2 vs 1: work {one[0] / two[0]:.2f}x as fast,"
+        f" retrieve {two[1] / one[1]:.2f}x the requests/s",
+    ]
+
+
+def figures() -> list[str]:
+    with _postgres() as postgres:
+        return [*store_table(postgres), *serve_table(postgres)]
+
+
+if __name__ == "__main__":
+    print("\n".join(figures()))
