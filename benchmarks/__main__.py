@@ -43,11 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only and not args.no_extras:
         from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches
         from .engine_cases import engine_figures
-
-        extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
         from .store_cases import figures as store_figures
 
-        extras += store_figures()
+        extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
+        extras += store_figures()  # memory, SQLite, PostgreSQL; 1 vs 2 processes
         print("\n".join(extras))
         engine_lines, engine = engine_figures(args.soak_seconds)
         extras += engine_lines
