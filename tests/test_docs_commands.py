@@ -4,8 +4,8 @@ A command is a ``$ `` line in an indented block of a docs page (or the README);
 the lines under it, up to a blank line, are its output (stdout and stderr as a
 terminal shows them; ``...`` stands for any lines, as in doctests). A command
 shown without output (one that needs your server) is not run. ``batchfsm serve``
-runs until stopped: its first line is compared, on a free port instead of the
-one shown.
+runs until stopped: the lines shown of its banner are compared, on a free port
+instead of the one shown.
 """
 
 import doctest
@@ -57,7 +57,7 @@ def argv(command: str) -> list[str]:
     raise AssertionError(f"the docs show a command the tests cannot run: {command}")
 
 
-def first_line_of_serve(words: list[str], expected: str) -> tuple[str, str]:
+def banner_of_serve(words: list[str], expected: str) -> tuple[str, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
@@ -68,10 +68,12 @@ def first_line_of_serve(words: list[str], expected: str) -> tuple[str, str]:
     ) as server:
         try:
             assert server.stdout is not None
-            first = server.stdout.readline()
+            banner = "".join(
+                server.stdout.readline() for _ in range(expected.count("\n"))
+            )
         finally:
             server.terminate()
-    return first, expected.replace(f":{shown_port}/", f":{port}/")
+    return banner, expected.replace(f":{shown_port}/", f":{port}/")
 
 
 def test_the_docs_show_commands_with_their_output():
@@ -87,7 +89,7 @@ def test_the_docs_show_commands_with_their_output():
 def test_a_command_in_the_docs_prints_what_the_docs_show(command, expected):
     words = argv(command)
     if words[3:4] == ["serve"]:
-        got, expected = first_line_of_serve(words, expected)
+        got, expected = banner_of_serve(words, expected)
     else:
         result = subprocess.run(
             words, cwd=ROOT, capture_output=False, stdout=subprocess.PIPE,
