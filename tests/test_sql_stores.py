@@ -7,11 +7,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import batchfsm as bf
@@ -28,6 +29,7 @@ from batchfsm.emulator import (
     open_store,
 )
 from batchfsm.emulator._migrations import LATEST, MIGRATIONS
+from batchfsm.strategies import batches
 
 S = bf.BatchStatus
 
@@ -61,6 +63,28 @@ def open_db(request, tmp_path) -> Iterator[Callable[[], SQLStore]]:
 @pytest.fixture
 def store(open_db: Callable[[], SQLStore]) -> SQLStore:
     return open_db()
+
+
+# -- values in, the same values out ---------------------------------------------------
+
+_COUNTS = st.integers(0, 2**62)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=batches(),
+    work=st.builds(
+        Work, due_at=_COUNTS, epoch=_COUNTS, done=_COUNTS, offset=_COUNTS,
+        completed=_COUNTS, failed=_COUNTS, input_tokens=_COUNTS,
+        output_tokens=_COUNTS, output_expires_after=st.none() | _COUNTS,
+    ),
+)  # fmt: skip
+def test_any_batch_and_work_come_back_equal(store, batch, work):
+    batch = attrs.evolve(batch, id=f"batch_{uuid.uuid4().hex}")  # new each example
+    store.insert(batch, work)
+    assert store.get(batch.id) == batch
+    assert store.work(batch.id) == work
+    assert store.page(None, 1)[0] == [batch]
 
 
 # -- one conditional write, whole or not at all ------------------------------------
@@ -318,14 +342,6 @@ def test_a_password_never_shows_in_messages():
 def test_a_directory_is_not_a_database(tmp_path):
     with pytest.raises(StoreError, match="is a directory"):
         open_store(str(tmp_path))
-
-
-@given(st.integers(min_value=1, max_value=LATEST))
-def test_the_migrations_are_numbered_in_order(version):
-    assert MIGRATIONS[version - 1].version == version
-
-
-# -- the clock -----------------------------------------------------------------------
 
 
 def test_the_clock_is_anchored_in_the_database(open_db):
