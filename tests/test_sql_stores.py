@@ -344,6 +344,9 @@ def test_a_directory_is_not_a_database(tmp_path):
         open_store(str(tmp_path))
 
 
+# -- the clock -----------------------------------------------------------------------
+
+
 def test_the_clock_is_anchored_in_the_database(open_db):
     first = AnchoredClock(open_db(), speed=1000)
     before = first.now()
