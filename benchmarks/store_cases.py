@@ -163,15 +163,15 @@ def store_table(postgres: Callable[[], str] | str) -> list[str]:
 
 
 def _serve_throughput(
-    db: str, processes: int, batches: int = 12
+    db: str, processes: int, batches: int = 20
 ) -> tuple[float, float]:
-    """Seconds to run ``batches`` batches of 100 requests, and retrieves/s."""
+    """Seconds to run ``batches`` batches of 200 requests, and retrieves/s."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.test_durable import Server, _create, _upload
 
     servers = [Server(db, "--speed", "1000000") for _ in range(processes)]
     try:
-        file_id = _upload(servers[0], 100)
+        file_id = _upload(servers[0], 200)
         begin = time.perf_counter()
         made = [_create(servers[i % processes], file_id)["id"] for i in range(batches)]
         pending = set(made)
@@ -213,7 +213,7 @@ def serve_table(postgres: Callable[[], str] | str) -> list[str]:
     one = _serve_throughput(postgres(), 1)
     two = _serve_throughput(postgres(), 2)
     return [
-        "serve processes on one PostgreSQL (12 batches x 100 requests; 4 clients):",
+        "serve processes on one PostgreSQL (20 batches x 200 requests; 4 clients):",
         f"    1 process : work {one[0]:.2f} s, retrieve {one[1]:,.0f} requests/s",
         f"    2 processes: work {two[0]:.2f} s, retrieve {two[1]:,.0f} requests/s",
         f"    2 vs 1: work {one[0] / two[0]:.2f}x as fast,"
