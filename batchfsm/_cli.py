@@ -6,8 +6,10 @@
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
-  [--lease-seconds S]`` serves the emulator; with ``--db`` its batches and files
-  live in SQLite or PostgreSQL (several processes may share PostgreSQL).
+  [--lease-seconds S] [--model NAME] [--any-model]`` serves the emulator; with
+  ``--db`` its batches and files live in SQLite or PostgreSQL (several
+  processes may share PostgreSQL); ``--model`` (repeatable) and
+  ``--any-model`` widen the model catalogue.
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -163,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
         "a process that dies has its batches taken over this long after "
         "(default 30)",
     )
+    serve.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="accept this model name on every endpoint too (repeatable)",
+    )
+    serve.add_argument(
+        "--any-model", action="store_true", help="accept every model name"
+    )
     return parser
 
 
@@ -212,13 +224,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
+    models = {"extra_models": args.model, "any_model": args.any_model}
     if args.db is None:
-        emulator = Emulator(clock=SystemClock(speed), seed=seed)
+        emulator = Emulator(clock=SystemClock(speed), seed=seed, **models)
         kept = "ephemeral: batches and files are lost when it stops (--db keeps them)"
         store = None
     else:
         try:
-            store, emulator = _durable(args.db, args.lease_seconds, speed, seed)
+            store, emulator = _durable(args.db, args.lease_seconds, speed, seed, models)
         except (ValueError, BatchFSMError) as exc:
             sock.close()
             print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -236,7 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _durable(
-    db: str, lease_text: str, speed: float, seed: int | None
+    db: str, lease_text: str, speed: float, seed: int | None, models: dict[str, Any]
 ) -> tuple[SQLStore, Emulator]:
     """The store ``--db`` names and an emulator on it, its clock anchored there."""
     from .emulator import AnchoredClock, Emulator, open_store
@@ -256,7 +269,7 @@ def _durable(
         store.close()
         raise
     emulator = Emulator(
-        clock=clock, store=store, files=store.files, ids=store.ids(seed)
+        clock=clock, store=store, files=store.files, ids=store.ids(seed), **models
     )
     return store, emulator
 

@@ -106,8 +106,9 @@ STAMPS: dict[BatchStatus, str] = {
     S.CANCELLED: "cancelled_at",
 }
 
-#: Fields a batch may carry from its creation on.
-CREATION_FIELDS = _fields("model", "metadata", "request_counts")
+#: Fields a batch may carry from its creation on (the live API answers a create
+#: with ``request_counts`` 0/0/0 and ``usage`` all zeros).
+CREATION_FIELDS = _fields("model", "metadata", "request_counts", "usage")
 
 #: Work in progress updates these fields without a move, in these statuses.
 PROGRESS_FIELDS = _fields("request_counts", "usage")

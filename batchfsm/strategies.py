@@ -106,6 +106,15 @@ def _statuses(
     return [BatchStatus(s) for s in status]
 
 
+_NO_USAGE = BatchUsage(
+    input_tokens=0,
+    input_tokens_details=InputTokensDetails(cached_tokens=0),
+    output_tokens=0,
+    output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+    total_tokens=0,
+)
+
+
 @st.composite
 def _usage(draw: st.DrawFn, before: BatchUsage | None) -> BatchUsage:
     """Usage that only grows: each count is the previous one plus a draw."""
@@ -214,6 +223,8 @@ def lifecycles(
         created_at=draw(_times),
         metadata=draw(_metadata),
     )
+    if draw(st.booleans()):  # as the live API creates it, usage already zeroed
+        batch = attrs.evolve(batch, usage=_NO_USAGE)
     snapshots = [batch]
     now = batch.created_at
     for event in path:

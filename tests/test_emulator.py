@@ -58,7 +58,7 @@ def read(emu: Emulator, file_id: str | None) -> list[dict[str, Any]]:
 
 def test_happy_path_with_a_request_the_model_rejects():
     emu = Emulator()
-    lines = [line(0), line(1, body={"model": "gpt-4o-mini"}), line(2)]
+    lines = [line(0), line(1, body={"model": "gpt-4o-mini", "messages": []}), line(2)]
     batch = start(emu, lines)
     assert batch.status is bf.BatchStatus.VALIDATING
     snapshots = poll(emu, batch.id)
@@ -86,7 +86,8 @@ def test_happy_path_with_a_request_the_model_rejects():
 
 def test_a_batch_whose_every_request_failed_completes_without_output():
     emu = Emulator()
-    done = poll(emu, start(emu, [line(0, body={"model": "gpt-4o-mini"})]).id)[-1]
+    rejected = line(0, body={"model": "gpt-4o-mini", "messages": []})
+    done = poll(emu, start(emu, [rejected]).id)[-1]
     assert done.status is bf.BatchStatus.COMPLETED
     assert done.output_file_id is None
     assert done.error_file_id is not None
@@ -147,7 +148,15 @@ def test_a_missing_input_file_fails_validation_not_create():
     batch = emu.create_batch(input_file_id="file-missing", endpoint=CHAT)
     failed = poll(emu, batch.id)[-1]
     assert failed.errors is not None and failed.errors.data is not None
-    assert failed.errors.data[0].code == "missing_input_file"
+    assert [(e.code, e.line, e.param, e.message) for e in failed.errors.data] == [
+        (
+            "invalid_request",
+            None,
+            "file_id",
+            "Cannot find file file-missing, or organization org-batchfsm-emulator "
+            "does not have access to it.",
+        )
+    ]
 
 
 def test_cancel_mid_run_keeps_partial_results():
@@ -222,7 +231,7 @@ def test_listing_250_batches_visits_each_once_newest_first():
         ({"input_file_id": "f", "endpoint": CHAT, "metadata": [1]}, "metadata"),
         ({"input_file_id": "f", "endpoint": CHAT,
           "output_expires_after": {"anchor": "created_at", "seconds": 60}},
-         "output_expires_after"),
+         "output_expires_after.seconds"),
     ],
 )  # fmt: skip
 def test_bad_create_parameters_are_400_naming_the_param(params, param):
@@ -236,17 +245,25 @@ def test_bad_create_parameters_are_400_naming_the_param(params, param):
 
 def test_unknown_ids_are_404():
     emu = Emulator()
-    for call in (
-        emu.retrieve_batch,
-        emu.cancel_batch,
-        emu.retrieve_file,
-        emu.file_content,
+    for call, unknown in (
+        (emu.retrieve_batch, "batch_nope"),
+        (emu.cancel_batch, "batch_nope"),
+        (emu.retrieve_file, "file-nope"),
+        (emu.file_content, "file-nope"),
+        (emu.delete_file, "file-nope"),
     ):
         with pytest.raises(ApiError) as info:
-            call("nope")
+            call(unknown)
         assert info.value.status_code == 404
     with pytest.raises(ApiError, match="400"):
         emu.list_batches(after="nope")
+    for malformed in ("nope", 7):
+        with pytest.raises(ApiError) as info:
+            emu.retrieve_batch(malformed)  # type: ignore[arg-type]
+        assert (info.value.status_code, info.value.body["error"]["param"]) == (
+            400,
+            "batch_id",
+        )
 
 
 @settings(max_examples=25, deadline=None)
@@ -351,9 +368,13 @@ def test_output_files_expire_as_asked():
         endpoint=CHAT,
         output_expires_after={"anchor": "created_at", "seconds": 7_200},
     )
+    emu.clock.advance(3)  # type: ignore[attr-defined]
     done = poll(emu, batch.id)[-1]
     assert done.output_file_id is not None
-    assert emu.retrieve_file(done.output_file_id).expires_at == batch.created_at + 7_200
+    output = emu.retrieve_file(done.output_file_id)
+    # Anchored at the output file's own creation, not the batch's.
+    assert output.created_at > batch.created_at
+    assert output.expires_at == output.created_at + 7_200
 
 
 def test_lines_end_at_newlines_only_and_bad_bytes_name_their_line():

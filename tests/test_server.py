@@ -116,7 +116,7 @@ def test_happy_path_with_the_openai_client(client, emulator):
                 "custom_id": "r3",
                 "method": "POST",
                 "url": CHAT,
-                "body": {"model": "gpt-4o-mini"},
+                "body": {"model": "gpt-4o-mini", "messages": []},
             }
         },
     )
@@ -185,10 +185,11 @@ def test_validation_errors_end_in_failed_with_line_numbers(client, emulator):
     )
     done = poll(client, emulator, submit(client, content).id)
     assert done.status == "failed"
-    assert [(e.code, e.line) for e in done.errors.data] == [
-        ("invalid_json_line", 2),
-        ("invalid_url", 3),
-        ("model_not_found", 3),
+    assert [(e.code, e.line, e.param) for e in done.errors.data] == [
+        ("invalid_json_line", 2, None),
+        ("invalid_url", 3, "url"),
+        ("invalid_request", 3, "body.model"),
+        ("invalid_request", 3, "body.messages"),
     ]
 
 

@@ -23,18 +23,21 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._convert import to_dict
-from ._engine import EXPIRES_AFTER_SECONDS, ApiError, Emulator
-from ._validate import MAX_BYTES
+from ._engine import ApiError, Emulator
+from ._files import MAX_FILE_BYTES
+from ._params import EXPIRES_AFTER_SECONDS
+from ._request_id import RequestIdMiddleware
 
 __all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "create_app"]
 
-#: An upload may hold a 200 MB input file plus its multipart framing.
-MAX_UPLOAD_BYTES = MAX_BYTES + 64 * 1024
+#: An upload may hold a 512 MB file plus its multipart framing.
+MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 64 * 1024
 #: A JSON request body (create batch) is small.
 MAX_JSON_BYTES = 1024 * 1024
 
@@ -220,8 +223,14 @@ def create_app(
         return JSONResponse(created.to_dict())  # fmt: skip
 
     def list_files(request: Request) -> Response:
-        data = [f.to_dict() for f in emu.list_files()]
-        return JSONResponse({"object": "list", "data": data, "has_more": False})
+        query = request.query_params
+        page = emu.list_files(
+            after=query.get("after"),
+            limit=query.get("limit"),
+            order=query.get("order"),
+            purpose=query.get("purpose"),
+        )
+        return JSONResponse(page)
 
     def get_file(request: Request) -> Response:
         return JSONResponse(emu.retrieve_file(request.path_params["file_id"]).to_dict())
@@ -300,6 +309,7 @@ def create_app(
         routes=routes,
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
     )
     app.state.emulator = emu
     return app

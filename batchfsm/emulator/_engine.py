@@ -21,17 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
-from .._endpoints import ENDPOINT_MODELS
 from .._errors import InvalidTransition
-from .._invariants import COMPLETION_WINDOWS, _check, check_step
+from .._invariants import _check, check_step
 from .._lifecycle import advance, new_batch
 from .._model import (
-    METADATA_MAX_PAIRS,
     Batch,
     BatchError,
     BatchErrors,
@@ -40,11 +38,12 @@ from .._model import (
     BatchUsage,
     InputTokensDetails,
     OutputTokensDetails,
-    metadata_problems,
 )
 from .._table import Event
 from ._clock import Clock, VirtualClock
+from ._files import expires_at, is_live, list_files_page, upload_problem
 from ._handlers import Handler, Reply, default_handler
+from ._params import Problem, batch_id_problem, create_problem
 from ._stores import (
     BatchStore,
     FileObject,
@@ -61,16 +60,13 @@ from ._validate import (
     MAX_BYTES,
     is_blank,
     iter_lines,
+    missing_file_error,
     scan_input,
 )
 
 __all__ = ["ApiError", "Emulator"]
 
 S = BatchStatus
-ENDPOINTS = tuple(ENDPOINT_MODELS)
-#: The range of ``seconds`` the API accepts in ``expires_after`` (files) and
-#: ``output_expires_after`` (batches): one hour to thirty days.
-EXPIRES_AFTER_SECONDS = (3_600, 2_592_000)
 #: Bytes read from a stored file at a time.
 READ_BYTES = 1 << 16
 #: At most this many requests run in one write of a batch's progress.
@@ -121,6 +117,12 @@ def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
 
 
+def _refuse(problem: Problem) -> ApiError:
+    return ApiError(
+        problem.status, problem.message, param=problem.param, code=problem.code
+    )
+
+
 def _encodable(value: str) -> bool:
     # JSON may carry a lone surrogate ("\ud800"); no answer could ever hold it.
     try:
@@ -163,7 +165,10 @@ class Emulator:
     Args:
         clock: where time comes from (a :class:`VirtualClock` by default).
         handler: what answers each request.
-        models: the models each endpoint accepts.
+        models: the models each endpoint accepts (by default every model id
+            of the official client's types, dated snapshots included).
+        extra_models: names every endpoint accepts too.
+        any_model: accept every model name.
         store, files, ids: the stores (memory by default).
         seed: reproducible ids (ignored when ``ids`` is given); random if None.
 
@@ -185,6 +190,8 @@ class Emulator:
         clock: Clock | None = None,
         handler: Handler = default_handler,
         models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+        extra_models: Iterable[str] = (),
+        any_model: bool = False,
         store: BatchStore | None = None,
         files: FileStore | None = None,
         ids: IdSource | None = None,
@@ -196,7 +203,9 @@ class Emulator:
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.handler = handler
-        self.models = models
+        extra = frozenset(extra_models)
+        self.models = {endpoint: known | extra for endpoint, known in models.items()}
+        self.any_model = any_model
         self.batches: BatchStore = store if store is not None else MemoryBatchStore()
         self.files: FileStore = files if files is not None else MemoryFileStore()
         self.ids: IdSource = ids if ids is not None else MemoryIds(seed)
@@ -288,17 +297,15 @@ class Emulator:
         purpose: str,
         expires_after: int | None = None,
     ) -> FileObject:
-        """Store an upload; returns its File object."""
-        if purpose not in (
-            "batch",
-            "batch_output",
-            "assistants",
-            "fine-tune",
-            "vision",
-            "user_data",
-            "evals",
-        ):
-            raise _invalid("purpose", f"Invalid value for 'purpose': {purpose!r}.")
+        """Store an upload; returns its File object.
+
+        A ``batch`` file must be ``.jsonl`` of at most 200 MB and expires 30 days
+        after its creation unless ``expires_after`` (seconds) says otherwise;
+        other purposes allow 512 MB and never expire by default.
+        """
+        problem = upload_problem(filename, purpose, len(content))
+        if problem is not None:
+            raise _refuse(problem)
         if not _encodable(filename):
             filename = filename.encode("utf-8", "replace").decode("utf-8")
         now = self._now()
@@ -308,31 +315,52 @@ class Emulator:
             created_at=now,
             filename=filename,
             purpose=purpose,
-            expires_at=None if expires_after is None else now + expires_after,
+            expires_at=expires_at(purpose, now, expires_after),
         )
         self.files.add(file, content)
         return file
 
-    def list_files(self) -> list[FileObject]:
-        """Every file, newest first."""
-        return self.files.list()
+    def list_files(
+        self,
+        *,
+        after: str | None = None,
+        limit: str | None = None,
+        order: str | None = None,
+        purpose: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of the files not expired: the API's list object (as dicts).
+
+        The parameters are ``GET /v1/files``'s query, as text: ``limit``
+        1..10,000 (default 10,000), ``order`` ``desc`` (default) or ``asc``,
+        ``after`` a file id, ``purpose`` a filter.
+        """
+        now = self._now()
+        live = [f for f in self.files.list() if is_live(f, now)]
+        page = list_files_page(
+            live, after=after, limit=limit, order=order, purpose=purpose
+        )
+        if isinstance(page, Problem):
+            raise _refuse(page)
+        return page
 
     def retrieve_file(self, file_id: str) -> FileObject:
-        """The File object; 404 if there is none."""
+        """The File object; 404 if there is none or it expired."""
         file = self.files.get(file_id)
-        if file is None:
+        if file is None or not is_live(file, self._now()):
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return file
 
     def file_content(self, file_id: str) -> bytes:
-        """The bytes of a file; 404 if there is none."""
+        """The bytes of a file; 404 if there is none or it expired."""
+        self.retrieve_file(file_id)
         content = self.files.content(file_id)
-        if content is None:
+        if content is None:  # deleted since
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return content
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
-        """Delete a file; the API's deletion answer."""
+        """Delete a file; the API's deletion answer (404 if none or expired)."""
+        self.retrieve_file(file_id)
         if not self.files.delete(file_id):
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return {"id": file_id, "object": "file", "deleted": True}
@@ -353,65 +381,26 @@ class Emulator:
         Problems with the input file are not create errors: the batch is
         created and fails validation (as the live API does).
         """
-        if (
-            not isinstance(input_file_id, str)
-            or not input_file_id
-            or not _encodable(input_file_id)
-        ):
-            raise _invalid(
-                "input_file_id",
-                "'input_file_id' must be a non-empty string.",
-                "invalid_type",
-            )
-        if endpoint not in ENDPOINTS:
-            raise _invalid(
-                "endpoint",
-                f"Invalid value for 'endpoint': {endpoint!r}; "
-                f"supported: {', '.join(ENDPOINTS)}.",
-            )
-        if completion_window not in COMPLETION_WINDOWS:
-            raise _invalid(
-                "completion_window",
-                f"Invalid value for 'completion_window': {completion_window!r}; "
-                "only '24h' is supported.",
-            )
-        if metadata is not None:
-            if not isinstance(metadata, dict):
-                raise _invalid(
-                    "metadata", "'metadata' must be an object.", "invalid_type"
-                )
-            problems = metadata_problems(metadata)
-            if not problems and not all(
-                _encodable(k) and _encodable(v) for k, v in metadata.items()
-            ):
-                problems = [("", "keys and values must be valid UTF-8 text")]
-            if problems:
-                key, message = problems[0]
-                raise _invalid(
-                    f"metadata.{key}" if key else "metadata",
-                    f"Invalid metadata: {message} "
-                    f"(at most {METADATA_MAX_PAIRS} pairs).",
-                )
-        if output_expires_after is not None:
-            low, high = EXPIRES_AFTER_SECONDS
-            if (
-                not isinstance(output_expires_after, dict)
-                or output_expires_after.get("anchor") != "created_at"
-                or type(output_expires_after.get("seconds")) is not int
-                or not low <= output_expires_after["seconds"] <= high
-            ):
-                raise _invalid(
-                    "output_expires_after",
-                    "'output_expires_after' must be "
-                    f"{{'anchor': 'created_at', 'seconds': {low}..{high}}}.",
-                )
-        self._sync()
-        batch = new_batch(
-            id=self._id("batch_"),
+        problem = create_problem(
             input_file_id=input_file_id,
             endpoint=endpoint,
-            created_at=self._now(),
+            completion_window=completion_window,
             metadata=metadata,
+            output_expires_after=output_expires_after,
+        )
+        if problem is not None:
+            raise _refuse(problem)
+        self._sync()
+        # The live API answers a create with usage zeroed (DESIGN §5, fact 15).
+        batch = attrs.evolve(
+            new_batch(
+                id=self._id("batch_"),
+                input_file_id=input_file_id,
+                endpoint=endpoint,
+                created_at=self._now(),
+                metadata=metadata,
+            ),
+            usage=self._usage(Work(due_at=0)),
         )
         work = Work(
             due_at=self._due(batch, 0),
@@ -480,11 +469,12 @@ class Emulator:
     # -- the worker --------------------------------------------------------------------
 
     def _get(self, batch_id: str) -> Batch:
-        batch = self.batches.get(batch_id) if isinstance(batch_id, str) else None
+        problem = batch_id_problem(batch_id)
+        if problem is not None:
+            raise _refuse(problem)
+        batch = self.batches.get(batch_id)
         if batch is None:
-            raise ApiError(
-                404, f"No batch found with id '{batch_id}'.", param="batch_id"
-            )
+            raise ApiError(404, f"No batch found with id '{batch_id}'.")
         return batch
 
     def _due(self, batch: Batch, done: int) -> int:
@@ -567,6 +557,8 @@ class Emulator:
 
     def _validate(self, batch: Batch, work: Work, at: int) -> None:
         file = self.files.get(batch.input_file_id)
+        if file is not None and not is_live(file, at):
+            file = None  # expired before validation: as good as missing
         errors: list[BatchError] = []
         if file is not None and file.bytes > MAX_BYTES:
             errors = [
@@ -578,20 +570,16 @@ class Emulator:
         elif file is not None:
             try:
                 outcome = scan_input(
-                    self._lines(file.id, 0), batch.endpoint, self.models
+                    self._lines(file.id, 0),
+                    batch.endpoint,
+                    None if self.any_model else self.models,
                 )
             except _InputGoneError:
                 file = None
             else:
                 errors = outcome.errors
         if file is None:
-            errors = [
-                BatchError(
-                    code="missing_input_file",
-                    message=f"Input file {batch.input_file_id} was not found.",
-                    param="input_file_id",
-                )
-            ]
+            errors = [missing_file_error(batch.input_file_id)]
         if errors:
             failed = advance(
                 batch, Event.FAIL, at=at, errors=BatchErrors(data=tuple(errors))
@@ -716,9 +704,7 @@ class Emulator:
         )
 
     @staticmethod
-    def _usage(work: Work) -> BatchUsage | None:
-        if not work.done:
-            return None
+    def _usage(work: Work) -> BatchUsage:
         return BatchUsage(
             input_tokens=work.input_tokens,
             input_tokens_details=InputTokensDetails(cached_tokens=0),
@@ -793,9 +779,8 @@ class Emulator:
             created_at=at,
             filename=f"{batch.id}_{kind}.jsonl",
             purpose="batch_output",
-            expires_at=(
-                None if expires_after is None else batch.created_at + expires_after
-            ),
+            # Anchored at the output file's own creation, not the batch's.
+            expires_at=expires_at("batch_output", at, expires_after),
         )
         self.files.add(file, content)
         return file.id

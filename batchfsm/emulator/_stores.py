@@ -69,8 +69,8 @@ class Work:
         failed: requests that failed so far.
         input_tokens: tokens of the requests run so far.
         output_tokens: tokens of their answers.
-        output_expires_after: seconds from the batch's creation to its result
-            files' expiry, or None.
+        output_expires_after: seconds from each result file's own creation to
+            its expiry, or None.
     """
 
     due_at: int

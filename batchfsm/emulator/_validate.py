@@ -9,7 +9,7 @@ used; :data:`CODES` lists them all.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -24,11 +24,16 @@ __all__ = [
     "MAX_EMBEDDING_INPUTS",
     "MAX_ERRORS",
     "MAX_REQUESTS",
+    "ORGANIZATION",
+    "REQUIRED_INPUT",
     "Outcome",
     "Request",
+    "body_errors",
     "is_blank",
     "iter_lines",
+    "line_errors",
     "make_input_file",
+    "missing_file_error",
     "scan_input",
     "validate_input",
 ]
@@ -47,7 +52,9 @@ CODES: dict[str, str] = {
     "invalid_url": "url differs from the batch's endpoint (live API)",
     "model_not_found": "body.model is not a model of the endpoint (live API)",
     "streaming_unsupported": "body.stream is true (live API)",
-    "invalid_request": "method is not POST, or a wrongly typed field (live API)",
+    "invalid_request": "body.model or the endpoint's main input missing, or the "
+    "input file not found (live API); method not POST, a wrongly typed field "
+    "(emulator)",
     "duplicate_custom_id": "custom_id repeats an earlier line's (emulator)",
     "mixed_models": "a line's body.model differs from the file's first (emulator)",
     "too_many_requests": f"more than {MAX_REQUESTS:,} requests (emulator)",
@@ -57,13 +64,41 @@ CODES: dict[str, str] = {
     "empty_file": "the file holds no request (emulator)",
     "too_many_errors": f"more than {MAX_ERRORS - 1} problems: the last entry, the"
     " scan stopped (emulator)",
-    "missing_input_file": "the input file does not exist (emulator)",
 }
 
 #: Models the emulator knows, per endpoint; ``model_not_found`` otherwise.
 DEFAULT_MODELS: Mapping[str, frozenset[str]] = ENDPOINT_MODELS
 
+#: The organization named in "Cannot find file ..." (the emulator has one).
+ORGANIZATION = "org-batchfsm-emulator"
+
+#: endpoint -> the body field every request must carry besides ``model``.
+REQUIRED_INPUT: dict[str, str] = {
+    "/v1/chat/completions": "messages",
+    "/v1/completions": "prompt",
+    "/v1/embeddings": "input",
+    "/v1/responses": "input",
+    "/v1/moderations": "input",
+    "/v1/images/generations": "prompt",
+    "/v1/images/edits": "prompt",
+    "/v1/videos": "prompt",
+}
+
+# What "X: Streaming is not supported" names each endpoint (the live API's
+# words are known for chat completions; the others follow them).
+_API_NAMES = {
+    "/v1/chat/completions": "Chat Completions",
+    "/v1/completions": "Completions",
+    "/v1/embeddings": "Embeddings",
+    "/v1/responses": "Responses",
+    "/v1/moderations": "Moderations",
+    "/v1/images/generations": "Images",
+    "/v1/images/edits": "Images",
+    "/v1/videos": "Videos",
+}
+
 _REQUIRED = ("custom_id", "method", "url", "body")
+_NOT_JSON = "This line is not parseable as valid JSON."
 
 
 @attrs.frozen
@@ -81,11 +116,73 @@ def _error(
     return BatchError(code=code, line=line, message=message, param=param)
 
 
-def _line_errors(
-    number: int, item: Any, endpoint: str, models: frozenset[str]
+def missing_file_error(file_id: str) -> BatchError:
+    """Why a batch fails whose input file does not exist (or expired).
+
+    Example:
+        >>> missing_file_error("file-x").message
+        'Cannot find file file-x, or organization org-batchfsm-emulator does not have access to it.'
+    """  # noqa: E501
+    return _error(
+        "invalid_request",
+        f"Cannot find file {file_id}, or organization {ORGANIZATION} does not "
+        "have access to it.",
+        None,
+        "file_id",
+    )
+
+
+def body_errors(
+    number: int, body: Mapping[str, Any], endpoint: str, models: Container[str] | None
 ) -> list[BatchError]:
+    """The problems of one request body (``models`` None: any model is known)."""
+    errors = []
+    model = body.get("model")
+    if model is None:
+        errors.append(
+            _error(
+                "invalid_request", "Model parameter is required.", number, "body.model"
+            )
+        )
+    elif not isinstance(model, str) or (models is not None and model not in models):
+        shown = model if isinstance(model, str) else json.dumps(model)
+        errors.append(
+            _error(
+                "model_not_found",
+                f"The provided model '{shown}' is not supported by the Batch API.",
+                number,
+                "body.model",
+            )
+        )
+    field = REQUIRED_INPUT.get(endpoint)
+    if field is not None and body.get(field) is None:
+        errors.append(
+            _error(
+                "invalid_request",
+                f"{field.capitalize()} parameter is required.",
+                number,
+                f"body.{field}",
+            )
+        )
+    if body.get("stream") is True:
+        errors.append(
+            _error(
+                "streaming_unsupported",
+                f"{_API_NAMES.get(endpoint, endpoint)}: Streaming is not supported "
+                "in the Batch API.",
+                number,
+                "body.stream",
+            )
+        )
+    return errors
+
+
+def line_errors(
+    number: int, item: Any, endpoint: str, models: Container[str] | None
+) -> list[BatchError]:
+    """The problems of one parsed line on its own (``models``: the endpoint's)."""
     if not isinstance(item, dict):
-        return [_error("invalid_json_line", "This line is not a JSON object.", number)]
+        return [_error("invalid_json_line", _NOT_JSON, number)]
     errors = [
         _error(
             "missing_required_parameter",
@@ -115,8 +212,7 @@ def _line_errors(
         errors.append(
             _error(
                 "invalid_url",
-                f"The url {item['url']!r} does not match the batch endpoint "
-                f"{endpoint!r}.",
+                "The URL provided for this request does not match the batch endpoint.",
                 number,
                 "url",
             )
@@ -127,26 +223,7 @@ def _line_errors(
             _error("invalid_request", "body must be a JSON object.", number, "body")
         )
     elif isinstance(body, dict):
-        model = body.get("model")
-        if not isinstance(model, str) or model not in models:
-            errors.append(
-                _error(
-                    "model_not_found",
-                    f"The model {model!r} does not exist or is not supported "
-                    f"for {endpoint}.",
-                    number,
-                    "body.model",
-                )
-            )
-        if body.get("stream") is True:
-            errors.append(
-                _error(
-                    "streaming_unsupported",
-                    "Streaming is not supported in batches.",
-                    number,
-                    "body.stream",
-                )
-            )
+        errors += body_errors(number, body, endpoint, models)
     return errors
 
 
@@ -220,7 +297,7 @@ def _too_many_errors() -> BatchError:
 def scan_input(
     lines: Iterable[tuple[int, bytes]],
     endpoint: str,
-    models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+    models: Mapping[str, Container[str]] | None = DEFAULT_MODELS,
     *,
     keep_requests: bool = False,
 ) -> Outcome:
@@ -230,44 +307,32 @@ def scan_input(
     ``MAX_ERRORS - 1`` are kept, the last entry has code ``too_many_errors``
     and the scan stops.
     """
-    known = models.get(endpoint, frozenset())
+    known = None if models is None else models.get(endpoint, frozenset())
     requests: list[Request] = []
     errors: list[BatchError] = []
     seen: dict[str, int] = {}
     first_model: Any = None
     inputs = total = 0
     for number, (_, raw) in enumerate(lines, start=1):
-        line_errors: list[BatchError]
+        problems: list[BatchError]
         item: Any = None
         try:
             line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line_errors = [
-                _error(
-                    "invalid_json_line",
-                    f"This line is not UTF-8: {exc.reason}.",
-                    number,
-                )
-            ]
+        except UnicodeDecodeError:
+            problems = [_error("invalid_json_line", _NOT_JSON, number)]
         else:
             if not line.strip():
                 continue
             try:
                 item = json.loads(line)
             except (ValueError, RecursionError):
-                line_errors = [
-                    _error(
-                        "invalid_json_line",
-                        "This line is not parseable as valid JSON.",
-                        number,
-                    )
-                ]
+                problems = [_error("invalid_json_line", _NOT_JSON, number)]
             else:
-                line_errors = _line_errors(number, item, endpoint, known)
-        if not line_errors:
+                problems = line_errors(number, item, endpoint, known)
+        if not problems:
             custom_id, body = item["custom_id"], item["body"]
             if custom_id in seen:
-                line_errors.append(
+                problems.append(
                     _error(
                         "duplicate_custom_id",
                         f"custom_id {custom_id!r} is already used on line "
@@ -279,7 +344,7 @@ def scan_input(
             if first_model is None:
                 first_model = body.get("model")
             elif body.get("model") != first_model:
-                line_errors.append(
+                problems.append(
                     _error(
                         "mixed_models",
                         "All requests must use one model; this line uses "
@@ -288,8 +353,8 @@ def scan_input(
                         "body.model",
                     )
                 )
-        if line_errors:
-            errors.extend(line_errors)
+        if problems:
+            errors.extend(problems)
             if len(errors) >= MAX_ERRORS:
                 return Outcome(
                     total,
@@ -328,11 +393,13 @@ def scan_input(
 def validate_input(
     content: bytes,
     endpoint: str,
-    models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+    models: Mapping[str, Container[str]] | None = DEFAULT_MODELS,
 ) -> tuple[list[Request], list[BatchError]]:
     r"""The requests of an input file, and every problem with it.
 
     Returns ``(requests, errors)``; the file is valid when ``errors`` is empty.
+    ``models`` maps each endpoint to the models it knows; ``None`` knows every
+    model name.
     At most :data:`MAX_ERRORS` errors are reported (see :func:`scan_input`).
 
     Example:
@@ -361,7 +428,10 @@ def make_input_file(
     custom_id: str = "request-{}",
     bad_lines: Mapping[int, str] | None = None,
 ) -> bytes:
-    """An input file of ``requests`` chat requests, one JSON object a line.
+    """An input file of ``requests`` requests, one JSON object a line.
+
+    Each body holds ``model`` and the endpoint's main input (chat ``messages``,
+    a ``prompt`` or an ``input``).
 
     ``custom_id`` is formatted with the request's index; ``bad_lines`` maps a
     line number (from 1) to raw text that replaces that line.
@@ -373,6 +443,7 @@ def make_input_file(
         (['request-0'], [('invalid_json_line', 2)])
     """
     bad_lines = bad_lines or {}
+    field = REQUIRED_INPUT.get(endpoint, "messages")
     lines = [
         bad_lines.get(i + 1)
         or json.dumps(
@@ -382,7 +453,9 @@ def make_input_file(
                 "url": endpoint,
                 "body": {
                     "model": model,
-                    "messages": [{"role": "user", "content": f"Say {i}."}],
+                    field: [{"role": "user", "content": f"Say {i}."}]
+                    if field == "messages"
+                    else f"Say {i}.",
                 },
             }
         )

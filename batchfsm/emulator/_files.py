@@ -1,0 +1,167 @@
+"""The Files API's rules: what an upload may be, when a file expires, list pages.
+
+Pure functions over :class:`~batchfsm.emulator.FileObject` values, so any file
+store can serve them. The limits and defaults are documented (Files API
+reference; ``openai`` ``FileCreateParams``); the ``.jsonl`` message was
+observed (DESIGN §5, facts 13 and 14).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ._params import Problem, invalid_type, invalid_value
+from ._stores import FileObject
+from ._validate import MAX_BYTES
+
+__all__ = [
+    "BATCH_FILE_EXPIRES_AFTER",
+    "MAX_BATCH_FILE_BYTES",
+    "MAX_FILE_BYTES",
+    "MAX_LIST_LIMIT",
+    "PURPOSES",
+    "expires_at",
+    "is_live",
+    "list_files_page",
+    "upload_problem",
+]
+
+#: The purposes an upload may name (``batch_output`` is the service's own).
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+#: Any file: at most 512 MB.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+#: A ``batch`` file: at most 200 MB.
+MAX_BATCH_FILE_BYTES = MAX_BYTES
+#: A ``batch`` file expires this many seconds after its creation by default.
+BATCH_FILE_EXPIRES_AFTER = 30 * 86_400
+#: ``GET /v1/files``: ``limit`` is 1..10,000, and 10,000 by default.
+MAX_LIST_LIMIT = 10_000
+
+
+def upload_problem(filename: str, purpose: Any, size: int) -> Problem | None:
+    """Why an upload is refused, or ``None``.
+
+    Example:
+        >>> upload_problem("notes.txt", "batch", 10).message
+        'Invalid file format for Batch API. Must be .jsonl'
+        >>> upload_problem("in.jsonl", "batch", 10) is None
+        True
+    """
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
+        return invalid_value("purpose", str(purpose), PURPOSES)
+    if size > MAX_FILE_BYTES:
+        return Problem(
+            f"File too large: {size} bytes; files may be up to {MAX_FILE_BYTES} bytes.",
+            "file",
+            "file_too_large",
+            413,
+        )
+    if purpose != "batch":
+        return None
+    if not filename.lower().endswith(".jsonl"):
+        return Problem("Invalid file format for Batch API. Must be .jsonl", None, None)
+    if size > MAX_BATCH_FILE_BYTES:
+        return Problem(
+            f"File too large: {size} bytes; a batch input file may be up to "
+            f"{MAX_BATCH_FILE_BYTES} bytes.",
+            "file",
+            "file_too_large",
+            413,
+        )
+    return None
+
+
+def expires_at(purpose: str, created_at: int, expires_after: int | None) -> int | None:
+    """When a new file expires: ``expires_after`` seconds after its creation.
+
+    Without ``expires_after``, a ``batch`` file expires after 30 days and any
+    other file never.
+
+    Example:
+        >>> expires_at("batch", 1000, None) - 1000, expires_at("vision", 1000, None)
+        (2592000, None)
+    """
+    if expires_after is not None:
+        return created_at + expires_after
+    if purpose == "batch":
+        return created_at + BATCH_FILE_EXPIRES_AFTER
+    return None
+
+
+def is_live(file: FileObject | None, now: int) -> bool:
+    """Whether ``file`` exists at ``now`` (an expired file is gone everywhere).
+
+    Example:
+        >>> f = FileObject(id="file-1", bytes=1, created_at=0, filename="a.jsonl",
+        ...                purpose="batch", expires_at=10)
+        >>> is_live(f, 9), is_live(f, 10), is_live(None, 0)
+        (True, False, False)
+    """
+    return file is not None and (file.expires_at is None or now < file.expires_at)
+
+
+def _limit(raw: str | None) -> int | Problem:
+    if raw is None:
+        return MAX_LIST_LIMIT
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        return invalid_type("limit", "an integer", raw)
+    limit = int(raw)
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        return Problem(
+            f"Invalid 'limit': expected a value between 1 and {MAX_LIST_LIMIT}, "
+            f"but got {limit} instead.",
+            "limit",
+            "invalid_value",
+        )
+    return limit
+
+
+def list_files_page(
+    files: Iterable[FileObject],
+    *,
+    after: str | None = None,
+    limit: str | None = None,
+    order: str | None = None,
+    purpose: str | None = None,
+) -> dict[str, Any] | Problem:
+    """One page of ``GET /v1/files``, from its query parameters (as text).
+
+    ``files`` are the live files, newest first. ``order`` is ``desc`` (the
+    default) or ``asc`` by creation; ``after`` is the id the page starts
+    after; ``purpose`` keeps only that purpose.
+
+    Example:
+        >>> files = [FileObject(id=f"file-{i}", bytes=1, created_at=i,
+        ...                     filename="a.jsonl", purpose="batch")
+        ...          for i in (3, 2, 1)]
+        >>> page = list_files_page(files, limit="2", order="asc")
+        >>> [f["id"] for f in page["data"]], page["has_more"], page["last_id"]
+        (['file-1', 'file-2'], True, 'file-2')
+    """
+    size = _limit(limit)
+    if isinstance(size, Problem):
+        return size
+    if order not in (None, "asc", "desc"):
+        return invalid_value("order", str(order), ["asc", "desc"])
+    chosen = [f for f in files if purpose is None or f.purpose == purpose]
+    if order == "asc":
+        chosen.reverse()
+    if after is not None:
+        ids = [f.id for f in chosen]
+        if after not in ids:
+            return Problem(
+                f"Invalid 'after': no file {after!r} in this list.",
+                "after",
+                "invalid_value",
+            )
+        chosen = chosen[ids.index(after) + 1 :]
+    page = chosen[:size]
+    data = [f.to_dict() for f in page]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(chosen) > size,
+    }

@@ -1,0 +1,242 @@
+"""The live API's words for a bad request parameter, as the emulator answers them.
+
+Each function returns a :class:`Problem` (HTTP status, message, ``param``,
+``code``) or ``None``; the engine raises it as an ``ApiError``. Wording the
+live API was seen to use is copied word for word (DESIGN §5, facts 2, 3 and
+11); the rest follows the same shapes and is listed in ``docs/emulator.rst``
+as the emulator's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from .._endpoints import ENDPOINTS
+from .._invariants import COMPLETION_WINDOWS
+from .._model import (
+    METADATA_MAX_KEY_LENGTH,
+    METADATA_MAX_PAIRS,
+    METADATA_MAX_VALUE_LENGTH,
+)
+
+__all__ = [
+    "EXPIRES_AFTER_SECONDS",
+    "Problem",
+    "batch_id_problem",
+    "create_problem",
+    "invalid_type",
+    "invalid_value",
+    "type_name",
+]
+
+#: The range of ``seconds`` the API accepts in ``expires_after`` (files) and
+#: ``output_expires_after`` (batches): one hour to thirty days.
+EXPIRES_AFTER_SECONDS = (3_600, 2_592_000)
+
+
+@attrs.frozen
+class Problem:
+    """Why a request is refused: the parts of the API's error answer."""
+
+    message: str
+    param: str | None
+    code: str | None
+    status: int = 400
+
+
+def type_name(value: Any) -> str:
+    """The JSON type of ``value`` as the live API names it in its messages.
+
+    Example:
+        >>> type_name([1]), type_name(1), type_name(None), type_name(1.5)
+        ('an array', 'an integer', 'null', 'a decimal')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def invalid_type(param: str, expected: str, value: Any) -> Problem:
+    """An ``invalid_type`` problem: "Invalid type for 'P': expected X, but got Y".
+
+    Example:
+        >>> invalid_type("metadata.tags", "a string", ["a"]).message
+        "Invalid type for 'metadata.tags': expected a string, but got an array instead."
+    """
+    return Problem(
+        f"Invalid type for '{param}': expected {expected}, but got "
+        f"{type_name(value)} instead.",
+        param,
+        "invalid_type",
+    )
+
+
+def _listed(values: Iterable[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
+def _shown(value: str) -> str:
+    # A lone surrogate cannot be written in an answer; show it escaped.
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def invalid_value(param: str, value: str, supported: Iterable[str]) -> Problem:
+    """An ``invalid_value`` problem: "Invalid value: 'X'. Supported values are: …".
+
+    Example:
+        >>> invalid_value("completion_window", "1h", ["24h"]).message
+        "Invalid value: '1h'. Supported values are: '24h'."
+    """
+    return Problem(
+        f"Invalid value: '{_shown(value)}'. Supported values are: "
+        f"{_listed(supported)}.",
+        param,
+        "invalid_value",
+    )
+
+
+def _encodable(value: str) -> bool:
+    # JSON may carry a lone surrogate ("\ud800"); no answer could ever hold it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_long(param: str, what: str, limit: int, length: int) -> Problem:
+    return Problem(
+        f"Invalid '{param}': {what} too long. Expected a {what} with maximum "
+        f"length {limit}, but got a {what} with length {length} instead.",
+        param,
+        "invalid_value",
+    )
+
+
+def _metadata_problem(metadata: Any) -> Problem | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        return invalid_type("metadata", "an object", metadata)
+    if len(metadata) > METADATA_MAX_PAIRS:
+        return Problem(
+            f"Invalid 'metadata': {len(metadata)} pairs given "
+            f"(at most {METADATA_MAX_PAIRS} pairs).",
+            "metadata",
+            "invalid_value",
+        )
+    for key, value in metadata.items():
+        param = f"metadata.{key}"
+        if not _encodable(key):
+            return Problem("Invalid 'metadata': a key is not valid UTF-8 text.",
+                           "metadata", "invalid_value")  # fmt: skip
+        if len(key) > METADATA_MAX_KEY_LENGTH:
+            return _too_long("metadata", "key", METADATA_MAX_KEY_LENGTH, len(key))
+        if not isinstance(value, str):
+            return invalid_type(param, "a string", value)
+        if not _encodable(value):
+            return Problem(f"Invalid '{param}': the value is not valid UTF-8 text.",
+                           param, "invalid_value")  # fmt: skip
+        if len(value) > METADATA_MAX_VALUE_LENGTH:
+            return _too_long(param, "string", METADATA_MAX_VALUE_LENGTH, len(value))
+    return None
+
+
+def _expires_after_problem(param: str, value: Any) -> Problem | None:
+    low, high = EXPIRES_AFTER_SECONDS
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return invalid_type(param, "an object", value)
+    if value.get("anchor") != "created_at":
+        return invalid_value(
+            f"{param}.anchor", str(value.get("anchor")), ["created_at"]
+        )
+    seconds = value.get("seconds")
+    if type(seconds) is not int:
+        return invalid_type(f"{param}.seconds", "an integer", seconds)
+    if not low <= seconds <= high:
+        return Problem(
+            f"Invalid '{param}.seconds': expected a value between {low} and "
+            f"{high}, but got {seconds} instead.",
+            f"{param}.seconds",
+            "invalid_value",
+        )
+    return None
+
+
+def create_problem(
+    *,
+    input_file_id: Any,
+    endpoint: Any,
+    completion_window: Any,
+    metadata: Any,
+    output_expires_after: Any,
+) -> Problem | None:
+    """The first thing wrong with the parameters of a create, or ``None``.
+
+    Problems with the input file itself are not create errors: the batch is
+    created and fails in ``validating``, as the live API does.
+
+    Example:
+        >>> create_problem(input_file_id="file-1", endpoint="/v1/chat/completions",
+        ...                completion_window="24h", metadata={"tags": ["a"]},
+        ...                output_expires_after=None).message
+        "Invalid type for 'metadata.tags': expected a string, but got an array instead."
+    """
+    if not isinstance(input_file_id, str):
+        return invalid_type("input_file_id", "a string", input_file_id)
+    if not input_file_id or not _encodable(input_file_id):
+        return Problem(
+            f"Invalid 'input_file_id': {input_file_id!r}. Expected a file ID.",
+            "input_file_id",
+            "invalid_value",
+        )
+    if not isinstance(endpoint, str):
+        return invalid_type("endpoint", "a string", endpoint)
+    if endpoint not in ENDPOINTS:
+        return invalid_value("endpoint", endpoint, ENDPOINTS)
+    if not isinstance(completion_window, str):
+        return invalid_type("completion_window", "a string", completion_window)
+    if completion_window not in COMPLETION_WINDOWS:
+        return invalid_value("completion_window", completion_window, COMPLETION_WINDOWS)
+    return _metadata_problem(metadata) or _expires_after_problem(
+        "output_expires_after", output_expires_after
+    )
+
+
+def batch_id_problem(batch_id: Any) -> Problem | None:
+    """A malformed batch id: 400 ``invalid_value`` (unknown ids are a 404).
+
+    Example:
+        >>> batch_id_problem("x").message
+        "Invalid 'batch_id': 'x'. Expected an ID that begins with 'batch'."
+        >>> batch_id_problem("batch_abc") is None
+        True
+    """
+    if not isinstance(batch_id, str):
+        return invalid_type("batch_id", "a string", batch_id)
+    if batch_id.startswith("batch"):
+        return None
+    return Problem(
+        f"Invalid 'batch_id': '{_shown(batch_id)}'. Expected an ID that begins "
+        "with 'batch'.",
+        "batch_id",
+        "invalid_value",
+    )
