@@ -18,6 +18,7 @@ Mutation = Callable[[str, str, str, int, Any], tuple[int, Any] | None]
 def broken(mutate: Mutation, **options: Any) -> Any:
     """An emulator behind an ASGI middleware that rewrites some answers."""
     clock = VirtualClock()
+    strip = options.pop("strip_headers", ())
     app = create_app(Emulator(clock=clock, **options))
 
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
@@ -41,7 +42,11 @@ def broken(mutate: Mutation, **options: Any) -> Any:
         if changed is not None:
             status, body = changed
             raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+        headers = [
+            (k, v)
+            for k, v in start["headers"]
+            if k != b"content-length" and k not in strip
+        ]
         headers.append((b"content-length", str(len(raw)).encode()))
         await send(
             {"type": "http.response.start", "status": status, "headers": headers}
@@ -180,6 +185,74 @@ def output_missing_lines(method, path, query, status, body):
     return None
 
 
+def create_without_usage(method, path, query, status, body):
+    if method == "POST" and path == "/v1/batches" and status == 200:
+        return status, {**body, "usage": None}
+    return None
+
+
+def rewrite_errors(change: Callable[[dict[str, Any]], None]) -> Mutation:
+    def each(batch: dict[str, Any]) -> None:
+        for error in (batch.get("errors") or {}).get("data", []):
+            change(error)
+
+    return each_batch(each)
+
+
+def model_missing_as_model_not_found(error: dict[str, Any]) -> None:
+    if error["param"] == "body.model":
+        error.update(code="model_not_found", message="The model None does not exist.")
+
+
+def missing_file_as_before(error: dict[str, Any]) -> None:
+    if error["param"] == "file_id":
+        error.update(code="missing_input_file", param="input_file_id")
+
+
+def refusal_reworded(param_prefix: str, **changes: Any) -> Mutation:
+    def mutate(method, path, query, status, body):
+        error = body.get("error") if isinstance(body, dict) else None
+        if status >= 400 and error and str(error["param"]).startswith(param_prefix):
+            return status, {"error": {**error, **changes}}
+        return None
+
+    return mutate
+
+
+def not_found_names_batch_id(method, path, query, status, body):
+    if status == 404 and path.startswith("/v1/batches/"):
+        return status, {"error": {**body["error"], "param": "batch_id"}}
+    return None
+
+
+def files_never_expire(method, path, query, status, body):
+    if method == "POST" and path == "/v1/files" and status == 200:
+        return status, {**body, "expires_at": None}
+    return None
+
+
+def any_file_format(method, path, query, status, body):
+    if method == "POST" and path == "/v1/files" and status == 400:
+        return status, {"error": {**body["error"], "message": "Bad file."}}
+    return None
+
+
+def files_list_without_cursors(method, path, query, status, body):
+    if method == "GET" and path == "/v1/files" and status == 200:
+        return status, {"object": "list", "data": body["data"], "has_more": False}
+    return None
+
+
+def without_snapshot() -> dict[str, frozenset[str]]:
+    from batchfsm.emulator import DEFAULT_MODELS
+
+    chat = DEFAULT_MODELS[CHAT] - {"gpt-4o-mini-2024-07-18"}
+    return {**DEFAULT_MODELS, CHAT: chat}
+
+
+CHAT = "/v1/chat/completions"
+
+
 #: One broken server per check, breaking that check's promise; what must fail.
 BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str]]] = [
     ("create drops metadata", create_drops_metadata, {},
@@ -189,7 +262,7 @@ BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str]]] = [
     ("a second cancel is refused", second_cancel_refused(), {},
      {"cancel.retry"}),
     ("valid batches fail", unchanged, {"models": {}},
-     {"happy.terminal"}),
+     {"happy.terminal", "models.snapshot", "validation.required_fields"}),
     ("output file missing lines", output_missing_lines, {},
      {"happy.files"}),
     ("a cancel never finishes", each_batch(never_finishes_a_cancel), {},
@@ -197,19 +270,43 @@ BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str]]] = [
     ("500 on cancel of a completed batch", server_error_on_refused_cancel, {},
      {"cancel.terminal"}),
     ("errors without line numbers", each_batch(forgets_the_line_of_an_error), {},
-     {"validation.failed"}),
+     {"validation.failed", "validation.required_fields"}),
     ("pages repeat an item", repeating_pages, {},
      {"list.pagination"}),
     ("wrong error body", wrong_error_body, {},
-     {"errors.not_found"}),
+     {"errors.not_found", "errors.batch_id_wording"}),
     ("422 for a bad create", unprocessable_bad_create, {},
-     {"errors.bad_create"}),
+     {"errors.bad_create", "errors.endpoint_wording", "errors.metadata_wording"}),
     ("jumps validating to completed", each_batch(jump_to_completed), {},
      {"schema.batch", "trace.legal"}),
     ("rewinds a stamp", each_batch(rewind_a_stamp), {},
      {"trace.legal"}),
     ("decreases counts", each_batch(decreasing_counts()), {},
      {"trace.legal"}),
+    ("create answers usage null", create_without_usage, {},
+     {"create.zero_usage"}),
+    ("dated snapshots unknown", unchanged, {"models": without_snapshot()},
+     {"models.snapshot"}),
+    ("a missing model is model_not_found",
+     rewrite_errors(model_missing_as_model_not_found), {},
+     {"validation.required_fields"}),
+    ("a missing file is missing_input_file", rewrite_errors(missing_file_as_before),
+     {}, {"validation.missing_file"}),
+    ("bad endpoint reworded", refusal_reworded("endpoint", message="Bad."), {},
+     {"errors.endpoint_wording"}),
+    ("bad metadata coded invalid_value",
+     refusal_reworded("metadata", code="invalid_value"), {},
+     {"errors.metadata_wording"}),
+    ("404 names batch_id", not_found_names_batch_id, {},
+     {"errors.batch_id_wording"}),
+    ("no x-request-id", unchanged, {"strip_headers": (b"x-request-id",)},
+     {"headers.request_id"}),
+    ("batch files never expire", files_never_expire, {},
+     {"files.expiry"}),
+    ("another wording for a .txt batch file", any_file_format, {},
+     {"files.jsonl_only"}),
+    ("files list without first_id/last_id/has_more", files_list_without_cursors, {},
+     {"files.list"}),
 ]  # fmt: skip
 
 
@@ -445,3 +542,13 @@ def test_an_error_body_is_judged_key_by_key(body, problem):
     result = report.results[list(CHECKS).index("errors.not_found")]
     assert result.outcome == "fail"
     assert result.evidence.startswith(f"{problem}: GET /v1/batches/")
+
+
+def test_the_fidelity_checks_cite_a_source_that_matches_their_level():
+    from batchfsm.conformance._checks import _fidelity
+
+    mine = [c for c in CHECKS.values() if c.body.__module__ == _fidelity.__name__]
+    assert len(mine) == 11
+    for declared in mine:
+        kind = "documented" if declared.level == "required" else "observed"
+        assert f"({kind}: " in declared.description, declared

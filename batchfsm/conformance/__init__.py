@@ -15,7 +15,7 @@ Example:
     >>> with http:
     ...     report = run(http, wait=wait)
     >>> report.passed, len(report.results)
-    (True, 13)
+    (True, 24)
 """
 
 from __future__ import annotations
