@@ -87,7 +87,8 @@ def _errors_of(s: Session, batch_id: str) -> list[Any]:
         f"batch {batch_id} ended {failed.get('status')!r}, expected failed",
     )
     data = (failed.get("errors") or {}).get("data")
-    expect(isinstance(data, list) and bool(data), f"no errors.data: {s.dump(failed)}")
+    if not isinstance(data, list) or not data:
+        raise FailedError(f"no errors.data: {s.dump(failed)}")
     return [e for e in data if isinstance(e, dict)]
 
 
@@ -292,8 +293,8 @@ def files_list(s: Session) -> None:
             "GET", "/v1/files", params={"limit": 1, "order": order, "purpose": "batch"}
         )
         page = answer.json() if answer.status_code == 200 else None
-        expect(isinstance(page, dict), f"list files: {show(answer)}")
-        assert isinstance(page, dict)
+        if not isinstance(page, dict):
+            raise FailedError(f"list files: {show(answer)}")
         data = page.get("data")
         expect(
             page.get("object") == "list" and isinstance(data, list) and len(data) == 1,
