@@ -234,7 +234,7 @@ def errors_batch_id_wording(s: Session) -> None:
 
 @check("headers.request_id", level="observed")
 def headers_request_id(s: Session) -> None:
-    """Every answer, errors included, carries x-request-id: req_… (observed: openai-python's _request_id)."""  # noqa: E501
+    """Every answer, errors included, carries an x-request-id that starts with 'req' (observed: openai-python's _request_id)."""  # noqa: E501
     for method, path in (
         ("GET", "/v1/batches?limit=1"),
         ("GET", "/v1/files?limit=1"),
