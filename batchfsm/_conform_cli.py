@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,19 +27,36 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "conform"]
 
 
+def _checks_help() -> str:
+    """One entry per check: id, level, and what it demands (with its source)."""
+    lines = ["checks (id [level]: what it demands):"]
+    for declared in CHECKS.values():
+        lines += textwrap.wrap(
+            f"{declared.id} [{declared.level}]: {declared.description}",
+            width=79,
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines)
+
+
 def add_parser(commands: Any) -> None:
     """Add the ``conform`` subcommand to the ``batchfsm`` parser."""
     conform = commands.add_parser(
         "conform",
         help="judge a Batch API server, check by check",
-        description=(
+        description=textwrap.fill(
             "Drive a Batch API server (files and batches under /v1) and judge every "
             "answer against the lifecycle. Without --base-url, the built-in emulator "
             "is run in-process on a virtual clock. Exit 0 when no check failed and "
             "one passed, 1 when a check failed or nothing could be judged, 2 for "
             "bad arguments or an unreachable server. Needs the server extra: "
-            "pip install 'batchfsm[server]'."
+            "pip install 'batchfsm[server]'.",
+            width=79,
         ),
+        epilog=_checks_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = conform.add_argument
     add(

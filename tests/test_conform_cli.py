@@ -140,6 +140,14 @@ def test_help_shows_defaults_and_the_check_ids():
         assert expected in text
 
 
+def test_help_lists_each_check_with_its_level_and_what_it_demands():
+    text = " ".join(batchfsm("conform", "--help").stdout.split())
+    for declared in CHECKS.values():
+        description = " ".join(declared.description.split())
+        assert f"{declared.id} [{declared.level}]: {description}" in text
+    assert "(observed: OGX tests; stdapi.ai #240)" in text
+
+
 def test_conform_without_the_server_extra_is_one_line_and_exit_2():
     result = batchfsm("conform", command=batchfsm_without("httpx2"))
     assert result.returncode == 2
