@@ -32,6 +32,7 @@ from batchfsm.emulator import (
 from batchfsm.emulator._files import upload_problem
 
 CHAT: Any = "/v1/chat/completions"
+INVALID: Any = "/v1/invalid"
 DAY = 86_400
 INPUT_FIELD = {
     "/v1/chat/completions": "messages",
@@ -636,3 +637,37 @@ def test_an_embeddings_request_of_more_than_2048_inputs_is_a_400_line():
     assert reply.body["error"]["param"] == "input"
     body["input"] = ["x"] * 2_048
     assert default_handler("/v1/embeddings", body, "r1", 0).status_code == 200
+
+
+def test_the_facts_hold_over_http_with_batchfsm_serve(serve):
+    base = serve("--speed", "2000")
+    with openai.OpenAI(api_key="sk", base_url=f"{base}/v1", max_retries=0) as client:
+        file = upload(client, make_input_file(1))
+        assert file.expires_at == file.created_at + 30 * DAY
+        with pytest.raises(openai.BadRequestError) as info:
+            upload(client, b"{}\n", name="notes.txt")
+        assert error_of(info) == (
+            400, None, None, "Invalid file format for Batch API. Must be .jsonl"
+        )  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as info:
+            client.batches.create(
+                input_file_id=file.id, endpoint="/v1/invalid", completion_window="24h"
+            )
+        assert error_of(info)[:3] == (400, "invalid_value", "endpoint")
+        with pytest.raises(openai.NotFoundError) as info:
+            client.batches.retrieve("batch_nope")
+        assert error_of(info) == (
+            404,
+            None,
+            None,
+            "No batch found with id 'batch_nope'.",
+        )
+        batch = client.batches.create(
+            input_file_id="file-nope", endpoint=CHAT, completion_window="24h"
+        )
+        assert batch.usage is not None and batch.usage.total_tokens == 0
+        assert batch._request_id and batch._request_id.startswith("req_")
+        failed = poll_real(client, batch.id)
+        assert [(e.code, e.param, e.line) for e in failed.errors.data] == [
+            ("invalid_request", "file_id", None)
+        ]
