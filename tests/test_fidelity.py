@@ -651,17 +651,14 @@ def test_the_facts_hold_over_http_with_batchfsm_serve(serve):
         )  # fmt: skip
         with pytest.raises(openai.BadRequestError) as info:
             client.batches.create(
-                input_file_id=file.id, endpoint="/v1/invalid", completion_window="24h"
+                input_file_id=file.id, endpoint=INVALID, completion_window="24h"
             )
         assert error_of(info)[:3] == (400, "invalid_value", "endpoint")
-        with pytest.raises(openai.NotFoundError) as info:
+        with pytest.raises(openai.NotFoundError) as missing:
             client.batches.retrieve("batch_nope")
-        assert error_of(info) == (
-            404,
-            None,
-            None,
-            "No batch found with id 'batch_nope'.",
-        )
+        assert error_of(missing) == (
+            404, None, None, "No batch found with id 'batch_nope'."
+        )  # fmt: skip
         batch = client.batches.create(
             input_file_id="file-nope", endpoint=CHAT, completion_window="24h"
         )
