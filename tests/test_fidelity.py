@@ -668,3 +668,16 @@ def test_the_facts_hold_over_http_with_batchfsm_serve(serve):
         assert [(e.code, e.param, e.line) for e in failed.errors.data] == [
             ("invalid_request", "file_id", None)
         ]
+
+
+def test_serve_model_options_with_a_database(serve, tmp_path):
+    base = serve(
+        "--speed", "2000", "--db", str(tmp_path / "state.db"), "--model", "house-model"
+    )
+    with openai.OpenAI(api_key="sk", base_url=f"{base}/v1", max_retries=0) as client:
+        batch = client.batches.create(
+            input_file_id=upload(client, make_input_file(1, model="house-model")).id,
+            endpoint=CHAT,
+            completion_window="24h",
+        )
+        assert poll_real(client, batch.id).status == "completed"
