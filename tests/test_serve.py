@@ -131,6 +131,38 @@ def test_connections_past_the_bound_are_closed_on_arrival(
             conn.close()
 
 
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
+def test_a_client_that_never_reads_its_answer_is_cut_off(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture, connection: str
+) -> None:
+    # More than any socket buffers hold: the answer waits in the server's memory
+    # until the client reads it, so a client that never does must not keep it.
+    content = b"x" * (16 << 20)
+    with httpx2.Client(base_url=f"http://{server[0]}:{server[1]}") as http:
+        file_id = http.post(
+            "/v1/files",
+            files={"file": ("big.jsonl", content)},
+            data={"purpose": "batch"},
+        ).json()["id"]
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with conn:
+        conn.connect(server)
+        conn.sendall(
+            f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n"
+            f"Connection: {connection}\r\n\r\n".encode()
+        )
+        assert logged(caplog, "did not read its answer") == 1
+        conn.settimeout(PATIENCE)
+        received = 0
+        try:
+            while data := conn.recv(1 << 20):
+                received += len(data)
+        except ConnectionResetError:
+            pass
+        assert received < len(content)
+
+
 def test_one_access_line_per_request(
     server: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,7 +3,9 @@
 - Settings are checked and the socket bound before anything is announced:
   a host that does not resolve or a port in use is one line and exit 2.
 - Every connection must deliver each whole request (headers and body) within
-  :data:`REQUEST_SECONDS` of opening or of its previous answer; idle
+  :data:`REQUEST_SECONDS` of opening or of its previous answer, and read each
+  answer within :data:`REQUEST_SECONDS` of its being ready (a client that
+  never reads would otherwise pin the answer in memory for ever); idle
   connections close after :data:`KEEP_ALIVE_SECONDS`; at most
   :data:`MAX_CONNECTIONS` are open at once (more are closed on arrival), and a
   request head is at most :data:`MAX_HEAD_BYTES`.
@@ -113,12 +115,14 @@ class GuardedH11Protocol(H11Protocol):
         self._watch()
 
     def _watch(self) -> None:
-        # Waiting for a request (or the rest of one): the clock runs. Once it
-        # is all in, what follows is the server's time, not the client's.
-        if self.transport.is_closing() or self.conn.their_state not in (
+        # Waiting for a request (or the rest of one), or for the client to take
+        # its answer: the clock runs. Once a request is all in, what follows is
+        # the server's time, not the client's.
+        waiting = not self.transport.is_closing() and self.conn.their_state in (
             h11.IDLE,
             h11.SEND_BODY,
-        ):
+        )
+        if not waiting and not self.transport.get_write_buffer_size():
             self._disarm()
         elif self._deadline is None:
             self._deadline = self.loop.call_later(self.request_seconds, self._too_slow)
@@ -130,8 +134,16 @@ class GuardedH11Protocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        if not self.transport.is_closing():
-            where = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        where = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        if self.transport.get_write_buffer_size():
+            # close() would wait for the client to read it all: it may never.
+            log.info(
+                "closing the connection of %s: it did not read its answer in %g s",
+                where,
+                self.request_seconds,
+            )
+            self.transport.abort()
+        elif not self.transport.is_closing():
             log.info(
                 "closing the connection of %s: no whole request in %g s",
                 where,
