@@ -163,6 +163,35 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(
         assert received < len(content)
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/batches HTTP/1.1\r\nHost x\r\n\r\n",
+        b"GET /v1/batches HTTP/1.1\r\n\r\n",  # no Host
+        b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+        b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_a_request_http_cannot_parse_gets_the_api_error_body(
+    server: tuple[str, int], request_bytes: bytes
+) -> None:
+    with socket.create_connection(server) as conn:
+        conn.sendall(request_bytes)
+        conn.settimeout(PATIENCE)
+        answer = b""
+        while data := conn.recv(65_536):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+
+
 def test_one_access_line_per_request(
     server: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import socket
 import sys
@@ -26,7 +27,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._app import create_app
-from ._engine import Emulator
+from ._engine import ApiError, Emulator
 
 __all__ = [
     "KEEP_ALIVE_SECONDS",
@@ -113,6 +114,23 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._watch()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers a request HTTP cannot parse in plain text: answer with
+        # the API's error body instead, as every other answer does.
+        body = json.dumps(ApiError(400, msg).body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _watch(self) -> None:
         # Waiting for a request (or the rest of one), or for the client to take
