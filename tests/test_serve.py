@@ -244,6 +244,16 @@ def test_a_json_route_refuses_other_content_types_with_415(
     assert http.get("/v1/batches").json()["data"] == []  # nothing was created
 
 
+@pytest.mark.parametrize("path", ["/v1/batches/", "/v1/files/", "/v1/batches/x/"])
+def test_a_trailing_slash_is_an_unknown_url_not_a_redirect(
+    http: httpx2.Client, path: str
+) -> None:
+    # A redirect would also echo the Host header back as the place to go.
+    answer = http.get(path, headers={"host": "evil.example"})
+    assert answer.status_code == 404
+    assert answer.json()["error"]["message"] == f"Invalid URL (GET {path})"
+
+
 def test_json_with_a_charset_is_json(http: httpx2.Client) -> None:
     body = {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
     answer = http.post(

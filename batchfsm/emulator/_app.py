@@ -311,6 +311,7 @@ def create_app(
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware)],
     )
+    app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.emulator = emu
     return app
 
