@@ -254,6 +254,26 @@ def test_a_trailing_slash_is_an_unknown_url_not_a_redirect(
     assert answer.json()["error"]["message"] == f"Invalid URL (GET {path})"
 
 
+def test_a_long_input_file_id_is_refused_not_stored(http: httpx2.Client) -> None:
+    # Stored, a megabyte-long id would make every page of the list huge.
+    answer = http.post(
+        "/v1/batches",
+        json={
+            "input_file_id": "file-" + "a" * 1_000_000,
+            "endpoint": CHAT,
+            "completion_window": "24h",
+        },
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == (
+        "input_file_id",
+        "string_above_max_length",
+    )
+    assert len(answer.content) < 1000
+    assert http.get("/v1/batches").json()["data"] == []
+
+
 def test_json_with_a_charset_is_json(http: httpx2.Client) -> None:
     body = {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
     answer = http.post(

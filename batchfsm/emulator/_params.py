@@ -24,6 +24,7 @@ from .._model import (
 
 __all__ = [
     "EXPIRES_AFTER_SECONDS",
+    "MAX_ID_LENGTH",
     "Problem",
     "batch_id_problem",
     "create_problem",
@@ -32,6 +33,8 @@ __all__ = [
     "type_name",
 ]
 
+#: The longest ``input_file_id`` a batch may name.
+MAX_ID_LENGTH = 512
 #: The range of ``seconds`` the API accepts in ``expires_after`` (files) and
 #: ``output_expires_after`` (batches): one hour to thirty days.
 EXPIRES_AFTER_SECONDS = (3_600, 2_592_000)
@@ -202,6 +205,14 @@ def create_problem(
     """
     if not isinstance(input_file_id, str):
         return invalid_type("input_file_id", "a string", input_file_id)
+    if len(input_file_id) > MAX_ID_LENGTH:  # stored, it would swell every list
+        return Problem(
+            "Invalid 'input_file_id': string too long. Expected a string with "
+            f"maximum length {MAX_ID_LENGTH}, but got a string with length "
+            f"{len(input_file_id)} instead.",
+            "input_file_id",
+            "string_above_max_length",
+        )
     if not input_file_id or not _encodable(input_file_id):
         return Problem(
             f"Invalid 'input_file_id': {input_file_id!r}. Expected a file ID.",
