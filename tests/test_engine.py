@@ -21,6 +21,7 @@ from batchfsm.emulator import (
     VirtualClock,
     make_input_file,
 )
+from batchfsm.emulator._engine import RESULT_BYTES_PER_WRITE
 from batchfsm.emulator._stores import ResultKind
 from batchfsm.emulator._validate import MAX_ERRORS
 
@@ -378,6 +379,45 @@ def test_an_embeddings_line_cannot_ask_for_unbounded_output() -> None:
     }
     assert len(answers["fine"]["response"]["body"]["data"][0]["embedding"]) == 3_072
     assert len(json.dumps(answers["many"])) < 2_000
+
+
+class WriteSizes(MemoryBatchStore):
+    """The memory store, recording the sizes of the result lines of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[int]] = []
+
+    def write(self, batch: Any, work: Any, **kw: Any) -> bool:
+        self.writes.append(
+            [len(x) for x in (*kw.get("output", ()), *kw.get("errors", ()))]
+        )
+        return super().write(batch, work, **kw)
+
+
+def test_big_answers_are_written_as_they_come_not_held_by_the_hundred() -> None:
+    # Each answer is about 1.5 MB: holding 256 of them before a write, then
+    # joining them, multiplied a batch's peak memory.
+    store = WriteSizes()
+    emu = Emulator(seed=8, store=store)
+    body = {"model": "text-embedding-3-small", "input": ["a"] * 100, "dimensions": 1536}
+    content = b"".join(
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": body,
+            }
+        ).encode()
+        + b"\n"
+        for i in range(12)
+    )
+    done = finish(emu, run(emu, content, "/v1/embeddings").id)
+    assert done.request_counts is not None and done.request_counts.completed == 12
+    written = [sizes for sizes in store.writes if sizes]
+    assert sum(len(sizes) for sizes in written) == 12
+    assert all(sum(sizes[:-1]) < RESULT_BYTES_PER_WRITE for sizes in written)
 
 
 # -- ids -----------------------------------------------------------------------------

@@ -71,6 +71,8 @@ S = BatchStatus
 READ_BYTES = 1 << 16
 #: At most this many requests run in one write of a batch's progress.
 REQUESTS_PER_WRITE = 256
+#: ... and once their result lines reach this many bytes, they are written.
+RESULT_BYTES_PER_WRITE = 8 << 20
 #: A due time that never comes: a batch whose work keeps failing waits here.
 NEVER = 2**62
 
@@ -647,7 +649,7 @@ class Emulator:
         total = self._total(batch)
         output: list[str] = []
         errors: list[str] = []
-        done, offset = work.done, work.offset
+        done, offset, size = work.done, work.offset, 0
         completed, failed = work.completed, work.failed
         input_tokens, output_tokens = work.input_tokens, work.output_tokens
         try:
@@ -657,6 +659,7 @@ class Emulator:
                 at = batch.in_progress_at + (done + 1) * self.request_seconds
                 line, reply = self._answer(batch.endpoint, raw, at)
                 done += 1
+                size += len(line)
                 input_tokens += reply.input_tokens
                 output_tokens += reply.output_tokens
                 if 200 <= reply.status_code < 300:
@@ -669,6 +672,7 @@ class Emulator:
                 if (
                     done >= total
                     or len(output) + len(errors) >= REQUESTS_PER_WRITE
+                    or size >= RESULT_BYTES_PER_WRITE
                     or following > now
                     or following >= batch.expires_at
                 ):
