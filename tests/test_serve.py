@@ -274,6 +274,20 @@ def test_a_long_input_file_id_is_refused_not_stored(http: httpx2.Client) -> None
     assert http.get("/v1/batches").json()["data"] == []
 
 
+@pytest.mark.parametrize("field", ["purpose", "expires_after[seconds]"])
+def test_a_huge_upload_field_is_refused_small(http: httpx2.Client, field: str) -> None:
+    # Form fields other than the file hold a word or a number: a megabyte of
+    # one was held, decoded, quoted and echoed back whole.
+    answer = http.post(
+        "/v1/files",
+        files={"file": ("in.jsonl", make_input_file(1))},
+        data={"purpose": "batch", field: "p" * 1_000_000},
+    )
+    assert answer.status_code == 400
+    assert len(answer.content) < 1000
+    assert http.get("/v1/files").json()["data"] == []
+
+
 def test_json_with_a_charset_is_json(http: httpx2.Client) -> None:
     body = {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
     answer = http.post(

@@ -38,6 +38,8 @@ __all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "create_app"]
 
 #: An upload may hold a 512 MB file plus its multipart framing.
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 64 * 1024
+#: An upload's fields other than the file (a purpose, a number of seconds).
+MAX_FIELD_BYTES = 64 * 1024
 #: A JSON request body (create batch) is small.
 MAX_JSON_BYTES = 1024 * 1024
 
@@ -173,7 +175,7 @@ def create_app(
         replay = Request(request.scope, _replay(body))
         try:
             form = await replay.form(
-                max_files=1, max_fields=8, max_part_size=MAX_UPLOAD_BYTES
+                max_files=1, max_fields=8, max_part_size=MAX_FIELD_BYTES
             )
         except (HTTPException, ValueError, AssertionError) as exc:
             raise ApiError(
