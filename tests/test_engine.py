@@ -22,6 +22,8 @@ from batchfsm.emulator import (
     make_input_file,
 )
 from batchfsm.emulator._engine import RESULT_BYTES_PER_WRITE
+from batchfsm.emulator._handlers import _embeddings
+from batchfsm.emulator._pieces import SPLIT, dumps, pieces
 from batchfsm.emulator._stores import ResultKind
 from batchfsm.emulator._validate import MAX_ERRORS
 
@@ -418,6 +420,51 @@ def test_big_answers_are_written_as_they_come_not_held_by_the_hundred() -> None:
     written = [sizes for sizes in store.writes if sizes]
     assert sum(len(sizes) for sizes in written) == 12
     assert all(sum(sizes[:-1]) < RESULT_BYTES_PER_WRITE for sizes in written)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    value=JSON,
+    long=st.lists(JSON, min_size=1, max_size=3),
+    length=st.sampled_from([SPLIT, SPLIT + 1, 3 * SPLIT + 7]),
+)
+@settings(max_examples=50, deadline=None)
+def test_a_result_line_in_pieces_is_the_same_json(
+    value: Any, long: list[Any], length: int
+) -> None:
+    body = {
+        "data": (long * length)[:length],
+        "value": value,
+        "deep": {"x": [value] * length},
+    }
+    for whole in (value, body, {"response": {"body": body}}):
+        assert dumps(whole) == json.dumps(whole, separators=(",", ":"), allow_nan=False)
+
+
+def test_a_huge_answer_is_written_in_small_pieces() -> None:
+    # One C call per piece: no piece may be the whole answer, or writing it
+    # holds the GIL (and every other call) for seconds.
+    reply = _embeddings(
+        {"model": "text-embedding-3-large", "input": ["a"] * 2048, "dimensions": 3072},
+        "r",
+        0,
+    )
+    line = {"id": "batch_req_1", "response": {"status_code": 200, "body": reply.body}}
+    assert max(len(piece) for piece in pieces(line)) < 40_000
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        dumps({"response": {"body": {"data": [1.0] * SPLIT + [float("nan")]}}})
 
 
 # -- ids -----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from ._clock import Clock, VirtualClock
 from ._files import expires_at, is_live, list_files_page, upload_problem
 from ._handlers import Handler, Reply, default_handler
 from ._params import Problem, batch_id_problem, create_problem
+from ._pieces import dumps
 from ._stores import (
     BatchStore,
     FileObject,
@@ -610,7 +611,9 @@ class Emulator:
                 "request_id": self._id("req_", 32),
                 "body": reply.body,
             }
-        return json.dumps(
+        # In pieces: a big answer must not hold the GIL (and the server) long.
+        # NaN is not JSON: such an answer fails its request.
+        return dumps(
             {
                 "id": self._id("batch_req_", 32),
                 "custom_id": custom_id,
@@ -618,9 +621,7 @@ class Emulator:
                 "error": None
                 if error is None
                 else {"code": error[0], "message": error[1]},
-            },
-            separators=(",", ":"),
-            allow_nan=False,  # NaN is not JSON: such an answer fails its request
+            }
         )
 
     def _answer(self, endpoint: str, raw: bytes, at: int) -> tuple[str, Reply]:
