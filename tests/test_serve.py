@@ -192,6 +192,12 @@ def test_a_request_http_cannot_parse_gets_the_api_error_body(
     assert error["type"] == "invalid_request_error"
 
 
+def test_no_connection_can_upgrade_past_the_defences() -> None:
+    # With a websocket library installed, uvicorn would hand an "Upgrade:
+    # websocket" connection to a protocol without our deadlines or bound.
+    assert config(Emulator()).ws == "none"
+
+
 def test_one_access_line_per_request(
     server: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -208,6 +208,7 @@ def config(
     made = uvicorn.Config(
         create_app(emulator, api_key=api_key),
         http=protocol,
+        ws="none",  # an upgraded connection would escape the deadlines and the bound
         lifespan="off",
         log_level="warning",
         access_log=True,
