@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import attrs
+import httpx2
 import pytest
 from hypothesis import given, settings
 
@@ -206,3 +207,31 @@ def test_serve_prints_its_banner_once_bound():
         server.wait(timeout=30)
         if server.stdout:
             server.stdout.close()
+
+
+def test_serve_logs_a_malformed_upload_only_in_its_answer():
+    # The multipart parser's own warnings went to stderr bare, one per bad
+    # upload: the 400 answer already says what is wrong.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batchfsm", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # bound
+        answer = httpx2.post(
+            f"http://127.0.0.1:{port}/v1/files",
+            content=b"{}",
+            headers={"content-type": "multipart/form-data; boundary=x"},
+            timeout=30,
+        )
+        assert answer.status_code == 400
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    assert "boundary" not in errors

@@ -196,6 +196,9 @@ def _logging() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+    # Its warnings would reach stderr bare, one per malformed upload, which
+    # the 400 answer already explains.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 def config(
