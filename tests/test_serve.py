@@ -198,6 +198,26 @@ def test_no_connection_can_upgrade_past_the_defences() -> None:
     assert config(Emulator()).ws == "none"
 
 
+def test_garbage_after_an_early_answer_closes_without_a_traceback(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The body is refused (413) before it ends; HTTP garbage then follows.
+    with socket.create_connection(server) as conn:
+        conn.sendall(
+            b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * 200_000
+        for _ in range(7):
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        conn.settimeout(PATIENCE)
+        assert conn.recv(12) == b"HTTP/1.1 413"
+        assert logged(caplog, '"POST /v1/batches HTTP/1.1" 413') == 1
+        conn.sendall(b"zz\r\n\r\n")
+        assert closed_by_server(conn)
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_one_access_line_per_request(
     server: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:

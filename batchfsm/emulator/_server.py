@@ -118,6 +118,12 @@ class GuardedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers a request HTTP cannot parse in plain text: answer with
         # the API's error body instead, as every other answer does.
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            # Garbage after this request was answered (a body refused early):
+            # nothing more can be said on this connection.
+            log.info("closing a connection: %s", msg)
+            self.transport.close()
+            return
         body = json.dumps(ApiError(400, msg).body).encode()
         headers = [
             (b"content-type", b"application/json"),
