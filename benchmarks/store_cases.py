@@ -28,7 +28,6 @@ from batchfsm.emulator import (
     FileStore,
     IdSource,
     MemoryBatchStore,
-    MemoryFileStore,
     MemoryIds,
     SQLiteStore,
     SystemClock,
@@ -113,7 +112,11 @@ def _postgres() -> Iterator[Callable[[], str] | str]:
 def _stores(
     folder: Path, postgres: Callable[[], str] | str
 ) -> Iterator[tuple[str, Callable[[], tuple[BatchStore, FileStore, IdSource]] | str]]:
-    yield "memory", lambda: (MemoryBatchStore(), MemoryFileStore(), MemoryIds())
+    def memory() -> tuple[BatchStore, FileStore, IdSource]:
+        store = MemoryBatchStore()
+        return store, store.files, MemoryIds()
+
+    yield "memory", memory
     paths = iter(folder / f"{n}.sqlite" for n in range(1_000))
 
     def sqlite() -> tuple[BatchStore, FileStore, IdSource]:

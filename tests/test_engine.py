@@ -17,7 +17,9 @@ import batchfsm as bf
 from batchfsm.emulator import (
     Emulator,
     MemoryBatchStore,
+    MemoryFileStore,
     Reply,
+    SQLiteStore,
     VirtualClock,
     make_input_file,
 )
@@ -317,6 +319,45 @@ def test_a_batch_whose_work_fails_waits_alone_and_others_go_on(
     assert emu.list_batches()["object"] == "list"
     failures = [r for r in caplog.records if "its work failed" in r.getMessage()]
     assert len(failures) == 2  # once when due, once when it was due to expire
+
+
+class DyingStore(MemoryBatchStore):
+    """The memory store, dying at the write that ends a batch (as a kill -9 may)."""
+
+    def write(self, batch: bf.Batch, work: Any, **changes: Any) -> bool:
+        if work is None:
+            raise OSError("the process died here")
+        return super().write(batch, work, **changes)
+
+
+class DyingSQLiteStore(SQLiteStore):
+    """The SQLite store, dying at the write that ends a batch."""
+
+    def write(self, batch: bf.Batch, work: Any, **changes: Any) -> bool:
+        if work is None:
+            raise OSError("the process died here")
+        return super().write(batch, work, **changes)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_batch_whose_end_is_never_written_leaves_no_result_file(kind: str) -> None:
+    store = DyingStore() if kind == "memory" else DyingSQLiteStore(":memory:")
+    emu = Emulator(store=store, seed=5)
+    upload = emu.create_file(make_input_file(3), "in.jsonl", "batch")
+    batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)
+    emu.clock.advance(60)  # type: ignore[attr-defined]
+    assert emu.retrieve_batch(batch.id).status is S.FINALIZING  # never completed
+    # Its result files were never written apart from the batch's end.
+    assert [f.id for f in emu.files.list()] == [upload.id]
+
+
+def test_the_files_of_an_emulator_are_its_batch_stores() -> None:
+    store = MemoryBatchStore()
+    assert Emulator(store=store).files is store.files
+    files = MemoryFileStore()
+    assert Emulator(files=files).batches.files is files
+    with pytest.raises(ValueError, match=r"store\.files"):
+        Emulator(store=store, files=MemoryFileStore())
 
 
 def test_an_input_deleted_mid_run_fails_the_requests_left() -> None:

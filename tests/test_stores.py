@@ -25,7 +25,6 @@ from batchfsm.emulator import (
     FileStore,
     IdSource,
     MemoryBatchStore,
-    MemoryFileStore,
     MemoryIds,
     PostgresStore,
     SQLiteStore,
@@ -53,7 +52,8 @@ class Stores(NamedTuple):
 
 
 def _memory() -> Iterator[Stores]:
-    yield Stores(MemoryBatchStore(), MemoryFileStore(), MemoryIds)
+    store = MemoryBatchStore()
+    yield Stores(store, store.files, MemoryIds)
 
 
 def _sql(open_empty: Callable[[], SQLStore]) -> Iterator[Stores]:
@@ -264,6 +264,63 @@ def test_due_answers_the_earliest_due_first(
         assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
         # Reading the index changes nothing.
         assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
+
+
+def _finalizing(store: BatchStore, epoch: int) -> bf.Batch:
+    b = batch(1)
+    store.insert(b, Work(due_at=1, epoch=epoch))
+    counts = bf.BatchRequestCounts(total=1, completed=1, failed=0)
+    started = bf.advance(b, "start", at=1_700_000_001, request_counts=counts)
+    finalizing = bf.advance(started, "finalize", at=1_700_000_002)
+    assert store.write(finalizing, Work(due_at=3, epoch=epoch), status=S.VALIDATING,
+                       epoch=epoch)  # fmt: skip
+    return finalizing
+
+
+def test_result_files_are_added_only_by_the_write_that_ends_the_batch(
+    stores: Stores,
+) -> None:
+    store, files = stores.batches, stores.files
+    assert store.files is files
+    finalizing = _finalizing(store, epoch=1)
+    out, err = file(7, 3), file(8, 2)
+    done = bf.advance(
+        finalizing, "complete", at=1_700_000_003, output_file_id=out.id,
+        error_file_id=err.id,
+    )  # fmt: skip
+    made = [(out, b"o1\n"), (err, b"e\n")]
+    # A stale epoch, a status that moved on: refused, and no file added.
+    assert not store.write(done, None, status=S.FINALIZING, epoch=0, files=made)
+    assert not store.write(done, None, status=S.IN_PROGRESS, epoch=1, files=made)
+    assert files.list() == [] and files.get(out.id) is None
+    assert store.write(done, None, status=S.FINALIZING, epoch=1, files=made)
+    assert files.content(out.id) == b"o1\n" and files.content(err.id) == b"e\n"
+    assert [f.id for f in files.list()] == [err.id, out.id]
+    # An ended batch takes no write: the loser of a race adds no file either.
+    late = [(file(9, 1), b"x")]
+    assert not store.write(done, None, status=S.FINALIZING, epoch=1, files=late)
+    assert files.get(file(9).id) is None
+
+
+def test_a_failure_inside_the_write_leaves_neither_the_batch_nor_its_files(
+    stores: Stores,
+) -> None:
+    store, files = stores.batches, stores.files
+    finalizing = _finalizing(store, epoch=0)
+    files.add(file(8), b"taken")
+    out = file(7, 3)
+    done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
+    with pytest.raises(KeyError):
+        # The second file's id exists: the failure comes after the batch's
+        # change and the first file, inside the same write.
+        store.write(
+            done, None, status=S.FINALIZING, epoch=0,
+            files=[(out, b"o1\n"), (file(8), b"again")],
+        )  # fmt: skip
+    assert store.get(finalizing.id) == finalizing
+    assert store.work(finalizing.id) == Work(due_at=3)
+    assert files.get(out.id) is None and files.content(file(8).id) == b"taken"
+    assert store.due(3, 10) == [finalizing.id]
 
 
 # -- files ---------------------------------------------------------------------------

@@ -51,8 +51,8 @@ from ._stores import (
     FileStore,
     IdSource,
     MemoryBatchStore,
-    MemoryFileStore,
     MemoryIds,
+    NewFile,
     ResultKind,
     Work,
 )
@@ -172,7 +172,8 @@ class Emulator:
             of the official client's types, dated snapshots included).
         extra_models: names every endpoint accepts too.
         any_model: accept every model name.
-        store, files, ids: the stores (memory by default).
+        store, files, ids: the stores (memory by default); ``files`` is
+            ``store.files`` (a batch ends with its result files in one write).
         seed: reproducible ids (ignored when ``ids`` is given); random if None.
 
     Example:
@@ -209,8 +210,13 @@ class Emulator:
         extra = frozenset(extra_models)
         self.models = {endpoint: known | extra for endpoint, known in models.items()}
         self.any_model = any_model
-        self.batches: BatchStore = store if store is not None else MemoryBatchStore()
-        self.files: FileStore = files if files is not None else MemoryFileStore()
+        if store is None:
+            store = MemoryBatchStore(files)
+        elif files is not None and files is not store.files:
+            # A batch ends with its result files in one write, to store.files.
+            raise ValueError("files must be the batch store's own: store.files")
+        self.batches: BatchStore = store
+        self.files: FileStore = store.files
         self.ids: IdSource = ids if ids is not None else MemoryIds(seed)
         self.seed = seed
         self.validation_seconds = validation_seconds
@@ -758,25 +764,27 @@ class Emulator:
             "request_counts": self._counts(batch, ended),
             "usage": self._usage(ended),
         }
-        written = []
+        files: list[NewFile] = []
         output = self.batches.results(batch.id, "output")
         if output:
-            written.append(self._write(batch, work, output, "output", at))
-            changes["output_file_id"] = written[-1]
+            files.append(self._result_file(batch, work, output, "output", at))
+            changes["output_file_id"] = files[-1][0].id
         errors = self.batches.results(batch.id, "errors")
         if late:
             errors = b"".join([errors, *late])
         if errors:
-            written.append(self._write(batch, work, errors, "errors", at))
-            changes["error_file_id"] = written[-1]
+            files.append(self._result_file(batch, work, errors, "errors", at))
+            changes["error_file_id"] = files[-1][0].id
         after = advance(batch, event, at=at, **changes)
-        if not self.batches.write(after, None, status=batch.status, epoch=work.epoch):
-            for file_id in written:  # lost a race: the winner writes its own
-                self.files.delete(file_id)
+        # The files go in the same conditional write: a lost race or a crash
+        # never leaves a result file that no batch names.
+        self.batches.write(
+            after, None, status=batch.status, epoch=work.epoch, files=files
+        )
 
-    def _write(
+    def _result_file(
         self, batch: Batch, work: Work, content: bytes, kind: ResultKind, at: int
-    ) -> str:
+    ) -> NewFile:
         expires_after = work.output_expires_after
         file = FileObject(
             id=self._id("file-", 22),
@@ -787,5 +795,4 @@ class Emulator:
             # Anchored at the output file's own creation, not the batch's.
             expires_at=expires_at("batch_output", at, expires_after),
         )
-        self.files.add(file, content)
-        return file.id
+        return file, content

@@ -26,7 +26,7 @@ from .._convert import dumps, loads
 from .._errors import BatchFSMError
 from .._model import Batch, BatchStatus
 from ._migrations import LATEST, MIGRATIONS
-from ._stores import FileObject, MemoryIds, ResultKind, Work, seeded_id
+from ._stores import FileObject, MemoryIds, NewFile, ResultKind, Work, seeded_id
 
 __all__ = [
     "AnchoredClock",
@@ -372,14 +372,16 @@ class SQLStore:
         epoch: int,
         output: Sequence[str] = (),
         errors: Sequence[str] = (),
+        files: Sequence[NewFile] = (),
     ) -> bool:
         """One conditional write; whether it happened.
 
         If the stored batch still has ``status`` and its work ``epoch``, then in
         one transaction: store ``batch`` and ``work`` (None: the batch ended;
-        its work, due time, lease and result lines go) and append the
-        ``output`` and ``errors`` result lines. Otherwise nothing is written.
-        A failure anywhere rolls all of it back.
+        its work, due time, lease and result lines go), append the ``output``
+        and ``errors`` result lines and add ``files`` (the batch's result
+        files) to :attr:`files`. Otherwise nothing is written. A failure
+        anywhere (a file id that exists: ``KeyError``) rolls all of it back.
 
         Example:
             >>> import batchfsm as bf
@@ -409,6 +411,8 @@ class SQLStore:
                     tx.run(
                         "DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,)
                     )
+                    for file, content in files:
+                        _add_file(tx, file, content)
                 return updated == 1
             updated = tx.run(
                 "UPDATE batchfsm_batches SET status = ?, body = ?, work = ?,"
@@ -434,6 +438,8 @@ class SQLStore:
                         " VALUES (?, ?, ?)",
                         (batch.id, kind, "".join(line + "\n" for line in lines)),
                     )
+            for file, content in files:
+                _add_file(tx, file, content)
             return True
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
@@ -550,6 +556,15 @@ class SQLIds:
         return seeded_id(self.seed, number, prefix, length)
 
 
+def _add_file(tx: _Tx, file: FileObject, content: bytes) -> None:
+    if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
+        raise KeyError(f"file {file.id} exists already")
+    tx.run(
+        "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)",
+        (file.id, json.dumps(file.to_dict()), bytes(content)),
+    )
+
+
 class SQLFiles:
     """The :class:`FileStore` of an :class:`SQLStore`: metadata and content."""
 
@@ -559,12 +574,7 @@ class SQLFiles:
     def add(self, file: FileObject, content: bytes) -> None:
         """Store ``content`` as ``file`` (its id must be new: ``KeyError``)."""
         with self._db.transaction() as tx:
-            if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
-                raise KeyError(f"file {file.id} exists already")
-            tx.run(
-                "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)",
-                (file.id, json.dumps(file.to_dict()), bytes(content)),
-            )
+            _add_file(tx, file, content)
 
     def get(self, file_id: str) -> FileObject | None:
         """The File object, or None."""

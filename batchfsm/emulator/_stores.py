@@ -12,7 +12,10 @@ one and a restarted server carries on.
   a cancel racing the worker, or a stalled worker whose lease was taken over,
   cannot both win. The store also answers "which batches are due at or before
   T" (:meth:`BatchStore.due`) without looking at the others: a heap in memory,
-  an indexed column in SQL.
+  an indexed column in SQL. A batch ends with its result files in the same
+  write (``files=``), added to the store's own :class:`FileStore`
+  (``store.files``): a crash or a refused write never leaves a result file
+  that no batch names.
 - :class:`FileStore`: File objects and their bytes, readable in slices so that
   nothing needs a whole input file in memory at once.
 - :class:`IdSource`: where ids come from; random unless seeded, never reused.
@@ -50,6 +53,8 @@ __all__ = [
 
 #: Which result lines: the output file's (2xx answers) or the error file's.
 ResultKind = Literal["output", "errors"]
+#: A file to add with a conditional write: its File object and its content.
+NewFile = tuple["FileObject", bytes]
 
 
 @attrs.frozen
@@ -87,6 +92,10 @@ class Work:
 class BatchStore(Protocol):
     """Batches, their work in progress, their result lines, and the due index."""
 
+    @property
+    def files(self) -> FileStore:
+        """The file store a conditional write adds its ``files`` to."""
+
     def insert(self, batch: Batch, work: Work) -> None:
         """Add a new batch and its work (its id must be new: ``KeyError``)."""
 
@@ -111,15 +120,18 @@ class BatchStore(Protocol):
         epoch: int,
         output: Sequence[str] = (),
         errors: Sequence[str] = (),
+        files: Sequence[NewFile] = (),
     ) -> bool:
         """One conditional write; whether it happened.
 
         If the stored batch ``batch.id`` has status ``status`` and its work has
         epoch ``epoch``, then atomically: store ``batch``, store ``work`` (its
         ``due_at`` re-indexed) or, when ``work`` is None (the batch ended), drop
-        the work, its index entry and its result lines; and append ``output``
+        the work, its index entry and its result lines; append ``output``
         and ``errors`` (one result line each, no newline) to the batch's result
-        lines. Otherwise change nothing and return False.
+        lines; and add ``files`` (its result files) to :attr:`files`, each id
+        new (``KeyError``, and nothing written). Otherwise change nothing and
+        return False.
         """
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
@@ -191,6 +203,10 @@ class MemoryBatchStore:
     deletion: a write pushes the new entry and leaves the old one, which is
     dropped when it reaches the top and no longer matches the stored work.
 
+    Args:
+        files: the file store its writes add result files to (``files``; a
+            new :class:`MemoryFileStore` if None).
+
     Example:
         >>> import batchfsm as bf
         >>> store = MemoryBatchStore()
@@ -210,7 +226,8 @@ class MemoryBatchStore:
         ([], <BatchStatus.CANCELLING: 'cancelling'>)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, files: FileStore | None = None) -> None:
+        self._files: FileStore = files if files is not None else MemoryFileStore()
         self._batches: dict[str, Batch] = {}
         self._order: list[str] = []  # creation order; pages read it backwards
         self._position: dict[str, int] = {}
@@ -223,6 +240,11 @@ class MemoryBatchStore:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    @property
+    def files(self) -> FileStore:
+        """The file store its writes add result files to."""
+        return self._files
 
     def insert(self, batch: Batch, work: Work) -> None:
         """Add a new batch and its work."""
@@ -262,6 +284,7 @@ class MemoryBatchStore:
         epoch: int,
         output: Sequence[str] = (),
         errors: Sequence[str] = (),
+        files: Sequence[NewFile] = (),
     ) -> bool:
         """Compare-and-set on the status and the work's epoch."""
         with self._lock:
@@ -274,6 +297,7 @@ class MemoryBatchStore:
                 or held.epoch != epoch
             ):
                 return False
+            self._add_files(files)  # first: the one step here that may fail
             self._batches[batch.id] = batch
             if work is None:
                 del self._work[batch.id]
@@ -294,6 +318,17 @@ class MemoryBatchStore:
                     buffer.write("\n".join(lines).encode())
                     buffer.write(b"\n")
             return True
+
+    def _add_files(self, files: Sequence[NewFile]) -> None:
+        added: list[str] = []
+        try:
+            for file, content in files:
+                self._files.add(file, content)
+                added.append(file.id)
+        except BaseException:
+            for file_id in added:  # all of them or none
+                self._files.delete(file_id)
+            raise
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` so far."""
