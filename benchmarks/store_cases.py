@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
@@ -224,10 +225,89 @@ def serve_table(postgres: Callable[[], str] | str) -> list[str]:
     ]
 
 
+def _retrieves(
+    server: Any, batch_id: str, clients: int = 4, seconds: float = 3.0
+) -> tuple[float, float, float]:
+    """Retrieves a second, p50 and p99 ms, from ``clients`` concurrent clients."""
+    times: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        mine = []
+        with httpx2.Client(base_url=server.base, timeout=60) as http:
+            while (begin := time.perf_counter()) < stop:
+                assert http.get(f"/batches/{batch_id}").status_code == 200
+                mine.append((time.perf_counter() - begin) * 1e3)
+        with lock:
+            times.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    times.sort()
+    return len(times) / seconds, statistics.median(times), times[int(len(times) * 0.99)]
+
+
+def _serve_retrieve(db: str) -> tuple[tuple[float, float, float], ...]:
+    """Retrieves over HTTP on one ``serve --db``: idle, then while batches run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.test_durable import Server, _create, _upload
+
+    server = Server(db, "--speed", "1000000")
+    try:
+        small = _create(server, _upload(server, 1))["id"]
+        idle = _retrieves(server, small)
+        big = _upload(server, 20_000)
+        made = [_create(server, big)["id"] for _ in range(4)]  # the worker is busy
+        busy = _retrieves(server, small)
+        still = server.http.get(f"/batches/{made[-1]}").json()["status"]
+        assert still not in {"completed", "failed"}, "the batches ended too soon"
+        return idle, busy
+    finally:
+        server.stop()
+
+
+def serve_retrieve_table(
+    sqlite_db: str, postgres: Callable[[], str] | str
+) -> list[str]:
+    """Retrieve rate and latency over HTTP, ``serve --db`` SQLite and PostgreSQL."""
+    lines = [
+        "retrieve over HTTP on serve --db (4 clients, 3 s; busy: 4 batches of"
+        " 20,000 requests running):",
+        f"    {'store':<11} {'idle req/s':>10} {'p50':>8} {'p99':>8}"
+        f" {'busy req/s':>11} {'p50':>8} {'p99':>8}",
+    ]
+    dbs: list[tuple[str, str]] = [("SQLite", sqlite_db)]
+    if isinstance(postgres, str):
+        lines.append(f"    PostgreSQL  {postgres}")
+    else:
+        dbs.append(("PostgreSQL", postgres()))
+    for name, db in dbs:
+        (rate, p50, p99), (busy, b50, b99) = _serve_retrieve(db)
+        lines.append(
+            f"    {name:<11} {rate:>10,.0f} {p50:>5.1f} ms {p99:>5.1f} ms"
+            f" {busy:>11,.0f} {b50:>5.1f} ms {b99:>5.1f} ms"
+        )
+    return lines
+
+
 def figures() -> list[str]:
-    with _postgres() as postgres:
-        return [*store_table(postgres), *serve_table(postgres)]
+    with _postgres() as postgres, tempfile.TemporaryDirectory() as folder:
+        sqlite_db = f"sqlite:///{Path(folder) / 'serve.sqlite'}"
+        return [
+            *store_table(postgres),
+            *serve_table(postgres),
+            *serve_retrieve_table(sqlite_db, postgres),
+        ]
 
 
 if __name__ == "__main__":
-    print("\n".join(figures()))
+    if sys.argv[1:] == ["retrieve"]:  # only the HTTP retrieve figures
+        with _postgres() as pg, tempfile.TemporaryDirectory() as folder:
+            db = f"sqlite:///{Path(folder) / 'serve.sqlite'}"
+            print("\n".join(serve_retrieve_table(db, pg)))
+    else:
+        print("\n".join(figures()))
