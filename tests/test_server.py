@@ -1,10 +1,13 @@
 """The emulator over HTTP, driven by the official openai client, in-process."""
 
+import asyncio
 import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import anyio.to_thread
 import httpx2
 import openai
 import pytest
@@ -15,6 +18,7 @@ import batchfsm as bf
 from batchfsm.emulator import (
     Emulator,
     EmulatorTransport,
+    SQLiteStore,
     VirtualClock,
     create_app,
     make_input_file,
@@ -466,3 +470,51 @@ def test_the_openai_client_over_a_legacy_httpx_client():
         )
         emulator.clock.advance(60)  # type: ignore[attr-defined]
         assert client.batches.retrieve(batch.id).status == "completed"
+
+
+class SlowStore(SQLiteStore):
+    """An SQLite store whose read of one batch waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.slow: str | None = None
+        self.waiting = threading.Event()
+        self.go = threading.Event()
+
+    def get(self, batch_id: str) -> bf.Batch | None:
+        if batch_id == self.slow:
+            self.waiting.set()
+            self.go.wait(timeout=30)  # a bound for a broken build, not a speed
+        return super().get(batch_id)
+
+
+def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
+    store = SlowStore()
+    emu = Emulator(store=store, ids=store.ids())
+    upload = emu.create_file(make_input_file(1), "in.jsonl", "batch")
+    slow, fast = (
+        emu.create_batch(input_file_id=upload.id, endpoint=CHAT) for _ in range(2)
+    )
+    store.slow = slow.id
+
+    async def clients() -> None:
+        transport = httpx2.ASGITransport(app=create_app(emu))
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://emulator/v1"
+        ) as http:
+            stuck = asyncio.create_task(http.get(f"/batches/{slow.id}"))
+            assert await anyio.to_thread.run_sync(store.waiting.wait, 30)
+            # The first call waits on the store; another client is answered.
+            answer = await http.get(f"/batches/{fast.id}")
+            assert answer.status_code == 200 and answer.json()["id"] == fast.id
+            assert (await http.get("/batches/batch_none")).status_code == 404
+            assert not stuck.done()
+            store.go.set()
+            answer = await stuck
+            assert answer.status_code == 200 and answer.json()["id"] == slow.id
+
+    try:
+        asyncio.run(clients())
+    finally:
+        store.go.set()
+        store.close()

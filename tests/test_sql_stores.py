@@ -404,3 +404,29 @@ def test_without_a_server_the_postgres_tests_skip_saying_why_but_not_under_ci(
     else:
         result.assert_outcomes(errors=1)
         result.stdout.fnmatch_lines(["*cannot run under CI: no PostgreSQL server*"])
+
+
+def test_postgres_keeps_a_connection_per_live_thread_only(postgres_url):
+    store = PostgresStore(postgres_url)
+
+    def connections() -> int:
+        with store._db.transaction(write=False) as tx:
+            count: int = tx.one(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database()"
+            )[0]
+        return count
+
+    try:
+        before = connections()
+        for _ in range(6):  # threads that come and go, as a pool's idle ones do
+            thread = threading.Thread(target=store.get, args=("batch_x",))
+            thread.start()
+            thread.join()
+        # Each ended thread's connection is closed once another thread connects.
+        thread = threading.Thread(target=store.get, args=("batch_x",))
+        thread.start()
+        thread.join()
+        assert connections() == before + 1
+    finally:
+        store.close()

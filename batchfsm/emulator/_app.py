@@ -9,17 +9,28 @@ limits are refused with 413 before they are read whole; a JSON body must say
 ``Content-Type: application/json`` (415 otherwise, so that no web page can post
 one without a CORS preflight). A client that goes away mid-request is logged
 in one line; a bug of the emulator answers 500 with the API's error body.
+
+On a store other than the memory one (a database), each call of the emulator
+runs in a worker thread (at most :data:`STORE_THREADS` at once per event
+loop), so that a call waiting on the database never holds up another client's;
+on the memory store a call costs less than the hop to a thread and runs on the
+event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -33,8 +44,9 @@ from ._engine import ApiError, Emulator
 from ._files import MAX_FILE_BYTES
 from ._params import EXPIRES_AFTER_SECONDS
 from ._request_id import RequestIdMiddleware
+from ._stores import MemoryBatchStore, MemoryFileStore
 
-__all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "create_app"]
+__all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "STORE_THREADS", "create_app"]
 
 #: An upload may hold a 512 MB file plus its multipart framing.
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 64 * 1024
@@ -43,7 +55,32 @@ MAX_FIELD_BYTES = 64 * 1024
 #: A JSON request body (create batch) is small.
 MAX_JSON_BYTES = 1024 * 1024
 
+#: At most this many calls of the emulator on a database run at once (per event
+#: loop); more wait their turn without holding up the loop.
+STORE_THREADS = 8
+
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+
+_THREADS: RunVar[CapacityLimiter] = RunVar("batchfsm_store_threads")
+
+
+def _threads() -> CapacityLimiter:
+    """This event loop's limiter of store threads (a limiter is a loop's own)."""
+    try:
+        return _THREADS.get()
+    except LookupError:
+        _THREADS.set(CapacityLimiter(STORE_THREADS))
+        return _THREADS.get()
+
+
+def _in_memory(emulator: Emulator) -> bool:
+    # Exactly the memory stores: a subclass, like any other store, may wait.
+    return (
+        type(emulator.batches) is MemoryBatchStore
+        and type(emulator.files) is MemoryFileStore
+    )
+
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -135,10 +172,20 @@ def create_app(
 
         emulator = Emulator(clock=SystemClock())
     emu = emulator
+    in_memory = _in_memory(emu)
+
+    async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the emulator: in a thread if its store may wait on a database."""
+        if in_memory:
+            return function(*args, **kwargs)
+        bound = functools.partial(function, *args, **kwargs)
+        return await anyio.to_thread.run_sync(bound, limiter=_threads())
 
     def guarded(
         handler: Callable[[Request], Response | Awaitable[Response]],
     ) -> Endpoint:
+        is_async = inspect.iscoroutinefunction(handler)
+
         async def endpoint(request: Request) -> Response:
             if api_key is not None:
                 given = request.headers.get("authorization", "")
@@ -149,7 +196,10 @@ def create_app(
                         401, "Incorrect API key provided.", code="invalid_api_key"
                     )
             try:
-                result = handler(request)
+                if is_async:
+                    result = handler(request)
+                else:  # a route that only calls the emulator: all of it
+                    result = await call(handler, request)
                 if not isinstance(result, Response):
                     result = await result
             except ApiError as exc:
@@ -217,8 +267,12 @@ def create_app(
                     )
                 expires_after = int(seconds)
             content = await file.read()
-            created = emu.create_file(
-                content, file.filename or "upload.jsonl", purpose, expires_after
+            created = await call(
+                emu.create_file,
+                content,
+                file.filename or "upload.jsonl",
+                purpose,
+                expires_after,
             )
         finally:
             await form.close()
@@ -254,7 +308,8 @@ def create_app(
                     param=name,
                     code="missing_required_parameter",
                 )
-        batch = emu.create_batch(
+        batch = await call(
+            emu.create_batch,
             input_file_id=data["input_file_id"],
             endpoint=data["endpoint"],
             completion_window=data["completion_window"],

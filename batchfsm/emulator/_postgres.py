@@ -1,4 +1,4 @@
-"""The PostgreSQL store: psycopg 3, one connection per thread, shared by processes.
+"""The PostgreSQL store: psycopg 3, a connection per live thread, many processes.
 
 Several processes (on several machines) may share the database: each claims
 due batches with ``SELECT … FOR UPDATE SKIP LOCKED`` and a lease whose epoch
@@ -43,7 +43,7 @@ class _Postgres:
         self.url = url
         self.where = _redact(url)
         self._local = threading.local()
-        self._all: list[Any] = []
+        self._all: dict[threading.Thread, Any] = {}  # each thread's connection
         self._guard = threading.Lock()
         self._connect()  # fail now, with the reason, rather than on first use
 
@@ -58,7 +58,13 @@ class _Postgres:
             raise StoreError(f"cannot connect to {self.where}: {message}") from None
         self._local.conn = conn
         with self._guard:
-            self._all.append(conn)
+            # Threads come and go (a pool's idle threads end): a connection
+            # whose thread ended is closed, so they stay one per live thread.
+            for thread, other in list(self._all.items()):
+                if not thread.is_alive():
+                    other.close()
+                    del self._all[thread]
+            self._all[threading.current_thread()] = conn
         return conn
 
     @contextlib.contextmanager
@@ -95,7 +101,7 @@ class _Postgres:
 
     def close(self) -> None:
         with self._guard:
-            for conn in self._all:
+            for conn in self._all.values():
                 conn.close()
             self._all.clear()
 
