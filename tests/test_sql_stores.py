@@ -430,3 +430,43 @@ def test_postgres_keeps_a_connection_per_live_thread_only(postgres_url):
         assert connections() == before + 1
     finally:
         store.close()
+
+
+def test_sqlite_reads_go_on_beside_a_write_in_another_thread(tmp_path):
+    store = SQLiteStore(tmp_path / "batches.sqlite")
+    store.insert(_batch(), Work(due_at=101))
+    inside, leave = threading.Event(), threading.Event()
+
+    def write_slowly() -> None:
+        with store._db.transaction() as tx:
+            tx.run("UPDATE batchfsm_batches SET due_at = 7")
+            inside.set()
+            leave.wait(timeout=30)  # a bound for a broken build, not a speed
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    try:
+        assert inside.wait(timeout=30)
+        # Read while the write is open: answered now, without what it wrote.
+        work = store.work("batch_1")
+        assert work is not None and work.due_at == 101
+        assert not leave.is_set()
+    finally:
+        leave.set()
+        writer.join()
+    work = store.work("batch_1")
+    assert work is not None and work.due_at == 7
+    store.close()
+
+
+def test_sqlite_keeps_a_connection_per_live_thread_only(tmp_path):
+    store = SQLiteStore(tmp_path / "batches.sqlite")
+    try:
+        for _ in range(7):  # threads that come and go, as a pool's idle ones do
+            thread = threading.Thread(target=store.get, args=("batch_x",))
+            thread.start()
+            thread.join()
+        # This thread's and the last one's: each ended thread's was closed.
+        assert len(store._db._all) == 2  # type: ignore[attr-defined]
+    finally:
+        store.close()

@@ -1,5 +1,8 @@
 """The SQLite store: the standard library's ``sqlite3``, WAL, one writer at a time.
 
+Each thread has its own connection to a database file, so reads never wait for
+each other or for the writer; a process's writers take turns at a lock.
+
 Every write is a ``BEGIN IMMEDIATE`` transaction (the read-modify-write of a
 transition happens under the database's write lock) and returns only after
 ``COMMIT``. In WAL mode with ``synchronous=NORMAL`` a committed write survives
@@ -33,24 +36,47 @@ class _SQLite:
         self.where = path
         if path != ":memory:" and Path(path).is_dir():
             raise StoreError(f"{path} is a directory, not an SQLite database file")
+        # A file: a connection per live thread, so that in WAL mode reads go on
+        # beside each other and beside the one writer; this process's writers
+        # take turns at a lock rather than at SQLite's busy wait. ":memory:" is
+        # one connection's own database: every thread shares it, in turn.
+        self._shared = path == ":memory:"
+        self._local = threading.local()
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
+        self._guard = threading.Lock()
+        self._writing = threading.RLock()
+        self._first = self._connect()  # fail now, with the reason
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._shared and hasattr(self, "_first"):
+            return self._first
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
         try:
-            # One connection shared by the threads of this process, one
-            # transaction at a time (a lock): SQLite has one writer anyway.
-            self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30
+            conn = sqlite3.connect(
+                self.where, isolation_level=None, check_same_thread=False, timeout=30
             )
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise StoreError(_describe(path, exc)) from None
-        self._lock = threading.RLock()
+            raise StoreError(_describe(self.where, exc)) from None
+        self._local.conn = conn
+        with self._guard:
+            # A connection whose thread ended (a pool's idle thread) is closed.
+            for thread, other in list(self._all.items()):
+                if not thread.is_alive():
+                    other.close()
+                    del self._all[thread]
+            self._all[threading.current_thread()] = conn
+        return conn
 
     def prepare(self) -> None:
         # Only once the version is known to be ours: WAL rewrites the header.
         if self.where == ":memory:":
             return
         try:
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = self._connect().execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.Error as exc:  # pragma: no cover - a locked or odd file
             raise StoreError(_describe(self.where, exc)) from None
         if mode[0].lower() != "wal":  # pragma: no cover - odd filesystems
@@ -58,20 +84,22 @@ class _SQLite:
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[_Tx]:
-        with self._lock:
+        turn = self._writing if write or self._shared else contextlib.nullcontext()
+        with turn:
+            conn = self._connect()
             try:
-                self._conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
                 raise StoreError(_describe(self.where, exc)) from None
             try:
-                yield _Tx(self._conn, postgres=False)
+                yield _Tx(conn, postgres=False)
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
             try:
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise StoreError(_describe(self.where, exc)) from None
 
     def version(self, tx: _Tx) -> int:
@@ -98,8 +126,10 @@ class _SQLite:
         ]
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        with self._writing, self._guard:
+            for conn in self._all.values():
+                conn.close()
+            self._all.clear()
 
 
 def _describe(path: str, exc: sqlite3.Error) -> str:
