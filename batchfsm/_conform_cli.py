@@ -146,10 +146,13 @@ def conform(args: argparse.Namespace) -> int:
         import httpx2
 
         from .conformance import run
-
-        http, wait, target = _client(args)
     except ImportError as exc:
         print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
+        return 2
+    try:
+        http, wait, target = _client(args)
+    except httpx2.InvalidURL as exc:
+        print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2
     print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
     try:

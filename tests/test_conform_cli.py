@@ -117,6 +117,8 @@ def test_a_failed_check_shows_its_evidence_and_exits_1(serve):
         (["--only", "nope"], "argument --only: invalid choice: 'nope' (choose from"),
         (["--timeout", "0"], "--time-scale and --timeout must be positive"),
         (["--base-url", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9"),
+        (["--base-url", "http://[::1"], "--base-url 'http://[::1': Invalid port"),
+        (["--base-url", "127.0.0.1:9"], "cannot reach 127.0.0.1:9: Request URL is"),
     ],
 )
 def test_usage_and_environment_problems_exit_2(args, message):
