@@ -36,6 +36,12 @@ def emulator_client(**options: object) -> tuple[httpx2.Client, Callable[[float],
     """A client for a fresh built-in emulator, and how to let its time pass.
 
     ``options`` go to :class:`batchfsm.emulator.Emulator`.
+
+    Example:
+        >>> http, wait = emulator_client(any_model=True)
+        >>> with http:
+        ...     http.get("/v1/batches").json()["data"]
+        []
     """
     import httpx2
 

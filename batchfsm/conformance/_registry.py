@@ -98,8 +98,14 @@ def check(
 
 
 def with_needs(ids: Iterable[str]) -> set[str]:
-    """The ids and, transitively, every check they need."""
-    wanted, todo = set(ids), list(ids)
+    """The ids and, transitively, every check they need.
+
+    Example:
+        >>> sorted(with_needs(iter(["happy.files"])))
+        ['create.echo', 'happy.files', 'happy.terminal']
+    """
+    wanted = set(ids)
+    todo = list(wanted)
     while todo:
         for need in CHECKS[todo.pop()].needs:
             if need not in wanted:

@@ -127,6 +127,14 @@ def run(
 
     Raises:
         ValueError: ``only`` names an unknown check.
+
+    Example:
+        >>> from batchfsm.conformance import emulator_client
+        >>> http, wait = emulator_client()
+        >>> with http:
+        ...     report = run(http, wait=wait, only={"happy.files"})
+        >>> [(r.id, r.outcome) for r in report.results if r.outcome != "skip"]
+        [('create.echo', 'pass'), ('happy.terminal', 'pass'), ('happy.files', 'pass')]
     """
     unknown = (only or set()) - set(CHECKS)
     if unknown:
