@@ -66,3 +66,13 @@ def test_dated_snapshots_are_models_and_completions_serves_only_legacy_ones():
         "davinci-002",
         "babbage-002",
     }
+
+
+def test_every_table_keyed_by_endpoint_covers_exactly_the_endpoints():
+    # Until they derive from one endpoint table, they must at least agree.
+    from batchfsm.emulator._handlers import _BY_ENDPOINT, EMBEDDING_SIZES
+    from batchfsm.emulator._validate import _API_NAMES, REQUIRED_INPUT
+
+    for table in (REQUIRED_INPUT, _API_NAMES, _BY_ENDPOINT):
+        assert set(table) == set(ENDPOINTS)
+    assert set(EMBEDDING_SIZES) == ENDPOINT_MODELS["/v1/embeddings"]
