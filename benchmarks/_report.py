@@ -33,6 +33,15 @@ def page(data: dict[str, Any]) -> str:
         "",
         *(f"    {line}" for line in data["extras"]),
         "",
+    ]
+    if not data.get("engine"):
+        lines += [
+            "This run has no engine or store figures (it predates them, or ran "
+            "with ``--no-extras``); ``python -m benchmarks --json "
+            "docs/_data/benchmarks.json`` records them.",
+            "",
+        ]
+    lines += [
         "Targets missed in this run: "
         + (", ".join(f"``{name}``" for name in missed) if missed else "none")
         + ".",

@@ -48,6 +48,8 @@ def test_the_benchmarks_page_shows_the_committed_run():
         assert f"{result.ours:.2f}" in row and f"{result.ratio:.2f}" in row
         assert row.endswith("yes" if result.met else "NO")
     assert all(f"    {extra}" in text for extra in data["extras"])
+    # The page says so when the run holds no engine figures, never implies them.
+    assert ("has no engine or store figures" in text) == (not data.get("engine"))
 
 
 def test_a_benchmark_run_writes_what_the_page_reads(tmp_path):
