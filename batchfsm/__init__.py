@@ -9,11 +9,12 @@ The public API, by layer (see the docs for each):
 - JSON: :func:`from_dict`, :func:`to_dict`, :func:`loads`, :func:`dumps`,
   :data:`converter`;
 - lifecycle: :class:`Event`, :func:`new_batch`, :func:`advance`,
-  :func:`allowed_events`, :func:`can`, :class:`BatchMachine`, :data:`machine`
-  (the ``transitions`` Machine), :func:`to_mermaid`;
+  :func:`progress`, :func:`allowed_events`, :func:`can`, :class:`BatchMachine`,
+  :data:`machine` (the ``transitions`` Machine), :func:`to_mermaid`;
 - invariants: :func:`check`, :func:`check_step`, :func:`check_trace`,
   :class:`Violation`, :data:`RULES`;
-- errors: :class:`BatchFSMError`, :class:`SchemaError`, :class:`InvalidTransition`.
+- errors: :class:`BatchFSMError`, :class:`SchemaError`, :class:`InvalidTransition`,
+  :class:`InvalidProgress`.
 
 Example:
     >>> import batchfsm as bf
@@ -26,7 +27,7 @@ Example:
 
 from ._convert import converter, dumps, from_dict, loads, to_dict
 from ._diagram import to_mermaid
-from ._errors import BatchFSMError, InvalidTransition, SchemaError
+from ._errors import BatchFSMError, InvalidProgress, InvalidTransition, SchemaError
 from ._invariants import RULES, Violation, check, check_step, check_trace
 from ._lifecycle import (
     BatchMachine,
@@ -35,6 +36,7 @@ from ._lifecycle import (
     can,
     machine,
     new_batch,
+    progress,
 )
 from ._model import (
     TERMINAL_STATUSES,
@@ -64,6 +66,7 @@ __all__ = [
     "BatchUsage",
     "Event",
     "InputTokensDetails",
+    "InvalidProgress",
     "InvalidTransition",
     "OutputTokensDetails",
     "SchemaError",
@@ -80,6 +83,7 @@ __all__ = [
     "loads",
     "machine",
     "new_batch",
+    "progress",
     "to_dict",
     "to_mermaid",
 ]

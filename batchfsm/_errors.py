@@ -5,7 +5,8 @@ everything the library raises on purpose::
 
     BatchFSMError
     ├── SchemaError          (also a ValueError) a document is not a valid Batch
-    └── InvalidTransition    (also a ValueError) a move the batch cannot make
+    ├── InvalidTransition    (also a ValueError) a move the batch cannot make
+    └── InvalidProgress      (also a ValueError) work in progress it cannot record
 
 Errors carry structured detail (``SchemaError.errors``, ``InvalidTransition.status``)
 so that callers never have to parse messages, and they pickle, so that they cross
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from ._model import BatchStatus
     from ._table import Event
 
-__all__ = ["BatchFSMError", "InvalidTransition", "SchemaError"]
+__all__ = ["BatchFSMError", "InvalidProgress", "InvalidTransition", "SchemaError"]
 
 
 class BatchFSMError(Exception):
@@ -146,3 +147,41 @@ class InvalidTransition(BatchFSMError, ValueError):  # noqa: N818 - DESIGN's nam
                 "code": None,
             }
         }
+
+
+class InvalidProgress(BatchFSMError, ValueError):  # noqa: N818 - as InvalidTransition
+    """Work in progress that a batch cannot record (see :func:`batchfsm.progress`).
+
+    Raised for a batch in a status where no work runs, and for updates that
+    would break an invariant (then ``violations`` says which: counts that go
+    down, more requests done than there are, ...).
+
+    Attributes:
+        status: the batch's status.
+        violations: the invariants the result would break, if that is why.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> try:
+        ...     bf.progress(b, request_counts=bf.BatchRequestCounts(
+        ...         total=2, completed=1, failed=0))
+        ... except bf.InvalidProgress as exc:
+        ...     print(exc)  # doctest: +ELLIPSIS
+        a batch with status validating runs no work (work runs in: in_progress, ...)
+    """
+
+    status: BatchStatus
+    violations: tuple[Violation, ...]
+
+    def __init__(
+        self, status: BatchStatus, message: str, violations: tuple[Violation, ...] = ()
+    ) -> None:
+        super().__init__(status, message, violations)
+        self.status = status
+        self.violations = violations
+        self._message = message
+
+    def __str__(self) -> str:
+        return self._message

@@ -17,7 +17,7 @@ import attrs
 from transitions import Machine
 
 from ._codegen import compile_function
-from ._errors import InvalidTransition, SchemaError
+from ._errors import InvalidProgress, InvalidTransition, SchemaError
 from ._graph import ALLOWED, MOVE_FROM, NOOPS, REACHABLE
 from ._invariants import (
     COMPLETION_WINDOWS,
@@ -35,7 +35,16 @@ from ._model import (
     BatchUsage,
     metadata_problems,
 )
-from ._table import INITIAL, MOVES, STAMP_FIELDS, STAMPS, Event, Move
+from ._table import (
+    INITIAL,
+    MOVES,
+    PROGRESS_FIELDS,
+    PROGRESS_STATUSES,
+    STAMP_FIELDS,
+    STAMPS,
+    Event,
+    Move,
+)
 
 __all__ = [
     "BatchMachine",
@@ -44,6 +53,7 @@ __all__ = [
     "can",
     "machine",
     "new_batch",
+    "progress",
 ]
 
 _EVENT_BY_VALUE = {event.value: event for event in Event}
@@ -51,7 +61,8 @@ _EVENT_BY_VALUE = {event.value: event for event in Event}
 _CHANGE_TYPES: dict[str, Any] = {
     field.name: field.type
     for field in attrs.fields(attrs.resolve_types(Batch))
-    if any(field.name in move.may_set for move in MOVES)
+    if field.name in PROGRESS_FIELDS
+    or any(field.name in move.may_set for move in MOVES)
 }
 
 # None is filtered out before the type check, so the class inside each Optional
@@ -265,6 +276,64 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             tuple(violations),
         )
     return after
+
+
+def progress(
+    batch: Batch,
+    *,
+    request_counts: BatchRequestCounts | None = None,
+    usage: BatchUsage | None = None,
+) -> Batch:
+    """The batch after work in progress: more requests done, more tokens used.
+
+    Not a move: the status and every stamp stay. Only a batch whose work is
+    running (``in_progress`` or ``finalizing``) records progress, and only
+    forward: counts and usage never go down, and the result must pass
+    :func:`batchfsm.check`. ``None`` leaves a field as it is.
+
+    Raises:
+        InvalidProgress: the batch runs no work in its status, or the result
+            would break an invariant (listed in ``violations``).
+        TypeError: a value of the wrong type.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> b = bf.advance(b, "start", at=1700000005,
+        ...     request_counts=bf.BatchRequestCounts(total=10, completed=0, failed=0))
+        >>> bf.progress(b, request_counts=bf.BatchRequestCounts(
+        ...     total=10, completed=4, failed=1)).request_counts
+        BatchRequestCounts(total=10, completed=4, failed=1)
+    """
+    status = batch.status
+    if status not in PROGRESS_STATUSES:
+        running = ", ".join(s.value for s in BatchStatus if s in PROGRESS_STATUSES)
+        raise InvalidProgress(
+            status,
+            f"a batch with status {status} runs no work (work runs in: {running})",
+        )
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in (("request_counts", request_counts), ("usage", usage))
+        if value is not None
+    }
+    for name, value in changes.items():
+        expected = _CHANGE_CLASSES[name]
+        if not isinstance(value, expected):
+            raise TypeError(f"{name}: expected {expected.__name__}, got {value!r}")
+    if not changes:
+        return batch
+    after = attrs.evolve(batch, **changes)
+    if SNAPSHOT_OK[status](after) and STEP_OK[status](batch, after):
+        return after
+    violations = _check(after) + _check_step(batch, after)
+    raise InvalidProgress(
+        status,
+        f"progress would leave batch {batch.id} inconsistent: "
+        + "; ".join(f"{v.rule}: {v.message}" for v in violations),
+        tuple(violations),
+    )
 
 
 # -- the fast path: code generated from the table ----------------------------------

@@ -25,14 +25,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
 from hypothesis import strategies as st
 
 from ._convert import to_dict
 from ._endpoints import ENDPOINT_MODELS
 from ._graph import CHAIN, FIELD_STATUSES, MOVE_FROM
 from ._invariants import RULES
-from ._lifecycle import advance, new_batch
+from ._lifecycle import advance, new_batch, progress
 from ._model import (
     Batch,
     BatchError,
@@ -231,7 +230,7 @@ def lifecycles(
         if polls and batch.status in PROGRESS_STATUSES:
             for _ in range(draw(st.integers(0, 2))):
                 now += draw(_delay)
-                batch = attrs.evolve(batch, **draw(_progress(batch, finish=False)))
+                batch = progress(batch, **draw(_progress(batch, finish=False)))
                 snapshots.append(batch)
         now += draw(_delay)
         if event is Event.EXPIRE:

@@ -463,3 +463,84 @@ def test_a_move_equals_attrs_evolve_of_the_batch(snapshots, data):
             **attrs.asdict(moved, recurse=False),
             "tag": tag,
         }
+
+
+# -- progress: work in progress, not a move ----------------------------------------
+
+
+def _running(total=10, completed=2, failed=1):
+    b = bf.new_batch(
+        id="batch_1",
+        input_file_id="file-1",
+        endpoint="/v1/embeddings",
+        created_at=1_700_000_000,
+    )
+    return bf.advance(
+        b,
+        "start",
+        at=1_700_000_005,
+        request_counts=bf.BatchRequestCounts(
+            total=total, completed=completed, failed=failed
+        ),
+    )
+
+
+def test_progress_takes_exactly_the_table_fields():
+    import inspect
+
+    from batchfsm._table import PROGRESS_FIELDS
+
+    params = inspect.signature(bf.progress).parameters
+    assert {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} == set(
+        PROGRESS_FIELDS
+    )
+
+
+@given(batches())
+def test_progress_is_refused_where_no_work_runs(batch):
+    from batchfsm._table import PROGRESS_STATUSES
+
+    counts = batch.request_counts
+    if batch.status in PROGRESS_STATUSES:
+        assert bf.progress(batch, request_counts=counts) == batch
+        return
+    with pytest.raises(bf.InvalidProgress, match="runs no work") as e:
+        bf.progress(batch, request_counts=counts)
+    assert e.value.status is batch.status and isinstance(e.value, bf.BatchFSMError)
+
+
+@pytest.mark.parametrize(
+    ("counts", "rule"),
+    [
+        ({"total": 9}, "step.counts"),
+        ({"completed": 1}, "step.counts"),
+        ({"failed": 0}, "step.counts"),
+        ({"completed": 10}, "counts.sum"),
+    ],
+)
+def test_progress_refuses_counts_that_go_back_or_overflow(counts, rule):
+    before = _running()
+    new = attrs.evolve(before.request_counts, **counts)
+    with pytest.raises(bf.InvalidProgress) as e:
+        bf.progress(before, request_counts=new)
+    assert [v.rule for v in e.value.violations] == [rule]
+    assert rule in str(e.value)
+
+
+def test_progress_refuses_usage_that_goes_back_and_wrong_types():
+    usage = bf.BatchUsage(
+        input_tokens=10,
+        input_tokens_details=bf.InputTokensDetails(cached_tokens=0),
+        output_tokens=5,
+        output_tokens_details=bf.OutputTokensDetails(reasoning_tokens=0),
+        total_tokens=15,
+    )
+    before = bf.progress(_running(), usage=usage)
+    assert before.usage == usage and before.status is bf.BatchStatus.IN_PROGRESS
+    less = attrs.evolve(usage, output_tokens=4, total_tokens=14)
+    with pytest.raises(bf.InvalidProgress) as e:
+        bf.progress(before, usage=less)
+    assert [v.rule for v in e.value.violations] == ["step.usage"]
+    with pytest.raises(TypeError, match="usage: expected BatchUsage"):
+        bf.progress(before, usage={"input_tokens": 1})  # type: ignore[arg-type]
+    assert bf.progress(before) is before
