@@ -7,7 +7,7 @@ The public API, by layer (see the docs for each):
   :class:`InputTokensDetails`, :class:`OutputTokensDetails`,
   :data:`TERMINAL_STATUSES`;
 - JSON: :func:`from_dict`, :func:`to_dict`, :func:`loads`, :func:`dumps`,
-  :data:`converter`;
+  :func:`dumps_bytes`, :data:`converter`;
 - lifecycle: :class:`Event`, :func:`new_batch`, :func:`advance`,
   :func:`progress`, :func:`allowed_events`, :func:`can`, :class:`BatchMachine`,
   :data:`machine` (the ``transitions`` Machine), :func:`to_mermaid`;
@@ -25,7 +25,7 @@ Example:
     'validating'
 """
 
-from ._convert import converter, dumps, from_dict, loads, to_dict
+from ._convert import converter, dumps, dumps_bytes, from_dict, loads, to_dict
 from ._diagram import to_mermaid
 from ._errors import BatchFSMError, InvalidProgress, InvalidTransition, SchemaError
 from ._invariants import RULES, Violation, check, check_step, check_trace
@@ -79,6 +79,7 @@ __all__ = [
     "check_trace",
     "converter",
     "dumps",
+    "dumps_bytes",
     "from_dict",
     "loads",
     "machine",

@@ -29,29 +29,24 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from ._codegen import compile_function
 from ._errors import SchemaError
+from ._json import DecodeError as _DecodeError
+from ._json import EncodeError as _EncodeError
+from ._json import decode as _decode
+from ._json import encode as _encode
 from ._model import (
+    MODEL_CLASSES,
     Batch,
     BatchError,
     BatchErrors,
-    BatchRequestCounts,
     BatchStatus,
-    BatchUsage,
-    InputTokensDetails,
-    OutputTokensDetails,
+    is_text,
     metadata_problems,
 )
+from ._twins import OPEN
 
-__all__ = ["converter", "dumps", "from_dict", "loads", "to_dict"]
+__all__ = ["converter", "dumps", "dumps_bytes", "from_dict", "loads", "to_dict"]
 
-_MODEL_CLASSES = (
-    Batch,
-    BatchErrors,
-    BatchError,
-    BatchRequestCounts,
-    BatchUsage,
-    InputTokensDetails,
-    OutputTokensDetails,
-)
+_MODEL_CLASSES = MODEL_CLASSES
 _STATUS_BY_VALUE = {status.value: status for status in BatchStatus}
 
 
@@ -72,36 +67,84 @@ def _expected(what: str, value: Any) -> _InvalidError:
     return _InvalidError(("", f"expected {what}, got {_show(value)}"))
 
 
-# -- leaf hooks: exact JSON types, no coercion -------------------------------------
+# -- leaf rules: exact JSON types, no coercion, the API's ranges -------------------
+#
+# Each rule is stated once, as an expression true of a good value ``v`` and the
+# words for a bad one. The detailed gear's hooks and the fast gear's inline
+# checks below are both generated from these declarations.
+
+#: The API's integers are int64: nothing at or above 2**63.
+INT_MAX = 2**63 - 1
 
 
-def _structure_int(value: Any, _: Any) -> int:
-    if value.__class__ is int:
-        if value >= 0:
-            return value
-        raise _InvalidError(("", f"expected a non-negative int, got {value}"))
-    raise _expected("int", value)
+@attrs.frozen
+class _Rule:
+    test: str  # an expression over ``v``, true when the value passes
+    message: str  # an f-string body over ``v`` saying what is wrong
+    engine_checked: bool = False  # text parsed by the JSON engine always passes
 
 
-def _structure_str(value: Any, _: Any) -> str:
-    if value.__class__ is str:
-        return value
-    raise _expected("str", value)
+_BATCH_TAG = Literal["batch"]
+
+_LEAF_RULES: dict[Any, tuple[_Rule, ...]] = {
+    str: (
+        _Rule("v.__class__ is str", "expected str, got {_show(v)}"),
+        # Half a character: no JSON engine writes it, so no API sends it.
+        _Rule(
+            "v.isascii() or _is_text(v)",
+            "a lone surrogate in {_show(v)}",
+            engine_checked=True,
+        ),
+    ),
+    int: (
+        _Rule("v.__class__ is int", "expected int, got {_show(v)}"),
+        _Rule("v >= 0", "expected a non-negative int, got {v}"),
+        _Rule("v <= _INT_MAX", "expected an int below 2**63, got {v}"),
+    ),
+    BatchStatus: (
+        _Rule(
+            "v.__class__ is str and v in _STATUSES",
+            "expected one of {', '.join(_STATUSES)}; got {_show(v)}",
+        ),
+    ),
+    _BATCH_TAG: (
+        _Rule(
+            "v.__class__ is str and v == 'batch'", "expected 'batch', got {_show(v)}"
+        ),
+    ),
+}
+#: What a leaf that passed becomes, when not the JSON value itself.
+_LEAF_RESULTS: dict[Any, str] = {BatchStatus: "_STATUSES[v]"}
+_LEAF_NAMESPACE: dict[str, Any] = {
+    "_INT_MAX": INT_MAX,
+    "_STATUSES": _STATUS_BY_VALUE,
+    "_is_text": is_text,
+    "_show": _show,
+}
 
 
-def _structure_status(value: Any, _: Any) -> BatchStatus:
-    status = _STATUS_BY_VALUE.get(value) if value.__class__ is str else None
-    if status is None:
-        raise _InvalidError(
-            ("", f"expected one of {', '.join(_STATUS_BY_VALUE)}; got {_show(value)}")
-        )
-    return status
+def _leaf_test(t: Any, engine: bool) -> str:
+    """One expression: does ``v`` pass every rule of ``t``?"""
+    tests = [r.test for r in _LEAF_RULES[t] if not (engine and r.engine_checked)]
+    return " and ".join(f"({test})" for test in tests)
 
 
-def _structure_object_tag(value: Any, _: Any) -> str:
-    if value == "batch" and value.__class__ is str:
-        return "batch"
-    raise _expected("'batch'", value)
+def _leaf_name(t: Any) -> str:
+    return "batch_tag" if t is _BATCH_TAG else t.__name__
+
+
+def _leaf_hook(t: Any) -> Callable[[Any, Any], Any]:
+    """The detailed gear's hook for ``t``: the value, or why it is refused."""
+    name = f"structure_{_leaf_name(t)}"
+    lines = [f"def {name}(v, _):"]
+    for rule in _LEAF_RULES[t]:
+        lines += [
+            f"    if not ({rule.test}):",
+            f"        raise _InvalidError(('', f{rule.message!r}))",
+        ]
+    lines.append(f"    return {_LEAF_RESULTS.get(t, 'v')}")
+    namespace = {**_LEAF_NAMESPACE, "_InvalidError": _InvalidError}
+    return compile_function(name, lines, namespace, label=f"{name} (detailed)")
 
 
 def _structure_metadata(value: Any, _: Any) -> dict[str, str] | None:
@@ -163,6 +206,10 @@ def _require_mapping(
     return structure_errors
 
 
+def _is_batch_tag(t: Any) -> bool:
+    return t is _BATCH_TAG or get_args(t) == ("batch",)
+
+
 def _is_optional(t: Any) -> bool:
     args = get_args(t)
     return get_origin(t) in (Union, UnionType) and len(args) == 2 and NoneType in args
@@ -188,14 +235,10 @@ def _make_converter(*, detailed: bool, forbid_extra_keys: bool) -> Converter:
         detailed_validation=detailed,
         forbid_extra_keys=forbid_extra_keys,
     )
-    conv.register_structure_hook(int, _structure_int)
-    conv.register_structure_hook(str, _structure_str)
-    conv.register_structure_hook(BatchStatus, _structure_status)
+    for leaf in (str, int, BatchStatus):
+        conv.register_structure_hook(leaf, _leaf_hook(leaf))
     conv.register_unstructure_hook(BatchStatus, lambda status: status.value)
-    conv.register_structure_hook_func(
-        lambda t: t is Literal["batch"] or get_args(t) == ("batch",),
-        _structure_object_tag,
-    )
+    conv.register_structure_hook_func(_is_batch_tag, _leaf_hook(_BATCH_TAG))
     conv.register_structure_hook_factory(_is_optional, _make_optional_hook)
     for cls in reversed(_MODEL_CLASSES):  # leaves first: parents look them up
         overrides: dict[str, Any] = {}
@@ -248,35 +291,23 @@ class _RejectedError(Exception):
     """The fast gear found a problem; the detailed gear will say which."""
 
 
-def _leaf_check(t: Any, owner: type, indent: str) -> list[str]:
+def _leaf_check(t: Any, owner: type, indent: str, engine: bool) -> list[str]:
     """Lines checking (and converting in place) the value ``v`` of type ``t``."""
     if _is_optional(t):
         inner = next(arg for arg in get_args(t) if arg is not NoneType)
         return [
             f"{indent}if v is not None:",
-            *_leaf_check(inner, owner, indent + "    "),
+            *_leaf_check(inner, owner, indent + "    ", engine),
         ]
-    if t is str:
-        return [
-            f"{indent}if v.__class__ is not str:",
+    leaf = _BATCH_TAG if _is_batch_tag(t) else t
+    if leaf in _LEAF_RULES:
+        lines = [
+            f"{indent}if not ({_leaf_test(leaf, engine)}):",
             f"{indent}    raise _RejectedError",
         ]
-    if t is int:  # as _structure_int: a JSON integer, not negative
-        return [
-            f"{indent}if v.__class__ is not int or v < 0:",
-            f"{indent}    raise _RejectedError",
-        ]
-    if t is BatchStatus:
-        return [
-            f"{indent}v = _STATUSES.get(v) if v.__class__ is str else None",
-            f"{indent}if v is None:",
-            f"{indent}    raise _RejectedError",
-        ]
-    if get_args(t) == ("batch",):
-        return [
-            f"{indent}if v.__class__ is not str or v != 'batch':",
-            f"{indent}    raise _RejectedError",
-        ]
+        if leaf in _LEAF_RESULTS:
+            lines.append(f"{indent}v = {_LEAF_RESULTS[leaf]}")
+        return lines
     if t in _MODEL_CLASSES:
         return [f"{indent}v = _structure_{t.__name__}(v)"]
     if owner is BatchErrors and get_args(t) == (BatchError, ...):
@@ -304,11 +335,15 @@ _FOLDED = {
 }
 
 
-def _fast_source(cls: type, strict: bool) -> list[str]:
-    """The source of ``structure_<cls>(o)``: the instance, or _RejectedError."""
+def _fast_source(cls: type, strict: bool, engine: bool) -> list[str]:
+    """The source of ``structure_<cls>(o)``: the instance, or _RejectedError.
+
+    With ``engine``, the document comes from the JSON engine, which has already
+    refused what its rules say it refuses (lone surrogates).
+    """
     lines = [
         f"def structure_{cls.__name__}(o):",
-        "    if not isinstance(o, _Mapping):",
+        "    if o.__class__ is not dict and not isinstance(o, _Mapping):",
         "        raise _RejectedError",
     ]
     fields = attrs.fields(attrs.resolve_types(cls))
@@ -317,12 +352,12 @@ def _fast_source(cls: type, strict: bool) -> list[str]:
             f"    if not o.keys() <= _KNOWN_{cls.__name__}:",
             "        raise _RejectedError",
         ]
-    lines.append(f"    n = _new({cls.__name__})")
+    lines.append(f"    n = _new(_Open{cls.__name__})")
     for field in fields:
         has_hooks = field.converter is not None or field.validator is not None
         if has_hooks and (cls, field.name) not in _FOLDED:
             raise TypeError(f"{cls.__name__}.{field.name} has a hook the gear skips")
-        check = _leaf_check(field.type, cls, "        ")
+        check = _leaf_check(field.type, cls, "        ", engine)
         if field.default is attrs.NOTHING:
             lines += [f"    v = o[{field.name!r}]", *(c[4:] for c in check)]
         else:
@@ -336,32 +371,30 @@ def _fast_source(cls: type, strict: bool) -> list[str]:
                 "    else:",
                 f"        v = {default!r}",
             ]
-        lines.append(f"    _set_{cls.__name__}_{field.name}(n, v)")
-    lines.append("    return n")
+        lines.append(f"    n.{field.name} = v")
+    lines += [f"    n.__class__ = {cls.__name__}", "    return n"]
     return lines
 
 
-def _make_fast_gear(strict: bool) -> Callable[[Mapping[str, Any]], Batch]:
+def _make_fast_gear(strict: bool, engine: bool) -> Callable[[Mapping[str, Any]], Batch]:
     namespace: dict[str, Any] = {
+        **_LEAF_NAMESPACE,
         "_RejectedError": _RejectedError,
         "_Mapping": Mapping,
         "_new": object.__new__,
-        "_STATUSES": _STATUS_BY_VALUE,
         "_MappingProxyType": MappingProxyType,
         "_metadata_problems": metadata_problems,
     }
     for cls in reversed(_MODEL_CLASSES):  # leaves first: parents call them
         names = [field.name for field in attrs.fields(cls)]
         namespace[cls.__name__] = cls
+        namespace[f"_Open{cls.__name__}"] = OPEN[cls]
         namespace[f"_KNOWN_{cls.__name__}"] = frozenset(names)
-        for name in names:
-            # The slot's descriptor writes past the frozen class's __setattr__.
-            namespace[f"_set_{cls.__name__}_{name}"] = cls.__dict__[name].__set__
-        gear = "strict" if strict else "lenient"
+        gear = ("strict" if strict else "lenient") + (", engine" if engine else "")
         function_name = f"structure_{cls.__name__}"
         namespace[f"_{function_name}"] = compile_function(
             function_name,
-            _fast_source(cls, strict),
+            _fast_source(cls, strict, engine),
             namespace,
             label=f"{function_name} ({gear})",
         )
@@ -369,14 +402,17 @@ def _make_fast_gear(strict: bool) -> Callable[[Mapping[str, Any]], Batch]:
     return fast
 
 
-_GEARS = {
-    strict: (
-        _make_fast_gear(strict),
-        _make_converter(detailed=True, forbid_extra_keys=strict).get_structure_hook(
-            Batch
-        ),
+_DETAILED = {
+    strict: _make_converter(detailed=True, forbid_extra_keys=strict).get_structure_hook(
+        Batch
     )
     for strict in (False, True)
+}
+#: (strict, parsed by the engine) -> (fast gear, detailed gear).
+_GEARS = {
+    (strict, engine): (_make_fast_gear(strict, engine), _DETAILED[strict])
+    for strict in (False, True)
+    for engine in (False, True)
 }
 
 
@@ -422,9 +458,6 @@ def _unstructure_source() -> list[str]:
 _unstructure_batch: Callable[[Batch], dict[str, Any]] = compile_function(
     "unstructure_Batch", _unstructure_source(), {}
 )
-# json.dumps builds a new encoder per call when given options; build ours once.
-# ASCII escapes keep the text valid UTF-8 even for lone surrogates from the input.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 # -- errors: cattrs' exception tree to (json path, message) pairs -----------------
@@ -490,8 +523,13 @@ def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
         >>> b.status
         <BatchStatus.VALIDATING: 'validating'>
     """
-    fast, detailed = _GEARS[strict]
-    if isinstance(data, Mapping) and "object" in data:
+    return _structure(data, strict, engine=False)
+
+
+def _structure(data: Any, strict: bool, engine: bool) -> Batch:
+    fast, detailed = _GEARS[strict, engine]
+    # A dict is by far the common case; the ABC check is dear beside the parse.
+    if (data.__class__ is dict or isinstance(data, Mapping)) and "object" in data:
         try:
             return fast(data)
         except Exception:  # noqa: BLE001, S110 - the detailed gear says what failed
@@ -524,7 +562,10 @@ def to_dict(batch: Batch) -> dict[str, Any]:
 
 
 def loads(text: str | bytes, *, strict: bool = False) -> Batch:
-    """Parse the JSON text of an API Batch object.
+    r"""Parse the JSON text of an API Batch object.
+
+    Only JSON is read: ``NaN``, ``Infinity``, lone surrogates (``"\ud800"``)
+    and invalid UTF-8 are refused, as are integers out of the API's range.
 
     Raises:
         SchemaError: the text is not JSON, or not a valid Batch object.
@@ -537,16 +578,38 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
         batchfsm.SchemaError: invalid Batch: <document>: expected object (Batch), got []
     """
     try:
+        data = _decode(text)
+    except _DecodeError as exc:
+        problems = [("", f"not valid JSON: {exc}")]
+        raise SchemaError(problems + _lenient_problems(text, strict)) from None
+    return _structure(data, strict, engine=True)
+
+
+def _lenient_problems(text: str | bytes, strict: bool) -> list[tuple[str, str]]:
+    """The paths to blame in text the engine refused, where a lenient parse can say.
+
+    Python's own parser reads what the engine refuses on purpose (a lone
+    surrogate, ``NaN``); the detailed gear then names the fields that hold them.
+    """
+    try:
         data = json.loads(text)
-    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise SchemaError([("", f"not valid JSON: {exc}")]) from None
-    except RecursionError:
-        raise SchemaError([("", "not valid JSON: nested too deeply")]) from None
-    return from_dict(data, strict=strict)
+        _structure(data, strict, engine=False)
+    except SchemaError as exc:
+        return exc.errors
+    except (ValueError, TypeError, RecursionError):  # not JSON even to Python
+        return []
+    return []
 
 
 def dumps(batch: Batch) -> str:
-    """The API JSON text of ``batch`` (compact, keys in API order).
+    r"""The API JSON text of ``batch``: compact, keys in API order.
+
+    Non-ASCII characters are written as raw UTF-8, never ``\u`` escapes
+    (:func:`loads` and any JSON parser read them back equal).
+
+    Raises:
+        SchemaError: a str of the batch holds a lone surrogate, which JSON
+            text cannot carry (only a Batch built by hand can hold one).
 
     Example:
         >>> import batchfsm as bf
@@ -556,4 +619,35 @@ def dumps(batch: Batch) -> str:
         >>> bf.dumps(b)[:38]
         '{"id":"batch_1","object":"batch","endp'
     """
-    return _encode(to_dict(batch))
+    return dumps_bytes(batch).decode()
+
+
+def dumps_bytes(batch: Batch) -> bytes:
+    r""":func:`dumps` as UTF-8 bytes, for HTTP bodies and files (no decoding).
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000,
+        ...                  metadata={"note": "café"})
+        >>> bf.dumps_bytes(b).endswith(b'"metadata":{"note":"caf\xc3\xa9"}}')
+        True
+    """
+    data = _unstructure_batch(batch)
+    try:
+        return _encode(data)
+    except _EncodeError:
+        raise SchemaError(_text_problems(data, "")) from None
+
+
+def _text_problems(value: Any, path: str) -> list[tuple[str, str]]:
+    """Where in the decoded document ``value`` a str cannot be written as JSON."""
+    if isinstance(value, str):
+        return [] if is_text(value) else [(path, f"a lone surrogate in {_show(value)}")]
+    if isinstance(value, dict):
+        items = [(_join(path, str(k)), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(_join(path, f"[{i}]"), v) for i, v in enumerate(value)]
+    else:
+        return []
+    return [problem for sub, v in items for problem in _text_problems(v, sub)]

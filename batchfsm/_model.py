@@ -19,6 +19,7 @@ __all__ = [
     "METADATA_MAX_KEY_LENGTH",
     "METADATA_MAX_PAIRS",
     "METADATA_MAX_VALUE_LENGTH",
+    "MODEL_CLASSES",
     "TERMINAL_STATUSES",
     "Batch",
     "BatchError",
@@ -28,6 +29,7 @@ __all__ = [
     "BatchUsage",
     "InputTokensDetails",
     "OutputTokensDetails",
+    "is_text",
     "metadata_problems",
 ]
 
@@ -72,6 +74,25 @@ METADATA_MAX_KEY_LENGTH = 64
 METADATA_MAX_VALUE_LENGTH = 512
 
 
+def is_text(value: str) -> bool:
+    r"""Whether the str ``value`` is text JSON can carry: no lone surrogate.
+
+    A lone surrogate (``"\ud800"``) is half of a character; it has no UTF-8
+    form, so no API sends one and no JSON engine writes one.
+
+    Example:
+        >>> is_text("café"), is_text("\ud800")
+        (True, False)
+    """
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def metadata_problems(metadata: Mapping[Any, Any]) -> list[tuple[str, str]]:
     """Every way ``metadata`` breaks the API's limits, as ``(key, message)`` pairs.
 
@@ -92,12 +113,17 @@ def metadata_problems(metadata: Mapping[Any, Any]) -> list[tuple[str, str]]:
         if key.__class__ is not str:
             problems.append(("", f"keys must be str, got {key!r}"))
             continue
+        if not is_text(key):
+            problems.append(("", f"key {key!r} holds a lone surrogate"))
+            continue
         if len(key) > METADATA_MAX_KEY_LENGTH:
             problems.append(
                 (key, f"key longer than {METADATA_MAX_KEY_LENGTH} characters")
             )
         if value.__class__ is not str:
             problems.append((key, f"expected str, got {value!r}"))
+        elif not is_text(value):
+            problems.append((key, "holds a lone surrogate"))
         elif len(value) > METADATA_MAX_VALUE_LENGTH:
             problems.append(
                 (key, f"value longer than {METADATA_MAX_VALUE_LENGTH} characters")
@@ -137,7 +163,7 @@ def _is_batch(_: object, __: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"object: expected 'batch', got {value!r}")
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class BatchError:
     """One error of a batch: a problem with its input file, or why it failed.
 
@@ -158,7 +184,7 @@ def _tuple_or_none(
     return None if value is None else tuple(value)
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class BatchErrors:
     """The ``errors`` object of a batch: ``{"object": "list", "data": [...]}``.
 
@@ -173,7 +199,7 @@ class BatchErrors:
     )
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class BatchRequestCounts:
     """How many requests a batch holds, and how many ended each way.
 
@@ -187,7 +213,7 @@ class BatchRequestCounts:
     failed: int
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class InputTokensDetails:
     """A breakdown of the input tokens.
 
@@ -199,7 +225,7 @@ class InputTokensDetails:
     cached_tokens: int
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class OutputTokensDetails:
     """A breakdown of the output tokens.
 
@@ -211,7 +237,7 @@ class OutputTokensDetails:
     reasoning_tokens: int
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class BatchUsage:
     """Token usage of a batch (populated on batches created after 2025-09-07).
 
@@ -233,7 +259,7 @@ class BatchUsage:
     total_tokens: int
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, weakref_slot=False)
 class Batch:
     """A batch, field for field the API's Batch object.
 
@@ -282,3 +308,15 @@ class Batch:
     metadata: Mapping[str, str] | None = attrs.field(
         default=None, converter=_freeze_metadata, hash=False, repr=_metadata_repr
     )
+
+
+#: Every model class, each before the classes of its fields.
+MODEL_CLASSES: tuple[type, ...] = (
+    Batch,
+    BatchErrors,
+    BatchError,
+    BatchRequestCounts,
+    BatchUsage,
+    InputTokensDetails,
+    OutputTokensDetails,
+)

@@ -57,7 +57,7 @@ def convert_cases() -> list[Case]:
             per_call(lambda: bf.from_dict(COMPLETED)),
             "openai Batch.model_validate",
             per_call(lambda: validate(COMPLETED)),
-            1.0,
+            0.9,
         ),
         Case(
             "to_dict",
@@ -78,7 +78,7 @@ def convert_cases() -> list[Case]:
             per_call(lambda: bf.dumps(batch)),
             "openai Batch.model_dump_json",
             per_call(theirs.model_dump_json),
-            1.0,
+            0.75,
         ),
     ]
 

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from batchfsm import BatchStatus
 
-uints = st.integers(min_value=0, max_value=2**53)
-texts = st.text(max_size=20)
+uints = st.integers(min_value=0, max_value=2**63 - 1)
+# Any text JSON can carry: every code point but the lone surrogates.
+characters = st.characters(codec="utf-8")
+texts = st.text(characters, max_size=20)
 
 
 def nullable(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -24,7 +26,9 @@ batch_errors = st.fixed_dictionaries(
         "param": nullable(texts),
     }
 )
-metadata = st.dictionaries(st.text(max_size=64), st.text(max_size=512), max_size=16)
+metadata = st.dictionaries(
+    st.text(characters, max_size=64), st.text(characters, max_size=512), max_size=16
+)
 request_counts = st.fixed_dictionaries(
     {"total": uints, "completed": uints, "failed": uints}
 )

@@ -1,0 +1,46 @@
+r"""The one JSON engine (orjson) behind every text batchfsm reads or writes.
+
+The library's :func:`batchfsm.loads`/:func:`batchfsm.dumps` and the emulator's
+HTTP answers and result lines all go through here, so that the text is the same
+everywhere and the engine can change in one place.
+
+The text, exactly:
+
+- compact (no spaces), keys in the order given (for a Batch, the API's order);
+- non-ASCII characters written as raw UTF-8, never ``\uXXXX`` escapes (both
+  parse back equal; stdlib :mod:`json` reads it unchanged);
+- only JSON: ``NaN``, ``Infinity``, a lone surrogate (``"\ud800"``), invalid
+  UTF-8 and numbers out of the double range are refused on the way in, and a
+  str holding a lone surrogate is refused on the way out (:data:`EncodeError`);
+- integers: exact up to 2**64 - 1; a larger one parses as a float, which no
+  integer field of the API accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+__all__ = ["DecodeError", "EncodeError", "decode", "encode", "encode_str"]
+
+#: Raised by :func:`decode` for text that is not JSON (a ValueError).
+DecodeError = orjson.JSONDecodeError
+#: Raised by :func:`encode` for a value JSON cannot carry (a TypeError).
+EncodeError = orjson.JSONEncodeError
+
+#: ``decode(text: str | bytes) -> Any``: the value of one JSON document.
+decode: Callable[[str | bytes], Any] = orjson.loads
+#: ``encode(value) -> bytes``: compact UTF-8 JSON, for HTTP bodies and files.
+encode: Callable[[Any], bytes] = orjson.dumps
+
+
+def encode_str(value: Any) -> str:
+    """Compact JSON text of ``value``, as :func:`encode` but a str.
+
+    Example:
+        >>> encode_str({"name": "café", "n": [1, None]})
+        '{"name":"café","n":[1,null]}'
+    """
+    return orjson.dumps(value).decode()
