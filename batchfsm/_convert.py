@@ -246,7 +246,9 @@ def _make_converter(*, detailed: bool, forbid_extra_keys: bool) -> Converter:
             overrides["data"] = override(struct_hook=_make_error_list_hook(conv))
         elif cls is Batch:
             overrides["metadata"] = override(struct_hook=_structure_metadata)
-        generated = make_dict_structure_fn(cls, conv, **overrides)
+        generated: Callable[[Any, Any], Any] = make_dict_structure_fn(
+            cls, conv, **overrides
+        )
         conv.register_structure_hook(cls, _require_mapping(cls, generated))
         conv.register_unstructure_hook(cls, _make_unstructure(cls, conv))
     return conv
@@ -420,9 +422,10 @@ def _unstructure_expr(t: Any, value: str, depth: int) -> str:
     """An expression giving the API JSON of ``value``, of type ``t``, inline."""
     if _is_optional(t):
         inner = next(arg for arg in get_args(t) if arg is not NoneType)
-        return (
-            f"(None if {value} is None else {_unstructure_expr(inner, value, depth)})"
-        )
+        expr = _unstructure_expr(inner, value, depth)
+        if expr == value:  # a JSON value as it is: None stays None
+            return value
+        return f"(None if {value} is None else {expr})"
     if t in (str, int) or get_args(t) == ("batch",):
         return value
     if t is BatchStatus:
@@ -619,7 +622,11 @@ def dumps(batch: Batch) -> str:
         >>> bf.dumps(b)[:38]
         '{"id":"batch_1","object":"batch","endp'
     """
-    return dumps_bytes(batch).decode()
+    data = _unstructure_batch(batch)
+    try:
+        return _encode(data).decode()
+    except _EncodeError:
+        raise SchemaError(_text_problems(data, "")) from None
 
 
 def dumps_bytes(batch: Batch) -> bytes:

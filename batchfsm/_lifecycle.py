@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -45,6 +46,7 @@ from ._table import (
     Event,
     Move,
 )
+from ._twins import OPEN
 
 __all__ = [
     "BatchMachine",
@@ -119,12 +121,15 @@ def new_batch(
             f"created_at: expected Unix seconds (int >= 0), got {created_at!r}"
         )
     if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata: expected a mapping, got {metadata!r}")
         problems = metadata_problems(metadata)
         if problems:
             raise SchemaError(
                 (f"metadata.{key}" if key else "metadata", message)
                 for key, message in problems
             )
+        metadata = MappingProxyType(dict(metadata))  # as Batch does, checked once
     window = (
         COMPLETION_WINDOWS.get(completion_window)
         if isinstance(completion_window, str)
@@ -140,21 +145,63 @@ def new_batch(
                 )
             ]
         )
-    return Batch(
-        id=id,
-        endpoint=endpoint,
-        model=model,
-        input_file_id=input_file_id,
-        completion_window=completion_window,
-        status=INITIAL,
-        created_at=created_at,
-        expires_at=created_at + window,
-        request_counts=_NO_REQUESTS,
-        metadata=metadata,
+    return _created(
+        id,
+        endpoint,
+        model,
+        input_file_id,
+        completion_window,
+        created_at,
+        created_at + window,
+        metadata,
     )
 
 
 _NO_REQUESTS = BatchRequestCounts(total=0, completed=0, failed=0)
+# What new_batch sets; every other field takes the model's default.
+_CREATED = (
+    "id",
+    "endpoint",
+    "model",
+    "input_file_id",
+    "completion_window",
+    "created_at",
+    "expires_at",
+    "metadata",
+)
+
+
+def _created_source() -> list[str]:
+    """The source of ``created(<_CREATED>) -> Batch``: a new batch, its slots filled.
+
+    Batch.__init__ would check metadata a second time and pay a setattr per field.
+    """
+    lines = [f"def created({', '.join(_CREATED)}):", "    n = _new(_OpenBatch)"]
+    for field in attrs.fields(Batch):
+        if field.name in _CREATED:
+            value = field.name
+        elif field.name == "status":
+            value = "_INITIAL"
+        elif field.name == "request_counts":
+            value = "_NO_REQUESTS"
+        else:
+            value = repr(field.default)
+        lines.append(f"    n.{field.name} = {value}")
+    lines += ["    n.__class__ = _Batch", "    return n"]
+    return lines
+
+
+_created: Callable[..., Batch] = compile_function(
+    "created",
+    _created_source(),
+    {
+        "_new": object.__new__,
+        "_OpenBatch": OPEN[Batch],
+        "_Batch": Batch,
+        "_INITIAL": INITIAL,
+        "_NO_REQUESTS": _NO_REQUESTS,
+    },
+)
 
 
 def allowed_events(status: BatchStatus | str) -> frozenset[Event]:
@@ -341,17 +388,10 @@ def progress(
 # attrs.evolve would rerun Batch.__init__: the status converter, the ``object``
 # validator and the metadata converter, which checks and copies the mapping again.
 # Every value of ``batch`` passed them when it was built, and the changes are
-# type-checked above, so a move copies the slots straight into a new instance
-# (the frozen class refuses ordinary setattr; its slot descriptors do not), with
-# one generated function per move.
+# type-checked above, so a move copies the slots straight into an open twin of
+# the class (batchfsm._twins), with one generated function per move.
 
 _BATCH_FIELDS = tuple(field.name for field in attrs.fields(Batch))
-# Each slot's own descriptor, whose __set__ writes the slot: what object.__setattr__
-# (and so the __init__ of a frozen attrs class) ends up calling, minus the lookup.
-_SLOT_SETTERS = {name: Batch.__dict__[name].__set__ for name in _BATCH_FIELDS}
-assert all(
-    type(Batch.__dict__[name]).__name__ == "member_descriptor" for name in _BATCH_FIELDS
-)
 
 
 def _build_source(name: str, move: Move) -> list[str]:
@@ -360,7 +400,7 @@ def _build_source(name: str, move: Move) -> list[str]:
     ``changes`` holds only fields ``move`` may set, already type-checked.
     """
     stamp = STAMPS[move.dest]
-    lines = [f"def {name}(b, at, changes):", "    n = _new(_Batch)"]
+    lines = [f"def {name}(b, at, changes):", "    n = _new(_OpenBatch)"]
     for field in _BATCH_FIELDS:
         if field == "status":
             value = "_DEST"
@@ -370,8 +410,8 @@ def _build_source(name: str, move: Move) -> list[str]:
             value = f"changes.get({field!r}, b.{field})"
         else:
             value = f"b.{field}"
-        lines.append(f"    _set_{field}(n, {value})")
-    lines.append("    return n")
+        lines.append(f"    n.{field} = {value}")
+    lines += ["    n.__class__ = _Batch", "    return n"]
     return lines
 
 
@@ -400,8 +440,8 @@ def _plans() -> dict[tuple[BatchStatus, Event], _Plan]:
     """(status, event) -> the move, its generated copy, and the predicates to run."""
     namespace: dict[str, Any] = {
         "_new": object.__new__,
+        "_OpenBatch": OPEN[Batch],
         "_Batch": Batch,
-        **{f"_set_{name}": setter for name, setter in _SLOT_SETTERS.items()},
     }
     builds: dict[Event, _Build] = {}
     for move in MOVES:

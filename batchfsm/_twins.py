@@ -22,8 +22,9 @@ __all__ = ["OPEN"]
 
 
 def _open_twin(cls: type) -> type:
-    twin = type(f"Open{cls.__name__}", (), {"__slots__": cls.__slots__})
-    probe = object.__new__(twin)
+    slots: tuple[str, ...] = cls.__dict__["__slots__"]
+    twin = type(f"Open{cls.__name__}", (), {"__slots__": slots})
+    probe: object = object.__new__(twin)
     probe.__class__ = cls  # the layouts agree, or this raises at import
     return twin
 

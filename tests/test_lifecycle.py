@@ -544,3 +544,25 @@ def test_progress_refuses_usage_that_goes_back_and_wrong_types():
     with pytest.raises(TypeError, match="usage: expected BatchUsage"):
         bf.progress(before, usage={"input_tokens": 1})  # type: ignore[arg-type]
     assert bf.progress(before) is before
+
+
+@given(batches(), st.sampled_from([None, {}, {"k": "v", "note": "café"}]))
+def test_built_fast_is_built_as_by_the_class(batch, metadata):
+    # new_batch and every move fill the slots directly; the result must equal
+    # what Batch.__init__ (its converters and validators) makes of the same values.
+    again = bf.Batch(**attrs.asdict(batch, recurse=False))
+    assert batch == again and type(batch) is bf.Batch
+    assert bf.to_dict(batch) == bf.to_dict(again)
+    new = bf.new_batch(
+        id=batch.id,
+        input_file_id=batch.input_file_id,
+        endpoint=batch.endpoint,
+        created_at=batch.created_at,
+        metadata=metadata,
+        model=batch.model,
+    )
+    fields = attrs.asdict(new, recurse=False)
+    assert new == bf.Batch(**fields) and type(new) is bf.Batch
+    assert new.metadata is None or type(new.metadata).__name__ == "mappingproxy"
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        new.id = "x"  # type: ignore[misc]
