@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from operator import itemgetter
 from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -99,7 +100,7 @@ _LEAF_RULES: dict[Any, tuple[_Rule, ...]] = {
     int: (
         _Rule("v.__class__ is int", "expected int, got {_show(v)}"),
         _Rule("v >= 0", "expected a non-negative int, got {v}"),
-        _Rule("v <= _INT_MAX", "expected an int below 2**63, got {v}"),
+        _Rule(f"v <= {INT_MAX}", "expected an int below 2**63, got {v}"),
     ),
     BatchStatus: (
         _Rule(
@@ -116,7 +117,6 @@ _LEAF_RULES: dict[Any, tuple[_Rule, ...]] = {
 #: What a leaf that passed becomes, when not the JSON value itself.
 _LEAF_RESULTS: dict[Any, str] = {BatchStatus: "_STATUSES[v]"}
 _LEAF_NAMESPACE: dict[str, Any] = {
-    "_INT_MAX": INT_MAX,
     "_STATUSES": _STATUS_BY_VALUE,
     "_is_text": is_text,
     "_show": _show,
@@ -354,25 +354,32 @@ def _fast_source(cls: type, strict: bool, engine: bool) -> list[str]:
             f"    if not o.keys() <= _KNOWN_{cls.__name__}:",
             "        raise _RejectedError",
         ]
+    # An API answer carries every key: one itemgetter call reads them all. A
+    # document that leaves keys out reads them one by one, with the defaults.
+    names = [field.name for field in fields]
+    taken = ", ".join(f"v_{name}" for name in names) + ("," if len(names) == 1 else "")
+    lines += [
+        "    try:",
+        f"        {taken} = _ALL_{cls.__name__}(o)" + ("," if len(names) == 1 else ""),
+        "    except KeyError:",
+    ]
+    if len(names) == 1:  # itemgetter of one key gives the value, not a tuple
+        lines[-2] = f"        {taken} = (_ALL_{cls.__name__}(o),)"
+    for field in fields:
+        if field.default is attrs.NOTHING:
+            lines.append(f"        v_{field.name} = o[{field.name!r}]")
+        else:
+            # A document that leaves BatchErrors.object out has none (see
+            # _require_mapping), whatever the class's default for people.
+            default = None if cls is BatchErrors else field.default
+            lines.append(f"        v_{field.name} = o.get({field.name!r}, {default!r})")
     lines.append(f"    n = _new(_Open{cls.__name__})")
     for field in fields:
         has_hooks = field.converter is not None or field.validator is not None
         if has_hooks and (cls, field.name) not in _FOLDED:
             raise TypeError(f"{cls.__name__}.{field.name} has a hook the gear skips")
-        check = _leaf_check(field.type, cls, "        ", engine)
-        if field.default is attrs.NOTHING:
-            lines += [f"    v = o[{field.name!r}]", *(c[4:] for c in check)]
-        else:
-            # A document that leaves BatchErrors.object out has none (see
-            # _require_mapping), whatever the class's default for people.
-            default = None if cls is BatchErrors else field.default
-            lines += [
-                f"    if {field.name!r} in o:",
-                f"        v = o[{field.name!r}]",
-                *check,
-                "    else:",
-                f"        v = {default!r}",
-            ]
+        lines.append(f"    v = v_{field.name}")
+        lines += [c[4:] for c in _leaf_check(field.type, cls, "        ", engine)]
         lines.append(f"    n.{field.name} = v")
     lines += [f"    n.__class__ = {cls.__name__}", "    return n"]
     return lines
@@ -392,6 +399,7 @@ def _make_fast_gear(strict: bool, engine: bool) -> Callable[[Mapping[str, Any]],
         namespace[cls.__name__] = cls
         namespace[f"_Open{cls.__name__}"] = OPEN[cls]
         namespace[f"_KNOWN_{cls.__name__}"] = frozenset(names)
+        namespace[f"_ALL_{cls.__name__}"] = itemgetter(*names)
         gear = ("strict" if strict else "lenient") + (", engine" if engine else "")
         function_name = f"structure_{cls.__name__}"
         namespace[f"_{function_name}"] = compile_function(
