@@ -499,10 +499,13 @@ def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
             yield _join(path, key), "unknown field (strict mode)"
+    elif isinstance(exc, SchemaError):  # the model's own checks, on construction
+        for sub, message in exc.errors:
+            yield _join(path, sub), message
     elif isinstance(exc, KeyError):
         # cattrs reads a required key with o[key]; its note already named the path.
         yield path, "required field missing"
-    else:  # a model validator, e.g. ``object`` or metadata limits
+    else:  # anything else a hook raised: its words
         yield path, str(exc)
 
 

@@ -6,7 +6,11 @@ everything the library raises on purpose::
     BatchFSMError
     ├── SchemaError          (also a ValueError) a document is not a valid Batch
     ├── InvalidTransition    (also a ValueError) a move the batch cannot make
-    └── InvalidProgress      (also a ValueError) work in progress it cannot record
+    ├── InvalidProgress      (also a ValueError) work in progress it cannot record
+    └── UnknownEvent         (also a ValueError) an event name the table lacks
+
+The emulator's ``ApiError`` and ``batchfsm.testing.Refused`` derive from it too.
+Wrong argument types are TypeErrors naming the argument, as in Python itself.
 
 Errors carry structured detail (``SchemaError.errors``, ``InvalidTransition.status``)
 so that callers never have to parse messages, and they pickle, so that they cross
@@ -23,7 +27,13 @@ if TYPE_CHECKING:
     from ._model import BatchStatus
     from ._table import Event
 
-__all__ = ["BatchFSMError", "InvalidProgress", "InvalidTransition", "SchemaError"]
+__all__ = [
+    "BatchFSMError",
+    "InvalidProgress",
+    "InvalidTransition",
+    "SchemaError",
+    "UnknownEvent",
+]
 
 
 class BatchFSMError(Exception):
@@ -185,3 +195,17 @@ class InvalidProgress(BatchFSMError, ValueError):  # noqa: N818 - as InvalidTran
 
     def __str__(self) -> str:
         return self._message
+
+
+class UnknownEvent(BatchFSMError, ValueError):  # noqa: N818 - as InvalidTransition
+    """An event name that is not one of :class:`batchfsm.Event`.
+
+    Example:
+        >>> import batchfsm as bf
+        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
+        ...                  endpoint="/v1/embeddings", created_at=1700000000)
+        >>> bf.can(b, "begin")
+        Traceback (most recent call last):
+        ...
+        batchfsm._errors.UnknownEvent: unknown event 'begin'; events are: start, ...
+    """

@@ -7,6 +7,7 @@ strategies read them.
 
 from __future__ import annotations
 
+from ._errors import BatchFSMError
 from ._model import TERMINAL_STATUSES, BatchStatus
 from ._table import (
     CREATION_FIELDS,
@@ -36,7 +37,7 @@ __all__ = [
 Edges = dict[BatchStatus, set[BatchStatus]]
 
 
-class TableError(Exception):
+class TableError(BatchFSMError):
     """The transition table is inconsistent (a bug in batchfsm itself)."""
 
 

@@ -18,7 +18,7 @@ import attrs
 from transitions import Machine
 
 from ._codegen import compile_function
-from ._errors import InvalidProgress, InvalidTransition, SchemaError
+from ._errors import InvalidProgress, InvalidTransition, SchemaError, UnknownEvent
 from ._graph import ALLOWED, MOVE_FROM, NOOPS, REACHABLE
 from ._invariants import (
     COMPLETION_WINDOWS,
@@ -78,7 +78,7 @@ _CHANGE_CLASSES: dict[str, type] = {
 def _event(event: Event | str) -> Event:
     found = _EVENT_BY_VALUE.get(event) if isinstance(event, str) else None
     if found is None:
-        raise ValueError(
+        raise UnknownEvent(
             f"unknown event {event!r}; events are: {', '.join(_EVENT_BY_VALUE)}"
         )
     return found
@@ -245,7 +245,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             event may not set; or ``at`` before the batch's latest stamp; or a
             result that breaks an invariant (listed in ``violations``).
         TypeError: ``at`` or a change of the wrong type.
-        ValueError: an unknown event name.
+        ValueError: an unknown event name (``UnknownEvent``, a BatchFSMError).
 
     Example:
         >>> import batchfsm as bf

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._errors import SchemaError
+
 __all__ = [
     "METADATA_MAX_KEY_LENGTH",
     "METADATA_MAX_PAIRS",
@@ -140,11 +142,8 @@ def _freeze_metadata(value: Mapping[str, str] | None) -> Mapping[str, str] | Non
         raise TypeError(f"metadata: expected a mapping, got {value!r}")
     problems = metadata_problems(value)
     if problems:
-        raise ValueError(
-            "; ".join(
-                f"metadata{'.' if key else ''}{key}: {message}"
-                for key, message in problems
-            )
+        raise SchemaError(
+            (f"metadata{'.' if key else ''}{key}", message) for key, message in problems
         )
     return MappingProxyType(dict(value))
 
@@ -160,7 +159,7 @@ def _as_status(value: BatchStatus | str) -> BatchStatus:
 
 def _is_batch(_: object, __: attrs.Attribute[str], value: str) -> None:
     if value != "batch":
-        raise ValueError(f"object: expected 'batch', got {value!r}")
+        raise SchemaError([("object", f"expected 'batch', got {value!r}")])
 
 
 @attrs.frozen(weakref_slot=False)

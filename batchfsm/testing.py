@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, rule
 
 from ._convert import from_dict
-from ._errors import InvalidTransition, SchemaError
+from ._errors import BatchFSMError, InvalidTransition, SchemaError
 from ._invariants import check, check_step
 from ._lifecycle import BatchMachine, new_batch
 from ._model import (
@@ -57,7 +57,7 @@ __all__ = [
 Snapshot = Batch | Mapping[str, Any]
 
 
-class Refused(Exception):  # noqa: N818 - it names what the server did
+class Refused(BatchFSMError):  # noqa: N818 - it names what the server did
     """The system under test refused a request (for a cancel: HTTP 4xx).
 
     Attributes:

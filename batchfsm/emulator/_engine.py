@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from .._errors import InvalidTransition
+from .._errors import BatchFSMError, InvalidTransition
 from .._invariants import _check, check_step
 from .._lifecycle import advance, new_batch
 from .._model import (
@@ -84,7 +84,7 @@ class _InputGoneError(Exception):
     """The input file was deleted while its batch still needed it."""
 
 
-class ApiError(Exception):
+class ApiError(BatchFSMError):
     """An answer of the API other than success: HTTP status and error body.
 
     Example:
