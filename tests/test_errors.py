@@ -1,6 +1,7 @@
 """One root: every refusal batchfsm makes on purpose is a BatchFSMError."""
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from batchfsm._table import MOVES, Move
 from batchfsm.emulator import ApiError
 from batchfsm.testing import Refused
 
-BASE = {
+BASE: dict[str, Any] = {
     "id": "batch_1",
     "endpoint": "/v1/embeddings",
     "input_file_id": "file-1",
@@ -44,8 +45,8 @@ REFUSALS = {
         created_at=1,
         completion_window="1h",
     ),
-    "bad metadata at construction": lambda: bf.Batch(**BASE, metadata={"k": 1}),
-    "bad object at construction": lambda: bf.Batch(**BASE, object="file"),
+    "bad metadata at construction": lambda: bf.Batch(**BASE, metadata={"k": 1}),  # type: ignore[dict-item]
+    "bad object at construction": lambda: bf.Batch(**BASE, object="file"),  # type: ignore[arg-type]
     "broken table": lambda: check_table(
         (
             *MOVES,
@@ -82,7 +83,7 @@ def test_the_emulator_and_testing_refusals_share_the_root():
 
 def test_model_refusals_name_the_field():
     with pytest.raises(bf.SchemaError) as info:
-        bf.Batch(**BASE, metadata={"k": 1, "x" * 65: "v"})
+        bf.Batch(**BASE, metadata={"k": 1, "x" * 65: "v"})  # type: ignore[dict-item]
     assert [path for path, _ in info.value.errors] == [
         "metadata.k",
         "metadata." + "x" * 65,
