@@ -367,6 +367,51 @@ def test_racing_complete_and_cancel_have_exactly_one_winner(run):
     assert bf.check(m.batch) == []
 
 
+def test_a_move_paused_inside_the_machine_keeps_the_other_out():
+    # A deterministic interleaving: "complete" pauses inside its move (in the
+    # clock call, after reading the batch), and "cancel" is started then. With
+    # the lock, cancel waits and loses; without it, cancel would slip in while
+    # complete is paused and both would "win", one of them on a stale batch.
+    m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_001)
+    m.start(request_counts=bf.BatchRequestCounts(total=1, completed=0, failed=0))
+    m.finalize(request_counts=bf.BatchRequestCounts(total=1, completed=1, failed=0))
+    complete_inside, cancel_inside = threading.Event(), threading.Event()
+
+    def clock() -> int:
+        if threading.current_thread().name == "complete":
+            complete_inside.set()
+            # Bounded only so that a broken machine fails instead of hanging;
+            # with the lock, cancel cannot reach its clock while we are here.
+            cancel_inside.wait(timeout=0.5)
+        else:
+            cancel_inside.set()
+        return 1_700_000_002
+
+    m._clock = clock
+    results: dict[str, object] = {}
+
+    def move(name, make):
+        try:
+            results[name] = make()
+        except bf.InvalidTransition as exc:
+            results[name] = exc
+
+    completing = threading.Thread(
+        target=move,
+        args=("complete", lambda: m.complete(output_file_id="file-o")),
+        name="complete",
+    )
+    completing.start()
+    complete_inside.wait()
+    cancelling = threading.Thread(target=move, args=("cancel", m.cancel), name="cancel")
+    cancelling.start()
+    completing.join()
+    cancelling.join()
+    assert isinstance(results["complete"], bf.Batch)
+    assert isinstance(results["cancel"], bf.InvalidTransition)
+    assert m.status is S.COMPLETED and m.batch is results["complete"]
+
+
 def test_a_move_made_from_a_callback_is_seen_in_order():
     m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_001)
     log: list[tuple[str, bf.Event, bf.BatchStatus]] = []
