@@ -237,3 +237,173 @@ def test_generated_predicates_agree_with_the_rules_on_mixed_snapshots(
     assert _step_ok(before, after) is (not _check_step(before, after))
     assert _step_ok(after, before) is (not _check_step(after, before))
     assert bf.check_step(before, after) == _check_step(before, after)
+
+
+# -- each step rule, broken alone, deterministically ---------------------------------
+
+from batchfsm._graph import REACHABLE  # noqa: E402
+from batchfsm._invariants import _IMMUTABLE, _SET_ONCE, STEP_OK  # noqa: E402
+
+USAGE = bf.BatchUsage(
+    input_tokens=100,
+    input_tokens_details=bf.InputTokensDetails(cached_tokens=10),
+    output_tokens=50,
+    output_tokens_details=bf.OutputTokensDetails(reasoning_tokens=5),
+    total_tokens=150,
+)
+
+
+def one_per_status() -> dict[bf.BatchStatus, bf.Batch]:
+    """A consistent batch in each status, every optional field it may hold set."""
+    new = bf.new_batch(
+        id="batch_1",
+        input_file_id="file-in",
+        endpoint="/v1/embeddings",
+        created_at=1_000,
+        metadata={"k": "v"},
+    )
+    counts = bf.BatchRequestCounts(total=10, completed=0, failed=0)
+    running = bf.advance(new, "start", at=1_010, request_counts=counts, model="m")
+    running = bf.progress(
+        running,
+        request_counts=bf.BatchRequestCounts(total=10, completed=5, failed=3),
+        usage=USAGE,
+    )
+    done = bf.BatchRequestCounts(total=10, completed=7, failed=3)
+    results = {"output_file_id": "file-out", "error_file_id": "file-err"}
+    finalizing = bf.advance(running, "finalize", at=1_020, request_counts=done)
+    cancelling = bf.advance(running, "cancel", at=1_020)
+    errors = bf.BatchErrors(data=(bf.BatchError(code="invalid_json_line", line=1),))
+    batches = [
+        new,
+        running,
+        finalizing,
+        cancelling,
+        bf.advance(new, "fail", at=1_010, errors=errors),
+        bf.advance(finalizing, "complete", at=1_030, **results),
+        bf.advance(running, "expire", at=100_000, **results),
+        bf.advance(cancelling, "mark_cancelled", at=1_030, **results),
+    ]
+    by_status = {b.status: b for b in batches}
+    assert set(by_status) == set(bf.BatchStatus)
+    return by_status
+
+
+BY_STATUS = one_per_status()
+
+
+def step_rules(before: bf.Batch, after: bf.Batch) -> list[str]:
+    """The step rules broken, with the generated predicate held to the reference."""
+    reference = [v.rule for v in _check_step(before, after)]
+    assert STEP_OK[before.status](before, after) is (not reference)
+    assert [v.rule for v in bf.check_step(before, after)] == reference
+    return reference
+
+
+@pytest.mark.parametrize("before", list(bf.BatchStatus))
+@pytest.mark.parametrize("after", list(bf.BatchStatus))
+def test_every_status_to_every_status_fast_and_reference_agree(before, after):
+    # Exhaustive, no sampling: the status alone changes, so step.status is the
+    # only rule that can break; and between the canonical snapshots of the two
+    # statuses, the generated step check answers as the reference does.
+    batch = BY_STATUS[before]
+    expected = [] if after in REACHABLE[before] else ["step.status"]
+    assert step_rules(batch, attrs.evolve(batch, status=after)) == expected
+    step_rules(batch, BY_STATUS[after])
+
+
+def test_a_terminal_batch_that_changes_in_any_other_way_breaks_step_terminal():
+    for status in bf.TERMINAL_STATUSES:
+        batch = BY_STATUS[status]
+        assert step_rules(batch, batch) == []
+        grown = attrs.evolve(
+            USAGE,
+            input_tokens=101,
+            total_tokens=151,
+        )
+        assert step_rules(batch, attrs.evolve(batch, usage=grown)) == ["step.terminal"]
+    # Not terminal: the same growth is work in progress.
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    grown = attrs.evolve(USAGE, input_tokens=101, total_tokens=151)
+    assert step_rules(running, attrs.evolve(running, usage=grown)) == []
+
+
+@pytest.mark.parametrize("counter", ["total", "completed", "failed", None])
+def test_each_request_counter_going_down_breaks_step_counts(counter):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    counts = running.request_counts
+    assert counts is not None
+    new = (
+        None
+        if counter is None
+        else attrs.evolve(counts, **{counter: getattr(counts, counter) - 1})
+    )
+    after = attrs.evolve(running, request_counts=new)
+    assert step_rules(running, after) == ["step.counts"]
+    if counter is not None:  # and going up is progress
+        more = attrs.evolve(counts, **{counter: getattr(counts, counter) + 1})
+        assert step_rules(running, attrs.evolve(running, request_counts=more)) == []
+
+
+@pytest.mark.parametrize("part", ["input_tokens", "output_tokens", None])
+def test_each_usage_part_going_down_breaks_step_usage(part):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    new = (
+        None
+        if part is None
+        else attrs.evolve(USAGE, **{part: getattr(USAGE, part) - 1})
+    )
+    assert step_rules(running, attrs.evolve(running, usage=new)) == ["step.usage"]
+
+
+# ``object`` is immutable too, but the model refuses any value but "batch".
+@pytest.mark.parametrize("field", [f for f in _IMMUTABLE if f != "object"])
+def test_each_immutable_field_changed_alone_breaks_step_immutable(field):
+    batch = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    old = getattr(batch, field)
+    if isinstance(old, int):
+        new: Any = old + 1
+    elif isinstance(old, str):
+        new = old + "x"
+    else:
+        new = {"k": "w"}
+    after = attrs.evolve(batch, **{field: new})
+    # created_at is a stamp as well: written once, and fixed at creation.
+    also = ["step.set_once"] if field in _SET_ONCE else []
+    assert step_rules(batch, after) == ["step.immutable", *also]
+
+
+@pytest.mark.parametrize("field", _SET_ONCE)
+def test_each_set_once_field_rewritten_alone_breaks_step_set_once(field):
+    batch = next(b for b in BY_STATUS.values() if getattr(b, field) is not None)
+    old = getattr(batch, field)
+    if isinstance(old, int):
+        new: Any = old + 1
+    elif isinstance(old, str):
+        new = old + "x"
+    else:
+        new = bf.BatchErrors(data=(bf.BatchError(code="other"),))
+    after = attrs.evolve(batch, **{field: new})
+    expected = ["step.immutable"] if field in _IMMUTABLE else []
+    expected.append("step.set_once")
+    assert step_rules(batch, after) == expected
+    # Cleared is rewritten too.
+    assert step_rules(batch, attrs.evolve(batch, **{field: None})) == expected
+
+
+def test_another_id_breaks_step_identity_alone():
+    batch = BY_STATUS[bf.BatchStatus.COMPLETED]
+    assert step_rules(batch, attrs.evolve(batch, id="batch_2")) == ["step.identity"]
+
+
+def test_every_step_rule_has_a_test_breaking_it_alone():
+    covered = {
+        "step.identity",
+        "step.status",
+        "step.immutable",
+        "step.set_once",
+        "step.counts",
+        "step.usage",
+        "step.terminal",
+    }
+    assert covered == STEP_RULES
