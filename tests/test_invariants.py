@@ -388,7 +388,8 @@ def test_each_set_once_field_rewritten_alone_breaks_step_set_once(field):
     expected.append("step.set_once")
     assert step_rules(batch, after) == expected
     # Cleared is rewritten too.
-    assert step_rules(batch, attrs.evolve(batch, **{field: None})) == expected
+    cleared: dict[str, Any] = {field: None}
+    assert step_rules(batch, attrs.evolve(batch, **cleared)) == expected
 
 
 def test_another_id_breaks_step_identity_alone():
