@@ -18,10 +18,19 @@ from ._codegen import compile_function
 from ._convert import from_dict
 from ._errors import SchemaError
 from ._graph import CHAIN, DOMINATORS, FIELD_STATUSES, REACHABLE
-from ._model import TERMINAL_STATUSES, Batch, BatchStatus
+
+# COMPLETION_WINDOWS is re-exported: the emulator and conformance import it here.
+from ._model import COMPLETION_WINDOWS, TERMINAL_STATUSES, Batch, BatchStatus
 from ._table import PROGRESS_STATUSES, STAMP_FIELDS, STAMPS
 
-__all__ = ["RULES", "Violation", "check", "check_step", "check_trace"]
+__all__ = [
+    "COMPLETION_WINDOWS",
+    "RULES",
+    "Violation",
+    "check",
+    "check_step",
+    "check_trace",
+]
 
 #: Every rule code, with what it demands. Codes are stable: match on them.
 RULES: dict[str, str] = {
@@ -50,8 +59,6 @@ RULES: dict[str, str] = {
     "step.terminal": "a batch in a terminal status never changes again",
 }
 
-#: The windows the API accepts, in seconds.
-COMPLETION_WINDOWS = {"24h": 86_400}
 
 _IMMUTABLE = (
     "object",
@@ -102,123 +109,6 @@ class Violation:
     batch_id: str | None = None
 
 
-def _check(batch: Batch) -> list[Violation]:
-    found: list[Violation] = []
-    batch_id = batch.id
-
-    def add(rule: str, message: str, path: str) -> None:
-        found.append(Violation(rule, message, path, None, batch_id))
-
-    status = batch.status
-    # -- stamps: set on every path to here, unset off all paths, in path order.
-    for name in _FORBIDDEN[status]:
-        if getattr(batch, name) is not None:
-            add("stamp.unexpected", f"{name} is set while status is {status}", name)
-    chain = CHAIN[status]
-    values = [getattr(batch, name) for name in chain]
-    required = set(_REQUIRED[status])
-    previous_name, previous = "", -1
-    for name, value in zip(chain, values, strict=True):
-        if value is None:
-            continue
-        required.update(_IMPLIED[name])
-        if value < 0:
-            add("number.negative", f"{name} is {value}", name)
-        elif value < previous:
-            add(
-                "stamp.order",
-                f"{name} ({value}) is earlier than {previous_name} ({previous})",
-                name,
-            )
-        previous_name, previous = name, value
-    for name, value in zip(chain, values, strict=True):
-        if value is None and name in required:
-            add("stamp.missing", f"{name} is not set while status is {status}", name)
-    # -- the window.
-    window = COMPLETION_WINDOWS.get(batch.completion_window)
-    if window is None:
-        add(
-            "completion_window.unknown",
-            f"completion_window {batch.completion_window!r} is not one of "
-            f"{', '.join(COMPLETION_WINDOWS)}",
-            "completion_window",
-        )
-    elif batch.expires_at != batch.created_at + window:
-        add(
-            "expires_at.window",
-            f"expires_at is {batch.expires_at}, expected created_at + {window} "
-            f"= {batch.created_at + window}",
-            "expires_at",
-        )
-    expired_at, expires_at = batch.expired_at, batch.expires_at
-    if expired_at is not None and expires_at is not None and expired_at < expires_at:
-        add(
-            "expired_at.early",
-            f"expired_at ({expired_at}) is before expires_at ({expires_at})",
-            "expired_at",
-        )
-    # -- fields that only some moves set.
-    for name, statuses in _FIELD_CHECKS:
-        if status not in statuses and getattr(batch, name) is not None:
-            add("field.unexpected", f"{name} is set while status is {status}", name)
-    # -- counts.
-    counts = batch.request_counts
-    if counts is not None:
-        total, completed, failed = counts.total, counts.completed, counts.failed
-        if min(total, completed, failed) < 0:
-            add("number.negative", f"negative count in {counts}", "request_counts")
-        if completed + failed > total:
-            add(
-                "counts.sum",
-                f"completed + failed = {completed + failed} > total = {total}",
-                "request_counts",
-            )
-        elif status not in _RAN and completed + failed:
-            add(
-                "counts.early",
-                f"{completed + failed} requests ran, yet the batch is {status}",
-                "request_counts",
-            )
-        elif status is BatchStatus.COMPLETED and completed + failed != total:
-            add(
-                "counts.unfinished",
-                f"completed + failed = {completed + failed} of total = {total}",
-                "request_counts",
-            )
-    # -- errors.
-    errors = batch.errors
-    if status is BatchStatus.FAILED and (errors is None or not errors.data):
-        add("errors.missing", "a failed batch has no errors.data", "errors.data")
-    if errors is not None and errors.object != "list":
-        add(
-            "errors.object",
-            f"errors.object is {errors.object!r}, expected 'list'",
-            "errors.object",
-        )
-    # -- usage.
-    usage = batch.usage
-    if usage is not None:
-        inp, out = usage.input_tokens, usage.output_tokens
-        cached = usage.input_tokens_details.cached_tokens
-        reasoning = usage.output_tokens_details.reasoning_tokens
-        if min(inp, out, cached, reasoning, usage.total_tokens) < 0:
-            add("number.negative", f"negative token count in {usage}", "usage")
-        if usage.total_tokens != inp + out:
-            add(
-                "usage.total",
-                f"total_tokens = {usage.total_tokens}, input + output = {inp + out}",
-                "usage.total_tokens",
-            )
-        if cached > inp or reasoning > out:
-            add(
-                "usage.details",
-                f"cached {cached} of {inp} input, reasoning {reasoning} of {out} "
-                "output tokens",
-                "usage",
-            )
-    return found
-
-
 def check(batch: Batch) -> list[Violation]:
     """Every rule a single snapshot breaks (empty when it is consistent).
 
@@ -253,51 +143,6 @@ def check_step(before: Batch, after: Batch) -> list[Violation]:
     if _step_ok(before, after):
         return []
     return _check_step(before, after)
-
-
-def _check_step(before: Batch, after: Batch) -> list[Violation]:
-    found: list[Violation] = []
-    batch_id = after.id
-
-    def add(rule: str, message: str, path: str) -> None:
-        found.append(Violation(rule, message, path, None, batch_id))
-
-    if before.id != after.id:
-        add("step.identity", f"batch {before.id} became {after.id}", "id")
-        return found
-    if after.status not in REACHABLE[before.status]:
-        add("step.status", f"{before.status} cannot become {after.status}", "status")
-    for name in _IMMUTABLE:
-        old, new = getattr(before, name), getattr(after, name)
-        if old != new:
-            add("step.immutable", f"{name} changed from {old!r} to {new!r}", name)
-    for name in _SET_ONCE:
-        old = getattr(before, name)
-        if old is not None and getattr(after, name) != old:
-            new = getattr(after, name)
-            add("step.set_once", f"{name} changed from {old!r} to {new!r}", name)
-    old_counts, new_counts = before.request_counts, after.request_counts
-    if old_counts is not None and (
-        new_counts is None
-        or new_counts.total < old_counts.total
-        or new_counts.completed < old_counts.completed
-        or new_counts.failed < old_counts.failed
-    ):
-        add(
-            "step.counts",
-            f"request_counts went from {old_counts} to {new_counts}",
-            "request_counts",
-        )
-    old_usage, new_usage = before.usage, after.usage
-    if old_usage is not None and (
-        new_usage is None
-        or new_usage.input_tokens < old_usage.input_tokens
-        or new_usage.output_tokens < old_usage.output_tokens
-    ):
-        add("step.usage", "token usage decreased or vanished", "usage")
-    if not found and before.status in TERMINAL_STATUSES and before != after:
-        add("step.terminal", f"the {before.status} batch changed", "status")
-    return found
 
 
 def check_trace(snapshots: Iterable[Batch | Mapping[str, Any]]) -> list[Violation]:
@@ -354,39 +199,66 @@ def check_trace(snapshots: Iterable[Batch | Mapping[str, Any]]) -> list[Violatio
     return found
 
 
-# -- the fast gear: predicates generated from the table ---------------------------
+# -- the rules, each stated once ------------------------------------------------------
 #
-# ``_check`` and ``_check_step`` above are the reference: readable, generic, and
-# the only code that words a violation. Most snapshots break nothing, so each is
-# first put to a predicate generated per status from the same tables, with the
-# loops unrolled and the per-status lookups folded in. A predicate answers True
-# only when the reference would find nothing (a test holds the two together); on
-# False, or if it raises on a malformed object, the reference runs and reports.
+# Each rule is written once below, per status, as straight-line source in which a
+# broken rule is a _Report: its code, its words (an f-string body over the
+# locals) and its path. Two functions are rendered from each template: the fast
+# predicate (SNAPSHOT_OK, STEP_OK), in which a report is ``return False``, and
+# the reporting check (_check, _check_step), in which it records a Violation.
+# Neither can change without the other: they are the same lines.
+
+_NOTHING_FOUND = "_NOTHING_FOUND_"  # "no rule broken so far", in either rendering
 
 
-def _snapshot_source(status: BatchStatus) -> list[str]:
-    """The source of a predicate: does a snapshot in ``status`` break no rule?
+@attrs.frozen
+class _Report:
+    indent: str
+    rule: str
+    message: str  # an f-string body over the function's locals
+    path: str
+    stop: bool = False  # nothing after it can be judged
 
-    It tests the very conditions ``_check`` reports, in the same words, so that
-    malformed values fail (or raise) the same way.
-    """
-    name = f"snapshot_ok_{status.value}"
-    lines = [f"def {name}(b):"]
-    add = lines.append
-    # stamp.unexpected
+    def __attrs_post_init__(self) -> None:
+        assert self.rule in RULES, self.rule
+
+
+_Template = list["str | _Report"]
+
+
+def _snapshot_template(status: BatchStatus) -> _Template:
+    """The rules of one snapshot in ``status``, over ``b``."""
+    out: _Template = []
+    add = out.append
     for stamp in _FORBIDDEN[status]:
         add(f"    if b.{stamp} is not None:")
-        add("        return False")
-    # number.negative and stamp.order, along the chain
+        add(
+            _Report(
+                "        ",
+                "stamp.unexpected",
+                f"{stamp} is set while status is {status}",
+                stamp,
+            )
+        )
+    # Along the path to here: no stamp negative, each after the one before.
     chain = CHAIN[status]
-    add("    previous = -1")
+    add("    previous_name, previous = '', -1")
     for stamp in chain:
         add(f"    v_{stamp} = b.{stamp}")
         add(f"    if v_{stamp} is not None:")
-        add(f"        if v_{stamp} < 0 or v_{stamp} < previous:")
-        add("            return False")
-        add(f"        previous = v_{stamp}")
-    # stamp.missing: required outright, or implied by a later stamp that is set
+        add(f"        if v_{stamp} < 0:")
+        add(
+            _Report(
+                "            ", "number.negative", f"{stamp} is {{v_{stamp}}}", stamp
+            )
+        )
+        add(f"        elif v_{stamp} < previous:")
+        order = (
+            f"{stamp} ({{v_{stamp}}}) is earlier than {{previous_name}} ({{previous}})"
+        )
+        add(_Report("            ", "stamp.order", order, stamp))
+        add(f"        previous_name, previous = {stamp!r}, v_{stamp}")
+    # A stamp is required outright, or implied by a later stamp that is set.
     for stamp in chain:
         if stamp in _REQUIRED[status]:
             add(f"    if v_{stamp} is None:")
@@ -395,136 +267,217 @@ def _snapshot_source(status: BatchStatus) -> list[str]:
             if not implying:
                 continue
             add(f"    if v_{stamp} is None and ({' or '.join(implying)}):")
-        add("        return False")
-    # completion_window.unknown, expires_at.window, expired_at.early
+        missing = f"{stamp} is not set while status is {status}"
+        add(_Report("        ", "stamp.missing", missing, stamp))
+    windows = ", ".join(COMPLETION_WINDOWS)
     add("    window = _WINDOWS.get(b.completion_window)")
     add("    if window is None:")
-    add("        return False")
-    add("    expires_at = b.expires_at")
-    add("    if expires_at != b.created_at + window:")
-    add("        return False")
-    add("    expired_at = b.expired_at")
-    add("    if (")
-    add("        expired_at is not None")
-    add("        and expires_at is not None")
-    add("        and expired_at < expires_at")
-    add("    ):")
-    add("        return False")
-    # field.unexpected
+    unknown = f"completion_window {{b.completion_window!r}} is not one of {windows}"
+    add(_Report("        ", "completion_window.unknown", unknown, "completion_window"))
+    add("    elif b.expires_at != b.created_at + window:")
+    wrong = (
+        "expires_at is {b.expires_at}, expected created_at + {window} "
+        "= {b.created_at + window}"
+    )
+    add(_Report("        ", "expires_at.window", wrong, "expires_at"))
+    add("    expired_at, expires_at = b.expired_at, b.expires_at")
+    add(
+        "    if expired_at is not None and expires_at is not None"
+        " and expired_at < expires_at:"
+    )
+    early = "expired_at ({expired_at}) is before expires_at ({expires_at})"
+    add(_Report("        ", "expired_at.early", early, "expired_at"))
     for field, statuses in _FIELD_CHECKS:
         if status not in statuses:
             add(f"    if b.{field} is not None:")
-            add("        return False")
-    # number.negative, counts.sum, counts.early, counts.unfinished
+            unexpected = f"{field} is set while status is {status}"
+            add(_Report("        ", "field.unexpected", unexpected, field))
     add("    counts = b.request_counts")
     add("    if counts is not None:")
-    add("        total = counts.total")
-    add("        completed = counts.completed")
+    add("        total, completed = counts.total, counts.completed")
     add("        failed = counts.failed")
     add("        if total < 0 or completed < 0 or failed < 0:")
-    add("            return False")
+    negative = "negative count in {counts}"
+    add(_Report("            ", "number.negative", negative, "request_counts"))
     add("        if completed + failed > total:")
-    add("            return False")
+    over = "completed + failed = {completed + failed} > total = {total}"
+    add(_Report("            ", "counts.sum", over, "request_counts"))
     if status not in _RAN:
-        add("        if completed + failed:")
-        add("            return False")
+        add("        elif completed + failed:")
+        ran = f"{{completed + failed}} requests ran, yet the batch is {status}"
+        add(_Report("            ", "counts.early", ran, "request_counts"))
     if status is BatchStatus.COMPLETED:
-        add("        if completed + failed != total:")
-        add("            return False")
-    # errors.missing, errors.object
+        add("        elif completed + failed != total:")
+        short = "completed + failed = {completed + failed} of total = {total}"
+        add(_Report("            ", "counts.unfinished", short, "request_counts"))
     add("    errors = b.errors")
     if status is BatchStatus.FAILED:
         add("    if errors is None or not errors.data:")
-        add("        return False")
+        why = "a failed batch has no errors.data"
+        add(_Report("        ", "errors.missing", why, "errors.data"))
     add("    if errors is not None and errors.object != 'list':")
-    add("        return False")
-    # number.negative, usage.total, usage.details
+    tag = "errors.object is {errors.object!r}, expected 'list'"
+    add(_Report("        ", "errors.object", tag, "errors.object"))
     add("    usage = b.usage")
     add("    if usage is not None:")
-    add("        inp = usage.input_tokens")
-    add("        out = usage.output_tokens")
+    add("        inp, out = usage.input_tokens, usage.output_tokens")
     add("        cached = usage.input_tokens_details.cached_tokens")
     add("        reasoning = usage.output_tokens_details.reasoning_tokens")
     add("        total_tokens = usage.total_tokens")
-    add("        if (")
-    add("            inp < 0")
-    add("            or out < 0")
-    add("            or cached < 0")
-    add("            or reasoning < 0")
-    add("            or total_tokens < 0")
-    add("        ):")
-    add("            return False")
+    add(
+        "        if inp < 0 or out < 0 or cached < 0 or reasoning < 0"
+        " or total_tokens < 0:"
+    )
+    add(
+        _Report(
+            "            ",
+            "number.negative",
+            "negative token count in {usage}",
+            "usage",
+        )
+    )
     add("        if total_tokens != inp + out:")
-    add("            return False")
+    sums = "total_tokens = {total_tokens}, input + output = {inp + out}"
+    add(_Report("            ", "usage.total", sums, "usage.total_tokens"))
     add("        if cached > inp or reasoning > out:")
-    add("            return False")
-    add("    return True")
-    return lines
+    parts = (
+        "cached {cached} of {inp} input, reasoning {reasoning} of {out} output tokens"
+    )
+    add(_Report("            ", "usage.details", parts, "usage"))
+    return out
 
 
-def _step_source(status: BatchStatus) -> list[str]:
-    """The source of a predicate: does a step from ``status`` break no rule?"""
-    name = f"step_ok_from_{status.value}"
-    lines = [f"def {name}(before, after):"]
-    add = lines.append
+def _step_template(status: BatchStatus) -> _Template:
+    """The rules of a step from a snapshot in ``status``, over ``before``/``after``."""
+    out: _Template = []
+    add = out.append
     add("    if before.id != after.id:")
-    add("        return False")
+    identity = "batch {before.id} became {after.id}"
+    add(_Report("        ", "step.identity", identity, "id", stop=True))
     add("    if after.status not in _REACHABLE:")
-    add("        return False")
+    back = "{before.status} cannot become {after.status}"
+    add(_Report("        ", "step.status", back, "status"))
     for field in _IMMUTABLE:
         add(f"    if before.{field} != after.{field}:")
-        add("        return False")
+        changed = f"{field} changed from {{before.{field}!r}} to {{after.{field}!r}}"
+        add(_Report("        ", "step.immutable", changed, field))
     for field in _SET_ONCE:
         add(f"    old = before.{field}")
         add(f"    if old is not None and after.{field} != old:")
-        add("        return False")
-    add("    old_counts = before.request_counts")
-    add("    if old_counts is not None:")
-    add("        new_counts = after.request_counts")
-    add("        if (")
-    add("            new_counts is None")
-    add("            or new_counts.total < old_counts.total")
-    add("            or new_counts.completed < old_counts.completed")
-    add("            or new_counts.failed < old_counts.failed")
-    add("        ):")
-    add("            return False")
-    add("    old_usage = before.usage")
-    add("    if old_usage is not None:")
-    add("        new_usage = after.usage")
-    add("        if (")
-    add("            new_usage is None")
-    add("            or new_usage.input_tokens < old_usage.input_tokens")
-    add("            or new_usage.output_tokens < old_usage.output_tokens")
-    add("        ):")
-    add("            return False")
+        rewritten = f"{field} changed from {{old!r}} to {{after.{field}!r}}"
+        add(_Report("        ", "step.set_once", rewritten, field))
+    add("    old_counts, new_counts = before.request_counts, after.request_counts")
+    add("    if old_counts is not None and (")
+    add("        new_counts is None")
+    for counter in ("total", "completed", "failed"):
+        add(f"        or new_counts.{counter} < old_counts.{counter}")
+    add("    ):")
+    fewer = "request_counts went from {old_counts} to {new_counts}"
+    add(_Report("        ", "step.counts", fewer, "request_counts"))
+    add("    old_usage, new_usage = before.usage, after.usage")
+    add("    if old_usage is not None and (")
+    add("        new_usage is None")
+    for part in ("input_tokens", "output_tokens"):
+        add(f"        or new_usage.{part} < old_usage.{part}")
+    add("    ):")
+    less = "token usage decreased or vanished"
+    add(_Report("        ", "step.usage", less, "usage"))
     if status in TERMINAL_STATUSES:
-        add("    if before != after:")
-        add("        return False")
-    add("    return True")
+        add(f"    if {_NOTHING_FOUND} and before != after:")
+        add(
+            _Report(
+                "        ",
+                "step.terminal",
+                "the {before.status} batch changed",
+                "status",
+            )
+        )
+    return out
+
+
+def _predicate_source(name: str, args: str, template: _Template) -> list[str]:
+    """The fast form: True when no rule of ``template`` is broken."""
+    lines = [f"def {name}({args}):"]
+    for line in template:
+        if isinstance(line, _Report):
+            lines.append(f"{line.indent}return False")
+        else:
+            lines.append(line.replace(_NOTHING_FOUND, "True"))
+    lines.append("    return True")
     return lines
 
 
-#: status -> the generated snapshot predicate for batches in it.
-SNAPSHOT_OK: dict[BatchStatus, Callable[[Batch], bool]] = {
-    s: compile_function(
-        f"snapshot_ok_{s.value}", _snapshot_source(s), {"_WINDOWS": COMPLETION_WINDOWS}
-    )
-    for s in BatchStatus
-}
-#: status -> the generated step predicate for steps from a batch in it.
-STEP_OK: dict[BatchStatus, Callable[[Batch, Batch], bool]] = {
-    s: compile_function(
-        f"step_ok_from_{s.value}", _step_source(s), {"_REACHABLE": REACHABLE[s]}
-    )
-    for s in BatchStatus
-}
+def _reporting_source(
+    name: str, args: str, batch_id: str, template: _Template
+) -> list[str]:
+    """The reporting form: every rule of ``template`` broken, as Violations."""
+    lines = [f"def {name}({args}):", "    found = []", f"    batch_id = {batch_id}"]
+    for line in template:
+        if isinstance(line, _Report):
+            lines.append(
+                f"{line.indent}found.append(_Violation({line.rule!r}, "
+                f"f{line.message!r}, {line.path!r}, None, batch_id))"
+            )
+            if line.stop:
+                lines.append(f"{line.indent}return found")
+        else:
+            lines.append(line.replace(_NOTHING_FOUND, "not found"))
+    lines.append("    return found")
+    return lines
+
+
+def _compile(name: str, lines: list[str], status: BatchStatus) -> Callable[..., Any]:
+    namespace = {
+        "_WINDOWS": COMPLETION_WINDOWS,
+        "_REACHABLE": REACHABLE[status],
+        "_Violation": Violation,
+    }
+    return compile_function(name, lines, namespace)
+
+
+def _compile_rules() -> tuple[
+    dict[BatchStatus, Callable[[Batch], bool]],
+    dict[BatchStatus, Callable[[Batch, Batch], bool]],
+    dict[BatchStatus, Callable[[Batch], list[Violation]]],
+    dict[BatchStatus, Callable[[Batch, Batch], list[Violation]]],
+]:
+    snapshot_ok, step_ok = {}, {}
+    snapshot_report, step_report = {}, {}
+    for s in BatchStatus:
+        snapshot, step = _snapshot_template(s), _step_template(s)
+        name = f"snapshot_ok_{s.value}"
+        snapshot_ok[s] = _compile(name, _predicate_source(name, "b", snapshot), s)
+        name = f"step_ok_from_{s.value}"
+        step_ok[s] = _compile(name, _predicate_source(name, "before, after", step), s)
+        name = f"check_{s.value}"
+        source = _reporting_source(name, "b", "b.id", snapshot)
+        snapshot_report[s] = _compile(name, source, s)
+        name = f"check_step_from_{s.value}"
+        source = _reporting_source(name, "before, after", "after.id", step)
+        step_report[s] = _compile(name, source, s)
+    return snapshot_ok, step_ok, snapshot_report, step_report
+
+
+#: SNAPSHOT_OK: status -> the predicate for snapshots in it; STEP_OK: status ->
+#: the predicate for steps from a snapshot in it (True when nothing is broken).
+SNAPSHOT_OK, STEP_OK, _SNAPSHOT_REPORT, _STEP_REPORT = _compile_rules()
+
+
+def _check(batch: Batch) -> list[Violation]:
+    """Every rule ``batch`` breaks, worded."""
+    return _SNAPSHOT_REPORT[batch.status](batch)
+
+
+def _check_step(before: Batch, after: Batch) -> list[Violation]:
+    """Every step rule going from ``before`` to ``after`` breaks, worded."""
+    return _STEP_REPORT[before.status](before, after)
 
 
 def _snapshot_ok(batch: Batch) -> bool:
     """True when ``_check(batch)`` is sure to find nothing."""
     try:
         return SNAPSHOT_OK[batch.status](batch)
-    except Exception:  # noqa: BLE001 - malformed: the reference says how
+    except Exception:  # noqa: BLE001 - malformed: the reporting form says how
         return False
 
 
@@ -532,5 +485,5 @@ def _step_ok(before: Batch, after: Batch) -> bool:
     """True when ``_check_step(before, after)`` is sure to find nothing."""
     try:
         return STEP_OK[before.status](before, after)
-    except Exception:  # noqa: BLE001 - malformed: the reference says how
+    except Exception:  # noqa: BLE001 - malformed: the reporting form says how
         return False

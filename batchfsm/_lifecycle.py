@@ -21,13 +21,13 @@ from ._codegen import compile_function
 from ._errors import InvalidProgress, InvalidTransition, SchemaError, UnknownEvent
 from ._graph import ALLOWED, MOVE_FROM, NOOPS, REACHABLE
 from ._invariants import (
-    COMPLETION_WINDOWS,
     SNAPSHOT_OK,
     STEP_OK,
     _check,
     _check_step,
 )
 from ._model import (
+    COMPLETION_WINDOWS,
     TERMINAL_STATUSES,
     Batch,
     BatchErrors,

@@ -18,6 +18,7 @@ import attrs
 from ._errors import SchemaError
 
 __all__ = [
+    "COMPLETION_WINDOWS",
     "METADATA_MAX_KEY_LENGTH",
     "METADATA_MAX_PAIRS",
     "METADATA_MAX_VALUE_LENGTH",
@@ -69,6 +70,9 @@ TERMINAL_STATUSES: frozenset[BatchStatus] = frozenset(
         BatchStatus.CANCELLED,
     }
 )
+
+#: The completion windows the API accepts, in seconds.
+COMPLETION_WINDOWS: dict[str, int] = {"24h": 86_400}
 
 #: Metadata limits of the API: pairs, and characters per key and per value.
 METADATA_MAX_PAIRS = 16
