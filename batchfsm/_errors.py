@@ -1,7 +1,8 @@
 """The exceptions batchfsm raises.
 
-All of them share one root, so ``except batchfsm.BatchFSMError`` catches
-everything the library raises on purpose::
+Every refusal the library makes on purpose shares one root, so
+``except batchfsm.BatchFSMError`` catches them all (wrong argument types aside:
+those are TypeErrors naming the argument)::
 
     BatchFSMError
     ├── SchemaError          (also a ValueError) a document is not a valid Batch
@@ -10,7 +11,6 @@ everything the library raises on purpose::
     └── UnknownEvent         (also a ValueError) an event name the table lacks
 
 The emulator's ``ApiError`` and ``batchfsm.testing.Refused`` derive from it too.
-Wrong argument types are TypeErrors naming the argument, as in Python itself.
 
 Errors carry structured detail (``SchemaError.errors``, ``InvalidTransition.status``)
 so that callers never have to parse messages, and they pickle, so that they cross
