@@ -151,16 +151,32 @@ def _progress(draw: st.DrawFn, batch: Batch, *, finish: bool) -> dict[str, Any]:
     return changes
 
 
+# Statuses entered once every request has run (finalizing: the work is done).
+_ALL_RUN = frozenset({BatchStatus.FINALIZING, BatchStatus.COMPLETED})
+
+
 @st.composite
 def _changes(draw: st.DrawFn, batch: Batch, event: Event) -> dict[str, Any]:
-    if event is Event.START:
-        return {
-            "request_counts": BatchRequestCounts(
-                total=draw(st.integers(1, 1_000)), completed=0, failed=0
-            ),
-            "model": draw(st.sampled_from(ENDPOINTS[batch.endpoint])),
-        }
-    if event is Event.FAIL:
+    """Values for the fields the table lets ``event`` set, consistent with ``batch``."""
+    move = MOVE_FROM[batch.status, event]
+    may_set = move.may_set
+    changes: dict[str, Any] = {}
+    if "request_counts" in may_set:
+        if batch.status is INITIAL:
+            if move.dest in PROGRESS_STATUSES:  # validation counted the requests
+                total = draw(st.integers(1, 1_000))
+                changes["request_counts"] = BatchRequestCounts(
+                    total=total, completed=0, failed=0
+                )
+        else:  # work done since the last move is accounted for by the move
+            finish = move.dest in _ALL_RUN
+            progress = draw(_progress(batch, finish=finish))
+            changes.update(
+                (name, value) for name, value in progress.items() if name in may_set
+            )
+    if "model" in may_set:
+        changes["model"] = draw(st.sampled_from(ENDPOINTS[batch.endpoint]))
+    if "errors" in may_set:
         errors = st.builds(
             BatchError,
             code=st.sampled_from(_ERROR_CODES),
@@ -168,25 +184,18 @@ def _changes(draw: st.DrawFn, batch: Batch, event: Event) -> dict[str, Any]:
             message=st.sampled_from(["Invalid input.", "Line is not valid JSON."]),
             param=st.none() | st.sampled_from(["custom_id", "body.model", "url"]),
         )
-        return {
-            "errors": BatchErrors(
-                data=tuple(draw(st.lists(errors, min_size=1, max_size=3)))
-            )
-        }
-    if event is Event.CANCEL:
-        return {}
-    # Work done since the last move is accounted for by the move's results.
-    changes = draw(_progress(batch, finish=event is Event.FINALIZE))
-    if event is Event.FINALIZE:
-        return changes
+        changes["errors"] = BatchErrors(
+            data=tuple(draw(st.lists(errors, min_size=1, max_size=3)))
+        )
     counts = changes.get("request_counts", batch.request_counts)
     if (
-        counts is not None
+        "output_file_id" in may_set
+        and counts is not None
         and counts.completed
-        and draw(st.booleans()) | (event is Event.COMPLETE)
+        and draw(st.booleans()) | (move.dest is BatchStatus.COMPLETED)
     ):
         changes["output_file_id"] = "file-" + draw(_hex_ids)[:22]
-    if counts is not None and counts.failed:
+    if "error_file_id" in may_set and counts is not None and counts.failed:
         changes["error_file_id"] = "file-" + draw(_hex_ids)[:22]
     return changes
 

@@ -25,6 +25,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Reference data copied into the repository (tests/data/README.md says from where).
 DATA = Path(__file__).resolve().parent / "data"
 SCHEMA_PATH = DATA / "batch.schema.json"
+#: Every key of the API's Batch object, as the reference schema lists them.
+BATCH_KEYS = frozenset(json.loads(SCHEMA_PATH.read_text())["properties"])
 # Read at import so a missing file fails collection loudly instead of turning the
 # parametrized tests below into an empty parameter set.
 REFERENCE_EXAMPLES = sorted((DATA / "examples").glob("*.json"))

@@ -13,6 +13,7 @@ from batchfsm import _json as bf_json
 from batchfsm._convert import _GEARS
 from batchfsm.strategies import api_dicts, batches, broken_dicts
 
+from .conftest import BATCH_KEYS
 from .shapes import shaped_dicts
 
 MINIMAL: dict[str, Any] = {
@@ -71,7 +72,7 @@ def test_missing_optional_fields_are_null_in_to_dict():
     assert data["model"] is None
     assert data["request_counts"] is None
     assert data["metadata"] is None
-    assert len(data) == 22
+    assert data.keys() == BATCH_KEYS
 
 
 def test_unknown_keys_are_ignored_by_default_and_rejected_when_strict():

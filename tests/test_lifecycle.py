@@ -611,3 +611,15 @@ def test_built_fast_is_built_as_by_the_class(batch, metadata):
     assert new.metadata is None or type(new.metadata).__name__ == "mappingproxy"
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         new.id = "x"  # type: ignore[misc]
+
+
+def test_the_advance_docstring_lists_the_fields_of_the_table():
+    # The docstring is prose for people; it must say what the table says.
+    doc = " ".join(bf.advance.__doc__.split())
+    listed = doc[doc.index("(``start``") + 1 : doc.index(")", doc.index("(``start``"))]
+    said: dict[str, set[str]] = {}
+    for group in listed.split(";"):
+        events, fields = group.split(":")
+        for event in re.findall(r"``(\w+)``", events):
+            said[event] = set(re.findall(r"``(\w+)``", fields))
+    assert said == {m.event.value: set(m.may_set) for m in MOVES if m.may_set}
