@@ -172,14 +172,18 @@ class InvalidProgress(BatchFSMError, ValueError):  # noqa: N818 - as InvalidTran
 
     Example:
         >>> import batchfsm as bf
-        >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
-        ...                  endpoint="/v1/embeddings", created_at=1700000000)
-        >>> try:
-        ...     bf.progress(b, request_counts=bf.BatchRequestCounts(
-        ...         total=2, completed=1, failed=0))
-        ... except bf.InvalidProgress as exc:
-        ...     print(exc)  # doctest: +ELLIPSIS
-        a batch with status validating runs no work (work runs in: in_progress, ...)
+        >>> done = bf.from_dict({
+        ...     "id": "batch_1", "object": "batch", "endpoint": "/v1/embeddings",
+        ...     "input_file_id": "file-1", "completion_window": "24h",
+        ...     "status": "cancelled", "created_at": 1700000000,
+        ...     "expires_at": 1700086400, "cancelling_at": 1700000001,
+        ...     "cancelled_at": 1700000002,
+        ... })
+        >>> bf.progress(done, request_counts=bf.BatchRequestCounts(
+        ...     total=2, completed=1, failed=0))
+        Traceback (most recent call last):
+        ...
+        batchfsm.InvalidProgress: a batch with status cancelled runs no work (...)
     """
 
     status: BatchStatus

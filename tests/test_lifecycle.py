@@ -615,7 +615,7 @@ def test_built_fast_is_built_as_by_the_class(batch, metadata):
 
 def test_the_advance_docstring_lists_the_fields_of_the_table():
     # The docstring is prose for people; it must say what the table says.
-    doc = " ".join(bf.advance.__doc__.split())
+    doc = " ".join((bf.advance.__doc__ or "").split())
     listed = doc[doc.index("(``start``") + 1 : doc.index(")", doc.index("(``start``"))]
     said: dict[str, set[str]] = {}
     for group in listed.split(";"):
