@@ -65,6 +65,17 @@ def test_new_batch_rejects_other_windows_and_bad_input():
             endpoint="/v1/embeddings",
             created_at="now",  # type: ignore[arg-type]
         )
+    # The edges of Unix seconds: 0 is a time, -1 is not.
+    assert (
+        bf.new_batch(
+            id="b", input_file_id="f", endpoint="/v1/embeddings", created_at=0
+        ).expires_at
+        == 86_400
+    )
+    with pytest.raises(TypeError, match=r"created_at: expected Unix seconds .* -1"):
+        bf.new_batch(
+            id="b", input_file_id="f", endpoint="/v1/embeddings", created_at=-1
+        )
 
 
 # -- advance: every status x every event -------------------------------------------
