@@ -5,6 +5,7 @@ from typing import Any
 import jsonschema
 import openai.types
 import pytest
+from cattrs.errors import ClassValidationError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -243,6 +244,13 @@ def test_the_public_converter_is_the_one_from_dict_uses():
     batch = bf.converter.structure(MINIMAL, bf.Batch)
     assert batch == bf.from_dict(MINIMAL)
     assert bf.converter.unstructure(batch) == bf.to_dict(batch)
+
+
+def test_the_public_converter_validates_in_detail():
+    # For use in other cattrs setups: cattrs' own grouped errors, with every problem.
+    with pytest.raises(ClassValidationError) as info:
+        bf.converter.structure(full(id=7, created_at="x"), bf.Batch)
+    assert len(info.value.exceptions) == 2
 
 
 def test_missing_errors_object_stays_missing_like_the_official_client():

@@ -295,6 +295,19 @@ def test_a_broken_table_is_refused_on_import(moves, message):
         check_table(moves)
 
 
+def test_a_table_whose_stamps_do_not_match_the_statuses_is_refused(monkeypatch):
+    from batchfsm import _graph
+
+    for stamps in (
+        {**STAMPS, "bogus": "bogus_at"},  # a stamp for no status
+        {s: f for s, f in STAMPS.items() if s is not bf.BatchStatus.FAILED},
+        {**STAMPS, bf.BatchStatus.FAILED: "created_at"},  # one field, two statuses
+    ):
+        monkeypatch.setattr(_graph, "STAMPS", stamps)
+        with pytest.raises(TableError, match="stamp field of its own"):
+            check_table(MOVES)
+
+
 def test_batch_machine_has_one_method_per_event_with_the_table_fields():
     for move in MOVES:
         method = getattr(bf.BatchMachine, move.event.value)
@@ -331,6 +344,17 @@ def test_batch_machine_moves_stamps_with_its_clock_and_calls_back():
     assert not m.can("cancel")
     assert bf.check(m.batch) == []
     assert "batch_1 cancelled" in repr(m)
+
+
+def test_callbacks_run_exit_then_transition_then_enter_whatever_the_order_given():
+    m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_010)
+    seen = []
+    m.on_enter(S.IN_PROGRESS, lambda e, b, a: seen.append("enter"))
+    m.on_transition(lambda e, b, a: seen.append("move"))
+    m.on_exit("validating", lambda e, b, a: seen.append("exit"))
+    m.on_transition(lambda e, b, a: seen.append("move again"))
+    m.start()
+    assert seen == ["exit", "move", "move again", "enter"]
 
 
 def test_a_failing_callback_does_not_undo_the_move():
