@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._graph import ALLOWED
 from ._model import (
@@ -20,7 +20,20 @@ from ._table import (
     Event,
 )
 
-__all__ = ["BatchMachine", "TransitionCallback"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["BatchMachine", "Results", "TransitionCallback"]
+
+
+class Results(TypedDict, total=False):
+    """What the moves that end a batch's work may set (a test holds it to the table)."""
+
+    output_file_id: str | None
+    error_file_id: str | None
+    request_counts: BatchRequestCounts | None
+    usage: BatchUsage | None
+
 
 TransitionCallback = Callable[[Event, Batch, Batch], object]
 
@@ -164,39 +177,13 @@ class BatchMachine:
         """``in_progress`` → ``finalizing``: every request has run."""
         return self.trigger(Event.FINALIZE, request_counts=request_counts, usage=usage)
 
-    def complete(
-        self,
-        *,
-        output_file_id: str | None = None,
-        error_file_id: str | None = None,
-        request_counts: BatchRequestCounts | None = None,
-        usage: BatchUsage | None = None,
-    ) -> Batch:
+    def complete(self, **results: Unpack[Results]) -> Batch:
         """``finalizing`` → ``completed``: the result files are written."""
-        return self.trigger(
-            Event.COMPLETE,
-            output_file_id=output_file_id,
-            error_file_id=error_file_id,
-            request_counts=request_counts,
-            usage=usage,
-        )
+        return self.trigger(Event.COMPLETE, **results)
 
-    def expire(
-        self,
-        *,
-        output_file_id: str | None = None,
-        error_file_id: str | None = None,
-        request_counts: BatchRequestCounts | None = None,
-        usage: BatchUsage | None = None,
-    ) -> Batch:
+    def expire(self, **results: Unpack[Results]) -> Batch:
         """``validating``/``in_progress``/``finalizing`` → ``expired``: out of time."""
-        return self.trigger(
-            Event.EXPIRE,
-            output_file_id=output_file_id,
-            error_file_id=error_file_id,
-            request_counts=request_counts,
-            usage=usage,
-        )
+        return self.trigger(Event.EXPIRE, **results)
 
     def cancel(self) -> Batch:
         """``validating``/``in_progress``/``finalizing`` → ``cancelling``.
@@ -205,22 +192,9 @@ class BatchMachine:
         """
         return self.trigger(Event.CANCEL)
 
-    def mark_cancelled(
-        self,
-        *,
-        output_file_id: str | None = None,
-        error_file_id: str | None = None,
-        request_counts: BatchRequestCounts | None = None,
-        usage: BatchUsage | None = None,
-    ) -> Batch:
+    def mark_cancelled(self, **results: Unpack[Results]) -> Batch:
         """``cancelling`` → ``cancelled``: in-flight requests have stopped."""
-        return self.trigger(
-            Event.MARK_CANCELLED,
-            output_file_id=output_file_id,
-            error_file_id=error_file_id,
-            request_counts=request_counts,
-            usage=usage,
-        )
+        return self.trigger(Event.MARK_CANCELLED, **results)
 
 
 _EXIT, _TRANSITION, _ENTER = 0, 1, 2

@@ -298,20 +298,30 @@ def test_a_broken_table_is_refused_on_import(moves, message):
 def test_a_table_whose_stamps_do_not_match_the_statuses_is_refused(monkeypatch):
     from batchfsm import _graph
 
-    for stamps in (
+    broken: list[dict[Any, str]] = [
         {**STAMPS, "bogus": "bogus_at"},  # a stamp for no status
         {s: f for s, f in STAMPS.items() if s is not bf.BatchStatus.FAILED},
         {**STAMPS, bf.BatchStatus.FAILED: "created_at"},  # one field, two statuses
-    ):
+    ]
+    for stamps in broken:
         monkeypatch.setattr(_graph, "STAMPS", stamps)
         with pytest.raises(TableError, match="stamp field of its own"):
             check_table(MOVES)
 
 
 def test_batch_machine_has_one_method_per_event_with_the_table_fields():
+    from batchfsm import _machine
+
     for move in MOVES:
         method = getattr(bf.BatchMachine, move.event.value)
-        params = set(inspect.signature(method).parameters) - {"self"}
+        params = set()
+        for name, param in inspect.signature(method).parameters.items():
+            if param.kind is param.VAR_KEYWORD:  # **results: Unpack[Results]
+                typed = re.fullmatch(r"Unpack\[(\w+)\]", param.annotation)
+                assert typed, param.annotation
+                params |= set(getattr(_machine, typed[1]).__annotations__)
+            elif name != "self":
+                params.add(name)
         assert params == move.may_set, move.event
 
 
