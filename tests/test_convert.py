@@ -498,3 +498,15 @@ def test_to_dict_is_the_public_converters_unstructure(document):
     theirs = bf.converter.unstructure(batch)
     assert ours == theirs and list(ours) == list(theirs)
     assert json.dumps(ours) == json.dumps(theirs)
+
+
+def test_long_values_are_shown_cut_in_messages():
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(full(id=["x" * 100]))
+    ((path, message),) = info.value.errors
+    shown = repr(["x" * 100])[:57] + "..."
+    assert (path, message) == ("id", f"expected str, got {shown}")
+    for length, shown in ((56, repr(["x" * 56])), (57, repr(["x" * 57])[:57] + "...")):
+        with pytest.raises(bf.SchemaError) as info:  # 60 characters shown whole
+            bf.from_dict(full(id=["x" * length]))
+        assert info.value.errors == [("id", f"expected str, got {shown}")]

@@ -408,3 +408,21 @@ def test_every_step_rule_has_a_test_breaking_it_alone():
         "step.terminal",
     }
     assert covered == STEP_RULES
+
+
+def test_a_stamp_set_implies_the_stamps_before_it_on_every_path():
+    # An expired batch need not have run; but one that was finalizing ran.
+    expired = BY_STATUS[bf.BatchStatus.EXPIRED]
+    assert bf.check(expired) == []
+    skipped = attrs.evolve(expired, finalizing_at=2_000, in_progress_at=None)
+    assert [(v.rule, v.path) for v in bf.check(skipped)] == [
+        ("stamp.missing", "in_progress_at")
+    ]
+
+
+def test_a_malformed_snapshot_is_never_passed_silently():
+    # attrs does not check types: a stamp that is not a number makes the fast
+    # predicate raise; the reporting form then raises too, instead of "no problem".
+    broken = attrs.evolve(BY_STATUS[bf.BatchStatus.IN_PROGRESS], in_progress_at="x")
+    with pytest.raises(TypeError):
+        bf.check(broken)
