@@ -423,6 +423,6 @@ def test_a_stamp_set_implies_the_stamps_before_it_on_every_path():
 def test_a_malformed_snapshot_is_never_passed_silently():
     # attrs does not check types: a stamp that is not a number makes the fast
     # predicate raise; the reporting form then raises too, instead of "no problem".
-    broken = attrs.evolve(BY_STATUS[bf.BatchStatus.IN_PROGRESS], in_progress_at="x")
+    broken = attrs.evolve(BY_STATUS[bf.BatchStatus.IN_PROGRESS], in_progress_at="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         bf.check(broken)
