@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 from ._convert import to_dict
