@@ -75,10 +75,11 @@ def _leaf_check(
             f"{indent}v = tuple([_structure_BatchError(item) for item in v])",
         ]
     if owner is Batch and get_origin(t) is Mapping:  # metadata, as the model does
+        # A document the engine just parsed is ours alone: no copy needed.
         return [
             f"{indent}if v.__class__ is not dict or _metadata_problems(v):",
             f"{indent}    raise RejectedError",
-            f"{indent}v = _MappingProxyType(dict(v))",
+            f"{indent}v = _MappingProxyType({'v' if engine else 'v.copy()'})",
         ]
     raise TypeError(f"no fast-gear rule for {owner.__name__}: {t!r}")
 
@@ -110,7 +111,10 @@ def _block(
     i, o, n = indent, f"{prefix}o", f"{prefix}n"
     lines = [
         f"{i}{o} = v",
-        f"{i}if {o}.__class__ is not dict and not isinstance({o}, _Mapping):",
+        # The engine makes only dicts; a caller may pass any Mapping.
+        f"{i}if {o}.__class__ is not dict:"
+        if engine
+        else f"{i}if {o}.__class__ is not dict and not isinstance({o}, _Mapping):",
         f"{i}    raise RejectedError",
     ]
     fields = attrs.fields(attrs.resolve_types(cls))
@@ -203,6 +207,10 @@ def _unstructure_expr(t: Any, value: str, depth: int) -> str:
         expr = _unstructure_expr(inner, value, depth)
         if expr == value:  # a JSON value as it is: None stays None
             return value
+        if inner in MODEL_CLASSES:  # read the attribute once, not once a field
+            name = value.replace(".", "_")
+            expr = _unstructure_expr(inner, name, depth)
+            return f"(None if ({name} := {value}) is None else {expr})"
         return f"(None if {value} is None else {expr})"
     if t in (str, int) or get_args(t) == ("batch",):
         return value
@@ -220,7 +228,9 @@ def _unstructure_expr(t: Any, value: str, depth: int) -> str:
         each = _unstructure_expr(BatchError, item, depth + 1)
         return f"[{each} for {item} in {value}]"
     if get_origin(t) is Mapping:
-        return f"dict({value})"
+        # Batch holds metadata as a read-only proxy of its own dict: the proxy's
+        # copy() is that dict's copy, several times cheaper than dict(proxy).
+        return f"{value}.copy()"
     raise TypeError(f"no unstructure rule for {t!r}")
 
 

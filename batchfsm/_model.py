@@ -119,7 +119,7 @@ def metadata_problems(metadata: Mapping[Any, Any]) -> list[tuple[str, str]]:
         if key.__class__ is not str:
             problems.append(("", f"keys must be str, got {key!r}"))
             continue
-        if not is_text(key):
+        if not (key.isascii() or is_text(key)):  # the call only when needed
             problems.append(("", f"key {key!r} holds a lone surrogate"))
             continue
         if len(key) > METADATA_MAX_KEY_LENGTH:
@@ -128,7 +128,7 @@ def metadata_problems(metadata: Mapping[Any, Any]) -> list[tuple[str, str]]:
             )
         if value.__class__ is not str:
             problems.append((key, f"expected str, got {value!r}"))
-        elif not is_text(value):
+        elif not (value.isascii() or is_text(value)):
             problems.append((key, "holds a lone surrogate"))
         elif len(value) > METADATA_MAX_VALUE_LENGTH:
             problems.append(
