@@ -126,12 +126,9 @@ def _block(
     # An API answer carries every key: one itemgetter call reads them all. A
     # document that leaves keys out reads them one by one, with the defaults.
     taken = [f"{prefix}v_{field.name}" for field in fields]
-    read = f"_ALL_{cls.__name__}({o})"
     lines += [
-        f"{i}try:",
-        f"{i}    {taken[0]} = {read}"
-        if len(taken) == 1  # itemgetter of one key gives the value, not a tuple
-        else f"{i}    {', '.join(taken)} = {read}",
+        f"{i}try:",  # of one key, itemgetter gives the value itself: the same line
+        f"{i}    {', '.join(taken)} = _ALL_{cls.__name__}({o})",
         f"{i}except KeyError:",
     ]
     for field, name in zip(fields, taken, strict=True):

@@ -251,6 +251,8 @@ def test_the_public_converter_validates_in_detail():
     with pytest.raises(ClassValidationError) as info:
         bf.converter.structure(full(id=7, created_at="x"), bf.Batch)
     assert len(info.value.exceptions) == 2
+    # ... and it ignores unknown keys, as from_dict does by default.
+    assert bf.converter.structure(full(extra=1), bf.Batch) == bf.from_dict(full())
 
 
 def test_missing_errors_object_stays_missing_like_the_official_client():
