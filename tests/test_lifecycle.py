@@ -288,6 +288,15 @@ def test_the_transitions_machine_is_the_same_table():
             "unreachable|no terminal",
         ),
         (tuple(m for m in MOVES if m.event is not E.START), "unreachable"),
+        (
+            # Two branches that rejoin: no single path orders their stamps.
+            (
+                *(m for m in MOVES if m.event not in (E.CANCEL, E.COMPLETE)),
+                Move(E.CANCEL, (S.VALIDATING, S.IN_PROGRESS), S.CANCELLING),
+                Move(E.COMPLETE, (S.FINALIZING, S.CANCELLING), S.COMPLETED),
+            ),
+            "precede completed on different paths",
+        ),
     ],
 )
 def test_a_broken_table_is_refused_on_import(moves, message):
