@@ -1,8 +1,13 @@
-r"""The one JSON engine (orjson) behind every text batchfsm reads or writes.
+r"""The one JSON engine (orjson) behind the text batchfsm reads and writes.
 
-The library's :func:`batchfsm.loads`/:func:`batchfsm.dumps` and the emulator's
-HTTP answers and result lines all go through here, so that the text is the same
-everywhere and the engine can change in one place.
+The library's :func:`batchfsm.loads`/:func:`batchfsm.dumps`, the emulator's HTTP
+answers and its reading of input lines all go through here, so that the text is
+the same everywhere and the engine can change in one place. Two places keep the
+standard library on purpose: a create body is parsed by it so that a refusal can
+name the parameter holding a lone surrogate, and result lines are written by it
+in pieces (``batchfsm.emulator._pieces``), because orjson writes ``NaN`` as
+``null`` where a handler's ``NaN`` must fail its request, and holds the GIL for
+a whole value where a huge embeddings answer must let other calls run.
 
 The text, exactly:
 

@@ -526,3 +526,45 @@ def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
     finally:
         store.go.set()
         store.close()
+
+
+# -- one JSON engine: the answers are the library's own text --------------------
+
+
+def test_a_batch_answer_is_the_text_of_dumps_bytes(http, emulator):
+    upload = emulator.create_file(jsonl(1), "in.jsonl", "batch")
+    created = http.post(
+        "/v1/batches",
+        json={
+            "input_file_id": upload.id,
+            "endpoint": CHAT,
+            "completion_window": "24h",
+            "metadata": {"note": "café ✓"},
+        },
+    )
+    batch = emulator.retrieve_batch(created.json()["id"])
+    assert created.content == bf.dumps_bytes(batch)  # compact, raw UTF-8
+    assert "café ✓".encode() in http.get(f"/v1/batches/{batch.id}").content
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"custom_id": "r", "method": "POST", "url": "/v1/chat/completions", '
+        '"body": {"model": "gpt-4o", "messages": [], "x": "\\ud800"}}',
+        '{"custom_id": "r", "method": "POST", "url": "/v1/chat/completions", '
+        '"body": {"model": "gpt-4o", "messages": [], "x": '
+        + "[" * 1100
+        + "]" * 1100
+        + "}}",
+    ],
+    ids=["lone-surrogate", "nested-1100-deep"],
+)
+def test_a_line_the_json_engine_cannot_carry_is_refused_at_validation(
+    client, emulator, line
+):
+    # Read by the same engine that writes the answers, a line that could not
+    # be written back is not JSON to the emulator: refused with its line number.
+    batch = poll(client, emulator, submit(client, jsonl(1, bad={0: line})).id)
+    assert batch.status == "failed"
+    assert [(e.code, e.line) for e in batch.errors.data] == [("invalid_json_line", 1)]

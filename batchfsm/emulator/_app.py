@@ -36,10 +36,12 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .._convert import to_dict
+from .._json import encode
 from ._engine import ApiError, Emulator
 from ._files import MAX_FILE_BYTES
 from ._params import EXPIRES_AFTER_SECONDS
@@ -85,6 +87,16 @@ def _in_memory(emulator: Emulator) -> bool:
 log = logging.getLogger("batchfsm.emulator")
 
 
+class JSONResponse(_StarletteJSON):
+    """A JSON answer written by batchfsm's one JSON engine (``batchfsm._json``).
+
+    Compact, non-ASCII as raw UTF-8, as the library's :func:`batchfsm.dumps`.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return encode(content)
+
+
 def _error(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
@@ -126,6 +138,8 @@ async def _json(request: Request) -> dict[str, Any]:
         )
     body = await _read_body(request, MAX_JSON_BYTES)
     try:
+        # The standard library's parser keeps lone surrogates, so that the
+        # refusal can name the parameter that holds one.
         data = json.loads(body)
     except (ValueError, RecursionError):
         raise ApiError(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import socket
 import sys
@@ -26,6 +25,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .._json import encode
 from ._app import create_app
 from ._engine import ApiError, Emulator
 
@@ -124,7 +124,7 @@ class GuardedH11Protocol(H11Protocol):
             log.info("closing a connection: %s", msg)
             self.transport.close()
             return
-        body = json.dumps(ApiError(400, msg).body).encode()
+        body = encode(ApiError(400, msg).body)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

@@ -8,12 +8,12 @@ used; :data:`CODES` lists them all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
 
+from .. import _json
 from .._endpoints import ENDPOINT_MODELS
 from .._model import BatchError
 
@@ -145,7 +145,7 @@ def body_errors(
             )
         )
     elif not isinstance(model, str) or (models is not None and model not in models):
-        shown = model if isinstance(model, str) else json.dumps(model)
+        shown = model if isinstance(model, str) else _json.encode_str(model)
         errors.append(
             _error(
                 "model_not_found",
@@ -324,8 +324,8 @@ def scan_input(
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-            except (ValueError, RecursionError):
+                item = _json.decode(line)
+            except _json.DecodeError:
                 problems = [_error("invalid_json_line", _NOT_JSON, number)]
             else:
                 problems = line_errors(number, item, endpoint, known)
@@ -446,7 +446,7 @@ def make_input_file(
     field = REQUIRED_INPUT.get(endpoint, "messages")
     lines = [
         bad_lines.get(i + 1)
-        or json.dumps(
+        or _json.encode_str(
             {
                 "custom_id": custom_id.format(i),
                 "method": "POST",
