@@ -62,11 +62,12 @@ def transitions_per_second(store: BatchStore, n: int = 300) -> float:
         moves.append((started, finalizing, done))
     begin = time.perf_counter()
     for started, finalizing, done in moves:
+        # Each write moves the epoch on: 0, then 1, then 2.
         assert store.write(started, Work(due_at=T0 + 2), status=S.VALIDATING, epoch=0)
         assert store.write(
-            finalizing, Work(due_at=T0 + 3), status=S.IN_PROGRESS, epoch=0
+            finalizing, Work(due_at=T0 + 3), status=S.IN_PROGRESS, epoch=1
         )
-        assert store.write(done, None, status=S.FINALIZING, epoch=0)
+        assert store.write(done, None, status=S.FINALIZING, epoch=2)
     return 3 * n / (time.perf_counter() - begin)
 
 

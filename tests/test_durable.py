@@ -325,6 +325,10 @@ def test_two_servers_race_cancels_against_the_worker_with_one_winner_each(
         trace = [created]
         ended = _poll(rng.choice((a, b)), created["id"], trace, _ended)
         assert bf.check_trace(trace) == []
+        if ended["request_counts"]["total"]:  # past validation: each request once
+            _judge(rng.choice((a, b)), ended, 3, trace)
+        else:  # cancelled while validating: nothing ran
+            assert ended["output_file_id"] is None is ended["error_file_id"]
         outcomes.append((answer.status_code, ended["status"]))
         # A cancel answered 200 ends cancelled; one refused with 409 never does.
         assert (answer.status_code == 200) == (ended["status"] == "cancelled"), (

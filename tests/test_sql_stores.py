@@ -210,7 +210,7 @@ def test_everything_survives_closing_and_reopening(open_db):
     store.close()
     again = open_db()
     assert again.get("batch_1") == _batch() and again.files.content("file-a") == b"a"
-    assert again.work("batch_1") == Work(due_at=102)
+    assert again.work("batch_1") == Work(due_at=102, epoch=1)
     assert again.results("batch_1", "output") == b"o\n"
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -181,21 +182,38 @@ def test_a_write_happens_only_on_the_status_and_epoch_read(stores: Stores) -> No
     assert store.get(b.id) == b and store.work(b.id) == Work(due_at=1, epoch=3)
     assert store.due(1, 10) == [b.id]
     assert store.write(started, moved, status=S.VALIDATING, epoch=3, output=["o1"])
-    assert store.get(b.id) == started and store.work(b.id) == moved
+    # Stored with the epoch moved on: the epoch handed in is not kept.
+    assert store.get(b.id) == started and store.work(b.id) == Work(9, 4, done=1)
     # The loser of a race read the old status: refused, nothing changes.
     assert not store.write(started, moved, status=S.VALIDATING, epoch=3, output=["x"])
     assert store.results(b.id, "output") == b"o1\n"
 
 
-def test_a_new_epoch_fences_off_the_previous_holder(stores: Stores) -> None:
+def test_every_write_moves_the_epoch_on_fencing_off_every_earlier_read(
+    stores: Stores,
+) -> None:
     b = batch(1)
     store = stores.batches
     store.insert(b, Work(due_at=1))
-    taken = Work(due_at=1, epoch=1)  # another worker took the batch over
-    assert store.write(b, taken, status=S.VALIDATING, epoch=0)
     started = bf.advance(b, "start", at=1_700_000_001)
-    assert not store.write(started, Work(due_at=2), status=S.VALIDATING, epoch=0)
-    assert store.write(started, Work(due_at=2, epoch=1), status=S.VALIDATING, epoch=1)
+    assert store.write(started, Work(due_at=2), status=S.VALIDATING, epoch=0)
+    progress = attrs.evolve(started, metadata={"n": "1"})  # a write to the same status
+    for epoch in (1, 2, 3):
+        assert store.work(b.id) == Work(due_at=2, epoch=epoch)
+        assert not store.write(progress, Work(due_at=2), status=S.IN_PROGRESS,
+                               epoch=epoch - 1)  # fmt: skip
+        assert store.write(progress, Work(due_at=2, epoch=99), status=S.IN_PROGRESS,
+                           epoch=epoch)  # fmt: skip
+    ended = bf.advance(progress, "finalize", at=1_700_000_002)
+    assert not store.write(ended, None, status=S.IN_PROGRESS, epoch=3)
+    assert store.write(ended, None, status=S.IN_PROGRESS, epoch=4)
+    assert store.work(b.id) is None and store.get(b.id) == ended
+
+
+def _epoch(store: BatchStore, batch_id: str) -> int:
+    work = store.work(batch_id)
+    assert work is not None
+    return work.epoch
 
 
 def test_result_lines_append_in_order_and_go_with_the_work(stores: Stores) -> None:
@@ -210,7 +228,7 @@ def test_result_lines_append_in_order_and_go_with_the_work(stores: Stores) -> No
             started,
             Work(due_at=3 + n),
             status=S.IN_PROGRESS,
-            epoch=0,
+            epoch=_epoch(store, b.id),
             output=[f"o{n}a", f"o{n}b"],
             errors=[f"e{n}"] if n else [],
         )
@@ -220,14 +238,15 @@ def test_result_lines_append_in_order_and_go_with_the_work(stores: Stores) -> No
         bf.advance(started, "finalize", at=1_700_000_009), "complete", at=1_700_000_010
     )
     finalizing = bf.advance(started, "finalize", at=1_700_000_009)
-    assert store.write(finalizing, Work(due_at=10), status=S.IN_PROGRESS, epoch=0)
-    assert store.write(done, None, status=S.FINALIZING, epoch=0)
+    assert store.write(finalizing, Work(due_at=10), status=S.IN_PROGRESS, epoch=4)
+    assert store.write(done, None, status=S.FINALIZING, epoch=5)
     assert store.get(b.id) == done
     assert store.work(b.id) is None
     assert store.results(b.id, "output") == b""
     assert store.due(2**62, 10) == []
     # An ended batch takes no write at all.
-    assert not store.write(done, Work(due_at=1), status=S.COMPLETED, epoch=0)
+    for epoch in range(8):
+        assert not store.write(done, Work(due_at=1), status=S.COMPLETED, epoch=epoch)
 
 
 @settings(max_examples=60, deadline=None)
@@ -254,7 +273,8 @@ def test_due_answers_the_earliest_due_first(
                 b = store.get(batch(i).id)
                 assert b is not None
                 work = None if end else Work(due_at=due)
-                assert store.write(b, work, status=b.status, epoch=0)
+                epoch = _epoch(store, b.id)
+                assert store.write(b, work, status=b.status, epoch=epoch)
                 model[i] = None if end else due
         order = sorted(
             (due, list(model).index(i), batch(i).id)
@@ -266,14 +286,91 @@ def test_due_answers_the_earliest_due_first(
         assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
 
 
+#: What a writer does with what it read: record progress, or cancel.
+_WRITERS = st.lists(st.sampled_from(("progress", "cancel")), min_size=2, max_size=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_of_writers_that_read_alike_only_the_first_to_write_wins(
+    store_name: str, data: st.DataObject
+) -> None:
+    # Each writer reads the work, then the batch, then writes what it decided
+    # from them; any interleaving of those steps. A write must win exactly
+    # when no other write won since its read of the work: a cancel that read
+    # before a progress write (same status) is stale, and so is a second
+    # worker's progress.
+    kinds = data.draw(_WRITERS, label="writers")
+    order = data.draw(
+        st.permutations([k for k in range(len(kinds)) for _ in range(3)]),
+        label="interleaving",
+    )
+    counts = bf.BatchRequestCounts(total=20, completed=0, failed=0)
+    start = bf.advance(batch(1), "start", at=1_700_000_001, request_counts=counts)
+    with fresh(store_name) as stores:
+        store = stores.batches
+        store.insert(start, Work(due_at=1_700_000_002))
+        wins = 0  # the writes that won so far
+        read_at: dict[int, int] = {}
+        works: dict[int, Work] = {}
+        batches: dict[int, bf.Batch] = {}
+        phase = dict.fromkeys(range(len(kinds)), 0)
+        trace = [start]
+        for k in order:
+            phase[k] += 1
+            if phase[k] == 1:
+                work = store.work(start.id)
+                assert work is not None
+                read_at[k], works[k] = wins, work
+                continue
+            if phase[k] == 2:
+                read = store.get(start.id)
+                assert read is not None
+                batches[k] = read
+                continue
+            read, work = batches[k], works[k]
+            if kinds[k] == "cancel":
+                if read.status is not S.IN_PROGRESS:
+                    continue  # nothing to do: the cancel is answered as it is
+                after = bf.advance(read, "cancel", at=1_700_000_005)
+                moved, lines = attrs.evolve(work, due_at=1_700_000_010), list[str]()
+            else:
+                if read.status is not S.IN_PROGRESS:
+                    continue  # cancelled meanwhile: no more requests
+                moved = attrs.evolve(work, done=work.done + 2, completed=work.done + 2)
+                after = attrs.evolve(
+                    read,
+                    request_counts=attrs.evolve(counts, completed=moved.completed),
+                )
+                lines = [f"w{k}r{n}" for n in (work.done, work.done + 1)]
+            won = store.write(
+                after, moved, status=read.status, epoch=work.epoch, output=lines
+            )
+            assert won == (read_at[k] == wins), (kinds, order, k)
+            if won:
+                wins += 1
+                trace.append(after)
+        end = store.get(start.id)
+        assert end == trace[-1]
+        assert bf.check_trace(trace) == []
+        output = store.results(start.id, "output").splitlines()
+        assert end.request_counts is not None
+        assert end.request_counts.completed == len(output) == len(set(output))
+        work = store.work(start.id)
+        assert work is not None and work.epoch == wins
+        assert work.completed == len(output)
+
+
 def _finalizing(store: BatchStore, epoch: int) -> bf.Batch:
+    """A finalizing batch whose work has epoch ``epoch`` (> 0: one write made it)."""
     b = batch(1)
-    store.insert(b, Work(due_at=1, epoch=epoch))
+    store.insert(b, Work(due_at=1, epoch=epoch - 1))
     counts = bf.BatchRequestCounts(total=1, completed=1, failed=0)
     started = bf.advance(b, "start", at=1_700_000_001, request_counts=counts)
     finalizing = bf.advance(started, "finalize", at=1_700_000_002)
-    assert store.write(finalizing, Work(due_at=3, epoch=epoch), status=S.VALIDATING,
-                       epoch=epoch)  # fmt: skip
+    assert store.write(finalizing, Work(due_at=3), status=S.VALIDATING,
+                       epoch=epoch - 1)  # fmt: skip
+    assert store.work(b.id) == Work(due_at=3, epoch=epoch)
     return finalizing
 
 
@@ -306,7 +403,7 @@ def test_a_failure_inside_the_write_leaves_neither_the_batch_nor_its_files(
     stores: Stores,
 ) -> None:
     store, files = stores.batches, stores.files
-    finalizing = _finalizing(store, epoch=0)
+    finalizing = _finalizing(store, epoch=1)
     files.add(file(8), b"taken")
     out = file(7, 3)
     done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
@@ -314,11 +411,11 @@ def test_a_failure_inside_the_write_leaves_neither_the_batch_nor_its_files(
         # The second file's id exists: the failure comes after the batch's
         # change and the first file, inside the same write.
         store.write(
-            done, None, status=S.FINALIZING, epoch=0,
+            done, None, status=S.FINALIZING, epoch=1,
             files=[(out, b"o1\n"), (file(8), b"again")],
         )  # fmt: skip
     assert store.get(finalizing.id) == finalizing
-    assert store.work(finalizing.id) == Work(due_at=3)
+    assert store.work(finalizing.id) == Work(due_at=3, epoch=1)
     assert files.get(out.id) is None and files.content(file(8).id) == b"taken"
     assert store.due(3, 10) == [finalizing.id]
 
@@ -397,9 +494,10 @@ def _race(store: MemoryBatchStore) -> list[bool]:
     store.insert(b, Work(due_at=1))
     started = bf.advance(b, "start", at=1_700_000_001)
     cancelling = bf.advance(b, "cancel", at=1_700_000_001)
+    # The work is the last thing a write reads before it compares.
     pausing = _PausingDict(threading.Barrier(2))
-    pausing.update(store._batches)
-    store._batches = pausing
+    pausing.update(store._work)
+    store._work = pausing
     pausing.pausing = True
     won: list[bool] = [False, False]
 

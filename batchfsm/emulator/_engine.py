@@ -9,11 +9,12 @@ by the clock's ``now``, so with a :class:`VirtualClock` and a seed the same
 calls give byte-identical batches and files; after :meth:`Emulator.start`, a
 background thread runs it instead and calls never wait for it.
 
-Batches move only through :func:`batchfsm.advance`, each move one conditional
-write on status and epoch, so a cancel racing the worker has exactly one
-winner. One request's failure (handler, serialization, recursion, memory) is
-that request's error line; one batch's failure is logged and never reaches
-another batch or call.
+Batches move only through :func:`batchfsm.advance`, each move (and each write
+of progress) one conditional write on status and epoch, and each write moves
+the epoch on, so a cancel racing the worker has exactly one winner: the loser
+reads again (a cancel) or leaves it to the next run (the worker). One request's
+failure (handler, serialization, recursion, memory) is that request's error
+line; one batch's failure is logged and never reaches another batch or call.
 """
 
 from __future__ import annotations
@@ -453,16 +454,20 @@ class Emulator:
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel: ``cancelling`` (or unchanged if already); 409 if terminal."""
         self._sync()
-        while True:
-            batch = self._get(batch_id)
+        problem = batch_id_problem(batch_id)
+        if problem is not None:
+            raise _refuse(problem)
+        while True:  # until the write wins, or the batch can no longer cancel
+            batch, work = self._read(batch_id)
+            if batch is None:
+                raise ApiError(404, f"No batch found with id '{batch_id}'.")
             try:
                 cancelled = advance(batch, Event.CANCEL, at=self._now())
             except InvalidTransition as exc:
                 raise ApiError(409, "", body=exc.to_api_error()) from None
             if cancelled is batch:
                 return batch
-            work = self.batches.work(batch_id)
-            if work is None:  # it ended after we read it: read again
+            if work is None:  # read as it was being added: read again
                 continue
             assert cancelled.cancelling_at is not None
             moved = attrs.evolve(
@@ -475,6 +480,16 @@ class Emulator:
                 return cancelled
 
     # -- the worker --------------------------------------------------------------------
+
+    def _read(self, batch_id: str) -> tuple[Batch | None, Work | None]:
+        """The batch and its work, for a conditional write naming the work's epoch.
+
+        The work first: every write moves the epoch on, so a batch that
+        changed after this read of the epoch makes that write stale (refused),
+        never a write moved from an older batch than the epoch says.
+        """
+        work = self.batches.work(batch_id)
+        return self.batches.get(batch_id), work
 
     def _get(self, batch_id: str) -> Batch:
         problem = batch_id_problem(batch_id)
@@ -514,7 +529,7 @@ class Emulator:
     def _set_aside(self, batch_id: str) -> None:
         # A batch whose work failed waits for its expiry, then for nothing: its
         # due time moves on, so the worker never loops on it.
-        batch, work = self.batches.get(batch_id), self.batches.work(batch_id)
+        batch, work = self._read(batch_id)
         if batch is None or work is None:
             return
         assert batch.expires_at is not None
@@ -525,7 +540,7 @@ class Emulator:
 
     def _step(self, batch_id: str, now: int) -> None:
         """Do the work of a batch due by ``now`` (one move, or a run of requests)."""
-        batch, work = self.batches.get(batch_id), self.batches.work(batch_id)
+        batch, work = self._read(batch_id)
         if batch is None or work is None or work.due_at > now:
             return  # it moved since the index was read
         at, status = work.due_at, batch.status

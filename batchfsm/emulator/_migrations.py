@@ -12,7 +12,8 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
 
 - ``batches``: one row per batch; ``body`` is its API JSON, ``work`` its work
   in progress (JSON; NULL once it ended), ``status`` and ``epoch`` the two
-  columns every conditional write compares, ``due_at`` when it next needs work
+  columns every conditional write compares (each write, and each lease taken
+  over, adds one to ``epoch``), ``due_at`` when it next needs work
   (emulated seconds; NULL once it ended), ``lease_owner`` and ``lease_until``
   (the database's real time, in seconds) the process that holds it, ``seq`` the
   creation order pages and ties follow.

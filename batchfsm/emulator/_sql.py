@@ -204,7 +204,8 @@ class SQLStore:
     The part of :class:`SQLiteStore` and :class:`PostgresStore` that does not
     depend on the database. Every method is one transaction, committed before
     it returns. :meth:`write` is the one conditional write of the seam: a
-    single ``UPDATE … WHERE id = ? AND status = ? AND epoch = ?``.
+    single ``UPDATE … SET …, epoch = epoch + 1 WHERE id = ? AND status = ? AND
+    epoch = ?``, so every write makes every earlier read stale.
 
     Several processes may share the database. :meth:`due` leases what it
     answers to this store (``owner``) for ``lease_seconds``: other stores'
@@ -377,11 +378,12 @@ class SQLStore:
         """One conditional write; whether it happened.
 
         If the stored batch still has ``status`` and its work ``epoch``, then in
-        one transaction: store ``batch`` and ``work`` (None: the batch ended;
-        its work, due time, lease and result lines go), append the ``output``
-        and ``errors`` result lines and add ``files`` (the batch's result
-        files) to :attr:`files`. Otherwise nothing is written. A failure
-        anywhere (a file id that exists: ``KeyError``) rolls all of it back.
+        one transaction: store ``batch`` and ``work`` with the epoch moved on
+        to ``epoch + 1`` (None: the batch ended; its work, due time, lease and
+        result lines go), append the ``output`` and ``errors`` result lines and
+        add ``files`` (the batch's result files) to :attr:`files`. Otherwise
+        nothing is written. A failure anywhere (a file id that exists:
+        ``KeyError``) rolls all of it back.
 
         Example:
             >>> import batchfsm as bf
@@ -397,13 +399,16 @@ class SQLStore:
             >>> store.write(cancelling, Work(due_at=7),
             ...             status=bf.BatchStatus.VALIDATING, epoch=0)
             True
+            >>> store.work("batch_1").epoch  # moved on: a write from epoch 0 is stale
+            1
         """
         body = dumps(batch)
         with self._db.transaction() as tx:
             if work is None:
                 updated = tx.run(
                     "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
-                    " due_at = NULL, lease_owner = NULL, lease_until = NULL"
+                    " due_at = NULL, epoch = epoch + 1, lease_owner = NULL,"
+                    " lease_until = NULL"
                     " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL",
                     (batch.status.value, body, batch.id, status.value, epoch),
                 ).rowcount
@@ -416,14 +421,13 @@ class SQLStore:
                 return updated == 1
             updated = tx.run(
                 "UPDATE batchfsm_batches SET status = ?, body = ?, work = ?,"
-                " due_at = ?, epoch = ?"
+                " due_at = ?, epoch = epoch + 1"
                 " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL",
                 (
                     batch.status.value,
                     body,
                     _work_json(work),
                     work.due_at,
-                    work.epoch,
                     batch.id,
                     status.value,
                     epoch,

@@ -8,14 +8,16 @@ one and a restarted server carries on.
   (:class:`Work`: how far it got, counts, usage, its next due time) and the
   result lines written so far. Every change is **one conditional write**
   (:meth:`BatchStore.write`): it happens only if the stored batch still has the
-  status the writer read and its work still has the epoch the writer read, so
-  a cancel racing the worker, or a stalled worker whose lease was taken over,
-  cannot both win. The store also answers "which batches are due at or before
-  T" (:meth:`BatchStore.due`) without looking at the others: a heap in memory,
-  an indexed column in SQL. A batch ends with its result files in the same
-  write (``files=``), added to the store's own :class:`FileStore`
-  (``store.files``): a crash or a refused write never leaves a result file
-  that no batch names.
+  status the writer read and its work still has the epoch the writer read, and
+  every write that happens moves the epoch on. So of two writers that read the
+  same batch — a cancel racing the worker's progress, or a stalled worker whose
+  lease was taken over — only the first to write wins; the other is refused,
+  reads again and decides again. The store also answers "which batches are due
+  at or before T" (:meth:`BatchStore.due`) without looking at the others: a
+  heap in memory, an indexed column in SQL. A batch ends with its result files
+  in the same write (``files=``), added to the store's own :class:`FileStore`
+  (``store.files``): a crash or a refused write never leaves a result file that
+  no batch names.
 - :class:`FileStore`: File objects and their bytes, readable in slices so that
   nothing needs a whole input file in memory at once.
 - :class:`IdSource`: where ids come from; random unless seeded, never reused.
@@ -64,10 +66,15 @@ class Work:
     Attributes:
         due_at: when the batch's next piece of work is due (Unix seconds); the
             store indexes it.
-        epoch: the fencing token. A conditional write names the epoch it read;
-            whoever takes a batch over (a lease in a multi-process store) bumps
-            it, so a late write of the previous holder is refused. A store with
-            one worker may keep it at 0.
+        epoch: the batch's version, and the fencing token. A conditional
+            write names the epoch it read; every write that happens moves it
+            on (the epoch of the work handed to a write is not stored), and so
+            does whoever takes a batch over (a lease in a multi-process store).
+            So a write made from anything but the latest read is refused: a
+            cancel that read the batch before the worker's progress write, or
+            a late write of a stalled holder. Read the work (its epoch) before
+            the batch: then a batch newer than the epoch fails the comparison
+            rather than being moved from a stale copy.
         done: requests run so far.
         offset: byte offset in the input file of the first line not yet run.
         completed: requests answered 2xx so far.
@@ -124,14 +131,15 @@ class BatchStore(Protocol):
     ) -> bool:
         """One conditional write; whether it happened.
 
-        If the stored batch ``batch.id`` has status ``status`` and its work has
-        epoch ``epoch``, then atomically: store ``batch``, store ``work`` (its
-        ``due_at`` re-indexed) or, when ``work`` is None (the batch ended), drop
-        the work, its index entry and its result lines; append ``output``
-        and ``errors`` (one result line each, no newline) to the batch's result
-        lines; and add ``files`` (its result files) to :attr:`files`, each id
-        new (``KeyError``, and nothing written). Otherwise change nothing and
-        return False.
+        If the stored batch ``batch.id`` has status ``status`` and its work has epoch
+        ``epoch``, then atomically: store ``batch``, store ``work`` with the epoch
+        moved on to ``epoch + 1`` (its ``due_at`` re-indexed) or, when ``work`` is
+        None (the batch ended), drop the work, its index entry and its result lines;
+        append ``output`` and ``errors`` (one result line each, no newline) to the
+        batch's result lines; and add ``files`` (its result files) to :attr:`files`,
+        each id new (``KeyError``, and nothing written). Otherwise change nothing
+        and return False. The writer read the work before the batch; a writer
+        refused reads both again and decides again (the batch moved on).
         """
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
@@ -224,6 +232,8 @@ class MemoryBatchStore:
         True
         >>> store.due(6, 10), store.get("batch_1").status
         ([], <BatchStatus.CANCELLING: 'cancelling'>)
+        >>> store.work("batch_1").epoch  # moved on: a write from epoch 0 is stale
+        1
     """
 
     def __init__(self, files: FileStore | None = None) -> None:
@@ -286,7 +296,7 @@ class MemoryBatchStore:
         errors: Sequence[str] = (),
         files: Sequence[NewFile] = (),
     ) -> bool:
-        """Compare-and-set on the status and the work's epoch."""
+        """Compare-and-set on the status and the work's epoch; moves the epoch on."""
         with self._lock:
             current = self._batches.get(batch.id)
             held = self._work.get(batch.id)
@@ -298,12 +308,15 @@ class MemoryBatchStore:
             ):
                 return False
             self._add_files(files)  # first: the one step here that may fail
+            # The batch before its work: a reader who reads the work first
+            # and then the batch never holds a batch newer than its epoch.
             self._batches[batch.id] = batch
             if work is None:
                 del self._work[batch.id]
                 self._results.pop((batch.id, "output"), None)
                 self._results.pop((batch.id, "errors"), None)
                 return True
+            work = attrs.evolve(work, epoch=epoch + 1)
             self._work[batch.id] = work
             if work.due_at != held.due_at:
                 entry = (work.due_at, self._position[batch.id], batch.id)
