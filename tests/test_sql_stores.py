@@ -28,7 +28,8 @@ from batchfsm.emulator import (
     Work,
     open_store,
 )
-from batchfsm.emulator._migrations import LATEST, MIGRATIONS
+from batchfsm.emulator._migrations import CHUNK_BYTES, LATEST, MIGRATIONS
+from batchfsm.emulator._sql import _Tx
 from batchfsm.strategies import batches
 
 S = bf.BatchStatus
@@ -219,8 +220,81 @@ def _sqlite_at_version(path, version: int) -> None:
     for migration in MIGRATIONS[:version]:
         for statement in migration.sqlite:
             conn.execute(statement)
+        if migration.step is not None:
+            migration.step(_Tx(conn, postgres=False))
     conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
+
+
+#: Files as a version 2 database kept them (content in one value): an empty
+#: one, one of a few bytes, one of several chunks ending mid-chunk.
+_OLD_FILES = {
+    "file-empty": b"",
+    "file-small": b'{"custom_id": "r1"}\n',
+    "file-big": bytes(range(256)) * (CHUNK_BYTES // 256 * 3) + b"tail",
+}
+
+
+def _judge_upgraded_files(store: SQLStore) -> None:
+    for file_id, content in _OLD_FILES.items():
+        assert store.files.content(file_id) == content
+        got, offset = b"", 0
+        while piece := store.files.read(file_id, offset, 5_000):
+            got, offset = got + piece, offset + len(piece)
+        assert got == content
+    assert (
+        store.files.read("file-big", CHUNK_BYTES - 3, 6)
+        == (_OLD_FILES["file-big"][CHUNK_BYTES - 3 : CHUNK_BYTES + 3])
+    )
+    assert store.files.delete("file-big") and store.files.content("file-big") is None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_version_2_database_has_its_file_content_moved_into_chunks(
+    kind, tmp_path, request
+):
+    # Built by version 2's own statements, with rows as version 2 wrote them.
+    body = '{"id": "x"}'
+    if kind == "sqlite":
+        path = tmp_path / "v2.sqlite"
+        _sqlite_at_version(path, 2)
+        conn = sqlite3.connect(path, isolation_level=None)
+        for file_id, content in _OLD_FILES.items():
+            conn.execute(
+                "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)",
+                (file_id, body.replace("x", file_id), content),
+            )
+        conn.close()
+        url = str(path)
+    else:
+        import psycopg
+
+        url = request.getfixturevalue("postgres_url")
+        with psycopg.connect(url, autocommit=True) as pg:
+            for migration in MIGRATIONS[:2]:
+                for statement in migration.postgres:
+                    pg.execute(statement)
+            pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
+            pg.execute("INSERT INTO batchfsm_schema VALUES (2)")
+            for file_id, content in _OLD_FILES.items():
+                pg.execute(
+                    "INSERT INTO batchfsm_files (id, body, content)"
+                    " VALUES (%s, %s, %s)",
+                    (file_id, body.replace("x", file_id), content),
+                )
+    with open_store(url) as store:
+        _judge_upgraded_files(store)
+        with store._db.transaction() as tx:
+            assert [tuple(row) for row in tx.all(
+                "SELECT file_id, count(*) FROM batchfsm_file_chunks"
+                " GROUP BY file_id ORDER BY file_id"
+            )] == [("file-small", 1)]  # fmt: skip
+            assert store._db.version(tx) == LATEST
+        with (
+            pytest.raises(Exception, match="content"),  # the column is gone
+            store._db.transaction() as tx,
+        ):
+            tx.one("SELECT content FROM batchfsm_files")
 
 
 def test_an_older_sqlite_database_is_upgraded_keeping_its_rows(tmp_path):

@@ -445,6 +445,31 @@ def test_files_keep_metadata_and_bytes_and_read_in_slices(stores: Stores) -> Non
     assert [f.id for f in files.list()] == ["file-0002"]
 
 
+#: Sizes around the SQL stores' chunk boundaries (64 KiB), and slices of them.
+_SIZES = st.sampled_from([0, 1, 65_535, 65_536, 65_537, 3 * 65_536 + 5])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=_SIZES,
+    slices=st.lists(
+        st.tuples(st.integers(0, 4 * 65_536), st.integers(1, 3 * 65_536)), max_size=6
+    ),
+)
+def test_any_slice_reads_what_the_content_holds_there(
+    store_name: str, size: int, slices: list[tuple[int, int]]
+) -> None:
+    content = bytes(range(251)) * (size // 251) + bytes(range(size % 251))
+    with fresh(store_name) as stores:
+        stores.files.add(file(1, size), content)
+        for offset, length in [(0, 65_536), (65_530, 12), *slices]:
+            assert (
+                stores.files.read(file(1).id, offset, length)
+                == (content[offset : offset + length])
+            )
+        assert stores.files.content(file(1).id) == content
+
+
 # -- ids -----------------------------------------------------------------------------
 
 

@@ -19,25 +19,82 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   creation order pages and ties follow.
 - ``results``: the result lines written so far, one row per write and kind,
   in the same transaction as the progress they record.
-- ``files``: metadata (the File object's JSON) and content.
+- ``files``: metadata (the File object's JSON); ``file_chunks`` its content in
+  chunks of :data:`CHUNK_BYTES` (the last one shorter; none for an empty
+  file), ``n`` counting from 0, so that reading a slice reads the one or two
+  chunks it covers, not the whole file (until version 3 the content was one
+  value in ``files``, and a database reads a slice by loading all of it).
 - ``settings``: small named values: the clock anchor, id counters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
 import attrs
 
-__all__ = ["LATEST", "MIGRATIONS", "Migration"]
+__all__ = ["CHUNK_BYTES", "LATEST", "MIGRATIONS", "Migration", "chunks"]
+
+#: The size of each stored chunk of a file's content (the last one is shorter).
+#: Part of the schema: changing it needs a migration that re-chunks every file.
+CHUNK_BYTES = 1 << 16
+
+
+class Runner(Protocol):
+    """An open transaction that runs SQL written with ``?`` placeholders."""
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
 
 @attrs.frozen
 class Migration:
-    """One step of the schema: its version, what it does, its SQL per dialect."""
+    """One step of the schema: its version, what it does, its SQL per dialect.
+
+    ``step``, if any, runs after the SQL in the same transaction, in both
+    dialects: a change SQL alone cannot make without reading every row.
+    """
 
     version: int
     name: str
     sqlite: tuple[str, ...]
     postgres: tuple[str, ...]
+    step: Callable[[Runner], None] | None = None
+
+
+def chunks(content: bytes) -> Iterator[tuple[int, memoryview]]:
+    """``content`` as numbered chunks of :data:`CHUNK_BYTES`, without copying.
+
+    Example:
+        >>> [(n, len(c)) for n, c in chunks(b"x" * (CHUNK_BYTES + 1))]
+        [(0, 65536), (1, 1)]
+    """
+    view = memoryview(content)
+    for n, start in enumerate(range(0, len(view), CHUNK_BYTES)):
+        yield n, view[start : start + CHUNK_BYTES]
+
+
+def add_chunks(tx: Runner, file_id: str, content: bytes) -> None:
+    """Store ``content`` as the chunks of the file ``file_id``."""
+    for n, chunk in chunks(content):
+        tx.run(
+            "INSERT INTO batchfsm_file_chunks (file_id, n, data) VALUES (?, ?, ?)",
+            (file_id, n, chunk),
+        )
+
+
+def _content_into_chunks(tx: Runner) -> None:
+    # One file at a time: memory holds the largest file once, not all of them.
+    for (seq,) in tx.all("SELECT seq FROM batchfsm_files ORDER BY seq"):
+        file_id, content = tx.one(
+            "SELECT id, content FROM batchfsm_files WHERE seq = ?", (seq,)
+        )
+        add_chunks(tx, file_id, bytes(content))
+    tx.run("ALTER TABLE batchfsm_files DROP COLUMN content")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -116,6 +173,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX batchfsm_batches_due ON batchfsm_batches (due_at, seq)"
             " WHERE due_at IS NOT NULL",
         ),
+    ),
+    Migration(
+        3,
+        "file content in chunks, so that reading a slice does not read the file",
+        sqlite=(
+            """CREATE TABLE batchfsm_file_chunks (
+                file_id TEXT NOT NULL REFERENCES batchfsm_files (id),
+                n INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY (file_id, n)
+            )""",
+        ),
+        postgres=(
+            """CREATE TABLE batchfsm_file_chunks (
+                file_id text NOT NULL REFERENCES batchfsm_files (id),
+                n integer NOT NULL,
+                data bytea NOT NULL,
+                PRIMARY KEY (file_id, n)
+            )""",
+        ),
+        step=_content_into_chunks,
     ),
 )
 

@@ -25,7 +25,7 @@ import attrs
 from .._convert import dumps, loads
 from .._errors import BatchFSMError
 from .._model import Batch, BatchStatus
-from ._migrations import LATEST, MIGRATIONS
+from ._migrations import CHUNK_BYTES, LATEST, MIGRATIONS, add_chunks
 from ._stores import FileObject, MemoryIds, NewFile, ResultKind, Work, seeded_id
 
 __all__ = [
@@ -165,6 +165,8 @@ def migrate(db: _Database) -> int:
             statements = migration.postgres if db.postgres else migration.sqlite
             for statement in statements:
                 tx.run(statement)
+            if migration.step is not None:
+                migration.step(tx)
             db.set_version(tx, migration.version)
     return found
 
@@ -564,13 +566,26 @@ def _add_file(tx: _Tx, file: FileObject, content: bytes) -> None:
     if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
         raise KeyError(f"file {file.id} exists already")
     tx.run(
-        "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)",
-        (file.id, json.dumps(file.to_dict()), bytes(content)),
+        "INSERT INTO batchfsm_files (id, body) VALUES (?, ?)",
+        (file.id, json.dumps(file.to_dict())),
     )
+    add_chunks(tx, file.id, content)
+
+
+#: The chunks of a file from ``n`` to ``n``, in order; one row with NULLs for a
+#: file with none of them, no row for no such file.
+_CHUNKS = (
+    "SELECT c.data FROM batchfsm_files f LEFT JOIN batchfsm_file_chunks c"
+    " ON c.file_id = f.id AND c.n BETWEEN ? AND ? WHERE f.id = ? ORDER BY c.n"
+)
 
 
 class SQLFiles:
-    """The :class:`FileStore` of an :class:`SQLStore`: metadata and content."""
+    """The :class:`FileStore` of an :class:`SQLStore`: metadata and content.
+
+    The content is stored in chunks (see :mod:`._migrations`): a read costs
+    the chunks its slice covers, whatever the size of the file.
+    """
 
     def __init__(self, db: _Database) -> None:
         self._db = db
@@ -588,22 +603,44 @@ class SQLFiles:
 
     def content(self, file_id: str) -> bytes | None:
         """The file's bytes, or None."""
-        with self._db.transaction(write=False) as tx:
-            row = tx.one("SELECT content FROM batchfsm_files WHERE id = ?", (file_id,))
-        return None if row is None else bytes(row[0])
+        return self._chunks(file_id, 0, 2**62)
 
     def read(self, file_id: str, offset: int, size: int) -> bytes | None:
-        """At most ``size`` bytes of the file from ``offset``; None if no such file."""
+        """At most ``size`` bytes of the file from ``offset``; None if no such file.
+
+        Example:
+            >>> from batchfsm.emulator import SQLiteStore
+            >>> from batchfsm.emulator._migrations import CHUNK_BYTES
+            >>> files = SQLiteStore(":memory:").files
+            >>> content = bytes(range(256)) * (CHUNK_BYTES // 128)  # two chunks
+            >>> files.add(FileObject(id="file-1", bytes=len(content), created_at=1,
+            ...                      filename="a.jsonl", purpose="batch"), content)
+            >>> across = files.read("file-1", CHUNK_BYTES - 2, 4)  # both chunks
+            >>> across == content[CHUNK_BYTES - 2 : CHUNK_BYTES + 2]
+            True
+            >>> files.read("file-1", len(content), 4), files.read("file-2", 0, 4)
+            (b'', None)
+        """
+        if size <= 0:
+            return b"" if self.get(file_id) is not None else None
+        first = offset // CHUNK_BYTES
+        data = self._chunks(file_id, first, (offset + size - 1) // CHUNK_BYTES)
+        if data is None:
+            return None
+        start = offset - first * CHUNK_BYTES
+        return data[start : start + size]
+
+    def _chunks(self, file_id: str, first: int, last: int) -> bytes | None:
         with self._db.transaction(write=False) as tx:
-            row = tx.one(
-                "SELECT substr(content, ?, ?) FROM batchfsm_files WHERE id = ?",
-                (offset + 1, size, file_id),
-            )
-        return None if row is None else bytes(row[0] or b"")
+            rows = tx.all(_CHUNKS, (first, last, file_id))
+        if not rows:
+            return None
+        return b"".join(bytes(data) for (data,) in rows if data is not None)
 
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
         with self._db.transaction() as tx:
+            tx.run("DELETE FROM batchfsm_file_chunks WHERE file_id = ?", (file_id,))
             deleted = tx.run(
                 "DELETE FROM batchfsm_files WHERE id = ?", (file_id,)
             ).rowcount
