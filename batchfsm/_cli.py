@@ -178,31 +178,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(option: str, text: str, at_most: float = math.inf) -> float:
+    """``text`` as a finite number above 0, or a one-line ValueError naming it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= at_most):
+        limit = "" if at_most == math.inf else f" (at most {at_most:g})"
+        raise ValueError(
+            f"{option} must be a finite number above 0{limit}, got {text!r}"
+        )
+    return value
+
+
 def _serve_settings(
     args: argparse.Namespace, max_speed: float
-) -> tuple[int, float, int | None]:
-    """The port, speed and seed, or a one-line ValueError naming the option."""
+) -> tuple[int, float, int | None, float]:
+    """The port, speed, seed and lease, or a one-line ValueError naming the option.
+
+    Every one is checked, ``--db`` or not: a setting that is wrong is refused
+    even where it would not be used.
+    """
     port_text, speed_text, seed_text = args.port, args.speed, args.seed
     if not (port_text.isascii() and port_text.isdigit()) or not (
         1 <= int(port_text) <= 65_535
     ):
         raise ValueError(f"--port must be an integer in 1..65535, got {port_text!r}")
-    try:
-        speed = float(speed_text)
-    except ValueError:
-        speed = math.nan
-    if not (math.isfinite(speed) and 0 < speed <= max_speed):
-        raise ValueError(
-            f"--speed must be a finite number above 0 (at most {max_speed:g}), "
-            f"got {speed_text!r}"
-        )
+    speed = _positive("--speed", speed_text, max_speed)
+    lease = _positive("--lease-seconds", args.lease_seconds)
     seed = None
     if seed_text is not None:
         try:
             seed = int(seed_text)
         except ValueError:
             raise ValueError(f"--seed must be an integer, got {seed_text!r}") from None
-    return int(port_text), speed, seed
+    return int(port_text), speed, seed, lease
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -218,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        port, speed, seed = _serve_settings(args, MAX_SPEED)
+        port, speed, seed, lease = _serve_settings(args, MAX_SPEED)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -231,7 +242,7 @@ def _serve(args: argparse.Namespace) -> int:
         store = None
     else:
         try:
-            store, emulator = _durable(args.db, args.lease_seconds, speed, seed, models)
+            store, emulator = _durable(args.db, lease, speed, seed, models)
         except (ValueError, BatchFSMError) as exc:
             sock.close()
             print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -249,19 +260,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _durable(
-    db: str, lease_text: str, speed: float, seed: int | None, models: dict[str, Any]
+    db: str, lease: float, speed: float, seed: int | None, models: dict[str, Any]
 ) -> tuple[SQLStore, Emulator]:
     """The store ``--db`` names and an emulator on it, its clock anchored there."""
     from .emulator import AnchoredClock, Emulator, open_store
 
-    try:
-        lease = float(lease_text)
-    except ValueError:
-        lease = math.nan
-    if not (math.isfinite(lease) and lease > 0):
-        raise ValueError(
-            f"--lease-seconds must be a finite number above 0, got {lease_text!r}"
-        )
     store = open_store(db, lease_seconds=lease)
     try:
         clock = AnchoredClock(store, speed)

@@ -273,6 +273,10 @@ def test_the_banner_says_whether_state_is_kept(tmp_path):
         (["--db", "mysql://x/y"], "unknown database scheme 'mysql'"),
         (["--db", "x.sqlite", "--lease-seconds", "0"], "--lease-seconds must be"),
         (["--db", "x.sqlite", "--lease-seconds", "nan"], "--lease-seconds must be"),
+        # Without --db too: a wrong setting is refused even where unused.
+        (["--lease-seconds", "abc"], "--lease-seconds must be"),
+        (["--lease-seconds", "inf"], "--lease-seconds must be"),
+        (["--lease-seconds", "-1"], "--lease-seconds must be"),
     ],
 )
 def test_bad_db_settings_are_one_line_and_exit_2(tmp_path, args, message):
