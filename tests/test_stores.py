@@ -338,7 +338,7 @@ def test_of_writers_that_read_alike_only_the_first_to_write_wins(
                 if read.status is not S.IN_PROGRESS:
                     continue  # cancelled meanwhile: no more requests
                 moved = attrs.evolve(work, done=work.done + 2, completed=work.done + 2)
-                after = attrs.evolve(
+                after = bf.progress(
                     read,
                     request_counts=attrs.evolve(counts, completed=moved.completed),
                 )
