@@ -18,6 +18,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -27,10 +28,11 @@ from typing import Any
 import httpx2
 
 import batchfsm as bf
-from batchfsm.emulator import Emulator, make_input_file
+from batchfsm.emulator import Emulator, FileObject, SQLiteStore, make_input_file
 
 ENDPOINT = "/v1/chat/completions"
 SIZES = (0, 1_000, 10_000, 100_000)
+T0 = 1_700_000_000
 Figures = dict[str, Any]
 
 
@@ -100,6 +102,62 @@ def create_at_one_instant(
         for n, f in figures.items()
     ]
     return lines, {"create_at_one_instant": figures}
+
+
+def _with_files(kind: str, n: int, folder: str) -> Emulator:
+    """An emulator whose file store (memory or SQLite) holds ``n`` small files."""
+    if kind == "memory":
+        emu = Emulator()
+    else:
+        store = SQLiteStore(f"{folder}/files-{n}.sqlite")
+        emu = Emulator(store=store, files=store.files, ids=store.ids())
+    purposes = ("batch", "user_data")
+    for i in range(n):
+        emu.files.add(
+            FileObject(
+                id=f"file-{i:022x}", bytes=2, created_at=T0 + i, filename="a.jsonl",
+                purpose=purposes[i % 2],
+            ),
+            b"{}",
+        )  # fmt: skip
+    return emu
+
+
+def list_files_cost(sizes: tuple[int, ...] = SIZES) -> tuple[list[str], Figures]:
+    """Microseconds per ``GET /v1/files?limit=1`` (and ``purpose``, ``after``,
+    ``asc``) with 0 / 1k / 10k / 100k files stored, memory and SQLite."""
+    figures: Figures = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ("memory", "sqlite"):
+            for n in sizes:
+                emu = _with_files(kind, n, folder)
+                middle = f"file-{n // 2:022x}" if n else None
+                queries = [
+                    {"limit": "1"},
+                    {"limit": "1", "order": "asc", "purpose": "batch"},
+                    {"limit": "1", "after": middle},
+                ]
+                runs = []
+                with _no_gc():
+                    for _ in range(5):  # the best of five: the machine is shared
+                        calls, start = 0, time.perf_counter()
+                        while calls < 600 and time.perf_counter() - start < 0.3:
+                            emu.list_files(**queries[calls % 3])
+                            calls += 1
+                        runs.append((time.perf_counter() - start) / calls * 1e6)
+                figures[f"{kind}:{n}"] = min(runs)
+                closing = getattr(emu.batches, "close", None)
+                if closing is not None:
+                    closing()
+    lines = ["GET /v1/files?limit=1 with N files stored (flat is the goal):"]
+    for kind in ("memory", "sqlite"):
+        base = figures[f"{kind}:{sizes[0]}"]
+        lines += [
+            f"  {kind:>6} {n:>7,} files: {figures[f'{kind}:{n}']:9.1f} µs/list  "
+            f"({figures[f'{kind}:{n}'] / base:6.2f}x)"
+            for n in sizes
+        ]
+    return lines, {"list_files_us_by_files": figures}
 
 
 # -- over HTTP -------------------------------------------------------------------------
@@ -218,7 +276,7 @@ def latency_while_a_big_batch_runs(
 _RSS_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from batchfsm.emulator import Emulator, make_input_file
+    from batchfsm.emulator import Emulator, FileObject, SQLiteStore, make_input_file
 
     tuned = False
     if sys.argv[2] == "tuned":  # as batchfsm serve does
@@ -394,6 +452,7 @@ def engine_figures(soak_seconds: float = 60.0) -> tuple[list[str], Figures]:
     for measure in (
         retrieve_in_flight,
         create_at_one_instant,
+        list_files_cost,
         latency_while_a_big_batch_runs,
         peak_memory_of_a_big_batch,
         lambda: soak(seconds=soak_seconds),
@@ -420,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             fn = globals()[name]
             if name == "soak":
                 lines, more = fn(seconds=args.soak_seconds)
-            elif name == "retrieve_in_flight":
+            elif name in ("retrieve_in_flight", "list_files_cost"):
                 lines, more = fn(tuple(n for n in SIZES if n <= args.max_size))
             elif name == "create_at_one_instant":
                 lines, more = fn(tuple(n for n in SIZES[1:] if n <= args.max_size))
