@@ -341,12 +341,16 @@ class Emulator:
 
         The parameters are ``GET /v1/files``'s query, as text: ``limit``
         1..10,000 (default 10,000), ``order`` ``desc`` (default) or ``asc``,
-        ``after`` a file id, ``purpose`` a filter.
+        ``after`` a file id, ``purpose`` a filter. A page costs what it lists,
+        not the number of files.
         """
-        now = self._now()
-        live = [f for f in self.files.list() if is_live(f, now)]
         page = list_files_page(
-            live, after=after, limit=limit, order=order, purpose=purpose
+            self.files,
+            self._now(),
+            after=after,
+            limit=limit,
+            order=order,
+            purpose=purpose,
         )
         if isinstance(page, Problem):
             raise _refuse(page)

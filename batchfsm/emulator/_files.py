@@ -8,11 +8,10 @@ observed (DESIGN §5, facts 13 and 14).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from ._params import Problem, invalid_type, invalid_value
-from ._stores import FileObject
+from ._stores import FileObject, FileStore
 from ._validate import MAX_BYTES
 
 __all__ = [
@@ -118,7 +117,8 @@ def _limit(raw: str | None) -> int | Problem:
 
 
 def list_files_page(
-    files: Iterable[FileObject],
+    files: FileStore,
+    now: int,
     *,
     after: str | None = None,
     limit: str | None = None,
@@ -127,15 +127,18 @@ def list_files_page(
 ) -> dict[str, Any] | Problem:
     """One page of ``GET /v1/files``, from its query parameters (as text).
 
-    ``files`` are the live files, newest first. ``order`` is ``desc`` (the
-    default) or ``asc`` by creation; ``after`` is the id the page starts
-    after; ``purpose`` keeps only that purpose.
+    Lists the files of ``files`` live at ``now``, read a page at a time from
+    the store. ``order`` is ``desc`` (the default) or ``asc`` by creation;
+    ``after`` is the id of a listed file (live, and of ``purpose`` if given)
+    the page starts after; ``purpose`` keeps only that purpose.
 
     Example:
-        >>> files = [FileObject(id=f"file-{i}", bytes=1, created_at=i,
-        ...                     filename="a.jsonl", purpose="batch")
-        ...          for i in (3, 2, 1)]
-        >>> page = list_files_page(files, limit="2", order="asc")
+        >>> from ._stores import MemoryFileStore
+        >>> files = MemoryFileStore()
+        >>> for i in (1, 2, 3):
+        ...     files.add(FileObject(id=f"file-{i}", bytes=1, created_at=i,
+        ...                          filename="a.jsonl", purpose="batch"), b"x")
+        >>> page = list_files_page(files, 9, limit="2", order="asc")
         >>> [f["id"] for f in page["data"]], page["has_more"], page["last_id"]
         (['file-1', 'file-2'], True, 'file-2')
     """
@@ -144,24 +147,28 @@ def list_files_page(
         return size
     if order not in (None, "asc", "desc"):
         return invalid_value("order", str(order), ["asc", "desc"])
-    chosen = [f for f in files if purpose is None or f.purpose == purpose]
-    if order == "asc":
-        chosen.reverse()
     if after is not None:
-        ids = [f.id for f in chosen]
-        if after not in ids:
+        start = files.get(after)
+        if not is_live(start, now) or (
+            purpose is not None and start is not None and start.purpose != purpose
+        ):
             return Problem(
                 f"Invalid 'after': no file {after!r} in this list.",
                 "after",
                 "invalid_value",
             )
-        chosen = chosen[ids.index(after) + 1 :]
-    page = chosen[:size]
+    page, has_more = files.page(
+        after,
+        size,
+        order="asc" if order == "asc" else "desc",
+        purpose=purpose,
+        now=now,
+    )
     data = [f.to_dict() for f in page]
     return {
         "object": "list",
         "data": data,
         "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None,
-        "has_more": len(chosen) > size,
+        "has_more": has_more,
     }

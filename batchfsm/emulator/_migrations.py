@@ -19,11 +19,14 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   creation order pages and ties follow.
 - ``results``: the result lines written so far, one row per write and kind,
   in the same transaction as the progress they record.
-- ``files``: metadata (the File object's JSON); ``file_chunks`` its content in
-  chunks of :data:`CHUNK_BYTES` (the last one shorter; none for an empty
-  file), ``n`` counting from 0, so that reading a slice reads the one or two
-  chunks it covers, not the whole file (until version 3 the content was one
-  value in ``files``, and a database reads a slice by loading all of it).
+- ``files``: metadata (the File object's JSON), with ``purpose`` and
+  ``expires_at`` copied out of the JSON into columns (since version 4), so
+  that a listing's page is one indexed query (by ``seq``, or by ``purpose``
+  and ``seq``); ``file_chunks`` its content in chunks of :data:`CHUNK_BYTES`
+  (the last one shorter; none for an empty file), ``n`` counting from 0, so
+  that reading a slice reads the one or two chunks it covers, not the whole
+  file (until version 3 the content was one value in ``files``, and a
+  database reads a slice by loading all of it).
 - ``settings``: small named values: the clock anchor, id counters.
 """
 
@@ -194,6 +197,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
         step=_content_into_chunks,
+    ),
+    Migration(
+        4,
+        "files' purpose and expiry as columns, indexed for paged listings",
+        sqlite=(
+            "ALTER TABLE batchfsm_files ADD COLUMN purpose TEXT",
+            "ALTER TABLE batchfsm_files ADD COLUMN expires_at INTEGER",
+            "UPDATE batchfsm_files SET purpose = json_extract(body, '$.purpose'),"
+            " expires_at = json_extract(body, '$.expires_at')",
+            "CREATE INDEX batchfsm_files_purpose ON batchfsm_files (purpose, seq)",
+        ),
+        postgres=(
+            "ALTER TABLE batchfsm_files ADD COLUMN purpose text",
+            "ALTER TABLE batchfsm_files ADD COLUMN expires_at bigint",
+            "UPDATE batchfsm_files SET purpose = body::json ->> 'purpose',"
+            " expires_at = (body::json ->> 'expires_at')::bigint",
+            "CREATE INDEX batchfsm_files_purpose ON batchfsm_files (purpose, seq)",
+        ),
     ),
 )
 

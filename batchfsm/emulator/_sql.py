@@ -26,7 +26,15 @@ from .._convert import dumps, loads
 from .._errors import BatchFSMError
 from .._model import Batch, BatchStatus
 from ._migrations import CHUNK_BYTES, LATEST, MIGRATIONS, add_chunks
-from ._stores import FileObject, MemoryIds, NewFile, ResultKind, Work, seeded_id
+from ._stores import (
+    FileObject,
+    MemoryIds,
+    NewFile,
+    Order,
+    ResultKind,
+    Work,
+    seeded_id,
+)
 
 __all__ = [
     "AnchoredClock",
@@ -566,8 +574,9 @@ def _add_file(tx: _Tx, file: FileObject, content: bytes) -> None:
     if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
         raise KeyError(f"file {file.id} exists already")
     tx.run(
-        "INSERT INTO batchfsm_files (id, body) VALUES (?, ?)",
-        (file.id, json.dumps(file.to_dict())),
+        "INSERT INTO batchfsm_files (id, body, purpose, expires_at)"
+        " VALUES (?, ?, ?, ?)",
+        (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at),
     )
     add_chunks(tx, file.id, content)
 
@@ -651,6 +660,55 @@ class SQLFiles:
         with self._db.transaction(write=False) as tx:
             rows = tx.all("SELECT body FROM batchfsm_files ORDER BY seq DESC")
         return [FileObject(**json.loads(body)) for (body,) in rows]
+
+    def page(
+        self,
+        after: str | None,
+        limit: int,
+        *,
+        order: Order = "desc",
+        purpose: str | None = None,
+        now: int | None = None,
+    ) -> tuple[list[FileObject], bool]:
+        """Up to ``limit`` files in ``order`` after ``after``; whether more follow.
+
+        One query read through the ``seq`` key, or the ``(purpose, seq)``
+        index.
+
+        Example:
+            >>> from batchfsm.emulator import FileObject, SQLiteStore
+            >>> store = SQLiteStore(":memory:")
+            >>> for i in (1, 2, 3):
+            ...     store.files.add(FileObject(id=f"file-{i}", bytes=0, created_at=i,
+            ...                                filename="a.jsonl", purpose="batch",
+            ...                                expires_at=3 if i == 2 else None), b"")
+            >>> page, more = store.files.page("file-3", 5, now=3)
+            >>> [f.id for f in page], more
+            (['file-1'], False)
+            >>> store.close()
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if after is not None:
+            sign = ">" if order == "asc" else "<"
+            where.append(f"seq {sign} (SELECT seq FROM batchfsm_files WHERE id = ?)")
+            params.append(after)
+        if purpose is not None:
+            where.append("purpose = ?")
+            params.append(purpose)
+        if now is not None:
+            where.append("(expires_at IS NULL OR expires_at > ?)")
+            params.append(now)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        direction = "ASC" if order == "asc" else "DESC"
+        with self._db.transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT body FROM batchfsm_files{clause}"
+                f" ORDER BY seq {direction} LIMIT ?",
+                (*params, limit + 1),
+            )
+        page = [FileObject(**json.loads(body)) for (body,) in rows[:limit]]
+        return page, len(rows) > limit
 
 
 class AnchoredClock:

@@ -19,7 +19,9 @@ one and a restarted server carries on.
   (``store.files``): a crash or a refused write never leaves a result file that
   no batch names.
 - :class:`FileStore`: File objects and their bytes, readable in slices so that
-  nothing needs a whole input file in memory at once.
+  nothing needs a whole input file in memory at once, and listed a page at a
+  time in creation order (:meth:`FileStore.page`), costing the page, not the
+  number of files: an index in memory, an indexed query in SQL.
 - :class:`IdSource`: where ids come from; random unless seeded, never reused.
 
 Every method takes and returns values (frozen objects, bytes, strings, ids),
@@ -28,13 +30,14 @@ never a live reference into the store, so each maps onto SQL statements.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import io
 import itertools
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -57,6 +60,8 @@ __all__ = [
 ResultKind = Literal["output", "errors"]
 #: A file to add with a conditional write: its File object and its content.
 NewFile = tuple["FileObject", bytes]
+#: A listing's order by creation: oldest first or newest first.
+Order = Literal["asc", "desc"]
 
 
 @attrs.frozen
@@ -176,6 +181,24 @@ class FileStore(Protocol):
 
     def list(self) -> list[FileObject]:
         """Every File object, newest first."""
+
+    def page(
+        self,
+        after: str | None,
+        limit: int,
+        *,
+        order: Order = "desc",
+        purpose: str | None = None,
+        now: int | None = None,
+    ) -> tuple[list[FileObject], bool]:
+        """Up to ``limit`` files in creation ``order``, after the file ``after``.
+
+        Only files of ``purpose`` (if given) and not expired at ``now`` (if
+        given: ``expires_at`` after ``now`` or None) are listed; ``after`` is
+        any stored file's id (listed or not), and an id of no stored file gives
+        an empty page. Also says whether more follow. Costs the page (and the
+        expired files it passes over), never the number of files.
+        """
 
 
 class IdSource(Protocol):
@@ -371,16 +394,29 @@ class MemoryBatchStore:
 class MemoryFileStore:
     """A :class:`FileStore` in memory.
 
+    Pages read an index: the ids in creation order, each with its creation
+    number, once for all files and once per purpose, so a page finds where
+    it starts by bisection and reads only what it lists.
+
     Example:
         >>> files = MemoryFileStore()
         >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
         ...                      filename="a.jsonl", purpose="batch"), b"hello")
         >>> files.read("file-1", 1, 3), files.read("file-1", 9, 3)
         (b'ell', b'')
+        >>> files.add(FileObject(id="file-2", bytes=0, created_at=2,
+        ...                      filename="b.jsonl", purpose="batch"), b"")
+        >>> page, more = files.page(None, 1, order="asc")
+        >>> [f.id for f in page], more
+        (['file-1'], True)
     """
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[FileObject, bytes]] = {}
+        self._number: dict[str, int] = {}  # id -> creation number
+        # None (every file) or a purpose -> creation numbers and ids, ascending.
+        self._index: dict[str | None, tuple[list[int], list[str]]] = {}
+        self._created = itertools.count()
         self._lock = threading.Lock()
 
     def add(self, file: FileObject, content: bytes) -> None:
@@ -389,6 +425,11 @@ class MemoryFileStore:
             if file.id in self._files:
                 raise KeyError(f"file {file.id} exists already")
             self._files[file.id] = (file, bytes(content))
+            number = self._number[file.id] = next(self._created)
+            for key in (None, file.purpose):
+                numbers, ids = self._index.setdefault(key, ([], []))
+                numbers.append(number)
+                ids.append(file.id)
 
     def get(self, file_id: str) -> FileObject | None:
         """The File object, or None."""
@@ -408,12 +449,57 @@ class MemoryFileStore:
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
         with self._lock:
-            return self._files.pop(file_id, None) is not None
+            entry = self._files.pop(file_id, None)
+            if entry is None:
+                return False
+            number = self._number.pop(file_id)
+            for key in (None, entry[0].purpose):
+                numbers, ids = self._index[key]
+                at = bisect.bisect_left(numbers, number)
+                del numbers[at], ids[at]  # a memmove: cheap next to any listing
+            return True
 
     def list(self) -> list[FileObject]:
         """Every file, newest first."""
         with self._lock:
             return [f for f, _ in reversed(self._files.values())]
+
+    def page(
+        self,
+        after: str | None,
+        limit: int,
+        *,
+        order: Order = "desc",
+        purpose: str | None = None,
+        now: int | None = None,
+    ) -> tuple[list[FileObject], bool]:
+        """Up to ``limit`` files in ``order`` after ``after``; whether more follow."""
+        with self._lock:
+            numbers, ids = self._index.get(purpose, ([], []))
+            if order == "asc":
+                at = 0
+                if after is not None:
+                    if after not in self._number:
+                        return [], False
+                    at = bisect.bisect_right(numbers, self._number[after])
+                positions: Iterable[int] = range(at, len(ids))
+            else:
+                at = len(ids)
+                if after is not None:
+                    if after not in self._number:
+                        return [], False
+                    at = bisect.bisect_left(numbers, self._number[after])
+                positions = range(at - 1, -1, -1)
+            page: list[FileObject] = []
+            for position in positions:
+                file = self._files[ids[position]][0]
+                if now is not None and file.expires_at is not None:
+                    if now >= file.expires_at:
+                        continue
+                if len(page) == limit:
+                    return page, True
+                page.append(file)
+            return page, False
 
 
 class MemoryIds:
