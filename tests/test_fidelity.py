@@ -464,6 +464,16 @@ def test_listing_files_honours_limit_after_order_and_purpose(client, emulator):
     with pytest.raises(openai.BadRequestError) as info:
         client.files.list(limit=0)
     assert info.value.param == "limit"
+    # after must be a file of this list: not another purpose's, not a deleted one.
+    for gone in (other.id, ids[0]):
+        if gone == ids[0]:
+            client.files.delete(gone)
+        with pytest.raises(openai.BadRequestError) as info:
+            client.files.list(after=gone, purpose="batch")
+        assert error_of(info) == (
+            400, "invalid_value", "after",
+            f"Invalid 'after': no file {gone!r} in this list.",
+        )  # fmt: skip
 
 
 # -- 6. request ids ------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The SQL stores, each against a real database: SQLite files and PostgreSQL."""
 
+import json
 import os
 import socket
 import sqlite3
@@ -334,6 +335,47 @@ def test_an_older_postgres_database_is_upgraded_keeping_its_rows(postgres_url):
         assert conn.execute("SELECT version FROM batchfsm_schema").fetchall() == [
             (LATEST,)
         ]
+
+
+_OLD_FILES = [
+    FileObject(id=f"file-{i}", bytes=1, created_at=i, filename="a.jsonl",
+               purpose=purpose, expires_at=expiry)
+    for i, (purpose, expiry) in enumerate(
+        [("batch", 50), ("user_data", None), ("batch", None), ("batch", 10)]
+    )
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_files_of_a_version_2_database_are_listed_after_the_upgrade(
+    request, tmp_path, dialect
+):
+    # Version 3 copies purpose and expiry out of each file's JSON into columns.
+    rows = [(f.id, json.dumps(f.to_dict()), b"x") for f in _OLD_FILES]
+    insert = "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)"
+    if dialect == "sqlite":
+        url = str(tmp_path / "v2.sqlite")
+        _sqlite_at_version(url, 2)
+        conn = sqlite3.connect(url, isolation_level=None)
+        conn.executemany(insert, rows)
+        conn.close()
+    else:
+        import psycopg
+
+        url = request.getfixturevalue("postgres_url")
+        with psycopg.connect(url, autocommit=True) as pg:
+            for migration in MIGRATIONS[:2]:
+                for statement in migration.postgres:
+                    pg.execute(statement)
+            pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
+            pg.execute("INSERT INTO batchfsm_schema VALUES (2)")
+            pg.cursor().executemany(insert.replace("?", "%s"), rows)
+    with open_store(url) as store:
+        page, more = store.files.page(None, 5, purpose="batch", now=20)
+        assert ([f.id for f in page], more) == (["file-2", "file-0"], False)
+        page, more = store.files.page("file-0", 1, order="asc", now=60)
+        assert ([f.id for f in page], more) == (["file-1"], True)
+        assert store.files.get("file-3") == _OLD_FILES[3]
 
 
 def test_a_newer_sqlite_database_is_refused_with_one_line_and_left_alone(tmp_path):
