@@ -132,7 +132,7 @@ def list_files_cost(sizes: tuple[int, ...] = SIZES) -> tuple[list[str], Figures]
             for n in sizes:
                 emu = _with_files(kind, n, folder)
                 middle = f"file-{n // 2:022x}" if n else None
-                queries = [
+                queries: list[dict[str, str | None]] = [
                     {"limit": "1"},
                     {"limit": "1", "order": "asc", "purpose": "batch"},
                     {"limit": "1", "after": middle},

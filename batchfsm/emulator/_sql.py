@@ -28,6 +28,7 @@ from .._model import Batch, BatchStatus
 from ._migrations import CHUNK_BYTES, LATEST, MIGRATIONS, add_chunks
 from ._stores import (
     FileObject,
+    FilePage,
     MemoryIds,
     NewFile,
     Order,
@@ -669,7 +670,7 @@ class SQLFiles:
         order: Order = "desc",
         purpose: str | None = None,
         now: int | None = None,
-    ) -> tuple[list[FileObject], bool]:
+    ) -> FilePage:
         """Up to ``limit`` files in ``order`` after ``after``; whether more follow.
 
         One query read through the ``seq`` key, or the ``(purpose, seq)``

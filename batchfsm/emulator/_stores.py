@@ -190,7 +190,7 @@ class FileStore(Protocol):
         order: Order = "desc",
         purpose: str | None = None,
         now: int | None = None,
-    ) -> tuple[list[FileObject], bool]:
+    ) -> FilePage:
         """Up to ``limit`` files in creation ``order``, after the file ``after``.
 
         Only files of ``purpose`` (if given) and not expired at ``now`` (if
@@ -225,6 +225,10 @@ class FileObject:
     def to_dict(self) -> dict[str, Any]:
         """The API JSON of this file."""
         return attrs.asdict(self)
+
+
+#: A page of a file listing, and whether more follow.
+FilePage = tuple[list[FileObject], bool]
 
 
 class MemoryBatchStore:
@@ -472,7 +476,7 @@ class MemoryFileStore:
         order: Order = "desc",
         purpose: str | None = None,
         now: int | None = None,
-    ) -> tuple[list[FileObject], bool]:
+    ) -> FilePage:
         """Up to ``limit`` files in ``order`` after ``after``; whether more follow."""
         with self._lock:
             numbers, ids = self._index.get(purpose, ([], []))
@@ -493,9 +497,9 @@ class MemoryFileStore:
             page: list[FileObject] = []
             for position in positions:
                 file = self._files[ids[position]][0]
-                if now is not None and file.expires_at is not None:
-                    if now >= file.expires_at:
-                        continue
+                expiry = file.expires_at
+                if now is not None and expiry is not None and now >= expiry:
+                    continue  # expired: hidden, as everywhere
                 if len(page) == limit:
                     return page, True
                 page.append(file)
