@@ -194,10 +194,10 @@ class _Server:
                     raise RuntimeError("batchfsm serve did not start") from None
                 time.sleep(0.02)
 
-    def rss_peak_kib(self) -> int:
+    def rss_peak_kib(self, field: str = "VmHWM:") -> int:
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
         return 0  # pragma: no cover
 
@@ -271,6 +271,52 @@ def latency_while_a_big_batch_runs(
         f"p99 {figures['p99_ms']:.1f} ms, max {figures['max_ms']:.1f} ms over "
         f"{figures['calls']:,} calls; the batch took {ran:.1f} s ({status})"
     ], {"http_latency_while_big_batch": figures}
+
+
+def peak_memory_of_an_upload(megabytes: int = 200) -> tuple[list[str], Figures]:
+    """Peak RSS growth of ``batchfsm serve`` taking one upload, against its size.
+
+    Without ``--db`` (the memory store keeps the bytes: 1x is the floor) and
+    with ``--db`` on SQLite (the bytes go to disk).
+    """
+    figures: Figures = {}
+    lines = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/upload.jsonl"
+        line = b'{"custom_id": "r", "method": "POST", "url": "/v1/embeddings"}\n'
+        with open(path, "wb") as out:
+            for _ in range(megabytes * 2**20 // len(line)):
+                out.write(line)
+        size = len(line) * (megabytes * 2**20 // len(line))
+        for store, args in (("memory", ()), ("sqlite", ("--db", f"{folder}/db"))):
+            server = _Server(*args)
+            try:
+                before = server.rss_peak_kib("VmRSS:")
+                with (
+                    httpx2.Client(base_url=server.base, timeout=600) as http,
+                    open(path, "rb") as content,
+                ):
+                    answer = http.post(
+                        "/v1/files",
+                        files={"file": ("in.jsonl", content)},
+                        data={"purpose": "batch"},
+                    )
+                    answer.raise_for_status()
+                peak = server.rss_peak_kib()
+            finally:
+                server.close()
+            growth = (peak - before) * 1024
+            figures[store] = {
+                "upload_bytes": size,
+                "before_kib": before,
+                "peak_kib": peak,
+                "growth_over_upload": growth / size,
+            }
+            lines.append(
+                f"peak RSS of serve taking a {size / 2**20:.0f} MiB upload ({store}"
+                f" store): +{growth / 2**20:.0f} MiB = {growth / size:.2f}x the upload"
+            )
+    return lines, {"peak_rss_upload": figures}
 
 
 _RSS_SCRIPT = textwrap.dedent(
@@ -455,6 +501,7 @@ def engine_figures(soak_seconds: float = 60.0) -> tuple[list[str], Figures]:
         list_files_cost,
         latency_while_a_big_batch_runs,
         peak_memory_of_a_big_batch,
+        peak_memory_of_an_upload,
         lambda: soak(seconds=soak_seconds),
     ):
         more_lines, more = measure()
