@@ -357,7 +357,8 @@ def test_files_of_a_version_2_database_are_listed_after_the_upgrade(
         url = str(tmp_path / "v2.sqlite")
         _sqlite_at_version(url, 2)
         conn = sqlite3.connect(url, isolation_level=None)
-        conn.executemany(insert, rows)
+        conn.executemany(insert, [*rows, ("file-gone", "{}", b"")])
+        conn.execute("DELETE FROM batchfsm_files WHERE id = 'file-gone'")
         conn.close()
     else:
         import psycopg
@@ -376,6 +377,18 @@ def test_files_of_a_version_2_database_are_listed_after_the_upgrade(
         page, more = store.files.page("file-0", 1, order="asc", now=60)
         assert ([f.id for f in page], more) == (["file-1"], True)
         assert store.files.get("file-3") == _OLD_FILES[3]
+        assert store.files.content("file-3") == b"x"
+        big = bytes(range(256)) * 12_000  # written into its blob in slices
+        store.files.add(attrs.evolve(_OLD_FILES[0], id="file-new"), big)
+        assert store.files.content("file-new") == big
+        assert store.files.read("file-new", 1_048_570, 10) == big[1_048_570:1_048_580]
+        page, _ = store.files.page(None, 1)
+        assert [f.id for f in page] == ["file-new"]
+    if dialect == "sqlite":  # the number of the deleted file is not reused
+        conn = sqlite3.connect(url)
+        numbers = conn.execute("SELECT id, seq FROM batchfsm_files").fetchall()
+        assert dict(numbers)["file-new"] == len(_OLD_FILES) + 2
+        conn.close()
 
 
 def test_a_newer_sqlite_database_is_refused_with_one_line_and_left_alone(tmp_path):

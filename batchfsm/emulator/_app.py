@@ -5,7 +5,10 @@ Routes: ``POST /v1/files`` (multipart), ``GET /v1/files``, ``GET``/``DELETE
 ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. Every error answers
 the API's body ``{"error": {"message", "type", "param", "code"}}``; malformed
 input is a 4xx, never a 5xx, and never changes a stored batch. Bodies over the
-limits are refused with 413 before they are read whole; a JSON body must say
+limits are refused with 413 before they are read whole; an upload streams
+through the multipart parser into a temporary file, and uploads in flight
+together hold at most :data:`MAX_UPLOAD_BYTES_IN_FLIGHT` (429 beyond, unless
+it is the only one); a JSON body must say
 ``Content-Type: application/json`` (415 otherwise, so that no web page can post
 one without a CORS preflight). A client that goes away mid-request is logged
 in one line; a bug of the emulator answers 500 with the API's error body.
@@ -39,6 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message
 
 from .._convert import to_dict
 from .._json import encode
@@ -48,10 +52,21 @@ from ._params import EXPIRES_AFTER_SECONDS
 from ._request_id import RequestIdMiddleware
 from ._stores import MemoryBatchStore, MemoryFileStore
 
-__all__ = ["MAX_JSON_BYTES", "MAX_UPLOAD_BYTES", "STORE_THREADS", "create_app"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_BYTES_IN_FLIGHT",
+    "STORE_THREADS",
+    "create_app",
+]
 
 #: An upload may hold a 512 MB file plus its multipart framing.
 MAX_UPLOAD_BYTES = MAX_FILE_BYTES + 64 * 1024
+#: The bytes all uploads in flight may hold together (our choice: the API
+#: states no such bound). An upload that would pass it while others are in
+#: flight is refused with 429 ``rate_limit_exceeded``; one alone is never
+#: refused by it, so every upload up to :data:`MAX_UPLOAD_BYTES` can pass.
+MAX_UPLOAD_BYTES_IN_FLIGHT = 2 * MAX_UPLOAD_BYTES
 #: An upload's fields other than the file (a purpose, a number of seconds).
 MAX_FIELD_BYTES = 64 * 1024
 #: A JSON request body (create batch) is small.
@@ -108,20 +123,57 @@ def _is_count(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 18
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to pass ``limit``."""
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+
+
+def _declared(request: Request, limit: int) -> int | None:
+    """The Content-Length, refused (400, 413) if it is no count or passes ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None and not _is_count(declared):
         raise ApiError(400, "Invalid Content-Length header.")
     if declared is not None and int(declared) > limit:
-        raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+        raise _too_large(limit)
+    return None if declared is None else int(declared)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass ``limit``."""
+    _declared(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"Request body too large: the limit is {limit} bytes.")
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _UploadBudget:
+    """The bytes the uploads in flight hold, bounded by ``limit`` together.
+
+    An upload takes its declared length when it starts, or its bytes as they
+    arrive; it is refused only while other uploads hold some, so one alone
+    always passes (its own limit is :data:`MAX_UPLOAD_BYTES`). One event
+    loop runs the app, so no lock is needed.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, mine: int, more: int) -> None:
+        """Take ``more`` bytes for an upload holding ``mine``; 429 if over."""
+        if self.held > mine and self.held + more > self.limit:
+            busy = ApiError(
+                429,
+                "Too many uploads in flight: together they may hold "
+                f"{self.limit} bytes. Try again when they are done.",
+                code="rate_limit_exceeded",
+            )
+            busy.body["error"]["type"] = "requests"  # as the API's rate limits say
+            raise busy
+        self.held += more
 
 
 def _media_type(request: Request) -> str:
@@ -165,7 +217,10 @@ def _query_limit(request: Request) -> int:
 
 
 def create_app(
-    emulator: Emulator | None = None, *, api_key: str | None = None
+    emulator: Emulator | None = None,
+    *,
+    api_key: str | None = None,
+    upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -173,6 +228,8 @@ def create_app(
     ASGI server runs the app's lifespan.
 
     With ``api_key``, every route demands ``Authorization: Bearer <api_key>``.
+    ``upload_bytes_in_flight`` bounds the bytes of all uploads in flight
+    together: one that would pass it while others are in flight gets 429.
 
     Example:
         >>> from batchfsm.emulator import Emulator, create_app
@@ -186,6 +243,7 @@ def create_app(
 
         emulator = Emulator(clock=SystemClock())
     emu = emulator
+    budget = _UploadBudget(upload_bytes_in_flight)
     in_memory = _in_memory(emu)
 
     async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -235,10 +293,34 @@ def create_app(
         return endpoint  # fmt: skip
 
     async def upload(request: Request) -> Response:
-        body = await _read_body(request, MAX_UPLOAD_BYTES)
-        replay = Request(request.scope, _replay(body))
+        # The body streams through the multipart parser, which spools the file
+        # to a temporary file: it is in memory once, when the store takes it.
+        declared = _declared(request, MAX_UPLOAD_BYTES)
+        held = size = 0
+
+        async def receive() -> Message:
+            nonlocal held, size
+            message = await request.receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > MAX_UPLOAD_BYTES:
+                    raise _too_large(MAX_UPLOAD_BYTES)
+                if size > held:
+                    budget.take(held, size - held)
+                    held = size
+            return message
+
         try:
-            form = await replay.form(
+            if declared:
+                budget.take(0, declared)
+                held = declared
+            return await _store_upload(Request(request.scope, receive))
+        finally:
+            budget.held -= held
+
+    async def _store_upload(request: Request) -> Response:
+        try:
+            form = await request.form(
                 max_files=1, max_fields=8, max_part_size=MAX_FIELD_BYTES
             )
         except (HTTPException, ValueError, AssertionError) as exc:
@@ -385,16 +467,3 @@ def create_app(
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.emulator = emu
     return app
-
-
-def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
