@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from batchfsm.emulator import Emulator, create_app
@@ -20,13 +20,17 @@ BOUNDARY = "xyzzy"
 
 def multipart(content: bytes, purpose: str = "batch") -> bytes:
     return (
-        f"--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="purpose"\r\n\r\n'
-        f"{purpose}\r\n"
-        f"--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
-        "Content-Type: application/jsonl\r\n\r\n"
-    ).encode() + content + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="purpose"\r\n\r\n'
+            f"{purpose}\r\n"
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 async def post(
@@ -76,14 +80,15 @@ class Held:
         self.release = asyncio.Event()
 
     async def __call__(self) -> dict[str, Any]:
-        if len(self.parts) == 2:
+        more = len(self.parts) == 2
+        if more:
             self.started.set()
-            return {"type": "http.request", "body": self.parts.pop(0), "more_body": True}
-        await self.release.wait()
-        return {"type": "http.request", "body": self.parts.pop(0), "more_body": False}
+        else:
+            await self.release.wait()
+        return {"type": "http.request", "body": self.parts.pop(0), "more_body": more}
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
 
 
