@@ -1,6 +1,7 @@
 """The engine's figures: cost per call with batches in flight, creating many
-batches at one instant, latency over HTTP while a big batch runs, peak memory
-while it runs, and a soak of concurrent clients.
+batches at one instant, a files list's cost with many files stored, latency
+over HTTP while a big batch runs, peak memory while it runs and while serve
+takes a 200 MiB upload, and a soak of concurrent clients.
 
 Each function returns ``(lines, figures)``: lines to print (a growth table or a
 figure) and a dict for the JSON file. Runnable alone against any checkout::
