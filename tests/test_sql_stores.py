@@ -29,7 +29,7 @@ from batchfsm.emulator import (
     Work,
     open_store,
 )
-from batchfsm.emulator._migrations import CHUNK_BYTES, LATEST, MIGRATIONS
+from batchfsm.emulator._migrations import CHUNK_BYTES, LATEST, MIGRATIONS, chunks
 from batchfsm.emulator._sql import _Tx
 from batchfsm.strategies import batches
 
@@ -337,57 +337,108 @@ def test_an_older_postgres_database_is_upgraded_keeping_its_rows(postgres_url):
         ]
 
 
-_OLD_FILES = [
-    FileObject(id=f"file-{i}", bytes=1, created_at=i, filename="a.jsonl",
-               purpose=purpose, expires_at=expiry)
-    for i, (purpose, expiry) in enumerate(
-        [("batch", 50), ("user_data", None), ("batch", None), ("batch", 10)]
-    )
+#: Files as an older database lists them: (purpose, expiry, content), one of
+#: several chunks ending mid-chunk.
+_LISTED = [
+    ("batch", 50, b"x"),
+    ("user_data", None, b""),
+    ("batch", None, bytes(range(256)) * (CHUNK_BYTES // 128) + b"end"),
+    ("batch", 10, b'{"custom_id": "r1"}\n'),
+]
+_LISTED_FILES = [
+    FileObject(id=f"file-{i}", bytes=len(content), created_at=i,
+               filename="a.jsonl", purpose=purpose, expires_at=expiry)
+    for i, (purpose, expiry, content) in enumerate(_LISTED)
 ]  # fmt: skip
 
 
+def _old_file_rows(version: int) -> list[tuple[str, tuple[object, ...]]]:
+    """Statements adding :data:`_LISTED_FILES` as ``version`` stored them.
+
+    A file numbered in between is added and deleted, so its number is taken.
+    """
+    gone = FileObject(id="file-gone", bytes=0, created_at=9, filename="a.jsonl",
+                      purpose="batch")  # fmt: skip
+    added = [*_LISTED_FILES[:2], gone, *_LISTED_FILES[2:]]
+    contents = {f.id: c for f, (_, _, c) in zip(_LISTED_FILES, _LISTED, strict=True)}
+    rows: list[tuple[str, tuple[object, ...]]] = []
+    for f in added:
+        content = contents.get(f.id, b"")
+        if version == 2:
+            rows.append((
+                "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)",
+                (f.id, json.dumps(f.to_dict()), content),
+            ))  # fmt: skip
+            continue
+        rows.append((
+            "INSERT INTO batchfsm_files (id, body) VALUES (?, ?)",
+            (f.id, json.dumps(f.to_dict())),
+        ))  # fmt: skip
+        rows += [
+            (
+                "INSERT INTO batchfsm_file_chunks (file_id, n, data) VALUES (?, ?, ?)",
+                (f.id, n, bytes(chunk)),
+            )
+            for n, chunk in chunks(content)
+        ]
+    rows.append(("DELETE FROM batchfsm_files WHERE id = ?", ("file-gone",)))
+    return rows
+
+
+@pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
-def test_files_of_a_version_2_database_are_listed_after_the_upgrade(
-    request, tmp_path, dialect
+def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
+    request, tmp_path, dialect, version
 ):
-    # Version 3 copies purpose and expiry out of each file's JSON into columns.
-    rows = [(f.id, json.dumps(f.to_dict()), b"x") for f in _OLD_FILES]
-    insert = "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)"
+    # Version 4 copies purpose and expiry out of each file's JSON into columns;
+    # from version 2, version 3 moves the content into chunks first.
     if dialect == "sqlite":
-        url = str(tmp_path / "v2.sqlite")
-        _sqlite_at_version(url, 2)
+        url = str(tmp_path / f"v{version}.sqlite")
+        _sqlite_at_version(url, version)
         conn = sqlite3.connect(url, isolation_level=None)
-        conn.executemany(insert, [*rows, ("file-gone", "{}", b"")])
-        conn.execute("DELETE FROM batchfsm_files WHERE id = 'file-gone'")
+        for sql, params in _old_file_rows(version):
+            conn.execute(sql, params)
         conn.close()
     else:
         import psycopg
 
         url = request.getfixturevalue("postgres_url")
         with psycopg.connect(url, autocommit=True) as pg:
-            for migration in MIGRATIONS[:2]:
+            for migration in MIGRATIONS[:version]:
                 for statement in migration.postgres:
                     pg.execute(statement)
+                if migration.step is not None:
+                    migration.step(_Tx(pg, postgres=True))
             pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
-            pg.execute("INSERT INTO batchfsm_schema VALUES (2)")
-            pg.cursor().executemany(insert.replace("?", "%s"), rows)
+            pg.execute("INSERT INTO batchfsm_schema VALUES (%s)", (version,))
+            for sql, params in _old_file_rows(version):
+                pg.execute(sql.replace("?", "%s"), params)
     with open_store(url) as store:
+        with store._db.transaction(write=False) as tx:
+            assert store._db.version(tx) == LATEST == 4
         page, more = store.files.page(None, 5, purpose="batch", now=20)
         assert ([f.id for f in page], more) == (["file-2", "file-0"], False)
         page, more = store.files.page("file-0", 1, order="asc", now=60)
         assert ([f.id for f in page], more) == (["file-1"], True)
-        assert store.files.get("file-3") == _OLD_FILES[3]
-        assert store.files.content("file-3") == b"x"
-        big = bytes(range(256)) * 12_000  # written into its blob in slices
-        store.files.add(attrs.evolve(_OLD_FILES[0], id="file-new"), big)
+        assert store.files.get("file-3") == _LISTED_FILES[3]
+        for f, (_, _, content) in zip(_LISTED_FILES, _LISTED, strict=True):
+            assert store.files.content(f.id) == content
+            got, offset = b"", 0
+            while piece := store.files.read(f.id, offset, 5_000):
+                got, offset = got + piece, offset + len(piece)
+            assert got == content
+        big = _LISTED[2][2]
+        at = CHUNK_BYTES - 3
+        assert store.files.read("file-2", at, 6) == big[at : at + 6]
+        store.files.add(attrs.evolve(_LISTED_FILES[0], id="file-new"), big)
         assert store.files.content("file-new") == big
-        assert store.files.read("file-new", 1_048_570, 10) == big[1_048_570:1_048_580]
+        assert store.files.read("file-new", at, 6) == big[at : at + 6]
         page, _ = store.files.page(None, 1)
         assert [f.id for f in page] == ["file-new"]
     if dialect == "sqlite":  # the number of the deleted file is not reused
         conn = sqlite3.connect(url)
         numbers = conn.execute("SELECT id, seq FROM batchfsm_files").fetchall()
-        assert dict(numbers)["file-new"] == len(_OLD_FILES) + 2
+        assert dict(numbers)["file-new"] == len(_LISTED_FILES) + 2
         conn.close()
 
 
