@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,7 +85,7 @@ def test_a_call_pays_only_for_work_that_is_due() -> None:
     assert store.reads == 0  # 300 in flight, none due: nothing looked at
     emu.clock.advance(10)  # type: ignore[attr-defined]
     emu.retrieve_batch(batches[0].id)
-    assert store.reads == 300  # each validation, once
+    assert store.reads == 2 * 300  # each validation once (a snapshot: two reads)
     store.reads = 0
     emu.retrieve_batch(batches[0].id)
     assert store.reads == 0
@@ -319,6 +320,52 @@ def test_a_batch_whose_work_fails_waits_alone_and_others_go_on(
     assert emu.list_batches()["object"] == "list"
     failures = [r for r in caplog.records if "its work failed" in r.getMessage()]
     assert len(failures) == 2  # once when due, once when it was due to expire
+
+
+class InterruptedStore(MemoryBatchStore):
+    """The memory store, letting another worker write between a work and a batch read.
+
+    As another process's worker would: its progress write lands after the
+    engine read the work and before it reads the batch.
+    """
+
+    interrupt: Any = None
+
+    def get(self, batch_id: str) -> bf.Batch | None:
+        interrupt, self.interrupt = self.interrupt, None
+        if interrupt is not None:
+            interrupt()
+        return super().get(batch_id)
+
+
+def test_a_write_between_the_two_reads_of_a_step_is_read_again() -> None:
+    store = InterruptedStore()
+    emu = Emulator(store=store, seed=5, request_seconds=1)
+    batch = run(emu, make_input_file(6))
+    emu.clock.advance(2)  # type: ignore[attr-defined]
+    batch = emu.retrieve_batch(batch.id)
+    assert batch.status is S.IN_PROGRESS
+
+    def other_worker() -> None:
+        # Two more requests done elsewhere: counts and work move on together.
+        work, read = store.work(batch.id), store.get(batch.id)
+        assert work is not None and read is not None and read.request_counts
+        done = attrs.evolve(work, done=work.done + 2, completed=work.completed + 2)
+        counts = attrs.evolve(read.request_counts, completed=done.completed)
+        after = bf.progress(read, request_counts=counts)
+        assert store.write(
+            after, done, status=read.status, epoch=work.epoch, output=["x", "y"]
+        )
+
+    store.interrupt = other_worker
+    emu.clock.advance(1)  # type: ignore[attr-defined]
+    # Without the second read, the step mixes the older work with the newer
+    # batch: its counts go back, bf.progress refuses, and the batch is set
+    # aside until it expires.
+    moved = emu.retrieve_batch(batch.id)
+    assert moved.status is S.IN_PROGRESS
+    assert moved.request_counts is not None and moved.request_counts.completed > 2
+    assert finish(emu, batch.id).status is S.COMPLETED
 
 
 class DyingStore(MemoryBatchStore):

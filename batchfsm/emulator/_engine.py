@@ -486,14 +486,24 @@ class Emulator:
     # -- the worker --------------------------------------------------------------------
 
     def _read(self, batch_id: str) -> tuple[Batch | None, Work | None]:
-        """The batch and its work, for a conditional write naming the work's epoch.
+        """The batch and its work as one snapshot, for a write naming the epoch.
 
         The work first: every write moves the epoch on, so a batch that
         changed after this read of the epoch makes that write stale (refused),
-        never a write moved from an older batch than the epoch says.
+        never a write moved from an older batch than the epoch says. The work
+        is read again after the batch: an epoch that moved in between means
+        the two reads straddle another writer's write (another process's
+        worker, say), and a move decided from them would mix its counts with
+        older ones, so they are read again.
         """
-        work = self.batches.work(batch_id)
-        return self.batches.get(batch_id), work
+        while True:
+            work = self.batches.work(batch_id)
+            batch = self.batches.get(batch_id)
+            if work is None or batch is None:
+                return batch, work
+            again = self.batches.work(batch_id)
+            if again is not None and again.epoch == work.epoch:
+                return batch, work
 
     def _get(self, batch_id: str) -> Batch:
         problem = batch_id_problem(batch_id)
