@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _conform_cli
 from ._diagram import FORMATS, render
+from ._extras import missing_extra
 from ._errors import BatchFSMError
 from ._invariants import check_trace
 
@@ -222,11 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
         from .emulator._clock import MAX_SPEED
         from .emulator._server import ServeError, bind, serve
     except ImportError as exc:
-        print(
-            f"batchfsm serve: {exc.name} is missing; "
-            "install the server extra: pip install 'batchfsm[server]'",
-            file=sys.stderr,
-        )
+        print(f"batchfsm serve: {missing_extra(exc, 'server')}", file=sys.stderr)
         return 2
     try:
         port, speed, seed, lease = _serve_settings(args, MAX_SPEED)

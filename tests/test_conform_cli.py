@@ -161,6 +161,15 @@ def test_conform_without_the_server_extra_is_one_line_and_exit_2():
     assert helped.returncode == 0 and "one of: create.echo" in helped.stdout
 
 
+def test_serve_without_the_server_extra_says_the_same_line_as_conform():
+    result = batchfsm("serve", command=batchfsm_without("starlette"))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "batchfsm serve: starlette is not installed; "
+        "install it with: pip install 'batchfsm[server]'\n"
+    )
+
+
 @pytest.mark.parametrize(
     "content", ["", "\n\n", "[]", '{"object": "list", "data": []}']
 )

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import batchfsm as bf
 from batchfsm.emulator import (
+    ApiError,
     Emulator,
     EmulatorTransport,
     SQLiteStore,
@@ -568,3 +569,91 @@ def test_a_line_the_json_engine_cannot_carry_is_refused_at_validation(
     batch = poll(client, emulator, submit(client, jsonl(1, bad={0: line})).id)
     assert batch.status == "failed"
     assert [(e.code, e.line) for e in batch.errors.data] == [("invalid_json_line", 1)]
+
+
+def _error_of(answer: httpx2.Response) -> dict[str, Any]:
+    assert answer.status_code == 400, answer.text
+    return dict(answer.json()["error"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    limit=st.one_of(
+        st.integers(-5, 10_005).map(str),
+        st.sampled_from(["", "abc", "²", "١٢", "1.5", "9" * 30, " 5"]),
+    )
+)
+def test_both_lists_and_both_routes_answer_a_limit_alike(limit):
+    # One parser: each list's own range, the same words for the same mistake.
+    emulator = Emulator()
+    with httpx2.Client(
+        transport=EmulatorTransport(create_app(emulator)), base_url="http://e"
+    ) as http:
+        batches = http.get("/v1/batches", params={"limit": limit})
+        files = http.get("/v1/files", params={"limit": limit})
+    counted = limit.isascii() and limit.isdigit() and len(limit) <= 18
+    assert (batches.status_code == 200) == (counted and 1 <= int(limit) <= 100)
+    assert (files.status_code == 200) == (counted and 1 <= int(limit) <= 10_000)
+    if not counted or int(limit) == 0 or int(limit) > 10_000:
+        batch_error, file_error = _error_of(batches), _error_of(files)
+        assert batch_error == {
+            **file_error,
+            "message": file_error["message"].replace("10000", "100"),
+        }
+    if batches.status_code == 400:
+        with pytest.raises(ApiError) as refused:  # in-process, the same answer
+            emulator.list_batches(limit=limit)
+        assert refused.value.body == batches.json()
+
+
+def test_both_lists_answer_an_unknown_after_alike(http):
+    batch_error = _error_of(http.get("/v1/batches", params={"after": "x"}))
+    file_error = _error_of(http.get("/v1/files", params={"after": "x"}))
+    assert batch_error == {
+        **file_error,
+        "message": file_error["message"].replace("file", "batch"),
+    }
+    assert batch_error["message"] == "Invalid 'after': no batch 'x' in this list."
+
+
+@pytest.mark.parametrize(
+    ("anchor", "seconds", "param"),
+    [
+        ("created_at", 60, "expires_after.seconds"),
+        ("created_at", 2_592_001, "expires_after.seconds"),
+        ("now", 3_600, "expires_after.anchor"),
+    ],
+)
+def test_a_files_expires_after_is_refused_as_a_batches_is(http, anchor, seconds, param):
+    upload = http.post(
+        "/v1/files",
+        files={"file": ("in.jsonl", make_input_file(1))},
+        data={
+            "purpose": "batch",
+            "expires_after[anchor]": anchor,
+            "expires_after[seconds]": str(seconds),
+        },
+    )
+    file_error = _error_of(upload)
+    assert file_error["param"] == param
+    assert http.get("/v1/files").json()["data"] == []
+    stored = http.post(
+        "/v1/files",
+        files={"file": ("in.jsonl", make_input_file(1))},
+        data={"purpose": "batch"},
+    ).json()
+    batch_error = _error_of(
+        http.post(
+            "/v1/batches",
+            json={
+                "input_file_id": stored["id"],
+                "endpoint": CHAT,
+                "completion_window": "24h",
+                "output_expires_after": {"anchor": anchor, "seconds": seconds},
+            },
+        )
+    )
+    assert batch_error == {
+        key: value.replace("expires_after", "output_expires_after")
+        for key, value in file_error.items()
+    }

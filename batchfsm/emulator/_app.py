@@ -46,9 +46,9 @@ from starlette.types import Message
 
 from .._convert import to_dict
 from .._json import encode
-from ._engine import ApiError, Emulator
+from ._engine import ApiError, Emulator, _refuse
 from ._files import MAX_FILE_BYTES
-from ._params import EXPIRES_AFTER_SECONDS
+from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
 from ._stores import MemoryBatchStore, MemoryFileStore
 
@@ -118,11 +118,6 @@ def _error(
     return JSONResponse(ApiError(status, message, param=param, code=code).body, status)
 
 
-def _is_count(text: str) -> bool:
-    # str.isdigit() alone admits "²" and other digits int() refuses.
-    return text.isascii() and text.isdigit() and len(text) <= 18
-
-
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"Request body too large: the limit is {limit} bytes.")
 
@@ -130,7 +125,7 @@ def _too_large(limit: int) -> ApiError:
 def _declared(request: Request, limit: int) -> int | None:
     """The Content-Length, refused (400, 413) if it is no count or passes ``limit``."""
     declared = request.headers.get("content-length")
-    if declared is not None and not _is_count(declared):
+    if declared is not None and not is_count(declared):
         raise ApiError(400, "Invalid Content-Length header.")
     if declared is not None and int(declared) > limit:
         raise _too_large(limit)
@@ -202,18 +197,6 @@ async def _json(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "The body of your request must be a JSON object.")
     return data
-
-
-def _query_limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "20")
-    if not _is_count(raw):
-        raise ApiError(
-            400,
-            f"Invalid type for 'limit': expected an integer, got {raw!r}.",
-            param="limit",
-            code="invalid_type",
-        )
-    return int(raw)  # fmt: skip
 
 
 def create_app(
@@ -345,23 +328,21 @@ def create_app(
                     code="missing_required_parameter",
                 )
             expires_after = None
-            low, high = EXPIRES_AFTER_SECONDS
             seconds = form.get("expires_after[seconds]")
-            if seconds is not None:
-                if (
-                    form.get("expires_after[anchor]") != "created_at"
-                    or not isinstance(seconds, str)
-                    or not _is_count(seconds)
-                    or not low <= int(seconds) <= high
-                ):
-                    raise ApiError(
-                        400,
-                        "'expires_after' must be "
-                        f"{{'anchor': 'created_at', 'seconds': {low}..{high}}}.",
-                        param="expires_after",
-                        code="invalid_value",
-                    )
-                expires_after = int(seconds)
+            if seconds is not None:  # the form's text, read as the JSON object
+                count = (
+                    int(seconds)
+                    if isinstance(seconds, str) and is_count(seconds)
+                    else None
+                )
+                given = {
+                    "anchor": form.get("expires_after[anchor]"),
+                    "seconds": seconds if count is None else count,
+                }
+                problem = expires_after_problem("expires_after", given)
+                if problem is not None:
+                    raise _refuse(problem)
+                expires_after = count
             content = await file.read()
             created = await call(
                 emu.create_file,
@@ -415,9 +396,8 @@ def create_app(
         return JSONResponse(to_dict(batch))  # fmt: skip
 
     def list_batches(request: Request) -> Response:
-        page = emu.list_batches(
-            after=request.query_params.get("after"), limit=_query_limit(request)
-        )
+        query = request.query_params
+        page = emu.list_batches(after=query.get("after"), limit=query.get("limit"))
         return JSONResponse(page)  # fmt: skip
 
     def get_batch(request: Request) -> Response:

@@ -43,7 +43,14 @@ from .._table import Event
 from ._clock import Clock, VirtualClock
 from ._files import expires_at, is_live, list_files_page, upload_problem
 from ._handlers import Handler, Reply, default_handler
-from ._params import Problem, batch_id_problem, create_problem
+from ._params import (
+    Problem,
+    after_problem,
+    batch_id_problem,
+    create_problem,
+    encodable,
+    list_limit,
+)
 from ._pieces import dumps
 from ._stores import (
     BatchStore,
@@ -59,6 +66,7 @@ from ._stores import (
 from ._validate import (
     DEFAULT_MODELS,
     MAX_BYTES,
+    file_too_large_error,
     is_blank,
     iter_lines,
     missing_file_error,
@@ -74,6 +82,9 @@ READ_BYTES = 1 << 16
 REQUESTS_PER_WRITE = 256
 #: ... and once their result lines reach this many bytes, they are written.
 RESULT_BYTES_PER_WRITE = 8 << 20
+#: ``GET /v1/batches``: ``limit`` is 1..100, and 20 by default.
+MAX_BATCH_LIST_LIMIT = 100
+BATCH_LIST_LIMIT = 20
 #: A due time that never comes: a batch whose work keeps failing waits here.
 NEVER = 2**62
 
@@ -116,23 +127,10 @@ class ApiError(BatchFSMError):
         return f"{self.status_code}: {self.body['error']['message']}"
 
 
-def _invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, param=param, code=code)
-
-
 def _refuse(problem: Problem) -> ApiError:
     return ApiError(
         problem.status, problem.message, param=problem.param, code=problem.code
     )
-
-
-def _encodable(value: str) -> bool:
-    # JSON may carry a lone surrogate ("\ud800"); no answer could ever hold it.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -315,7 +313,7 @@ class Emulator:
         problem = upload_problem(filename, purpose, len(content))
         if problem is not None:
             raise _refuse(problem)
-        if not _encodable(filename):
+        if not encodable(filename):
             filename = filename.encode("utf-8", "replace").decode("utf-8")
         now = self._now()
         file = FileObject(
@@ -431,19 +429,21 @@ class Emulator:
         return self._get(batch_id)
 
     def list_batches(
-        self, *, after: str | None = None, limit: int = 20
+        self, *, after: str | None = None, limit: int | str | None = None
     ) -> dict[str, Any]:
-        """A page of batches, newest first: the API's list object (as dicts)."""
-        if type(limit) is not int or not 1 <= limit <= 100:
-            raise _invalid(
-                "limit", f"Invalid value for 'limit': {limit!r}; expected 1..100."
-            )
+        """A page of batches, newest first: the API's list object (as dicts).
+
+        ``limit`` is 1..100 (default 20), an int or ``GET /v1/batches``'s text.
+        """
+        size = list_limit(limit, MAX_BATCH_LIST_LIMIT, BATCH_LIST_LIMIT)
+        if isinstance(size, Problem):
+            raise _refuse(size)
         self._sync()
         if after is not None and (
             not isinstance(after, str) or self.batches.get(after) is None
         ):
-            raise _invalid("after", f"Invalid value for 'after': no batch {after!r}.")
-        page, has_more = self.batches.page(after, limit)
+            raise _refuse(after_problem("batch", after))
+        page, has_more = self.batches.page(after, size)
         from .._convert import to_dict
 
         data = [to_dict(b) for b in page]
@@ -598,12 +598,7 @@ class Emulator:
             file = None  # expired before validation: as good as missing
         errors: list[BatchError] = []
         if file is not None and file.bytes > MAX_BYTES:
-            errors = [
-                BatchError(
-                    code="file_too_large",
-                    message=f"The input file is larger than {MAX_BYTES} bytes.",
-                )
-            ]
+            errors = [file_too_large_error()]
         elif file is not None:
             try:
                 outcome = scan_input(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._params import Problem, invalid_type, invalid_value
+from ._params import Problem, after_problem, invalid_value, list_limit
 from ._stores import FileObject, FileStore
 from ._validate import MAX_BYTES
 
@@ -100,22 +100,6 @@ def is_live(file: FileObject | None, now: int) -> bool:
     return file is not None and (file.expires_at is None or now < file.expires_at)
 
 
-def _limit(raw: str | None) -> int | Problem:
-    if raw is None:
-        return MAX_LIST_LIMIT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
-        return invalid_type("limit", "an integer", raw)
-    limit = int(raw)
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        return Problem(
-            f"Invalid 'limit': expected a value between 1 and {MAX_LIST_LIMIT}, "
-            f"but got {limit} instead.",
-            "limit",
-            "invalid_value",
-        )
-    return limit
-
-
 def list_files_page(
     files: FileStore,
     now: int,
@@ -142,7 +126,7 @@ def list_files_page(
         >>> [f["id"] for f in page["data"]], page["has_more"], page["last_id"]
         (['file-1', 'file-2'], True, 'file-2')
     """
-    size = _limit(limit)
+    size = list_limit(limit, MAX_LIST_LIMIT, MAX_LIST_LIMIT)
     if isinstance(size, Problem):
         return size
     if order not in (None, "asc", "desc"):
@@ -152,11 +136,7 @@ def list_files_page(
         if not is_live(start, now) or (
             purpose is not None and start is not None and start.purpose != purpose
         ):
-            return Problem(
-                f"Invalid 'after': no file {after!r} in this list.",
-                "after",
-                "invalid_value",
-            )
+            return after_problem("file", after)
     page, has_more = files.page(
         after,
         size,

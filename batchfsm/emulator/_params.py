@@ -26,10 +26,15 @@ __all__ = [
     "EXPIRES_AFTER_SECONDS",
     "MAX_ID_LENGTH",
     "Problem",
+    "after_problem",
     "batch_id_problem",
     "create_problem",
+    "encodable",
+    "expires_after_problem",
     "invalid_type",
     "invalid_value",
+    "is_count",
+    "list_limit",
     "type_name",
 ]
 
@@ -114,7 +119,13 @@ def invalid_value(param: str, value: str, supported: Iterable[str]) -> Problem:
     )
 
 
-def _encodable(value: str) -> bool:
+def encodable(value: str) -> bool:
+    """Whether ``value`` can be written in an answer (no lone surrogate).
+
+    Example:
+        >>> encodable("café"), encodable(chr(0xD800))
+        (True, False)
+    """
     # JSON may carry a lone surrogate ("\ud800"); no answer could ever hold it.
     try:
         value.encode("utf-8")
@@ -146,14 +157,14 @@ def _metadata_problem(metadata: Any) -> Problem | None:
         )
     for key, value in metadata.items():
         param = f"metadata.{key}"
-        if not _encodable(key):
+        if not encodable(key):
             return Problem("Invalid 'metadata': a key is not valid UTF-8 text.",
                            "metadata", "invalid_value")  # fmt: skip
         if len(key) > METADATA_MAX_KEY_LENGTH:
             return _too_long("metadata", "key", METADATA_MAX_KEY_LENGTH, len(key))
         if not isinstance(value, str):
             return invalid_type(param, "a string", value)
-        if not _encodable(value):
+        if not encodable(value):
             return Problem(f"Invalid '{param}': the value is not valid UTF-8 text.",
                            param, "invalid_value")  # fmt: skip
         if len(value) > METADATA_MAX_VALUE_LENGTH:
@@ -161,7 +172,18 @@ def _metadata_problem(metadata: Any) -> Problem | None:
     return None
 
 
-def _expires_after_problem(param: str, value: Any) -> Problem | None:
+def expires_after_problem(param: str, value: Any) -> Problem | None:
+    """What is wrong with an ``expires_after`` object named ``param``, or ``None``.
+
+    Files' ``expires_after`` and batches' ``output_expires_after`` both take
+    ``{"anchor": "created_at", "seconds": N}``, ``N`` in
+    :data:`EXPIRES_AFTER_SECONDS`.
+
+    Example:
+        >>> expires_after_problem("expires_after", {"anchor": "created_at",
+        ...                                         "seconds": 60}).message
+        "Invalid 'expires_after.seconds': expected a value between 3600 and 2592000, but got 60 instead."
+    """  # noqa: E501
     low, high = EXPIRES_AFTER_SECONDS
     if value is None:
         return None
@@ -182,6 +204,60 @@ def _expires_after_problem(param: str, value: Any) -> Problem | None:
             "invalid_value",
         )
     return None
+
+
+def is_count(text: str) -> bool:
+    """Whether ``text`` is a count written in ASCII digits (at most 18 of them).
+
+    Example:
+        >>> is_count("20"), is_count("²"), is_count("-1"), is_count("9" * 19)
+        (True, False, False, False)
+    """
+    # str.isdigit() alone admits "²" and other digits int() refuses.
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
+def list_limit(raw: Any, most: int, default: int) -> int | Problem:
+    """A list's ``limit``: 1..``most``, ``default`` if ``None``; text or an int.
+
+    Both lists (batches 1..100, files 1..10,000) answer a bad ``limit`` alike.
+
+    Example:
+        >>> list_limit(None, 100, 20), list_limit("7", 100, 20)
+        (20, 7)
+        >>> list_limit("101", 100, 20).message
+        "Invalid 'limit': expected a value between 1 and 100, but got 101 instead."
+        >>> list_limit("x", 100, 20).message
+        "Invalid type for 'limit': expected an integer, but got a string instead."
+    """
+    if raw is None:
+        return default
+    if isinstance(raw, str) and is_count(raw):
+        limit = int(raw)
+    elif type(raw) is int:
+        limit = raw
+    else:
+        return invalid_type("limit", "an integer", raw)
+    if not 1 <= limit <= most:
+        return Problem(
+            f"Invalid 'limit': expected a value between 1 and {most}, "
+            f"but got {limit} instead.",
+            "limit",
+            "invalid_value",
+        )
+    return limit
+
+
+def after_problem(what: str, after: Any) -> Problem:
+    """A list's ``after`` that names no ``what`` in the list.
+
+    Example:
+        >>> after_problem("batch", "batch_x").message
+        "Invalid 'after': no batch 'batch_x' in this list."
+    """
+    return Problem(
+        f"Invalid 'after': no {what} {after!r} in this list.", "after", "invalid_value"
+    )
 
 
 def create_problem(
@@ -213,7 +289,7 @@ def create_problem(
             "input_file_id",
             "string_above_max_length",
         )
-    if not input_file_id or not _encodable(input_file_id):
+    if not input_file_id or not encodable(input_file_id):
         return Problem(
             f"Invalid 'input_file_id': {input_file_id!r}. Expected a file ID.",
             "input_file_id",
@@ -227,7 +303,7 @@ def create_problem(
         return invalid_type("completion_window", "a string", completion_window)
     if completion_window not in COMPLETION_WINDOWS:
         return invalid_value("completion_window", completion_window, COMPLETION_WINDOWS)
-    return _metadata_problem(metadata) or _expires_after_problem(
+    return _metadata_problem(metadata) or expires_after_problem(
         "output_expires_after", output_expires_after
     )
 

@@ -29,6 +29,7 @@ __all__ = [
     "Outcome",
     "Request",
     "body_errors",
+    "file_too_large_error",
     "is_blank",
     "iter_lines",
     "line_errors",
@@ -411,12 +412,18 @@ def validate_input(
         (['a'], [('invalid_json_line', 2)])
     """
     if len(content) > MAX_BYTES:
-        return [], [_file_too_large()]
+        return [], [file_too_large_error()]
     outcome = scan_input(iter_lines([content]), endpoint, models, keep_requests=True)
     return outcome.requests, outcome.errors
 
 
-def _file_too_large() -> BatchError:
+def file_too_large_error() -> BatchError:
+    """Why a batch fails whose input file is over :data:`MAX_BYTES`.
+
+    Example:
+        >>> file_too_large_error().code
+        'file_too_large'
+    """
     return _error("file_too_large", f"The input file is larger than {MAX_BYTES} bytes.")
 
 
