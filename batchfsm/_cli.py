@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _conform_cli
 from ._diagram import FORMATS, render
-from ._extras import missing_extra
 from ._errors import BatchFSMError
+from ._extras import missing_extra
 from ._invariants import check_trace
 
 if TYPE_CHECKING:

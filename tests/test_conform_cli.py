@@ -150,24 +150,22 @@ def test_help_lists_each_check_with_its_level_and_what_it_demands():
     assert "(observed: OGX tests; stdapi.ai #240)" in text
 
 
-def test_conform_without_the_server_extra_is_one_line_and_exit_2():
-    result = batchfsm("conform", command=batchfsm_without("httpx2"))
+@pytest.mark.parametrize(
+    ("command", "module"), [("conform", "httpx2"), ("serve", "starlette")]
+)
+def test_a_command_without_the_server_extra_says_one_line_and_exits_2(command, module):
+    # serve and conform say the one standard line (batchfsm._extras).
+    result = batchfsm(command, command=batchfsm_without(module))
     assert result.returncode == 2
     assert result.stderr == (
-        "batchfsm conform: httpx2 is not installed; "
+        f"batchfsm {command}: {module} is not installed; "
         "install it with: pip install 'batchfsm[server]'\n"
     )
+
+
+def test_conform_help_needs_no_server_extra():
     helped = batchfsm("conform", "--help", command=batchfsm_without("httpx2"))
     assert helped.returncode == 0 and "one of: create.echo" in helped.stdout
-
-
-def test_serve_without_the_server_extra_says_the_same_line_as_conform():
-    result = batchfsm("serve", command=batchfsm_without("starlette"))
-    assert result.returncode == 2
-    assert result.stderr == (
-        "batchfsm serve: starlette is not installed; "
-        "install it with: pip install 'batchfsm[server]'\n"
-    )
 
 
 @pytest.mark.parametrize(
