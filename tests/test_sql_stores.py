@@ -647,6 +647,6 @@ def test_sqlite_keeps_a_connection_per_live_thread_only(tmp_path):
             thread.start()
             thread.join()
         # This thread's and the last one's: each ended thread's was closed.
-        assert len(store._db._all) == 2  # type: ignore[attr-defined]
+        assert len(store._db._conns) == 2  # type: ignore[attr-defined]
     finally:
         store.close()

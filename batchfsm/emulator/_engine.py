@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from .. import _json
+from .._convert import to_dict
 from .._errors import BatchFSMError, InvalidTransition
 from .._lifecycle import advance, new_batch, progress
 from .._model import (
@@ -50,6 +51,7 @@ from ._params import (
     create_problem,
     encodable,
     list_limit,
+    list_page,
 )
 from ._pieces import dumps
 from ._stores import (
@@ -444,16 +446,7 @@ class Emulator:
         ):
             raise _refuse(after_problem("batch", after))
         page, has_more = self.batches.page(after, size)
-        from .._convert import to_dict
-
-        data = [to_dict(b) for b in page]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
+        return list_page([to_dict(b) for b in page], has_more)
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Cancel: ``cancelling`` (or unchanged if already); 409 if terminal."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._params import Problem, after_problem, invalid_value, list_limit
+from ._params import Problem, after_problem, invalid_value, list_limit, list_page
 from ._stores import FileObject, FileStore
 from ._validate import MAX_BYTES
 
@@ -144,11 +144,4 @@ def list_files_page(
         purpose=purpose,
         now=now,
     )
-    data = [f.to_dict() for f in page]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
+    return list_page([f.to_dict() for f in page], has_more)

@@ -35,6 +35,7 @@ __all__ = [
     "invalid_value",
     "is_count",
     "list_limit",
+    "list_page",
     "type_name",
 ]
 
@@ -258,6 +259,22 @@ def after_problem(what: str, after: Any) -> Problem:
     return Problem(
         f"Invalid 'after': no {what} {after!r} in this list.", "after", "invalid_value"
     )
+
+
+def list_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """The API's answer to a list call, batches and files alike.
+
+    Example:
+        >>> list_page([{"id": "a"}, {"id": "b"}], True)["last_id"]
+        'b'
+    """
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
 
 
 def create_problem(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from .._extras import missing_extra
-from ._sql import SQLStore, StoreError, _Tx
+from ._sql import SQLStore, StoreError, ThreadConnections, _Tx
 
 __all__ = ["PostgresStore"]
 
@@ -42,13 +41,11 @@ class _Postgres:
         self._psycopg = psycopg
         self.url = url
         self.where = _redact(url)
-        self._local = threading.local()
-        self._all: dict[threading.Thread, Any] = {}  # each thread's connection
-        self._guard = threading.Lock()
+        self._conns = ThreadConnections()
         self._connect()  # fail now, with the reason, rather than on first use
 
     def _connect(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+        conn = self._conns.current()
         if conn is not None and not conn.closed:
             return conn
         try:
@@ -56,15 +53,7 @@ class _Postgres:
         except self._psycopg.Error as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise StoreError(f"cannot connect to {self.where}: {message}") from None
-        self._local.conn = conn
-        with self._guard:
-            # Threads come and go (a pool's idle threads end): a connection
-            # whose thread ended is closed, so they stay one per live thread.
-            for thread, other in list(self._all.items()):
-                if not thread.is_alive():
-                    other.close()
-                    del self._all[thread]
-            self._all[threading.current_thread()] = conn
+        self._conns.add(conn)
         return conn
 
     @contextlib.contextmanager
@@ -100,10 +89,7 @@ class _Postgres:
         return []  # a shared database: other applications' tables are expected
 
     def close(self) -> None:
-        with self._guard:
-            for conn in self._all.values():
-                conn.close()
-            self._all.clear()
+        self._conns.close()
 
 
 class PostgresStore(SQLStore):

@@ -85,6 +85,43 @@ class SchemaVersionError(StoreError):
         )
 
 
+class ThreadConnections:
+    """One database connection per live thread (SQLite files and PostgreSQL alike).
+
+    Threads come and go (a pool's idle threads end): adding a connection closes
+    those of threads that ended, so they stay one per live thread.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: dict[threading.Thread, Any] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def current(self) -> Any:
+        """This thread's connection, or None."""
+        return getattr(self._local, "conn", None)
+
+    def add(self, conn: Any) -> None:
+        """Make ``conn`` this thread's connection."""
+        self._local.conn = conn
+        with self._lock:
+            for thread, other in list(self._all.items()):
+                if not thread.is_alive():
+                    other.close()
+                    del self._all[thread]
+            self._all[threading.current_thread()] = conn
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            for conn in self._all.values():
+                conn.close()
+            self._all.clear()
+
+
 class _Cursor(Protocol):
     rowcount: int
 
@@ -502,14 +539,6 @@ class SQLStore:
                     taken,
                 )
             return ids
-
-    def next_due(self) -> int | None:
-        """The earliest due time of any unfinished batch (None: nothing to do)."""
-        with self._db.transaction(write=False) as tx:
-            due: int | None = tx.one(
-                "SELECT min(due_at) FROM batchfsm_batches WHERE due_at IS NOT NULL"
-            )[0]
-            return due
 
     # -- settings ------------------------------------------------------------------
 

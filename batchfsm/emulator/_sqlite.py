@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._sql import SQLStore, StoreError, _Tx
+from ._sql import SQLStore, StoreError, ThreadConnections, _Tx
 
 __all__ = ["SQLiteStore"]
 
@@ -41,16 +41,14 @@ class _SQLite:
         # take turns at a lock rather than at SQLite's busy wait. ":memory:" is
         # one connection's own database: every thread shares it, in turn.
         self._shared = path == ":memory:"
-        self._local = threading.local()
-        self._all: dict[threading.Thread, sqlite3.Connection] = {}
-        self._guard = threading.Lock()
+        self._conns = ThreadConnections()
         self._writing = threading.RLock()
         self._first = self._connect()  # fail now, with the reason
 
     def _connect(self) -> sqlite3.Connection:
         if self._shared and hasattr(self, "_first"):
             return self._first
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = self._conns.current()
         if conn is not None:
             return conn
         try:
@@ -61,14 +59,7 @@ class _SQLite:
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(_describe(self.where, exc)) from None
-        self._local.conn = conn
-        with self._guard:
-            # A connection whose thread ended (a pool's idle thread) is closed.
-            for thread, other in list(self._all.items()):
-                if not thread.is_alive():
-                    other.close()
-                    del self._all[thread]
-            self._all[threading.current_thread()] = conn
+        self._conns.add(conn)
         return conn
 
     def prepare(self) -> None:
@@ -126,10 +117,8 @@ class _SQLite:
         ]
 
     def close(self) -> None:
-        with self._writing, self._guard:
-            for conn in self._all.values():
-                conn.close()
-            self._all.clear()
+        with self._writing:
+            self._conns.close()
 
 
 def _describe(path: str, exc: sqlite3.Error) -> str:
