@@ -24,11 +24,11 @@ from batchfsm.emulator import (
     VirtualClock,
     make_input_file,
 )
-from batchfsm.emulator._engine import RESULT_BYTES_PER_WRITE
 from batchfsm.emulator._handlers import _embeddings
 from batchfsm.emulator._pieces import SPLIT, dumps, pieces
 from batchfsm.emulator._stores import ResultKind
 from batchfsm.emulator._validate import MAX_ERRORS
+from batchfsm.emulator._worker import RESULT_BYTES_PER_WRITE
 
 CHAT = "/v1/chat/completions"
 S = bf.BatchStatus

@@ -384,7 +384,7 @@ def test_an_app_of_its_own_runs_its_batches_in_the_background() -> None:
     app = create_app()
     emulator = app.state.emulator
     with TestClient(app):  # runs the lifespan
-        assert emulator._worker is not None
-    assert emulator._worker is None
+        assert emulator._runner.started
+    assert not emulator._runner.started
     with TestClient(create_app(Emulator())) as client:  # one passed in: as it is
-        assert client.app.state.emulator._worker is None  # type: ignore[attr-defined]
+        assert not client.app.state.emulator._runner.started  # type: ignore[attr-defined]

@@ -31,8 +31,9 @@ Example:
 
 from typing import TYPE_CHECKING
 
+from ._api_error import ApiError
 from ._clock import Clock, SystemClock, VirtualClock
-from ._engine import ApiError, Emulator
+from ._engine import Emulator
 from ._handlers import Handler, Reply, default_handler
 from ._open import open_store
 from ._postgres import PostgresStore

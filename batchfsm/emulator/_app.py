@@ -46,7 +46,8 @@ from starlette.types import Message
 
 from .._convert import to_dict
 from .._json import encode
-from ._engine import ApiError, Emulator, _refuse
+from ._api_error import ApiError, refuse
+from ._engine import Emulator
 from ._files import MAX_FILE_BYTES
 from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
@@ -341,7 +342,7 @@ def create_app(
                 }
                 problem = expires_after_problem("expires_after", given)
                 if problem is not None:
-                    raise _refuse(problem)
+                    raise refuse(problem)
                 expires_after = count
             content = await file.read()
             created = await call(

@@ -26,8 +26,9 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._json import encode
+from ._api_error import ApiError
 from ._app import create_app
-from ._engine import ApiError, Emulator
+from ._engine import Emulator
 
 __all__ = [
     "KEEP_ALIVE_SECONDS",

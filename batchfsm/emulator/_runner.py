@@ -1,0 +1,94 @@
+"""Who runs due work, and when: the caller, here and now, or a background thread.
+
+In-process, every call of the emulator first runs the work due by the clock's
+time (:meth:`Runner.sync`), so with a virtual clock the same calls give the
+same batches. After :meth:`Runner.start`, a background thread runs it instead,
+woken early by :meth:`Runner.wake`, and calls never wait for it. One runner
+of due work at a time; a handler calling the emulator from inside a run does
+not start another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+__all__ = ["Runner"]
+
+log = logging.getLogger("batchfsm.emulator")
+
+
+class Runner:
+    """Runs ``work`` (all that is due now): in the caller, or in a thread.
+
+    Example:
+        >>> ran = []
+        >>> runner = Runner(lambda: ran.append(1))
+        >>> runner.sync()  # no thread: the caller runs it
+        >>> ran
+        [1]
+    """
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work = work
+        self._running = threading.Lock()  # one runner of due work at a time
+        self._inside = threading.local()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether a background thread runs the work."""
+        return self._thread is not None
+
+    def run(self) -> None:
+        """Run the work here and now (unless this thread is running it already)."""
+        if getattr(self._inside, "run", False):
+            return  # a handler calling the emulator: its own run is under way
+        with self._running:
+            self._inside.run = True
+            try:
+                self._work()
+            finally:
+                self._inside.run = False
+
+    def start(self, poll_seconds: float) -> None:
+        """Run the work in a background thread from now on, every ``poll_seconds``."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.run()
+                except Exception:  # pragma: no cover - the work isolates each batch
+                    log.exception("the emulator's worker failed; carrying on")
+                self._wake.wait(poll_seconds)
+                self._wake.clear()
+
+        self._thread = threading.Thread(
+            target=loop, name="batchfsm-emulator-worker", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread (if started) and wait for it."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join()
+
+    def sync(self) -> None:
+        """Before a call: run the work due, unless a background thread does."""
+        if self._thread is None:
+            self.run()
+        else:
+            self._wake.set()
+
+    def wake(self) -> None:
+        """New work may be due: the background thread (if any) runs it now."""
+        self._wake.set()

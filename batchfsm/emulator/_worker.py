@@ -1,0 +1,348 @@
+"""The worker: each step of a batch's due work, one conditional write each.
+
+Each unfinished batch has its next due time in the batch store's index, and
+running due work (validation, one request per ``request_seconds``,
+finalizing, the cancel grace, expiry) costs only what is due, never the
+number of batches in flight.
+
+Batches move only through :func:`batchfsm.advance`, each move (and each write
+of progress) one conditional write on status and epoch, and each write moves
+the epoch on, so a cancel racing the worker has exactly one winner: the loser
+reads again (a cancel) or leaves it to the next run (the worker). One request's
+failure (handler, serialization, recursion, memory) is that request's error
+line (see :mod:`._results`); one batch's failure is logged and never reaches
+another batch or call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import attrs
+
+from .. import _json
+from .._lifecycle import advance, progress
+from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
+from .._table import Event
+from ._files import is_live
+from ._handlers import Handler
+from ._results import (
+    UNFINISHED,
+    answer,
+    counts,
+    result_file,
+    result_line,
+    total,
+    usage,
+)
+from ._stores import BatchStore, FileStore, IdSource, NewFile, Work
+from ._validate import (
+    MAX_BYTES,
+    file_too_large_error,
+    is_blank,
+    iter_lines,
+    missing_file_error,
+    scan_input,
+)
+
+__all__ = [
+    "REQUESTS_PER_WRITE",
+    "RESULT_BYTES_PER_WRITE",
+    "Service",
+    "due",
+    "run_due",
+    "snapshot",
+]
+
+S = BatchStatus
+#: Bytes read from a stored file at a time.
+READ_BYTES = 1 << 16
+#: At most this many requests run in one write of a batch's progress.
+REQUESTS_PER_WRITE = 256
+#: ... and once their result lines reach this many bytes, they are written.
+RESULT_BYTES_PER_WRITE = 8 << 20
+#: A due time that never comes: a batch whose work keeps failing waits here.
+NEVER = 2**62
+
+log = logging.getLogger("batchfsm.emulator")
+
+
+class Service(Protocol):
+    """What the worker reads of the emulator: read at each step, never kept.
+
+    So a handler replaced between two runs answers the next request.
+    """
+
+    batches: BatchStore
+    files: FileStore
+    ids: IdSource
+    handler: Handler
+    models: dict[str, frozenset[str]]
+    any_model: bool
+    validation_seconds: int
+    request_seconds: int
+    finalizing_seconds: int
+    cancel_grace_seconds: int
+
+
+class _InputGoneError(Exception):
+    """The input file was deleted while its batch still needed it."""
+
+
+def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | None]:
+    """The batch and its work as one snapshot, for a write naming the epoch.
+
+    The work first: every write moves the epoch on, so a batch that
+    changed after this read of the epoch makes that write stale (refused),
+    never a write moved from an older batch than the epoch says. The work
+    is read again after the batch: an epoch that moved in between means
+    the two reads straddle another writer's write (another process's
+    worker, say), and a move decided from them would mix its counts with
+    older ones, so they are read again.
+    """
+    while True:
+        work = batches.work(batch_id)
+        batch = batches.get(batch_id)
+        if work is None or batch is None:
+            return batch, work
+        again = batches.work(batch_id)
+        if again is not None and again.epoch == work.epoch:
+            return batch, work
+
+
+def due(emu: Service, batch: Batch, done: int) -> int:
+    """When the next piece of work of ``batch`` is due, ``done`` requests run."""
+    assert batch.expires_at is not None
+    if batch.status is S.CANCELLING:
+        assert batch.cancelling_at is not None
+        return batch.cancelling_at + emu.cancel_grace_seconds
+    if batch.status is S.VALIDATING:
+        at = batch.created_at + emu.validation_seconds
+    elif batch.status is S.IN_PROGRESS:
+        assert batch.in_progress_at is not None
+        at = batch.in_progress_at + (done + 1) * emu.request_seconds
+    else:
+        assert batch.finalizing_at is not None
+        at = batch.finalizing_at + emu.finalizing_seconds
+    return min(at, batch.expires_at)
+
+
+def run_due(emu: Service, now: int) -> None:
+    """Run every piece of work due by ``now``, batch by batch."""
+    while ids := emu.batches.due(now, 64):
+        for batch_id in ids:
+            _step_safely(emu, batch_id, now)
+
+
+def _step_safely(emu: Service, batch_id: str, now: int) -> None:
+    try:
+        _step(emu, batch_id, now)
+    except Exception:  # one batch's failure stays its own
+        log.exception("batch %s: its work failed; it waits for expiry", batch_id)
+        try:
+            _set_aside(emu.batches, batch_id)
+        except Exception:  # pragma: no cover - the store itself fails
+            log.exception("batch %s: could not be set aside", batch_id)
+
+
+def _set_aside(batches: BatchStore, batch_id: str) -> None:
+    # A batch whose work failed waits for its expiry, then for nothing: its
+    # due time moves on, so the worker never loops on it.
+    batch, work = snapshot(batches, batch_id)
+    if batch is None or work is None:
+        return
+    assert batch.expires_at is not None
+    at = batch.expires_at if work.due_at < batch.expires_at else NEVER
+    batches.write(
+        batch, attrs.evolve(work, due_at=at), status=batch.status, epoch=work.epoch
+    )
+
+
+def _step(emu: Service, batch_id: str, now: int) -> None:
+    """Do the work of a batch due by ``now`` (one move, or a run of requests)."""
+    batch, work = snapshot(emu.batches, batch_id)
+    if batch is None or work is None or work.due_at > now:
+        return  # it moved since the index was read
+    at, status = work.due_at, batch.status
+    assert batch.expires_at is not None
+    if status is S.CANCELLING:
+        _end(emu, batch, work, Event.MARK_CANCELLED, at, "batch_cancelled")
+    elif at >= batch.expires_at:
+        _end(emu, batch, work, Event.EXPIRE, at, "batch_expired")
+    elif status is S.VALIDATING:
+        _validate(emu, batch, work, at)
+    elif status is S.IN_PROGRESS and work.done < total(batch):
+        _run_requests(emu, batch, work, now)
+    elif status is S.IN_PROGRESS:
+        after = advance(batch, Event.FINALIZE, at=at)
+        moved = attrs.evolve(work, due_at=due(emu, after, work.done))
+        emu.batches.write(after, moved, status=status, epoch=work.epoch)
+    else:
+        _end(emu, batch, work, Event.COMPLETE, at, None)
+
+
+def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, bytes]]:
+    def chunks() -> Iterator[bytes]:
+        at = offset
+        while True:
+            data = files.read(file_id, at, READ_BYTES)
+            if data is None:
+                raise _InputGoneError(file_id)
+            if not data:
+                return
+            at += len(data)
+            yield data
+
+    return iter_lines(chunks(), offset)
+
+
+def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
+    file = emu.files.get(batch.input_file_id)
+    if file is not None and not is_live(file, at):
+        file = None  # expired before validation: as good as missing
+    errors: list[BatchError] = []
+    if file is not None and file.bytes > MAX_BYTES:
+        errors = [file_too_large_error()]
+    elif file is not None:
+        try:
+            outcome = scan_input(
+                _lines(emu.files, file.id, 0),
+                batch.endpoint,
+                None if emu.any_model else emu.models,
+            )
+        except _InputGoneError:
+            file = None
+        else:
+            errors = outcome.errors
+    if file is None:
+        errors = [missing_file_error(batch.input_file_id)]
+    if errors:
+        failed = advance(
+            batch, Event.FAIL, at=at, errors=BatchErrors(data=tuple(errors))
+        )
+        emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
+        return
+    started = advance(
+        batch,
+        Event.START,
+        at=at,
+        model=outcome.model,
+        request_counts=BatchRequestCounts(total=outcome.total, completed=0, failed=0),
+    )
+    moved = attrs.evolve(work, due_at=due(emu, started, 0))
+    emu.batches.write(started, moved, status=batch.status, epoch=work.epoch)
+
+
+def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
+    assert batch.in_progress_at is not None
+    assert batch.expires_at is not None
+    requests = total(batch)
+    output: list[str] = []
+    errors: list[str] = []
+    done, offset, size = work.done, work.offset, 0
+    completed, failed = work.completed, work.failed
+    input_tokens, output_tokens = work.input_tokens, work.output_tokens
+    try:
+        for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
+            if is_blank(raw):
+                continue
+            at = batch.in_progress_at + (done + 1) * emu.request_seconds
+            line, reply = answer(emu.handler, emu.ids, batch.endpoint, raw, at)
+            done += 1
+            size += len(line)
+            input_tokens += reply.input_tokens
+            output_tokens += reply.output_tokens
+            if 200 <= reply.status_code < 300:
+                completed += 1
+                output.append(line)
+            else:
+                failed += 1
+                errors.append(line)
+            following = at + emu.request_seconds
+            if (
+                done >= requests
+                or len(output) + len(errors) >= REQUESTS_PER_WRITE
+                or size >= RESULT_BYTES_PER_WRITE
+                or following > now
+                or following >= batch.expires_at
+            ):
+                break
+    except _InputGoneError:
+        # The input was deleted mid-run: what it held can no longer run.
+        failed += requests - done
+        done = requests
+    moved = attrs.evolve(
+        work,
+        done=done,
+        offset=offset,
+        completed=completed,
+        failed=failed,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+    # Work in progress is not a move: counts and usage grow, nothing else.
+    after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
+    moved = attrs.evolve(moved, due_at=due(emu, after, done))
+    emu.batches.write(
+        after,
+        moved,
+        status=batch.status,
+        epoch=work.epoch,
+        output=output,
+        errors=errors,
+    )
+
+
+def _end(
+    emu: Service,
+    batch: Batch,
+    work: Work,
+    event: Event,
+    at: int,
+    unfinished: str | None,
+) -> None:
+    if batch.status is S.VALIDATING:
+        after = advance(batch, event, at=at)
+        emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
+        return
+    late: list[bytes] = []
+    done, failed = work.done, work.failed
+    if unfinished is not None and done < total(batch):
+        error = (unfinished, UNFINISHED[unfinished])
+        try:
+            for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
+                if is_blank(raw):
+                    continue
+                try:
+                    custom_id = _json.decode(raw)["custom_id"]
+                except Exception:  # noqa: BLE001 - nested too deep to read back
+                    custom_id = None
+                line = result_line(emu.ids, custom_id, None, error)
+                late.append(line.encode() + b"\n")
+                done, failed = done + 1, failed + 1
+        except _InputGoneError:
+            pass
+        failed += total(batch) - done
+        done = total(batch)
+    ended = attrs.evolve(work, done=done, failed=failed)
+    changes: dict[str, Any] = {
+        "request_counts": counts(batch, ended),
+        "usage": usage(ended),
+    }
+    files: list[NewFile] = []
+    output = emu.batches.results(batch.id, "output")
+    if output:
+        files.append(result_file(emu.ids, batch, work, output, "output", at))
+        changes["output_file_id"] = files[-1][0].id
+    errors = emu.batches.results(batch.id, "errors")
+    if late:
+        errors = b"".join([errors, *late])
+    if errors:
+        files.append(result_file(emu.ids, batch, work, errors, "errors", at))
+        changes["error_file_id"] = files[-1][0].id
+    after = advance(batch, event, at=at, **changes)
+    # The files go in the same conditional write: a lost race or a crash
+    # never leaves a result file that no batch names.
+    emu.batches.write(after, None, status=batch.status, epoch=work.epoch, files=files)
