@@ -29,8 +29,8 @@ from batchfsm.emulator import (
     Work,
     open_store,
 )
+from batchfsm.emulator._database import Tx
 from batchfsm.emulator._migrations import CHUNK_BYTES, LATEST, MIGRATIONS, chunks
-from batchfsm.emulator._sql import _Tx
 from batchfsm.strategies import batches
 
 S = bf.BatchStatus
@@ -222,7 +222,7 @@ def _sqlite_at_version(path, version: int) -> None:
         for statement in migration.sqlite:
             conn.execute(statement)
         if migration.step is not None:
-            migration.step(_Tx(conn, postgres=False))
+            migration.step(Tx(conn, postgres=False))
     conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
 
@@ -408,7 +408,7 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
                 for statement in migration.postgres:
                     pg.execute(statement)
                 if migration.step is not None:
-                    migration.step(_Tx(pg, postgres=True))
+                    migration.step(Tx(pg, postgres=True))
             pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
             pg.execute("INSERT INTO batchfsm_schema VALUES (%s)", (version,))
             for sql, params in _old_file_rows(version):

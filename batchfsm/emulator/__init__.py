@@ -32,13 +32,14 @@ Example:
 from typing import TYPE_CHECKING
 
 from ._api_error import ApiError
-from ._clock import Clock, SystemClock, VirtualClock
+from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
 from ._engine import Emulator
 from ._handlers import Handler, Reply, default_handler
 from ._open import open_store
 from ._postgres import PostgresStore
-from ._sql import AnchoredClock, SchemaVersionError, SQLStore, StoreError
+from ._sql import SQLStore
 from ._sqlite import SQLiteStore
+from ._store_errors import SchemaVersionError, StoreError
 from ._stores import (
     BatchStore,
     FileObject,

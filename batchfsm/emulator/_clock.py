@@ -1,11 +1,22 @@
-"""Clocks: virtual time for tests, the system clock for serving."""
+"""Clocks: where the emulator's time comes from.
+
+Virtual time for tests, the system clock for serving, and the system clock
+anchored in a store, for serving across restarts and processes.
+"""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["MAX_SPEED", "Clock", "SystemClock", "VirtualClock"]
+from ._store_errors import StoreError
+
+if TYPE_CHECKING:
+    from ._sql import SQLStore
+
+__all__ = ["MAX_SPEED", "AnchoredClock", "Clock", "SystemClock", "VirtualClock"]
 
 #: The fastest a :class:`SystemClock` runs: a year of real time stays far
 #: inside the int64 seconds of the API's stamps.
@@ -64,3 +75,58 @@ class VirtualClock:
         if seconds < 0:
             raise ValueError(f"time does not go backwards: advance({seconds})")
         self._now += int(seconds)
+
+
+class AnchoredClock:
+    """The real time, ``speed`` times faster, from an anchor kept in a store.
+
+    The first process to open a database anchors its emulated clock there
+    (real and emulated time, and the speed); every process that opens it later
+    reads the same anchor, so a ``--speed`` server's time continues across
+    restarts and is the same in every process that shares the database. Time
+    never runs backwards within a process, even if the system clock does.
+
+    Raises:
+        StoreError: the database's clock runs at another speed.
+
+    Example:
+        >>> from batchfsm.emulator import SQLiteStore
+        >>> store = SQLiteStore(":memory:")
+        >>> first = AnchoredClock(store, speed=60)
+        >>> AnchoredClock(store, speed=60).anchor == first.anchor
+        True
+        >>> AnchoredClock(store, speed=2)
+        Traceback (most recent call last):
+        ...
+        batchfsm.emulator._store_errors.StoreError: :memory: keeps an emulated clock running
+        at --speed 60; start with that speed, or use another database
+    """  # noqa: E501
+
+    def __init__(self, store: SQLStore, speed: float = 1.0) -> None:
+        if not (0 < speed < float("inf")):
+            raise ValueError(f"speed must be finite and positive, got {speed}")
+        real = time.time()
+        proposal = json.dumps({"real": real, "emulated": real, "speed": speed})
+        anchor = json.loads(store.setting("clock", proposal))
+        if anchor["speed"] != speed:
+            raise StoreError(
+                f"{store.where} keeps an emulated clock running at --speed "
+                f"{anchor['speed']:g}; start with that speed, or use another database"
+            )
+        self.speed = speed
+        self._real = float(anchor["real"])
+        self._emulated = float(anchor["emulated"])
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def anchor(self) -> tuple[float, float]:
+        """The real and the emulated time at the anchor, in Unix seconds."""
+        return self._real, self._emulated
+
+    def now(self) -> float:
+        """The emulated time now, in Unix seconds."""
+        emulated = self._emulated + (time.time() - self._real) * self.speed
+        with self._lock:
+            self._last = max(self._last, emulated)
+            return self._last

@@ -32,26 +32,18 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
 
 import attrs
 
-__all__ = ["CHUNK_BYTES", "LATEST", "MIGRATIONS", "Migration", "chunks"]
+from ._database import Database, Tx
+from ._store_errors import SchemaVersionError, StoreError
+
+__all__ = ["CHUNK_BYTES", "LATEST", "MIGRATIONS", "Migration", "chunks", "migrate"]
 
 #: The size of each stored chunk of a file's content (the last one is shorter).
 #: Part of the schema: changing it needs a migration that re-chunks every file.
 CHUNK_BYTES = 1 << 16
-
-
-class Runner(Protocol):
-    """An open transaction that runs SQL written with ``?`` placeholders."""
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
 
 @attrs.frozen
@@ -66,7 +58,7 @@ class Migration:
     name: str
     sqlite: tuple[str, ...]
     postgres: tuple[str, ...]
-    step: Callable[[Runner], None] | None = None
+    step: Callable[[Tx], None] | None = None
 
 
 def chunks(content: bytes) -> Iterator[tuple[int, memoryview]]:
@@ -81,7 +73,7 @@ def chunks(content: bytes) -> Iterator[tuple[int, memoryview]]:
         yield n, view[start : start + CHUNK_BYTES]
 
 
-def add_chunks(tx: Runner, file_id: str, content: bytes) -> None:
+def add_chunks(tx: Tx, file_id: str, content: bytes) -> None:
     """Store ``content`` as the chunks of the file ``file_id``."""
     for n, chunk in chunks(content):
         tx.run(
@@ -90,7 +82,7 @@ def add_chunks(tx: Runner, file_id: str, content: bytes) -> None:
         )
 
 
-def _content_into_chunks(tx: Runner) -> None:
+def _content_into_chunks(tx: Tx) -> None:
     # One file at a time: memory holds the largest file once, not all of them.
     for (seq,) in tx.all("SELECT seq FROM batchfsm_files ORDER BY seq"):
         file_id, content = tx.one(
@@ -222,3 +214,35 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST = MIGRATIONS[-1].version
 
 assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
+
+
+def migrate(db: Database) -> int:
+    """Bring the schema up to :data:`LATEST`; the version found before.
+
+    Raises:
+        SchemaVersionError: the database is newer than this batchfsm.
+    """
+    with db.transaction() as tx:
+        db.lock_schema(tx)
+        found = db.version(tx)
+        if found > LATEST:
+            raise SchemaVersionError(db.where, found, LATEST)
+        if found == 0 and not db.postgres and db.foreign_tables(tx):
+            # An SQLite file is one application's: never add ours to another's.
+            raise StoreError(
+                f"{db.where} is an SQLite database of another application "
+                "(it has tables and no batchfsm schema version)"
+            )
+    db.prepare()
+    for migration in MIGRATIONS[found:]:
+        with db.transaction() as tx:
+            db.lock_schema(tx)
+            if db.version(tx) >= migration.version:  # another process got here
+                continue
+            statements = migration.postgres if db.postgres else migration.sqlite
+            for statement in statements:
+                tx.run(statement)
+            if migration.step is not None:
+                migration.step(tx)
+            db.set_version(tx, migration.version)
+    return found

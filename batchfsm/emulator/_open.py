@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._sql import SQLStore, StoreError
+from ._sql import SQLStore
+from ._store_errors import StoreError
 
 __all__ = ["open_store"]
 

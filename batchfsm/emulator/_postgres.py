@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._extras import missing_extra
-from ._sql import SQLStore, StoreError, ThreadConnections, _Tx
+from ._database import ThreadConnections, Tx
+from ._sql import SQLStore
+from ._store_errors import StoreError
 
 __all__ = ["PostgresStore"]
 
@@ -57,15 +59,15 @@ class _Postgres:
         return conn
 
     @contextlib.contextmanager
-    def transaction(self, write: bool = True) -> Iterator[_Tx]:
+    def transaction(self, write: bool = True) -> Iterator[Tx]:
         conn = self._connect()
         if not write:  # one statement in autocommit: one round trip, not three
-            yield _Tx(conn, postgres=True)
+            yield Tx(conn, postgres=True)
             return
         with conn.transaction():
-            yield _Tx(conn, postgres=True)
+            yield Tx(conn, postgres=True)
 
-    def version(self, tx: _Tx) -> int:
+    def version(self, tx: Tx) -> int:
         tx.run("CREATE TABLE IF NOT EXISTS batchfsm_schema (version integer NOT NULL)")
         rows = tx.all("SELECT version FROM batchfsm_schema")
         if len(rows) > 1:
@@ -75,17 +77,17 @@ class _Postgres:
             )
         return int(rows[0][0]) if rows else 0
 
-    def set_version(self, tx: _Tx, version: int) -> None:
+    def set_version(self, tx: Tx, version: int) -> None:
         tx.run("DELETE FROM batchfsm_schema")
         tx.run("INSERT INTO batchfsm_schema (version) VALUES (?)", (version,))
 
     def prepare(self) -> None:
         pass
 
-    def lock_schema(self, tx: _Tx) -> None:
+    def lock_schema(self, tx: Tx) -> None:
         tx.run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
 
-    def foreign_tables(self, tx: _Tx) -> list[str]:
+    def foreign_tables(self, tx: Tx) -> list[str]:
         return []  # a shared database: other applications' tables are expected
 
     def close(self) -> None:

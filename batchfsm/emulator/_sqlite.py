@@ -21,7 +21,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._sql import SQLStore, StoreError, ThreadConnections, _Tx
+from ._database import ThreadConnections, Tx
+from ._sql import SQLStore
+from ._store_errors import StoreError
 
 __all__ = ["SQLiteStore"]
 
@@ -74,7 +76,7 @@ class _SQLite:
             raise StoreError(f"{self.where}: SQLite refused WAL mode ({mode[0]})")
 
     @contextlib.contextmanager
-    def transaction(self, write: bool = True) -> Iterator[_Tx]:
+    def transaction(self, write: bool = True) -> Iterator[Tx]:
         turn = self._writing if write or self._shared else contextlib.nullcontext()
         with turn:
             conn = self._connect()
@@ -83,7 +85,7 @@ class _SQLite:
             except sqlite3.Error as exc:
                 raise StoreError(_describe(self.where, exc)) from None
             try:
-                yield _Tx(conn, postgres=False)
+                yield Tx(conn, postgres=False)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -93,20 +95,20 @@ class _SQLite:
                 conn.execute("ROLLBACK")
                 raise StoreError(_describe(self.where, exc)) from None
 
-    def version(self, tx: _Tx) -> int:
+    def version(self, tx: Tx) -> int:
         try:
             version: int = tx.one("PRAGMA user_version")[0]
         except sqlite3.DatabaseError as exc:
             raise StoreError(_describe(self.where, exc)) from None
         return version
 
-    def set_version(self, tx: _Tx, version: int) -> None:
+    def set_version(self, tx: Tx, version: int) -> None:
         tx.run(f"PRAGMA user_version = {int(version)}")
 
-    def lock_schema(self, tx: _Tx) -> None:
+    def lock_schema(self, tx: Tx) -> None:
         pass  # BEGIN IMMEDIATE: no other writer until this transaction ends
 
-    def foreign_tables(self, tx: _Tx) -> list[str]:
+    def foreign_tables(self, tx: Tx) -> list[str]:
         return [
             name
             for (name,) in tx.all(

@@ -1,0 +1,117 @@
+"""A database as the SQL stores see it: connections, transactions, a dialect.
+
+A :class:`Database` is a connection (one per thread, kept by
+:class:`ThreadConnections`) and a dialect: how to open a transaction, how to
+lock a row, how to claim due work (see :mod:`._sqlite`, :mod:`._postgres`).
+Everything above it is written once, in SQL both dialects accept (``?``
+placeholders, turned into ``%s`` for psycopg by :class:`Tx`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = ["Cursor", "Database", "ThreadConnections", "Tx"]
+
+
+class ThreadConnections:
+    """One database connection per live thread (SQLite files and PostgreSQL alike).
+
+    Threads come and go (a pool's idle threads end): adding a connection closes
+    those of threads that ended, so they stay one per live thread.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: dict[threading.Thread, Any] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def current(self) -> Any:
+        """This thread's connection, or None."""
+        return getattr(self._local, "conn", None)
+
+    def add(self, conn: Any) -> None:
+        """Make ``conn`` this thread's connection."""
+        self._local.conn = conn
+        with self._lock:
+            for thread, other in list(self._all.items()):
+                if not thread.is_alive():
+                    other.close()
+                    del self._all[thread]
+            self._all[threading.current_thread()] = conn
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            for conn in self._all.values():
+                conn.close()
+            self._all.clear()
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Tx:
+    """One open transaction: run SQL written with ``?`` placeholders."""
+
+    def __init__(self, raw: Any, postgres: bool) -> None:
+        self._raw = raw
+        self._postgres = postgres
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if self._postgres:
+            sql = sql.replace("?", "%s")
+        cursor: Cursor = self._raw.execute(sql, params)
+        return cursor
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.run(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.run(sql, params).fetchall()
+
+
+class Database(Protocol):
+    """A connection and its dialect (see :mod:`._sqlite`, :mod:`._postgres`)."""
+
+    where: str
+    postgres: bool
+    #: SQL for the database's real time now, in Unix seconds (leases use it, so
+    #: processes on different machines agree on when a lease ran out).
+    now_sql: str
+    #: What to append to a SELECT that locks the rows it reads.
+    lock_sql: str
+    #: ... and that skips rows another transaction holds.
+    skip_locked_sql: str
+
+    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction: committed on exit, rolled back on an error."""
+
+    def version(self, tx: Tx) -> int:
+        """The schema version recorded in the database (0: none)."""
+
+    def set_version(self, tx: Tx, version: int) -> None:
+        """Record the schema version, inside the migration's transaction."""
+
+    def prepare(self) -> None:
+        """Settle the connection's modes, once the database is known to be ours."""
+
+    def lock_schema(self, tx: Tx) -> None:
+        """Keep other processes from migrating at the same time."""
+
+    def foreign_tables(self, tx: Tx) -> list[str]:
+        """Tables in the database that are not batchfsm's (see :meth:`migrate`)."""
+
+    def close(self) -> None:
+        """Close every connection."""
