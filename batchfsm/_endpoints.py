@@ -1,7 +1,9 @@
-"""The endpoints the Batch API accepts, and the models each one serves.
+"""The endpoints the Batch API accepts: one :class:`Endpoint` record each.
 
-One catalogue for the strategies (realistic batches) and the emulator (which
-endpoints a create accepts, which models validation knows). The model ids are
+One catalogue for the strategies (realistic batches), the emulator (which
+endpoints a create accepts, which models validation knows, each line's main
+input) and the conformance checks; every table keyed by endpoint is derived
+from it, or attached to it by an upper layer with :func:`one_each`. The model ids are
 data, copied from the literal types of the official ``openai`` Python client
 (:data:`SOURCE` says which release); ``tests/test_endpoints.py`` compares them
 with the installed client's types and names every id missing on either side.
@@ -10,7 +12,19 @@ Dated snapshots are included: the live API accepts them.
 
 from __future__ import annotations
 
-__all__ = ["ENDPOINTS", "ENDPOINT_MODELS", "SOURCE"]
+from collections.abc import Collection, Iterable, Mapping
+from typing import TypeVar
+
+import attrs
+
+__all__ = [
+    "CATALOGUE",
+    "ENDPOINTS",
+    "ENDPOINT_MODELS",
+    "SOURCE",
+    "Endpoint",
+    "one_each",
+]
 
 #: The client release the model ids below were taken from.
 SOURCE = "openai 3.57.0"
@@ -187,29 +201,95 @@ VIDEO_MODELS: tuple[str, ...] = (
     "sora-2-2025-12-08",
 )
 
-#: The batch endpoints, in the order the live API lists them in its
+
+@attrs.frozen
+class Endpoint:
+    """One batch endpoint: what every layer knows of it, declared once.
+
+    The layers above the core attach their own part by :attr:`path` with
+    :func:`one_each` (the emulator's handlers), checked on import.
+
+    Attributes:
+        path: the URL path a batch and each of its lines name.
+        api_name: what ``X: Streaming is not supported in the Batch API.``
+            calls it (the live API's words are known for chat completions;
+            the others follow them).
+        input_field: the body field every request must carry besides
+            ``model`` (its main input).
+        models: the models that serve it.
+
+    Example:
+        >>> CATALOGUE["/v1/embeddings"].input_field
+        'input'
+    """
+
+    path: str
+    api_name: str
+    input_field: str
+    models: frozenset[str]
+
+
+_DECLARED = (
+    Endpoint(
+        "/v1/chat/completions", "Chat Completions", "messages", frozenset(CHAT_MODELS)
+    ),
+    Endpoint("/v1/completions", "Completions", "prompt", frozenset(COMPLETIONS_MODELS)),
+    Endpoint("/v1/embeddings", "Embeddings", "input", frozenset(EMBEDDING_MODELS)),
+    Endpoint(
+        "/v1/responses",
+        "Responses",
+        "input",
+        frozenset(CHAT_MODELS + RESPONSES_ONLY_MODELS),
+    ),
+    Endpoint("/v1/moderations", "Moderations", "input", frozenset(MODERATION_MODELS)),
+    Endpoint("/v1/images/generations", "Images", "prompt", frozenset(IMAGE_MODELS)),
+    Endpoint("/v1/images/edits", "Images", "prompt", frozenset(IMAGE_MODELS)),
+    Endpoint("/v1/videos", "Videos", "prompt", frozenset(VIDEO_MODELS)),
+)
+
+#: path -> the endpoint, in the order the live API lists them in its
 #: ``Supported values are: ...`` message (the first five as observed, then the
 #: endpoints added later, in the client's order).
-ENDPOINTS: tuple[str, ...] = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/videos",
-)
+CATALOGUE: Mapping[str, Endpoint] = {e.path: e for e in _DECLARED}
+assert len(CATALOGUE) == len(_DECLARED), "an endpoint declared twice"
+
+#: The batch endpoints' paths, in the catalogue's order.
+ENDPOINTS: tuple[str, ...] = tuple(CATALOGUE)
 
 #: endpoint -> the models that serve it.
 ENDPOINT_MODELS: dict[str, frozenset[str]] = {
-    "/v1/chat/completions": frozenset(CHAT_MODELS),
-    "/v1/completions": frozenset(COMPLETIONS_MODELS),
-    "/v1/embeddings": frozenset(EMBEDDING_MODELS),
-    "/v1/responses": frozenset(CHAT_MODELS + RESPONSES_ONLY_MODELS),
-    "/v1/moderations": frozenset(MODERATION_MODELS),
-    "/v1/images/generations": frozenset(IMAGE_MODELS),
-    "/v1/images/edits": frozenset(IMAGE_MODELS),
-    "/v1/videos": frozenset(VIDEO_MODELS),
+    e.path: e.models for e in CATALOGUE.values()
 }
-assert tuple(ENDPOINT_MODELS) == ENDPOINTS
+
+T = TypeVar("T")
+
+
+def one_each(
+    what: str, parts: Iterable[tuple[str, T]], keys: Collection[str] = ENDPOINTS
+) -> dict[str, T]:
+    """An upper layer's parts by key (endpoint by default): exactly one each.
+
+    Raises:
+        ValueError: naming the keys with no part, with two, or not known.
+
+    Example:
+        >>> one_each("size", [("a", 1), ("b", 2)], keys=("a", "b"))
+        {'a': 1, 'b': 2}
+        >>> one_each("size", [("a", 1), ("a", 2)], keys=("a", "b"))
+        Traceback (most recent call last):
+        ...
+        ValueError: one size each: two for 'a'; none for 'b'
+    """
+    table: dict[str, T] = {}
+    problems: list[str] = []
+    for key, part in parts:
+        if key not in keys:
+            problems.append(f"{key!r} is not known")
+        elif key in table:
+            problems.append(f"two for {key!r}")
+        else:
+            table[key] = part
+    problems += [f"none for {key!r}" for key in sorted(keys) if key not in table]
+    if problems:
+        raise ValueError(f"one {what} each: {'; '.join(problems)}")
+    return table

@@ -1,14 +1,24 @@
 """The model catalogue is the official client's model literals, no more, no less."""
 
+import re
 import typing
 from importlib.metadata import version
 
 import openai.types as t
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openai.types import completion_create_params
 from openai.types.shared import ChatModel, ResponsesModel
 
-from batchfsm._endpoints import ENDPOINT_MODELS, ENDPOINTS, SOURCE
+from batchfsm._endpoints import (
+    CATALOGUE,
+    ENDPOINT_MODELS,
+    ENDPOINTS,
+    SOURCE,
+    one_each,
+)
+from batchfsm.emulator._handlers import _BY_ENDPOINT, EMBEDDING_SIZES
 
 
 def literals(annotation: object) -> set[str]:
@@ -68,11 +78,28 @@ def test_dated_snapshots_are_models_and_completions_serves_only_legacy_ones():
     }
 
 
-def test_every_table_keyed_by_endpoint_covers_exactly_the_endpoints():
-    # Until they derive from one endpoint table, they must at least agree.
-    from batchfsm.emulator._handlers import _BY_ENDPOINT, EMBEDDING_SIZES
-    from batchfsm.emulator._validate import _API_NAMES, REQUIRED_INPUT
+@given(st.sampled_from(ENDPOINTS))
+def test_an_endpoint_without_its_handler_is_refused(endpoint):
+    # What the handlers' import checks: each endpoint has exactly one.
+    handlers = list(_BY_ENDPOINT.items())
+    without = [(path, h) for path, h in handlers if path != endpoint]
+    with pytest.raises(ValueError, match=re.escape(f"none for {endpoint!r}")):
+        one_each("handler", without)
+    twice = [*handlers, (endpoint, _BY_ENDPOINT[endpoint])]
+    with pytest.raises(ValueError, match=re.escape(f"two for {endpoint!r}")):
+        one_each("handler", twice)
+    assert one_each("handler", handlers) == _BY_ENDPOINT
 
-    for table in (REQUIRED_INPUT, _API_NAMES, _BY_ENDPOINT):
-        assert set(table) == set(ENDPOINTS)
-    assert set(EMBEDDING_SIZES) == ENDPOINT_MODELS["/v1/embeddings"]
+
+def test_a_part_for_no_endpoint_is_refused():
+    parts = [*_BY_ENDPOINT.items(), ("/v1/nowhere", _BY_ENDPOINT["/v1/videos"])]
+    with pytest.raises(ValueError, match="'/v1/nowhere' is not known"):
+        one_each("handler", parts)
+
+
+@given(st.sampled_from(sorted(CATALOGUE["/v1/embeddings"].models)))
+def test_every_embedding_model_has_its_size(model):
+    models = CATALOGUE["/v1/embeddings"].models
+    sizes = [(m, size) for m, size in EMBEDDING_SIZES.items() if m != model]
+    with pytest.raises(ValueError, match=re.escape(f"none for {model!r}")):
+        one_each("embedding size", sizes, keys=models)

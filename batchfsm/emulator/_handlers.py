@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from .._endpoints import CATALOGUE, one_each
+
 __all__ = [
     "EMBEDDING_SIZES",
     "MAX_INPUTS_PER_REQUEST",
@@ -24,11 +26,17 @@ __all__ = [
 #: The embeddings endpoint takes at most this many inputs in one request.
 MAX_INPUTS_PER_REQUEST = 2_048
 #: Each embedding model's full size: the most ``dimensions`` may ask for.
-EMBEDDING_SIZES = {
-    "text-embedding-3-small": 1_536,
-    "text-embedding-3-large": 3_072,
-    "text-embedding-ada-002": 1_536,
-}
+#: Keyed by model, not endpoint (the size is the model's); checked on import
+#: to cover exactly the embeddings endpoint's models.
+EMBEDDING_SIZES = one_each(
+    "embedding size",
+    (
+        ("text-embedding-3-small", 1_536),
+        ("text-embedding-3-large", 3_072),
+        ("text-embedding-ada-002", 1_536),
+    ),
+    keys=CATALOGUE["/v1/embeddings"].models,
+)
 
 
 @attrs.frozen
@@ -251,16 +259,20 @@ def _media(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     )
 
 
-_BY_ENDPOINT: dict[str, Callable[[Mapping[str, Any], str, int], Reply]] = {
-    "/v1/chat/completions": _chat,
-    "/v1/responses": _responses,
-    "/v1/embeddings": _embeddings,
-    "/v1/completions": _completions,
-    "/v1/moderations": _moderations,
-    "/v1/images/generations": _media,
-    "/v1/images/edits": _media,
-    "/v1/videos": _media,
-}
+#: What answers each endpoint: checked on import, exactly one each.
+_BY_ENDPOINT = one_each(
+    "handler",
+    (
+        ("/v1/chat/completions", _chat),
+        ("/v1/responses", _responses),
+        ("/v1/embeddings", _embeddings),
+        ("/v1/completions", _completions),
+        ("/v1/moderations", _moderations),
+        ("/v1/images/generations", _media),
+        ("/v1/images/edits", _media),
+        ("/v1/videos", _media),
+    ),
+)
 
 
 def default_handler(

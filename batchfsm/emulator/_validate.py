@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from .. import _json
-from .._endpoints import ENDPOINT_MODELS
+from .._endpoints import CATALOGUE, ENDPOINT_MODELS
 from .._model import BatchError
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "MAX_ERRORS",
     "MAX_REQUESTS",
     "ORGANIZATION",
-    "REQUIRED_INPUT",
     "Outcome",
     "Request",
     "body_errors",
@@ -72,31 +71,6 @@ DEFAULT_MODELS: Mapping[str, frozenset[str]] = ENDPOINT_MODELS
 
 #: The organization named in "Cannot find file ..." (the emulator has one).
 ORGANIZATION = "org-batchfsm-emulator"
-
-#: endpoint -> the body field every request must carry besides ``model``.
-REQUIRED_INPUT: dict[str, str] = {
-    "/v1/chat/completions": "messages",
-    "/v1/completions": "prompt",
-    "/v1/embeddings": "input",
-    "/v1/responses": "input",
-    "/v1/moderations": "input",
-    "/v1/images/generations": "prompt",
-    "/v1/images/edits": "prompt",
-    "/v1/videos": "prompt",
-}
-
-# What "X: Streaming is not supported" names each endpoint (the live API's
-# words are known for chat completions; the others follow them).
-_API_NAMES = {
-    "/v1/chat/completions": "Chat Completions",
-    "/v1/completions": "Completions",
-    "/v1/embeddings": "Embeddings",
-    "/v1/responses": "Responses",
-    "/v1/moderations": "Moderations",
-    "/v1/images/generations": "Images",
-    "/v1/images/edits": "Images",
-    "/v1/videos": "Videos",
-}
 
 _REQUIRED = ("custom_id", "method", "url", "body")
 _NOT_JSON = "This line is not parseable as valid JSON."
@@ -155,7 +129,8 @@ def body_errors(
                 "body.model",
             )
         )
-    field = REQUIRED_INPUT.get(endpoint)
+    known = CATALOGUE.get(endpoint)
+    field = None if known is None else known.input_field
     if field is not None and body.get(field) is None:
         errors.append(
             _error(
@@ -169,8 +144,8 @@ def body_errors(
         errors.append(
             _error(
                 "streaming_unsupported",
-                f"{_API_NAMES.get(endpoint, endpoint)}: Streaming is not supported "
-                "in the Batch API.",
+                f"{endpoint if known is None else known.api_name}: Streaming is "
+                "not supported in the Batch API.",
                 number,
                 "body.stream",
             )
@@ -450,7 +425,8 @@ def make_input_file(
         (['request-0'], [('invalid_json_line', 2)])
     """
     bad_lines = bad_lines or {}
-    field = REQUIRED_INPUT.get(endpoint, "messages")
+    known = CATALOGUE.get(endpoint)
+    field = "messages" if known is None else known.input_field
     lines = [
         bad_lines.get(i + 1)
         or _json.encode_str(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..._endpoints import ENDPOINT_MODELS
+from ..._endpoints import CATALOGUE, ENDPOINT_MODELS
 from .._registry import check
 from .._session import FailedError, Session, SkippedError, expect, show
 
@@ -130,11 +130,10 @@ def models_snapshot(s: Session) -> None:
 @check("validation.required_fields", level="observed")
 def validation_required_fields(s: Session) -> None:
     """A line without body.model or its main input fails with invalid_request, one entry each (observed: OGX tests)."""  # noqa: E501
-    from ...emulator._validate import REQUIRED_INPUT
-
-    field = REQUIRED_INPUT.get(s.endpoint)
-    if field is None:
+    known = CATALOGUE.get(s.endpoint)
+    if known is None:
         raise SkippedError(f"no known main input for {s.endpoint}")
+    field = known.input_field
     rows = _content(s, 3).decode().splitlines()
     no_model, no_input = json.loads(rows[1]), json.loads(rows[2])
     del no_model["body"]["model"], no_input["body"][field]
