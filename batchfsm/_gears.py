@@ -31,12 +31,14 @@ from ._leaves import (
     leaf_test,
 )
 from ._model import (
+    METADATA_MAX_KEY_LENGTH,
+    METADATA_MAX_PAIRS,
+    METADATA_MAX_VALUE_LENGTH,
     MODEL_CLASSES,
     Batch,
     BatchError,
     BatchErrors,
     BatchStatus,
-    metadata_problems,
 )
 from ._twins import OPEN
 
@@ -75,13 +77,39 @@ def _leaf_check(
             f"{indent}v = tuple([_structure_BatchError(item) for item in v])",
         ]
     if owner is Batch and get_origin(t) is Mapping:  # metadata, as the model does
-        # A document the engine just parsed is ours alone: no copy needed.
-        return [
-            f"{indent}if v.__class__ is not dict or _metadata_problems(v):",
-            f"{indent}    raise RejectedError",
-            f"{indent}v = _MappingProxyType({'v' if engine else 'v.copy()'})",
-        ]
+        return _metadata_check(indent, engine)
     raise TypeError(f"no fast-gear rule for {owner.__name__}: {t!r}")
+
+
+def _metadata_check(indent: str, engine: bool) -> list[str]:
+    """Lines telling good metadata ``v`` from bad, inline, and freezing it.
+
+    The very limits :func:`batchfsm._model.metadata_problems` words, without its
+    call and its list (a tenth of the whole parse, for two pairs). The engine's
+    keys are always str and its text never holds a lone surrogate.
+    """
+    i = indent
+    pair = [
+        "x.__class__ is not str",
+        "len(k) > _METADATA_MAX_KEY_LENGTH",
+        "len(x) > _METADATA_MAX_VALUE_LENGTH",
+    ]
+    if not engine:
+        pair = [
+            "k.__class__ is not str",
+            *pair,
+            "not (k.isascii() or _is_text(k))",
+            "not (x.isascii() or _is_text(x))",
+        ]
+    return [
+        f"{i}if v.__class__ is not dict or len(v) > _METADATA_MAX_PAIRS:",
+        f"{i}    raise RejectedError",
+        f"{i}for k, x in v.items():",
+        f"{i}    if {' or '.join(pair)}:",
+        f"{i}        raise RejectedError",
+        # A document the engine just parsed is ours alone: no copy needed.
+        f"{i}v = _MappingProxyType({'v' if engine else 'v.copy()'})",
+    ]
 
 
 # The model's own converters and validators that the fast gear does the work of;
@@ -92,12 +120,6 @@ _FOLDED = {
     (Batch, "metadata"),  # checked, copied and made read-only
     (BatchErrors, "data"),  # made a tuple
 }
-
-
-# A slot's own descriptor writes past a frozen class's __setattr__ for ~35 ns a
-# field; an open twin's plain stores cost ~5 ns, but turning the twin into the
-# class (``__class__ = ...``) costs ~150 ns once. The twin pays from 6 fields on.
-_TWIN_FROM = 6
 
 
 def _block(
@@ -139,8 +161,9 @@ def _block(
             # _require_mapping), whatever the class's default for people.
             default = None if cls is BatchErrors else field.default
             lines.append(f"{i}    {name} = {o}.get({field.name!r}, {default!r})")
-    twin = len(fields) >= _TWIN_FROM
-    lines.append(f"{i}{n} = _new({'_Open' if twin else ''}{cls.__name__})")
+    # An open twin's plain slot stores, then one ``__class__`` assignment, beat
+    # the frozen class's slot descriptors (a call per field) from one field on.
+    lines.append(f"{i}{n} = _new(_Open{cls.__name__})")
     for field, name in zip(fields, taken, strict=True):
         has_hooks = field.converter is not None or field.validator is not None
         if has_hooks and (cls, field.name) not in _FOLDED:
@@ -148,12 +171,8 @@ def _block(
         lines.append(f"{i}v = {name}")
         nested = f"{prefix}{field.name}_"
         lines += _leaf_check(field.type, cls, i, engine, strict, nested)
-        if twin:
-            lines.append(f"{i}{n}.{field.name} = v")
-        else:
-            lines.append(f"{i}_set_{cls.__name__}_{field.name}({n}, v)")
-    if twin:
-        lines.append(f"{i}{n}.__class__ = {cls.__name__}")
+        lines.append(f"{i}{n}.{field.name} = v")
+    lines.append(f"{i}{n}.__class__ = {cls.__name__}")
     lines.append(f"{i}v = {n}")
     return lines
 
@@ -175,14 +194,14 @@ def make_fast_gear(strict: bool, engine: bool) -> Callable[[Mapping[str, Any]], 
         "_Mapping": Mapping,
         "_new": object.__new__,
         "_MappingProxyType": MappingProxyType,
-        "_metadata_problems": metadata_problems,
+        "_METADATA_MAX_PAIRS": METADATA_MAX_PAIRS,
+        "_METADATA_MAX_KEY_LENGTH": METADATA_MAX_KEY_LENGTH,
+        "_METADATA_MAX_VALUE_LENGTH": METADATA_MAX_VALUE_LENGTH,
     }
     for cls in reversed(MODEL_CLASSES):  # leaves first: parents call them
         names = [field.name for field in attrs.fields(cls)]
         namespace[cls.__name__] = cls
         namespace[f"_Open{cls.__name__}"] = OPEN[cls]
-        for name in names:
-            namespace[f"_set_{cls.__name__}_{name}"] = cls.__dict__[name].__set__
         namespace[f"_KNOWN_{cls.__name__}"] = frozenset(names)
         namespace[f"_ALL_{cls.__name__}"] = itemgetter(*names)
         gear = ("strict" if strict else "lenient") + (", engine" if engine else "")

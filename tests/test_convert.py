@@ -490,6 +490,17 @@ def test_the_gears_agree_on_every_field_replaced_added_or_left_out():
                         gears_agree(replaced(document, parent, changed), strict)
 
 
+@pytest.mark.parametrize("key", [b"k", ("k",), 1, None])
+def test_metadata_keys_that_are_not_str_are_refused_by_both_gears(key):
+    # bytes have len() and isascii() too: only the class test tells them apart.
+    document = full(metadata={key: "v"})
+    for strict in (False, True):
+        gears_agree(document, strict)
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(document)
+    assert info.value.errors == [("metadata", f"keys must be str, got {key!r}")]
+
+
 @given(st.one_of(api_dicts(), broken_dicts().map(lambda case: case[1])))
 def test_to_dict_is_the_public_converters_unstructure(document):
     try:
