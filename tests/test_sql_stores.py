@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from batchfsm.emulator import (
     open_store,
 )
 from batchfsm.emulator._database import Tx
+from batchfsm.emulator._leases import dead_here, this_process
 from batchfsm.emulator._migrations import CHUNK_BYTES, LATEST, MIGRATIONS, chunks
 from batchfsm.strategies import batches
 
@@ -126,7 +126,62 @@ def test_a_batch_leased_by_one_store_is_left_out_by_another(open_db):
     assert second.due(100, 10) == ["batch_a", "batch_b"]
 
 
-def test_a_stale_holders_late_write_is_refused_by_the_epoch(open_db):
+def _db_now(store: SQLStore) -> float:
+    with store._db.transaction(write=False) as tx:
+        return float(tx.one(f"SELECT {store._db.now_sql}")[0])
+
+
+def _heartbeat(store: SQLStore, owner: str) -> tuple[float, float] | None:
+    """``owner``'s last renewal and lease end (the database's time), or None."""
+    with store._db.transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT heartbeat_at, lease_until FROM batchfsm_owners WHERE owner = ?",
+            (owner,),
+        )
+    return None if row is None else (float(row[0]), float(row[1]))
+
+
+def _wait_for(condition: Callable[[], object], what: str) -> None:
+    deadline = time.monotonic() + 60  # a bound for a broken build, not a speed
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def _stall(store: SQLStore) -> None:
+    """Stop ``store``'s heartbeat, as a paused or partitioned process's stops."""
+    assert store._heartbeat is not None
+    store._heartbeat.stop()
+
+
+def test_a_live_holder_keeps_its_batches_however_long_its_work_takes(open_db):
+    slow, other = open_db(lease_seconds=0.3), open_db(lease_seconds=0.3)
+    batch = bf.advance(_batch(), "start", at=101)
+    slow.insert(batch, Work(due_at=102))
+    assert slow.due(102, 1) == [batch.id]
+    read = slow.work(batch.id)
+    assert read is not None
+    # Timed by the database's clock: the lease lasts lease_seconds from now.
+    beat = _heartbeat(slow, slow.owner)
+    assert beat is not None
+    renewed, until = beat
+    assert renewed <= _db_now(slow) and until == pytest.approx(renewed + 0.3)
+    # The holder is busy (a long handler call, say) well past the lease it had
+    # when it claimed the batch; its heartbeat goes on meanwhile.
+    _wait_for(lambda: _db_now(other) > until + 0.3, "a lease's time passed")
+    beat = _heartbeat(other, slow.owner)
+    assert beat is not None and beat[1] > until  # renewed
+    assert other.due(102, 10) == []  # so not taken over
+    taken = other.work(batch.id)
+    assert taken is not None and taken.epoch == read.epoch
+    assert slow.write(
+        batch, attrs.evolve(read, done=1), status=S.IN_PROGRESS, epoch=read.epoch,
+        output=["on time"],
+    )  # fmt: skip
+    assert slow.results(batch.id, "output") == b"on time\n"
+
+
+def test_a_stalled_holders_late_write_is_refused_by_the_epoch(open_db):
     stalled, other = open_db(lease_seconds=0.2), open_db()
     batch = bf.advance(_batch(), "start", at=101)
     stalled.insert(batch, Work(due_at=102))
@@ -134,10 +189,9 @@ def test_a_stale_holders_late_write_is_refused_by_the_epoch(open_db):
     read = stalled.work(batch.id)
     assert read is not None
     # The holder stalls; once its lease ran out the other store takes over.
-    deadline = time.monotonic() + 30  # waits for the lease, asserts no speed
-    while not other.due(102, 1):
-        assert time.monotonic() < deadline, "the lease never ran out"
-        time.sleep(0.05)
+    _stall(stalled)
+    assert other.due(102, 1) == []  # not yet: its lease lasts
+    _wait_for(lambda: other.due(102, 1), "the lease ran out")
     taken = other.work(batch.id)
     assert taken is not None and taken.epoch == read.epoch + 1
     late = attrs.evolve(read, done=1, due_at=103)
@@ -149,6 +203,25 @@ def test_a_stale_holders_late_write_is_refused_by_the_epoch(open_db):
         output=["on time"],
     )  # fmt: skip
     assert other.results(batch.id, "output") == b"on time\n"
+    # Awake again, the old holder renews its heartbeat, but the batch stays
+    # with the store that took it.
+    stalled._beat()
+    assert stalled.due(103, 10) == []
+
+
+def test_a_heartbeat_that_falls_behind_is_renewed_before_a_claim(open_db):
+    store, other = open_db(lease_seconds=0.2), open_db()
+    store.insert(_batch(), Work(due_at=101))
+    store.due(100, 1)  # starts the heartbeat
+    _stall(store)
+    beat = _heartbeat(other, store.owner)
+    assert beat is not None
+    _wait_for(lambda: _db_now(other) > beat[1], "its lease ran out")
+    other._beat()  # others drop a heartbeat that lapsed
+    assert _heartbeat(other, store.owner) is None
+    assert store.due(101, 1) == ["batch_1"]  # renewed first: a lease that lasts
+    assert _heartbeat(other, store.owner) is not None
+    assert other.due(101, 1) == []
 
 
 def test_concurrent_claimers_never_share_a_batch(open_db):
@@ -415,7 +488,7 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
                 pg.execute(sql.replace("?", "%s"), params)
     with open_store(url) as store:
         with store._db.transaction(write=False) as tx:
-            assert store._db.version(tx) == LATEST == 4
+            assert store._db.version(tx) == LATEST
         page, more = store.files.page(None, 5, purpose="batch", now=20)
         assert ([f.id for f in page], more) == (["file-2", "file-0"], False)
         page, more = store.files.page("file-0", 1, order="asc", now=60)
@@ -440,6 +513,67 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
         numbers = conn.execute("SELECT id, seq FROM batchfsm_files").fetchall()
         assert dict(numbers)["file-new"] == len(_LISTED_FILES) + 2
         conn.close()
+
+
+def _postgres_at_version(url: str, version: int) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        for migration in MIGRATIONS[:version]:
+            for statement in migration.postgres:
+                pg.execute(statement)
+            if migration.step is not None:
+                migration.step(Tx(pg, postgres=True))
+        pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
+        pg.execute("INSERT INTO batchfsm_schema VALUES (%s)", (version,))
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_a_version_4_database_moves_to_heartbeat_leases(request, tmp_path, dialect):
+    # Version 4 leased each batch until its own lease_until; a lease taken then
+    # has no heartbeat to last by, so it is free after the upgrade, and its
+    # holder's late write is refused by the epoch.
+    rows = [
+        "INSERT INTO batchfsm_batches (id, status, body, work, due_at, epoch,"
+        " lease_owner, lease_until) VALUES (?, 'validating', ?, '{}', 100, 3,"
+        " 'old-holder', 1e12)",
+        "INSERT INTO batchfsm_batches (id, status, body, work, due_at)"
+        " VALUES (?, 'validating', ?, '{}', 100)",
+    ]
+    if dialect == "sqlite":
+        url = str(tmp_path / "v4.sqlite")
+        _sqlite_at_version(url, 4)
+        conn = sqlite3.connect(url, isolation_level=None)
+        for n, sql in enumerate(rows):
+            conn.execute(sql, (f"batch_{n}", bf.dumps(_batch(f"batch_{n}"))))
+        conn.close()
+    else:
+        import psycopg
+
+        url = request.getfixturevalue("postgres_url")
+        _postgres_at_version(url, 4)
+        with psycopg.connect(url, autocommit=True) as pg:
+            for n, sql in enumerate(rows):
+                pg.execute(
+                    sql.replace("?", "%s"),
+                    (f"batch_{n}", bf.dumps(_batch(f"batch_{n}"))),
+                )
+    with open_store(url) as store:
+        with store._db.transaction(write=False) as tx:
+            assert store._db.version(tx) == LATEST
+            owners = tx.all("SELECT owner FROM batchfsm_owners")
+        assert [tuple(o) for o in owners] == [(store.owner,)]
+        old = store.work("batch_0")
+        assert old is not None and old.epoch == 3
+        assert store.due(100, 10) == ["batch_0", "batch_1"]
+        taken, fresh = store.work("batch_0"), store.work("batch_1")
+        assert taken is not None and taken.epoch == 4  # fenced off
+        assert fresh is not None and fresh.epoch == 0
+        with (
+            pytest.raises(Exception, match="lease_until"),  # the column is gone
+            store._db.transaction() as tx,
+        ):
+            tx.one("SELECT lease_until FROM batchfsm_batches")
 
 
 def test_a_newer_sqlite_database_is_refused_with_one_line_and_left_alone(tmp_path):
@@ -537,29 +671,97 @@ def test_the_clock_is_anchored_in_the_database(open_db):
         AnchoredClock(open_db(), speed=1)
 
 
+_LINUX = pytest.mark.skipif(
+    this_process() is None, reason="no /proc to tell a process's start time by"
+)
+
+
+class _Child:
+    """A real process that says who it is (this_process()), then waits for stdin."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys; from batchfsm.emulator._leases import this_process;"
+             " print(this_process(), flush=True); sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        self.identity = self.process.stdout.readline().strip()
+
+    def end(self, *, reap: bool = True) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        if reap:
+            self.process.wait()
+            self.process.stdout.close()
+        else:  # ended, but its parent has not waited: a zombie
+            os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOWAIT)
+
+
+def _other(identity: str, field: int, value: str) -> str:
+    parts = identity.split(" ")
+    parts[field] = value
+    return " ".join(parts)
+
+
+@_LINUX
+def test_a_process_here_is_dead_once_gone_and_never_by_a_reused_pid():
+    child = _Child()
+    try:
+        assert dead_here(child.identity) is False
+        # The same pid started at another time: the pid was reused, ours is gone.
+        assert dead_here(_other(child.identity, 4, "1")) is True
+        # Another host, boot or /proc (PID namespace): not ours to judge.
+        for field in (0, 1, 2):
+            assert dead_here(_other(child.identity, field, "elsewhere")) is False
+        for broken in ("", "a b c", _other(child.identity, 3, "x"), None):
+            assert dead_here(broken) is False
+    finally:
+        child.end(reap=False)
+    assert dead_here(child.identity) is True  # a zombie runs nothing
+    child.process.wait()
+    assert child.process.stdout is not None
+    child.process.stdout.close()
+    assert dead_here(child.identity) is True  # gone
+    assert dead_here(_other(child.identity, 1, "another-boot")) is False
+
+
+@_LINUX
 def test_leases_of_a_dead_process_on_this_machine_are_taken_at_once(tmp_path):
     path = tmp_path / "kept.sqlite"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    gone, running = _Child(), _Child()
+    gone.end()
+    holders = {
+        "batch_dead": gone.identity,
+        "batch_alive": running.identity,  # alive: not ours to take
+        # A process elsewhere (another boot: another machine, or before a
+        # reboot) whose pid is free here: its lease is waited out.
+        "batch_elsewhere": _other(gone.identity, 1, "another-boot"),
+        "batch_unknown": None,  # no /proc where it ran: waited out too
+    }
     with SQLiteStore(path) as store:
-        store.insert(_batch("batch_dead"), Work(due_at=100))
-        store.insert(_batch("batch_alive"), Work(due_at=100))
+        for batch_id in holders:
+            store.insert(_batch(batch_id), Work(due_at=100))
     conn = sqlite3.connect(path, isolation_level=None)
-    here = socket.gethostname()
-    for batch_id, owner in (
-        ("batch_dead", f"{here}:{dead.pid}:0000"),
-        ("batch_alive", f"{here}:{os.getppid()}:0000"),  # alive: not ours to take
-    ):
+    for batch_id, process in holders.items():
         conn.execute(
-            "UPDATE batchfsm_batches SET lease_owner = ?, lease_until = 1e12"
-            " WHERE id = ?",
-            (owner, batch_id),
+            "INSERT INTO batchfsm_owners (owner, process, heartbeat_at, lease_until)"
+            " VALUES (?, ?, 0, 1e12)",
+            (f"holder-of-{batch_id}", process),
+        )
+        conn.execute(
+            "UPDATE batchfsm_batches SET lease_owner = ? WHERE id = ?",
+            (f"holder-of-{batch_id}", batch_id),
         )
     conn.close()
-    with SQLiteStore(path) as store:
-        assert store.due(100, 10) == ["batch_dead"]
-        work = store.work("batch_dead")
-        assert work is not None and work.epoch == 1  # the dead holder is fenced off
+    try:
+        with SQLiteStore(path) as store:
+            assert store.due(100, 10) == ["batch_dead"]
+            work = store.work("batch_dead")
+            assert work is not None and work.epoch == 1  # the dead holder is fenced off
+    finally:
+        running.end()
 
 
 # -- the PostgreSQL fixture itself ---------------------------------------------------
@@ -588,26 +790,39 @@ def test_without_a_server_the_postgres_tests_skip_saying_why_but_not_under_ci(
 
 def test_postgres_keeps_a_connection_per_live_thread_only(postgres_url):
     store = PostgresStore(postgres_url)
+    used: list[tuple[object, int]] = []  # each thread's connection and its backend
 
-    def connections() -> int:
+    def use() -> None:
         with store._db.transaction(write=False) as tx:
-            count: int = tx.one(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database()"
-            )[0]
-        return count
+            backend = int(tx.one("SELECT pg_backend_pid()")[0])
+        used.append((store._db._conns.current(), backend))  # type: ignore[attr-defined]
+
+    def backends(pids: list[int]) -> set[int]:
+        with store._db.transaction(write=False) as tx:
+            rows = tx.all(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(?)", (pids,)
+            )
+        return {int(pid) for (pid,) in rows}
 
     try:
-        before = connections()
-        for _ in range(6):  # threads that come and go, as a pool's idle ones do
-            thread = threading.Thread(target=store.get, args=("batch_x",))
+        use()  # this thread's
+        for _ in range(7):  # threads that come and go, as a pool's idle ones do
+            thread = threading.Thread(target=use)
             thread.start()
             thread.join()
-        # Each ended thread's connection is closed once another thread connects.
-        thread = threading.Thread(target=store.get, args=("batch_x",))
-        thread.start()
-        thread.join()
-        assert connections() == before + 1
+        # Each ended thread's connection was closed when the next one connected;
+        # this thread's and the last one's are open, and the only ones kept.
+        conns = [conn for conn, _ in used]
+        assert len({id(c) for c in conns}) == 8
+        assert [c.closed for c in conns] == [False] + [True] * 6 + [False]
+        assert len(store._db._conns) == 2  # type: ignore[attr-defined]
+        # The server sees it too: the closed ones' backends end (closing is a
+        # message; the backend's exit follows it, not waited for by close).
+        pids = [pid for _, pid in used]
+        deadline = time.monotonic() + 60  # a bound for a broken build, not a speed
+        while backends(pids) != {pids[0], pids[-1]}:
+            assert time.monotonic() < deadline, backends(pids)
+            time.sleep(0.02)
     finally:
         store.close()
 

@@ -14,9 +14,17 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   in progress (JSON; NULL once it ended), ``status`` and ``epoch`` the two
   columns every conditional write compares (each write, and each lease taken
   over, adds one to ``epoch``), ``due_at`` when it next needs work
-  (emulated seconds; NULL once it ended), ``lease_owner`` and ``lease_until``
-  (the database's real time, in seconds) the process that holds it, ``seq`` the
-  creation order pages and ties follow.
+  (emulated seconds; NULL once it ended), ``lease_owner`` the store that holds
+  it (indexed, since version 5), ``seq`` the creation order pages and ties
+  follow. Until version 4 each row had its own ``lease_until``, renewed only
+  when its holder claimed it again.
+- ``owners`` (since version 5): one row per store holding leases, its
+  heartbeat: ``lease_until`` and ``heartbeat_at`` (the database's real time, in
+  seconds) say until when its leases last and when it last renewed them;
+  ``process`` who it is on its machine (see :func:`._leases.this_process`), or
+  NULL. A batch whose holder has no row with ``lease_until`` still ahead is
+  free: leases taken before version 5 are free after the upgrade (their
+  holders' late writes are still refused by the epoch).
 - ``results``: the result lines written so far, one row per write and kind,
   in the same transaction as the progress they record.
 - ``files``: metadata (the File object's JSON), with ``purpose`` and
@@ -206,6 +214,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE batchfsm_files SET purpose = body::json ->> 'purpose',"
             " expires_at = (body::json ->> 'expires_at')::bigint",
             "CREATE INDEX batchfsm_files_purpose ON batchfsm_files (purpose, seq)",
+        ),
+    ),
+    Migration(
+        5,
+        "heartbeat leases: a lease lasts while its holder's heartbeat does",
+        sqlite=(
+            """CREATE TABLE batchfsm_owners (
+                owner TEXT PRIMARY KEY,
+                process TEXT,
+                heartbeat_at REAL NOT NULL,
+                lease_until REAL NOT NULL
+            )""",
+            "ALTER TABLE batchfsm_batches DROP COLUMN lease_until",
+            "CREATE INDEX batchfsm_batches_lease ON batchfsm_batches (lease_owner)"
+            " WHERE lease_owner IS NOT NULL",
+        ),
+        postgres=(
+            """CREATE TABLE batchfsm_owners (
+                owner text PRIMARY KEY,
+                process text,
+                heartbeat_at double precision NOT NULL,
+                lease_until double precision NOT NULL
+            )""",
+            "ALTER TABLE batchfsm_batches DROP COLUMN lease_until",
+            "CREATE INDEX batchfsm_batches_lease ON batchfsm_batches (lease_owner)"
+            " WHERE lease_owner IS NOT NULL",
         ),
     ),
 )

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
+import time
 from collections.abc import Sequence
 
 import attrs
@@ -17,7 +20,15 @@ import attrs
 from .._convert import dumps, loads
 from .._model import Batch, BatchStatus
 from ._database import Database
-from ._leases import claim_due, give_back, new_owner, reclaim_dead
+from ._leases import (
+    Heartbeat,
+    claim_due,
+    give_back,
+    new_owner,
+    reclaim_dead,
+    renew,
+    this_process,
+)
 from ._migrations import migrate
 from ._sql_files import SQLFiles, add_file
 from ._stores import MemoryIds, NewFile, ResultKind, Work, seeded_id
@@ -44,16 +55,21 @@ class SQLStore:
     epoch = ?``, so every write makes every earlier read stale.
 
     Several processes may share the database. :meth:`due` leases what it
-    answers to this store (``owner``) for ``lease_seconds``: other stores'
-    :meth:`due` skip it while the lease lasts (PostgreSQL reads with ``FOR
-    UPDATE SKIP LOCKED``, so claimers never wait for each other), and take it
-    over once the lease ran out — the holder died or stalled — moving its epoch
-    on, so the previous holder's late write is refused.
+    answers to this store (``owner``) until the batch ends or the store
+    closes: other stores' :meth:`due` skip it (PostgreSQL reads with ``FOR
+    UPDATE SKIP LOCKED``, so claimers never wait for each other) as long as
+    this store's heartbeat lasts. A thread renews the heartbeat every third
+    of ``lease_seconds``, by the database's clock, from the first
+    :meth:`due` on, however long a handler call takes. A store that stops
+    renewing it (its process died, stalled, or lost the database) has its
+    batches taken over ``lease_seconds`` after its last renewal, their epoch
+    moved on, so its late writes are refused. A process on the same machine
+    that no longer runs has its batches taken over at once.
 
     Attributes:
         files: the :class:`FileStore` on the same database.
         owner: who holds the leases this store takes (host, process, random).
-        lease_seconds: how long a lease lasts unless renewed.
+        lease_seconds: how long the leases last after the last heartbeat.
 
     Example:
         >>> import batchfsm as bf
@@ -68,7 +84,7 @@ class SQLStore:
     """
 
     def __init__(self, db: Database, *, lease_seconds: float = 30.0) -> None:
-        if not (0 < lease_seconds < float("inf")):
+        if not (0 < lease_seconds < math.inf):
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self._db = db
         try:
@@ -79,11 +95,24 @@ class SQLStore:
         self.files = SQLFiles(db)
         self.owner = new_owner()
         self.lease_seconds = float(lease_seconds)
-        self._reclaim_dead()
+        self._process = this_process()
+        self._heartbeat: Heartbeat | None = None
+        self._starting = threading.Lock()
+        self._renewed = -math.inf  # time.monotonic() when the last renewal began
+        try:
+            self._beat()
+        except BaseException:
+            db.close()
+            raise
 
-    def _reclaim_dead(self) -> None:
+    def _beat(self) -> None:
+        """Renew this store's heartbeat; free the leases of dead processes here."""
+        begun = time.monotonic()
         with self._db.transaction() as tx:
-            reclaim_dead(tx)
+            renew(self._db, tx, self.owner, self._process, self.lease_seconds)
+        self._renewed = begun
+        for gone in reclaim_dead(self._db, self.owner):
+            log.info("%s no longer runs: its leases are free", gone)
 
     @property
     def where(self) -> str:
@@ -96,6 +125,10 @@ class SQLStore:
 
     def close(self) -> None:
         """Give back this store's leases (others may take them now), and close."""
+        with self._starting:
+            heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
         try:
             with self._db.transaction() as tx:
                 give_back(tx, self.owner)
@@ -225,8 +258,7 @@ class SQLStore:
             if work is None:
                 updated = tx.run(
                     "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
-                    " due_at = NULL, epoch = epoch + 1, lease_owner = NULL,"
-                    " lease_until = NULL"
+                    " due_at = NULL, epoch = epoch + 1, lease_owner = NULL"
                     " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL",
                     (batch.status.value, body, batch.id, status.value, epoch),
                 ).rowcount
@@ -279,10 +311,21 @@ class SQLStore:
 
         Earliest due first, ties in creation order; read through the due-time
         index. Each one answered is leased to this store (see the class):
-        batches another store holds are left out until its lease runs out.
+        batches another store holds are left out while its heartbeat lasts.
         """
+        interval = self.lease_seconds / 3
+        if self._heartbeat is None:
+            with self._starting:
+                if self._heartbeat is None:
+                    self._heartbeat = Heartbeat(
+                        self, SQLStore._beat, interval, self.where
+                    )
+        if time.monotonic() - self._renewed > interval:
+            # Before claiming, a heartbeat that is due: the first, or one the
+            # thread has not managed (the database was slow or away).
+            self._beat()
         with self._db.transaction() as tx:
-            return claim_due(self._db, tx, self.owner, self.lease_seconds, at, limit)
+            return claim_due(self._db, tx, self.owner, at, limit)
 
     # -- settings ------------------------------------------------------------------
 
