@@ -15,6 +15,7 @@ import json
 import random
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -343,31 +344,187 @@ def test_two_servers_race_cancels_against_the_worker_with_one_winner_each(
     assert {code for code, _ in outcomes} == {200, 409}, outcomes
 
 
-def _holder(postgres_url: str, batch_id: str) -> int | None:
+def _sql(db: str, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Run one statement on the database ``db`` names (a test's look inside)."""
+    if db.startswith("sqlite:///"):
+        conn = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
     import psycopg
 
-    with psycopg.connect(postgres_url) as conn:
-        row = conn.execute(
-            "SELECT lease_owner FROM batchfsm_batches WHERE id = %s", (batch_id,)
-        ).fetchone()
-    return None if row is None or row[0] is None else int(row[0].split(":")[1])
+    with psycopg.connect(db, autocommit=True) as pg:
+        cursor = pg.execute(statement.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
 
 
-def test_a_killed_servers_batch_is_finished_by_the_other(servers, postgres_url):
+def _holder(db: str, batch_id: str) -> str | None:
+    """The owner (host:pid:random) whose lease the batch is under, if any."""
+    rows = _sql(
+        db, "SELECT lease_owner FROM batchfsm_batches WHERE id = ?", (batch_id,)
+    )
+    return rows[0][0] if rows else None
+
+
+def _pid(owner: str) -> int:
+    return int(owner.split(":")[1])
+
+
+@pytest.mark.parametrize("where", ["this machine", "another machine"])
+def test_a_killed_servers_batch_is_finished_by_the_other(servers, db, where):
+    # On this machine the survivor sees at once that the holder no longer runs
+    # (leases of an hour: the batch finishes only that way). On another machine
+    # it cannot: it waits until the holder's heartbeat is a lease old.
+    lease = "3600" if where == "this machine" else LEASE
     requests = 80
-    a = servers(postgres_url, "--speed", SPEED)
-    b = servers(postgres_url, "--speed", SPEED)
+    a = servers(db, "--speed", SPEED, "--lease-seconds", lease)
+    b = servers(db, "--speed", SPEED, "--lease-seconds", lease)
     by_pid = {a.process.pid: a, b.process.pid: b}
     file_id = _upload(a, requests)
     created = _create(b, file_id)
     trace = [created]
     _poll(a, created["id"], trace, MOMENTS["while in progress"])
-    holder = by_pid[_holder(postgres_url, created["id"]) or a.process.pid]
+    owner = _holder(db, created["id"])
+    assert owner is not None
+    holder = by_pid[_pid(owner)]
     other = b if holder is a else a
+    if where == "another machine":
+        # Recorded as another boot's process: as a process elsewhere would be.
+        [(process,)] = _sql(
+            db, "SELECT process FROM batchfsm_owners WHERE owner = ?", (owner,)
+        )
+        elsewhere = process.split(" ")
+        elsewhere[1] = "another-machine"
+        _sql(
+            db,
+            "UPDATE batchfsm_owners SET process = ? WHERE owner = ?",
+            (" ".join(elsewhere), owner),
+        )
     holder.kill()
     done = _poll(other, created["id"], trace, _ended)
     assert done["status"] == "completed"
     _judge(other, done, requests, trace)
+    log = other.output()
+    assert f"took over 1 batch(es) from {owner}" in log
+    assert (f"{owner} no longer runs" in log) is (where == "this machine")
+
+
+#: A process that runs one batch's work through the emulator on ``--db``, with
+#: a handler that marks its answers and stops at the first request until told
+#: to go on (the file GO exists): a long handler call. It prints the batch's id,
+#: then "inside" once in that call, and "ended" when the batch has ended.
+_SLOW_OWNER = """
+import os, sys, time
+from batchfsm.emulator import (
+    AnchoredClock, Emulator, Reply, default_handler, make_input_file, open_store,
+)
+db, lease, speed, requests, go, calls = sys.argv[1:]
+
+def handler(endpoint, body, custom_id, now):
+    with open(calls, "a") as out:
+        out.write(custom_id + "\\n")
+    if custom_id == "request-0":
+        print("inside", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.01)
+    reply = default_handler(endpoint, body, custom_id, now)
+    return Reply(reply.status_code, {**reply.body, "answered_by": "slow"},
+                 reply.input_tokens, reply.output_tokens)
+
+store = open_store(db, lease_seconds=float(lease))
+emu = Emulator(clock=AnchoredClock(store, float(speed)), store=store,
+               files=store.files, ids=store.ids(), handler=handler)
+upload = emu.create_file(make_input_file(int(requests)), "in.jsonl", "batch")
+batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+print(batch.id, flush=True)
+emu.start()
+while emu.retrieve_batch(batch.id).status.value not in (
+    "completed", "failed", "expired", "cancelled"
+):
+    time.sleep(0.01)
+emu.stop()
+store.close()
+print("ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("owner_is", ["slow", "stalled"])
+def test_a_slow_holder_keeps_its_batch_and_a_stalled_ones_late_write_is_refused(
+    servers, db, tmp_path, owner_is
+):
+    # One process holds the batch inside a handler call. Slow: its heartbeat
+    # goes on meanwhile, so another serve process on the database leaves the
+    # batch alone however long the call takes, and every answer is the slow
+    # owner's. Stalled (SIGSTOP: paused, as a process in a long GC pause or cut
+    # off from the database is): once its lease ran out the serve process takes
+    # the batch over and finishes it; the stalled one, woken, finishes its call
+    # and its write is refused (the epoch moved on): no answer of it is kept.
+    requests, go, calls = 20, tmp_path / "go", tmp_path / "calls"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_OWNER, db, LEASE, SPEED, str(requests),
+         str(go), str(calls)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert owner.stdout is not None
+        batch_id = owner.stdout.readline().strip()
+        assert owner.stdout.readline() == "inside\n"
+        [(holder, until)] = _sql(
+            db,
+            "SELECT owner, lease_until FROM batchfsm_owners"
+            " WHERE owner = (SELECT lease_owner FROM batchfsm_batches WHERE id = ?)",
+            (batch_id,),
+        )
+        assert _pid(holder) == owner.pid
+        if owner_is == "stalled":
+            owner.send_signal(signal.SIGSTOP)
+        other = servers(db, "--speed", SPEED)
+        trace = [other.http.get(f"/batches/{batch_id}").json()]
+        if owner_is == "slow":
+            # Until the other's heartbeat, and so its worker, is past the moment
+            # the holder's lease would have run out unrenewed, and a lease more.
+            deadline = time.monotonic() + PATIENCE
+            while not _sql(
+                db,
+                "SELECT 1 FROM batchfsm_owners WHERE owner <> ? AND heartbeat_at > ?",
+                (holder, float(until) + float(LEASE)),
+            ):
+                assert time.monotonic() < deadline, other.output()
+                time.sleep(0.05)
+            assert _holder(db, batch_id) == holder  # not taken over
+            go.touch()
+        done = _poll(other, batch_id, trace, _ended)
+        if owner_is == "stalled":
+            owner.send_signal(signal.SIGCONT)
+            go.touch()
+        assert owner.stdout.readline() == "ended\n"
+        assert owner.wait(timeout=PATIENCE) == 0
+        # The woken owner's late write changed nothing.
+        trace.append(other.http.get(f"/batches/{batch_id}").json())
+        assert trace[-1] == done
+    finally:
+        if owner.poll() is None:
+            owner.send_signal(signal.SIGCONT)
+            owner.kill()
+            owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+    assert done["status"] == "completed"
+    _judge(other, done, requests, trace)
+    output = other.http.get(f"/files/{done['output_file_id']}/content").text
+    answered_by = {json.loads(line)["response"]["body"].get("answered_by")
+                   for line in output.splitlines()}  # fmt: skip
+    handled = calls.read_text().split()
+    log = other.output()
+    if owner_is == "slow":
+        assert answered_by == {"slow"}
+        assert sorted(handled) == sorted(f"request-{i}" for i in range(requests))
+        assert "took over" not in log
+    else:
+        assert answered_by == {None}  # every answer the serve process's own
+        assert handled[0] == "request-0" and len(handled) == len(set(handled))
+        assert f"took over 1 batch(es) from {holder}" in log
 
 
 def test_a_restart_on_the_same_machine_takes_a_dead_processs_batches_at_once(

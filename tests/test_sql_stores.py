@@ -169,9 +169,9 @@ def test_a_live_holder_keeps_its_batches_however_long_its_work_takes(open_db):
     # The holder is busy (a long handler call, say) well past the lease it had
     # when it claimed the batch; its heartbeat goes on meanwhile.
     _wait_for(lambda: _db_now(other) > until + 0.3, "a lease's time passed")
+    assert other.due(102, 10) == []  # not taken over,
     beat = _heartbeat(other, slow.owner)
-    assert beat is not None and beat[1] > until  # renewed
-    assert other.due(102, 10) == []  # so not taken over
+    assert beat is not None and beat[1] > until  # for it was renewed
     taken = other.work(batch.id)
     assert taken is not None and taken.epoch == read.epoch
     assert slow.write(

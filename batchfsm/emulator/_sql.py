@@ -37,6 +37,10 @@ __all__ = ["SQLIds", "SQLStore"]
 
 log = logging.getLogger("batchfsm.emulator")
 
+#: How often, at most, a store looks for dead processes on its machine whose
+#: leases it need not wait out (see :func:`._leases.dead_here`).
+RECLAIM_SECONDS = 1.0
+
 
 def _work_json(work: Work) -> str:
     # due_at and epoch have columns of their own (the index, the fence).
@@ -107,12 +111,31 @@ class SQLStore:
 
     def _beat(self) -> None:
         """Renew this store's heartbeat; free the leases of dead processes here."""
+        self._renew()
+        self._reclaim()
+
+    def _renew(self) -> None:
         begun = time.monotonic()
         with self._db.transaction() as tx:
             renew(self._db, tx, self.owner, self._process, self.lease_seconds)
         self._renewed = begun
+
+    def _reclaim(self) -> None:
         for gone in reclaim_dead(self._db, self.owner):
             log.info("%s no longer runs: its leases are free", gone)
+
+    def _tick(self) -> None:
+        # Each tick looks for dead processes here; the renewal is every
+        # third of the lease: at this tick if the next would be late for it.
+        interval, tick = self._intervals()
+        if time.monotonic() - self._renewed + tick > interval:
+            self._renew()
+        self._reclaim()
+
+    def _intervals(self) -> tuple[float, float]:
+        """How often to renew the heartbeat, and how often to look for the dead."""
+        interval = self.lease_seconds / 3
+        return interval, min(interval, RECLAIM_SECONDS)
 
     @property
     def where(self) -> str:
@@ -313,17 +336,15 @@ class SQLStore:
         index. Each one answered is leased to this store (see the class):
         batches another store holds are left out while its heartbeat lasts.
         """
-        interval = self.lease_seconds / 3
+        interval, tick = self._intervals()
         if self._heartbeat is None:
             with self._starting:
                 if self._heartbeat is None:
-                    self._heartbeat = Heartbeat(
-                        self, SQLStore._beat, interval, self.where
-                    )
+                    self._heartbeat = Heartbeat(self, SQLStore._tick, tick, self.where)
         if time.monotonic() - self._renewed > interval:
-            # Before claiming, a heartbeat that is due: the first, or one the
-            # thread has not managed (the database was slow or away).
-            self._beat()
+            # Before claiming, a renewal that is due: the first since the store
+            # opened, or one the thread has not managed (the database was slow).
+            self._renew()
         with self._db.transaction() as tx:
             return claim_due(self._db, tx, self.owner, at, limit)
 
