@@ -162,9 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--lease-seconds",
         default="30",
-        help="with --db: how long a batch stays with the process working on it; "
-        "a process that dies has its batches taken over this long after "
-        "(default 30)",
+        help="with --db: each process renews a heartbeat every third of this, "
+        "by the database's clock; one that dies or stalls has its batches taken "
+        "over by the others this long after its last heartbeat (at once if it "
+        "ran on this machine and is gone): a finite number above 0 (default 30)",
     )
     serve.add_argument(
         "--model",

@@ -289,6 +289,18 @@ def test_bad_db_settings_are_one_line_and_exit_2(tmp_path, args, message):
     assert refused.stderr.count("\n") == 1 and message in refused.stderr
 
 
+def test_serve_help_says_what_lease_seconds_does(capsys):
+    from batchfsm._cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["serve", "--help"])
+    assert ended.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lease-seconds LEASE_SECONDS" in text
+    assert "renews a heartbeat every third of this, by the database's clock" in text
+    assert "this long after its last heartbeat" in text
+
+
 def test_a_corrupt_or_newer_database_is_refused_by_serve(tmp_path):
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"not a database at all\n" * 100)

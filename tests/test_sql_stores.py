@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -790,7 +791,7 @@ def test_without_a_server_the_postgres_tests_skip_saying_why_but_not_under_ci(
 
 def test_postgres_keeps_a_connection_per_live_thread_only(postgres_url):
     store = PostgresStore(postgres_url)
-    used: list[tuple[object, int]] = []  # each thread's connection and its backend
+    used: list[tuple[Any, int]] = []  # each thread's connection and its backend
 
     def use() -> None:
         with store._db.transaction(write=False) as tx:

@@ -14,9 +14,10 @@ disagree still agree on when a lease ran out, and no skew can make a live
 holder look dead.
 
 A process on this machine that no longer runs need not have its lease waited
-out: each heartbeat also drops the rows of such processes (:func:`reclaim_dead`,
-judged by :func:`dead_here`), so a restarted server, or a sibling, takes their
-batches over at once. :func:`give_back` frees a closing store's leases.
+out: each store, every second at most, drops the heartbeats of such processes
+(:func:`reclaim_dead`, judged by :func:`dead_here`), so a restarted server, or
+a sibling, takes their batches over at once. :func:`give_back` frees a closing
+store's leases.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def _stat(pid: int | str) -> tuple[str, str] | None:
     """
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        # The command name (in parentheses) may hold spaces: fields follow the last ")".
+        fields = text[text.rindex(")") + 2 :].split()
+        return fields[0], fields[19]
+    except (OSError, ValueError, IndexError):
         return None
-    # The command name (in parentheses) may hold spaces: fields follow the last ")".
-    fields = text[text.rfind(")") + 2 :].split()
-    return fields[0], fields[19]
 
 
 def this_process() -> str | None:
@@ -80,7 +81,7 @@ def this_process() -> str | None:
     dead, and its lease is waited out.
 
     Example:
-        >>> import os, sys
+        >>> import os
         >>> me = this_process()
         >>> me is None or me.split()[3] == str(os.getpid())
         True

@@ -1,9 +1,10 @@
 """The PostgreSQL store: psycopg 3, a connection per live thread, many processes.
 
 Several processes (on several machines) may share the database: each claims
-due batches with ``SELECT … FOR UPDATE SKIP LOCKED`` and a lease whose epoch
-fences off a stalled holder's late writes; leases are timed by the database's
-clock, so the processes' own clocks need not agree.
+due batches with ``SELECT … FOR UPDATE SKIP LOCKED`` and keeps them while its
+heartbeat lasts; a batch taken over has its epoch moved on, which fences off
+the stalled holder's late writes. Heartbeats are timed by the database's clock,
+so the processes' own clocks need not agree.
 """
 
 from __future__ import annotations
@@ -99,9 +100,10 @@ class PostgresStore(SQLStore):
 
     Args:
         url: a libpq conninfo, e.g. ``postgresql://user@host:5432/dbname``.
-        lease_seconds: how long a batch :meth:`due` answered stays this
-            store's; a process that dies has its batches taken over by the
-            others this long after it last took them.
+        lease_seconds: how long this store's leases last after its last
+            heartbeat (renewed every third of it while the store is open):
+            a process that dies or stalls has the batches it holds taken
+            over by the others this long after (see :class:`SQLStore`).
 
     Raises:
         StoreError: the server cannot be reached, or the driver is missing;

@@ -135,8 +135,10 @@ class SQLiteStore(SQLStore):
 
     Args:
         path: the database file (created if missing), or ``":memory:"``.
-        lease_seconds: how long a batch :meth:`due` answered stays this
-            store's before another process sharing the file may take it over.
+        lease_seconds: how long this store's leases last after its last
+            heartbeat (renewed every third of it while the store is open):
+            a process that dies or stalls has the batches it holds taken
+            over by the others this long after (see :class:`SQLStore`).
 
     Raises:
         StoreError: the file is not an SQLite database, or another
