@@ -4,7 +4,10 @@
 prints, for each store, conditional transitions per second and a retrieve's
 latency (p50/p99), each with its ratio to the memory store; then the work
 throughput and the retrieve rate of one and of two ``serve`` processes on one
-PostgreSQL database, as a ratio. PostgreSQL runs in a throwaway cluster the
+PostgreSQL database, as a ratio; then what leases cost: a heartbeat's renewal
+and the look for dead processes, and how long after a ``kill -9`` another
+``serve`` process takes the batch over (``python -m benchmarks.store_cases
+leases`` prints only these). PostgreSQL runs in a throwaway cluster the
 benchmark starts (as the tests do); where it cannot, its rows say why.
 """
 
@@ -343,6 +346,106 @@ def serve_retrieve_table(
     return lines
 
 
+def _heartbeat_costs(db: str, n: int = 500) -> tuple[float, float]:
+    """Median µs of one renewal of a store's heartbeat, and of one look for the dead.
+
+    With three other stores' heartbeats in the table (processes sharing it).
+    """
+    stores = [open_store(db) for _ in range(4)]
+    store = stores[0]
+    try:
+        renewals, looks = [], []
+        for _ in range(n):
+            begin = time.perf_counter()
+            store._renew()
+            renewals.append(time.perf_counter() - begin)
+            begin = time.perf_counter()
+            store._reclaim()
+            looks.append(time.perf_counter() - begin)
+        return statistics.median(renewals) * 1e6, statistics.median(looks) * 1e6
+    finally:
+        for each in stores:
+            each.close()
+
+
+def _takeover_seconds(db: str, lease: str, elsewhere: bool) -> float:
+    """Seconds from a holder's SIGKILL until another ``serve`` took its batch.
+
+    ``elsewhere``: the holder is recorded as another machine's process, so the
+    lease is waited out; else the survivor finds it gone on this machine.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.test_durable import Server, _create, _pid, _sql, _upload
+
+    servers = [Server(db, "--speed", "40", "--lease-seconds", lease) for _ in "ab"]
+    try:
+        batch_id = _create(servers[0], _upload(servers[0], 5_000))["id"]
+        while True:
+            rows = _sql(
+                db, "SELECT lease_owner FROM batchfsm_batches WHERE id = ?", (batch_id,)
+            )
+            if rows and rows[0][0]:
+                holder = rows[0][0]
+                break
+            time.sleep(0.01)
+        if elsewhere:
+            [(process,)] = _sql(
+                db, "SELECT process FROM batchfsm_owners WHERE owner = ?", (holder,)
+            )
+            fields = process.split(" ")
+            fields[1] = "another-machine"
+            _sql(
+                db,
+                "UPDATE batchfsm_owners SET process = ? WHERE owner = ?",
+                (" ".join(fields), holder),
+            )
+        victim = next(s for s in servers if s.process.pid == _pid(holder))
+        victim.kill()
+        killed = time.perf_counter()
+        while _sql(
+            db, "SELECT lease_owner FROM batchfsm_batches WHERE id = ?", (batch_id,)
+        )[0][0] in (holder,):
+            time.sleep(0.002)
+        return time.perf_counter() - killed
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def lease_table(
+    sqlite_db: Callable[[], str], postgres: Callable[[], str] | str
+) -> list[str]:
+    """What leases cost, and how soon a killed process's batch is taken over."""
+    lines = [
+        "leases: a heartbeat (µs, median of 500; 4 stores sharing the database),",
+        "    and seconds from kill -9 of the holder to another serve's takeover"
+        " (median of 3)",
+        f"    {'store':<11} {'renewal':>9} {'look':>8} {'per s at 30 s':>14}"
+        f" {'here, lease 30 s':>17} {'elsewhere, 1 s':>15} {'elsewhere, 3 s':>15}",
+    ]
+    dbs: list[tuple[str, Callable[[], str]]] = [("SQLite", sqlite_db)]
+    if isinstance(postgres, str):
+        lines.append(f"    PostgreSQL  {postgres}")
+    else:
+        dbs.append(("PostgreSQL", postgres))
+    for name, make in dbs:
+        renewal, look = _heartbeat_costs(make())
+        # At the default 30 s lease: a renewal every 10 s and a look every second.
+        per_second = renewal / 10 + look
+        takeovers = [
+            statistics.median(
+                _takeover_seconds(make(), lease, elsewhere) for _ in range(3)
+            )
+            for lease, elsewhere in (("30", False), ("1", True), ("3", True))
+        ]
+        lines.append(
+            f"    {name:<11} {renewal:>6.0f} µs {look:>5.0f} µs {per_second:>11.0f} µs"
+            f" {takeovers[0]:>15.2f} s {takeovers[1]:>13.2f} s"
+            f" {takeovers[2]:>13.2f} s"
+        )
+    return lines
+
+
 def figures() -> list[str]:
     with _postgres() as postgres, tempfile.TemporaryDirectory() as folder:
         sqlite_db = f"sqlite:///{Path(folder) / 'serve.sqlite'}"
@@ -350,7 +453,14 @@ def figures() -> list[str]:
             *store_table(postgres),
             *serve_table(postgres),
             *serve_retrieve_table(sqlite_db, postgres),
+            *lease_table(_sqlite_files(Path(folder)), postgres),
         ]
+
+
+def _sqlite_files(folder: Path) -> Callable[[], str]:
+    """A factory of new SQLite database URLs in ``folder``."""
+    numbers = iter(range(1_000_000))
+    return lambda: f"sqlite:///{folder / f'leases-{next(numbers)}.sqlite'}"
 
 
 if __name__ == "__main__":
@@ -358,5 +468,8 @@ if __name__ == "__main__":
         with _postgres() as pg, tempfile.TemporaryDirectory() as folder:
             db = f"sqlite:///{Path(folder) / 'serve.sqlite'}"
             print("\n".join(serve_retrieve_table(db, pg)))
+    elif sys.argv[1:] == ["leases"]:  # only the lease figures
+        with _postgres() as pg, tempfile.TemporaryDirectory() as folder:
+            print("\n".join(lease_table(_sqlite_files(Path(folder)), pg)))
     else:
         print("\n".join(figures()))

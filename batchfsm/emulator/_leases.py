@@ -86,6 +86,18 @@ def this_process() -> str | None:
         >>> me is None or me.split()[3] == str(os.getpid())
         True
     """
+    pid = os.getpid()
+    if pid not in _known:  # once per process (a forked child asks again)
+        _known.clear()
+        _known[pid] = _identify()
+    return _known[pid]
+
+
+#: This process's identity, by its pid.
+_known: dict[int, str | None] = {}
+
+
+def _identify() -> str | None:
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         device = os.stat("/proc").st_dev
@@ -250,11 +262,13 @@ def claim_due(db: Database, tx: Tx, owner: str, at: int, limit: int) -> list[str
     holder's lease ran out (or was dropped, see :func:`reclaim_dead`) are
     taken over, their epoch moved on.
     """
+    # The live holders other than ``owner`` are read once (a few rows), not
+    # once for each batch passed over.
     rows = tx.all(
         "SELECT id, lease_owner FROM batchfsm_batches WHERE due_at <= ?"
-        " AND (lease_owner IS NULL OR lease_owner = ? OR NOT EXISTS ("
-        " SELECT 1 FROM batchfsm_owners WHERE batchfsm_owners.owner = lease_owner"
-        f" AND batchfsm_owners.lease_until >= {db.now_sql}))"
+        " AND (lease_owner IS NULL OR lease_owner NOT IN ("
+        " SELECT owner FROM batchfsm_owners WHERE owner <> ?"
+        f" AND lease_until >= {db.now_sql}))"
         f" ORDER BY due_at, seq LIMIT ? {db.skip_locked_sql}",
         (at, owner, limit),
     )
