@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         default="30",
         help="with --db: each process renews a heartbeat every third of this, "
         "by the database's clock; one that dies or stalls has its batches taken "
-        "over by the others this long after its last heartbeat (at once if it "
+        "over by the others this long after its last heartbeat (within a second if it "
         "ran on this machine and is gone): a finite number above 0 (default 30)",
     )
     serve.add_argument(

@@ -16,7 +16,7 @@ holder look dead.
 A process on this machine that no longer runs need not have its lease waited
 out: each store, every second at most, drops the heartbeats of such processes
 (:func:`reclaim_dead`, judged by :func:`dead_here`), so a restarted server, or
-a sibling, takes their batches over at once. :func:`give_back` frees a closing
+a sibling, takes their batches over within a second. :func:`give_back` frees a closing
 store's leases.
 """
 

@@ -68,7 +68,7 @@ class SQLStore:
     renewing it (its process died, stalled, or lost the database) has its
     batches taken over ``lease_seconds`` after its last renewal, their epoch
     moved on, so its late writes are refused. A process on the same machine
-    that no longer runs has its batches taken over at once.
+    that no longer runs has its batches taken over within a second.
 
     Attributes:
         files: the :class:`FileStore` on the same database.
@@ -101,6 +101,7 @@ class SQLStore:
         self.lease_seconds = float(lease_seconds)
         self._process = this_process()
         self._heartbeat: Heartbeat | None = None
+        self._closed = False
         self._starting = threading.Lock()
         self._renewed = -math.inf  # time.monotonic() when the last renewal began
         try:
@@ -150,6 +151,7 @@ class SQLStore:
         """Give back this store's leases (others may take them now), and close."""
         with self._starting:
             heartbeat, self._heartbeat = self._heartbeat, None
+            self._closed = True
         if heartbeat is not None:
             heartbeat.stop()
         try:
@@ -339,7 +341,7 @@ class SQLStore:
         interval, tick = self._intervals()
         if self._heartbeat is None:
             with self._starting:
-                if self._heartbeat is None:
+                if self._heartbeat is None and not self._closed:
                     self._heartbeat = Heartbeat(self, SQLStore._tick, tick, self.where)
         if time.monotonic() - self._renewed > interval:
             # Before claiming, a renewal that is due: the first since the store
