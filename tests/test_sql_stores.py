@@ -464,8 +464,9 @@ def _old_file_rows(version: int) -> list[tuple[str, tuple[object, ...]]]:
 def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
     request, tmp_path, dialect, version
 ):
-    # Version 4 copies purpose and expiry out of each file's JSON into columns;
-    # from version 2, version 3 moves the content into chunks first.
+    # Version 4 copies purpose and expiry out of each file's JSON into columns,
+    # version 5 indexes the expiry; from version 2, version 3 moves the
+    # content into chunks first.
     if dialect == "sqlite":
         url = str(tmp_path / f"v{version}.sqlite")
         _sqlite_at_version(url, version)
@@ -504,7 +505,12 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
         big = _LISTED[2][2]
         at = CHUNK_BYTES - 3
         assert store.files.read("file-2", at, 6) == big[at : at + 6]
-        store.files.add(attrs.evolve(_LISTED_FILES[0], id="file-new"), big)
+        # The older files are purged through the index of expiry times too.
+        assert (store.files.purge(10, 9), store.files.get("file-3")) == (1, None)
+        assert store.files.get("file-0") == _LISTED_FILES[0]
+        store.files.add(
+            attrs.evolve(_LISTED_FILES[0], id="file-new", bytes=len(big)), big
+        )
         assert store.files.content("file-new") == big
         assert store.files.read("file-new", at, 6) == big[at : at + 6]
         page, _ = store.files.page(None, 1)

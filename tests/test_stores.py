@@ -411,7 +411,7 @@ def test_a_failure_inside_the_write_leaves_neither_the_batch_nor_its_files(
 ) -> None:
     store, files = stores.batches, stores.files
     finalizing = _finalizing(store, epoch=1)
-    files.add(file(8), b"taken")
+    files.add(file(8, 5), b"taken")
     out = file(7, 3)
     done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
     with pytest.raises(KeyError):
@@ -519,7 +519,7 @@ def test_file_pages_match_a_model_of_the_listing(
         for move, purpose, expiry in moves:
             if move == "add":
                 made = attrs.evolve(
-                    file(len(added)), purpose=purpose, expires_at=expiry
+                    file(len(added), 1), purpose=purpose, expires_at=expiry
                 )
                 files.add(made, b"x")
                 added.append(made)

@@ -24,7 +24,16 @@ from .._model import Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
 from ._clock import Clock, VirtualClock
-from ._files import expires_at, is_live, list_files_page, upload_problem
+from ._content import TooLargeError, Upload, measure, pieces, spool
+from ._files import (
+    expires_at,
+    is_live,
+    list_files_page,
+    max_bytes,
+    purge_expired,
+    too_large_problem,
+    upload_problem,
+)
 from ._handlers import Handler, default_handler
 from ._params import (
     Problem,
@@ -117,7 +126,7 @@ class Emulator:
         self.request_seconds = request_seconds
         self.finalizing_seconds = finalizing_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
-        self._runner = Runner(lambda: run_due(self, self._now()))
+        self._runner = Runner(self._run_due)
 
     # -- ids and time ----------------------------------------------------------------
 
@@ -128,6 +137,13 @@ class Emulator:
         return self.ids.new_id(prefix, length)
 
     # -- running due work -------------------------------------------------------------
+
+    def _run_due(self) -> None:
+        now = self._now()
+        run_due(self, now)
+        # After the batches: one catching up on requests due before its
+        # input expired still reads it.
+        purge_expired(self.files, now)
 
     def run(self) -> None:
         """Run every piece of work due by the clock's time, here and now.
@@ -155,32 +171,66 @@ class Emulator:
 
     def create_file(
         self,
-        content: bytes,
+        content: Upload,
         filename: str,
         purpose: str,
         expires_after: int | None = None,
     ) -> FileObject:
         """Store an upload; returns its File object.
 
-        A ``batch`` file must be ``.jsonl`` of at most 200 MB and expires 30 days
-        after its creation unless ``expires_after`` (seconds) says otherwise;
-        other purposes allow 512 MB and never expire by default.
+        ``content`` is the bytes, a binary file open for reading (read from
+        where it stands to its end), or an iterable of pieces of bytes; it
+        goes to the store a piece at a time. A ``batch`` file must be
+        ``.jsonl`` of at most 200 MB and expires 30 days after its creation
+        unless ``expires_after`` (seconds) says otherwise; other purposes
+        allow 512 MB and never expire by default. Every limit is checked
+        before the store sees a byte: content whose size cannot be known
+        beforehand (an iterable, a pipe) is first copied to a temporary file,
+        refused as soon as it passes its limit. If reading ``content`` fails
+        midway, the error propagates and nothing is stored.
+
+        Example:
+            >>> import io
+            >>> emu = Emulator()
+            >>> emu.create_file(io.BytesIO(b"{}\\n"), "in.jsonl", "batch").bytes
+            3
+            >>> emu.create_file(iter([b"{}", b"\\n"]), "in.jsonl", "batch").bytes
+            3
         """
-        problem = upload_problem(filename, purpose, len(content))
+        size = measure(content)
+        problem = upload_problem(filename, purpose, size or 0)
         if problem is not None:
             raise refuse(problem)
-        if not encodable(filename):
-            filename = filename.encode("utf-8", "replace").decode("utf-8")
-        now = self._now()
-        file = FileObject(
-            id=self._id("file-", 22),
-            bytes=len(content),
-            created_at=now,
-            filename=filename,
-            purpose=purpose,
-            expires_at=expires_at(purpose, now, expires_after),
-        )
-        self.files.add(file, content)
+        copy = None
+        try:
+            if size is None:  # known only once read: read it, within its limit
+                try:
+                    copy, size = spool(content, max_bytes(purpose))
+                except TooLargeError as exc:
+                    problem = too_large_problem(
+                        exc.held, batch=purpose == "batch", more=True
+                    )
+                    raise refuse(problem) from None
+                content = copy
+            if not encodable(filename):
+                filename = filename.encode("utf-8", "replace").decode("utf-8")
+            now = self._now()
+            file = FileObject(
+                id=self._id("file-", 22),
+                bytes=size,
+                created_at=now,
+                filename=filename,
+                purpose=purpose,
+                expires_at=expires_at(purpose, now, expires_after),
+            )
+            # Bytes as they are (a memory store keeps them, uncopied); a file
+            # or an iterable a piece at a time.
+            self.files.add(
+                file, content if isinstance(content, bytes) else pieces(content)
+            )
+        finally:
+            if copy is not None:
+                copy.close()
         return file
 
     def list_files(
@@ -198,6 +248,7 @@ class Emulator:
         ``after`` a file id, ``purpose`` a filter. A page costs what it lists,
         not the number of files.
         """
+        self._runner.sync()  # expired files are purged with the due work
         page = list_files_page(
             self.files,
             self._now(),

@@ -1,9 +1,15 @@
 """The Files API's rules: what an upload may be, when a file expires, list pages.
 
-Pure functions over :class:`~batchfsm.emulator.FileObject` values, so any file
-store can serve them. The limits and defaults are documented (Files API
-reference; ``openai`` ``FileCreateParams``); the ``.jsonl`` message was
-observed (DESIGN §5, facts 13 and 14).
+Functions over :class:`~batchfsm.emulator.FileObject` values and the
+:class:`~batchfsm.emulator.FileStore` seam, so any file store can serve them.
+The limits and defaults are documented (Files API reference; ``openai``
+``FileCreateParams``); the ``.jsonl`` message was observed (DESIGN §5, facts
+13 and 14).
+
+An expired file answers 404 at once (:func:`is_live`) and is purged soon
+after (:func:`purge_expired`, run with the due work): its row and content
+go, found through the store's index of expiry times, a bounded number of files
+per store transaction, so a listing never keeps passing over it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ __all__ = [
     "MAX_BATCH_FILE_BYTES",
     "MAX_FILE_BYTES",
     "MAX_LIST_LIMIT",
+    "PURGE_FILES_PER_STEP",
     "PURPOSES",
     "expires_at",
     "is_live",
     "list_files_page",
+    "max_bytes",
+    "purge_expired",
+    "too_large_problem",
     "upload_problem",
 ]
 
@@ -36,6 +46,41 @@ MAX_BATCH_FILE_BYTES = MAX_BYTES
 BATCH_FILE_EXPIRES_AFTER = 30 * 86_400
 #: ``GET /v1/files``: ``limit`` is 1..10,000, and 10,000 by default.
 MAX_LIST_LIMIT = 10_000
+#: Expired files purged per store transaction (each with all its chunks).
+PURGE_FILES_PER_STEP = 16
+
+
+def max_bytes(purpose: str) -> int:
+    """The most bytes a file of ``purpose`` may hold.
+
+    Example:
+        >>> max_bytes("batch") == MAX_BATCH_FILE_BYTES, max_bytes("vision")
+        (True, 536870912)
+    """
+    return MAX_BATCH_FILE_BYTES if purpose == "batch" else MAX_FILE_BYTES
+
+
+def too_large_problem(size: int, *, batch: bool, more: bool = False) -> Problem:
+    """413 for a file of ``size`` bytes (``more``: over the limit, at least that).
+
+    ``batch``: the limit of a ``batch`` file, else that of any file.
+
+    Example:
+        >>> too_large_problem(300_000_000, batch=True, more=True).message
+        'File too large: more than 209715200 bytes; a batch input file may be up to 209715200 bytes.'
+    """
+    limit, allowed = (
+        (MAX_BATCH_FILE_BYTES, "a batch input file may be up to")
+        if batch
+        else (MAX_FILE_BYTES, "files may be up to")
+    )
+    held = f"more than {limit}" if more else str(size)
+    return Problem(
+        f"File too large: {held} bytes; {allowed} {limit} bytes.",
+        "file",
+        "file_too_large",
+        413,
+    )
 
 
 def upload_problem(filename: str, purpose: Any, size: int) -> Problem | None:
@@ -50,24 +95,13 @@ def upload_problem(filename: str, purpose: Any, size: int) -> Problem | None:
     if not isinstance(purpose, str) or purpose not in PURPOSES:
         return invalid_value("purpose", str(purpose), PURPOSES)
     if size > MAX_FILE_BYTES:
-        return Problem(
-            f"File too large: {size} bytes; files may be up to {MAX_FILE_BYTES} bytes.",
-            "file",
-            "file_too_large",
-            413,
-        )
+        return too_large_problem(size, batch=False)
     if purpose != "batch":
         return None
     if not filename.lower().endswith(".jsonl"):
         return Problem("Invalid file format for Batch API. Must be .jsonl", None, None)
     if size > MAX_BATCH_FILE_BYTES:
-        return Problem(
-            f"File too large: {size} bytes; a batch input file may be up to "
-            f"{MAX_BATCH_FILE_BYTES} bytes.",
-            "file",
-            "file_too_large",
-            413,
-        )
+        return too_large_problem(size, batch=True)
     return None
 
 
@@ -100,6 +134,30 @@ def is_live(file: FileObject | None, now: int) -> bool:
     return file is not None and (file.expires_at is None or now < file.expires_at)
 
 
+def purge_expired(files: FileStore, now: int) -> int:
+    """Purge every file expired at ``now``, :data:`PURGE_FILES_PER_STEP` at a time.
+
+    Each step is one call of :meth:`FileStore.purge` (one transaction in SQL),
+    so a backlog never holds the store for long at once. Returns how many.
+
+    Example:
+        >>> from ._stores import MemoryFileStore
+        >>> files = MemoryFileStore()
+        >>> for i in range(40):
+        ...     files.add(FileObject(id=f"file-{i}", bytes=0, created_at=0,
+        ...                          filename="a.jsonl", purpose="batch",
+        ...                          expires_at=i % 2 + 1), b"")
+        >>> purge_expired(files, 1), purge_expired(files, 9), files.list()
+        (20, 20, [])
+    """
+    purged = 0
+    while True:
+        step = files.purge(now, PURGE_FILES_PER_STEP)
+        purged += step
+        if step < PURGE_FILES_PER_STEP:
+            return purged
+
+
 def list_files_page(
     files: FileStore,
     now: int,
@@ -112,7 +170,8 @@ def list_files_page(
     """One page of ``GET /v1/files``, from its query parameters (as text).
 
     Lists the files of ``files`` live at ``now``, read a page at a time from
-    the store. ``order`` is ``desc`` (the default) or ``asc`` by creation;
+    the store (expired files are purged with the due work, so it passes over
+    only those that expired since). ``order`` is ``desc`` (the default) or ``asc`` by creation;
     ``after`` is the id of a listed file (live, and of ``purpose`` if given)
     the page starts after; ``purpose`` keeps only that purpose.
 

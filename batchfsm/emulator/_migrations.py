@@ -30,7 +30,8 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
 - ``files``: metadata (the File object's JSON), with ``purpose`` and
   ``expires_at`` copied out of the JSON into columns (since version 4), so
   that a listing's page is one indexed query (by ``seq``, or by ``purpose``
-  and ``seq``); ``file_chunks`` its content in chunks of :data:`CHUNK_BYTES`
+  and ``seq``), and expired files are found for purging through an index of
+  ``expires_at`` (since version 6); ``file_chunks`` its content in chunks of :data:`CHUNK_BYTES`
   (the last one shorter; none for an empty file), ``n`` counting from 0, so
   that reading a slice reads the one or two chunks it covers, not the whole
   file (until version 3 the content was one value in ``files``, and a
@@ -44,6 +45,7 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
+from ._content import Content, pieces
 from ._database import Database, Tx
 from ._store_errors import SchemaVersionError, StoreError
 
@@ -69,20 +71,42 @@ class Migration:
     step: Callable[[Tx], None] | None = None
 
 
-def chunks(content: bytes) -> Iterator[tuple[int, memoryview]]:
-    """``content`` as numbered chunks of :data:`CHUNK_BYTES`, without copying.
+def chunks(content: Content) -> Iterator[tuple[int, bytes]]:
+    """``content`` (bytes or pieces) as numbered chunks of :data:`CHUNK_BYTES`.
+
+    A piece's whole chunks are slices of it, not copies; only a chunk that
+    straddles pieces is put together. Each chunk is handed out as the pieces
+    come, so the content is never held whole.
 
     Example:
         >>> [(n, len(c)) for n, c in chunks(b"x" * (CHUNK_BYTES + 1))]
         [(0, 65536), (1, 1)]
+        >>> [(n, len(c)) for n, c in chunks([b"x" * 40_000] * 4)]
+        [(0, 65536), (1, 65536), (2, 28928)]
     """
-    view = memoryview(content)
-    for n, start in enumerate(range(0, len(view), CHUNK_BYTES)):
-        yield n, view[start : start + CHUNK_BYTES]
+    n = 0
+    pending = bytearray()  # the start of a chunk that straddles pieces
+    for piece in pieces(content):
+        view = memoryview(piece).cast("B")
+        if pending:
+            take = CHUNK_BYTES - len(pending)
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) < CHUNK_BYTES:
+                continue
+            yield n, bytes(pending)
+            n, pending = n + 1, bytearray()
+        whole = len(view) - len(view) % CHUNK_BYTES
+        for start in range(0, whole, CHUNK_BYTES):
+            yield n, view[start : start + CHUNK_BYTES]  # type: ignore[misc]
+            n += 1
+        pending += view[whole:]
+    if pending:
+        yield n, bytes(pending)
 
 
-def add_chunks(tx: Tx, file_id: str, content: bytes) -> None:
-    """Store ``content`` as the chunks of the file ``file_id``."""
+def add_chunks(tx: Tx, file_id: str, content: Content) -> None:
+    """Store ``content`` (bytes or pieces) as the chunks of the file ``file_id``."""
     for n, chunk in chunks(content):
         tx.run(
             "INSERT INTO batchfsm_file_chunks (file_id, n, data) VALUES (?, ?, ?)",
@@ -240,6 +264,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE batchfsm_batches DROP COLUMN lease_until",
             "CREATE INDEX batchfsm_batches_lease ON batchfsm_batches (lease_owner)"
             " WHERE lease_owner IS NOT NULL",
+        ),
+    ),
+    Migration(
+        6,
+        "an index of files by expiry time, so that expired files are purged",
+        sqlite=(
+            "CREATE INDEX batchfsm_files_expiry ON batchfsm_files (expires_at, seq)"
+            " WHERE expires_at IS NOT NULL",
+        ),
+        postgres=(
+            "CREATE INDEX batchfsm_files_expiry ON batchfsm_files (expires_at, seq)"
+            " WHERE expires_at IS NOT NULL",
         ),
     ),
 )

@@ -1,8 +1,13 @@
 """The SQL stores' :class:`FileStore`: File objects, and their bytes in chunks.
 
-The content is stored in chunks (see :mod:`._migrations`): a read costs the
-chunks its slice covers, whatever the size of the file; a listing's page is
-one indexed query.
+The content is stored in chunks (see :mod:`._migrations`), written as its
+pieces arrive: an upload is never held whole, and a read costs the chunks its
+slice covers, whatever the size of the file. A file is added in one
+transaction, so an upload cut off or refused midway leaves nothing behind
+(the transaction holds SQLite's writer while it lasts: the HTTP app hands the
+store an upload already spooled to local disk, never a slow client's
+socket). A listing's page is one indexed query; expired files are found for
+purging through the index of expiry times.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ._content import Content, exactly
 from ._database import Database, Tx
 from ._migrations import CHUNK_BYTES, add_chunks
 from ._stores import FileObject, FilePage, Order
@@ -17,8 +23,13 @@ from ._stores import FileObject, FilePage, Order
 __all__ = ["SQLFiles", "add_file"]
 
 
-def add_file(tx: Tx, file: FileObject, content: bytes) -> None:
-    """Store ``content`` as ``file`` in ``tx`` (its id must be new: ``KeyError``)."""
+def add_file(tx: Tx, file: FileObject, content: Content) -> None:
+    """Store ``content`` (bytes or pieces) as ``file`` in ``tx``.
+
+    Its id must be new (``KeyError``); the pieces must add up to
+    ``file.bytes`` (``ValueError``). Whatever fails, the caller rolls ``tx``
+    back.
+    """
     if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
         raise KeyError(f"file {file.id} exists already")
     tx.run(
@@ -26,7 +37,7 @@ def add_file(tx: Tx, file: FileObject, content: bytes) -> None:
         " VALUES (?, ?, ?, ?)",
         (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at),
     )
-    add_chunks(tx, file.id, content)
+    add_chunks(tx, file.id, exactly(content, file.bytes, file.id))
 
 
 #: The chunks of a file from ``n`` to ``n``, in order; one row with NULLs for a
@@ -34,6 +45,15 @@ def add_file(tx: Tx, file: FileObject, content: bytes) -> None:
 _CHUNKS = (
     "SELECT c.data FROM batchfsm_files f LEFT JOIN batchfsm_file_chunks c"
     " ON c.file_id = f.id AND c.n BETWEEN ? AND ? WHERE f.id = ? ORDER BY c.n"
+)
+
+
+#: Expired files, through the index of expiry times (``expires_at <= ?``
+#: implies the partial index's ``expires_at IS NOT NULL``).
+_EXPIRED_ONE = "SELECT 1 FROM batchfsm_files WHERE expires_at <= ? LIMIT 1"
+_EXPIRED = (
+    "SELECT id FROM batchfsm_files WHERE expires_at <= ?"
+    " ORDER BY expires_at, seq LIMIT ?"
 )
 
 
@@ -47,8 +67,27 @@ class SQLFiles:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def add(self, file: FileObject, content: bytes) -> None:
-        """Store ``content`` as ``file`` (its id must be new: ``KeyError``)."""
+    def add(self, file: FileObject, content: Content) -> None:
+        """Store ``content`` (bytes or pieces) as ``file``, in one transaction.
+
+        Its id must be new (``KeyError``); the pieces must add up to
+        ``file.bytes`` (``ValueError``). Each chunk is written as the pieces
+        make it up; if they raise or do not add up, nothing is stored.
+
+        Example:
+            >>> from batchfsm.emulator import SQLiteStore
+            >>> files = SQLiteStore(":memory:").files
+            >>> def cut_off():
+            ...     yield b"{}\\n" * 50_000
+            ...     raise ConnectionError("the client went away")
+            >>> files.add(FileObject(id="file-1", bytes=300_000, created_at=1,
+            ...                      filename="a.jsonl", purpose="batch"), cut_off())
+            Traceback (most recent call last):
+            ...
+            ConnectionError: the client went away
+            >>> files.get("file-1"), files.read("file-1", 0, 1)
+            (None, None)
+        """
         with self._db.transaction() as tx:
             add_file(tx, file, content)
 
@@ -102,6 +141,41 @@ class SQLFiles:
                 "DELETE FROM batchfsm_files WHERE id = ?", (file_id,)
             ).rowcount
         return deleted == 1
+
+    def purge(self, now: int, limit: int) -> int:
+        """Delete up to ``limit`` files expired at ``now``, with their chunks.
+
+        Read through the index of expiry times, earliest first; a write only
+        when there is something to purge. Several processes purge side by
+        side: in PostgreSQL each skips the rows another is deleting.
+
+        Example:
+            >>> from batchfsm.emulator import SQLiteStore
+            >>> files = SQLiteStore(":memory:").files
+            >>> for i in (1, 2, 3):
+            ...     files.add(FileObject(id=f"file-{i}", bytes=1, created_at=0,
+            ...                          filename="a.jsonl", purpose="batch",
+            ...                          expires_at=i), b"x")
+            >>> files.purge(2, 10), [f.id for f in files.list()]
+            (2, ['file-3'])
+        """
+        with self._db.transaction(write=False) as tx:
+            if tx.one(_EXPIRED_ONE, (now,)) is None:
+                return 0
+        with self._db.transaction() as tx:
+            ids = [
+                file_id
+                for (file_id,) in tx.all(
+                    f"{_EXPIRED} {self._db.skip_locked_sql}", (now, limit)
+                )
+            ]
+            if ids:
+                marks = ", ".join("?" * len(ids))
+                tx.run(
+                    f"DELETE FROM batchfsm_file_chunks WHERE file_id IN ({marks})", ids
+                )
+                tx.run(f"DELETE FROM batchfsm_files WHERE id IN ({marks})", ids)
+        return len(ids)
 
     def list(self) -> list[FileObject]:
         """Every File object, newest first."""

@@ -18,10 +18,12 @@ one and a restarted server carries on.
   in the same write (``files=``), added to the store's own :class:`FileStore`
   (``store.files``): a crash or a refused write never leaves a result file that
   no batch names.
-- :class:`FileStore`: File objects and their bytes, readable in slices so that
-  nothing needs a whole input file in memory at once, and listed a page at a
-  time in creation order (:meth:`FileStore.page`), costing the page, not the
-  number of files: an index in memory, an indexed query in SQL.
+- :class:`FileStore`: File objects and their bytes, taken in pieces as they
+  arrive (:meth:`FileStore.add`) and readable in slices so that nothing needs
+  a whole file in memory at once (the memory store holds each file once),
+  listed a page at a time in creation order (:meth:`FileStore.page`), costing
+  the page, not the number of files, and purged once expired
+  (:meth:`FileStore.purge`), found through an index of expiry times.
 - :class:`IdSource`: where ids come from; random unless seeded, never reused.
 
 Every method takes and returns values (frozen objects, bytes, strings, ids),
@@ -43,6 +45,7 @@ from typing import Any, Literal, Protocol
 import attrs
 
 from .._model import Batch, BatchStatus
+from ._content import Content, exactly
 
 __all__ = [
     "BatchStore",
@@ -59,7 +62,7 @@ __all__ = [
 #: Which result lines: the output file's (2xx answers) or the error file's.
 ResultKind = Literal["output", "errors"]
 #: A file to add with a conditional write: its File object and its content.
-NewFile = tuple["FileObject", bytes]
+NewFile = tuple["FileObject", Content]
 #: A listing's order by creation: oldest first or newest first.
 Order = Literal["asc", "desc"]
 
@@ -161,8 +164,16 @@ class BatchStore(Protocol):
 class FileStore(Protocol):
     """File objects and their content."""
 
-    def add(self, file: FileObject, content: bytes) -> None:
-        """Store ``content`` as ``file`` (its id must be new: ``KeyError``)."""
+    def add(self, file: FileObject, content: Content) -> None:
+        """Store ``content`` as ``file`` (its id must be new: ``KeyError``).
+
+        ``content`` is the bytes, or an iterable of pieces of bytes, read once
+        and written as they come: together exactly ``file.bytes`` bytes
+        (``ValueError`` as soon as they pass it, or at their end if short).
+        All of the file or nothing: if that fails, or the pieces raise (an
+        upload cut off), the exception propagates and nothing of the file is
+        stored.
+        """
 
     def get(self, file_id: str) -> FileObject | None:
         """The File object, or None."""
@@ -197,7 +208,17 @@ class FileStore(Protocol):
         given: ``expires_at`` after ``now`` or None) are listed; ``after`` is
         any stored file's id (listed or not), and an id of no stored file gives
         an empty page. Also says whether more follow. Costs the page (and the
-        expired files it passes over), never the number of files.
+        expired files not yet purged it passes over), never the number of
+        files.
+        """
+
+    def purge(self, now: int, limit: int) -> int:
+        """Delete up to ``limit`` files expired at ``now``, with their content.
+
+        Expired: ``expires_at`` at or before ``now``. Earliest expiry first,
+        found through an index of expiry times: costs what it deletes, never
+        the number of files. Returns how many it deleted (fewer than
+        ``limit``: none is left, unless another process holds some).
         """
 
 
@@ -400,19 +421,27 @@ class MemoryFileStore:
 
     Pages read an index: the ids in creation order, each with its creation
     number, once for all files and once per purpose, so a page finds where
-    it starts by bisection and reads only what it lists.
+    it starts by bisection and reads only what it lists. Purges read a heap
+    of expiry times.
+
+    A file's pieces are written into one buffer of its declared size as they
+    come, which then becomes the stored bytes uncopied: a file is held once,
+    never once in pieces and again whole.
 
     Example:
         >>> files = MemoryFileStore()
         >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
-        ...                      filename="a.jsonl", purpose="batch"), b"hello")
+        ...                      filename="a.jsonl", purpose="batch"), [b"he", b"llo"])
         >>> files.read("file-1", 1, 3), files.read("file-1", 9, 3)
         (b'ell', b'')
         >>> files.add(FileObject(id="file-2", bytes=0, created_at=2,
-        ...                      filename="b.jsonl", purpose="batch"), b"")
+        ...                      filename="b.jsonl", purpose="batch",
+        ...                      expires_at=9), b"")
         >>> page, more = files.page(None, 1, order="asc")
         >>> [f.id for f in page], more
         (['file-1'], True)
+        >>> files.purge(8, 10), files.purge(9, 10), files.get("file-2")
+        (0, 1, None)
     """
 
     def __init__(self) -> None:
@@ -420,20 +449,48 @@ class MemoryFileStore:
         self._number: dict[str, int] = {}  # id -> creation number
         # None (every file) or a purpose -> creation numbers and ids, ascending.
         self._index: dict[str | None, tuple[list[int], list[str]]] = {}
+        # (expires_at, creation number, id) of files that expire; an entry
+        # whose file was deleted stays until it is popped (or compacted).
+        self._expiry: list[tuple[int, int, str]] = []
+        self._stale = 0
         self._created = itertools.count()
         self._lock = threading.Lock()
 
-    def add(self, file: FileObject, content: bytes) -> None:
-        """Store ``content`` as ``file``."""
+    def add(self, file: FileObject, content: Content) -> None:
+        """Store ``content`` (bytes or pieces) as ``file``."""
+        if file.id in self._files:  # before reading a byte of it
+            raise KeyError(f"file {file.id} exists already")
+        if isinstance(content, bytes):
+            data = content
+        else:
+            buffer = io.BytesIO()
+            if file.bytes:
+                # Grown to its size at once (CPython's BytesIO then allocates
+                # exactly that), so that getvalue() below hands the buffer
+                # over as the bytes, uncopied and without slack.
+                buffer.seek(file.bytes - 1)
+                buffer.write(b"\0")
+                buffer.seek(0)
+            for piece in exactly(content, file.bytes, file.id):
+                buffer.write(piece)
+            data = buffer.getvalue()
+            del buffer
+        if len(data) != file.bytes:
+            raise ValueError(
+                f"{file.id}: its content is {len(data)} bytes, not the "
+                f"{file.bytes} its File object says"
+            )
         with self._lock:
             if file.id in self._files:
                 raise KeyError(f"file {file.id} exists already")
-            self._files[file.id] = (file, bytes(content))
+            self._files[file.id] = (file, data)
             number = self._number[file.id] = next(self._created)
             for key in (None, file.purpose):
                 numbers, ids = self._index.setdefault(key, ([], []))
                 numbers.append(number)
                 ids.append(file.id)
+            if file.expires_at is not None:
+                heapq.heappush(self._expiry, (file.expires_at, number, file.id))
 
     def get(self, file_id: str) -> FileObject | None:
         """The File object, or None."""
@@ -453,15 +510,46 @@ class MemoryFileStore:
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
         with self._lock:
-            entry = self._files.pop(file_id, None)
-            if entry is None:
+            file = self._remove(file_id)
+            if file is None:
                 return False
-            number = self._number.pop(file_id)
-            for key in (None, entry[0].purpose):
-                numbers, ids = self._index[key]
-                at = bisect.bisect_left(numbers, number)
-                del numbers[at], ids[at]  # a memmove: cheap next to any listing
+            if file.expires_at is not None:
+                self._stale += 1  # its expiry entry stays behind
+                if self._stale > 64 and self._stale > len(self._expiry) // 2:
+                    self._expiry = [e for e in self._expiry if self._holds(e)]
+                    heapq.heapify(self._expiry)
+                    self._stale = 0
             return True
+
+    def purge(self, now: int, limit: int) -> int:
+        """Delete up to ``limit`` files expired at ``now``, earliest expiry first."""
+        purged = 0
+        with self._lock:
+            heap = self._expiry
+            while heap and heap[0][0] <= now and purged < limit:
+                entry = heapq.heappop(heap)
+                if self._holds(entry):
+                    self._remove(entry[2])
+                    purged += 1
+                else:
+                    self._stale -= 1
+        return purged
+
+    def _holds(self, entry: tuple[int, int, str]) -> bool:
+        # The entry is the stored file's, not a deleted one's (ids never repeat,
+        # but a caller may add a file under an id it deleted).
+        return self._number.get(entry[2]) == entry[1]
+
+    def _remove(self, file_id: str) -> FileObject | None:
+        entry = self._files.pop(file_id, None)
+        if entry is None:
+            return None
+        number = self._number.pop(file_id)
+        for key in (None, entry[0].purpose):
+            numbers, ids = self._index[key]
+            at = bisect.bisect_left(numbers, number)
+            del numbers[at], ids[at]  # a memmove: cheap next to any listing
+        return entry[0]
 
     def list(self) -> list[FileObject]:
         """Every file, newest first."""
