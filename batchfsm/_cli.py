@@ -6,10 +6,12 @@
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
-  [--lease-seconds S] [--model NAME] [--any-model]`` serves the emulator; with
-  ``--db`` its batches and files live in SQLite or PostgreSQL (several
-  processes may share PostgreSQL); ``--model`` (repeatable) and
-  ``--any-model`` widen the model catalogue.
+  [--lease-seconds S] [--model NAME] [--any-model] [--store-threads N]
+  [--upload-budget BYTES]`` serves the emulator; with ``--db`` its batches and
+  files live in SQLite or PostgreSQL (several processes may share
+  PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
+  catalogue; ``--store-threads`` and ``--upload-budget`` size the app's
+  store threads and the bytes uploads in flight may hold together.
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -21,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -35,6 +38,22 @@ if TYPE_CHECKING:
     from .emulator import Emulator, SQLStore
 
 __all__ = ["main"]
+
+#: ``serve``'s defaults for the app's sizes (``create_app``'s ``store_threads``
+#: and ``upload_bytes_in_flight``, which a test holds them to): as text, so
+#: that the parser needs no server extra.
+STORE_THREADS = "8"
+UPLOAD_BUDGET = "1073872896"
+#: The units ``--upload-budget`` takes (any case): decimal and binary.
+BYTE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
 
 
 class _InputError(Exception):
@@ -177,6 +196,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--any-model", action="store_true", help="accept every model name"
     )
+    serve.add_argument(
+        "--store-threads",
+        default=STORE_THREADS,
+        metavar="N",
+        help="at most N worker threads at once run the calls on a --db store, and "
+        f"uploads; more wait their turn (a whole number, default {STORE_THREADS})",
+    )
+    serve.add_argument(
+        "--upload-budget",
+        default=UPLOAD_BUDGET,
+        metavar="BYTES",
+        help="the bytes all uploads in flight may hold together; another upload "
+        "that would pass it gets 429, one alone always passes (bytes, or with "
+        f"a unit: 400MB, 1GiB; default {UPLOAD_BUDGET}: two of the largest uploads)",
+    )
     return parser
 
 
@@ -218,6 +252,38 @@ def _serve_settings(
     return int(port_text), speed, seed, lease
 
 
+def _whole(option: str, text: str, units: dict[str, int] | None = None) -> int:
+    """``text`` as a whole number above 0 (with a unit of ``units``), or a ValueError.
+
+    Example:
+        >>> _whole("--upload-budget", "400MB", BYTE_UNITS), _whole("--n", "8")
+        (400000000, 8)
+        >>> _whole("--upload-budget", "1 GiB", BYTE_UNITS)
+        1073741824
+    """
+    found = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", text)
+    scale = None
+    if found is not None:
+        unit = found[2].lower()
+        scale = 1 if not unit else (units or {}).get(unit)
+    if found is None or scale is None or int(found[1]) == 0:
+        kind = (
+            "a whole number of bytes above 0, with or without a unit "
+            "(B, kB, MB, GB, KiB, MiB, GiB)"
+            if units
+            else "a whole number above 0"
+        )
+        raise ValueError(f"{option} must be {kind}, got {text!r}")
+    return int(found[1]) * scale
+
+
+def _app_settings(args: argparse.Namespace) -> tuple[int, int]:
+    """The store threads and the upload budget, or a one-line ValueError."""
+    threads = _whole("--store-threads", args.store_threads)
+    budget = _whole("--upload-budget", args.upload_budget, BYTE_UNITS)
+    return threads, budget
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         from .emulator import Emulator, SystemClock
@@ -228,6 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         port, speed, seed, lease = _serve_settings(args, MAX_SPEED)
+        threads, budget = _app_settings(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -249,7 +316,13 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
     print(f"batchfsm emulator: {kept}", flush=True)
     try:
-        serve(emulator, sock, api_key=args.api_key)
+        serve(
+            emulator,
+            sock,
+            api_key=args.api_key,
+            store_threads=threads,
+            upload_budget=budget,
+        )
     finally:
         sock.close()
         if store is not None:

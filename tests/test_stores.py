@@ -477,7 +477,8 @@ def test_any_slice_reads_what_the_content_holds_there(
         assert stores.files.content(file(1).id) == content
 
 
-#: A listing's moves: add a file (purpose, expiry) or delete the k-th added.
+#: A listing's moves: add a file (purpose, expiry), delete the k-th added, or
+#: purge (at most ``limit`` files expired at ``now``).
 _file_moves = st.lists(
     st.one_of(
         st.tuples(
@@ -486,6 +487,7 @@ _file_moves = st.lists(
             st.one_of(st.none(), st.integers(1, 3)),
         ),
         st.tuples(st.just("delete"), st.integers(0, 30), st.none()),
+        st.tuples(st.just("purge"), st.integers(1, 3), st.integers(0, 3)),
     ),
     max_size=30,
 )
@@ -511,7 +513,8 @@ def test_file_pages_match_a_model_of_the_listing(
     moves: list[tuple[str, Any, int | None]],
     queries: list[tuple[int | None, int, Any, str | None, int | None]],
 ) -> None:
-    # The model: files in creation order; a page filters, then slices after.
+    # The model: files in creation order; a page filters, then slices after;
+    # a purge takes the expired ones by expiry, then creation.
     added: list[FileObject] = []
     gone: set[str] = set()
     with fresh(store_name) as stores:
@@ -523,6 +526,19 @@ def test_file_pages_match_a_model_of_the_listing(
                 )
                 files.add(made, b"x")
                 added.append(made)
+            elif move == "purge":
+                limit, now = purpose, expiry
+                assert now is not None
+                due = sorted(
+                    (f.expires_at, n, f.id)
+                    for n, f in enumerate(added)
+                    if f.id not in gone
+                    and f.expires_at is not None
+                    and f.expires_at <= now
+                )[:limit]
+                assert files.purge(now, limit) == len(due)
+                gone.update(file_id for _, _, file_id in due)
+                assert all(files.get(file_id) is None for _, _, file_id in due)
             elif added:
                 victim = added[purpose % len(added)].id
                 assert files.delete(victim) == (victim not in gone)
@@ -568,6 +584,87 @@ def test_a_file_is_listed_until_the_second_it_expires(stores: Stores) -> None:
     assert len(stores.files.page(None, 9)[0]) == 3
     page, more = stores.files.page("file-0001", 9, order="asc", now=5)
     assert ([f.id for f in page], more) == (["file-0002"], False)
+
+
+def chunk_rows(stores: Stores) -> int | None:
+    """The chunks an SQL store holds, whatever file they belong to (None: memory)."""
+    if not isinstance(stores.batches, SQLStore):
+        return None
+    with stores.batches._db.transaction(write=False) as tx:
+        count: int = tx.one("SELECT count(*) FROM batchfsm_file_chunks")[0]
+    return count
+
+
+def test_expired_files_are_purged_earliest_first_a_bounded_number_at_a_time(
+    stores: Stores,
+) -> None:
+    files = stores.files
+    big = bytes(range(256)) * 600  # three chunks in SQL
+    for i, expiry in enumerate([5, 3, None, 4, 9, 3]):
+        files.add(attrs.evolve(file(i, len(big)), expires_at=expiry), big)
+    assert files.delete(file(3).id)  # deleted before it expired: not purged again
+    assert files.purge(2, 10) == 0
+    assert files.purge(5, 2) == 2  # the two that expired at 3
+    assert {f.id for f in files.list()} == {file(i).id for i in (0, 2, 4)}
+    assert (files.purge(5, 2), files.purge(5, 2)) == (1, 0)
+    for i in (0, 1, 5):
+        gone = file(i).id
+        assert files.get(gone) is None and files.content(gone) is None
+        assert files.read(gone, 0, 10) is None
+    # Gone from the listing's index too: a listing without a time skips nothing.
+    assert [f.id for f in files.page(None, 9)[0]] == [file(4).id, file(2).id]
+    assert files.content(file(4).id) == big
+    assert chunk_rows(stores) in (None, 2 * 3)
+    assert files.purge(10**12, 10) == 1 and chunk_rows(stores) in (None, 3)
+
+
+def test_content_in_pieces_is_written_as_it_comes(stores: Stores) -> None:
+    files = stores.files
+    content = bytes(range(256)) * 1_000
+    handed: list[int] = []
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(content), 70_000):
+            handed.append(start)
+            yield content[start : start + 70_000]
+
+    files.add(file(1, len(content)), pieces())
+    assert files.content(file(1).id) == content and len(handed) == 4
+    assert files.read(file(1).id, 69_998, 4) == content[69_998:70_002]
+    files.add(file(2, 3), [b"a", bytearray(b"b"), memoryview(b"c")])
+    assert files.content(file(2).id) == b"abc"
+
+
+def _cut_off() -> Iterator[bytes]:
+    yield b"x" * 200_000  # several chunks written in SQL before the cut
+    raise ConnectionError("the client went away")
+
+
+@pytest.mark.parametrize(
+    ("content", "declared", "error"),
+    [
+        (_cut_off, 300_000, ConnectionError),
+        (lambda: iter([b"x" * 200_000]), 300_000, ValueError),  # short
+        (lambda: iter([b"x" * 200_000] * 2), 300_000, ValueError),  # long
+        (lambda: b"x" * 3, 2, ValueError),
+        (lambda: iter([b"x" * 200_000, "text"]), 200_004, TypeError),
+    ],
+    ids=["cut-off", "short", "long", "bytes-long", "text"],
+)
+def test_content_cut_off_or_of_another_size_leaves_nothing_behind(
+    stores: Stores, content: Callable[[], Any], declared: int, error: type[Exception]
+) -> None:
+    files = stores.files
+    files.add(file(1, 1), b"k")  # a file before: untouched
+    made = file(2, declared)
+    with pytest.raises(error):
+        files.add(made, content())
+    assert files.get(made.id) is None and files.read(made.id, 0, 1) is None
+    assert [f.id for f in files.list()] == [file(1).id]
+    assert chunk_rows(stores) in (None, 1)
+    # Nothing left to stand in the way: the same file goes in whole.
+    files.add(file(2, 4), b"fine")
+    assert files.content(file(2).id) == b"fine"
 
 
 def test_following_file_pages_visits_each_listed_file_once(stores: Stores) -> None:

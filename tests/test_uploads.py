@@ -36,7 +36,7 @@ def multipart(content: bytes, purpose: str = "batch") -> bytes:
 async def post(
     app: Any, receive: Receive, length: int | None
 ) -> tuple[int, dict[str, Any]]:
-    """POST /v1/files through the ASGI app; its status and JSON answer."""
+    """POST /v1/files through the ASGI app; its status and JSON answer (or {})."""
     headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
@@ -55,7 +55,7 @@ async def post(
             answer["body"] += message.get("body", b"")
 
     await app(scope, receive, send)
-    return answer["status"], json.loads(answer["body"])
+    return answer["status"], json.loads(answer["body"]) if answer["body"] else {}
 
 
 def whole(body: bytes) -> Receive:

@@ -6,18 +6,21 @@ Routes: ``POST /v1/files`` (multipart), ``GET /v1/files``, ``GET``/``DELETE
 the API's body ``{"error": {"message", "type", "param", "code"}}``; malformed
 input is a 4xx, never a 5xx, and never changes a stored batch. Bodies over the
 limits are refused with 413 before they are read whole; an upload streams
-through the multipart parser into a temporary file, and uploads in flight
-together hold at most :data:`MAX_UPLOAD_BYTES_IN_FLIGHT` (429 beyond, unless
-it is the only one); a JSON body must say
+through the multipart parser into a temporary file (on disk past 1 MiB),
+then from there into the store a piece at a time, in a worker thread, never
+held whole; uploads in flight together hold at most
+:data:`MAX_UPLOAD_BYTES_IN_FLIGHT` (429 beyond, unless it is the only one;
+``upload_bytes_in_flight``, ``serve --upload-budget``); a JSON body must say
 ``Content-Type: application/json`` (415 otherwise, so that no web page can post
 one without a CORS preflight). A client that goes away mid-request is logged
 in one line; a bug of the emulator answers 500 with the API's error body.
 
 On a store other than the memory one (a database), each call of the emulator
 runs in a worker thread (at most :data:`STORE_THREADS` at once per event
-loop), so that a call waiting on the database never holds up another client's;
-on the memory store a call costs less than the hop to a thread and runs on the
-event loop.
+loop and app; ``store_threads``, ``serve --store-threads``), so that a call
+waiting on the database never holds up another client's; on the memory store
+a call costs less than the hop to a thread and runs on the event loop (but
+for an upload, which copies the file).
 """
 
 from __future__ import annotations
@@ -74,22 +77,36 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_JSON_BYTES = 1024 * 1024
 
 #: At most this many calls of the emulator on a database run at once (per event
-#: loop); more wait their turn without holding up the loop.
+#: loop), by default; more wait their turn without holding up the loop.
 STORE_THREADS = 8
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
 
-_THREADS: RunVar[CapacityLimiter] = RunVar("batchfsm_store_threads")
+
+def _limiter(threads: int) -> Callable[[], CapacityLimiter]:
+    """The limiter of ``threads`` store threads, one per event loop that asks.
+
+    A limiter belongs to the event loop it was made on, and an app may be run
+    by several loops in turn (tests, a restarted server).
+    """
+    made: RunVar[CapacityLimiter] = RunVar("batchfsm_store_threads")
+
+    def limiter() -> CapacityLimiter:
+        try:
+            return made.get()
+        except LookupError:
+            made.set(CapacityLimiter(threads))
+            return made.get()
+
+    return limiter
 
 
-def _threads() -> CapacityLimiter:
-    """This event loop's limiter of store threads (a limiter is a loop's own)."""
-    try:
-        return _THREADS.get()
-    except LookupError:
-        _THREADS.set(CapacityLimiter(STORE_THREADS))
-        return _THREADS.get()
+def _at_least_one(name: str, value: object) -> int:
+    """``value`` if it is an int of at least 1; a ValueError naming ``name`` if not."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+    return value
 
 
 def _in_memory(emulator: Emulator) -> bool:
@@ -205,6 +222,7 @@ def create_app(
     *,
     api_key: str | None = None,
     upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
+    store_threads: int = STORE_THREADS,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -214,6 +232,12 @@ def create_app(
     With ``api_key``, every route demands ``Authorization: Bearer <api_key>``.
     ``upload_bytes_in_flight`` bounds the bytes of all uploads in flight
     together: one that would pass it while others are in flight gets 429.
+    ``store_threads`` bounds the calls of the emulator that run at once in
+    worker threads (on a database store; and uploads, on any).
+
+    Raises:
+        ValueError: ``upload_bytes_in_flight`` or ``store_threads`` is not an
+            integer of at least 1.
 
     Example:
         >>> from batchfsm.emulator import Emulator, create_app
@@ -221,21 +245,27 @@ def create_app(
         >>> sorted({route.path for route in app.routes})[:2]
         ['/v1/batches', '/v1/batches/{batch_id}']
     """
+    budget = _UploadBudget(
+        _at_least_one("upload_bytes_in_flight", upload_bytes_in_flight)
+    )
+    threads = _limiter(_at_least_one("store_threads", store_threads))
     owned = emulator is None
     if emulator is None:
         from ._clock import SystemClock
 
         emulator = Emulator(clock=SystemClock())
     emu = emulator
-    budget = _UploadBudget(upload_bytes_in_flight)
     in_memory = _in_memory(emu)
+
+    async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        bound = functools.partial(function, *args, **kwargs)
+        return await anyio.to_thread.run_sync(bound, limiter=threads())
 
     async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the emulator: in a thread if its store may wait on a database."""
         if in_memory:
             return function(*args, **kwargs)
-        bound = functools.partial(function, *args, **kwargs)
-        return await anyio.to_thread.run_sync(bound, limiter=_threads())
+        return await in_thread(function, *args, **kwargs)
 
     def guarded(
         handler: Callable[[Request], Response | Awaitable[Response]],
@@ -278,7 +308,10 @@ def create_app(
 
     async def upload(request: Request) -> Response:
         # The body streams through the multipart parser, which spools the file
-        # to a temporary file: it is in memory once, when the store takes it.
+        # to a temporary file; the store reads it from there a piece at a time.
+        # Not straight from the socket: the form's fields may follow the file,
+        # and a store writing a file in one transaction (SQLite's writer)
+        # must not wait on a slow client.
         declared = _declared(request, MAX_UPLOAD_BYTES)
         held = size = 0
 
@@ -344,10 +377,11 @@ def create_app(
                 if problem is not None:
                     raise refuse(problem)
                 expires_after = count
-            content = await file.read()
-            created = await call(
+            # The temporary file as it stands (at its start), read in the
+            # thread: a memory store's copy too is no work for the event loop.
+            created = await in_thread(
                 emu.create_file,
-                content,
+                file.file,
                 file.filename or "upload.jsonl",
                 purpose,
                 expires_after,
@@ -447,4 +481,7 @@ def create_app(
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.emulator = emu
+    # This event loop's limiter of store threads (its statistics() say how
+    # many calls run in threads and how many wait), for whoever watches.
+    app.state.store_threads = threads
     return app

@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._json import encode
 from ._api_error import ApiError
-from ._app import create_app
+from ._app import MAX_UPLOAD_BYTES_IN_FLIGHT, STORE_THREADS, create_app
 from ._engine import Emulator
 
 __all__ = [
@@ -212,11 +212,23 @@ def config(
     emulator: Emulator,
     *,
     api_key: str | None = None,
+    store_threads: int = STORE_THREADS,
+    upload_budget: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     protocol: type[GuardedH11Protocol] = GuardedH11Protocol,
 ) -> uvicorn.Config:
-    """The uvicorn settings ``serve`` runs ``emulator`` with."""
+    """The uvicorn settings ``serve`` runs ``emulator`` with.
+
+    ``store_threads`` and ``upload_budget`` are :func:`create_app`'s
+    ``store_threads`` and ``upload_bytes_in_flight``.
+    """
+    app = create_app(
+        emulator,
+        api_key=api_key,
+        store_threads=store_threads,
+        upload_bytes_in_flight=upload_budget,
+    )
     made = uvicorn.Config(
-        create_app(emulator, api_key=api_key),
+        app,
         http=protocol,
         ws="none",  # an upgraded connection would escape the deadlines and the bound
         lifespan="off",
@@ -230,18 +242,31 @@ def config(
 
 
 def serve(
-    emulator: Emulator, sock: socket.socket, *, api_key: str | None = None
+    emulator: Emulator,
+    sock: socket.socket,
+    *,
+    api_key: str | None,
+    store_threads: int,
+    upload_budget: int,
 ) -> None:
     """Serve ``emulator`` on the bound ``sock`` until interrupted.
 
-    Its worker runs in the background meanwhile.
+    Its worker runs in the background meanwhile. The keywords are
+    :func:`config`'s.
     """
     _logging()
     tune_allocator()
     # The worker thread computes while the event loop answers: hand the GIL
     # over every millisecond (not every five) so that answers stay prompt.
     sys.setswitchinterval(0.001)
-    server = uvicorn.Server(config(emulator, api_key=api_key))
+    server = uvicorn.Server(
+        config(
+            emulator,
+            api_key=api_key,
+            store_threads=store_threads,
+            upload_budget=upload_budget,
+        )
+    )
     emulator.start()
     try:
         server.run(sockets=[sock])

@@ -88,7 +88,20 @@ class Service(Protocol):
 
 
 class _InputGoneError(Exception):
-    """The input file was deleted while its batch still needed it."""
+    """The input file was deleted, or expired, while its batch still needed it."""
+
+
+def _gone_at(files: FileStore, file_id: str) -> int:
+    """When the input file is gone: its expiry (``NEVER`` if it has none or is gone).
+
+    Its requests due from then on cannot run, whether or not it was purged
+    yet: so the outcome depends on the emulated time alone, not on when the
+    purge came round.
+    """
+    file = files.get(file_id)
+    if file is None or file.expires_at is None:
+        return NEVER  # gone already, reads say so; or never expires
+    return file.expires_at
 
 
 def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | None]:
@@ -244,11 +257,14 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     done, offset, size = work.done, work.offset, 0
     completed, failed = work.completed, work.failed
     input_tokens, output_tokens = work.input_tokens, work.output_tokens
+    gone_at = _gone_at(emu.files, batch.input_file_id)
     try:
         for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
             if is_blank(raw):
                 continue
             at = batch.in_progress_at + (done + 1) * emu.request_seconds
+            if at >= gone_at:
+                raise _InputGoneError(batch.input_file_id)
             line, reply = answer(emu.handler, emu.ids, batch.endpoint, raw, at)
             done += 1
             size += len(line)
@@ -270,7 +286,8 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
             ):
                 break
     except _InputGoneError:
-        # The input was deleted mid-run: what it held can no longer run.
+        # The input was deleted or expired mid-run: what it held can no
+        # longer run.
         failed += requests - done
         done = requests
     moved = attrs.evolve(
@@ -312,6 +329,8 @@ def _end(
     if unfinished is not None and done < total(batch):
         error = (unfinished, UNFINISHED[unfinished])
         try:
+            if at >= _gone_at(emu.files, batch.input_file_id):
+                raise _InputGoneError(batch.input_file_id)
             for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
                 if is_blank(raw):
                     continue
