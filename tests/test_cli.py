@@ -2,6 +2,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import attrs
@@ -235,3 +236,73 @@ def test_serve_logs_a_malformed_upload_only_in_its_answer():
         server.terminate()
         _, errors = server.communicate(timeout=30)
     assert "boundary" not in errors
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "\uff18", ""])
+def test_serve_refuses_store_threads_that_are_no_whole_number_above_0(value):
+    line = _serve_refusal(f"--store-threads={value}")
+    assert f"--store-threads must be a whole number above 0, got {value!r}" in line
+
+
+@pytest.mark.parametrize("value", ["0", "0MB", "-1", "1.5GB", "10XB", "1 G", "MB"])
+def test_serve_refuses_an_upload_budget_that_is_no_count_of_bytes(value):
+    line = _serve_refusal(f"--upload-budget={value}")
+    assert "--upload-budget must be a whole number of bytes above 0" in line
+    assert f"got {value!r}" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("1000", 1000),
+        ("7B", 7),
+        ("400MB", 400 * 10**6),
+        ("400mb", 400 * 10**6),
+        ("2kB", 2000),
+        ("3GB", 3 * 10**9),
+        ("1GiB", 2**30),
+        ("64 KiB", 64 * 2**10),
+        ("5MiB", 5 * 2**20),
+    ],
+)
+def test_an_upload_budget_takes_decimal_and_binary_units(text, count):
+    from batchfsm._cli import BYTE_UNITS, _whole
+
+    assert _whole("--upload-budget", text, BYTE_UNITS) == count
+
+
+def test_serve_shows_its_defaults_which_are_the_apps(capsys):
+    from batchfsm._cli import STORE_THREADS, UPLOAD_BUDGET
+    from batchfsm.emulator import _app
+
+    assert int(STORE_THREADS) == _app.STORE_THREADS
+    assert int(UPLOAD_BUDGET) == _app.MAX_UPLOAD_BYTES_IN_FLIGHT
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default {STORE_THREADS})" in text
+    assert f"default {UPLOAD_BUDGET}:" in text
+
+
+def test_serve_bounds_uploads_in_flight_by_its_upload_budget(serve):
+    base = serve("--upload-budget", "1kB")
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as held:
+        # One upload declares 2,000 bytes and sends a few: alone, it passes.
+        held.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+        )
+        for _ in range(600):  # until the server holds it (a bound, not a speed)
+            answer = httpx2.post(
+                f"{base}/v1/files",
+                files={"file": ("in.jsonl", b"{}\n")},
+                data={"purpose": "batch"},
+            )
+            if answer.status_code == 429:
+                break
+            time.sleep(0.05)
+        assert answer.status_code == 429
+        assert answer.json()["error"]["message"] == (
+            "Too many uploads in flight: together they may hold 1000 bytes. "
+            "Try again when they are done."
+        )

@@ -21,13 +21,18 @@ from batchfsm.emulator import (
     MemoryFileStore,
     create_app,
 )
-from batchfsm.emulator._content import PIECE_BYTES, Content
-from batchfsm.emulator._files import MAX_BATCH_FILE_BYTES
 from batchfsm.emulator._app import MAX_UPLOAD_BYTES
+from batchfsm.emulator._content import PIECE_BYTES, Content, Piece
+from batchfsm.emulator._files import MAX_BATCH_FILE_BYTES
 
+from . import test_stores
 from .test_emulator import line, poll
-from .test_stores import Stores, chunk_rows, store_name, stores  # noqa: F401 - fixtures
-from .test_uploads import multipart, post, whole
+from .test_stores import Stores, chunk_rows
+from .test_uploads import Receive, multipart, post, whole
+
+# Every store, as the store tests have them.
+store_name = test_stores.store_name
+stores = test_stores.stores
 
 MiB = 1 << 20
 
@@ -76,13 +81,14 @@ def test_an_upload_of_unknown_size_over_its_limit_is_refused_before_the_store(
     emu = emulator(stores)
     handed = itertools.count()
 
-    def endless() -> Iterator[bytes]:
+    def over() -> Iterator[bytes]:
         piece = b"{}\n" * (MiB // 3) + b"\n"  # one MiB, the same object each time
-        for _ in handed:
+        for _ in range(MAX_BATCH_FILE_BYTES // MiB + 10):
+            next(handed)
             yield piece
 
     with pytest.raises(ApiError) as refused:
-        emu.create_file(endless(), "in.jsonl", "batch")
+        emu.create_file(over(), "in.jsonl", "batch")
     assert refused.value.status_code == 413
     assert refused.value.body["error"] == {
         "message": f"File too large: more than {MAX_BATCH_FILE_BYTES} bytes; "
@@ -99,9 +105,9 @@ def test_an_upload_of_unknown_size_over_its_limit_is_refused_before_the_store(
     assert (made.bytes, emu.file_content(made.id)) == (3, b"{}\n")
 
 
-def _disconnecting(body: bytes) -> Any:
+def _disconnecting(body: bytes) -> Receive:
     """A body of which half arrives, then the client goes away."""
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"type": "http.request", "body": body[: len(body) // 2], "more_body": True},
         {"type": "http.disconnect"},
     ]
@@ -140,7 +146,7 @@ class RecordingFiles(MemoryFileStore):
         self.pieces: list[int] = []
 
     def add(self, file: FileObject, content: Content) -> None:
-        def noted() -> Iterator[bytes]:
+        def noted() -> Iterator[Piece]:
             for piece in [content] if isinstance(content, bytes) else content:
                 self.pieces.append(len(piece))
                 yield piece

@@ -529,6 +529,53 @@ def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
         store.close()
 
 
+def test_store_threads_bound_the_calls_that_wait_on_the_store_at_once() -> None:
+    store = SlowStore()
+    emu = Emulator(store=store, ids=store.ids())
+    upload = emu.create_file(make_input_file(1), "in.jsonl", "batch")
+    slow, fast = (
+        emu.create_batch(input_file_id=upload.id, endpoint=CHAT) for _ in range(2)
+    )
+    store.slow = slow.id
+    app = create_app(emu, store_threads=1)
+
+    async def clients() -> None:
+        threads = app.state.store_threads()
+        assert threads.total_tokens == 1
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://emulator/v1"
+        ) as http:
+            stuck = asyncio.create_task(http.get(f"/batches/{slow.id}"))
+            assert await anyio.to_thread.run_sync(store.waiting.wait, 30)
+            # The one thread waits on the store: the next call waits its turn.
+            queued = asyncio.create_task(http.get(f"/batches/{fast.id}"))
+            for _ in range(10_000):  # until it is queued (a bound, not a speed)
+                if threads.statistics().tasks_waiting == 1:
+                    break
+                await asyncio.sleep(0.001)
+            assert threads.statistics().tasks_waiting == 1
+            assert threads.borrowed_tokens == 1 and not queued.done()
+            store.go.set()
+            assert (await stuck).json()["id"] == slow.id
+            assert (await queued).json()["id"] == fast.id
+
+    try:
+        asyncio.run(clients())
+    finally:
+        store.go.set()
+        store.close()
+
+
+@pytest.mark.parametrize("keyword", ["store_threads", "upload_bytes_in_flight"])
+@pytest.mark.parametrize("value", [0, -1, 1.5, "8", True])
+def test_create_app_refuses_sizes_that_are_no_count_naming_them(
+    keyword: str, value: object
+) -> None:
+    with pytest.raises(ValueError, match=f"{keyword} must be an integer of at least 1"):
+        create_app(Emulator(), **{keyword: value})  # type: ignore[arg-type]
+
+
 # -- one JSON engine: the answers are the library's own text --------------------
 
 

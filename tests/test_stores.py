@@ -631,7 +631,7 @@ def test_content_in_pieces_is_written_as_it_comes(stores: Stores) -> None:
     files.add(file(1, len(content)), pieces())
     assert files.content(file(1).id) == content and len(handed) == 4
     assert files.read(file(1).id, 69_998, 4) == content[69_998:70_002]
-    files.add(file(2, 3), [b"a", bytearray(b"b"), memoryview(b"c")])
+    files.add(file(2, 3), [b"a", bytearray(b"b"), memoryview(b"c")])  # any buffer
     assert files.content(file(2).id) == b"abc"
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "PIECE_BYTES",
     "SPOOL_MEMORY_BYTES",
     "Content",
+    "Piece",
     "Readable",
     "TooLargeError",
     "Upload",
@@ -45,18 +46,20 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+#: A piece of a file's content.
+Piece = bytes | bytearray | memoryview
 #: A file's content as a :class:`~batchfsm.emulator.FileStore` takes it: the
-#: bytes, or the bytes in pieces (an iterable of bytes, read once, in order).
-Content = bytes | Iterable[bytes]
+#: bytes, or the bytes in pieces (an iterable of pieces, read once, in order).
+Content = bytes | Iterable[Piece]
 #: An upload as :meth:`~batchfsm.emulator.Emulator.create_file` takes it: the
 #: bytes, a binary file open for reading (read from where it stands to its
 #: end), or an iterable of pieces of bytes.
-Upload = bytes | Readable | Iterable[bytes]
+Upload = bytes | Readable | Iterable[Piece]
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-def pieces(content: Content | Readable) -> Iterator[bytes]:
+def pieces(content: Content | Readable) -> Iterator[Piece]:
     """The pieces of ``content``; bytes are one piece, uncopied.
 
     Raises:
@@ -74,9 +77,7 @@ def pieces(content: Content | Readable) -> Iterator[bytes]:
         return
     read = getattr(content, "read", None)
     source: Iterable[object] = (
-        iter(functools.partial(read, PIECE_BYTES), b"")
-        if read is not None
-        else content  # type: ignore[assignment]  # an iterable of pieces
+        iter(functools.partial(read, PIECE_BYTES), b"") if read is not None else content  # type: ignore[assignment]  # an iterable of pieces
     )
     for piece in source:
         if not isinstance(piece, _BYTES_LIKE):
@@ -84,10 +85,10 @@ def pieces(content: Content | Readable) -> Iterator[bytes]:
                 "content must be bytes, a binary file or an iterable of bytes; "
                 f"a piece of it is {type(piece).__name__}"
             )
-        yield piece  # type: ignore[misc]  # bytearray and memoryview pass as bytes
+        yield piece
 
 
-def exactly(content: Content, size: int, file_id: str) -> Iterator[bytes]:
+def exactly(content: Content, size: int, file_id: str) -> Iterator[Piece]:
     """The pieces of ``content``, checked to add up to exactly ``size`` bytes.
 
     Raises:

@@ -176,7 +176,7 @@ class Emulator:
         purpose: str,
         expires_after: int | None = None,
     ) -> FileObject:
-        """Store an upload; returns its File object.
+        r"""Store an upload; returns its File object.
 
         ``content`` is the bytes, a binary file open for reading (read from
         where it stands to its end), or an iterable of pieces of bytes; it
@@ -192,9 +192,9 @@ class Emulator:
         Example:
             >>> import io
             >>> emu = Emulator()
-            >>> emu.create_file(io.BytesIO(b"{}\\n"), "in.jsonl", "batch").bytes
+            >>> emu.create_file(io.BytesIO(b"{}\n"), "in.jsonl", "batch").bytes
             3
-            >>> emu.create_file(iter([b"{}", b"\\n"]), "in.jsonl", "batch").bytes
+            >>> emu.create_file(iter([b"{}", b"\n"]), "in.jsonl", "batch").bytes
             3
         """
         size = measure(content)

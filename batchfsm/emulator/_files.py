@@ -66,8 +66,9 @@ def too_large_problem(size: int, *, batch: bool, more: bool = False) -> Problem:
     ``batch``: the limit of a ``batch`` file, else that of any file.
 
     Example:
-        >>> too_large_problem(300_000_000, batch=True, more=True).message
-        'File too large: more than 209715200 bytes; a batch input file may be up to 209715200 bytes.'
+        >>> print(too_large_problem(300_000_000, batch=True, more=True).message)
+        File too large: more than 209715200 bytes; a batch input file may be up to
+        209715200 bytes.
     """
     limit, allowed = (
         (MAX_BATCH_FILE_BYTES, "a batch input file may be up to")
@@ -171,7 +172,8 @@ def list_files_page(
 
     Lists the files of ``files`` live at ``now``, read a page at a time from
     the store (expired files are purged with the due work, so it passes over
-    only those that expired since). ``order`` is ``desc`` (the default) or ``asc`` by creation;
+    only those that expired since). ``order`` is ``desc`` (the default) or
+    ``asc`` by creation;
     ``after`` is the id of a listed file (live, and of ``purpose`` if given)
     the page starts after; ``purpose`` keeps only that purpose.
 

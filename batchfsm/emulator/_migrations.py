@@ -31,11 +31,11 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   ``expires_at`` copied out of the JSON into columns (since version 4), so
   that a listing's page is one indexed query (by ``seq``, or by ``purpose``
   and ``seq``), and expired files are found for purging through an index of
-  ``expires_at`` (since version 6); ``file_chunks`` its content in chunks of :data:`CHUNK_BYTES`
-  (the last one shorter; none for an empty file), ``n`` counting from 0, so
-  that reading a slice reads the one or two chunks it covers, not the whole
-  file (until version 3 the content was one value in ``files``, and a
-  database reads a slice by loading all of it).
+  ``expires_at`` (since version 6); ``file_chunks`` its content in chunks
+  of :data:`CHUNK_BYTES` (the last one shorter; none for an empty file),
+  ``n`` counting from 0, so that reading a slice reads the one or two chunks
+  it covers, not the whole file (until version 3 the content was one value
+  in ``files``, and a database reads a slice by loading all of it).
 - ``settings``: small named values: the clock anchor, id counters.
 """
 
@@ -71,7 +71,7 @@ class Migration:
     step: Callable[[Tx], None] | None = None
 
 
-def chunks(content: Content) -> Iterator[tuple[int, bytes]]:
+def chunks(content: Content) -> Iterator[tuple[int, bytes | memoryview]]:
     """``content`` (bytes or pieces) as numbered chunks of :data:`CHUNK_BYTES`.
 
     A piece's whole chunks are slices of it, not copies; only a chunk that
@@ -98,7 +98,7 @@ def chunks(content: Content) -> Iterator[tuple[int, bytes]]:
             n, pending = n + 1, bytearray()
         whole = len(view) - len(view) % CHUNK_BYTES
         for start in range(0, whole, CHUNK_BYTES):
-            yield n, view[start : start + CHUNK_BYTES]  # type: ignore[misc]
+            yield n, view[start : start + CHUNK_BYTES]
             n += 1
         pending += view[whole:]
     if pending:

@@ -68,7 +68,7 @@ class SQLFiles:
         self._db = db
 
     def add(self, file: FileObject, content: Content) -> None:
-        """Store ``content`` (bytes or pieces) as ``file``, in one transaction.
+        r"""Store ``content`` (bytes or pieces) as ``file``, in one transaction.
 
         Its id must be new (``KeyError``); the pieces must add up to
         ``file.bytes`` (``ValueError``). Each chunk is written as the pieces
@@ -78,7 +78,7 @@ class SQLFiles:
             >>> from batchfsm.emulator import SQLiteStore
             >>> files = SQLiteStore(":memory:").files
             >>> def cut_off():
-            ...     yield b"{}\\n" * 50_000
+            ...     yield b"{}\n" * 50_000
             ...     raise ConnectionError("the client went away")
             >>> files.add(FileObject(id="file-1", bytes=300_000, created_at=1,
             ...                      filename="a.jsonl", purpose="batch"), cut_off())
