@@ -834,6 +834,52 @@ def test_postgres_keeps_a_connection_per_live_thread_only(postgres_url):
         store.close()
 
 
+def test_a_delete_racing_a_purge_in_postgres_waits_its_turn_never_deadlocks(
+    postgres_url,
+):
+    import psycopg
+
+    store = PostgresStore(postgres_url)
+    content = b"x" * (3 * CHUNK_BYTES)
+    store.files.add(
+        FileObject(id="file-1", bytes=len(content), created_at=1, filename="a",
+                   purpose="batch", expires_at=5),
+        content,
+    )  # fmt: skip
+    deleted: list[bool] = []
+    try:
+        with (
+            psycopg.connect(postgres_url) as purge,
+            psycopg.connect(postgres_url, autocommit=True) as watch,
+        ):
+            # A purge, paused after it took the file's row and before its chunks.
+            purge.execute(
+                "SELECT id FROM batchfsm_files WHERE expires_at <= 5"
+                " ORDER BY expires_at, seq LIMIT 16 FOR UPDATE SKIP LOCKED"
+            )
+            user = threading.Thread(
+                target=lambda: deleted.append(store.files.delete("file-1"))
+            )
+            user.start()
+            for _ in range(3_000):  # until the delete waits (a bound, not a speed)
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                    " current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if waiting == (1,):
+                    break
+                time.sleep(0.01)
+            assert waiting == (1,)
+            # Had the delete taken the chunks first, this would deadlock.
+            purge.execute("DELETE FROM batchfsm_file_chunks WHERE file_id = 'file-1'")
+            purge.execute("DELETE FROM batchfsm_files WHERE id = 'file-1'")
+            purge.commit()
+        user.join(timeout=30)
+        assert deleted == [False]  # purged first: nothing left to delete
+    finally:
+        store.close()
+
+
 def test_sqlite_reads_go_on_beside_a_write_in_another_thread(tmp_path):
     store = SQLiteStore(tmp_path / "batches.sqlite")
     store.insert(_batch(), Work(due_at=101))

@@ -136,6 +136,12 @@ class SQLFiles:
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
         with self._db.transaction() as tx:
+            # The file's row first, as a purge takes it: never each holding
+            # what the other waits for.
+            tx.run(
+                f"SELECT 1 FROM batchfsm_files WHERE id = ? {self._db.lock_sql}",
+                (file_id,),
+            )
             tx.run("DELETE FROM batchfsm_file_chunks WHERE file_id = ?", (file_id,))
             deleted = tx.run(
                 "DELETE FROM batchfsm_files WHERE id = ?", (file_id,)
