@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,6 +105,24 @@ def test_an_upload_of_unknown_size_over_its_limit_is_refused_before_the_store(
     # Of unknown size but within the limit: spooled, then stored whole.
     made = emu.create_file(iter([b"{}", b"\n"]), "in.jsonl", "batch")
     assert (made.bytes, emu.file_content(made.id)) == (3, b"{}\n")
+
+
+def test_an_upload_from_a_pipe_is_read_to_its_end_and_stored() -> None:
+    # A pipe cannot say its size beforehand: it is spooled within its limit.
+    emu = Emulator()
+    content = b'{"a": 1}\n' * 200_000
+    read, write = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write, "wb") as sink:
+            sink.write(content)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with os.fdopen(read, "rb") as pipe:
+        made = emu.create_file(pipe, "in.jsonl", "batch")
+    writer.join()
+    assert made.bytes == len(content) and emu.file_content(made.id) == content
 
 
 def _disconnecting(body: bytes) -> Receive:

@@ -134,17 +134,17 @@ def measure(upload: Upload) -> int | None:
     """
     if isinstance(upload, _BYTES_LIKE):
         return memoryview(upload).nbytes
-    seekable = getattr(upload, "seekable", None)
-    if getattr(upload, "read", None) is None or seekable is None:
+    if getattr(upload, "read", None) is None:
         return None
     file: IO[bytes] = upload  # type: ignore[assignment]
     try:
-        if not seekable():
+        # (Python 3.10's SpooledTemporaryFile seeks but has no seekable().)
+        if not getattr(file, "seekable", lambda: True)():
             return None
         here = file.tell()
         end = file.seek(0, io.SEEK_END)
         file.seek(here)
-    except (OSError, ValueError):  # closed, or not really seekable
+    except (AttributeError, OSError, ValueError):  # no seek, closed, a pipe
         return None
     return max(0, end - here)
 
