@@ -32,6 +32,7 @@ from batchfsm.emulator import (
     SQLStore,
     Work,
 )
+from batchfsm.emulator._stores import _CreationIndex
 
 from .postgres import new_database
 
@@ -568,6 +569,35 @@ def test_file_pages_match_a_model_of_the_listing(
                 want = ([f for _, f in listed[:limit]], len(listed) > limit)
             got = files.page(after, limit, order=order, purpose=purpose, now=now)
             assert got == want, (after, limit, order, purpose, now)
+
+
+@settings(max_examples=200)
+@given(
+    block=st.integers(1, 4),
+    moves=st.lists(st.one_of(st.none(), st.integers(0, 60)), max_size=60),
+    starts=st.lists(st.one_of(st.none(), st.integers(-1, 62)), min_size=1),
+)
+def test_the_memory_stores_creation_index_in_blocks_matches_a_list(
+    block: int, moves: list[int | None], starts: list[int | None]
+) -> None:
+    # Small blocks, so that files leave from and list across many of them.
+    class Small(_CreationIndex):
+        BLOCK = block
+
+    index, model, numbers = Small(), list[int](), itertools.count(1, 2)
+    for move in moves:
+        if move is None or not model:  # the next file
+            model.append(next(numbers))  # with gaps between
+            index.append(model[-1], f"file-{model[-1]}")
+        else:  # one leaves
+            index.remove(model.pop(move % len(model)))
+        for start in starts:
+            assert list(index.ascending(start)) == [
+                f"file-{n}" for n in model if start is None or n > start
+            ]
+            assert list(index.descending(start)) == [
+                f"file-{n}" for n in reversed(model) if start is None or n < start
+            ]
 
 
 def test_a_file_is_listed_until_the_second_it_expires(stores: Stores) -> None:

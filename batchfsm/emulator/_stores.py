@@ -39,7 +39,7 @@ import io
 import itertools
 import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -416,13 +416,81 @@ class MemoryBatchStore:
             return [batch_id for _, _, batch_id in taken]
 
 
+class _CreationIndex:
+    """Ids in creation order, each with its creation number, in blocks.
+
+    New files join at the end; a file leaves from anywhere (deleted,
+    purged) at the cost of one block's memmove, not the whole index's; a
+    listing finds where it starts by bisection (over the blocks' last
+    numbers, then in a block) and reads only what it lists. Blocks are never
+    empty, and there are never more than one per :data:`BLOCK` files added.
+
+    Example:
+        >>> index = _CreationIndex()
+        >>> for n in range(5):
+        ...     index.append(n, f"file-{n}")
+        >>> index.remove(2)
+        >>> list(index.ascending(0)), list(index.descending(None))
+        (['file-1', 'file-3', 'file-4'], ['file-4', 'file-3', 'file-1', 'file-0'])
+    """
+
+    BLOCK = 512
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[list[int], list[str]]] = []
+        self._lasts: list[int] = []  # each block's last number, ascending
+
+    def append(self, number: int, file_id: str) -> None:
+        """Add the newest file (``number`` above every other)."""
+        if not self._blocks or len(self._blocks[-1][0]) >= self.BLOCK:
+            self._blocks.append(([], []))
+            self._lasts.append(number)
+        numbers, ids = self._blocks[-1]
+        numbers.append(number)
+        ids.append(file_id)
+        self._lasts[-1] = number
+
+    def remove(self, number: int) -> None:
+        """Take out the file numbered ``number`` (it must be there)."""
+        b = bisect.bisect_left(self._lasts, number)
+        numbers, ids = self._blocks[b]
+        at = bisect.bisect_left(numbers, number)
+        del numbers[at], ids[at]
+        if not numbers:
+            del self._blocks[b], self._lasts[b]
+        elif at == len(numbers):
+            self._lasts[b] = numbers[-1]
+
+    def ascending(self, after: int | None) -> Iterator[str]:
+        """Ids numbered above ``after`` (all if None), oldest first."""
+        blocks = self._blocks
+        b = 0 if after is None else bisect.bisect_right(self._lasts, after)
+        for i in range(b, len(blocks)):
+            numbers, ids = blocks[i]
+            at = 0 if after is None else bisect.bisect_right(numbers, after)
+            for j in range(at, len(ids)):
+                yield ids[j]
+
+    def descending(self, before: int | None) -> Iterator[str]:
+        """Ids numbered below ``before`` (all if None), newest first."""
+        blocks = self._blocks
+        b = len(blocks) - 1
+        if before is not None:
+            b = min(b, bisect.bisect_left(self._lasts, before))
+        for i in range(b, -1, -1):
+            numbers, ids = blocks[i]
+            at = len(ids) if before is None else bisect.bisect_left(numbers, before)
+            for j in range(at - 1, -1, -1):
+                yield ids[j]
+
+
 class MemoryFileStore:
     """A :class:`FileStore` in memory.
 
-    Pages read an index: the ids in creation order, each with its creation
-    number, once for all files and once per purpose, so a page finds where
-    it starts by bisection and reads only what it lists. Purges read a heap
-    of expiry times.
+    Pages read an index (:class:`_CreationIndex`): the ids in creation order,
+    once for all files and once per purpose, so a page finds where it starts
+    by bisection and reads only what it lists. Purges read a heap of expiry
+    times.
 
     A file's pieces are written into one buffer of its declared size as they
     come, which then becomes the stored bytes uncopied: a file is held once,
@@ -448,7 +516,7 @@ class MemoryFileStore:
         self._files: dict[str, tuple[FileObject, bytes]] = {}
         self._number: dict[str, int] = {}  # id -> creation number
         # None (every file) or a purpose -> creation numbers and ids, ascending.
-        self._index: dict[str | None, tuple[list[int], list[str]]] = {}
+        self._index: dict[str | None, _CreationIndex] = {}
         # (expires_at, creation number, id) of files that expire; an entry
         # whose file was deleted stays until it is popped (or compacted).
         self._expiry: list[tuple[int, int, str]] = []
@@ -486,9 +554,7 @@ class MemoryFileStore:
             self._files[file.id] = (file, data)
             number = self._number[file.id] = next(self._created)
             for key in (None, file.purpose):
-                numbers, ids = self._index.setdefault(key, ([], []))
-                numbers.append(number)
-                ids.append(file.id)
+                self._index.setdefault(key, _CreationIndex()).append(number, file.id)
             if file.expires_at is not None:
                 heapq.heappush(self._expiry, (file.expires_at, number, file.id))
 
@@ -546,9 +612,7 @@ class MemoryFileStore:
             return None
         number = self._number.pop(file_id)
         for key in (None, entry[0].purpose):
-            numbers, ids = self._index[key]
-            at = bisect.bisect_left(numbers, number)
-            del numbers[at], ids[at]  # a memmove: cheap next to any listing
+            self._index[key].remove(number)
         return entry[0]
 
     def list(self) -> list[FileObject]:
@@ -567,24 +631,14 @@ class MemoryFileStore:
     ) -> FilePage:
         """Up to ``limit`` files in ``order`` after ``after``; whether more follow."""
         with self._lock:
-            numbers, ids = self._index.get(purpose, ([], []))
-            if order == "asc":
-                at = 0
-                if after is not None:
-                    if after not in self._number:
-                        return [], False
-                    at = bisect.bisect_right(numbers, self._number[after])
-                positions: Iterable[int] = range(at, len(ids))
-            else:
-                at = len(ids)
-                if after is not None:
-                    if after not in self._number:
-                        return [], False
-                    at = bisect.bisect_left(numbers, self._number[after])
-                positions = range(at - 1, -1, -1)
+            index = self._index.get(purpose, _CreationIndex())
+            if after is not None and after not in self._number:
+                return [], False
+            start = None if after is None else self._number[after]
+            ids = index.ascending(start) if order == "asc" else index.descending(start)
             page: list[FileObject] = []
-            for position in positions:
-                file = self._files[ids[position]][0]
+            for file_id in ids:
+                file = self._files[file_id][0]
                 expiry = file.expires_at
                 if now is not None and expiry is not None and now >= expiry:
                     continue  # expired: hidden, as everywhere
