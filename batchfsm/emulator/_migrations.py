@@ -36,6 +36,12 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   file (until version 3 the content was one value in ``files``, and a
   database reads a slice by loading all of it).
 - ``settings``: small named values: the clock anchor, id counters.
+- ``enqueued`` (since version 6): per model, the prompt tokens its unfinished
+  batches hold against the enqueued token limit, the row every start under
+  a limit locks; each batch started under a limit names what it holds in
+  ``batches``' ``enqueued_model`` and ``enqueued_tokens`` (NULL otherwise;
+  kept once it ended, when it holds nothing), so the write that ends it
+  gives them back.
 """
 
 from __future__ import annotations
@@ -240,6 +246,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE batchfsm_batches DROP COLUMN lease_until",
             "CREATE INDEX batchfsm_batches_lease ON batchfsm_batches (lease_owner)"
             " WHERE lease_owner IS NOT NULL",
+        ),
+    ),
+    Migration(
+        6,
+        "the enqueued tokens per model, and what each batch holds of them",
+        sqlite=(
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_model TEXT",
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_tokens INTEGER",
+            """CREATE TABLE batchfsm_enqueued (
+                model TEXT PRIMARY KEY,
+                tokens INTEGER NOT NULL
+            )""",
+        ),
+        postgres=(
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_model text",
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_tokens bigint",
+            """CREATE TABLE batchfsm_enqueued (
+                model text PRIMARY KEY,
+                tokens bigint NOT NULL
+            )""",
         ),
     ),
 )
