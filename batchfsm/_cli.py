@@ -6,12 +6,15 @@
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
-  [--lease-seconds S] [--model NAME] [--any-model] [--store-threads N]
+  [--lease-seconds S] [--model NAME] [--any-model]
+  [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
-  catalogue; ``--store-threads`` and ``--upload-budget`` size the app's
-  store threads and the bytes uploads in flight may hold together.
+  catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
+  model's enqueued token limit, as the live API does; ``--store-threads`` and
+  ``--upload-budget`` size the app's store threads and the bytes uploads in
+  flight may hold together.
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -197,6 +200,15 @@ def _parser() -> argparse.ArgumentParser:
         "--any-model", action="store_true", help="accept every model name"
     )
     serve.add_argument(
+        "--enqueued-token-limit",
+        action="append",
+        default=[],
+        metavar="[MODEL=]N",
+        help="fail a batch (token_limit_exceeded) when its model's enqueued "
+        "batches would hold more than N prompt tokens: N for every model, "
+        "MODEL=N for one (repeatable; default: no limit)",
+    )
+    serve.add_argument(
         "--store-threads",
         default=STORE_THREADS,
         metavar="N",
@@ -230,11 +242,12 @@ def _positive(option: str, text: str, at_most: float = math.inf) -> float:
 
 def _serve_settings(
     args: argparse.Namespace, max_speed: float
-) -> tuple[int, float, int | None, float]:
-    """The port, speed, seed and lease, or a one-line ValueError naming the option.
+) -> tuple[int, float, int | None, float, dict[str, int]]:
+    """The settings, or a one-line ValueError naming the option.
 
-    Every one is checked, ``--db`` or not: a setting that is wrong is refused
-    even where it would not be used.
+    The port, speed, seed, lease and enqueued token limits (model, or "*", to
+    tokens). Every one is checked, ``--db`` or not: a setting that is wrong is
+    refused even where it would not be used.
     """
     port_text, speed_text, seed_text = args.port, args.speed, args.seed
     if not (port_text.isascii() and port_text.isdigit()) or not (
@@ -249,7 +262,10 @@ def _serve_settings(
             seed = int(seed_text)
         except ValueError:
             raise ValueError(f"--seed must be an integer, got {seed_text!r}") from None
-    return int(port_text), speed, seed, lease
+    from .emulator._enqueued import parse_limit
+
+    limits = dict(map(parse_limit, args.enqueued_token_limit))  # the last one wins
+    return int(port_text), speed, seed, lease, limits
 
 
 def _whole(option: str, text: str, units: dict[str, int] | None = None) -> int:
@@ -293,14 +309,18 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"batchfsm serve: {missing_extra(exc, 'server')}", file=sys.stderr)
         return 2
     try:
-        port, speed, seed, lease = _serve_settings(args, MAX_SPEED)
+        port, speed, seed, lease, limits = _serve_settings(args, MAX_SPEED)
         threads, budget = _app_settings(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
-    models = {"extra_models": args.model, "any_model": args.any_model}
+    models = {
+        "extra_models": args.model,
+        "any_model": args.any_model,
+        "enqueued_token_limit": limits or None,
+    }
     if args.db is None:
         emulator = Emulator(clock=SystemClock(speed), seed=seed, **models)
         kept = "ephemeral: batches and files are lost when it stops (--db keeps them)"
@@ -315,6 +335,9 @@ def _serve(args: argparse.Namespace) -> int:
         kept = f"batches and files kept in {store.where}"
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
     print(f"batchfsm emulator: {kept}", flush=True)
+    if limits:
+        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
+        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
     try:
         serve(
             emulator,

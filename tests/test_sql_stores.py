@@ -465,7 +465,7 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
     request, tmp_path, dialect, version
 ):
     # Version 4 copies purpose and expiry out of each file's JSON into columns,
-    # version 6 indexes the expiry; from version 2, version 3 moves the
+    # version 7 indexes the expiry; from version 2, version 3 moves the
     # content into chunks first.
     if dialect == "sqlite":
         url = str(tmp_path / f"v{version}.sqlite")

@@ -407,6 +407,18 @@ def test_result_files_are_added_only_by_the_write_that_ends_the_batch(
     assert files.get(file(9).id) is None
 
 
+def test_a_write_that_goes_on_adds_its_files_too(stores: Stores) -> None:
+    store, files = stores.batches, stores.files
+    finalizing = _finalizing(store, epoch=1)
+    extra = [(file(7, 2), b"ok")]
+    assert not store.write(finalizing, Work(due_at=4), status=S.FINALIZING, epoch=0,
+                           files=extra)  # fmt: skip
+    assert files.get(file(7).id) is None
+    assert store.write(finalizing, Work(due_at=4), status=S.FINALIZING, epoch=1,
+                       files=extra)  # fmt: skip
+    assert files.content(file(7).id) == b"ok"
+
+
 def test_a_failure_inside_the_write_leaves_neither_the_batch_nor_its_files(
     stores: Stores,
 ) -> None:

@@ -2,8 +2,8 @@
 
 - :class:`Emulator`: files and batches, a worker that validates input files
   like the live service, runs each request through a handler, writes output and
-  error files, and honours cancel and expiry; every move goes through
-  :func:`batchfsm.advance`.
+  error files, and honours cancel and expiry (and, if asked, a model's
+  enqueued token limit); every move goes through :func:`batchfsm.advance`.
 - :class:`VirtualClock` (time moves when told) and :class:`SystemClock`.
 - :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own;
   :func:`make_input_file` writes a chat input file to test with.

@@ -25,6 +25,7 @@ from .._model import Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
 from ._clock import Clock, VirtualClock
+from ._enqueued import token_limits
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._files import (
     expires_at,
@@ -81,6 +82,12 @@ class Emulator:
         store, files, ids: the stores (memory by default); ``files`` is
             ``store.files`` (a batch ends with its result files in one write).
         seed: reproducible ids (ignored when ``ids`` is given); random if None.
+        enqueued_token_limit: the prompt tokens a model's enqueued batches may
+            hold at once (None: no limit): one for every model, or per model
+            name (``"*"``: every other model). A batch that would pass it
+            fails validation with ``token_limit_exceeded``, as the live API's
+            does; its tokens are estimated as the default handler counts
+            ``usage.input_tokens``, held from ``in_progress`` until it ends.
 
     Example:
         >>> emu = Emulator()
@@ -106,6 +113,7 @@ class Emulator:
         files: FileStore | None = None,
         ids: IdSource | None = None,
         seed: int | None = None,
+        enqueued_token_limit: int | Mapping[str, int] | None = None,
         validation_seconds: int = 1,
         request_seconds: int = 1,
         finalizing_seconds: int = 1,
@@ -116,6 +124,8 @@ class Emulator:
         extra = frozenset(extra_models)
         self.models = {endpoint: known | extra for endpoint, known in models.items()}
         self.any_model = any_model
+        #: The limit of each model's enqueued tokens ("*": every other model).
+        self.enqueued_token_limits = token_limits(enqueued_token_limit)
         if store is None:
             store = MemoryBatchStore(files)
         elif files is not None and files is not store.files:

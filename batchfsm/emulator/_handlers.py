@@ -21,6 +21,7 @@ __all__ = [
     "Handler",
     "Reply",
     "default_handler",
+    "prompt_tokens",
 ]
 
 #: The embeddings endpoint takes at most this many inputs in one request.
@@ -56,6 +57,37 @@ Handler = Callable[[str, Mapping[str, Any], str, int], Reply]
 def _tokens(value: Any) -> int:
     # About four characters a token, at least one: stable and cheap.
     return max(1, len(str(value)) // 4)
+
+
+def _embedding_inputs(body: Mapping[str, Any]) -> list[Any]:
+    value = body.get("input")
+    return value if isinstance(value, list) else [value]
+
+
+# The input tokens of each endpoint's request: what the default handler
+# reports in its usage, and what a batch holds of the enqueued token limit.
+def _messages_tokens(body: Mapping[str, Any]) -> int:
+    return _tokens(body.get("messages"))
+
+
+def _input_tokens(body: Mapping[str, Any]) -> int:
+    return _tokens(body.get("input"))
+
+
+def _embeddings_tokens(body: Mapping[str, Any]) -> int:
+    return sum(_tokens(text) for text in _embedding_inputs(body))
+
+
+def _prompt_text_tokens(body: Mapping[str, Any]) -> int:
+    return _tokens(_text(body, "prompt"))
+
+
+def _input_text_tokens(body: Mapping[str, Any]) -> int:
+    return _tokens(_text(body, "input"))
+
+
+def _prompt_tokens(body: Mapping[str, Any]) -> int:
+    return _tokens(body.get("prompt"))
 
 
 def _digest(*parts: Any) -> str:
@@ -96,7 +128,7 @@ def _chat(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
                 "with a 'role'.",
                 f"messages[{index}]",
             )
-    prompt = _tokens(messages)
+    prompt = _messages_tokens(body)
     reply = f"Deterministic reply to {custom_id}."
     completion = _tokens(reply)
     return Reply(
@@ -127,7 +159,7 @@ def _chat(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
 def _responses(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     if body.get("input") in (None, "", []):
         return _bad_request("Missing required parameter: 'input'.", "input")
-    prompt = _tokens(body["input"])
+    prompt = _input_tokens(body)
     reply = f"Deterministic reply to {custom_id}."
     completion = _tokens(reply)
     return Reply(
@@ -164,7 +196,7 @@ def _responses(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
 
 def _embeddings(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     value = body.get("input")
-    inputs = value if isinstance(value, list) else [value]
+    inputs = _embedding_inputs(body)
     if value is None or not inputs or not all(isinstance(i, str) and i for i in inputs):
         return _bad_request("'input' must be a non-empty string or array.", "input")
     if len(inputs) > MAX_INPUTS_PER_REQUEST:
@@ -190,7 +222,7 @@ def _embeddings(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
         seed = hashlib.sha256(text.encode()).digest()
         vector = [round(seed[i % 32] / 255 - 0.5, 6) for i in range(dimensions)]
         data.append({"object": "embedding", "index": index, "embedding": vector})
-    prompt = sum(_tokens(text) for text in inputs)
+    prompt = _embeddings_tokens(body)
     return Reply(
         200,
         {
@@ -208,7 +240,7 @@ def _completions(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     prompt_text = _text(body, "prompt")
     if prompt_text is None:
         return _bad_request("Missing required parameter: 'prompt'.", "prompt")
-    prompt = _tokens(prompt_text)
+    prompt = _prompt_text_tokens(body)
     reply = f" Deterministic completion for {custom_id}."
     completion = _tokens(reply)
     return Reply(
@@ -243,7 +275,7 @@ def _moderations(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
             "model": body["model"],
             "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
         },
-        _tokens(text),
+        _input_text_tokens(body),
         0,
     )
 
@@ -254,7 +286,7 @@ def _media(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     return Reply(
         200,
         {"created": now, "data": [{"b64_json": "", "revised_prompt": body["prompt"]}]},
-        _tokens(body["prompt"]),
+        _prompt_tokens(body),
         0,
     )
 
@@ -273,6 +305,42 @@ _BY_ENDPOINT = one_each(
         ("/v1/videos", _media),
     ),
 )
+
+
+#: How many input tokens each endpoint's request holds: checked on import too.
+_PROMPTS = one_each(
+    "prompt token count",
+    (
+        ("/v1/chat/completions", _messages_tokens),
+        ("/v1/responses", _input_tokens),
+        ("/v1/embeddings", _embeddings_tokens),
+        ("/v1/completions", _prompt_text_tokens),
+        ("/v1/moderations", _input_text_tokens),
+        ("/v1/images/generations", _prompt_tokens),
+        ("/v1/images/edits", _prompt_tokens),
+        ("/v1/videos", _prompt_tokens),
+    ),
+)
+
+
+def prompt_tokens(endpoint: str, body: Mapping[str, Any]) -> int:
+    """The input tokens of one request: what :func:`default_handler` reports.
+
+    About four characters a token, at least one: of the chat ``messages``
+    value, of the ``input`` (each embeddings input counted alone), or of the
+    ``prompt``, each as Python's ``str()`` writes it. Deterministic and cheap,
+    not a tokenizer. The default handler's ``usage.input_tokens`` for a
+    request it answers is exactly this count. A prompt nested too deep for
+    ``str()`` (which the handler answers with a 500) counts as one token.
+
+    Example:
+        >>> prompt_tokens("/v1/embeddings", {"input": ["x" * 40, "y" * 8]})
+        12
+    """
+    try:
+        return _PROMPTS[endpoint](body)
+    except RecursionError:
+        return 1
 
 
 def default_handler(

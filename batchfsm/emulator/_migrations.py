@@ -31,12 +31,18 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   ``expires_at`` copied out of the JSON into columns (since version 4), so
   that a listing's page is one indexed query (by ``seq``, or by ``purpose``
   and ``seq``), and expired files are found for purging through an index of
-  ``expires_at`` (since version 6); ``file_chunks`` its content in chunks
+  ``expires_at`` (since version 7); ``file_chunks`` its content in chunks
   of :data:`CHUNK_BYTES` (the last one shorter; none for an empty file),
   ``n`` counting from 0, so that reading a slice reads the one or two chunks
   it covers, not the whole file (until version 3 the content was one value
   in ``files``, and a database reads a slice by loading all of it).
 - ``settings``: small named values: the clock anchor, id counters.
+- ``enqueued`` (since version 6): per model, the prompt tokens its unfinished
+  batches hold against the enqueued token limit, the row every start under
+  a limit locks; each batch started under a limit names what it holds in
+  ``batches``' ``enqueued_model`` and ``enqueued_tokens`` (NULL otherwise;
+  kept once it ended, when it holds nothing), so the write that ends it
+  gives them back.
 """
 
 from __future__ import annotations
@@ -268,6 +274,26 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         6,
+        "the enqueued tokens per model, and what each batch holds of them",
+        sqlite=(
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_model TEXT",
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_tokens INTEGER",
+            """CREATE TABLE batchfsm_enqueued (
+                model TEXT PRIMARY KEY,
+                tokens INTEGER NOT NULL
+            )""",
+        ),
+        postgres=(
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_model text",
+            "ALTER TABLE batchfsm_batches ADD COLUMN enqueued_tokens bigint",
+            """CREATE TABLE batchfsm_enqueued (
+                model text PRIMARY KEY,
+                tokens bigint NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
+        7,
         "an index of files by expiry time, so that expired files are purged",
         sqlite=(
             "CREATE INDEX batchfsm_files_expiry ON batchfsm_files (expires_at, seq)"

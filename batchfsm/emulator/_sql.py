@@ -19,7 +19,7 @@ import attrs
 
 from .._convert import dumps, loads
 from .._model import Batch, BatchStatus
-from ._database import Database
+from ._database import Database, Tx
 from ._leases import (
     Heartbeat,
     claim_due,
@@ -31,7 +31,15 @@ from ._leases import (
 )
 from ._migrations import migrate
 from ._sql_files import SQLFiles, add_file
-from ._stores import MemoryIds, NewFile, ResultKind, Work, seeded_id
+from ._stores import (
+    Enqueued,
+    MemoryIds,
+    NewFile,
+    ResultKind,
+    Work,
+    enqueued_model,
+    seeded_id,
+)
 
 __all__ = ["SQLIds", "SQLStore"]
 
@@ -40,6 +48,16 @@ log = logging.getLogger("batchfsm.emulator")
 #: How often, at most, a store looks for dead processes on its machine whose
 #: leases it need not wait out (see :func:`._leases.dead_here`).
 RECLAIM_SECONDS = 1.0
+
+
+#: The conditional write of a batch that goes on; and one that now holds
+#: enqueued tokens too.
+_UPDATE, _UPDATE_HOLDING = (
+    "UPDATE batchfsm_batches SET status = ?, body = ?, work = ?, due_at = ?,"
+    f" epoch = epoch + 1{hold}"
+    " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
+    for hold in ("", ", enqueued_model = ?, enqueued_tokens = ?")
+)
 
 
 def _work_json(work: Work) -> str:
@@ -69,6 +87,9 @@ class SQLStore:
     batches taken over ``lease_seconds`` after its last renewal, their epoch
     moved on, so its late writes are refused. A process on the same machine
     that no longer runs has its batches taken over within a second.
+    :meth:`enqueue` starts a batch under an enqueued token limit, the
+    model's row of enqueued tokens locked, so processes starting batches at
+    once never pass the limit.
 
     Attributes:
         files: the :class:`FileStore` on the same database.
@@ -255,11 +276,11 @@ class SQLStore:
 
         If the stored batch still has ``status`` and its work ``epoch``, then in
         one transaction: store ``batch`` and ``work`` with the epoch moved on
-        to ``epoch + 1`` (None: the batch ended; its work, due time, lease and
-        result lines go), append the ``output`` and ``errors`` result lines and
-        add ``files`` (the batch's result files) to :attr:`files`. Otherwise
-        nothing is written. A failure anywhere (a file id that exists:
-        ``KeyError``) rolls all of it back.
+        to ``epoch + 1`` (None: the batch ended; its work, due time, lease,
+        result lines and hold of enqueued tokens go), append the ``output`` and
+        ``errors`` result lines and add ``files`` (the batch's result files) to
+        :attr:`files`. Otherwise nothing is written. A failure anywhere (a file
+        id that exists: ``KeyError``) rolls all of it back.
 
         Example:
             >>> import batchfsm as bf
@@ -281,45 +302,153 @@ class SQLStore:
         body = dumps(batch)
         with self._db.transaction() as tx:
             if work is None:
-                updated = tx.run(
-                    "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
-                    " due_at = NULL, epoch = epoch + 1, lease_owner = NULL"
-                    " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL",
-                    (batch.status.value, body, batch.id, status.value, epoch),
-                ).rowcount
-                if updated == 1:
-                    tx.run(
-                        "DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,)
-                    )
-                    for file, content in files:
-                        add_file(tx, file, content)
-                return updated == 1
-            updated = tx.run(
-                "UPDATE batchfsm_batches SET status = ?, body = ?, work = ?,"
-                " due_at = ?, epoch = epoch + 1"
-                " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL",
-                (
-                    batch.status.value,
-                    body,
-                    _work_json(work),
-                    work.due_at,
-                    batch.id,
-                    status.value,
-                    epoch,
-                ),
-            ).rowcount
-            if updated != 1:
-                return False
-            for kind, lines in (("output", output), ("errors", errors)):
-                if lines:
-                    tx.run(
-                        "INSERT INTO batchfsm_results (batch_id, kind, lines)"
-                        " VALUES (?, ?, ?)",
-                        (batch.id, kind, "".join(line + "\n" for line in lines)),
-                    )
-            for file, content in files:
-                add_file(tx, file, content)
-            return True
+                return self._end(tx, batch, body, status, epoch, files)
+            return self._update(
+                tx, batch, body, work, status, epoch, output, errors, files
+            )
+
+    def _update(
+        self,
+        tx: Tx,
+        batch: Batch,
+        body: str,
+        work: Work,
+        status: BatchStatus,
+        epoch: int,
+        output: Sequence[str] = (),
+        errors: Sequence[str] = (),
+        files: Sequence[NewFile] = (),
+        hold: tuple[str, int] | None = None,
+    ) -> bool:
+        # The conditional write of a batch that goes on; ``hold``: and from
+        # now on it holds these enqueued tokens of that model.
+        values = (batch.status.value, body, _work_json(work), work.due_at)
+        where = (batch.id, status.value, epoch)
+        if hold is None:
+            updated = tx.run(_UPDATE, (*values, *where)).rowcount
+        else:
+            updated = tx.run(_UPDATE_HOLDING, (*values, *hold, *where)).rowcount
+        if updated != 1:
+            return False
+        for kind, lines in (("output", output), ("errors", errors)):
+            if lines:
+                tx.run(
+                    "INSERT INTO batchfsm_results (batch_id, kind, lines)"
+                    " VALUES (?, ?, ?)",
+                    (batch.id, kind, "".join(line + "\n" for line in lines)),
+                )
+        for file, content in files:
+            add_file(tx, file, content)
+        return True
+
+    def _end(
+        self,
+        tx: Tx,
+        batch: Batch,
+        body: str,
+        status: BatchStatus,
+        epoch: int,
+        files: Sequence[NewFile],
+    ) -> bool:
+        # An ended batch keeps naming what it held (its work is NULL now), so
+        # the one UPDATE also says what to give back.
+        ended = tx.one(
+            "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
+            " due_at = NULL, epoch = epoch + 1, lease_owner = NULL"
+            " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
+            " RETURNING enqueued_model, enqueued_tokens",
+            (batch.status.value, body, batch.id, status.value, epoch),
+        )
+        if ended is None:
+            return False
+        model, tokens = ended
+        if model is not None:  # ended: its tokens are no longer enqueued
+            tx.run(
+                "UPDATE batchfsm_enqueued SET tokens = tokens - ? WHERE model = ?",
+                (tokens, model),
+            )
+        tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
+        for file, content in files:
+            add_file(tx, file, content)
+        return True
+
+    def enqueue(
+        self,
+        batch: Batch,
+        work: Work,
+        *,
+        status: BatchStatus,
+        epoch: int,
+        tokens: int,
+        limit: int,
+    ) -> Enqueued:
+        """The write that starts a batch, holding ``tokens`` of its model's ``limit``.
+
+        In one transaction: ``"stale"`` if the conditional :meth:`write` would
+        be refused; else, with the batch's row and then the model's row of
+        enqueued tokens locked (PostgreSQL: ``SELECT … FOR UPDATE``; SQLite has
+        one writer at a time), ``"full"`` and nothing written if the model's
+        batches hold more than ``limit - tokens``; else the write, and the
+        model's tokens and the batch's hold grow by ``tokens``:
+        ``"enqueued"``. The write that ends the batch gives them back. Every
+        writer locks a batch's row before a model's, so two never wait for
+        each other in opposite orders.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> from batchfsm.emulator import SQLiteStore, Work
+            >>> store = SQLiteStore(":memory:")
+            >>> for n in (1, 2):
+            ...     store.insert(bf.new_batch(id=f"batch_{n}", input_file_id="f",
+            ...                               endpoint="/v1/embeddings", created_at=1),
+            ...                  Work(due_at=2))
+            >>> def start(n):
+            ...     started = bf.advance(store.get(f"batch_{n}"), "start", at=2,
+            ...                          model="text-embedding-3-small")
+            ...     return store.enqueue(started, Work(due_at=3), epoch=0, tokens=60,
+            ...                          limit=100, status=bf.BatchStatus.VALIDATING)
+            >>> start(1), start(2), store.enqueued_tokens("text-embedding-3-small")
+            ('enqueued', 'full', 60)
+            >>> store.close()
+        """
+        model = enqueued_model(batch, tokens)
+        body = dumps(batch)
+        lock = self._db.lock_sql
+        with self._db.transaction() as tx:
+            if not tx.one(
+                "SELECT 1 FROM batchfsm_batches WHERE id = ? AND status = ?"
+                f" AND epoch = ? AND work IS NOT NULL {lock}",
+                (batch.id, status.value, epoch),
+            ):
+                return "stale"
+            tx.run(
+                "INSERT INTO batchfsm_enqueued (model, tokens) VALUES (?, 0)"
+                " ON CONFLICT (model) DO NOTHING",
+                (model,),
+            )
+            (held,) = tx.one(
+                f"SELECT tokens FROM batchfsm_enqueued WHERE model = ? {lock}",
+                (model,),
+            )
+            if int(held) + tokens > limit:
+                return "full"
+            if not self._update(
+                tx, batch, body, work, status, epoch, hold=(model, tokens)
+            ):  # pragma: no cover - the row is locked, or the writer alone
+                return "stale"
+            tx.run(
+                "UPDATE batchfsm_enqueued SET tokens = tokens + ? WHERE model = ?",
+                (tokens, model),
+            )
+            return "enqueued"
+
+    def enqueued_tokens(self, model: str) -> int:
+        """The tokens held by the unfinished batches of ``model``."""
+        with self._db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT tokens FROM batchfsm_enqueued WHERE model = ?", (model,)
+            )
+        return 0 if row is None else int(row[0])
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` written so far, each ending in a newline."""

@@ -17,7 +17,10 @@ one and a restarted server carries on.
   heap in memory, an indexed column in SQL. A batch ends with its result files
   in the same write (``files=``), added to the store's own :class:`FileStore`
   (``store.files``): a crash or a refused write never leaves a result file that
-  no batch names.
+  no batch names. A batch's start may also hold its prompt tokens against its
+  model's enqueued token limit (:meth:`BatchStore.enqueue`): the check and the
+  hold are that same conditional write, and the write that ends the batch
+  frees them.
 - :class:`FileStore`: File objects and their bytes, taken in pieces as they
   arrive (:meth:`FileStore.add`) and readable in slices so that nothing needs
   a whole file in memory at once (the memory store holds each file once),
@@ -49,6 +52,7 @@ from ._content import Content, exactly
 
 __all__ = [
     "BatchStore",
+    "Enqueued",
     "FileObject",
     "FileStore",
     "IdSource",
@@ -61,6 +65,9 @@ __all__ = [
 
 #: Which result lines: the output file's (2xx answers) or the error file's.
 ResultKind = Literal["output", "errors"]
+#: What :meth:`BatchStore.enqueue` did: wrote and held, refused (stale), or
+#: found no room under the limit (nothing written).
+Enqueued = Literal["enqueued", "stale", "full"]
 #: A file to add with a conditional write: its File object and its content.
 NewFile = tuple["FileObject", Content]
 #: A listing's order by creation: oldest first or newest first.
@@ -142,13 +149,40 @@ class BatchStore(Protocol):
         If the stored batch ``batch.id`` has status ``status`` and its work has epoch
         ``epoch``, then atomically: store ``batch``, store ``work`` with the epoch
         moved on to ``epoch + 1`` (its ``due_at`` re-indexed) or, when ``work`` is
-        None (the batch ended), drop the work, its index entry and its result lines;
+        None (the batch ended), drop the work, its index entry, its result lines
+        and its hold of enqueued tokens (:meth:`enqueue`);
         append ``output`` and ``errors`` (one result line each, no newline) to the
         batch's result lines; and add ``files`` (its result files) to :attr:`files`,
         each id new (``KeyError``, and nothing written). Otherwise change nothing
         and return False. The writer read the work before the batch; a writer
         refused reads both again and decides again (the batch moved on).
         """
+
+    def enqueue(
+        self,
+        batch: Batch,
+        work: Work,
+        *,
+        status: BatchStatus,
+        epoch: int,
+        tokens: int,
+        limit: int,
+    ) -> Enqueued:
+        """The write that starts a batch, holding ``tokens`` of its model's limit.
+
+        Atomically: if the conditional write ``write(batch, work,
+        status=status, epoch=epoch)`` would be refused, write nothing and
+        answer ``"stale"``; if the tokens held by the unfinished batches of
+        ``batch.model`` plus ``tokens`` are more than ``limit``, write nothing
+        and answer ``"full"``; otherwise make the write, hold ``tokens`` for
+        the batch until the write that ends it (``work`` None), and answer
+        ``"enqueued"``. So the tokens held never pass any limit asked for,
+        however many writers enqueue at once. Only needed by an emulator with
+        an enqueued token limit.
+        """
+
+    def enqueued_tokens(self, model: str) -> int:
+        """The tokens the unfinished batches of ``model`` hold (:meth:`enqueue`)."""
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` written so far, each ending in a newline."""
@@ -252,6 +286,15 @@ class FileObject:
 FilePage = tuple[list[FileObject], bool]
 
 
+def enqueued_model(batch: Batch, tokens: int) -> str:
+    """The model ``batch`` holds ``tokens`` under, checked for an enqueue."""
+    if batch.model is None:
+        raise ValueError(f"batch {batch.id} names no model to hold tokens under")
+    if type(tokens) is not int or tokens < 0:
+        raise ValueError(f"tokens must be an integer of at least 0, got {tokens!r}")
+    return batch.model
+
+
 class MemoryBatchStore:
     """A :class:`BatchStore` in memory: dicts, a creation-ordered list and a heap.
 
@@ -294,6 +337,9 @@ class MemoryBatchStore:
         # so a batch's results are held once even as they become a file.
         self._results: dict[tuple[str, ResultKind], io.BytesIO] = {}
         self._heap: list[tuple[int, int, str]] = []
+        # The enqueued tokens: held per model, and by which batch (model, tokens).
+        self._enqueued: dict[str, int] = {}
+        self._holds: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -346,39 +392,86 @@ class MemoryBatchStore:
     ) -> bool:
         """Compare-and-set on the status and the work's epoch; moves the epoch on."""
         with self._lock:
-            current = self._batches.get(batch.id)
-            held = self._work.get(batch.id)
+            return self._write(batch, work, status, epoch, output, errors, files)
+
+    def enqueue(
+        self,
+        batch: Batch,
+        work: Work,
+        *,
+        status: BatchStatus,
+        epoch: int,
+        tokens: int,
+        limit: int,
+    ) -> Enqueued:
+        """Start the batch holding ``tokens`` of ``batch.model``'s ``limit``, or not."""
+        model = enqueued_model(batch, tokens)
+        with self._lock:
+            current, held = self._batches.get(batch.id), self._work.get(batch.id)
             if (
                 current is None
                 or current.status is not status
                 or held is None
                 or held.epoch != epoch
             ):
-                return False
-            self._add_files(files)  # first: the one step here that may fail
-            # The batch before its work: a reader who reads the work first
-            # and then the batch never holds a batch newer than its epoch.
-            self._batches[batch.id] = batch
-            if work is None:
-                del self._work[batch.id]
-                self._results.pop((batch.id, "output"), None)
-                self._results.pop((batch.id, "errors"), None)
-                return True
-            work = attrs.evolve(work, epoch=epoch + 1)
-            self._work[batch.id] = work
-            if work.due_at != held.due_at:
-                entry = (work.due_at, self._position[batch.id], batch.id)
-                heapq.heappush(self._heap, entry)
-            kinds: tuple[tuple[ResultKind, Sequence[str]], ...] = (
-                ("output", output),
-                ("errors", errors),
-            )
-            for kind, lines in kinds:
-                if lines:
-                    buffer = self._results.setdefault((batch.id, kind), io.BytesIO())
-                    buffer.write("\n".join(lines).encode())
-                    buffer.write(b"\n")
+                return "stale"
+            if self._enqueued.get(model, 0) + tokens > limit:
+                return "full"
+            self._write(batch, work, status, epoch, (), (), ())
+            self._enqueued[model] = self._enqueued.get(model, 0) + tokens
+            self._holds[batch.id] = (model, tokens)
+            return "enqueued"
+
+    def enqueued_tokens(self, model: str) -> int:
+        """The tokens held by the unfinished batches of ``model``."""
+        return self._enqueued.get(model, 0)
+
+    def _write(
+        self,
+        batch: Batch,
+        work: Work | None,
+        status: BatchStatus,
+        epoch: int,
+        output: Sequence[str],
+        errors: Sequence[str],
+        files: Sequence[NewFile],
+    ) -> bool:
+        current = self._batches.get(batch.id)
+        held = self._work.get(batch.id)
+        if (
+            current is None
+            or current.status is not status
+            or held is None
+            or held.epoch != epoch
+        ):
+            return False
+        self._add_files(files)  # first: the one step here that may fail
+        # The batch before its work: a reader who reads the work first
+        # and then the batch never holds a batch newer than its epoch.
+        self._batches[batch.id] = batch
+        if work is None:
+            del self._work[batch.id]
+            self._results.pop((batch.id, "output"), None)
+            self._results.pop((batch.id, "errors"), None)
+            hold = self._holds.pop(batch.id, None)
+            if hold is not None:  # ended: its tokens are no longer enqueued
+                self._enqueued[hold[0]] -= hold[1]
             return True
+        work = attrs.evolve(work, epoch=epoch + 1)
+        self._work[batch.id] = work
+        if work.due_at != held.due_at:
+            entry = (work.due_at, self._position[batch.id], batch.id)
+            heapq.heappush(self._heap, entry)
+        kinds: tuple[tuple[ResultKind, Sequence[str]], ...] = (
+            ("output", output),
+            ("errors", errors),
+        )
+        for kind, lines in kinds:
+            if lines:
+                buffer = self._results.setdefault((batch.id, kind), io.BytesIO())
+                buffer.write("\n".join(lines).encode())
+                buffer.write(b"\n")
+        return True
 
     def _add_files(self, files: Sequence[NewFile]) -> None:
         added: list[str] = []

@@ -8,7 +8,7 @@ used; :data:`CODES` lists them all.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -64,6 +64,8 @@ CODES: dict[str, str] = {
     "empty_file": "the file holds no request (emulator)",
     "too_many_errors": f"more than {MAX_ERRORS - 1} problems: the last entry, the"
     " scan stopped (emulator)",
+    "token_limit_exceeded": "the model's enqueued batches would hold more prompt"
+    " tokens than its enqueued token limit, when one is set (live API)",
 }
 
 #: Models the emulator knows, per endpoint; ``model_not_found`` otherwise.
@@ -253,13 +255,15 @@ def is_blank(raw: bytes) -> bool:
 class Outcome:
     """What validating a whole file found, without keeping its requests.
 
-    ``requests`` holds the valid requests only when asked to keep them.
+    ``requests`` holds the valid requests only when asked to keep them;
+    ``tokens`` their count's sum, when asked to count them.
     """
 
     total: int
     model: Any
     errors: list[BatchError]
     requests: list[Request]
+    tokens: int = 0
 
 
 def _too_many_errors() -> BatchError:
@@ -276,19 +280,21 @@ def scan_input(
     models: Mapping[str, Container[str]] | None = DEFAULT_MODELS,
     *,
     keep_requests: bool = False,
+    count: Callable[[str, Mapping[str, Any]], int] | None = None,
 ) -> Outcome:
     """Validate a stream of lines (from :func:`iter_lines`), holding one at a time.
 
     At most :data:`MAX_ERRORS` errors are reported: past that, the first
     ``MAX_ERRORS - 1`` are kept, the last entry has code ``too_many_errors``
-    and the scan stops.
+    and the scan stops. ``count(endpoint, body)``, if given, counts each valid
+    request's tokens into :attr:`Outcome.tokens`.
     """
     known = None if models is None else models.get(endpoint, frozenset())
     requests: list[Request] = []
     errors: list[BatchError] = []
     seen: dict[str, int] = {}
     first_model: Any = None
-    inputs = total = 0
+    inputs = total = tokens = 0
     for number, (_, raw) in enumerate(lines, start=1):
         problems: list[BatchError]
         item: Any = None
@@ -346,6 +352,8 @@ def scan_input(
             requests.append(Request(number, item["custom_id"], item["body"]))
         if endpoint == "/v1/embeddings":
             inputs += _inputs(item["body"])
+        if count is not None:
+            tokens += count(endpoint, item["body"])
     if not total and not errors:
         errors.append(_error("empty_file", "The input file holds no requests."))
     if total > MAX_REQUESTS:
@@ -363,7 +371,7 @@ def scan_input(
                 f"Embeddings inputs add up to {inputs}, over {MAX_EMBEDDING_INPUTS}.",
             )
         )
-    return Outcome(total, first_model, errors, requests)
+    return Outcome(total, first_model, errors, requests, tokens)
 
 
 def validate_input(

@@ -26,8 +26,9 @@ from .. import _json
 from .._lifecycle import advance, progress
 from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
 from .._table import Event
+from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
-from ._handlers import Handler
+from ._handlers import Handler, prompt_tokens
 from ._results import (
     UNFINISHED,
     answer,
@@ -81,6 +82,7 @@ class Service(Protocol):
     handler: Handler
     models: dict[str, frozenset[str]]
     any_model: bool
+    enqueued_token_limits: dict[str, int]
     validation_seconds: int
     request_seconds: int
     finalizing_seconds: int
@@ -224,6 +226,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
                 _lines(emu.files, file.id, 0),
                 batch.endpoint,
                 None if emu.any_model else emu.models,
+                count=prompt_tokens if emu.enqueued_token_limits else None,
             )
         except _InputGoneError:
             file = None
@@ -245,7 +248,24 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         request_counts=BatchRequestCounts(total=outcome.total, completed=0, failed=0),
     )
     moved = attrs.evolve(work, due_at=due(emu, started, 0))
-    emu.batches.write(started, moved, status=batch.status, epoch=work.epoch)
+    limit = limit_for(emu.enqueued_token_limits, outcome.model)
+    if limit is None:
+        emu.batches.write(started, moved, status=batch.status, epoch=work.epoch)
+        return
+    # The check and the hold in one write: the model's enqueued batches never
+    # hold more than its limit, whoever else is starting batches meanwhile.
+    enqueued = emu.batches.enqueue(
+        started,
+        moved,
+        status=batch.status,
+        epoch=work.epoch,
+        tokens=outcome.tokens,
+        limit=limit,
+    )
+    if enqueued == "full":
+        error = token_limit_error(outcome.model, limit)
+        failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
+        emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
 
 
 def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
