@@ -25,8 +25,8 @@ from .._model import Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
 from ._clock import Clock, VirtualClock
-from ._enqueued import token_limits
 from ._content import TooLargeError, Upload, measure, pieces, spool
+from ._enqueued import token_limits
 from ._files import (
     expires_at,
     is_live,
