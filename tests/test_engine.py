@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import threading
+import time
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 import batchfsm as bf
 from batchfsm.emulator import (
+    ApiError,
     Emulator,
     MemoryBatchStore,
     MemoryFileStore,
@@ -142,6 +144,47 @@ def test_the_same_calls_with_a_seed_are_byte_identical_across_batches() -> None:
 
 
 # -- work off the request path -------------------------------------------------------
+
+
+class DueCountingStore(MemoryBatchStore):
+    """The memory store, counting how often anyone asks what is due."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    def due(self, at: int, limit: int) -> list[str]:
+        self.looks += 1
+        return super().due(at, limit)
+
+
+def _until(done: Any) -> None:
+    deadline = time.monotonic() + 60  # a hang guard, never a speed assertion
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_with_a_background_worker_reads_leave_it_asleep() -> None:
+    # A read does not wait for the worker, so waking it would make no answer
+    # fresher; under serve it cost a thread switch per retrieve.
+    store = DueCountingStore()
+    emu = Emulator(store=store)
+    emu.start(poll_seconds=3_600)
+    try:
+        _until(lambda: store.looks == 1)  # its first look, then it sleeps
+        for _ in range(100):
+            with pytest.raises(ApiError):
+                emu.retrieve_batch("batch_missing")
+            with pytest.raises(ApiError):
+                emu.cancel_batch("batch_missing")
+            emu.list_batches()
+        time.sleep(0.1)  # room for a woken worker to look
+        assert store.looks == 1
+        run(emu, make_input_file(1))  # a write that adds work wakes it
+        _until(lambda: store.looks > 1)
+    finally:
+        emu.stop()
 
 
 def test_with_a_background_worker_calls_never_wait_for_a_batch() -> None:
