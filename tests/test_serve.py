@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ import pytest
 import uvicorn
 
 from batchfsm.emulator import Emulator, EmulatorTransport, create_app, make_input_file
-from batchfsm.emulator._server import GuardedH11Protocol, bind, config, tune_allocator
+from batchfsm.emulator._server import GuardedH11Protocol, bind, config
 
 from .test_engine import DEEP_BODIES, deep_file
 
@@ -367,15 +366,6 @@ def test_a_deep_create_body_is_400(http: httpx2.Client) -> None:
     )
     assert answer.status_code == 400
     assert http.get("/v1/batches").status_code == 200
-
-
-@pytest.mark.skipif(
-    not hasattr(os, "confstr")
-    or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
-    reason="the allocator tuning is for glibc",
-)
-def test_the_server_tunes_glibcs_allocator() -> None:
-    assert tune_allocator() is True
 
 
 def test_an_app_of_its_own_runs_its_batches_in_the_background() -> None:

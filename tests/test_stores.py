@@ -32,7 +32,7 @@ from batchfsm.emulator import (
     SQLStore,
     Work,
 )
-from batchfsm.emulator._stores import _CreationIndex
+from batchfsm.emulator._stores import _CreationIndex, _Spool
 
 from .postgres import new_database
 
@@ -248,6 +248,82 @@ def test_result_lines_append_in_order_and_go_with_the_work(stores: Stores) -> No
     # An ended batch takes no write at all.
     for epoch in range(8):
         assert not store.write(done, Work(due_at=1), status=S.COMPLETED, epoch=epoch)
+
+
+def test_results_past_a_mebibyte_come_back_whole(stores: Stores) -> None:
+    # Past a MiB the memory store moves its results into a reservation of
+    # their own, and a SQL store reads them back through the same spool.
+    b = batch(1)
+    store = stores.batches
+    store.insert(b, Work(due_at=1))
+    started = bf.advance(b, "start", at=1_700_000_001)
+    assert store.write(started, Work(due_at=2), status=S.VALIDATING, epoch=0)
+    written = []
+    for n in range(4):
+        lines = [f"{n}:{k:06d}:" + "x" * 120 for k in range(2_500)]
+        assert store.write(
+            started, Work(due_at=3 + n), status=S.IN_PROGRESS,
+            epoch=_epoch(store, b.id), output=lines,
+        )  # fmt: skip
+        written += lines
+    expected = "".join(f"{line}\n" for line in written).encode()
+    assert len(expected) > 2**20
+    assert store.results(b.id, "output") == expected
+    assert store.results(b.id, "errors") == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40), max_size=30),
+    st.integers(0, 120),
+    st.integers(0, 240),
+    st.sets(st.integers(0, 30)),
+)
+def test_a_spool_holds_what_was_written_in_order_across_its_move(
+    parts: list[bytes], switch: int, reserve: int, looks: set[int]
+) -> None:
+    spool = _Spool(switch=switch, reserve=reserve)
+    written = b""
+    for i, part in enumerate(parts):
+        spool.write(part)
+        written += part
+        if i in looks:  # a look in between leaves the writes that follow alone
+            assert spool.getvalue() == written
+    assert spool.getvalue() == written
+
+
+def test_big_results_become_their_file_uncopied() -> None:
+    store = MemoryBatchStore()
+    finalizing = _finalizing(store, epoch=1)
+    store.write(
+        finalizing, Work(due_at=3), status=S.FINALIZING, epoch=1,
+        output=["y" * 1_000] * 3_000,
+    )  # fmt: skip
+    results = store.results(finalizing.id, "output")
+    out = file(7, len(results))
+    done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
+    made = [(out, results)]
+    assert store.write(done, None, status=S.FINALIZING, epoch=2, files=made)
+    assert store.files.content(out.id) is results  # held once
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads the RSS from /proc"
+)
+def test_a_spools_reservation_is_not_resident_until_written() -> None:
+    def resident() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")  # pragma: no cover
+
+    before = resident()
+    spool = _Spool()  # a 32 MiB reservation past 1 MiB
+    for _ in range(40):
+        spool.write(b"z" * 2**16)  # 2.5 MiB in all
+    grown = resident() - before
+    assert grown < 12 * 2**20, f"{grown / 2**20:.1f} MiB resident"
+    assert len(spool.getvalue()) == 40 * 2**16
 
 
 @settings(max_examples=60, deadline=None)

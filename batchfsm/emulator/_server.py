@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import socket
 import sys
@@ -39,7 +38,6 @@ __all__ = [
     "bind",
     "config",
     "serve",
-    "tune_allocator",
 ]
 
 #: A whole request must arrive within this many seconds.
@@ -177,26 +175,6 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def tune_allocator() -> bool:
-    """Keep glibc from hoarding freed memory in a long-running server.
-
-    glibc raises its mmap threshold each time a large block is freed (an
-    upload, say), after which big growing buffers (a batch's results) live in
-    the heap and leave holes that are never given back: 50,000 results then
-    cost half as much again. A fixed threshold keeps them in their own
-    mappings. Returns whether it applied (only on glibc).
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(
-        mallopt(m_mmap_threshold, 128 * 1024) and mallopt(m_trim_threshold, 256 * 1024)
-    )
-
-
 def _logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("batchfsm: %(levelname)s %(message)s"))
@@ -255,7 +233,6 @@ def serve(
     :func:`config`'s.
     """
     _logging()
-    tune_allocator()
     # The worker thread computes while the event loop answers: hand the GIL
     # over every millisecond (not every five) so that answers stay prompt.
     sys.setswitchinterval(0.001)

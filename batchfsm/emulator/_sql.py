@@ -37,6 +37,7 @@ from ._stores import (
     NewFile,
     ResultKind,
     Work,
+    _Spool,
     enqueued_model,
     seeded_id,
 )
@@ -452,13 +453,17 @@ class SQLStore:
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` written so far, each ending in a newline."""
+        # Row by row into one spool: the lines are held once, not as rows,
+        # then joined, then encoded (three times in all).
+        spool = _Spool()
         with self._db.transaction(write=False) as tx:
-            rows = tx.all(
+            for (lines,) in tx.run(
                 "SELECT lines FROM batchfsm_results WHERE batch_id = ? AND kind = ?"
                 " ORDER BY seq",
                 (batch_id, kind),
-            )
-        return "".join(lines for (lines,) in rows).encode()
+            ):
+                spool.write(lines.encode())
+        return spool.getvalue()
 
     def due(self, at: int, limit: int) -> list[str]:
         """Ids of up to ``limit`` unfinished batches due at or before ``at``.
