@@ -43,13 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only and not args.no_extras:
         from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches
         from .engine_cases import engine_figures
+        from .serve_cases import serve_figures
         from .store_cases import figures as store_figures
 
         extras = [*growth(), openai_client_200_batches(), http_retrieve_rps()]
         extras += store_figures()  # memory, SQLite, PostgreSQL; 1 vs 2 processes
         print("\n".join(extras))
-        engine_lines, engine = engine_figures(args.soak_seconds)
-        extras += engine_lines
+        serve_lines, engine = serve_figures()
+        print("\n".join(serve_lines), flush=True)
+        engine_lines, more = engine_figures(args.soak_seconds)
+        extras += serve_lines + engine_lines
+        engine |= more
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(

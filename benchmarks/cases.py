@@ -245,10 +245,12 @@ def trace_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     from .emulator_cases import emulator_cases
+    from .serve_cases import serve_cases
 
     return (
         convert_cases()
         + lifecycle_cases()
         + trace_cases()
         + emulator_cases(_bound_to_shared)
+        + serve_cases()
     )

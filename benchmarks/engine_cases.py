@@ -323,16 +323,7 @@ def peak_memory_of_an_upload(megabytes: int = 200) -> tuple[list[str], Figures]:
 _RSS_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from batchfsm.emulator import Emulator, FileObject, SQLiteStore, make_input_file
-
-    tuned = False
-    if sys.argv[2] == "tuned":  # as batchfsm serve does
-        try:
-            from batchfsm.emulator._server import tune_allocator
-        except ImportError:  # an engine from before the tuning
-            pass
-        else:
-            tuned = tune_allocator()
+    from batchfsm.emulator import Emulator, SQLiteStore, make_input_file
 
     def rss_kib(field="VmRSS:"):
         # VmHWM, not ru_maxrss: the latter keeps the parent's peak across exec.
@@ -342,9 +333,18 @@ _RSS_SCRIPT = textwrap.dedent(
                     return int(line.split()[1])
 
     content = make_input_file(int(sys.argv[1]))
-    emu = Emulator()
+    if sys.argv[2] == "memory":
+        emu = Emulator()
+    else:
+        store = SQLiteStore(sys.argv[2])
+        emu = Emulator(store=store, files=store.files, ids=store.ids())
     upload = emu.create_file(content, "in.jsonl", "batch")
     batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+    try:  # the peak so far is making the input, not running it
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
     before = rss_kib()
     emu.clock.advance(200_000)
     done = emu.retrieve_batch(batch.id)
@@ -352,9 +352,34 @@ _RSS_SCRIPT = textwrap.dedent(
     output = len(emu.file_content(done.output_file_id))
     print(json.dumps({"input_bytes": len(content), "before_kib": before,
                       "peak_kib": peak, "status": done.status.value,
-                      "output_bytes": output, "allocator_tuned": tuned}))
+                      "output_bytes": output}))
     """
 )
+
+
+def _big_batch_in_serve(lines_in_batch: int, *args: str) -> dict[str, Any]:
+    """Upload and run a big batch in ``batchfsm serve``; its RSS before and peak."""
+    content = make_input_file(lines_in_batch)
+    server = _Server("--speed", "1000000", *args)
+    try:
+        with httpx2.Client(base_url=server.base, timeout=120) as http:
+            file_id = _upload(http, content)
+            refs = f"/proc/{server.process.pid}/clear_refs"
+            with contextlib.suppress(OSError), open(refs, "w") as forget:
+                forget.write("5")  # the peak so far is taking the upload
+            before = server.rss_peak_kib("VmRSS:")
+            batch = _create(http, file_id)
+            while batch["status"] not in ("completed", "failed", "expired"):
+                time.sleep(0.05)
+                batch = http.get(f"/v1/batches/{batch['id']}").json()
+            peak = server.rss_peak_kib()
+            output = len(
+                http.get(f"/v1/files/{batch['output_file_id']}/content").content
+            )
+    finally:
+        server.close()
+    return {"input_bytes": len(content), "before_kib": before, "peak_kib": peak,
+            "status": batch["status"], "output_bytes": output}  # fmt: skip
 
 
 def peak_memory_of_a_big_batch(
@@ -362,31 +387,48 @@ def peak_memory_of_a_big_batch(
 ) -> tuple[list[str], Figures]:
     """Peak RSS growth while a 50,000-line batch runs, against its input's size.
 
-    Measured as ``batchfsm serve`` runs (allocator tuned) and as a plain
-    in-process emulator does.
+    Each in a fresh process, from the RSS once the input is stored to the
+    peak while it runs: the emulator in-process on the memory store (the
+    goal's figure) and on SQLite, and ``batchfsm serve`` taking the upload and
+    running it over HTTP, on each store.
     """
     figures: Figures = {}
     lines = []
-    for mode in ("tuned", "plain"):
-        done = subprocess.run(
-            [sys.executable, "-c", _RSS_SCRIPT, str(lines_in_batch), mode],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = json.loads(done.stdout)
-        growth = (found["peak_kib"] - found["before_kib"]) * 1024
-        found["growth_over_input"] = growth / found["input_bytes"]
-        figures[mode] = found
-        how = "as serve runs it" if found.get("allocator_tuned") else "plain in-process"
-        lines.append(
-            f"peak RSS while a {lines_in_batch:,}-line batch runs, {how} (goal < 4x "
-            f"the input): +{growth / 2**20:.1f} MiB over the "
-            f"{found['input_bytes'] / 2**20:.1f} MiB input = "
-            f"{found['growth_over_input']:.2f}x (output file "
-            f"{found['output_bytes'] / 2**20:.1f} MiB)"
-        )
-    return lines, {"peak_rss_big_batch": figures}
+    with tempfile.TemporaryDirectory() as folder:
+        for how, store in (
+            ("in-process", "memory"), ("in-process", "sqlite"),
+            ("serve", "memory"), ("serve", "sqlite"),
+        ):  # fmt: skip
+            db = f"{folder}/{how}.sqlite"
+            if how == "serve":
+                found = _big_batch_in_serve(
+                    lines_in_batch, *(("--db", db) if store == "sqlite" else ())
+                )
+            else:
+                found = json.loads(
+                    subprocess.run(
+                        [sys.executable, "-c", _RSS_SCRIPT, str(lines_in_batch),
+                         "memory" if store == "memory" else db],
+                        capture_output=True, text=True, check=True,
+                    ).stdout
+                )  # fmt: skip
+            growth = (found["peak_kib"] - found["before_kib"]) * 1024
+            found["growth_over_input"] = growth / found["input_bytes"]
+            figures[f"{how}:{store}"] = found
+            peak, before = found["peak_kib"] / 1024, found["before_kib"] / 1024
+            lines.append(
+                f"  {how:<10} {store:<6}: +{growth / 2**20:5.1f} MiB = "
+                f"{found['growth_over_input']:.2f}x (peak {peak:.0f} MiB, from "
+                f"{before:.0f} MiB)"
+            )
+    size = figures["in-process:memory"]
+    return [
+        f"peak RSS while a {lines_in_batch:,}-line batch runs, over the RSS once "
+        f"its {size['input_bytes'] / 2**20:.1f} MiB input is stored (goal < 4x the "
+        f"input, in-process on the memory store; its output file is "
+        f"{size['output_bytes'] / 2**20:.1f} MiB):",
+        *lines,
+    ], {"peak_rss_big_batch": figures}
 
 
 def soak(

@@ -444,6 +444,8 @@ def create_app(
         return JSONResponse(to_dict(emu.cancel_batch(request.path_params["batch_id"])))
 
     routes = [
+        # First the route clients poll: a request tries the routes in order.
+        Route("/v1/batches/{batch_id}", guarded(get_batch), methods=["GET"]),
         Route("/v1/files", guarded(upload), methods=["POST"]),
         Route("/v1/files", guarded(list_files), methods=["GET"]),
         Route("/v1/files/{file_id}", guarded(get_file), methods=["GET"]),
@@ -451,7 +453,6 @@ def create_app(
         Route("/v1/files/{file_id}/content", guarded(file_content), methods=["GET"]),
         Route("/v1/batches", guarded(create_batch), methods=["POST"]),
         Route("/v1/batches", guarded(list_batches), methods=["GET"]),
-        Route("/v1/batches/{batch_id}", guarded(get_batch), methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", guarded(cancel_batch), methods=["POST"]),
     ]
 
