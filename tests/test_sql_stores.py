@@ -735,6 +735,16 @@ def test_a_process_here_is_dead_once_gone_and_never_by_a_reused_pid():
 
 
 @_LINUX
+def test_our_own_pid_started_at_another_time_is_a_dead_predecessor():
+    # A server restarted as the same pid (PID 1 in a container, say): the
+    # process that held the leases before it is gone, though its pid is ours.
+    me = this_process()
+    assert me is not None
+    assert dead_here(me) is False
+    assert dead_here(_other(me, 4, "1")) is True
+
+
+@_LINUX
 def test_leases_of_a_dead_process_on_this_machine_are_taken_at_once(tmp_path):
     path = tmp_path / "kept.sqlite"
     gone, running = _Child(), _Child()

@@ -133,7 +133,7 @@ def dead_here(process: str | None) -> bool:
         return False
     if [host, boot, device] != mine.split(" ")[:3] or number <= 0:
         return False
-    if number == os.getpid():
+    if process == mine:
         return False  # another store of this very process: alive
     try:
         os.kill(number, 0)
