@@ -290,3 +290,31 @@ def test_an_expiring_input_gives_the_same_batch_in_one_step_or_many() -> None:
         assert done[-1].request_counts is not None
         assert done[-1].request_counts.completed == 3
     assert done[0].request_counts == done[1].request_counts
+
+
+def test_a_purge_by_another_process_never_takes_an_input_its_holder_still_needs(
+    tmp_path: Any,
+) -> None:
+    # Two processes share a database. A holds the batch but is behind (slow,
+    # or busy elsewhere); B, whose time is past the input's expiry, purges.
+    # The requests due before the expiry still run once A catches up: the
+    # outcome is the emulated time's, never the purge's timing.
+    from batchfsm.emulator import SQLiteStore, VirtualClock
+
+    path = tmp_path / "shared.sqlite"
+    start = 1_764_073_668
+    with SQLiteStore(path) as a_store, SQLiteStore(path) as b_store:
+        a = Emulator(store=a_store, clock=VirtualClock(start), request_seconds=1_000)
+        upload_id, batch_id = _slow_batch(a)
+        a.clock.advance(1)
+        a.run()  # validated: A holds it now
+        assert a.retrieve_batch(batch_id).status.value == "in_progress"
+        b = Emulator(store=b_store, clock=VirtualClock(start + 10_000))
+        b.run()  # not B's batch; the input expired an hour in, by B's time
+        a.clock.advance(10_000)
+        done = a.retrieve_batch(batch_id)
+        assert done.status.value == "completed" and done.request_counts is not None
+        # Due at 1,001, 2,001 and 3,001 s: run; at 4,001 and 5,001 s: failed.
+        assert (done.request_counts.completed, done.request_counts.failed) == (3, 2)
+        b.run()
+        assert b_store.files.get(upload_id) is None  # purged once none needs it

@@ -361,6 +361,9 @@ def test_due_answers_the_earliest_due_first(
         assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
         # Reading the index changes nothing.
         assert store.due(at, limit) == [bid for _, _, bid in order][:limit]
+        # The earliest due time of them all, due by ``at`` or not.
+        dues = [due for due in model.values() if due is not None]
+        assert store.earliest_due() == (min(dues) if dues else None)
 
 
 #: What a writer does with what it read: record progress, or cancel.

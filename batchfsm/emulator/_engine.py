@@ -154,8 +154,12 @@ class Emulator:
     def _run_due(self) -> None:
         now = self._now()
         run_due(self, now)
+        # No file expired after the earliest work due is purged: a batch
+        # behind (another process's, say) still reads its input for the
+        # requests due before the input expired.
         try:
-            purge_expired(self.files, now)
+            earliest = self.batches.earliest_due()
+            purge_expired(self.files, now if earliest is None else min(now, earliest))
         except Exception:  # the next run purges them: no call fails for it
             log.exception("purging expired files failed; the next run tries again")
 

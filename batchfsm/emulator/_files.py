@@ -7,9 +7,10 @@ The limits and defaults are documented (Files API reference; ``openai``
 13 and 14).
 
 An expired file answers 404 at once (:func:`is_live`) and is purged soon
-after (:func:`purge_expired`, run with the due work): its row and content
-go, found through the store's index of expiry times, a bounded number of files
-per store transaction, so a listing never keeps passing over it.
+after (:func:`purge_expired`, run with the due work, up to the earliest work
+due): its row and content go, found through the store's index of expiry
+times, a bounded number of files per store transaction, so a listing never
+keeps passing over it.
 """
 
 from __future__ import annotations

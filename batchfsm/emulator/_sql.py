@@ -484,6 +484,17 @@ class SQLStore:
         with self._db.transaction() as tx:
             return claim_due(self._db, tx, self.owner, at, limit)
 
+    def earliest_due(self) -> int | None:
+        """The earliest due time of the unfinished batches, whoever holds them.
+
+        None if there are none. Read through the due-time index; leases nothing.
+        """
+        with self._db.transaction(write=False) as tx:
+            (earliest,) = tx.one(
+                "SELECT min(due_at) FROM batchfsm_batches WHERE due_at IS NOT NULL"
+            )
+        return None if earliest is None else int(earliest)
+
     # -- settings ------------------------------------------------------------------
 
     def setting(self, key: str, default: str) -> str:

@@ -194,6 +194,14 @@ class BatchStore(Protocol):
         the number of unfinished batches.
         """
 
+    def earliest_due(self) -> int | None:
+        """The earliest due time of the unfinished batches, or None if none.
+
+        Whoever holds them (unlike :meth:`due`, it leases nothing): the
+        emulator purges no file expired after it, since a batch behind may
+        still read it for the work due before its expiry.
+        """
+
 
 class FileStore(Protocol):
     """File objects and their content."""
@@ -505,6 +513,29 @@ class MemoryBatchStore:
             for entry in taken:  # still due until a write moves them
                 heapq.heappush(heap, entry)
             return [batch_id for _, _, batch_id in taken]
+
+    def earliest_due(self) -> int | None:
+        """The earliest due time of the unfinished batches, or None.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> store = MemoryBatchStore()
+            >>> store.earliest_due()
+            >>> store.insert(bf.new_batch(id="batch_1", input_file_id="f",
+            ...                           endpoint="/v1/embeddings", created_at=1),
+            ...              Work(due_at=2))
+            >>> store.earliest_due()
+            2
+        """
+        with self._lock:
+            heap = self._heap
+            while heap:
+                due_at, _, batch_id = heap[0]
+                work = self._work.get(batch_id)
+                if work is not None and work.due_at == due_at:
+                    return due_at
+                heapq.heappop(heap)  # stale: its batch ended or moved on
+            return None
 
 
 class _Spool:
