@@ -304,14 +304,15 @@ def test_a_purge_by_another_process_never_takes_an_input_its_holder_still_needs(
     path = tmp_path / "shared.sqlite"
     start = 1_764_073_668
     with SQLiteStore(path) as a_store, SQLiteStore(path) as b_store:
-        a = Emulator(store=a_store, clock=VirtualClock(start), request_seconds=1_000)
+        clock = VirtualClock(start)
+        a = Emulator(store=a_store, clock=clock, request_seconds=1_000)
         upload_id, batch_id = _slow_batch(a)
-        a.clock.advance(1)
+        clock.advance(1)
         a.run()  # validated: A holds it now
         assert a.retrieve_batch(batch_id).status.value == "in_progress"
         b = Emulator(store=b_store, clock=VirtualClock(start + 10_000))
         b.run()  # not B's batch; the input expired an hour in, by B's time
-        a.clock.advance(10_000)
+        clock.advance(10_000)
         done = a.retrieve_batch(batch_id)
         assert done.status.value == "completed" and done.request_counts is not None
         # Due at 1,001, 2,001 and 3,001 s: run; at 4,001 and 5,001 s: failed.
