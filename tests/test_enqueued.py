@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import openai
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import batchfsm as bf
@@ -418,6 +418,10 @@ _STORE_OPS = st.lists(
 
 @settings(max_examples=25, deadline=None)
 @given(ops=_STORE_OPS)
+# On every store: exactly the limit passes, one token more is full.
+@example(
+    ops=[("enqueue", 0, SMALL, 8), ("enqueue", 1, SMALL, 2), ("enqueue", 2, SMALL, 1)]
+)
 def test_enqueue_holds_and_frees_tokens_as_a_model_of_it_says(
     store_name: str,  # noqa: F811 - test_stores' fixture
     ops: list[tuple[str, int, str, int]],
