@@ -319,3 +319,19 @@ def test_a_purge_by_another_process_never_takes_an_input_its_holder_still_needs(
         assert (done.request_counts.completed, done.request_counts.failed) == (3, 2)
         b.run()
         assert b_store.files.get(upload_id) is None  # purged once none needs it
+
+
+def test_a_request_due_the_second_its_input_expires_fails() -> None:
+    # Expired at its expires_at, as everywhere (is_live): not a second later.
+    emu = Emulator(request_seconds=1_000)
+    upload = emu.create_file(
+        "\n".join(line(i) for i in range(5)).encode(),
+        "in.jsonl",
+        "batch",
+        expires_after=3_001,
+    )
+    batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+    done = poll(emu, batch.id, seconds=100)[-1]
+    assert done.request_counts is not None
+    # Due at 1,001 and 2,001 s: run; at 3,001 s, the second it expires: failed.
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 3)

@@ -761,16 +761,24 @@ def _cut_off() -> Iterator[bytes]:
     raise ConnectionError("the client went away")
 
 
+def _endless() -> Iterator[bytes]:
+    # Refused as soon as it passes its size: never read on (a growing file).
+    yield b"x" * 200_000
+    yield b"x" * 200_000
+    raise AssertionError("read on past the declared size")
+
+
 @pytest.mark.parametrize(
     ("content", "declared", "error"),
     [
         (_cut_off, 300_000, ConnectionError),
         (lambda: iter([b"x" * 200_000]), 300_000, ValueError),  # short
         (lambda: iter([b"x" * 200_000] * 2), 300_000, ValueError),  # long
+        (_endless, 300_000, ValueError),
         (lambda: b"x" * 3, 2, ValueError),
         (lambda: iter([b"x" * 200_000, "text"]), 200_004, TypeError),
     ],
-    ids=["cut-off", "short", "long", "bytes-long", "text"],
+    ids=["cut-off", "short", "long", "endless", "bytes-long", "text"],
 )
 def test_content_cut_off_or_of_another_size_leaves_nothing_behind(
     stores: Stores, content: Callable[[], Any], declared: int, error: type[Exception]
