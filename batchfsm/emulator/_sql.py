@@ -51,12 +51,15 @@ log = logging.getLogger("batchfsm.emulator")
 RECLAIM_SECONDS = 1.0
 
 
+#: The condition of every conditional write: the batch (id) still has the
+#: status and the epoch its writer read, and has not ended.
+_AS_READ = " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
+
 #: The conditional write of a batch that goes on; and one that now holds
 #: enqueued tokens too.
 _UPDATE, _UPDATE_HOLDING = (
     "UPDATE batchfsm_batches SET status = ?, body = ?, work = ?, due_at = ?,"
-    f" epoch = epoch + 1{hold}"
-    " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
+    f" epoch = epoch + 1{hold}{_AS_READ}"
     for hold in ("", ", enqueued_model = ?, enqueued_tokens = ?")
 )
 
@@ -355,8 +358,7 @@ class SQLStore:
         # the one UPDATE also says what to give back.
         ended = tx.one(
             "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
-            " due_at = NULL, epoch = epoch + 1, lease_owner = NULL"
-            " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
+            f" due_at = NULL, epoch = epoch + 1, lease_owner = NULL{_AS_READ}"
             " RETURNING enqueued_model, enqueued_tokens",
             (batch.status.value, body, batch.id, status.value, epoch),
         )
@@ -417,8 +419,7 @@ class SQLStore:
         lock = self._db.lock_sql
         with self._db.transaction() as tx:
             if not tx.one(
-                "SELECT 1 FROM batchfsm_batches WHERE id = ? AND status = ?"
-                f" AND epoch = ? AND work IS NOT NULL {lock}",
+                f"SELECT 1 FROM batchfsm_batches{_AS_READ} {lock}",
                 (batch.id, status.value, epoch),
             ):
                 return "stale"

@@ -413,13 +413,7 @@ class MemoryBatchStore:
         """Start the batch holding ``tokens`` of ``batch.model``'s ``limit``, or not."""
         model = enqueued_model(batch, tokens)
         with self._lock:
-            current, held = self._batches.get(batch.id), self._work.get(batch.id)
-            if (
-                current is None
-                or current.status is not status
-                or held is None
-                or held.epoch != epoch
-            ):
+            if self._as_read(batch.id, status, epoch) is None:
                 return "stale"
             if self._enqueued.get(model, 0) + tokens > limit:
                 return "full"
@@ -442,18 +436,13 @@ class MemoryBatchStore:
         errors: Sequence[str],
         files: Sequence[NewFile],
     ) -> bool:
-        current = self._batches.get(batch.id)
-        held = self._work.get(batch.id)
-        if (
-            current is None
-            or current.status is not status
-            or held is None
-            or held.epoch != epoch
-        ):
+        held = self._as_read(batch.id, status, epoch)
+        if held is None:
             return False
         self._add_files(files)  # first: the one step here that may fail
-        # The batch before its work: a reader who reads the work first
-        # and then the batch never holds a batch newer than its epoch.
+        # The batch before its work: a reader who reads the work first and
+        # then the batch never holds a batch older than its epoch (a newer
+        # one only makes its write stale).
         self._batches[batch.id] = batch
         if work is None:
             del self._work[batch.id]
@@ -478,6 +467,18 @@ class MemoryBatchStore:
                 spool.write("\n".join(lines).encode())
                 spool.write(b"\n")
         return True
+
+    def _as_read(self, batch_id: str, status: BatchStatus, epoch: int) -> Work | None:
+        """The batch's work if it still has ``status`` and ``epoch`` (unended)."""
+        current, held = self._batches.get(batch_id), self._work.get(batch_id)
+        if (
+            current is None
+            or current.status is not status
+            or held is None
+            or held.epoch != epoch
+        ):
+            return None
+        return held
 
     def _add_files(self, files: Sequence[NewFile]) -> None:
         added: list[str] = []
