@@ -445,7 +445,15 @@ class SQLStore:
             return "enqueued"
 
     def enqueued_tokens(self, model: str) -> int:
-        """The tokens held by the unfinished batches of ``model``."""
+        """The tokens held by the unfinished batches of ``model``.
+
+        Example:
+            >>> from batchfsm.emulator import SQLiteStore
+            >>> store = SQLiteStore(":memory:")
+            >>> store.enqueued_tokens("gpt-4o")
+            0
+            >>> store.close()
+        """
         with self._db.transaction(write=False) as tx:
             row = tx.one(
                 "SELECT tokens FROM batchfsm_enqueued WHERE model = ?", (model,)
@@ -489,6 +497,18 @@ class SQLStore:
         """The earliest due time of the unfinished batches, whoever holds them.
 
         None if there are none. Read through the due-time index; leases nothing.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> from batchfsm.emulator import SQLiteStore, Work
+            >>> store = SQLiteStore(":memory:")
+            >>> store.earliest_due()
+            >>> store.insert(bf.new_batch(id="batch_1", input_file_id="f",
+            ...                           endpoint="/v1/embeddings", created_at=1),
+            ...              Work(due_at=5))
+            >>> store.earliest_due(), store.due(4, limit=10)
+            (5, [])
+            >>> store.close()
         """
         with self._db.transaction(write=False) as tx:
             (earliest,) = tx.one(

@@ -410,7 +410,24 @@ class MemoryBatchStore:
         tokens: int,
         limit: int,
     ) -> Enqueued:
-        """Start the batch holding ``tokens`` of ``batch.model``'s ``limit``, or not."""
+        """Start the batch holding ``tokens`` of ``batch.model``'s ``limit``, or not.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> store = MemoryBatchStore()
+            >>> b = bf.new_batch(id="batch_1", input_file_id="f",
+            ...                  endpoint="/v1/embeddings", created_at=1)
+            >>> store.insert(b, Work(due_at=2))
+            >>> started = bf.advance(b, "start", at=2, model="text-embedding-3-small")
+            >>> store.enqueue(started, Work(due_at=3), status=bf.BatchStatus.VALIDATING,
+            ...               epoch=0, tokens=120, limit=100)
+            'full'
+            >>> store.enqueue(started, Work(due_at=3), status=bf.BatchStatus.VALIDATING,
+            ...               epoch=0, tokens=60, limit=100)
+            'enqueued'
+            >>> store.enqueued_tokens("text-embedding-3-small")
+            60
+        """
         model = enqueued_model(batch, tokens)
         with self._lock:
             if self._as_read(batch.id, status, epoch) is None:
@@ -423,7 +440,12 @@ class MemoryBatchStore:
             return "enqueued"
 
     def enqueued_tokens(self, model: str) -> int:
-        """The tokens held by the unfinished batches of ``model``."""
+        """The tokens held by the unfinished batches of ``model``.
+
+        Example:
+            >>> MemoryBatchStore().enqueued_tokens("gpt-4o")
+            0
+        """
         return self._enqueued.get(model, 0)
 
     def _write(
@@ -764,7 +786,17 @@ class MemoryFileStore:
             return True
 
     def purge(self, now: int, limit: int) -> int:
-        """Delete up to ``limit`` files expired at ``now``, earliest expiry first."""
+        """Delete up to ``limit`` files expired at ``now``, earliest expiry first.
+
+        Example:
+            >>> files = MemoryFileStore()
+            >>> for i in (1, 2, 3):
+            ...     files.add(FileObject(id=f"file-{i}", bytes=0, created_at=0,
+            ...                          filename="a.jsonl", purpose="batch",
+            ...                          expires_at=i), b"")
+            >>> files.purge(3, 2), [f.id for f in files.list()]
+            (2, ['file-3'])
+        """
         purged = 0
         with self._lock:
             heap = self._expiry
