@@ -486,6 +486,40 @@ def test_enqueue_refuses_a_batch_without_a_model_or_with_negative_tokens(
     assert store.get(batch(1).id) == batch(1)
 
 
+#: Model names a client may send (with ``--any-model``): long, with a NUL, and
+#: one shaped like a digest that a store might use for a name it cannot key on.
+ODD_MODELS = (
+    "m" * 3000 + "".join(chr(0x4E00 + i) for i in range(3000)),
+    "a\x00b",
+    "a",
+    "sha256:" + "0" * 64,
+)
+
+
+def test_any_model_name_holds_and_frees_its_own_tokens(
+    stores: Stores,  # noqa: F811 - test_stores' fixture
+) -> None:
+    # A name PostgreSQL cannot index (past a third of a page) or hold (NUL)
+    # once left a batch in validating, its work failing, until it expired.
+    store = stores.batches
+    for i, model in enumerate(ODD_MODELS):
+        store.insert(batch(i), Work(due_at=1))
+        started = bf.advance(batch(i), "start", at=1_700_000_001, model=model)
+        answer = store.enqueue(
+            started, Work(due_at=3), status=S.VALIDATING, epoch=0, tokens=i + 1,
+            limit=LIMIT,
+        )  # fmt: skip
+        assert answer == "enqueued"
+    assert [store.enqueued_tokens(m) for m in ODD_MODELS] == [1, 2, 3, 4]
+    for i, model in enumerate(ODD_MODELS):
+        held = store.get(batch(i).id)
+        assert held is not None and held.model == model
+        assert held.expires_at is not None
+        ended = bf.advance(held, "expire", at=held.expires_at)
+        assert store.write(ended, None, status=S.IN_PROGRESS, epoch=1)
+    assert [store.enqueued_tokens(m) for m in ODD_MODELS] == [0, 0, 0, 0]
+
+
 # -- starts at once: the memory store's lock, PostgreSQL's row lock ------------------
 
 

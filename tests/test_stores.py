@@ -522,6 +522,24 @@ def test_a_failure_inside_the_write_leaves_neither_the_batch_nor_its_files(
 # -- files ---------------------------------------------------------------------------
 
 
+def test_a_key_no_store_holds_is_absent_never_an_error(stores: Stores) -> None:
+    # An id from a URL may hold a NUL, which PostgreSQL's text cannot: such a
+    # lookup answered 500 (and a batch naming such an input file never ended).
+    store, files = stores.batches, stores.files
+    store.insert(batch(1), Work(due_at=1))
+    files.add(file(1, 3), b"abc")
+    for batch_id in ("batch_\x00", "batch_0001\x00"):
+        assert store.get(batch_id) is None
+        assert store.work(batch_id) is None
+    for file_id in ("file-\x00", "file-0001\x00"):
+        assert files.get(file_id) is None
+        assert files.content(file_id) is None
+        assert files.read(file_id, 0, 3) is None
+        assert files.delete(file_id) is False
+    assert files.page(None, 10, purpose="batch\x00") == ([], False)
+    assert store.get(batch(1).id) is not None and files.content("file-0001") == b"abc"
+
+
 def test_files_keep_metadata_and_bytes_and_read_in_slices(stores: Stores) -> None:
     files = stores.files
     content = bytes(range(256)) * 3

@@ -10,11 +10,50 @@ placeholders, turned into ``%s`` for psycopg by :class:`Tx`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Cursor", "Database", "ThreadConnections", "Tx"]
+__all__ = ["Cursor", "Database", "ThreadConnections", "Tx", "model_key", "unheld"]
+
+
+def unheld(key: str | None) -> bool:
+    r"""Whether no row can have ``key`` for its id: it holds a NUL.
+
+    PostgreSQL's text never holds one (a query naming one fails), and no id
+    the stores make does: a lookup by such a key (from a URL, say) finds
+    nothing, in every dialect, without asking the database.
+
+    Example:
+        >>> unheld("batch_1"), unheld("batch_\x00"), unheld(None)
+        (False, True, False)
+    """
+    return key is not None and "\x00" in key
+
+
+#: The longest model name a row of enqueued tokens is keyed by as it is.
+MODEL_KEY_BYTES = 512
+_DIGEST = "sha256:"
+
+
+def model_key(model: str) -> str:
+    r"""The key of ``model``'s row of enqueued tokens: the name, or its digest.
+
+    Any text is a model name to a client (``--any-model``), but PostgreSQL
+    neither holds a NUL nor indexes a key past a third of a page: a name
+    that is long, holds a NUL or could be taken for a digest is keyed by
+    its SHA-256 instead, so every name has a row of its own.
+
+    Example:
+        >>> model_key("gpt-4o-mini"), model_key("a\x00b")[:15]
+        ('gpt-4o-mini', 'sha256:59b271ae')
+    """
+    text = model.encode("utf-8", "surrogatepass")
+    as_it_is = not (unheld(model) or model.startswith(_DIGEST))
+    if as_it_is and len(text) <= MODEL_KEY_BYTES:
+        return model
+    return _DIGEST + hashlib.sha256(text).hexdigest()
 
 
 class ThreadConnections:

@@ -19,7 +19,7 @@ import attrs
 
 from .._convert import dumps, loads
 from .._model import Batch, BatchStatus
-from ._database import Database, Tx
+from ._database import Database, Tx, model_key, unheld
 from ._leases import (
     Heartbeat,
     claim_due,
@@ -230,12 +230,16 @@ class SQLStore:
 
     def get(self, batch_id: str) -> Batch | None:
         """The batch, or None."""
+        if unheld(batch_id):
+            return None
         with self._db.transaction(write=False) as tx:
             row = tx.one("SELECT body FROM batchfsm_batches WHERE id = ?", (batch_id,))
         return None if row is None else loads(row[0])
 
     def work(self, batch_id: str) -> Work | None:
         """The batch's work in progress; None if there is no such batch or it ended."""
+        if unheld(batch_id):
+            return None
         with self._db.transaction(write=False) as tx:
             row = tx.one(
                 "SELECT work, due_at, epoch FROM batchfsm_batches WHERE id = ?",
@@ -250,6 +254,8 @@ class SQLStore:
 
         Also says whether more follow.
         """
+        if unheld(after):
+            return [], False
         with self._db.transaction(write=False) as tx:
             if after is None:
                 rows = tx.all(
@@ -414,7 +420,7 @@ class SQLStore:
             ('enqueued', 'full', 60)
             >>> store.close()
         """
-        model = enqueued_model(batch, tokens)
+        model = model_key(enqueued_model(batch, tokens))
         body = dumps(batch)
         lock = self._db.lock_sql
         with self._db.transaction() as tx:
@@ -456,7 +462,8 @@ class SQLStore:
         """
         with self._db.transaction(write=False) as tx:
             row = tx.one(
-                "SELECT tokens FROM batchfsm_enqueued WHERE model = ?", (model,)
+                "SELECT tokens FROM batchfsm_enqueued WHERE model = ?",
+                (model_key(model),),
             )
         return 0 if row is None else int(row[0])
 

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from ._content import Content, exactly
-from ._database import Database, Tx
+from ._database import Database, Tx, unheld
 from ._migrations import CHUNK_BYTES, add_chunks
 from ._stores import FileObject, FilePage, Order
 
@@ -93,6 +93,8 @@ class SQLFiles:
 
     def get(self, file_id: str) -> FileObject | None:
         """The File object, or None."""
+        if unheld(file_id):
+            return None
         with self._db.transaction(write=False) as tx:
             row = tx.one("SELECT body FROM batchfsm_files WHERE id = ?", (file_id,))
         return None if row is None else FileObject(**json.loads(row[0]))
@@ -127,6 +129,8 @@ class SQLFiles:
         return data[start : start + size]
 
     def _chunks(self, file_id: str, first: int, last: int) -> bytes | None:
+        if unheld(file_id):
+            return None
         with self._db.transaction(write=False) as tx:
             rows = tx.all(_CHUNKS, (first, last, file_id))
         if not rows:
@@ -135,6 +139,8 @@ class SQLFiles:
 
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
+        if unheld(file_id):
+            return False
         with self._db.transaction() as tx:
             # The file's row first, as a purge takes it: never each holding
             # what the other waits for.
@@ -215,6 +221,8 @@ class SQLFiles:
             (['file-1'], False)
             >>> store.close()
         """
+        if unheld(after) or unheld(purpose):
+            return [], False
         where: list[str] = []
         params: list[Any] = []
         if after is not None:
