@@ -47,6 +47,10 @@ __all__ = ["main"]
 #: that the parser needs no server extra.
 STORE_THREADS = "8"
 UPLOAD_BUDGET = "1073872896"
+#: The shortest ``--lease-seconds``: a heartbeat every third of a second.
+#: Shorter, a process spends its time renewing it, and processes sharing a
+#: database take each other's batches over at nearly every step.
+MIN_LEASE_SECONDS = 1.0
 #: The units ``--upload-budget`` takes (any case): decimal and binary.
 BYTE_UNITS = {
     "b": 1,
@@ -187,7 +191,8 @@ def _parser() -> argparse.ArgumentParser:
         help="with --db: each process renews a heartbeat every third of this, "
         "by the database's clock; one that dies or stalls has its batches taken "
         "over by the others this long after its last heartbeat (within a second if it "
-        "ran on this machine and is gone): a finite number above 0 (default 30)",
+        "ran on this machine and is gone): a finite number of at least "
+        f"{MIN_LEASE_SECONDS:g} (default 30)",
     )
     serve.add_argument(
         "--model",
@@ -256,6 +261,11 @@ def _serve_settings(
         raise ValueError(f"--port must be an integer in 1..65535, got {port_text!r}")
     speed = _positive("--speed", speed_text, max_speed)
     lease = _positive("--lease-seconds", args.lease_seconds)
+    if lease < MIN_LEASE_SECONDS:
+        raise ValueError(
+            f"--lease-seconds must be a finite number of at least "
+            f"{MIN_LEASE_SECONDS:g}, got {args.lease_seconds!r}"
+        )
     seed = None
     if seed_text is not None:
         try:

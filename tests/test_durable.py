@@ -274,6 +274,10 @@ def test_the_banner_says_whether_state_is_kept(tmp_path):
         (["--db", "mysql://x/y"], "unknown database scheme 'mysql'"),
         (["--db", "x.sqlite", "--lease-seconds", "0"], "--lease-seconds must be"),
         (["--db", "x.sqlite", "--lease-seconds", "nan"], "--lease-seconds must be"),
+        # A heartbeat every third of a microsecond: the process spent its
+        # time renewing it, and two took each other's batches at every step.
+        (["--db", "x.sqlite", "--lease-seconds", "1e-6"], "of at least 1, got"),
+        (["--db", "x.sqlite", "--lease-seconds", "0.99"], "of at least 1, got"),
         # Without --db too: a wrong setting is refused even where unused.
         (["--lease-seconds", "abc"], "--lease-seconds must be"),
         (["--lease-seconds", "inf"], "--lease-seconds must be"),
