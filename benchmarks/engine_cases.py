@@ -164,36 +164,38 @@ def list_files_cost(sizes: tuple[int, ...] = SIZES) -> tuple[list[str], Figures]
 # -- over HTTP -------------------------------------------------------------------------
 
 
+def started(
+    command: list[str], what: str, **popen: Any
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Run ``command --port P`` on a free loopback port P; return once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **popen,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/v1/batches")
+            return process, port
+        except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.02)
+
+
 class _Server:
     """``batchfsm serve`` in a subprocess on a free loopback port."""
 
     def __init__(self, *args: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "batchfsm",
-                "serve",
-                "--port",
-                str(self.port),
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.process, self.port = started(
+            [sys.executable, "-m", "batchfsm", "serve", *args], "batchfsm serve"
         )
         self.base = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx2.get(f"{self.base}/v1/batches")
-                return
-            except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("batchfsm serve did not start") from None
-                time.sleep(0.02)
 
     def rss_peak_kib(self, field: str = "VmHWM:") -> int:
         with open(f"/proc/{self.process.pid}/status") as status:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from batchfsm.emulator import make_input_file
 from batchfsm.emulator._server import KEEP_ALIVE_SECONDS
 
 from ._harness import Case, run
-from .engine_cases import _create, _Server, _upload
+from .engine_cases import _create, _Server, _upload, started
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The bare app's uvicorn command line: serve's settings that bear on an answer.
@@ -67,25 +66,12 @@ class _Bare:
     """The bare app under uvicorn in a subprocess, answering ``body``."""
 
     def __init__(self, body: bytes) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process = subprocess.Popen(
-            [sys.executable, *BARE, "--port", str(self.port)],
+        self.process, self.port = started(
+            [sys.executable, *BARE],
+            "the bare app",
             cwd=ROOT,
             env={**os.environ, "BATCHFSM_BENCH_BODY": body.hex()},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx2.get(f"http://127.0.0.1:{self.port}/v1/batches/x")
-                return
-            except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("the bare app did not start") from None
-                time.sleep(0.02)
 
     def close(self) -> None:
         self.process.terminate()

@@ -30,6 +30,8 @@ import pytest
 import batchfsm as bf
 from batchfsm.emulator import make_input_file
 
+from .test_sql_stores import _other
+
 #: Emulated seconds per real second: a request a millisecond or so.
 SPEED = "40"
 #: Short leases, so that a killed process's batches are taken over quickly.
@@ -410,12 +412,10 @@ def test_a_killed_servers_batch_is_finished_by_the_other(servers, db, where):
         [(process,)] = _sql(
             db, "SELECT process FROM batchfsm_owners WHERE owner = ?", (owner,)
         )
-        elsewhere = process.split(" ")
-        elsewhere[1] = "another-machine"
         _sql(
             db,
             "UPDATE batchfsm_owners SET process = ? WHERE owner = ?",
-            (" ".join(elsewhere), owner),
+            (_other(process, 1, "another-machine"), owner),
         )
     holder.kill()
     done = _poll(other, created["id"], trace, _ended)

@@ -42,13 +42,12 @@ from batchfsm.emulator._enqueued import (
     token_limits,
 )
 from batchfsm.emulator._handlers import prompt_tokens
-from batchfsm.emulator._migrations import MIGRATIONS
 from batchfsm.emulator._validate import ORGANIZATION
 
 from .conftest import DATA, load_json
 from .test_cli import _serve_refusal
 from .test_fidelity import client_for, upload
-from .test_sql_stores import _sqlite_at_version
+from .test_sql_stores import _postgres_at_version, _sqlite_at_version
 from .test_stores import Stores, batch, fresh, store_name, stores  # noqa: F401
 
 S = bf.BatchStatus
@@ -693,12 +692,8 @@ def test_a_version_4_database_upgrades_its_batches_in_flight_holding_nothing(
         import psycopg
 
         url = request.getfixturevalue("postgres_url")
+        _postgres_at_version(url, 4)
         with psycopg.connect(url, autocommit=True) as pg:
-            for migration in MIGRATIONS[:4]:
-                for statement in migration.postgres:
-                    pg.execute(statement)
-            pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
-            pg.execute("INSERT INTO batchfsm_schema VALUES (4)")
             pg.execute(insert.replace("?", "%s"), row)
     with open_store(url) as store:
         assert store.enqueued_tokens(SMALL) == 0

@@ -254,13 +254,16 @@ def test_a_batchs_expired_result_files_are_still_named_but_gone(stores: Stores) 
     assert [f["id"] for f in emu.list_files()["data"]] == [upload.id]
 
 
-def _slow_batch(emu: Emulator) -> tuple[str, str]:
-    """A 5-request batch, one request every 1,000 s, its input expiring at 3,600 s."""
+def _slow_batch(emu: Emulator, expires_after: int = 3_600) -> tuple[str, str]:
+    """A 5-request batch, its input expiring ``expires_after`` s after creation.
+
+    With ``request_seconds=1_000``, a request every 1,000 s.
+    """
     upload = emu.create_file(
         "\n".join(line(i) for i in range(5)).encode(),
         "in.jsonl",
         "batch",
-        expires_after=3_600,
+        expires_after=expires_after,
     )
     batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
     return upload.id, batch.id
@@ -324,14 +327,8 @@ def test_a_purge_by_another_process_never_takes_an_input_its_holder_still_needs(
 def test_a_request_due_the_second_its_input_expires_fails() -> None:
     # Expired at its expires_at, as everywhere (is_live): not a second later.
     emu = Emulator(request_seconds=1_000)
-    upload = emu.create_file(
-        "\n".join(line(i) for i in range(5)).encode(),
-        "in.jsonl",
-        "batch",
-        expires_after=3_001,
-    )
-    batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
-    done = poll(emu, batch.id, seconds=100)[-1]
+    _, batch_id = _slow_batch(emu, expires_after=3_001)
+    done = poll(emu, batch_id, seconds=100)[-1]
     assert done.request_counts is not None
     # Due at 1,001 and 2,001 s: run; at 3,001 s, the second it expires: failed.
     assert (done.request_counts.completed, done.request_counts.failed) == (2, 3)

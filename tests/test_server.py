@@ -497,7 +497,8 @@ class SlowStore(SQLiteStore):
         return super().get(batch_id)
 
 
-def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
+def _one_slow_batch_and_one_fast() -> tuple[SlowStore, Emulator, bf.Batch, bf.Batch]:
+    """An emulator on a SlowStore whose reads of the first batch wait for ``go``."""
     store = SlowStore()
     emu = Emulator(store=store, ids=store.ids())
     upload = emu.create_file(make_input_file(1), "in.jsonl", "batch")
@@ -505,6 +506,11 @@ def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
         emu.create_batch(input_file_id=upload.id, endpoint=CHAT) for _ in range(2)
     )
     store.slow = slow.id
+    return store, emu, slow, fast
+
+
+def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
+    store, emu, slow, fast = _one_slow_batch_and_one_fast()
 
     async def clients() -> None:
         transport = httpx2.ASGITransport(app=create_app(emu))
@@ -530,13 +536,7 @@ def test_a_call_waiting_on_its_store_holds_up_no_other_request() -> None:
 
 
 def test_store_threads_bound_the_calls_that_wait_on_the_store_at_once() -> None:
-    store = SlowStore()
-    emu = Emulator(store=store, ids=store.ids())
-    upload = emu.create_file(make_input_file(1), "in.jsonl", "batch")
-    slow, fast = (
-        emu.create_batch(input_file_id=upload.id, endpoint=CHAT) for _ in range(2)
-    )
-    store.slow = slow.id
+    store, emu, slow, fast = _one_slow_batch_and_one_fast()
     app = create_app(emu, store_threads=1)
 
     async def clients() -> None:

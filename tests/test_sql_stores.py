@@ -301,6 +301,19 @@ def _sqlite_at_version(path, version: int) -> None:
     conn.close()
 
 
+def _postgres_at_version(url: str, version: int) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        for migration in MIGRATIONS[:version]:
+            for statement in migration.postgres:
+                pg.execute(statement)
+            if migration.step is not None:
+                migration.step(Tx(pg, postgres=True))
+        pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
+        pg.execute("INSERT INTO batchfsm_schema VALUES (%s)", (version,))
+
+
 #: Files as a version 2 database kept them (content in one value): an empty
 #: one, one of a few bytes, one of several chunks ending mid-chunk.
 _OLD_FILES = {
@@ -345,12 +358,8 @@ def test_a_version_2_database_has_its_file_content_moved_into_chunks(
         import psycopg
 
         url = request.getfixturevalue("postgres_url")
+        _postgres_at_version(url, 2)
         with psycopg.connect(url, autocommit=True) as pg:
-            for migration in MIGRATIONS[:2]:
-                for statement in migration.postgres:
-                    pg.execute(statement)
-            pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
-            pg.execute("INSERT INTO batchfsm_schema VALUES (2)")
             for file_id, content in _OLD_FILES.items():
                 pg.execute(
                     "INSERT INTO batchfsm_files (id, body, content)"
@@ -394,11 +403,8 @@ def test_an_older_sqlite_database_is_upgraded_keeping_its_rows(tmp_path):
 def test_an_older_postgres_database_is_upgraded_keeping_its_rows(postgres_url):
     import psycopg
 
+    _postgres_at_version(postgres_url, 1)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        for statement in MIGRATIONS[0].postgres:
-            conn.execute(statement)
-        conn.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
-        conn.execute("INSERT INTO batchfsm_schema VALUES (1)")
         conn.execute(
             "INSERT INTO batchfsm_batches (id, status, body) VALUES (%s, %s, %s)",
             ("batch_1", "validating", bf.dumps(_batch())),
@@ -478,14 +484,8 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
         import psycopg
 
         url = request.getfixturevalue("postgres_url")
+        _postgres_at_version(url, version)
         with psycopg.connect(url, autocommit=True) as pg:
-            for migration in MIGRATIONS[:version]:
-                for statement in migration.postgres:
-                    pg.execute(statement)
-                if migration.step is not None:
-                    migration.step(Tx(pg, postgres=True))
-            pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
-            pg.execute("INSERT INTO batchfsm_schema VALUES (%s)", (version,))
             for sql, params in _old_file_rows(version):
                 pg.execute(sql.replace("?", "%s"), params)
     with open_store(url) as store:
@@ -520,19 +520,6 @@ def test_files_of_an_older_database_are_listed_and_read_after_the_upgrade(
         numbers = conn.execute("SELECT id, seq FROM batchfsm_files").fetchall()
         assert dict(numbers)["file-new"] == len(_LISTED_FILES) + 2
         conn.close()
-
-
-def _postgres_at_version(url: str, version: int) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as pg:
-        for migration in MIGRATIONS[:version]:
-            for statement in migration.postgres:
-                pg.execute(statement)
-            if migration.step is not None:
-                migration.step(Tx(pg, postgres=True))
-        pg.execute("CREATE TABLE batchfsm_schema (version integer NOT NULL)")
-        pg.execute("INSERT INTO batchfsm_schema VALUES (%s)", (version,))
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
