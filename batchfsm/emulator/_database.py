@@ -85,6 +85,9 @@ class ThreadConnections:
                     del self._all[thread]
             self._all[threading.current_thread()] = conn
 
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` if the database went away (see SQLite's)."""
+
     def close(self) -> None:
         """Close every connection."""
         with self._lock:
@@ -153,6 +156,9 @@ class Database(Protocol):
 
     def foreign_tables(self, tx: Tx) -> list[str]:
         """Tables in the database that are not batchfsm's (see :meth:`migrate`)."""
+
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` if the database went away (see SQLite's)."""
 
     def close(self) -> None:
         """Close every connection."""

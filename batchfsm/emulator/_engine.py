@@ -37,6 +37,7 @@ from ._files import (
     upload_problem,
 )
 from ._handlers import Handler, default_handler
+from ._outage import Outage
 from ._params import (
     Problem,
     after_problem,
@@ -48,6 +49,7 @@ from ._params import (
 )
 from ._results import usage
 from ._runner import Runner
+from ._store_errors import StoreUnavailable
 from ._stores import (
     BatchStore,
     FileObject,
@@ -139,6 +141,8 @@ class Emulator:
         self.request_seconds = request_seconds
         self.finalizing_seconds = finalizing_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
+        #: The store's outages, as the worker and the HTTP app meet them.
+        self.outage = Outage()
         self._runner = Runner(self._run_due)
 
     # -- ids and time ----------------------------------------------------------------
@@ -152,6 +156,14 @@ class Emulator:
     # -- running due work -------------------------------------------------------------
 
     def _run_due(self) -> None:
+        try:
+            self._run_due_once()
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
+            raise
+        self.outage.ok()
+
+    def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
         # No file expired after the earliest work due is purged: a batch
@@ -160,6 +172,8 @@ class Emulator:
         try:
             earliest = self.batches.earliest_due()
             purge_expired(self.files, now if earliest is None else min(now, earliest))
+        except StoreUnavailable:
+            raise
         except Exception:  # the next run purges them: no call fails for it
             log.exception("purging expired files failed; the next run tries again")
 

@@ -221,7 +221,7 @@ class Heartbeat:
                 try:
                     beat(holder)
                 except Exception as exc:  # noqa: BLE001 - the database may be back soon
-                    if not failing:
+                    if not failing and not getattr(exc, "logged", False):
                         log.warning("%s: heartbeat failed (%s); retrying", name, exc)
                     failing = True
                 else:

@@ -16,6 +16,8 @@ their writers), though PostgreSQL is the store meant for that.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,9 +25,11 @@ from pathlib import Path
 
 from ._database import ThreadConnections, Tx
 from ._sql import SQLStore
-from ._store_errors import StoreError
+from ._store_errors import StoreError, StoreUnavailable, sqlite_unavailable
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("batchfsm.emulator")
 
 
 class _SQLite:
@@ -45,7 +49,32 @@ class _SQLite:
         self._shared = path == ":memory:"
         self._conns = ThreadConnections()
         self._writing = threading.RLock()
+        self._lost: str | None = None  # why this file is no longer the database
+        if not self._shared:
+            _usable_place(path)
         self._first = self._connect()  # fail now, with the reason
+        self._identity = None if self._shared else _identity(path)
+
+    def check(self) -> None:
+        """Refuse (:class:`StoreUnavailable`) once the file is not ours any more.
+
+        A file deleted (or replaced) under the server keeps answering through
+        the open connections, but what is written to it is lost when the
+        server stops: from the moment it is noticed (here, before each write
+        and at each heartbeat) every write is refused, with one log line.
+        """
+        if self._lost is None and self._identity is not None:
+            now = _identity(self.where)
+            if now != self._identity:
+                what = "deleted" if now is None else "replaced by another file"
+                self._lost = (
+                    f"{self.where} was {what} while the server was using it: "
+                    "no more writes are taken (they would be lost); restart the "
+                    "server once the database file is back in place"
+                )
+                log.error("%s", self._lost)
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost, logged=True)
 
     def _connect(self) -> sqlite3.Connection:
         if self._shared and hasattr(self, "_first"):
@@ -53,6 +82,8 @@ class _SQLite:
         conn: sqlite3.Connection | None = self._conns.current()
         if conn is not None:
             return conn
+        if hasattr(self, "_first"):
+            self.check()  # never a new, empty file where the database was
         try:
             conn = sqlite3.connect(
                 self.where, isolation_level=None, check_same_thread=False, timeout=30
@@ -60,7 +91,7 @@ class _SQLite:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise StoreError(_describe(self.where, exc)) from None
+            raise _unusable(self.where, exc) from None
         self._conns.add(conn)
         return conn
 
@@ -71,7 +102,7 @@ class _SQLite:
         try:
             mode = self._connect().execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.Error as exc:  # pragma: no cover - a locked or odd file
-            raise StoreError(_describe(self.where, exc)) from None
+            raise _unusable(self.where, exc) from None
         if mode[0].lower() != "wal":  # pragma: no cover - odd filesystems
             raise StoreError(f"{self.where}: SQLite refused WAL mode ({mode[0]})")
 
@@ -79,27 +110,32 @@ class _SQLite:
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         turn = self._writing if write or self._shared else contextlib.nullcontext()
         with turn:
+            if write:
+                self.check()
             conn = self._connect()
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
-                raise StoreError(_describe(self.where, exc)) from None
+                raise _unusable(self.where, exc) from None
             try:
                 yield Tx(conn, postgres=False)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(_describe(self.where, exc)) from None
+            except BaseException as exc:
+                # SQLite rolls some failures back by itself (a full disk, an
+                # I/O error, a failed COMMIT): a ROLLBACK then would fail and
+                # hide the real error behind "no transaction is active".
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and sqlite_unavailable(exc):
+                    raise StoreUnavailable(_describe(self.where, exc)) from exc
+                raise
 
     def version(self, tx: Tx) -> int:
         try:
             version: int = tx.one("PRAGMA user_version")[0]
         except sqlite3.DatabaseError as exc:
-            raise StoreError(_describe(self.where, exc)) from None
+            raise _unusable(self.where, exc) from None
         return version
 
     def set_version(self, tx: Tx, version: int) -> None:
@@ -121,6 +157,42 @@ class _SQLite:
     def close(self) -> None:
         with self._writing:
             self._conns.close()
+
+
+#: Free space below which a database's disk counts as full at start.
+MIN_FREE_BYTES = 1 << 20
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode), or None if there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _usable_place(path: str) -> None:
+    """Refuse, in one line, a database whose directory is gone or whose disk is full."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise StoreError(f"{path}: the directory {folder} does not exist")
+    try:
+        space = os.statvfs(folder)
+    except OSError:  # pragma: no cover - a filesystem without statvfs
+        return
+    free = space.f_bavail * space.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise StoreError(
+            f"{path}: the disk is full ({free:,} bytes free, at least "
+            f"{MIN_FREE_BYTES:,} needed to start); free some space"
+        )
+
+
+def _unusable(path: str, exc: sqlite3.Error) -> StoreError:
+    """The store's error for ``exc``: unavailable (now) or unusable (at all)."""
+    kind = StoreUnavailable if sqlite_unavailable(exc) else StoreError
+    return kind(_describe(path, exc))
 
 
 def _describe(path: str, exc: sqlite3.Error) -> str:

@@ -38,6 +38,7 @@ from ._results import (
     total,
     usage,
 )
+from ._store_errors import StoreUnavailable
 from ._stores import BatchStore, FileStore, IdSource, NewFile, Work
 from ._validate import (
     MAX_BYTES,
@@ -154,10 +155,14 @@ def run_due(emu: Service, now: int) -> None:
 def _step_safely(emu: Service, batch_id: str, now: int) -> None:
     try:
         _step(emu, batch_id, now)
+    except StoreUnavailable:
+        raise  # no fault of the batch: it stays due, and is run when the store is back
     except Exception:  # one batch's failure stays its own
         log.exception("batch %s: its work failed; it waits for expiry", batch_id)
         try:
             _set_aside(emu.batches, batch_id)
+        except StoreUnavailable:
+            raise  # set aside when the store is back, if it fails again
         except Exception:  # pragma: no cover - the store itself fails
             log.exception("batch %s: could not be set aside", batch_id)
 
