@@ -88,6 +88,12 @@ class ThreadConnections:
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` if the database went away (see SQLite's)."""
 
+    def tend(self) -> None:
+        """At each heartbeat: :meth:`check`, and restore a reserve given up."""
+
+    def make_room(self) -> bool:
+        """Give up a reserve of disk space for a delete; whether there was one."""
+
     def close(self) -> None:
         """Close every connection."""
         with self._lock:
@@ -159,6 +165,12 @@ class Database(Protocol):
 
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` if the database went away (see SQLite's)."""
+
+    def tend(self) -> None:
+        """At each heartbeat: :meth:`check`, and restore a reserve given up."""
+
+    def make_room(self) -> bool:
+        """Give up a reserve of disk space for a delete; whether there was one."""
 
     def close(self) -> None:
         """Close every connection."""

@@ -90,6 +90,12 @@ class _Postgres:
     def check(self) -> None:
         pass  # a server that went away fails the next statement
 
+    def tend(self) -> None:
+        pass
+
+    def make_room(self) -> bool:
+        return False  # the server's disk is the server's to manage
+
     def version(self, tx: Tx) -> int:
         tx.run("CREATE TABLE IF NOT EXISTS batchfsm_schema (version integer NOT NULL)")
         rows = tx.all("SELECT version FROM batchfsm_schema")

@@ -153,7 +153,7 @@ class SQLStore:
     def _tick(self) -> None:
         # Each tick looks for dead processes here; the renewal is every
         # third of the lease: at this tick if the next would be late for it.
-        self._db.check()  # a database file deleted under the server: noticed
+        self._db.tend()  # a database file deleted under the server: noticed
         interval, tick = self._intervals()
         if time.monotonic() - self._renewed + tick > interval:
             self._renew()

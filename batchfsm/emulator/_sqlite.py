@@ -54,6 +54,54 @@ class _SQLite:
             _usable_place(path)
         self._first = self._connect()  # fail now, with the reason
         self._identity = None if self._shared else _identity(path)
+        self._reserve = None if self._shared else Path(f"{path}-reserve")
+        if self._reserve is not None and not _keep_reserve(self._reserve):
+            self.close()
+            raise StoreError(
+                f"{path}: the disk is full (no room for its reserve of "
+                f"{RESERVE_BYTES:,} bytes); free some space"
+            )
+
+    def tend(self) -> None:
+        """Check the file is ours; restore its reserve once the disk has room."""
+        self.check()
+        if self._reserve is not None and not self._reserve.exists():
+            try:
+                space = os.statvfs(self._reserve.parent)
+            except OSError:  # pragma: no cover - the directory went away
+                return
+            if space.f_bavail * space.f_frsize >= 4 * RESERVE_BYTES:
+                with self._writing:
+                    _keep_reserve(self._reserve)
+
+    def make_room(self) -> bool:
+        """Give up the reserve file beside the database: a delete can pass now.
+
+        In WAL mode a delete writes its pages to the log first: on a disk
+        that is full, even the delete that would free space fails. The
+        reserve (:data:`RESERVE_BYTES`, made when the store opens and made
+        again at a heartbeat once the disk has room) is the room it needs:
+        given up, it lets the log be checkpointed into the database and
+        emptied, and the delete then has the log's room.
+        """
+        if self._reserve is None:
+            return False
+        with self._writing:
+            try:
+                self._reserve.unlink()
+            except FileNotFoundError:
+                return False
+            # The log's pages into the database (which may grow by as much as
+            # the log holds, at most about the reserve), then the log emptied.
+            with contextlib.suppress(sqlite3.Error):
+                self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info(
+            "%s: the disk is full; its reserve of %s bytes was given up so that "
+            "deletes can free space",
+            self.where,
+            f"{RESERVE_BYTES:,}",
+        )
+        return True
 
     def check(self) -> None:
         """Refuse (:class:`StoreUnavailable`) once the file is not ours any more.
@@ -163,6 +211,30 @@ class _SQLite:
 MIN_FREE_BYTES = 1 << 20
 
 
+#: Disk space kept beside an SQLite database for deletes on a full disk:
+#: more than the write-ahead log holds before SQLite checkpoints it (1,000
+#: pages of 4 KiB), so that once it is given up the log can be moved into
+#: the database and emptied.
+RESERVE_BYTES = 8 << 20
+
+
+def _keep_reserve(reserve: Path) -> bool:
+    """Make the reserve file (real blocks, not a sparse file); whether it is there."""
+    if reserve.exists():
+        return True
+    partial = reserve.with_name(reserve.name + ".partial")
+    try:
+        with open(partial, "wb") as out:
+            out.write(b"\0" * RESERVE_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(reserve)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     """The file at ``path`` (device, inode), or None if there is none."""
     try:
@@ -173,7 +245,7 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def _usable_place(path: str) -> None:
-    """Refuse, in one line, a database whose directory is gone or whose disk is full."""
+    """Refuse, in one line, a database whose directory is gone, read-only or full."""
     folder = Path(path).absolute().parent
     if not folder.is_dir():
         raise StoreError(f"{path}: the directory {folder} does not exist")
@@ -181,6 +253,16 @@ def _usable_place(path: str) -> None:
         space = os.statvfs(folder)
     except OSError:  # pragma: no cover - a filesystem without statvfs
         return
+    writable = os.access(folder, os.W_OK) and (
+        not os.path.exists(path) or os.access(path, os.W_OK)
+    )
+    if space.f_flag & os.ST_RDONLY or not writable:
+        # SQLite would open it and fail at the first write (or at its WAL).
+        where = "on a read-only filesystem" if space.f_flag & os.ST_RDONLY else ""
+        raise StoreError(
+            f"{path} is read-only{' (' + where + ')' if where else ''}: the "
+            "server writes to its database; make it writable, or use another"
+        )
     free = space.f_bavail * space.f_frsize
     if free < MIN_FREE_BYTES:
         raise StoreError(
@@ -195,11 +277,21 @@ def _unusable(path: str, exc: sqlite3.Error) -> StoreError:
     return kind(_describe(path, exc))
 
 
+#: What each of SQLite's primary result codes means to an operator.
+_MEANING = {
+    8: "is read-only",  # SQLITE_READONLY
+    10: "had an I/O error",  # SQLITE_IOERR
+    13: "is on a full disk",  # SQLITE_FULL
+    14: "cannot be opened",  # SQLITE_CANTOPEN
+}
+
+
 def _describe(path: str, exc: sqlite3.Error) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
         return f"{path} is not a usable SQLite database ({text})"
-    return f"{path}: {text}"
+    meaning = _MEANING.get((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF)
+    return f"{path} {meaning} ({text})" if meaning else f"{path}: {text}"
 
 
 class SQLiteStore(SQLStore):
