@@ -206,7 +206,8 @@ def _one_line(refused: subprocess.CompletedProcess[str], words: str) -> None:
 
 
 def _sqlite_server(servers, path: Path) -> Server:  # noqa: F811 - the fixture
-    return servers(f"sqlite:///{path}", "--speed", SPEED)
+    server: Server = servers(f"sqlite:///{path}", "--speed", SPEED)
+    return server
 
 
 def _upload_bytes(server: Server, size: int) -> Any:

@@ -93,6 +93,7 @@ class ThreadConnections:
 
     def make_room(self) -> bool:
         """Give up a reserve of disk space for a delete; whether there was one."""
+        ...
 
     def close(self) -> None:
         """Close every connection."""
@@ -171,6 +172,7 @@ class Database(Protocol):
 
     def make_room(self) -> bool:
         """Give up a reserve of disk space for a delete; whether there was one."""
+        ...
 
     def close(self) -> None:
         """Close every connection."""
