@@ -85,16 +85,6 @@ class ThreadConnections:
                     del self._all[thread]
             self._all[threading.current_thread()] = conn
 
-    def check(self) -> None:
-        """Raise :class:`StoreUnavailable` if the database went away (see SQLite's)."""
-
-    def tend(self) -> None:
-        """At each heartbeat: :meth:`check`, and restore a reserve given up."""
-
-    def make_room(self) -> bool:
-        """Give up a reserve of disk space for a delete; whether there was one."""
-        ...
-
     def close(self) -> None:
         """Close every connection."""
         with self._lock:
