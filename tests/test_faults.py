@@ -315,3 +315,63 @@ def test_a_vanished_or_corrupt_database_is_refused_at_start_in_one_line(tmp_path
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
     _one_line(_serve_refused(str(corrupt)), "is not a usable SQLite database")
+
+
+# -- batches an older version set aside -------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'batches.sqlite'}"
+    return new_database(request.getfixturevalue("postgres_server"))
+
+
+def _back_to_version_7(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.execute("PRAGMA user_version = 7")
+        conn.close()
+    else:
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("UPDATE batchfsm_schema SET version = 7")
+
+
+@pytest.mark.parametrize("until", ["expiry", "never"])
+def test_a_batch_an_older_version_set_aside_runs_again_after_the_upgrade(db_url, until):
+    import attrs
+
+    from batchfsm.emulator import Emulator, VirtualClock, make_input_file, open_store
+    from batchfsm.emulator._migrations import NEVER
+
+    clock = VirtualClock()
+
+    def emulator() -> Emulator:
+        store = open_store(db_url)
+        return Emulator(clock=clock, store=store, files=store.files, ids=store.ids())
+
+    emu = emulator()
+    upload = emu.create_file(make_input_file(5), "in.jsonl", "batch")
+    batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+    clock.advance(3)
+    counts = emu.retrieve_batch(batch.id).request_counts
+    assert counts is not None and counts.completed == 2
+    # As an older worker left a batch after a store error: due at its expiry
+    # (where it would expire with 2 of 5 done) or never.
+    store = emu.batches
+    now, work = store.get(batch.id), store.work(batch.id)
+    assert now is not None and work is not None and now.expires_at is not None
+    aside = now.expires_at if until == "expiry" else NEVER
+    store.write(
+        now, attrs.evolve(work, due_at=aside), status=now.status, epoch=work.epoch
+    )
+    store.close()  # type: ignore[attr-defined]
+    _back_to_version_7(db_url)
+    emu = emulator()  # the upgrade
+    clock.advance(60)
+    done = emu.retrieve_batch(batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert done.request_counts.completed == 5
+    emu.batches.close()  # type: ignore[attr-defined]

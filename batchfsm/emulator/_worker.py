@@ -29,6 +29,7 @@ from .._table import Event
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
 from ._handlers import Handler, prompt_tokens
+from ._migrations import NEVER, RESUME
 from ._results import (
     UNFINISHED,
     answer,
@@ -65,8 +66,6 @@ READ_BYTES = 1 << 16
 REQUESTS_PER_WRITE = 256
 #: ... and once their result lines reach this many bytes, they are written.
 RESULT_BYTES_PER_WRITE = 8 << 20
-#: A due time that never comes: a batch whose work keeps failing waits here.
-NEVER = 2**62
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -185,6 +184,10 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
     batch, work = snapshot(emu.batches, batch_id)
     if batch is None or work is None or work.due_at > now:
         return  # it moved since the index was read
+    if work.due_at == RESUME:  # set aside by an older batchfsm: due again
+        again = attrs.evolve(work, due_at=due(emu, batch, work.done))
+        emu.batches.write(batch, again, status=batch.status, epoch=work.epoch)
+        return
     at, status = work.due_at, batch.status
     assert batch.expires_at is not None
     if status is S.CANCELLING:
