@@ -375,3 +375,34 @@ def test_a_batch_an_older_version_set_aside_runs_again_after_the_upgrade(db_url,
     assert done.status == "completed" and done.request_counts is not None
     assert done.request_counts.completed == 5
     emu.batches.close()  # type: ignore[attr-defined]
+
+
+# -- one clock for every process on a database ------------------------------------
+
+#: ``python -c`` for a serve process whose host clock is 600 s ahead.
+SKEWED = (
+    "-c",
+    "import sys, time; real = time.time; time.time = lambda: real() + 600; "
+    "from batchfsm._cli import main; sys.exit(main(sys.argv[1:]))",
+)
+
+
+def test_processes_on_one_postgres_stamp_by_its_clock_whatever_their_own(
+    servers,  # noqa: F811 - the fixture
+    postgres_server,
+):
+    url = new_database(postgres_server)
+    speed = "5"
+    right = servers(url, "--speed", speed)
+    ahead = servers(url, "--speed", speed, command=SKEWED)
+    stamps = [
+        _create(server, "file-none")["created_at"]
+        for server in (right, ahead, right, ahead)
+    ]
+    # Created one after the other: stamped in that order, within the real
+    # seconds the creates took (at speed 5), not 600 * 5 s apart.
+    assert stamps == sorted(stamps), stamps
+    assert stamps[-1] - stamps[0] < 60, stamps
+    listed = right.http.get("/batches").json()["data"]
+    created = [batch["created_at"] for batch in listed]
+    assert created == sorted(created, reverse=True)
