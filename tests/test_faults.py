@@ -406,3 +406,32 @@ def test_processes_on_one_postgres_stamp_by_its_clock_whatever_their_own(
     listed = right.http.get("/batches").json()["data"]
     created = [batch["created_at"] for batch in listed]
     assert created == sorted(created, reverse=True)
+
+
+# -- file expiry at extreme speeds ------------------------------------------------
+
+
+def test_at_the_fastest_speed_a_batch_reads_the_input_its_client_just_uploaded(
+    servers,  # noqa: F811 - the fixture
+    tmp_path,
+):
+    import time
+
+    server = servers(f"sqlite:///{tmp_path / 'batches.sqlite'}", "--speed", "1e9")
+    for _ in range(2):
+        file_id = _upload(server, 3)
+        # 50 ms of real time: 50 million emulated seconds, past the file's
+        # 30 days. The client named it right away as far as it can tell.
+        time.sleep(0.05)
+        created = _create(server, file_id)
+        # Over the API it expired on time ...
+        assert server.http.get(f"/files/{file_id}").status_code == 404
+        # ... and its batch, created right after it, still read it.
+        done = _get(server, f"/batches/{created['id']}")
+        deadline = time.monotonic() + 60  # not a speed check
+        while not _ended(done):
+            assert time.monotonic() < deadline, done
+            time.sleep(0.01)
+            done = _get(server, f"/batches/{created['id']}")
+        assert done["status"] == "completed", done
+        assert done["request_counts"] == {"total": 3, "completed": 3, "failed": 0}

@@ -62,7 +62,10 @@ from ._stores import (
 from ._validate import DEFAULT_MODELS
 from ._worker import due, run_due, snapshot
 
-__all__ = ["ApiError", "Emulator"]
+__all__ = ["INPUT_GRACE_REAL_SECONDS", "ApiError", "Emulator"]
+
+#: Real seconds past its expiry that a batch's input file is still read.
+INPUT_GRACE_REAL_SECONDS = 1.0
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -150,6 +153,19 @@ class Emulator:
     def _now(self) -> int:
         return int(self.clock.now())
 
+    @property
+    def input_grace_seconds(self) -> int:
+        """How long past its expiry the worker still reads a batch's input file.
+
+        The emulated seconds of :data:`INPUT_GRACE_REAL_SECONDS` of real time
+        on a clock that runs at a ``speed`` (none on a virtual clock): at
+        ``--speed 1e8`` a file lives 26 ms of real time, less than a
+        client's upload and create take over HTTP; its batch still reads it.
+        Over the API the file expires on time.
+        """
+        speed = getattr(self.clock, "speed", None)
+        return 0 if speed is None else int(speed * INPUT_GRACE_REAL_SECONDS)
+
     def _id(self, prefix: str, length: int = 32) -> str:
         return self.ids.new_id(prefix, length)
 
@@ -171,7 +187,10 @@ class Emulator:
         # requests due before the input expired.
         try:
             earliest = self.batches.earliest_due()
-            purge_expired(self.files, now if earliest is None else min(now, earliest))
+            # ... nor one a batch due to validate could still read.
+            if earliest is not None:
+                now = min(now, earliest - self.validation_seconds)
+            purge_expired(self.files, now - self.input_grace_seconds)
         except StoreUnavailable:
             raise
         except Exception:  # the next run purges them: no call fails for it

@@ -88,22 +88,28 @@ class Service(Protocol):
     finalizing_seconds: int
     cancel_grace_seconds: int
 
+    @property
+    def input_grace_seconds(self) -> int:
+        """How long past its expiry a batch's input file is still read."""
+        ...
+
 
 class _InputGoneError(Exception):
     """The input file was deleted, or expired, while its batch still needed it."""
 
 
-def _gone_at(files: FileStore, file_id: str) -> int:
-    """When the input file is gone: its expiry (``NEVER`` if it has none or is gone).
+def _gone_at(emu: Service, file_id: str) -> int:
+    """When the input file is gone to the worker: its expiry and the grace.
 
-    Its requests due from then on cannot run, whether or not it was purged
-    yet: so the outcome depends on the emulated time alone, not on when the
-    purge came round.
+    ``NEVER`` if it has none or is gone already (reads say so). Its requests
+    due from then on cannot run, whether or not it was purged yet: so the
+    outcome depends on the emulated time alone, not on when the purge came
+    round.
     """
-    file = files.get(file_id)
+    file = emu.files.get(file_id)
     if file is None or file.expires_at is None:
-        return NEVER  # gone already, reads say so; or never expires
-    return file.expires_at
+        return NEVER
+    return file.expires_at + emu.input_grace_seconds
 
 
 def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | None]:
@@ -222,9 +228,14 @@ def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, b
 
 
 def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
+    # The file is judged as the batch was created naming it (validation
+    # reads it first, before anything else may happen to it), less the grace
+    # that keeps a client's own round trips from expiring it at extreme speeds.
     file = emu.files.get(batch.input_file_id)
-    if file is not None and not is_live(file, at):
-        file = None  # expired before validation: as good as missing
+    if file is not None and not is_live(
+        file, batch.created_at - emu.input_grace_seconds
+    ):
+        file = None  # expired before the batch was created: as good as missing
     errors: list[BatchError] = []
     if file is not None and file.bytes > MAX_BYTES:
         errors = [file_too_large_error()]
@@ -285,7 +296,7 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     done, offset, size = work.done, work.offset, 0
     completed, failed = work.completed, work.failed
     input_tokens, output_tokens = work.input_tokens, work.output_tokens
-    gone_at = _gone_at(emu.files, batch.input_file_id)
+    gone_at = _gone_at(emu, batch.input_file_id)
     try:
         for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
             if is_blank(raw):
@@ -357,7 +368,7 @@ def _end(
     if unfinished is not None and done < total(batch):
         error = (unfinished, UNFINISHED[unfinished])
         try:
-            if at >= _gone_at(emu.files, batch.input_file_id):
+            if at >= _gone_at(emu, batch.input_file_id):
                 raise _InputGoneError(batch.input_file_id)
             for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
                 if is_blank(raw):
