@@ -298,6 +298,14 @@ def test_a_database_file_deleted_under_the_server_takes_no_more_writes(
 
         SQLiteStore(other).close()
         other.replace(path)
+    # Noticed by the server itself (its heartbeat, its worker), before any
+    # client writes.
+    import time
+
+    deadline = time.monotonic() + 60  # not a speed check
+    while f"was {how}" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.02)
     for _ in range(3):
         refused = _upload_bytes(server, 100)
         assert refused.status_code == 503, refused.text
@@ -435,3 +443,55 @@ def test_at_the_fastest_speed_a_batch_reads_the_input_its_client_just_uploaded(
             done = _get(server, f"/batches/{created['id']}")
         assert done["status"] == "completed", done
         assert done["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+
+
+# -- the worker, in-process: a connection lost in the middle of a step ------------
+
+
+def test_a_connection_lost_mid_step_is_retried_never_set_aside(postgres_server):
+    import json
+
+    from batchfsm.emulator import (
+        Emulator,
+        PostgresStore,
+        StoreUnavailable,
+        VirtualClock,
+        default_handler,
+        make_input_file,
+    )
+
+    url = new_database(postgres_server)
+    store = PostgresStore(url)
+    cut: list[str] = []
+
+    def cutting(endpoint: str, body: Any, custom_id: str, now: int) -> Any:
+        # The third request's answer is written over a connection the server
+        # has just terminated (the worker's own, this thread's).
+        if custom_id == "request-2" and not cut:
+            cut.append(custom_id)
+            pid = store._db._conns.current().info.backend_pid  # type: ignore[attr-defined]
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return default_handler(endpoint, body, custom_id, now)
+
+    clock = VirtualClock()
+    emu = Emulator(
+        clock=clock, store=store, files=store.files, ids=store.ids(), handler=cutting
+    )
+    try:
+        upload = emu.create_file(make_input_file(6), "in.jsonl", "batch")
+        batch = emu.create_batch(
+            input_file_id=upload.id, endpoint="/v1/chat/completions"
+        )
+        clock.advance(60)
+        with pytest.raises(StoreUnavailable):
+            emu.run()  # the step's write met the dropped connection
+        assert cut == ["request-2"]
+        emu.run()  # the store is back: the step runs again, from its last write
+        done = emu.retrieve_batch(batch.id)
+        assert done.status == "completed" and done.output_file_id is not None
+        lines = emu.file_content(done.output_file_id).decode().splitlines()
+        ids = sorted(json.loads(line)["custom_id"] for line in lines)
+        assert ids == [f"request-{n}" for n in range(6)]
+    finally:
+        store.close()

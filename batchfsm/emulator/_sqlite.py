@@ -65,14 +65,14 @@ class _SQLite:
     def tend(self) -> None:
         """Check the file is ours; restore its reserve once the disk has room."""
         self.check()
-        if self._reserve is not None and not self._reserve.exists():
-            try:
-                space = os.statvfs(self._reserve.parent)
-            except OSError:  # pragma: no cover - the directory went away
-                return
-            if space.f_bavail * space.f_frsize >= 4 * RESERVE_BYTES:
-                with self._writing:
-                    _keep_reserve(self._reserve)
+        reserve = self._reserve
+        if (
+            reserve is not None
+            and not reserve.exists()
+            and _free_bytes(reserve.parent) >= 4 * RESERVE_BYTES
+        ):
+            with self._writing:
+                _keep_reserve(reserve)
 
     def make_room(self) -> bool:
         """Give up the reserve file beside the database: a delete can pass now.
@@ -84,8 +84,8 @@ class _SQLite:
         given up, it lets the log be checkpointed into the database and
         emptied, and the delete then has the log's room.
         """
-        if self._reserve is None:
-            return False
+        if self._reserve is None or _free_bytes(self._reserve.parent) > RESERVE_BYTES:
+            return False  # not for want of space: the reserve would not help
         with self._writing:
             try:
                 self._reserve.unlink()
@@ -233,6 +233,15 @@ def _keep_reserve(reserve: Path) -> bool:
         partial.unlink(missing_ok=True)
         return False
     return True
+
+
+def _free_bytes(folder: Path) -> int:
+    """The bytes free for us on ``folder``'s filesystem (0 if it cannot be told)."""
+    try:
+        space = os.statvfs(folder)
+    except OSError:  # the directory went away
+        return 0
+    return space.f_bavail * space.f_frsize
 
 
 def _identity(path: str) -> tuple[int, int] | None:
