@@ -16,6 +16,7 @@ their writers), though PostgreSQL is the store meant for that.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -225,9 +226,12 @@ def _keep_reserve(reserve: Path) -> bool:
     partial = reserve.with_name(reserve.name + ".partial")
     try:
         with open(partial, "wb") as out:
-            out.write(b"\0" * RESERVE_BYTES)
-            out.flush()
-            os.fsync(out.fileno())
+            try:  # blocks allocated, nothing written: no cost to speak of
+                os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                out.write(bytes(RESERVE_BYTES))  # a filesystem without it
         partial.replace(reserve)
     except OSError:
         partial.unlink(missing_ok=True)
