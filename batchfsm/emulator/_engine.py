@@ -187,9 +187,8 @@ class Emulator:
         # requests due before the input expired.
         try:
             earliest = self.batches.earliest_due()
-            # ... nor one a batch due to validate could still read.
             if earliest is not None:
-                now = min(now, earliest - self.validation_seconds)
+                now = min(now, earliest)
             purge_expired(self.files, now - self.input_grace_seconds)
         except StoreUnavailable:
             raise

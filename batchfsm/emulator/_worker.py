@@ -228,14 +228,11 @@ def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, b
 
 
 def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
-    # The file is judged as the batch was created naming it (validation
-    # reads it first, before anything else may happen to it), less the grace
-    # that keeps a client's own round trips from expiring it at extreme speeds.
+    # Less the grace that keeps a client's own round trips (its upload, then
+    # its create) from expiring the file before it is read at extreme speeds.
     file = emu.files.get(batch.input_file_id)
-    if file is not None and not is_live(
-        file, batch.created_at - emu.input_grace_seconds
-    ):
-        file = None  # expired before the batch was created: as good as missing
+    if file is not None and not is_live(file, at - emu.input_grace_seconds):
+        file = None  # expired before validation: as good as missing
     errors: list[BatchError] = []
     if file is not None and file.bytes > MAX_BYTES:
         errors = [file_too_large_error()]
