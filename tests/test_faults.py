@@ -495,3 +495,55 @@ def test_a_connection_lost_mid_step_is_retried_never_set_aside(postgres_server):
         assert ids == [f"request-{n}" for n in range(6)]
     finally:
         store.close()
+
+
+# -- the one place that sorts a driver's errors --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (psycopg.errors.AdminShutdown, True),  # 57P01, pg_terminate_backend
+        (psycopg.errors.CrashShutdown, True),  # 57P02
+        (psycopg.errors.CannotConnectNow, True),  # 57P03, starting up
+        (psycopg.errors.SerializationFailure, True),  # 40001
+        (psycopg.errors.DeadlockDetected, True),  # 40P01
+        (psycopg.errors.LockNotAvailable, True),  # 55P03
+        (psycopg.errors.DiskFull, True),  # 53100
+        (psycopg.errors.ConnectionFailure, True),  # 08006
+        (psycopg.OperationalError, True),  # a connection lost: no SQLSTATE
+        (psycopg.errors.UniqueViolation, False),
+        (psycopg.errors.SyntaxError, False),
+        (psycopg.errors.ObjectNotInPrerequisiteState, False),  # 55000
+        (psycopg.errors.InFailedSqlTransaction, False),
+    ],
+)
+def test_postgres_errors_sorted(error, unavailable):
+    from batchfsm.emulator._store_errors import postgres_unavailable
+
+    assert postgres_unavailable(error("x")) is unavailable
+
+
+@pytest.mark.parametrize(
+    ("code", "unavailable"),
+    [
+        ("SQLITE_BUSY", True),
+        ("SQLITE_LOCKED", True),
+        ("SQLITE_FULL", True),
+        ("SQLITE_IOERR_WRITE", True),
+        ("SQLITE_READONLY", True),
+        ("SQLITE_CORRUPT", True),
+        ("SQLITE_CANTOPEN", True),
+        ("SQLITE_CONSTRAINT_UNIQUE", False),
+        ("SQLITE_ERROR", False),
+        ("SQLITE_MISMATCH", False),
+    ],
+)
+def test_sqlite_errors_sorted(code, unavailable):
+    import sqlite3
+
+    from batchfsm.emulator._store_errors import sqlite_unavailable
+
+    error = sqlite3.OperationalError("x")
+    error.sqlite_errorcode = getattr(sqlite3, code)
+    assert sqlite_unavailable(error) is unavailable
