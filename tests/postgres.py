@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 __all__ = [
@@ -38,7 +39,42 @@ __all__ = [
     "new_database",
     "postgres_server",
     "postgres_url",
+    "restart",
 ]
+
+
+@attrs.frozen
+class _Cluster:
+    bin_dir: Path
+    data: Path
+    log: Path
+    as_user: dict[str, Any]
+
+
+#: The clusters :func:`cluster` runs, by their conninfo, for :func:`restart`.
+_running: dict[str, _Cluster] = {}
+
+
+def _pg_ctl(found: _Cluster, *args: str) -> None:
+    done = subprocess.run(
+        [str(found.bin_dir / "pg_ctl"), "-D", str(found.data), "-w", *args],
+        capture_output=True, text=True, check=False, **found.as_user,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"pg_ctl {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+        )
+
+
+def restart(url: str) -> None:
+    """``pg_ctl restart -m immediate`` of the cluster serving ``url``: a crash.
+
+    Every connection is cut without a word, and the server recovers from its
+    WAL before it takes connections again (with the options it ran with).
+    Returns once it takes them.
+    """
+    found = _running[url.rsplit("/", 1)[0] + "/postgres"]
+    _pg_ctl(found, "-m", "immediate", "-l", str(found.log), "restart")
 
 
 class PostgresUnavailableError(Exception):
@@ -150,8 +186,15 @@ def cluster() -> Iterator[str]:
                             + log.read_text(errors="replace")
                         ) from None
                     time.sleep(0.1)
+            _running[url] = _Cluster(bin_dir, data, root / "restart.log", as_user)
             yield url
         finally:
+            _running.pop(url, None)
+            if server.poll() is not None:  # restarted: pg_ctl's server now
+                with contextlib.suppress(RuntimeError):
+                    _pg_ctl(
+                        _Cluster(bin_dir, data, log, as_user), "-m", "immediate", "stop"
+                    )
             server.send_signal(signal.SIGINT)  # "fast" shutdown
             try:
                 server.wait(timeout=30)

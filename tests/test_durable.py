@@ -49,7 +49,9 @@ def _free_port() -> str:
 class Server:
     """One ``batchfsm serve`` process (started by :func:`servers`)."""
 
-    def __init__(self, db: str, *args: str) -> None:
+    def __init__(
+        self, db: str, *args: str, command: tuple[str, ...] = ("-m", "batchfsm")
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -57,7 +59,7 @@ class Server:
         self.log = Path(tempfile.mkstemp(prefix="batchfsm-serve-", suffix=".log")[1])
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "batchfsm", "serve", "--port", str(self.port),
+                [sys.executable, *command, "serve", "--port", str(self.port),
                  "--db", db, "--lease-seconds", LEASE, *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -99,8 +101,8 @@ class Server:
 def servers() -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(db: str, *args: str) -> Server:
-        started.append(Server(db, *args))
+    def start(db: str, *args: str, **options: Any) -> Server:
+        started.append(Server(db, *args, **options))
         return started[-1]
 
     yield start

@@ -39,7 +39,7 @@ from ._open import open_store
 from ._postgres import PostgresStore
 from ._sql import SQLStore
 from ._sqlite import SQLiteStore
-from ._store_errors import SchemaVersionError, StoreError
+from ._store_errors import SchemaVersionError, StoreError, StoreUnavailable
 from ._stores import (
     BatchStore,
     FileObject,
@@ -99,6 +99,7 @@ __all__ = [
     "SQLiteStore",
     "SchemaVersionError",
     "StoreError",
+    "StoreUnavailable",
     "SystemClock",
     "VirtualClock",
     "Work",

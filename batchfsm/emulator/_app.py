@@ -13,7 +13,10 @@ held whole; uploads in flight together hold at most
 ``upload_bytes_in_flight``, ``serve --upload-budget``); a JSON body must say
 ``Content-Type: application/json`` (415 otherwise, so that no web page can post
 one without a CORS preflight). A client that goes away mid-request is logged
-in one line; a bug of the emulator answers 500 with the API's error body.
+in one line; a bug of the emulator answers 500 with the API's error body; a
+store that is unavailable (connection lost, database restarting, disk full),
+503 with ``Retry-After`` and the same body (``type`` ``server_error``), told
+in the log once as it goes and once as it comes back (:class:`._outage.Outage`).
 
 On a store other than the memory one (a database), each call of the emulator
 runs in a worker thread (at most :data:`STORE_THREADS` at once per event
@@ -52,8 +55,10 @@ from .._json import encode
 from ._api_error import ApiError, refuse
 from ._engine import Emulator
 from ._files import MAX_FILE_BYTES
+from ._outage import RETRY_AFTER_SECONDS
 from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
+from ._store_errors import StoreUnavailable
 from ._stores import MemoryBatchStore, MemoryFileStore
 
 __all__ = [
@@ -118,6 +123,15 @@ def _in_memory(emulator: Emulator) -> bool:
 
 
 log = logging.getLogger("batchfsm.emulator")
+
+
+def _unavailable(exc: StoreUnavailable) -> Response:
+    """503 with ``Retry-After``: the store is away, the same call may pass later."""
+    body = ApiError(503, f"The store is unavailable; retry in a moment. ({exc})").body
+    body["error"]["type"] = "server_error"
+    return JSONResponse(
+        body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
 
 
 class JSONResponse(_StarletteJSON):
@@ -290,6 +304,9 @@ def create_app(
                     result = await result
             except ApiError as exc:
                 return JSONResponse(exc.body, status_code=exc.status_code)
+            except StoreUnavailable as exc:
+                emu.outage.failed(exc)
+                return _unavailable(exc)
             except ClientDisconnect:
                 log.info(
                     "%s %s: the client went away before its request was read",
@@ -302,6 +319,7 @@ def create_app(
                 body = ApiError(500, "The emulator failed to answer: its bug.").body
                 body["error"]["type"] = "server_error"
                 return JSONResponse(body, status_code=500)
+            emu.outage.ok()
             return result
 
         return endpoint  # fmt: skip

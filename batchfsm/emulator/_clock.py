@@ -83,8 +83,12 @@ class AnchoredClock:
     The first process to open a database anchors its emulated clock there
     (real and emulated time, and the speed); every process that opens it later
     reads the same anchor, so a ``--speed`` server's time continues across
-    restarts and is the same in every process that shares the database. Time
-    never runs backwards within a process, even if the system clock does.
+    restarts and is the same in every process that shares the database. Real
+    time is the database's clock (this host's, corrected by the offset the
+    store measures at each heartbeat: :attr:`SQLStore.clock_offset`), so
+    processes on hosts whose clocks disagree stamp their batches alike and
+    lists stay in creation order. Time never runs backwards within a
+    process, even if the system clock does.
 
     Raises:
         StoreError: the database's clock runs at another speed.
@@ -105,7 +109,8 @@ class AnchoredClock:
     def __init__(self, store: SQLStore, speed: float = 1.0) -> None:
         if not (0 < speed < float("inf")):
             raise ValueError(f"speed must be finite and positive, got {speed}")
-        real = time.time()
+        self._store = store
+        real = self._real_now()
         proposal = json.dumps({"real": real, "emulated": real, "speed": speed})
         anchor = json.loads(store.setting("clock", proposal))
         if anchor["speed"] != speed:
@@ -119,6 +124,11 @@ class AnchoredClock:
         self._last = 0.0
         self._lock = threading.Lock()
 
+    def _real_now(self) -> float:
+        # The database's clock, as this host's corrected by the offset the
+        # store measured last: one clock for every process on the database.
+        return time.time() + self._store.clock_offset
+
     @property
     def anchor(self) -> tuple[float, float]:
         """The real and the emulated time at the anchor, in Unix seconds."""
@@ -126,7 +136,7 @@ class AnchoredClock:
 
     def now(self) -> float:
         """The emulated time now, in Unix seconds."""
-        emulated = self._emulated + (time.time() - self._real) * self.speed
+        emulated = self._emulated + (self._real_now() - self._real) * self.speed
         with self._lock:
             self._last = max(self._last, emulated)
             return self._last

@@ -154,5 +154,15 @@ class Database(Protocol):
     def foreign_tables(self, tx: Tx) -> list[str]:
         """Tables in the database that are not batchfsm's (see :meth:`migrate`)."""
 
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` if the database went away (see SQLite's)."""
+
+    def tend(self) -> None:
+        """At each heartbeat: :meth:`check`, and restore a reserve given up."""
+
+    def make_room(self) -> bool:
+        """Give up a reserve of disk space for a delete; whether there was one."""
+        ...
+
     def close(self) -> None:
         """Close every connection."""

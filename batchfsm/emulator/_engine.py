@@ -37,6 +37,7 @@ from ._files import (
     upload_problem,
 )
 from ._handlers import Handler, default_handler
+from ._outage import Outage
 from ._params import (
     Problem,
     after_problem,
@@ -48,6 +49,7 @@ from ._params import (
 )
 from ._results import usage
 from ._runner import Runner
+from ._store_errors import StoreUnavailable
 from ._stores import (
     BatchStore,
     FileObject,
@@ -60,7 +62,10 @@ from ._stores import (
 from ._validate import DEFAULT_MODELS
 from ._worker import due, run_due, snapshot
 
-__all__ = ["ApiError", "Emulator"]
+__all__ = ["INPUT_GRACE_REAL_SECONDS", "ApiError", "Emulator"]
+
+#: Real seconds past its expiry that a batch's input file is still read.
+INPUT_GRACE_REAL_SECONDS = 1.0
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -139,6 +144,8 @@ class Emulator:
         self.request_seconds = request_seconds
         self.finalizing_seconds = finalizing_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
+        #: The store's outages, as the worker and the HTTP app meet them.
+        self.outage = Outage()
         self._runner = Runner(self._run_due)
 
     # -- ids and time ----------------------------------------------------------------
@@ -146,12 +153,33 @@ class Emulator:
     def _now(self) -> int:
         return int(self.clock.now())
 
+    @property
+    def input_grace_seconds(self) -> int:
+        """How long past its expiry the worker still reads a batch's input file.
+
+        The emulated seconds of :data:`INPUT_GRACE_REAL_SECONDS` of real time
+        on a clock that runs at a ``speed`` (none on a virtual clock): at
+        ``--speed 1e8`` a file lives 26 ms of real time, less than a
+        client's upload and create take over HTTP; its batch still reads it.
+        Over the API the file expires on time.
+        """
+        speed = getattr(self.clock, "speed", None)
+        return 0 if speed is None else int(speed * INPUT_GRACE_REAL_SECONDS)
+
     def _id(self, prefix: str, length: int = 32) -> str:
         return self.ids.new_id(prefix, length)
 
     # -- running due work -------------------------------------------------------------
 
     def _run_due(self) -> None:
+        try:
+            self._run_due_once()
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
+            raise
+        self.outage.ok()
+
+    def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
         # No file expired after the earliest work due is purged: a batch
@@ -159,7 +187,11 @@ class Emulator:
         # requests due before the input expired.
         try:
             earliest = self.batches.earliest_due()
-            purge_expired(self.files, now if earliest is None else min(now, earliest))
+            if earliest is not None:
+                now = min(now, earliest)
+            purge_expired(self.files, now - self.input_grace_seconds)
+        except StoreUnavailable:
+            raise
         except Exception:  # the next run purges them: no call fails for it
             log.exception("purging expired files failed; the next run tries again")
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ._database import Database, Tx
+from ._store_errors import StoreUnavailable
 
 __all__ = [
     "Heartbeat",
@@ -202,7 +203,9 @@ class Heartbeat:
 
     It holds ``owner`` (the store) weakly: a store dropped without being
     closed ends its heartbeat rather than living on through it. A beat that
-    fails is logged and tried again at the next interval.
+    fails is tried again at the next interval; logged once, unless the store
+    is unavailable (:class:`StoreUnavailable`): the worker's and the calls'
+    :class:`._outage.Outage` tells that, and a line here would be a second.
     """
 
     def __init__(
@@ -220,6 +223,8 @@ class Heartbeat:
                     return
                 try:
                     beat(holder)
+                except StoreUnavailable:
+                    pass  # the store's outage is told by the calls that meet it
                 except Exception as exc:  # noqa: BLE001 - the database may be back soon
                     if not failing:
                         log.warning("%s: heartbeat failed (%s); retrying", name, exc)

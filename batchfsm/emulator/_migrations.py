@@ -43,6 +43,12 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   ``batches``' ``enqueued_model`` and ``enqueued_tokens`` (NULL otherwise;
   kept once it ended, when it holds nothing), so the write that ends it
   gives them back.
+
+Until version 8 a store error (a connection lost, a full disk) set the
+batch at hand aside as if its own work had failed: due again only at its
+expiry, or never. Version 8 makes every batch due at its expiry or never
+due again at once (``due_at`` :data:`RESUME`): the worker works out when
+each is due afresh, and those whose work can go on, go on.
 """
 
 from __future__ import annotations
@@ -55,7 +61,23 @@ from ._content import Content, pieces
 from ._database import Database, Tx
 from ._store_errors import SchemaVersionError, StoreError
 
-__all__ = ["CHUNK_BYTES", "LATEST", "MIGRATIONS", "Migration", "chunks", "migrate"]
+__all__ = [
+    "CHUNK_BYTES",
+    "LATEST",
+    "MIGRATIONS",
+    "NEVER",
+    "RESUME",
+    "Migration",
+    "chunks",
+    "migrate",
+]
+
+#: A due time that never comes: a batch whose work keeps failing waits here.
+NEVER = 2**62
+#: The due time of a batch whose next due time the worker works out afresh
+#: (version 8 marks so the batches older versions set aside after a store
+#: error: at their expiry, or never).
+RESUME = -1
 
 #: The size of each stored chunk of a file's content (the last one is shorter).
 #: Part of the schema: changing it needs a migration that re-chunks every file.
@@ -302,6 +324,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(
             "CREATE INDEX batchfsm_files_expiry ON batchfsm_files (expires_at, seq)"
             " WHERE expires_at IS NOT NULL",
+        ),
+    ),
+    Migration(
+        8,
+        "batches an older batchfsm set aside after a store error are due again",
+        sqlite=(
+            f"UPDATE batchfsm_batches SET due_at = {RESUME} WHERE due_at IS NOT NULL"
+            f" AND (due_at >= {NEVER}"
+            " OR due_at = json_extract(body, '$.expires_at'))",
+        ),
+        postgres=(
+            f"UPDATE batchfsm_batches SET due_at = {RESUME} WHERE due_at IS NOT NULL"
+            f" AND (due_at >= {NEVER}"
+            " OR due_at = (body::json ->> 'expires_at')::bigint)",
         ),
     ),
 )

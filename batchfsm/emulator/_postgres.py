@@ -17,13 +17,19 @@ from typing import Any
 from .._extras import missing_extra
 from ._database import ThreadConnections, Tx
 from ._sql import SQLStore
-from ._store_errors import StoreError
+from ._store_errors import StoreError, StoreUnavailable, postgres_unavailable
 
 __all__ = ["PostgresStore"]
 
 #: Any number will do, as long as it is batchfsm's: the advisory lock that
 #: keeps two processes from migrating one database at once.
 _SCHEMA_LOCK = 0x62617463  # "batc"
+
+
+def _one_line(where: str, exc: Exception) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"{where}: {first}"
 
 
 def _redact(url: str) -> str:
@@ -48,6 +54,11 @@ class _Postgres:
         self._connect()  # fail now, with the reason, rather than on first use
 
     def _connect(self) -> Any:
+        # A connection the server dropped (terminated, restarted) is marked
+        # closed by psycopg once an operation on it failed: the next
+        # transaction of that thread opens a new one. A health check before
+        # each transaction (a pool's) would cost a round trip each and still
+        # not catch a drop between the check and the statement.
         conn = self._conns.current()
         if conn is not None and not conn.closed:
             return conn
@@ -55,18 +66,35 @@ class _Postgres:
             conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except self._psycopg.Error as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise StoreError(f"cannot connect to {self.where}: {message}") from None
+            kind = StoreUnavailable if postgres_unavailable(exc) else StoreError
+            raise kind(f"cannot connect to {self.where}: {message}") from None
         self._conns.add(conn)
         return conn
 
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         conn = self._connect()
-        if not write:  # one statement in autocommit: one round trip, not three
-            yield Tx(conn, postgres=True)
-            return
-        with conn.transaction():
-            yield Tx(conn, postgres=True)
+        try:
+            if not write:  # one statement in autocommit: one round trip, not three
+                yield Tx(conn, postgres=True)
+                return
+            with conn.transaction():
+                yield Tx(conn, postgres=True)
+        except self._psycopg.Error as exc:
+            if not postgres_unavailable(exc):
+                raise
+            if conn.broken:
+                conn.close()  # the next transaction connects again
+            raise StoreUnavailable(_one_line(self.where, exc)) from exc
+
+    def check(self) -> None:
+        pass  # a server that went away fails the next statement
+
+    def tend(self) -> None:
+        pass
+
+    def make_room(self) -> bool:
+        return False  # the server's disk is the server's to manage
 
     def version(self, tx: Tx) -> int:
         tx.run("CREATE TABLE IF NOT EXISTS batchfsm_schema (version integer NOT NULL)")

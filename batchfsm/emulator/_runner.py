@@ -6,7 +6,9 @@ same batches. After :meth:`Runner.start`, a background thread runs it instead,
 woken early by :meth:`Runner.wake` (when a write adds or moves work, never by
 a read), and calls never wait for it. One runner
 of due work at a time; a handler calling the emulator from inside a run does
-not start another.
+not start another. A store that is unavailable (:class:`StoreUnavailable`)
+makes the thread wait and try again (:class:`._outage.Backoff`); a call
+running the work itself raises it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+
+from ._outage import Backoff
+from ._store_errors import StoreUnavailable
 
 __all__ = ["Runner"]
 
@@ -61,13 +66,22 @@ class Runner:
             return
         self._stop.clear()
 
+        backoff = Backoff()
+
         def loop() -> None:
             while not self._stop.is_set():
+                wait = poll_seconds
                 try:
                     self.run()
+                except StoreUnavailable:
+                    # Told once by the work's Outage; the work is tried again
+                    # after a wait (or as soon as a call wrote: it is back).
+                    wait = max(poll_seconds, backoff.next())
                 except Exception:  # pragma: no cover - the work isolates each batch
                     log.exception("the emulator's worker failed; carrying on")
-                self._wake.wait(poll_seconds)
+                else:
+                    backoff.reset()
+                self._wake.wait(wait)
                 self._wake.clear()
 
         self._thread = threading.Thread(

@@ -98,6 +98,9 @@ class SQLStore:
     Attributes:
         files: the :class:`FileStore` on the same database.
         owner: who holds the leases this store takes (host, process, random).
+        clock_offset: the database's clock less this host's, in seconds,
+            measured at each heartbeat on PostgreSQL (0 on SQLite):
+            :class:`AnchoredClock` tells the time by the database's clock.
         lease_seconds: how long the leases last after the last heartbeat.
 
     Example:
@@ -129,6 +132,9 @@ class SQLStore:
         self._closed = False
         self._starting = threading.Lock()
         self._renewed = -math.inf  # time.monotonic() when the last renewal began
+        #: The database's clock less this host's, in seconds, as last measured
+        #: (at each heartbeat; 0 on SQLite, whose clock is this host's).
+        self.clock_offset = 0.0
         try:
             self._beat()
         except BaseException:
@@ -145,6 +151,18 @@ class SQLStore:
         with self._db.transaction() as tx:
             renew(self._db, tx, self.owner, self._process, self.lease_seconds)
         self._renewed = begun
+        if self._db.postgres:
+            self._measure_clock()
+
+    def _measure_clock(self) -> None:
+        # The database's time now, against this host's at the middle of the
+        # round trip that read it: processes on hosts whose clocks disagree
+        # stamp their batches by the one clock they share (AnchoredClock).
+        before = time.time()
+        with self._db.transaction(write=False) as tx:
+            (now,) = tx.one(f"SELECT {self._db.now_sql}")
+        after = time.time()
+        self.clock_offset = float(now) - (before + after) / 2
 
     def _reclaim(self) -> None:
         for gone in reclaim_dead(self._db, self.owner):
@@ -153,6 +171,7 @@ class SQLStore:
     def _tick(self) -> None:
         # Each tick looks for dead processes here; the renewal is every
         # third of the lease: at this tick if the next would be late for it.
+        self._db.tend()  # a database file deleted under the server: noticed
         interval, tick = self._intervals()
         if time.monotonic() - self._renewed + tick > interval:
             self._renew()

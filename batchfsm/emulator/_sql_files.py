@@ -18,6 +18,7 @@ from typing import Any
 from ._content import Content, exactly
 from ._database import Database, Tx, unheld
 from ._migrations import CHUNK_BYTES, add_chunks
+from ._store_errors import StoreUnavailable
 from ._stores import FileObject, FilePage, Order
 
 __all__ = ["SQLFiles", "add_file"]
@@ -138,9 +139,21 @@ class SQLFiles:
         return b"".join(bytes(data) for (data,) in rows if data is not None)
 
     def delete(self, file_id: str) -> bool:
-        """Delete; whether there was such a file."""
+        """Delete; whether there was such a file.
+
+        On a full disk the database's reserve of space is given up for it
+        (:meth:`Database.make_room`): a delete is how space is freed.
+        """
         if unheld(file_id):
             return False
+        try:
+            return self._delete(file_id)
+        except StoreUnavailable:
+            if not self._db.make_room():
+                raise
+            return self._delete(file_id)
+
+    def _delete(self, file_id: str) -> bool:
         with self._db.transaction() as tx:
             # The file's row first, as a purge takes it: never each holding
             # what the other waits for.

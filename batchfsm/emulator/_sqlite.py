@@ -16,6 +16,9 @@ their writers), though PostgreSQL is the store meant for that.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,9 +26,11 @@ from pathlib import Path
 
 from ._database import ThreadConnections, Tx
 from ._sql import SQLStore
-from ._store_errors import StoreError
+from ._store_errors import StoreError, StoreUnavailable, sqlite_unavailable
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("batchfsm.emulator")
 
 
 class _SQLite:
@@ -45,7 +50,80 @@ class _SQLite:
         self._shared = path == ":memory:"
         self._conns = ThreadConnections()
         self._writing = threading.RLock()
+        self._lost: str | None = None  # why this file is no longer the database
+        if not self._shared:
+            _usable_place(path)
         self._first = self._connect()  # fail now, with the reason
+        self._identity = None if self._shared else _identity(path)
+        self._reserve = None if self._shared else Path(f"{path}-reserve")
+        if self._reserve is not None and not _keep_reserve(self._reserve):
+            self.close()
+            raise StoreError(
+                f"{path}: the disk is full (no room for its reserve of "
+                f"{RESERVE_BYTES:,} bytes); free some space"
+            )
+
+    def tend(self) -> None:
+        """Check the file is ours; restore its reserve once the disk has room."""
+        self.check()
+        reserve = self._reserve
+        if (
+            reserve is not None
+            and not reserve.exists()
+            and _free_bytes(reserve.parent) >= 4 * RESERVE_BYTES
+        ):
+            with self._writing:
+                _keep_reserve(reserve)
+
+    def make_room(self) -> bool:
+        """Give up the reserve file beside the database: a delete can pass now.
+
+        In WAL mode a delete writes its pages to the log first: on a disk
+        that is full, even the delete that would free space fails. The
+        reserve (:data:`RESERVE_BYTES`, made when the store opens and made
+        again at a heartbeat once the disk has room) is the room it needs:
+        given up, it lets the log be checkpointed into the database and
+        emptied, and the delete then has the log's room.
+        """
+        if self._reserve is None or _free_bytes(self._reserve.parent) > RESERVE_BYTES:
+            return False  # not for want of space: the reserve would not help
+        with self._writing:
+            try:
+                self._reserve.unlink()
+            except FileNotFoundError:
+                return False
+            # The log's pages into the database (which may grow by as much as
+            # the log holds, at most about the reserve), then the log emptied.
+            with contextlib.suppress(sqlite3.Error):
+                self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        log.info(
+            "%s: the disk is full; its reserve of %s bytes was given up so that "
+            "deletes can free space",
+            self.where,
+            f"{RESERVE_BYTES:,}",
+        )
+        return True
+
+    def check(self) -> None:
+        """Refuse (:class:`StoreUnavailable`) once the file is not ours any more.
+
+        A file deleted (or replaced) under the server keeps answering through
+        the open connections, but what is written to it is lost when the
+        server stops: from the moment it is noticed (here, before each write
+        and at each heartbeat) every write is refused, with one log line.
+        """
+        if self._lost is None and self._identity is not None:
+            now = _identity(self.where)
+            if now != self._identity:
+                what = "deleted" if now is None else "replaced by another file"
+                self._lost = (
+                    f"{self.where} was {what} while the server was using it: "
+                    "no more writes are taken (they would be lost); restart the "
+                    "server once the database file is back in place"
+                )
+                log.error("%s", self._lost)
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost, logged=True)
 
     def _connect(self) -> sqlite3.Connection:
         if self._shared and hasattr(self, "_first"):
@@ -53,6 +131,8 @@ class _SQLite:
         conn: sqlite3.Connection | None = self._conns.current()
         if conn is not None:
             return conn
+        if hasattr(self, "_first"):
+            self.check()  # never a new, empty file where the database was
         try:
             conn = sqlite3.connect(
                 self.where, isolation_level=None, check_same_thread=False, timeout=30
@@ -60,7 +140,7 @@ class _SQLite:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise StoreError(_describe(self.where, exc)) from None
+            raise _unusable(self.where, exc) from None
         self._conns.add(conn)
         return conn
 
@@ -71,7 +151,7 @@ class _SQLite:
         try:
             mode = self._connect().execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.Error as exc:  # pragma: no cover - a locked or odd file
-            raise StoreError(_describe(self.where, exc)) from None
+            raise _unusable(self.where, exc) from None
         if mode[0].lower() != "wal":  # pragma: no cover - odd filesystems
             raise StoreError(f"{self.where}: SQLite refused WAL mode ({mode[0]})")
 
@@ -79,27 +159,32 @@ class _SQLite:
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         turn = self._writing if write or self._shared else contextlib.nullcontext()
         with turn:
+            if write:
+                self.check()
             conn = self._connect()
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
-                raise StoreError(_describe(self.where, exc)) from None
+                raise _unusable(self.where, exc) from None
             try:
                 yield Tx(conn, postgres=False)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(_describe(self.where, exc)) from None
+            except BaseException as exc:
+                # SQLite rolls some failures back by itself (a full disk, an
+                # I/O error, a failed COMMIT): a ROLLBACK then would fail and
+                # hide the real error behind "no transaction is active".
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and sqlite_unavailable(exc):
+                    raise StoreUnavailable(_describe(self.where, exc)) from exc
+                raise
 
     def version(self, tx: Tx) -> int:
         try:
             version: int = tx.one("PRAGMA user_version")[0]
         except sqlite3.DatabaseError as exc:
-            raise StoreError(_describe(self.where, exc)) from None
+            raise _unusable(self.where, exc) from None
         return version
 
     def set_version(self, tx: Tx, version: int) -> None:
@@ -123,11 +208,103 @@ class _SQLite:
             self._conns.close()
 
 
+#: Free space below which a database's disk counts as full at start.
+MIN_FREE_BYTES = 1 << 20
+
+
+#: Disk space kept beside an SQLite database for deletes on a full disk:
+#: more than the write-ahead log holds before SQLite checkpoints it (1,000
+#: pages of 4 KiB), so that once it is given up the log can be moved into
+#: the database and emptied.
+RESERVE_BYTES = 8 << 20
+
+
+def _keep_reserve(reserve: Path) -> bool:
+    """Make the reserve file (real blocks, not a sparse file); whether it is there."""
+    if reserve.exists():
+        return True
+    partial = reserve.with_name(reserve.name + ".partial")
+    try:
+        with open(partial, "wb") as out:
+            try:  # blocks allocated, nothing written: no cost to speak of
+                os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                out.write(bytes(RESERVE_BYTES))  # a filesystem without it
+        partial.replace(reserve)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _free_bytes(folder: Path) -> int:
+    """The bytes free for us on ``folder``'s filesystem (0 if it cannot be told)."""
+    try:
+        space = os.statvfs(folder)
+    except OSError:  # the directory went away
+        return 0
+    return space.f_bavail * space.f_frsize
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode), or None if there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _usable_place(path: str) -> None:
+    """Refuse, in one line, a database whose directory is gone, read-only or full."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise StoreError(f"{path}: the directory {folder} does not exist")
+    try:
+        space = os.statvfs(folder)
+    except OSError:  # pragma: no cover - a filesystem without statvfs
+        return
+    writable = os.access(folder, os.W_OK) and (
+        not os.path.exists(path) or os.access(path, os.W_OK)
+    )
+    if space.f_flag & os.ST_RDONLY or not writable:
+        # SQLite would open it and fail at the first write (or at its WAL).
+        where = "on a read-only filesystem" if space.f_flag & os.ST_RDONLY else ""
+        raise StoreError(
+            f"{path} is read-only{' (' + where + ')' if where else ''}: the "
+            "server writes to its database; make it writable, or use another"
+        )
+    free = space.f_bavail * space.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise StoreError(
+            f"{path}: the disk is full ({free:,} bytes free, at least "
+            f"{MIN_FREE_BYTES:,} needed to start); free some space"
+        )
+
+
+def _unusable(path: str, exc: sqlite3.Error) -> StoreError:
+    """The store's error for ``exc``: unavailable (now) or unusable (at all)."""
+    kind = StoreUnavailable if sqlite_unavailable(exc) else StoreError
+    return kind(_describe(path, exc))
+
+
+#: What each of SQLite's primary result codes means to an operator.
+_MEANING = {
+    8: "is read-only",  # SQLITE_READONLY
+    10: "had an I/O error",  # SQLITE_IOERR
+    13: "is on a full disk",  # SQLITE_FULL
+    14: "cannot be opened",  # SQLITE_CANTOPEN
+}
+
+
 def _describe(path: str, exc: sqlite3.Error) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
         return f"{path} is not a usable SQLite database ({text})"
-    return f"{path}: {text}"
+    meaning = _MEANING.get((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF)
+    return f"{path} {meaning} ({text})" if meaning else f"{path}: {text}"
 
 
 class SQLiteStore(SQLStore):

@@ -29,6 +29,7 @@ from .._table import Event
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
 from ._handlers import Handler, prompt_tokens
+from ._migrations import NEVER, RESUME
 from ._results import (
     UNFINISHED,
     answer,
@@ -38,6 +39,7 @@ from ._results import (
     total,
     usage,
 )
+from ._store_errors import StoreUnavailable
 from ._stores import BatchStore, FileStore, IdSource, NewFile, Work
 from ._validate import (
     MAX_BYTES,
@@ -64,8 +66,6 @@ READ_BYTES = 1 << 16
 REQUESTS_PER_WRITE = 256
 #: ... and once their result lines reach this many bytes, they are written.
 RESULT_BYTES_PER_WRITE = 8 << 20
-#: A due time that never comes: a batch whose work keeps failing waits here.
-NEVER = 2**62
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -88,22 +88,28 @@ class Service(Protocol):
     finalizing_seconds: int
     cancel_grace_seconds: int
 
+    @property
+    def input_grace_seconds(self) -> int:
+        """How long past its expiry a batch's input file is still read."""
+        ...
+
 
 class _InputGoneError(Exception):
     """The input file was deleted, or expired, while its batch still needed it."""
 
 
-def _gone_at(files: FileStore, file_id: str) -> int:
-    """When the input file is gone: its expiry (``NEVER`` if it has none or is gone).
+def _gone_at(emu: Service, file_id: str) -> int:
+    """When the input file is gone to the worker: its expiry and the grace.
 
-    Its requests due from then on cannot run, whether or not it was purged
-    yet: so the outcome depends on the emulated time alone, not on when the
-    purge came round.
+    ``NEVER`` if it has none or is gone already (reads say so). Its requests
+    due from then on cannot run, whether or not it was purged yet: so the
+    outcome depends on the emulated time alone, not on when the purge came
+    round.
     """
-    file = files.get(file_id)
+    file = emu.files.get(file_id)
     if file is None or file.expires_at is None:
-        return NEVER  # gone already, reads say so; or never expires
-    return file.expires_at
+        return NEVER
+    return file.expires_at + emu.input_grace_seconds
 
 
 def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | None]:
@@ -154,10 +160,14 @@ def run_due(emu: Service, now: int) -> None:
 def _step_safely(emu: Service, batch_id: str, now: int) -> None:
     try:
         _step(emu, batch_id, now)
+    except StoreUnavailable:
+        raise  # no fault of the batch: it stays due, and is run when the store is back
     except Exception:  # one batch's failure stays its own
         log.exception("batch %s: its work failed; it waits for expiry", batch_id)
         try:
             _set_aside(emu.batches, batch_id)
+        except StoreUnavailable:
+            raise  # set aside when the store is back, if it fails again
         except Exception:  # pragma: no cover - the store itself fails
             log.exception("batch %s: could not be set aside", batch_id)
 
@@ -180,6 +190,10 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
     batch, work = snapshot(emu.batches, batch_id)
     if batch is None or work is None or work.due_at > now:
         return  # it moved since the index was read
+    if work.due_at == RESUME:  # set aside by an older batchfsm: due again
+        again = attrs.evolve(work, due_at=due(emu, batch, work.done))
+        emu.batches.write(batch, again, status=batch.status, epoch=work.epoch)
+        return
     at, status = work.due_at, batch.status
     assert batch.expires_at is not None
     if status is S.CANCELLING:
@@ -214,8 +228,10 @@ def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, b
 
 
 def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
+    # Less the grace that keeps a client's own round trips (its upload, then
+    # its create) from expiring the file before it is read at extreme speeds.
     file = emu.files.get(batch.input_file_id)
-    if file is not None and not is_live(file, at):
+    if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
     errors: list[BatchError] = []
     if file is not None and file.bytes > MAX_BYTES:
@@ -277,7 +293,7 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     done, offset, size = work.done, work.offset, 0
     completed, failed = work.completed, work.failed
     input_tokens, output_tokens = work.input_tokens, work.output_tokens
-    gone_at = _gone_at(emu.files, batch.input_file_id)
+    gone_at = _gone_at(emu, batch.input_file_id)
     try:
         for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
             if is_blank(raw):
@@ -349,7 +365,7 @@ def _end(
     if unfinished is not None and done < total(batch):
         error = (unfinished, UNFINISHED[unfinished])
         try:
-            if at >= _gone_at(emu.files, batch.input_file_id):
+            if at >= _gone_at(emu, batch.input_file_id):
                 raise _InputGoneError(batch.input_file_id)
             for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
                 if is_blank(raw):
