@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse as _StarletteJSON
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message
 
@@ -51,10 +51,10 @@ from .._convert import to_dict
 from .._json import encode
 from ._api_error import ApiError, refuse
 from ._engine import Emulator
-from ._files import MAX_FILE_BYTES
+from ._files import MAX_FILE_BYTES, read_pieces
 from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
-from ._stores import MemoryBatchStore, MemoryFileStore
+from ._stores import FileObject, MemoryBatchStore, MemoryFileStore
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -406,9 +406,21 @@ def create_app(
     def delete_file(request: Request) -> Response:
         return JSONResponse(emu.delete_file(request.path_params["file_id"]))
 
-    def file_content(request: Request) -> Response:
-        content = emu.file_content(request.path_params["file_id"])
-        return Response(content, media_type="application/octet-stream")
+    async def file_content(request: Request) -> Response:
+        # Streamed: read from the store a piece at a time as the client takes
+        # it (uvicorn's send waits while the socket's buffer is full), so a
+        # download holds one piece, whatever the file's size.
+        file = await call(emu.retrieve_file, request.path_params["file_id"])
+        return StreamingResponse(
+            _download(file),
+            media_type="application/octet-stream",
+            headers={"content-length": str(file.bytes)},
+        )
+
+    async def _download(file: FileObject) -> AsyncIterator[bytes]:
+        pieces = read_pieces(emu.files, file)
+        while (piece := await call(next, pieces, None)) is not None:
+            yield piece
 
     async def create_batch(request: Request) -> Response:
         data = await _json(request)

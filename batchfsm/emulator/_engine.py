@@ -13,7 +13,7 @@ background thread runs it instead and calls never wait for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -28,11 +28,14 @@ from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._enqueued import token_limits
 from ._files import (
+    READ_PIECE_BYTES,
+    FileGoneError,
     expires_at,
     is_live,
     list_files_page,
     max_bytes,
     purge_expired,
+    read_pieces,
     too_large_problem,
     upload_problem,
 )
@@ -293,6 +296,38 @@ class Emulator:
         if content is None:  # deleted since
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return content
+
+    def file_content_pieces(
+        self, file_id: str, piece_bytes: int = READ_PIECE_BYTES
+    ) -> Iterator[bytes]:
+        r"""The bytes of a file in pieces of at most ``piece_bytes``, read as asked for.
+
+        The file is found (404 if there is none or it expired) when this is
+        called; each piece is then read from the store by range as the
+        iterator is advanced, so a file of any size is never held whole.
+
+        Raises:
+            ApiError: 404 now if there is no such file; 404 while iterating if
+                it is deleted midway.
+
+        Example:
+            >>> emu = Emulator()
+            >>> f = emu.create_file(b'{"a": 1}\n' * 3, "in.jsonl", "batch")
+            >>> [len(piece) for piece in emu.file_content_pieces(f.id, 10)]
+            [10, 10, 7]
+        """
+        if type(piece_bytes) is not int or piece_bytes < 1:
+            raise TypeError(
+                f"piece_bytes must be an integer of at least 1, got {piece_bytes!r}"
+            )
+        file = self.retrieve_file(file_id)
+        return self._pieces(file, piece_bytes)
+
+    def _pieces(self, file: FileObject, piece_bytes: int) -> Iterator[bytes]:
+        try:
+            yield from read_pieces(self.files, file, piece_bytes)
+        except FileGoneError:
+            raise ApiError(404, f"No such File object: {file.id}", param="id") from None
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         """Delete a file; the API's deletion answer (404 if none or expired)."""
