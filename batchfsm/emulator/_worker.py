@@ -38,7 +38,7 @@ from ._results import (
     total,
     usage,
 )
-from ._stores import BatchStore, FileStore, IdSource, NewFile, Work
+from ._stores import BatchStore, FileStore, IdSource, NewFile, ResultLines, Work
 from ._validate import (
     MAX_BYTES,
     file_too_large_error,
@@ -371,16 +371,18 @@ def _end(
         "usage": usage(ended),
     }
     files: list[NewFile] = []
-    output = emu.batches.results(batch.id, "output")
-    if output:
-        files.append(result_file(emu.ids, batch, work, output, "output", at))
+    # Sized now, moved by the store in the write that ends the batch: the
+    # results are never held whole (the epoch fences what is counted here).
+    size = emu.batches.result_size(batch.id, "output")
+    if size:
+        files.append(result_file(emu.ids, batch, work, size, "output", at))
         changes["output_file_id"] = files[-1][0].id
-    errors = emu.batches.results(batch.id, "errors")
-    if late:
-        errors = b"".join([errors, *late])
-    if errors:
-        files.append(result_file(emu.ids, batch, work, errors, "errors", at))
-        changes["error_file_id"] = files[-1][0].id
+    tail = b"".join(late)
+    size = emu.batches.result_size(batch.id, "errors") + len(tail)
+    if size:
+        file, _ = result_file(emu.ids, batch, work, size, "errors", at)
+        files.append((file, ResultLines(batch.id, "errors", tail)))
+        changes["error_file_id"] = file.id
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
