@@ -36,6 +36,7 @@ from ._files import (
     max_bytes,
     purge_expired,
     read_pieces,
+    storage_problem,
     too_large_problem,
     upload_problem,
 )
@@ -72,6 +73,14 @@ MAX_BATCH_LIST_LIMIT = 100
 BATCH_LIST_LIMIT = 20
 
 
+def _bound(name: str, value: int | None) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(
+            f"{name} must be None or an integer of at least 1, got {value!r}"
+        )
+    return value
+
+
 class Emulator:
     """A deterministic, in-process Batch service (files and batches).
 
@@ -91,6 +100,15 @@ class Emulator:
             fails validation with ``token_limit_exceeded``, as the live API's
             does; its tokens are estimated as the default handler counts
             ``usage.input_tokens``, held from ``in_progress`` until it ends.
+        max_storage_bytes: the bytes all stored files may hold together
+            (None: no limit); an upload that would pass it is refused with
+            413 ``storage_limit_exceeded``. Result files count toward it but
+            are never refused by it (``max_output_bytes`` bounds them).
+        max_output_bytes: the bytes of result lines one batch may store (None:
+            no limit). A request whose result line would pass it, and every
+            request of the batch after it, fails with the error line
+            ``batch_output_limit_exceeded`` (its answer is not stored; those
+            after it do not run); the batch goes on and ends as usual.
 
     Example:
         >>> emu = Emulator()
@@ -121,6 +139,8 @@ class Emulator:
         request_seconds: int = 1,
         finalizing_seconds: int = 1,
         cancel_grace_seconds: int = 5,
+        max_storage_bytes: int | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.handler = handler
@@ -142,6 +162,8 @@ class Emulator:
         self.request_seconds = request_seconds
         self.finalizing_seconds = finalizing_seconds
         self.cancel_grace_seconds = cancel_grace_seconds
+        self.max_storage_bytes = _bound("max_storage_bytes", max_storage_bytes)
+        self.max_output_bytes = _bound("max_output_bytes", max_output_bytes)
         self._runner = Runner(self._run_due)
 
     # -- ids and time ----------------------------------------------------------------
@@ -207,8 +229,11 @@ class Emulator:
         allow 512 MB and never expire by default. Every limit is checked
         before the store sees a byte: content whose size cannot be known
         beforehand (an iterable, a pipe) is first copied to a temporary file,
-        refused as soon as it passes its limit. If reading ``content`` fails
-        midway, the error propagates and nothing is stored.
+        refused as soon as it passes its limit. With ``max_storage_bytes``,
+        a file that would bring the stored files past it is refused (413,
+        ``storage_limit_exceeded``); uploads in flight together are each
+        checked against what is stored when they arrive. If reading
+        ``content`` fails midway, the error propagates and nothing is stored.
 
         Example:
             >>> import io
@@ -235,6 +260,11 @@ class Emulator:
                 content = copy
             if not encodable(filename):
                 filename = filename.encode("utf-8", "replace").decode("utf-8")
+            problem = storage_problem(
+                size, self.files.stored_bytes(), self.max_storage_bytes
+            )
+            if problem is not None:
+                raise refuse(problem)
             now = self._now()
             file = FileObject(
                 id=self._id("file-", 22),

@@ -37,6 +37,7 @@ __all__ = [
     "max_bytes",
     "purge_expired",
     "read_pieces",
+    "storage_problem",
     "too_large_problem",
     "upload_problem",
 ]
@@ -123,6 +124,32 @@ def too_large_problem(size: int, *, batch: bool, more: bool = False) -> Problem:
         f"File too large: {held} bytes; {allowed} {limit} bytes.",
         "file",
         "file_too_large",
+        413,
+    )
+
+
+def storage_problem(size: int, stored: int, limit: int | None) -> Problem | None:
+    """413 for an upload of ``size`` bytes past the server's storage ``limit``.
+
+    ``stored``: the bytes the stored files hold now (result files included).
+    None if it fits, or there is no limit.
+
+    Example:
+        >>> print(storage_problem(600, 500, 1_000).message)
+        Storage limit reached: this file of 600 bytes would bring the files stored
+        to 1100 bytes, past this server's limit of 1000 bytes. Delete files to
+        make room.
+        >>> storage_problem(500, 500, 1_000) is None
+        True
+    """
+    if limit is None or stored + size <= limit:
+        return None
+    return Problem(
+        f"Storage limit reached: this file of {size} bytes would bring the files "
+        f"stored to {stored + size} bytes, past this server's limit of {limit} "
+        "bytes. Delete files to make room.",
+        "file",
+        "storage_limit_exceeded",
         413,
     )
 

@@ -270,6 +270,9 @@ class FileStore(Protocol):
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
 
+    def stored_bytes(self) -> int:
+        """The bytes of every stored file together (expired ones not yet purged too)."""
+
     def list(self) -> list[FileObject]:
         """Every File object, newest first."""
 
@@ -717,6 +720,7 @@ class MemoryFileStore:
         self._expiry: list[tuple[int, int, str]] = []
         self._stale = 0
         self._created = itertools.count()
+        self._stored = 0
         self._lock = threading.Lock()
 
     def add(self, file: FileObject, content: Content) -> None:
@@ -747,6 +751,7 @@ class MemoryFileStore:
             if file.id in self._files:
                 raise KeyError(f"file {file.id} exists already")
             self._files[file.id] = (file, data)
+            self._stored += file.bytes
             number = self._number[file.id] = next(self._created)
             for key in (None, file.purpose):
                 self._index.setdefault(key, _CreationIndex()).append(number, file.id)
@@ -818,7 +823,20 @@ class MemoryFileStore:
         number = self._number.pop(file_id)
         for key in (None, entry[0].purpose):
             self._index[key].remove(number)
+        self._stored -= entry[0].bytes
         return entry[0]
+
+    def stored_bytes(self) -> int:
+        """The bytes of every stored file together.
+
+        Example:
+            >>> files = MemoryFileStore()
+            >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
+            ...                      filename="a.jsonl", purpose="batch"), b"hello")
+            >>> files.stored_bytes()
+            5
+        """
+        return self._stored
 
     def list(self) -> list[FileObject]:
         """Every file, newest first."""

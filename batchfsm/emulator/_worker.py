@@ -87,6 +87,7 @@ class Service(Protocol):
     request_seconds: int
     finalizing_seconds: int
     cancel_grace_seconds: int
+    max_output_bytes: int | None
 
 
 class _InputGoneError(Exception):
@@ -268,15 +269,35 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
 
 
+def _custom_id(raw: bytes) -> str | None:
+    try:
+        custom_id = _json.decode(raw)["custom_id"]
+    except Exception:  # noqa: BLE001 - nested too deep to read back
+        return None
+    return custom_id if isinstance(custom_id, str) else None
+
+
+def output_limit_line(ids: IdSource, raw: bytes, limit: int) -> str:
+    """The error line of a request past its batch's output bound (not stored)."""
+    message = (
+        f"The batch's results reached this server's limit of {limit} bytes; "
+        "this request's answer was not stored."
+    )
+    return result_line(
+        ids, _custom_id(raw), None, ("batch_output_limit_exceeded", message)
+    )
+
+
 def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     assert batch.in_progress_at is not None
     assert batch.expires_at is not None
-    requests = total(batch)
+    requests, limit = total(batch), emu.max_output_bytes
     output: list[str] = []
     errors: list[str] = []
     done, offset, size = work.done, work.offset, 0
     completed, failed = work.completed, work.failed
     input_tokens, output_tokens = work.input_tokens, work.output_tokens
+    stored, full = work.result_bytes, work.output_full
     gone_at = _gone_at(emu.files, batch.input_file_id)
     try:
         for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
@@ -285,17 +306,26 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
             at = batch.in_progress_at + (done + 1) * emu.request_seconds
             if at >= gone_at:
                 raise _InputGoneError(batch.input_file_id)
-            line, reply = answer(emu.handler, emu.ids, batch.endpoint, raw, at)
             done += 1
-            size += len(line)
-            input_tokens += reply.input_tokens
-            output_tokens += reply.output_tokens
-            if 200 <= reply.status_code < 300:
-                completed += 1
-                output.append(line)
-            else:
+            if not full:
+                line, reply = answer(emu.handler, emu.ids, batch.endpoint, raw, at)
+                full = limit is not None and stored + len(line) + 1 > limit
+            if full:  # past the bound: not run, or its answer not kept
+                assert limit is not None
+                line = output_limit_line(emu.ids, raw, limit)
                 failed += 1
                 errors.append(line)
+            else:
+                stored += len(line) + 1  # ASCII: json escapes the rest
+                input_tokens += reply.input_tokens
+                output_tokens += reply.output_tokens
+                if 200 <= reply.status_code < 300:
+                    completed += 1
+                    output.append(line)
+                else:
+                    failed += 1
+                    errors.append(line)
+            size += len(line)
             following = at + emu.request_seconds
             if (
                 done >= requests
@@ -318,6 +348,8 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
         failed=failed,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
+        result_bytes=stored,
+        output_full=full,
     )
     # Work in progress is not a move: counts and usage grow, nothing else.
     after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
@@ -354,11 +386,7 @@ def _end(
             for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
                 if is_blank(raw):
                     continue
-                try:
-                    custom_id = _json.decode(raw)["custom_id"]
-                except Exception:  # noqa: BLE001 - nested too deep to read back
-                    custom_id = None
-                line = result_line(emu.ids, custom_id, None, error)
+                line = result_line(emu.ids, _custom_id(raw), None, error)
                 late.append(line.encode() + b"\n")
                 done, failed = done + 1, failed + 1
         except _InputGoneError:
