@@ -288,49 +288,65 @@ def output_limit_line(ids: IdSource, raw: bytes, limit: int) -> str:
     )
 
 
+@attrs.define
+class _Run:
+    """What one run of a batch's requests did so far: the work's counts, moving."""
+
+    work: Work
+    limit: int | None
+    output: list[str] = attrs.Factory(list)
+    errors: list[str] = attrs.Factory(list)
+    size: int = 0  # bytes of this run's result lines
+
+    def record(self, emu: Service, endpoint: str, raw: bytes, at: int) -> None:
+        """Run one request (unless past the output bound) and record its line."""
+        work, limit = self.work, self.limit
+        full = work.output_full
+        if not full:
+            line, reply = answer(emu.handler, emu.ids, endpoint, raw, at)
+            full = limit is not None and work.result_bytes + len(line) + 1 > limit
+        if full:  # past the bound: not run, or its answer not kept
+            assert limit is not None
+            line = output_limit_line(emu.ids, raw, limit)
+            self.errors.append(line)
+            self.work = attrs.evolve(
+                work, done=work.done + 1, failed=work.failed + 1, output_full=True
+            )
+        else:
+            ok = 200 <= reply.status_code < 300
+            (self.output if ok else self.errors).append(line)
+            self.work = attrs.evolve(
+                work,
+                done=work.done + 1,
+                completed=work.completed + ok,
+                failed=work.failed + (not ok),
+                input_tokens=work.input_tokens + reply.input_tokens,
+                output_tokens=work.output_tokens + reply.output_tokens,
+                result_bytes=work.result_bytes + len(line) + 1,  # ASCII: json escapes
+            )
+        self.size += len(line)
+
+
 def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     assert batch.in_progress_at is not None
     assert batch.expires_at is not None
-    requests, limit = total(batch), emu.max_output_bytes
-    output: list[str] = []
-    errors: list[str] = []
-    done, offset, size = work.done, work.offset, 0
-    completed, failed = work.completed, work.failed
-    input_tokens, output_tokens = work.input_tokens, work.output_tokens
-    stored, full = work.result_bytes, work.output_full
+    requests = total(batch)
+    run = _Run(work, emu.max_output_bytes)
+    offset = work.offset
     gone_at = _gone_at(emu.files, batch.input_file_id)
     try:
         for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
             if is_blank(raw):
                 continue
-            at = batch.in_progress_at + (done + 1) * emu.request_seconds
+            at = batch.in_progress_at + (run.work.done + 1) * emu.request_seconds
             if at >= gone_at:
                 raise _InputGoneError(batch.input_file_id)
-            done += 1
-            if not full:
-                line, reply = answer(emu.handler, emu.ids, batch.endpoint, raw, at)
-                full = limit is not None and stored + len(line) + 1 > limit
-            if full:  # past the bound: not run, or its answer not kept
-                assert limit is not None
-                line = output_limit_line(emu.ids, raw, limit)
-                failed += 1
-                errors.append(line)
-            else:
-                stored += len(line) + 1  # ASCII: json escapes the rest
-                input_tokens += reply.input_tokens
-                output_tokens += reply.output_tokens
-                if 200 <= reply.status_code < 300:
-                    completed += 1
-                    output.append(line)
-                else:
-                    failed += 1
-                    errors.append(line)
-            size += len(line)
+            run.record(emu, batch.endpoint, raw, at)
             following = at + emu.request_seconds
             if (
-                done >= requests
-                or len(output) + len(errors) >= REQUESTS_PER_WRITE
-                or size >= RESULT_BYTES_PER_WRITE
+                run.work.done >= requests
+                or len(run.output) + len(run.errors) >= REQUESTS_PER_WRITE
+                or run.size >= RESULT_BYTES_PER_WRITE
                 or following > now
                 or following >= batch.expires_at
             ):
@@ -338,29 +354,19 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     except _InputGoneError:
         # The input was deleted or expired mid-run: what it held can no
         # longer run.
-        failed += requests - done
-        done = requests
-    moved = attrs.evolve(
-        work,
-        done=done,
-        offset=offset,
-        completed=completed,
-        failed=failed,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        result_bytes=stored,
-        output_full=full,
-    )
+        w = run.work
+        run.work = attrs.evolve(w, done=requests, failed=w.failed + requests - w.done)
+    moved = attrs.evolve(run.work, offset=offset)
     # Work in progress is not a move: counts and usage grow, nothing else.
     after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
-    moved = attrs.evolve(moved, due_at=due(emu, after, done))
+    moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
     emu.batches.write(
         after,
         moved,
         status=batch.status,
         epoch=work.epoch,
-        output=output,
-        errors=errors,
+        output=run.output,
+        errors=run.errors,
     )
 
 
