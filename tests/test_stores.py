@@ -32,7 +32,7 @@ from batchfsm.emulator import (
     SQLStore,
     Work,
 )
-from batchfsm.emulator._stores import ResultLines, _CreationIndex
+from batchfsm.emulator._stores import ResultLines, _CreationIndex, _Pieces
 
 from .postgres import new_database
 
@@ -907,3 +907,35 @@ def test_the_race_test_bites_when_the_lock_is_lost() -> None:
     store = MemoryBatchStore()
     store._lock = contextlib.nullcontext()  # type: ignore[assignment]
     assert _race(store) == [True, True]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=20), max_size=12),
+    st.integers(0, 260),
+    st.integers(0, 260),
+)
+def test_result_pieces_read_any_slice_as_the_joined_bytes(
+    parts: list[bytes], offset: int, size: int
+) -> None:
+    held = _Pieces(parts)
+    whole = b"".join(parts)
+    assert held.join() == whole and len(held) == len(whole)
+    assert held.slice(offset, size) == whole[offset : offset + size]
+
+
+def test_a_memory_batchs_results_become_its_file_uncopied() -> None:
+    store = MemoryBatchStore()
+    finalizing = _finalizing(store, epoch=1)
+    store.write(
+        finalizing, Work(due_at=3), status=S.FINALIZING, epoch=1,
+        output=["y" * 1_000] * 3_000,
+    )  # fmt: skip
+    [written] = store._results[finalizing.id, "output"]
+    out = file(7, len(written))
+    done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
+    made = [(out, ResultLines(finalizing.id, "output"))]
+    assert store.write(done, None, status=S.FINALIZING, epoch=2, files=made)
+    [kept] = list(store.files._files[out.id][1])  # type: ignore[attr-defined]
+    assert kept is written  # held once, as written
+    assert store.files.read(out.id, 999, 3) == b"y\ny"

@@ -549,7 +549,7 @@ class MemoryBatchStore:
             for file, content in files:
                 if isinstance(content, ResultLines):
                     held = self._results.get((content.batch_id, content.kind), [])
-                    content = [*held, content.tail]
+                    content = _Pieces([*held, content.tail])
                 self._files.add(file, content)
                 added.append(file.id)
         except BaseException:
@@ -612,6 +612,48 @@ class MemoryBatchStore:
                     return due_at
                 heapq.heappop(heap)  # stale: its batch ended or moved on
             return None
+
+
+class _Pieces:
+    """A file's content kept as the pieces it was written in: never joined.
+
+    A batch's result lines become its result file this way in the memory
+    store, uncopied: its results are held once, as they were written.
+
+    Example:
+        >>> held = _Pieces([b"ab", b"", b"cde"])
+        >>> held.slice(1, 3), held.slice(4, 9), held.slice(7, 1), held.join()
+        (b'bcd', b'e', b'', b'abcde')
+    """
+
+    __slots__ = ("_parts", "_starts")
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self._parts = [part for part in parts if part]
+        self._starts = list(
+            itertools.accumulate((len(p) for p in self._parts), initial=0)
+        )
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def slice(self, offset: int, size: int) -> bytes:
+        """At most ``size`` bytes from ``offset``."""
+        end = min(offset + size, len(self))
+        at = bisect.bisect_right(self._starts, offset) - 1
+        got: list[bytes] = []
+        while offset < end:
+            part, start = self._parts[at], self._starts[at]
+            got.append(part[offset - start : end - start])
+            offset, at = start + len(part), at + 1
+        return b"".join(got)
+
+    def join(self) -> bytes:
+        """All of it, as one bytes (a copy)."""
+        return b"".join(self._parts)
 
 
 class _CreationIndex:
@@ -711,7 +753,7 @@ class MemoryFileStore:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[FileObject, bytes]] = {}
+        self._files: dict[str, tuple[FileObject, bytes | _Pieces]] = {}
         self._number: dict[str, int] = {}  # id -> creation number
         # None (every file) or a purpose -> creation numbers and ids, ascending.
         self._index: dict[str | None, _CreationIndex] = {}
@@ -727,7 +769,8 @@ class MemoryFileStore:
         """Store ``content`` (bytes or pieces) as ``file``."""
         if file.id in self._files:  # before reading a byte of it
             raise KeyError(f"file {file.id} exists already")
-        if isinstance(content, bytes):
+        data: bytes | _Pieces
+        if isinstance(content, (bytes, _Pieces)):  # _Pieces: results, as written
             data = content
         else:
             buffer = io.BytesIO()
@@ -766,12 +809,20 @@ class MemoryFileStore:
     def content(self, file_id: str) -> bytes | None:
         """The file's bytes, or None."""
         entry = self._files.get(file_id)
-        return entry[1] if entry else None
+        if entry is None:
+            return None
+        data = entry[1]
+        return data if isinstance(data, bytes) else data.join()
 
     def read(self, file_id: str, offset: int, size: int) -> bytes | None:
         """A slice of the file's bytes, or None."""
         entry = self._files.get(file_id)
-        return entry[1][offset : offset + size] if entry else None
+        if entry is None:
+            return None
+        data = entry[1]
+        if isinstance(data, bytes):
+            return data[offset : offset + size]
+        return data.slice(offset, size)
 
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""

@@ -63,7 +63,7 @@ READ_BYTES = 1 << 16
 #: At most this many requests run in one write of a batch's progress.
 REQUESTS_PER_WRITE = 256
 #: ... and once their result lines reach this many bytes, they are written.
-RESULT_BYTES_PER_WRITE = 8 << 20
+RESULT_BYTES_PER_WRITE = 2 << 20
 #: A due time that never comes: a batch whose work keeps failing waits here.
 NEVER = 2**62
 
