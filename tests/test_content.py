@@ -453,3 +453,65 @@ def test_serve_refuses_a_bound_that_is_no_size_in_one_line(
     assert done.returncode == 2
     assert done.stderr.startswith(f"batchfsm serve: {option} must be a whole number")
     assert done.stderr.count("\n") == 1
+
+
+#: The big batch's shape: ~82 MB of output (457 KB a line).
+BIG_BATCH_LINES = 180
+#: What it may add to serve's resident memory while it runs, and keep after.
+BIG_BATCH_PEAK, BIG_BATCH_AFTER = 48 * MiB, 30 * MiB
+
+
+@pytest.mark.skipif(not PROC.exists(), reason="reads resident memory from /proc")
+def test_a_big_batchs_results_are_never_held_whole_nor_kept_after(
+    store_kind: str, serve: Callable[..., _Serve]
+) -> None:
+    if store_kind == "memory":
+        pytest.skip("the memory store keeps every file in memory")
+    server = serve("--speed", "1000")
+    lines = b"".join(
+        json.dumps(
+            {
+                "custom_id": f"r{n}",
+                "method": "POST",
+                "url": EMBEDDINGS,
+                "body": {
+                    "model": "text-embedding-3-large",
+                    "input": ["a few words"] * 16,
+                    "dimensions": 3072,
+                },
+            }
+        ).encode()
+        + b"\n"
+        for n in range(BIG_BATCH_LINES)
+    )
+    with httpx2.Client(base_url=server.base, timeout=PATIENCE) as http:
+        upload = http.post(
+            "/v1/files",
+            files={"file": ("in.jsonl", lines)},
+            data={"purpose": "batch"},
+        ).json()
+        time.sleep(0.5)
+        before = server.resident()
+        peak = server.peak_from_now()
+        batch = http.post(
+            "/v1/batches",
+            json={
+                "input_file_id": upload["id"],
+                "endpoint": EMBEDDINGS,
+                "completion_window": "24h",
+            },
+        ).json()
+        deadline = time.monotonic() + PATIENCE  # a hang guard
+        while batch["status"] != "completed" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            batch = http.get(f"/v1/batches/{batch['id']}").json()
+        assert batch["status"] == "completed"
+        added = peak() - before
+        output = http.get(f"/v1/files/{batch['output_file_id']}").json()["bytes"]
+        assert output > 64 * MiB
+        time.sleep(1)
+        after = server.resident() - before
+    print(f"{output / MiB:.0f} MiB of output: {added / MiB:.1f} MiB peak, "
+          f"{after / MiB:.1f} MiB after")  # fmt: skip
+    assert added < BIG_BATCH_PEAK, f"{added / MiB:.1f} MiB added while it ran"
+    assert after < BIG_BATCH_AFTER, f"{after / MiB:.1f} MiB kept after it ended"
