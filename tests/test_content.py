@@ -515,3 +515,32 @@ def test_a_big_batchs_results_are_never_held_whole_nor_kept_after(
           f"{after / MiB:.1f} MiB after")  # fmt: skip
     assert added < BIG_BATCH_PEAK, f"{added / MiB:.1f} MiB added while it ran"
     assert after < BIG_BATCH_AFTER, f"{after / MiB:.1f} MiB kept after it ended"
+
+
+def test_a_file_deleted_mid_download_cuts_it_short_in_one_line(
+    serve: Callable[..., _Serve],
+) -> None:
+    server = serve()
+    with httpx2.Client(base_url=server.base, timeout=PATIENCE) as http:
+        answer = _upload(http, BIG, "big.bin")
+        assert answer.status_code == 200, answer.text
+        file_id = answer.json()["id"]
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with conn:
+            conn.connect(("127.0.0.1", server.port))
+            conn.sendall(
+                f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+            received = len(conn.recv(65_536))  # it started; now it waits on us
+            assert http.delete(f"/v1/files/{file_id}").status_code == 200
+            conn.settimeout(PATIENCE)
+            try:
+                while data := conn.recv(1 << 20):
+                    received += len(data)
+            except ConnectionResetError:
+                pass
+    assert 0 < received < BIG  # short: the rest of the file was gone
+    log = server.stop()
+    assert f"a download of {file_id} was cut off: the file was deleted" in log
+    assert "Traceback" not in log
