@@ -8,13 +8,16 @@
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
   [--lease-seconds S] [--model NAME] [--any-model]
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
-  [--upload-budget BYTES]`` serves the emulator; with ``--db`` its batches and
+  [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]``
+  serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
   catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
   model's enqueued token limit, as the live API does; ``--store-threads`` and
   ``--upload-budget`` size the app's store threads and the bytes uploads in
-  flight may hold together.
+  flight may hold together; ``--max-storage`` bounds the bytes of all stored
+  files (an upload past it gets 413) and ``--max-output-bytes`` the result
+  lines one batch may store (its requests past it fail).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -228,6 +231,24 @@ def _parser() -> argparse.ArgumentParser:
         "that would pass it gets 429, one alone always passes (bytes, or with "
         f"a unit: 400MB, 1GiB; default {UPLOAD_BUDGET}: two of the largest uploads)",
     )
+    serve.add_argument(
+        "--max-storage",
+        default=None,
+        metavar="BYTES",
+        help="the bytes all stored files may hold together (per database): an "
+        "upload that would pass it gets 413 storage_limit_exceeded; result files "
+        "count toward it but are never refused (bytes, or with a unit: 10GB; "
+        "default: no limit)",
+    )
+    serve.add_argument(
+        "--max-output-bytes",
+        default=None,
+        metavar="BYTES",
+        help="the bytes of result lines one batch may store: the request whose "
+        "answer would pass it, and every one after it, fails with the error line "
+        "batch_output_limit_exceeded (bytes, or with a unit: 100MB; default: no "
+        "limit)",
+    )
     return parser
 
 
@@ -310,6 +331,18 @@ def _app_settings(args: argparse.Namespace) -> tuple[int, int]:
     return threads, budget
 
 
+def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
+    """The storage bounds, as the emulator takes them, or a one-line ValueError."""
+    return {
+        "max_storage_bytes": None
+        if args.max_storage is None
+        else _whole("--max-storage", args.max_storage, BYTE_UNITS),
+        "max_output_bytes": None
+        if args.max_output_bytes is None
+        else _whole("--max-output-bytes", args.max_output_bytes, BYTE_UNITS),
+    }
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         from .emulator import Emulator, SystemClock
@@ -321,6 +354,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         port, speed, seed, lease, limits = _serve_settings(args, MAX_SPEED)
         threads, budget = _app_settings(args)
+        bounds = _storage_settings(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -330,6 +364,7 @@ def _serve(args: argparse.Namespace) -> int:
         "extra_models": args.model,
         "any_model": args.any_model,
         "enqueued_token_limit": limits or None,
+        **bounds,
     }
     if args.db is None:
         emulator = Emulator(clock=SystemClock(speed), seed=seed, **models)
@@ -348,6 +383,16 @@ def _serve(args: argparse.Namespace) -> int:
     if limits:
         shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
         print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
+    shown = ", ".join(
+        f"{name} {bounds[key]:,} bytes"
+        for name, key in (
+            ("storage", "max_storage_bytes"),
+            ("output per batch", "max_output_bytes"),
+        )
+        if bounds[key] is not None
+    )
+    if shown:
+        print(f"batchfsm emulator: bounds: {shown}", flush=True)
     try:
         serve(
             emulator,

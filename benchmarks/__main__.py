@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only and not args.no_extras:
         from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches
         from .engine_cases import engine_figures
+        from .memory_cases import figures as memory_figures
         from .serve_cases import serve_figures
         from .store_cases import figures as store_figures
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         engine_lines, more = engine_figures(args.soak_seconds)
         extras += serve_lines + engine_lines
         engine |= more
+        memory_lines, engine["content_memory"] = memory_figures()
+        print("\n".join(memory_lines), flush=True)
+        extras += memory_lines
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(

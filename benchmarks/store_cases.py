@@ -26,6 +26,7 @@ from typing import Any
 import httpx2
 
 import batchfsm as bf
+from batchfsm._postgres_cluster import PostgresUnavailableError, cluster, new_database
 from batchfsm.emulator import (
     BatchStore,
     Emulator,
@@ -40,6 +41,8 @@ from batchfsm.emulator import (
     make_input_file,
     open_store,
 )
+
+from ._serving import Server, create, owner_pid, sql, upload
 
 S = bf.BatchStatus
 T0 = 1_700_000_000
@@ -123,11 +126,6 @@ def read_seconds_per_mb(files: FileStore, megabytes: int) -> float:
 def _postgres() -> Iterator[Callable[[], str] | str]:
     """A factory of new databases on a throwaway cluster, or why there is none."""
     try:
-        from tests.postgres import PostgresUnavailableError, cluster, new_database
-    except ImportError as exc:  # pragma: no cover - run outside the repository
-        yield f"unavailable ({exc})"
-        return
-    try:
         with cluster() as server:
             yield lambda: new_database(server)
     except PostgresUnavailableError as exc:
@@ -204,14 +202,12 @@ def _serve_throughput(
     db: str, processes: int, batches: int = 20
 ) -> tuple[float, float]:
     """Seconds to run ``batches`` batches of 200 requests, and retrieves/s."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_durable import Server, _create, _upload
 
     servers = [Server(db, "--speed", "1000000") for _ in range(processes)]
     try:
-        file_id = _upload(servers[0], 200)
+        file_id = upload(servers[0], 200)
         begin = time.perf_counter()
-        made = [_create(servers[i % processes], file_id)["id"] for i in range(batches)]
+        made = [create(servers[i % processes], file_id)["id"] for i in range(batches)]
         pending = set(made)
         while pending:
             for batch_id in list(pending):
@@ -287,16 +283,14 @@ def _retrieves(
 
 def _serve_retrieve(db: str) -> tuple[tuple[float, float, float], ...]:
     """Retrieves over HTTP on one ``serve --db``: idle, beside a download, busy."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_durable import Server, _create, _upload
 
     # 1,000 emulated seconds a second: each running batch runs 1,000 requests
     # a second, and no file expires within the run.
     server = Server(db, "--speed", "1000")
     try:
-        small = _create(server, _upload(server, 1))["id"]
+        small = create(server, upload(server, 1))["id"]
         idle = _retrieves(server, small)
-        big = _upload(server, 20_000)  # 3.4 MB
+        big = upload(server, 20_000)  # 3.4 MB
         stop = threading.Event()
 
         def download() -> None:
@@ -312,7 +306,7 @@ def _serve_retrieve(db: str) -> tuple[tuple[float, float, float], ...]:
         finally:
             stop.set()
             downloader.join()
-        made = [_create(server, big)["id"] for _ in range(4)]  # the worker is busy
+        made = [create(server, big)["id"] for _ in range(4)]  # the worker is busy
         busy = _retrieves(server, small)
         still = server.http.get(f"/batches/{made[-1]}").json()["status"]
         assert still not in {"completed", "failed"}, "the batches ended too soon"
@@ -374,14 +368,12 @@ def _takeover_seconds(db: str, lease: str, elsewhere: bool) -> float:
     ``elsewhere``: the holder is recorded as another machine's process, so the
     lease is waited out; else the survivor finds it gone on this machine.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_durable import Server, _create, _pid, _sql, _upload
 
     servers = [Server(db, "--speed", "40", "--lease-seconds", lease) for _ in "ab"]
     try:
-        batch_id = _create(servers[0], _upload(servers[0], 5_000))["id"]
+        batch_id = create(servers[0], upload(servers[0], 5_000))["id"]
         while True:
-            rows = _sql(
+            rows = sql(
                 db, "SELECT lease_owner FROM batchfsm_batches WHERE id = ?", (batch_id,)
             )
             if rows and rows[0][0]:
@@ -389,20 +381,20 @@ def _takeover_seconds(db: str, lease: str, elsewhere: bool) -> float:
                 break
             time.sleep(0.01)
         if elsewhere:
-            [(process,)] = _sql(
+            [(process,)] = sql(
                 db, "SELECT process FROM batchfsm_owners WHERE owner = ?", (holder,)
             )
             fields = process.split(" ")
             fields[1] = "another-machine"
-            _sql(
+            sql(
                 db,
                 "UPDATE batchfsm_owners SET process = ? WHERE owner = ?",
                 (" ".join(fields), holder),
             )
-        victim = next(s for s in servers if s.process.pid == _pid(holder))
+        victim = next(s for s in servers if s.process.pid == owner_pid(holder))
         victim.kill()
         killed = time.perf_counter()
-        while _sql(
+        while sql(
             db, "SELECT lease_owner FROM batchfsm_batches WHERE id = ?", (batch_id,)
         )[0][0] in (holder,):
             time.sleep(0.002)

@@ -339,10 +339,10 @@ class FaultyStore(MemoryBatchStore):
 
     broken: str | None = None
 
-    def results(self, batch_id: str, kind: ResultKind) -> bytes:
+    def result_size(self, batch_id: str, kind: ResultKind) -> int:
         if batch_id == self.broken:
             raise OSError("the results of this batch cannot be read")
-        return super().results(batch_id, kind)
+        return super().result_size(batch_id, kind)
 
 
 def test_a_batch_whose_work_fails_waits_alone_and_others_go_on(

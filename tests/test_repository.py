@@ -43,3 +43,41 @@ def test_the_reference_data_is_in_the_repository():
         "completed",
         "failed",
     }
+
+
+#: What ``python -m benchmarks`` may not import: it runs with the bench extra
+#: only (``tox -e bench``), where neither the tests nor pytest are installed.
+NOT_FOR_BENCHMARKS = ("tests", "pytest", "hypothesis")
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_benchmarks_import_nothing_of_the_tests_nor_pytest():
+    # Every import, at the top or inside a function (where the old ones hid).
+    found = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "benchmarks").rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] in NOT_FOR_BENCHMARKS
+    }
+    assert found == set()
+
+
+def test_the_library_imports_nothing_of_the_tests():
+    found = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in sorted((ROOT / "batchfsm").rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] == "tests"
+    }
+    assert found == set()

@@ -32,7 +32,7 @@ from batchfsm.emulator import (
     SQLStore,
     Work,
 )
-from batchfsm.emulator._stores import _CreationIndex, _Spool
+from batchfsm.emulator._stores import ResultLines, _CreationIndex, _Pieces
 
 from .postgres import new_database
 
@@ -272,58 +272,57 @@ def test_results_past_a_mebibyte_come_back_whole(stores: Stores) -> None:
     assert store.results(b.id, "errors") == b""
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(st.binary(max_size=40), max_size=30),
-    st.integers(0, 120),
-    st.integers(0, 240),
-    st.sets(st.integers(0, 30)),
-)
-def test_a_spool_holds_what_was_written_in_order_across_its_move(
-    parts: list[bytes], switch: int, reserve: int, looks: set[int]
+def test_the_write_that_ends_a_batch_moves_its_result_lines_into_its_files(
+    stores: Stores,
 ) -> None:
-    spool = _Spool(switch=switch, reserve=reserve)
-    written = b""
-    for i, part in enumerate(parts):
-        spool.write(part)
-        written += part
-        if i in looks:  # a look in between leaves the writes that follow alone
-            assert spool.getvalue() == written
-    assert spool.getvalue() == written
-
-
-def test_big_results_become_their_file_uncopied() -> None:
-    store = MemoryBatchStore()
+    store = stores.batches
     finalizing = _finalizing(store, epoch=1)
-    store.write(
-        finalizing, Work(due_at=3), status=S.FINALIZING, epoch=1,
-        output=["y" * 1_000] * 3_000,
+    out_lines = [f"o{n}:" + "y" * 1_000 for n in range(300)]
+    for start in range(0, 300, 100):  # three writes: three rows in SQL
+        assert store.write(
+            finalizing, Work(due_at=3), status=S.FINALIZING,
+            epoch=_epoch(store, finalizing.id), output=out_lines[start : start + 100],
+            errors=["e"] if start == 0 else (),
+        )  # fmt: skip
+    expected = "".join(f"{line}\n" for line in out_lines).encode()
+    assert store.result_size(finalizing.id, "output") == len(expected)
+    assert store.result_size(finalizing.id, "errors") == 2
+    out, err = file(7, len(expected)), file(8, 2 + 5)
+    done = bf.advance(
+        finalizing, "complete", at=1_700_000_003, output_file_id=out.id,
+        error_file_id=err.id,
     )  # fmt: skip
-    results = store.results(finalizing.id, "output")
-    out = file(7, len(results))
+    made = [
+        (out, ResultLines(finalizing.id, "output")),
+        (err, ResultLines(finalizing.id, "errors", b"late\n")),
+    ]
+    assert store.write(
+        done, None, status=S.FINALIZING, epoch=_epoch(store, finalizing.id),
+        files=made,
+    )  # fmt: skip
+    assert store.files.content(out.id) == expected
+    assert store.files.content(err.id) == b"e\nlate\n"
+    assert store.result_size(finalizing.id, "output") == 0  # gone with the work
+
+
+def test_result_lines_of_another_size_than_their_file_add_nothing(
+    stores: Stores,
+) -> None:
+    store = stores.batches
+    finalizing = _finalizing(store, epoch=1)
+    assert store.write(
+        finalizing, Work(due_at=3), status=S.FINALIZING, epoch=1, output=["abc"]
+    )
+    out = file(7, 3)  # the lines are 4 bytes with their newline
     done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
-    made = [(out, results)]
-    assert store.write(done, None, status=S.FINALIZING, epoch=2, files=made)
-    assert store.files.content(out.id) is results  # held once
-
-
-@pytest.mark.skipif(
-    not Path("/proc/self/status").exists(), reason="reads the RSS from /proc"
-)
-def test_a_spools_reservation_is_not_resident_until_written() -> None:
-    def resident() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")  # pragma: no cover
-
-    before = resident()
-    spool = _Spool()  # a 32 MiB reservation past 1 MiB
-    for _ in range(40):
-        spool.write(b"z" * 2**16)  # 2.5 MiB in all
-    grown = resident() - before
-    assert grown < 12 * 2**20, f"{grown / 2**20:.1f} MiB resident"
-    assert len(spool.getvalue()) == 40 * 2**16
+    with pytest.raises(ValueError, match="its content is"):
+        store.write(
+            done, None, status=S.FINALIZING, epoch=2,
+            files=[(out, ResultLines(finalizing.id, "output"))],
+        )  # fmt: skip
+    assert store.files.get(out.id) is None
+    assert store.get(finalizing.id) == finalizing
+    assert store.results(finalizing.id, "output") == b"abc\n"
 
 
 @settings(max_examples=60, deadline=None)
@@ -908,3 +907,35 @@ def test_the_race_test_bites_when_the_lock_is_lost() -> None:
     store = MemoryBatchStore()
     store._lock = contextlib.nullcontext()  # type: ignore[assignment]
     assert _race(store) == [True, True]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=20), max_size=12),
+    st.integers(0, 260),
+    st.integers(0, 260),
+)
+def test_result_pieces_read_any_slice_as_the_joined_bytes(
+    parts: list[bytes], offset: int, size: int
+) -> None:
+    held = _Pieces(parts)
+    whole = b"".join(parts)
+    assert held.join() == whole and len(held) == len(whole)
+    assert held.slice(offset, size) == whole[offset : offset + size]
+
+
+def test_a_memory_batchs_results_become_its_file_uncopied() -> None:
+    store = MemoryBatchStore()
+    finalizing = _finalizing(store, epoch=1)
+    store.write(
+        finalizing, Work(due_at=3), status=S.FINALIZING, epoch=1,
+        output=["y" * 1_000] * 3_000,
+    )  # fmt: skip
+    [written] = store._results[finalizing.id, "output"]
+    out = file(7, len(written))
+    done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
+    made = [(out, ResultLines(finalizing.id, "output"))]
+    assert store.write(done, None, status=S.FINALIZING, epoch=2, files=made)
+    [kept] = list(store.files._files[out.id][1])  # type: ignore[attr-defined]
+    assert kept is written  # held once, as written
+    assert store.files.read(out.id, 999, 3) == b"y\ny"

@@ -48,6 +48,7 @@ from ._stores import (
     MemoryBatchStore,
     MemoryFileStore,
     MemoryIds,
+    ResultLines,
     Work,
 )
 from ._validate import (
@@ -95,6 +96,7 @@ __all__ = [
     "PostgresStore",
     "Reply",
     "Request",
+    "ResultLines",
     "SQLStore",
     "SQLiteStore",
     "SchemaVersionError",

@@ -46,20 +46,20 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse as _StarletteJSON
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Message
+from starlette.types import Message, Send
 
 from .._convert import to_dict
 from .._json import encode
 from ._api_error import ApiError, refuse
 from ._engine import Emulator
-from ._files import MAX_FILE_BYTES
+from ._files import MAX_FILE_BYTES, FileGoneError, read_pieces
 from ._outage import RETRY_AFTER_SECONDS
 from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
 from ._store_errors import StoreUnavailable
-from ._stores import MemoryBatchStore, MemoryFileStore
+from ._stores import FileObject, MemoryBatchStore, MemoryFileStore
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -229,6 +229,19 @@ async def _json(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "The body of your request must be a JSON object.")
     return data
+
+
+class _FileDownload(StreamingResponse):
+    """A file's content, streamed; cut off in one log line if the file goes midway."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except FileGoneError as exc:
+            # Its Content-Length promised more: nothing honest can end this
+            # answer, so it stays unfinished and the server closes the
+            # connection (the client sees a short body), no traceback.
+            log.info("a download of %s was cut off: the file was deleted", exc)
 
 
 def create_app(
@@ -424,9 +437,21 @@ def create_app(
     def delete_file(request: Request) -> Response:
         return JSONResponse(emu.delete_file(request.path_params["file_id"]))
 
-    def file_content(request: Request) -> Response:
-        content = emu.file_content(request.path_params["file_id"])
-        return Response(content, media_type="application/octet-stream")
+    async def file_content(request: Request) -> Response:
+        # Streamed: read from the store a piece at a time as the client takes
+        # it (uvicorn's send waits while the socket's buffer is full), so a
+        # download holds one piece, whatever the file's size.
+        file = await call(emu.retrieve_file, request.path_params["file_id"])
+        return _FileDownload(
+            _download(file),
+            media_type="application/octet-stream",
+            headers={"content-length": str(file.bytes)},
+        )
+
+    async def _download(file: FileObject) -> AsyncIterator[bytes]:
+        pieces = read_pieces(emu.files, file)
+        while (piece := await call(next, pieces, None)) is not None:
+            yield piece
 
     async def create_batch(request: Request) -> Response:
         data = await _json(request)

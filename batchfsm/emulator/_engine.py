@@ -13,7 +13,7 @@ background thread runs it instead and calls never wait for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -28,11 +28,15 @@ from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._enqueued import token_limits
 from ._files import (
+    READ_PIECE_BYTES,
+    FileGoneError,
     expires_at,
     is_live,
     list_files_page,
     max_bytes,
     purge_expired,
+    read_pieces,
+    storage_problem,
     too_large_problem,
     upload_problem,
 )
@@ -74,6 +78,14 @@ MAX_BATCH_LIST_LIMIT = 100
 BATCH_LIST_LIMIT = 20
 
 
+def _bound(name: str, value: int | None) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(
+            f"{name} must be None or an integer of at least 1, got {value!r}"
+        )
+    return value
+
+
 class Emulator:
     """A deterministic, in-process Batch service (files and batches).
 
@@ -93,6 +105,15 @@ class Emulator:
             fails validation with ``token_limit_exceeded``, as the live API's
             does; its tokens are estimated as the default handler counts
             ``usage.input_tokens``, held from ``in_progress`` until it ends.
+        max_storage_bytes: the bytes all stored files may hold together
+            (None: no limit); an upload that would pass it is refused with
+            413 ``storage_limit_exceeded``. Result files count toward it but
+            are never refused by it (``max_output_bytes`` bounds them).
+        max_output_bytes: the bytes of result lines one batch may store (None:
+            no limit). A request whose result line would pass it, and every
+            request of the batch after it, fails with the error line
+            ``batch_output_limit_exceeded`` (its answer is not stored; those
+            after it do not run); the batch goes on and ends as usual.
 
     Example:
         >>> emu = Emulator()
@@ -123,6 +144,8 @@ class Emulator:
         request_seconds: int = 1,
         finalizing_seconds: int = 1,
         cancel_grace_seconds: int = 5,
+        max_storage_bytes: int | None = None,
+        max_output_bytes: int | None = None,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.handler = handler
@@ -146,6 +169,8 @@ class Emulator:
         self.cancel_grace_seconds = cancel_grace_seconds
         #: The store's outages, as the worker and the HTTP app meet them.
         self.outage = Outage()
+        self.max_storage_bytes = _bound("max_storage_bytes", max_storage_bytes)
+        self.max_output_bytes = _bound("max_output_bytes", max_output_bytes)
         self._runner = Runner(self._run_due)
 
     # -- ids and time ----------------------------------------------------------------
@@ -236,8 +261,11 @@ class Emulator:
         allow 512 MB and never expire by default. Every limit is checked
         before the store sees a byte: content whose size cannot be known
         beforehand (an iterable, a pipe) is first copied to a temporary file,
-        refused as soon as it passes its limit. If reading ``content`` fails
-        midway, the error propagates and nothing is stored.
+        refused as soon as it passes its limit. With ``max_storage_bytes``,
+        a file that would bring the stored files past it is refused (413,
+        ``storage_limit_exceeded``); uploads in flight together are each
+        checked against what is stored when they arrive. If reading
+        ``content`` fails midway, the error propagates and nothing is stored.
 
         Example:
             >>> import io
@@ -264,6 +292,11 @@ class Emulator:
                 content = copy
             if not encodable(filename):
                 filename = filename.encode("utf-8", "replace").decode("utf-8")
+            problem = storage_problem(
+                size, self.files.stored_bytes(), self.max_storage_bytes
+            )
+            if problem is not None:
+                raise refuse(problem)
             now = self._now()
             file = FileObject(
                 id=self._id("file-", 22),
@@ -325,6 +358,38 @@ class Emulator:
         if content is None:  # deleted since
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return content
+
+    def file_content_pieces(
+        self, file_id: str, piece_bytes: int = READ_PIECE_BYTES
+    ) -> Iterator[bytes]:
+        r"""The bytes of a file in pieces of at most ``piece_bytes``, read as asked for.
+
+        The file is found (404 if there is none or it expired) when this is
+        called; each piece is then read from the store by range as the
+        iterator is advanced, so a file of any size is never held whole.
+
+        Raises:
+            ApiError: 404 now if there is no such file; 404 while iterating if
+                it is deleted midway.
+
+        Example:
+            >>> emu = Emulator()
+            >>> f = emu.create_file(b'{"a": 1}\n' * 3, "in.jsonl", "batch")
+            >>> [len(piece) for piece in emu.file_content_pieces(f.id, 10)]
+            [10, 10, 7]
+        """
+        if type(piece_bytes) is not int or piece_bytes < 1:
+            raise TypeError(
+                f"piece_bytes must be an integer of at least 1, got {piece_bytes!r}"
+            )
+        file = self.retrieve_file(file_id)
+        return self._pieces(file, piece_bytes)
+
+    def _pieces(self, file: FileObject, piece_bytes: int) -> Iterator[bytes]:
+        try:
+            yield from read_pieces(self.files, file, piece_bytes)
+        except FileGoneError:
+            raise ApiError(404, f"No such File object: {file.id}", param="id") from None
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         """Delete a file; the API's deletion answer (404 if none or expired)."""

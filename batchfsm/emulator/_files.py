@@ -15,6 +15,7 @@ keeps passing over it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ._params import Problem, after_problem, invalid_value, list_limit, list_page
@@ -28,11 +29,15 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "PURGE_FILES_PER_STEP",
     "PURPOSES",
+    "READ_PIECE_BYTES",
+    "FileGoneError",
     "expires_at",
     "is_live",
     "list_files_page",
     "max_bytes",
     "purge_expired",
+    "read_pieces",
+    "storage_problem",
     "too_large_problem",
     "upload_problem",
 ]
@@ -49,6 +54,44 @@ BATCH_FILE_EXPIRES_AFTER = 30 * 86_400
 MAX_LIST_LIMIT = 10_000
 #: Expired files purged per store transaction (each with all its chunks).
 PURGE_FILES_PER_STEP = 16
+#: A download reads a file from its store this many bytes at a time: what one
+#: download holds at once, whatever the size of the file.
+READ_PIECE_BYTES = 256 * 1024
+
+
+class FileGoneError(Exception):
+    """A file being read in pieces was deleted (or cut short) midway."""
+
+
+def read_pieces(
+    files: FileStore, file: FileObject, piece_bytes: int = READ_PIECE_BYTES
+) -> Iterator[bytes]:
+    """The content of ``file``, read from ``files`` by range, ``piece_bytes`` at a time.
+
+    Each piece is one :meth:`FileStore.read`, so the whole file is never held:
+    a download of any size holds one piece at a time. Exactly ``file.bytes``
+    bytes in all.
+
+    Raises:
+        FileGoneError: the file was deleted, or its content ended early, while
+            it was being read (what was handed out is all there is).
+
+    Example:
+        >>> from ._stores import MemoryFileStore
+        >>> files = MemoryFileStore()
+        >>> f = FileObject(id="file-1", bytes=5, created_at=1, filename="a.jsonl",
+        ...                purpose="batch")
+        >>> files.add(f, b"hello")
+        >>> list(read_pieces(files, f, 2))
+        [b'he', b'll', b'o']
+    """
+    offset = 0
+    while offset < file.bytes:
+        piece = files.read(file.id, offset, min(piece_bytes, file.bytes - offset))
+        if not piece:
+            raise FileGoneError(file.id)
+        offset += len(piece)
+        yield piece
 
 
 def max_bytes(purpose: str) -> int:
@@ -81,6 +124,32 @@ def too_large_problem(size: int, *, batch: bool, more: bool = False) -> Problem:
         f"File too large: {held} bytes; {allowed} {limit} bytes.",
         "file",
         "file_too_large",
+        413,
+    )
+
+
+def storage_problem(size: int, stored: int, limit: int | None) -> Problem | None:
+    """413 for an upload of ``size`` bytes past the server's storage ``limit``.
+
+    ``stored``: the bytes the stored files hold now (result files included).
+    None if it fits, or there is no limit.
+
+    Example:
+        >>> print(storage_problem(600, 500, 1_000).message)
+        Storage limit reached: this file of 600 bytes would bring the files stored
+        to 1100 bytes, past this server's limit of 1000 bytes. Delete files to
+        make room.
+        >>> storage_problem(500, 500, 1_000) is None
+        True
+    """
+    if limit is None or stored + size <= limit:
+        return None
+    return Problem(
+        f"Storage limit reached: this file of {size} bytes would bring the files "
+        f"stored to {stored + size} bytes, past this server's limit of {limit} "
+        "bytes. Delete files to make room.",
+        "file",
+        "storage_limit_exceeded",
         413,
     )
 

@@ -21,7 +21,7 @@ from .._model import (
 from ._files import expires_at
 from ._handlers import Handler, Reply
 from ._pieces import dumps
-from ._stores import FileObject, IdSource, NewFile, ResultKind, Work
+from ._stores import FileObject, IdSource, NewFile, ResultKind, ResultLines, Work
 
 __all__ = [
     "UNFINISHED",
@@ -111,20 +111,25 @@ def answer(
 
 
 def result_file(
-    ids: IdSource, batch: Batch, work: Work, content: bytes, kind: ResultKind, at: int
+    ids: IdSource, batch: Batch, work: Work, size: int, kind: ResultKind, at: int
 ) -> NewFile:
-    """The output or error file of ``batch``, created at ``at``."""
+    """The output or error file of ``batch`` (``size`` bytes), created at ``at``.
+
+    Its content is the batch's result lines of ``kind`` as the store holds
+    them (:class:`ResultLines`), moved into the file by the write that ends
+    the batch; ``size`` counts them (:meth:`BatchStore.result_size`).
+    """
     expires_after = work.output_expires_after
     file = FileObject(
         id=ids.new_id("file-", 22),
-        bytes=len(content),
+        bytes=size,
         created_at=at,
         filename=f"{batch.id}_{kind}.jsonl",
         purpose="batch_output",
         # Anchored at the output file's own creation, not the batch's.
         expires_at=expires_at("batch_output", at, expires_after),
     )
-    return file, content
+    return file, ResultLines(batch.id, kind)
 
 
 def total(batch: Batch) -> int:

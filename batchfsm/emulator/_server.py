@@ -5,7 +5,9 @@
 - Every connection must deliver each whole request (headers and body) within
   :data:`REQUEST_SECONDS` of opening or of its previous answer, and read each
   answer within :data:`REQUEST_SECONDS` of its being ready (a client that
-  never reads would otherwise pin the answer in memory for ever); idle
+  never reads would otherwise pin the answer in memory for ever); a streamed
+  answer (a file's content) waits while the socket's buffer is full, and a
+  client that takes nothing of it for :data:`REQUEST_SECONDS` is cut off; idle
   connections close after :data:`KEEP_ALIVE_SECONDS`; at most
   :data:`MAX_CONNECTIONS` are open at once (more are closed on arrival), and a
   request head is at most :data:`MAX_HEAD_BYTES`.
@@ -112,6 +114,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._watch()
+
+    def pause_writing(self) -> None:
+        # An answer streamed to a client that stopped reading: its clock runs
+        # (the app waits meanwhile, holding no more than this buffer).
+        super().pause_writing()
+        self._watch()
+
+    def resume_writing(self) -> None:
+        # It reads again: a fresh deadline for what is left in the buffer.
+        super().resume_writing()
+        self._disarm()
         self._watch()
 
     def send_400_response(self, msg: str) -> None:

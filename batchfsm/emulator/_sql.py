@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 
@@ -36,8 +36,8 @@ from ._stores import (
     MemoryIds,
     NewFile,
     ResultKind,
+    ResultLines,
     Work,
-    _Spool,
     enqueued_model,
     seeded_id,
 )
@@ -54,6 +54,32 @@ RECLAIM_SECONDS = 1.0
 #: The condition of every conditional write: the batch (id) still has the
 #: status and the epoch its writer read, and has not ended.
 _AS_READ = " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
+
+#: A batch's next row of result lines of a kind, by its place (``seq``).
+_NEXT_RESULTS = (
+    "SELECT seq, lines FROM batchfsm_results WHERE batch_id = ? AND kind = ?"
+    " AND seq > ? ORDER BY seq LIMIT 1"
+)
+
+
+def _result_pieces(tx: Tx, lines: ResultLines) -> Iterator[bytes]:
+    # One row (one write's lines) at a time: the batch's results are never
+    # held whole on their way into their file, nor fetched all at once (a
+    # PostgreSQL cursor holds every row it was asked for).
+    seq = -1
+    while row := tx.one(_NEXT_RESULTS, (lines.batch_id, lines.kind, seq)):
+        seq = row[0]
+        yield row[1].encode()
+    if lines.tail:
+        yield lines.tail
+
+
+def _add_files(tx: Tx, files: Sequence[NewFile]) -> None:
+    for file, content in files:
+        if isinstance(content, ResultLines):
+            content = _result_pieces(tx, content)
+        add_file(tx, file, content)
+
 
 #: The conditional write of a batch that goes on; and one that now holds
 #: enqueued tokens too.
@@ -366,8 +392,7 @@ class SQLStore:
                     " VALUES (?, ?, ?)",
                     (batch.id, kind, "".join(line + "\n" for line in lines)),
                 )
-        for file, content in files:
-            add_file(tx, file, content)
+        _add_files(tx, files)
         return True
 
     def _end(
@@ -395,9 +420,8 @@ class SQLStore:
                 "UPDATE batchfsm_enqueued SET tokens = tokens - ? WHERE model = ?",
                 (tokens, model),
             )
+        _add_files(tx, files)  # their result lines first: then they go
         tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
-        for file, content in files:
-            add_file(tx, file, content)
         return True
 
     def enqueue(
@@ -488,17 +512,32 @@ class SQLStore:
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` written so far, each ending in a newline."""
-        # Row by row into one spool: the lines are held once, not as rows,
-        # then joined, then encoded (three times in all).
-        spool = _Spool()
         with self._db.transaction(write=False) as tx:
-            for (lines,) in tx.run(
-                "SELECT lines FROM batchfsm_results WHERE batch_id = ? AND kind = ?"
-                " ORDER BY seq",
+            return b"".join(_result_pieces(tx, ResultLines(batch_id, kind)))
+
+    def result_size(self, batch_id: str, kind: ResultKind) -> int:
+        """The bytes of the result lines of ``kind`` written so far.
+
+        Example:
+            >>> from batchfsm.emulator import SQLiteStore
+            >>> store = SQLiteStore(":memory:")
+            >>> store.result_size("batch_1", "output")
+            0
+            >>> store.close()
+        """
+        # Counted by the database, none of the lines read out of it.
+        size = (
+            "octet_length(lines)"
+            if self._db.postgres
+            else "length(CAST(lines AS BLOB))"
+        )
+        with self._db.transaction(write=False) as tx:
+            (held,) = tx.one(
+                f"SELECT coalesce(sum({size}), 0) FROM batchfsm_results"
+                " WHERE batch_id = ? AND kind = ?",
                 (batch_id, kind),
-            ):
-                spool.write(lines.encode())
-        return spool.getvalue()
+            )
+        return int(held)
 
     def due(self, at: int, limit: int) -> list[str]:
         """Ids of up to ``limit`` unfinished batches due at or before ``at``.

@@ -138,6 +138,26 @@ class SQLFiles:
             return None
         return b"".join(bytes(data) for (data,) in rows if data is not None)
 
+    def stored_bytes(self) -> int:
+        """The bytes of every stored file together, as their File objects say.
+
+        Example:
+            >>> from batchfsm.emulator import SQLiteStore
+            >>> files = SQLiteStore(":memory:").files
+            >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
+            ...                      filename="a.jsonl", purpose="batch"), b"hello")
+            >>> files.stored_bytes()
+            5
+        """
+        size = (
+            "CAST(body::json ->> 'bytes' AS BIGINT)"
+            if self._db.postgres
+            else "json_extract(body, '$.bytes')"
+        )
+        with self._db.transaction(write=False) as tx:
+            (held,) = tx.one(f"SELECT coalesce(sum({size}), 0) FROM batchfsm_files")
+        return int(held)
+
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file.
 

@@ -60,6 +60,7 @@ __all__ = [
     "MemoryFileStore",
     "MemoryIds",
     "ResultKind",
+    "ResultLines",
     "Work",
 ]
 
@@ -68,8 +69,9 @@ ResultKind = Literal["output", "errors"]
 #: What :meth:`BatchStore.enqueue` did: wrote and held, refused (stale), or
 #: found no room under the limit (nothing written).
 Enqueued = Literal["enqueued", "stale", "full"]
-#: A file to add with a conditional write: its File object and its content.
-NewFile = tuple["FileObject", Content]
+#: A file to add with a conditional write: its File object and its content
+#: (bytes or pieces, or the batch's own result lines).
+NewFile = tuple["FileObject", "Content | ResultLines"]
 #: A listing's order by creation: oldest first or newest first.
 Order = Literal["asc", "desc"]
 
@@ -98,6 +100,10 @@ class Work:
         output_tokens: tokens of their answers.
         output_expires_after: seconds from each result file's own creation to
             its expiry, or None.
+        result_bytes: bytes of the result lines of the requests run so far
+            (what a bound on a batch's output counts).
+        output_full: the batch's results reached that bound: its requests
+            from then on are not stored.
     """
 
     due_at: int
@@ -109,6 +115,28 @@ class Work:
     input_tokens: int = 0
     output_tokens: int = 0
     output_expires_after: int | None = None
+    result_bytes: int = 0
+    output_full: bool = False
+
+
+@attrs.frozen
+class ResultLines:
+    """A result file's content as the write that ends a batch names it.
+
+    The batch's own result lines of ``kind`` (:meth:`BatchStore.write`'s
+    ``output`` or ``errors`` so far), then ``tail``: the store moves them into
+    the new file itself, in the same write, a piece at a time, so a batch's
+    results are never held whole on their way to their file. Its size is
+    :meth:`BatchStore.result_size` plus ``len(tail)``.
+
+    Example:
+        >>> ResultLines("batch_1", "errors", b"late").kind
+        'errors'
+    """
+
+    batch_id: str
+    kind: ResultKind
+    tail: bytes = b""
 
 
 class BatchStore(Protocol):
@@ -153,7 +181,10 @@ class BatchStore(Protocol):
         and its hold of enqueued tokens (:meth:`enqueue`);
         append ``output`` and ``errors`` (one result line each, no newline) to the
         batch's result lines; and add ``files`` (its result files) to :attr:`files`,
-        each id new (``KeyError``, and nothing written). Otherwise change nothing
+        each id new (``KeyError``, and nothing written); a file whose content is
+        :class:`ResultLines` of this batch gets the batch's result lines of that
+        kind (read before they are dropped), moved a piece at a time, never
+        whole. Otherwise change nothing
         and return False. The writer read the work before the batch; a writer
         refused reads both again and decides again (the batch moved on).
         """
@@ -185,7 +216,14 @@ class BatchStore(Protocol):
         """The tokens the unfinished batches of ``model`` hold (:meth:`enqueue`)."""
 
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
-        """The result lines of ``kind`` written so far, each ending in a newline."""
+        """The result lines of ``kind`` written so far, each ending in a newline.
+
+        All of them at once: a batch's end moves them into its file as
+        :class:`ResultLines` instead, never held whole.
+        """
+
+    def result_size(self, batch_id: str, kind: ResultKind) -> int:
+        """The bytes of the result lines of ``kind`` written so far."""
 
     def due(self, at: int, limit: int) -> list[str]:
         """Ids of up to ``limit`` unfinished batches due at or before ``at``.
@@ -231,6 +269,9 @@ class FileStore(Protocol):
 
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
+
+    def stored_bytes(self) -> int:
+        """The bytes of every stored file together (expired ones not yet purged too)."""
 
     def list(self) -> list[FileObject]:
         """Every File object, newest first."""
@@ -341,7 +382,8 @@ class MemoryBatchStore:
         self._order: list[str] = []  # creation order; pages read it backwards
         self._position: dict[str, int] = {}
         self._work: dict[str, Work] = {}
-        self._results: dict[tuple[str, ResultKind], _Spool] = {}
+        # Each write's result lines, as one piece each: never grown in place.
+        self._results: dict[tuple[str, ResultKind], list[bytes]] = {}
         self._heap: list[tuple[int, int, str]] = []
         # The enqueued tokens: held per model, and by which batch (model, tokens).
         self._enqueued: dict[str, int] = {}
@@ -485,9 +527,8 @@ class MemoryBatchStore:
         )
         for kind, lines in kinds:
             if lines:
-                spool = self._results.setdefault((batch.id, kind), _Spool())
-                spool.write("\n".join(lines).encode())
-                spool.write(b"\n")
+                written = "".join(line + "\n" for line in lines).encode()
+                self._results.setdefault((batch.id, kind), []).append(written)
         return True
 
     def _as_read(self, batch_id: str, status: BatchStatus, epoch: int) -> Work | None:
@@ -506,6 +547,9 @@ class MemoryBatchStore:
         added: list[str] = []
         try:
             for file, content in files:
+                if isinstance(content, ResultLines):
+                    held = self._results.get((content.batch_id, content.kind), [])
+                    content = _Pieces([*held, content.tail])
                 self._files.add(file, content)
                 added.append(file.id)
         except BaseException:
@@ -516,8 +560,17 @@ class MemoryBatchStore:
     def results(self, batch_id: str, kind: ResultKind) -> bytes:
         """The result lines of ``kind`` so far."""
         with self._lock:
-            spool = self._results.get((batch_id, kind))
-            return b"" if spool is None else spool.getvalue()
+            return b"".join(self._results.get((batch_id, kind), ()))
+
+    def result_size(self, batch_id: str, kind: ResultKind) -> int:
+        """The bytes of the result lines of ``kind`` so far.
+
+        Example:
+            >>> MemoryBatchStore().result_size("batch_1", "output")
+            0
+        """
+        with self._lock:
+            return sum(map(len, self._results.get((batch_id, kind), ())))
 
     def due(self, at: int, limit: int) -> list[str]:
         """Up to ``limit`` ids due at or before ``at``, earliest first."""
@@ -561,57 +614,46 @@ class MemoryBatchStore:
             return None
 
 
-class _Spool:
-    """Bytes appended in order, held once and handed over uncopied.
+class _Pieces:
+    """A file's content kept as the pieces it was written in: never joined.
 
-    A batch's results grow for as long as it runs, then become its result
-    file. Grown by ``realloc`` in the malloc heap, every outgrown copy would
-    stay behind as a hole the process keeps: glibc gives a block a mapping of
-    its own only past a threshold that rises to the largest block the process
-    has freed (an upload, an input file made in memory), so a growing buffer
-    stays in the heap until it outgrows that. A 50,000-line batch (results:
-    3.1x its input) then peaked at 4.9x its input. So once past ``switch``
-    bytes, the results move, once, into a zeroed reservation of ``reserve``
-    bytes: an allocator serves a zeroed block that large from fresh pages of
-    a mapping of its own (32 MiB is glibc's highest threshold on 64-bit),
-    pages that cost no memory until written, that grow by remapping, and that
-    go back to the system whole when freed. No setting of the host process
-    is touched.
+    A batch's result lines become its result file this way in the memory
+    store, uncopied: its results are held once, as they were written.
 
     Example:
-        >>> spool = _Spool(switch=4, reserve=64)
-        >>> for part in (b"ab", b"cd", b"ef"):
-        ...     spool.write(part)
-        >>> spool.getvalue()
-        b'abcdef'
+        >>> held = _Pieces([b"ab", b"", b"cde"])
+        >>> held.slice(1, 3), held.slice(4, 9), held.slice(7, 1), held.join()
+        (b'bcd', b'e', b'', b'abcde')
     """
 
-    __slots__ = ("_buffer", "_moved", "_size", "reserve", "switch")
+    __slots__ = ("_parts", "_starts")
 
-    def __init__(self, *, switch: int = 1 << 20, reserve: int = 32 << 20) -> None:
-        self.switch = switch
-        self.reserve = reserve
-        self._buffer = io.BytesIO()
-        self._moved = False
-        self._size = 0
+    def __init__(self, parts: list[bytes]) -> None:
+        self._parts = [part for part in parts if part]
+        self._starts = list(
+            itertools.accumulate((len(p) for p in self._parts), initial=0)
+        )
 
-    def write(self, data: bytes) -> None:
-        """Append ``data``."""
-        size = self._size + len(data)
-        if size > self.switch and not self._moved:
-            held = self._buffer.getvalue()
-            # Nothing else holds the reservation, so the BytesIO writes into
-            # it in place, from offset 0.
-            self._buffer = io.BytesIO(bytes(max(self.reserve, 2 * size)))
-            self._buffer.write(held)
-            self._moved = True
-        self._buffer.write(data)
-        self._size = size
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._parts)
 
-    def getvalue(self) -> bytes:
-        """Everything written so far: the buffer itself, cut to size, not a copy."""
-        self._buffer.truncate(self._size)
-        return self._buffer.getvalue()
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def slice(self, offset: int, size: int) -> bytes:
+        """At most ``size`` bytes from ``offset``."""
+        end = min(offset + size, len(self))
+        at = bisect.bisect_right(self._starts, offset) - 1
+        got: list[bytes] = []
+        while offset < end:
+            part, start = self._parts[at], self._starts[at]
+            got.append(part[offset - start : end - start])
+            offset, at = start + len(part), at + 1
+        return b"".join(got)
+
+    def join(self) -> bytes:
+        """All of it, as one bytes (a copy)."""
+        return b"".join(self._parts)
 
 
 class _CreationIndex:
@@ -711,7 +753,7 @@ class MemoryFileStore:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[FileObject, bytes]] = {}
+        self._files: dict[str, tuple[FileObject, bytes | _Pieces]] = {}
         self._number: dict[str, int] = {}  # id -> creation number
         # None (every file) or a purpose -> creation numbers and ids, ascending.
         self._index: dict[str | None, _CreationIndex] = {}
@@ -720,13 +762,15 @@ class MemoryFileStore:
         self._expiry: list[tuple[int, int, str]] = []
         self._stale = 0
         self._created = itertools.count()
+        self._stored = 0
         self._lock = threading.Lock()
 
     def add(self, file: FileObject, content: Content) -> None:
         """Store ``content`` (bytes or pieces) as ``file``."""
         if file.id in self._files:  # before reading a byte of it
             raise KeyError(f"file {file.id} exists already")
-        if isinstance(content, bytes):
+        data: bytes | _Pieces
+        if isinstance(content, (bytes, _Pieces)):  # _Pieces: results, as written
             data = content
         else:
             buffer = io.BytesIO()
@@ -750,6 +794,7 @@ class MemoryFileStore:
             if file.id in self._files:
                 raise KeyError(f"file {file.id} exists already")
             self._files[file.id] = (file, data)
+            self._stored += file.bytes
             number = self._number[file.id] = next(self._created)
             for key in (None, file.purpose):
                 self._index.setdefault(key, _CreationIndex()).append(number, file.id)
@@ -764,12 +809,20 @@ class MemoryFileStore:
     def content(self, file_id: str) -> bytes | None:
         """The file's bytes, or None."""
         entry = self._files.get(file_id)
-        return entry[1] if entry else None
+        if entry is None:
+            return None
+        data = entry[1]
+        return data if isinstance(data, bytes) else data.join()
 
     def read(self, file_id: str, offset: int, size: int) -> bytes | None:
         """A slice of the file's bytes, or None."""
         entry = self._files.get(file_id)
-        return entry[1][offset : offset + size] if entry else None
+        if entry is None:
+            return None
+        data = entry[1]
+        if isinstance(data, bytes):
+            return data[offset : offset + size]
+        return data.slice(offset, size)
 
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
@@ -821,7 +874,20 @@ class MemoryFileStore:
         number = self._number.pop(file_id)
         for key in (None, entry[0].purpose):
             self._index[key].remove(number)
+        self._stored -= entry[0].bytes
         return entry[0]
+
+    def stored_bytes(self) -> int:
+        """The bytes of every stored file together.
+
+        Example:
+            >>> files = MemoryFileStore()
+            >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
+            ...                      filename="a.jsonl", purpose="batch"), b"hello")
+            >>> files.stored_bytes()
+            5
+        """
+        return self._stored
 
     def list(self) -> list[FileObject]:
         """Every file, newest first."""

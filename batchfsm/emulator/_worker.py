@@ -40,7 +40,7 @@ from ._results import (
     usage,
 )
 from ._store_errors import StoreUnavailable
-from ._stores import BatchStore, FileStore, IdSource, NewFile, Work
+from ._stores import BatchStore, FileStore, IdSource, NewFile, ResultLines, Work
 from ._validate import (
     MAX_BYTES,
     file_too_large_error,
@@ -65,7 +65,7 @@ READ_BYTES = 1 << 16
 #: At most this many requests run in one write of a batch's progress.
 REQUESTS_PER_WRITE = 256
 #: ... and once their result lines reach this many bytes, they are written.
-RESULT_BYTES_PER_WRITE = 8 << 20
+RESULT_BYTES_PER_WRITE = 2 << 20
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -87,6 +87,7 @@ class Service(Protocol):
     request_seconds: int
     finalizing_seconds: int
     cancel_grace_seconds: int
+    max_output_bytes: int | None
 
     @property
     def input_grace_seconds(self) -> int:
@@ -284,39 +285,84 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
 
 
+def _custom_id(raw: bytes) -> str | None:
+    try:
+        custom_id = _json.decode(raw)["custom_id"]
+    except Exception:  # noqa: BLE001 - nested too deep to read back
+        return None
+    return custom_id if isinstance(custom_id, str) else None
+
+
+def output_limit_line(ids: IdSource, raw: bytes, limit: int) -> str:
+    """The error line of a request past its batch's output bound (not stored)."""
+    message = (
+        f"The batch's results reached this server's limit of {limit} bytes; "
+        "this request's answer was not stored."
+    )
+    return result_line(
+        ids, _custom_id(raw), None, ("batch_output_limit_exceeded", message)
+    )
+
+
+@attrs.define
+class _Run:
+    """What one run of a batch's requests did so far: the work's counts, moving."""
+
+    work: Work
+    limit: int | None
+    output: list[str] = attrs.Factory(list)
+    errors: list[str] = attrs.Factory(list)
+    size: int = 0  # bytes of this run's result lines
+
+    def record(self, emu: Service, endpoint: str, raw: bytes, at: int) -> None:
+        """Run one request (unless past the output bound) and record its line."""
+        work, limit = self.work, self.limit
+        full = work.output_full
+        if not full:
+            line, reply = answer(emu.handler, emu.ids, endpoint, raw, at)
+            full = limit is not None and work.result_bytes + len(line) + 1 > limit
+        if full:  # past the bound: not run, or its answer not kept
+            assert limit is not None
+            line = output_limit_line(emu.ids, raw, limit)
+            self.errors.append(line)
+            self.work = attrs.evolve(
+                work, done=work.done + 1, failed=work.failed + 1, output_full=True
+            )
+        else:
+            ok = 200 <= reply.status_code < 300
+            (self.output if ok else self.errors).append(line)
+            self.work = attrs.evolve(
+                work,
+                done=work.done + 1,
+                completed=work.completed + ok,
+                failed=work.failed + (not ok),
+                input_tokens=work.input_tokens + reply.input_tokens,
+                output_tokens=work.output_tokens + reply.output_tokens,
+                result_bytes=work.result_bytes + len(line) + 1,  # ASCII: json escapes
+            )
+        self.size += len(line)
+
+
 def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     assert batch.in_progress_at is not None
     assert batch.expires_at is not None
     requests = total(batch)
-    output: list[str] = []
-    errors: list[str] = []
-    done, offset, size = work.done, work.offset, 0
-    completed, failed = work.completed, work.failed
-    input_tokens, output_tokens = work.input_tokens, work.output_tokens
+    run = _Run(work, emu.max_output_bytes)
+    offset = work.offset
     gone_at = _gone_at(emu, batch.input_file_id)
     try:
         for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
             if is_blank(raw):
                 continue
-            at = batch.in_progress_at + (done + 1) * emu.request_seconds
+            at = batch.in_progress_at + (run.work.done + 1) * emu.request_seconds
             if at >= gone_at:
                 raise _InputGoneError(batch.input_file_id)
-            line, reply = answer(emu.handler, emu.ids, batch.endpoint, raw, at)
-            done += 1
-            size += len(line)
-            input_tokens += reply.input_tokens
-            output_tokens += reply.output_tokens
-            if 200 <= reply.status_code < 300:
-                completed += 1
-                output.append(line)
-            else:
-                failed += 1
-                errors.append(line)
+            run.record(emu, batch.endpoint, raw, at)
             following = at + emu.request_seconds
             if (
-                done >= requests
-                or len(output) + len(errors) >= REQUESTS_PER_WRITE
-                or size >= RESULT_BYTES_PER_WRITE
+                run.work.done >= requests
+                or len(run.output) + len(run.errors) >= REQUESTS_PER_WRITE
+                or run.size >= RESULT_BYTES_PER_WRITE
                 or following > now
                 or following >= batch.expires_at
             ):
@@ -324,27 +370,19 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     except _InputGoneError:
         # The input was deleted or expired mid-run: what it held can no
         # longer run.
-        failed += requests - done
-        done = requests
-    moved = attrs.evolve(
-        work,
-        done=done,
-        offset=offset,
-        completed=completed,
-        failed=failed,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+        w = run.work
+        run.work = attrs.evolve(w, done=requests, failed=w.failed + requests - w.done)
+    moved = attrs.evolve(run.work, offset=offset)
     # Work in progress is not a move: counts and usage grow, nothing else.
     after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
-    moved = attrs.evolve(moved, due_at=due(emu, after, done))
+    moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
     emu.batches.write(
         after,
         moved,
         status=batch.status,
         epoch=work.epoch,
-        output=output,
-        errors=errors,
+        output=run.output,
+        errors=run.errors,
     )
 
 
@@ -370,11 +408,7 @@ def _end(
             for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
                 if is_blank(raw):
                     continue
-                try:
-                    custom_id = _json.decode(raw)["custom_id"]
-                except Exception:  # noqa: BLE001 - nested too deep to read back
-                    custom_id = None
-                line = result_line(emu.ids, custom_id, None, error)
+                line = result_line(emu.ids, _custom_id(raw), None, error)
                 late.append(line.encode() + b"\n")
                 done, failed = done + 1, failed + 1
         except _InputGoneError:
@@ -387,16 +421,18 @@ def _end(
         "usage": usage(ended),
     }
     files: list[NewFile] = []
-    output = emu.batches.results(batch.id, "output")
-    if output:
-        files.append(result_file(emu.ids, batch, work, output, "output", at))
+    # Sized now, moved by the store in the write that ends the batch: the
+    # results are never held whole (the epoch fences what is counted here).
+    size = emu.batches.result_size(batch.id, "output")
+    if size:
+        files.append(result_file(emu.ids, batch, work, size, "output", at))
         changes["output_file_id"] = files[-1][0].id
-    errors = emu.batches.results(batch.id, "errors")
-    if late:
-        errors = b"".join([errors, *late])
-    if errors:
-        files.append(result_file(emu.ids, batch, work, errors, "errors", at))
-        changes["error_file_id"] = files[-1][0].id
+    tail = b"".join(late)
+    size = emu.batches.result_size(batch.id, "errors") + len(tail)
+    if size:
+        file, _ = result_file(emu.ids, batch, work, size, "errors", at)
+        files.append((file, ResultLines(batch.id, "errors", tail)))
+        changes["error_file_id"] = file.id
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.

@@ -1,0 +1,207 @@
+"""A throwaway PostgreSQL cluster: real server binaries, in a temporary directory.
+
+Private test support shared by the project's tests (``tests/postgres.py``
+wraps it in pytest fixtures) and its benchmarks (``python -m benchmarks``),
+which must run without pytest. :func:`cluster` runs ``initdb`` and
+``postgres`` from the server binaries in ``$BATCHFSM_POSTGRES_BIN`` if set,
+else on PATH or under ``/usr/lib/postgresql/*/bin`` (Debian's ``postgresql``
+package), listening on a free loopback port, and stops it at the end; under
+root it runs as the ``postgres`` user (the server refuses root). Only the
+standard library at import; psycopg when a cluster starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PostgresUnavailableError", "cluster", "new_database", "restart"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cluster:
+    bin_dir: Path
+    data: Path
+    log: Path
+    as_user: dict[str, Any]
+
+
+#: The clusters :func:`cluster` runs, by their conninfo, for :func:`restart`.
+_running: dict[str, _Cluster] = {}
+
+
+def _pg_ctl(found: _Cluster, *args: str) -> None:
+    done = subprocess.run(
+        [str(found.bin_dir / "pg_ctl"), "-D", str(found.data), "-w", *args],
+        capture_output=True, text=True, check=False, **found.as_user,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"pg_ctl {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
+        )
+
+
+def restart(url: str) -> None:
+    """``pg_ctl restart -m immediate`` of the cluster serving ``url``: a crash.
+
+    Every connection is cut without a word, and the server recovers from its
+    WAL before it takes connections again (with the options it ran with).
+    Returns once it takes them.
+    """
+    found = _running[url.rsplit("/", 1)[0] + "/postgres"]
+    _pg_ctl(found, "-m", "immediate", "-l", str(found.log), "restart")
+
+
+class PostgresUnavailableError(Exception):
+    """There is no way to start a PostgreSQL server here; the message says why."""
+
+
+def _binaries() -> Path | None:
+    chosen = os.environ.get("BATCHFSM_POSTGRES_BIN")
+    if chosen is not None:  # this directory, or none at all
+        return Path(chosen) if (Path(chosen) / "initdb").is_file() else None
+    found = shutil.which("initdb")
+    if found and shutil.which("postgres"):
+        return Path(found).parent
+    # Debian keeps the server binaries off PATH, one directory per major version.
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    return Path(versions[-1]).parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[str]:
+    """Start a throwaway PostgreSQL cluster; yield its conninfo (a URL).
+
+    Raises:
+        PostgresUnavailableError: no psycopg, no server binaries, or root without a
+            ``postgres`` user.
+    """
+    try:
+        import psycopg
+    except ImportError:
+        raise PostgresUnavailableError(
+            "psycopg is not installed (pip install 'batchfsm[postgres]')"
+        ) from None
+    bin_dir = _binaries()
+    if bin_dir is None:
+        raise PostgresUnavailableError(
+            "no PostgreSQL server binaries (initdb, postgres) on PATH or under "
+            "/usr/lib/postgresql/*/bin; install Debian's 'postgresql' package"
+        )
+    as_user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        # postgres refuses root: run the cluster as the postgres user.
+        try:
+            entry = pwd.getpwnam("postgres")
+        except KeyError:
+            raise PostgresUnavailableError(
+                "running as root and there is no 'postgres' user"
+            ) from None
+        as_user = {"user": entry.pw_uid, "group": entry.pw_gid}
+    # Not under pytest's tmp_path: its parent is private to root.
+    root = Path(tempfile.mkdtemp(prefix="batchfsm-pg-"))
+    try:
+        if as_user:
+            os.chown(root, as_user["user"], as_user["group"])
+        data, sockets = root / "data", root / "sockets"
+        initdb = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                *("-D", str(data), "-U", "postgres", "-A", "trust"),
+                *("-E", "UTF8", "--locale=C", "--no-sync"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            check=False,
+            **as_user,
+        )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+        sockets.mkdir()
+        if as_user:
+            os.chown(sockets, as_user["user"], as_user["group"])
+        port = _free_port()
+        log = root / "server.log"
+        with open(log, "wb") as log_file:
+            # The cluster dies with the tests: it needs no durability of its own.
+            server = subprocess.Popen(
+                [
+                    str(bin_dir / "postgres"),
+                    *("-D", str(data), "-p", str(port), "-k", str(sockets)),
+                    *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+                    *("-c", "full_page_writes=off", "-c", "max_connections=300"),
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                **as_user,
+            )
+        try:
+            url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            deadline = time.monotonic() + 60  # a readiness wait, not a speed check
+            while True:
+                try:
+                    psycopg.connect(url, connect_timeout=2).close()
+                    break
+                except psycopg.OperationalError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            "PostgreSQL did not start:\n"
+                            + log.read_text(errors="replace")
+                        ) from None
+                    time.sleep(0.1)
+            _running[url] = _Cluster(bin_dir, data, root / "restart.log", as_user)
+            yield url
+        finally:
+            _running.pop(url, None)
+            if server.poll() is not None:  # restarted: pg_ctl's server now
+                with contextlib.suppress(RuntimeError):
+                    _pg_ctl(
+                        _Cluster(bin_dir, data, log, as_user), "-m", "immediate", "stop"
+                    )
+            server.send_signal(signal.SIGINT)  # "fast" shutdown
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def new_database(server: str) -> str:
+    """Create a new, empty database on the cluster ``server``; its URL.
+
+    The cluster goes with the session, so the databases are not dropped one
+    by one.
+    """
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return server.rsplit("/", 1)[0] + f"/{name}"
