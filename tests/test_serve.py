@@ -252,7 +252,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(
     ],
 )
 def test_a_request_http_cannot_parse_gets_the_api_error_body(
-    server: tuple[str, int], request_bytes: bytes
+    server: tuple[str, int], request_bytes: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     with socket.create_connection(server) as conn:
         conn.sendall(request_bytes)
@@ -266,6 +266,9 @@ def test_a_request_http_cannot_parse_gets_the_api_error_body(
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
+    # One line at INFO, as an access line; no WARNING per request.
+    assert logged(caplog, "answering 400 to 127.0.0.1:") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_no_connection_can_upgrade_past_the_defences() -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "Limits",
     "Refusals",
     "address_of",
+    "quiet_uvicorn",
 ]
 
 #: The request head must arrive within this many seconds.
@@ -88,6 +89,9 @@ UVICORN_INTERNALS: dict[str, tuple[str, ...]] = {
     "on_response_complete": ("self",),
     "send_400_response": ("self", "msg"),
 }
+
+#: uvicorn's WARNING for each request HTTP cannot parse.
+INVALID_REQUEST = "Invalid HTTP request received."
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -240,6 +244,15 @@ class Refusals:
         self._quiet_until = self._started + self.every
 
 
+def quiet_uvicorn(record: logging.LogRecord) -> bool:
+    """Hold back uvicorn's WARNING for each request HTTP cannot parse.
+
+    :meth:`GuardedH11Protocol.send_400_response` logs it at INFO with its
+    reason instead (a filter for the ``uvicorn.error`` logger).
+    """
+    return record.msg != INVALID_REQUEST
+
+
 class _Gate:
     """One server's count of open connections per address, and its refusals."""
 
@@ -300,7 +313,7 @@ class _Connection(h11.Connection):
                 self.refusal = (
                     (431, self._too_large())
                     if exc.error_status_hint == 431
-                    else (400, "Invalid HTTP request received.")
+                    else (400, INVALID_REQUEST)
                 )
             raise
         if isinstance(event, h11.Request):
@@ -384,12 +397,16 @@ class GuardedH11Protocol(H11Protocol):
         # uvicorn answers a request HTTP cannot parse in plain text: answer with
         # the API's error body instead, as every other answer does.
         status, message = self.conn.refusal or (400, msg)
+        where = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             # Garbage after this request was answered (a body refused early):
             # nothing more can be said on this connection.
-            log.info("closing a connection: %s", message)
+            log.info("closing the connection of %s: %s", where, message)
             self.transport.close()
             return
+        # One line per request, as the access log's (uvicorn's own WARNING is
+        # held back: a client sending garbage in a loop would flood the log).
+        log.info("answering %d to %s: %s", status, where, message)
         body = encode(ApiError(status, message).body)
         headers = [
             (b"content-type", b"application/json"),

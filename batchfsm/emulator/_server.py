@@ -32,6 +32,7 @@ from ._protocol import (
     REQUEST_SECONDS,
     GuardedH11Protocol,
     Limits,
+    quiet_uvicorn,
 )
 
 __all__ = [
@@ -155,6 +156,7 @@ def config(
         h11_max_incomplete_event_size=limits.max_head_bytes,
     )
     logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    logging.getLogger("uvicorn.error").addFilter(quiet_uvicorn)  # once: a set
     return made
 
 
