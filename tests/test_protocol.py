@@ -118,3 +118,55 @@ def test_h11_reports_an_oversized_incomplete_head_as_431() -> None:
     with pytest.raises(h11.RemoteProtocolError) as info:
         conn.next_event()
     assert info.value.error_status_hint == 431
+
+
+def test_a_refused_connection_is_not_counted_among_the_open_ones() -> None:
+    # While a flood of refused connections waits to be closed, none of them
+    # may take a place an admitted client would need: all arrive in one turn
+    # of the loop here, before any refused one is closed.
+    loop = asyncio.new_event_loop()
+    state = ServerState()
+    made = config(
+        Emulator(), limits=Limits(max_connections=2, max_connections_per_address=1)
+    )
+    made.load()
+    protocol_class = made.http_protocol_class
+    assert isinstance(protocol_class, type)
+    assert issubclass(protocol_class, GuardedH11Protocol)
+    theirs: list[socket.socket] = []
+    ours: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        for address in ["127.0.0.2"] * 4 + ["127.0.0.3"]:
+            theirs.append(
+                socket.create_connection(
+                    listener.getsockname(), source_address=(address, 0)
+                )
+            )
+            ours.append(listener.accept()[0])
+    protocols = [
+        protocol_class(config=made, server_state=state, app_state={}, _loop=loop)
+        for _ in ours
+    ]
+
+    async def connect_all() -> None:
+        await asyncio.gather(
+            *(
+                loop.connect_accepted_socket(lambda p=p: p, sock)  # type: ignore[misc]
+                for p, sock in zip(protocols, ours, strict=True)
+            )
+        )
+
+    try:
+        loop.run_until_complete(connect_all())
+        first, *refused, other = protocols
+        assert state.connections == {first, other}
+        assert all(p.transport.is_closing() for p in refused)
+        assert not other.transport.is_closing()
+        for protocol in (first, other):
+            protocol.transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        assert protocol_class.gate.open == {}  # every place given back
+    finally:
+        for conn in theirs:
+            conn.close()
+        loop.close()
