@@ -230,7 +230,7 @@ class Refusals:
         )
         more = len(self.pending) - 3
         log.warning(
-            "closed %d more new connection(s) in the last %g s, from %d address(es): "
+            "closed %d more new connection(s) in the last %.0f s, from %d address(es): "
             "%s%s",
             total,
             self.clock() - self._started,
