@@ -8,8 +8,9 @@
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
   [--lease-seconds S] [--model NAME] [--any-model]
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
-  [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]``
-  serves the emulator; with ``--db`` its batches and
+  [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
+  [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
+  [--request-seconds S]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
   catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
@@ -17,7 +18,9 @@
   ``--upload-budget`` size the app's store threads and the bytes uploads in
   flight may hold together; ``--max-storage`` bounds the bytes of all stored
   files (an upload past it gets 413) and ``--max-output-bytes`` the result
-  lines one batch may store (its requests past it fail).
+  lines one batch may store (its requests past it fail); the last four bound
+  connections (open at once, from one address, the deadlines for a request's
+  head and for all of it).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -42,6 +45,7 @@ from ._invariants import check_trace
 
 if TYPE_CHECKING:
     from .emulator import Emulator, SQLStore
+    from .emulator._protocol import Limits
 
 __all__ = ["main"]
 
@@ -50,6 +54,12 @@ __all__ = ["main"]
 #: that the parser needs no server extra.
 STORE_THREADS = "8"
 UPLOAD_BUDGET = "1073872896"
+#: ``serve``'s defaults for its bounds on connections (``Limits``', which a
+#: test holds them to).
+MAX_CONNECTIONS = "512"
+MAX_CONNECTIONS_PER_ADDRESS = "64"
+HEAD_SECONDS = "10"
+REQUEST_SECONDS = "30"
 #: The shortest ``--lease-seconds``: a heartbeat every third of a second.
 #: Shorter, a process spends its time renewing it, and processes sharing a
 #: database take each other's batches over at nearly every step.
@@ -178,8 +188,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key",
-        default=os.environ.get("BATCHFSM_API_KEY"),
-        help="demand 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
+        default=None,
+        help="demand 'Authorization: Bearer KEY': one or more printable ASCII "
+        "characters without spaces (default: $BATCHFSM_API_KEY; without a key, "
+        "listening beyond loopback is a warning)",
     )
     serve.add_argument(
         "--db",
@@ -249,7 +261,43 @@ def _parser() -> argparse.ArgumentParser:
         "batch_output_limit_exceeded (bytes, or with a unit: 100MB; default: no "
         "limit)",
     )
+    _connection_options(serve)
     return parser
+
+
+def _connection_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s bounds on connections (``Limits``)."""
+    serve.add_argument(
+        "--max-connections",
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help="connections open at once; more are closed as they arrive "
+        f"(default {MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        default=MAX_CONNECTIONS_PER_ADDRESS,
+        metavar="N",
+        help="connections open at once from one client address (an IPv6 "
+        "client's /64), so that one client cannot take them all; more are closed "
+        f"as they arrive (default {MAX_CONNECTIONS_PER_ADDRESS})",
+    )
+    serve.add_argument(
+        "--head-seconds",
+        default=HEAD_SECONDS,
+        metavar="S",
+        help="a request's line and headers must arrive within S seconds of the "
+        "connection opening or of its previous answer, or it is closed "
+        f"(default {HEAD_SECONDS})",
+    )
+    serve.add_argument(
+        "--request-seconds",
+        default=REQUEST_SECONDS,
+        metavar="S",
+        help="the whole request (its body too) must arrive within S seconds of "
+        "that, and each answer must be read within S seconds of its being ready "
+        f"(default {REQUEST_SECONDS})",
+    )
 
 
 def _positive(option: str, text: str, at_most: float = math.inf) -> float:
@@ -343,6 +391,29 @@ def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
     }
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key`` or ``$BATCHFSM_API_KEY`` if set, or a one-line ValueError."""
+    from .emulator._app import check_api_key
+
+    if args.api_key is not None:
+        return check_api_key(args.api_key, "--api-key")
+    return check_api_key(os.environ.get("BATCHFSM_API_KEY"), "BATCHFSM_API_KEY")
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """``serve``'s bounds on connections, or a one-line ValueError."""
+    from .emulator._protocol import Limits
+
+    return Limits(
+        max_connections=_whole("--max-connections", args.max_connections),
+        max_connections_per_address=_whole(
+            "--max-connections-per-address", args.max_connections_per_address
+        ),
+        head_seconds=_positive("--head-seconds", args.head_seconds),
+        request_seconds=_positive("--request-seconds", args.request_seconds),
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         from .emulator import Emulator, SystemClock
@@ -355,6 +426,7 @@ def _serve(args: argparse.Namespace) -> int:
         port, speed, seed, lease, limits = _serve_settings(args, MAX_SPEED)
         threads, budget = _app_settings(args)
         bounds = _storage_settings(args)
+        api_key, connections = _api_key(args), _limits(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -397,9 +469,10 @@ def _serve(args: argparse.Namespace) -> int:
         serve(
             emulator,
             sock,
-            api_key=args.api_key,
+            api_key=api_key,
             store_threads=threads,
             upload_budget=budget,
+            limits=connections,
         )
     finally:
         sock.close()

@@ -1,4 +1,5 @@
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -306,3 +307,111 @@ def test_serve_bounds_uploads_in_flight_by_its_upload_budget(serve):
             "Too many uploads in flight: together they may hold 1000 bytes. "
             "Try again when they are done."
         )
+
+
+@pytest.mark.parametrize("key", ["", " ", "sk x", "sk-\u00e9", "sk-\n"])
+def test_serve_refuses_an_api_key_no_request_could_carry(key):
+    # An empty key was accepted, then refused every request.
+    line = _serve_refusal("--api-key", key)
+    assert "--api-key must be" in line
+
+
+def test_serve_refuses_an_empty_api_key_from_the_environment():
+    done = subprocess.run(
+        [sys.executable, "-m", "batchfsm", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "BATCHFSM_API_KEY": ""},
+    )
+    assert done.returncode == 2, done
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("batchfsm serve: BATCHFSM_API_KEY must be")
+    assert "it is empty" in done.stderr
+
+
+def _first_lines_of_serve(*args: str) -> tuple[str, str]:
+    """Start ``batchfsm serve ARGS`` on a free port; its banner and its stderr."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "BATCHFSM_API_KEY"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batchfsm", "serve", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        httpx2.get(f"http://127.0.0.1:{port}/v1/batches", timeout=30)  # it serves
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=30)
+    return banner, errors
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_serve_warns_when_it_listens_beyond_loopback_without_a_key(host):
+    if host == "::" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    _, errors = _first_lines_of_serve("--host", host)
+    warnings = [line for line in errors.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, errors
+    assert "without an API key" in warnings[0]
+    assert "--api-key" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "args", [("--host", "0.0.0.0", "--api-key", "sk-x"), ("--host", "127.0.0.1")]
+)
+def test_serve_is_quiet_on_loopback_or_with_a_key(args):
+    _, errors = _first_lines_of_serve(*args)
+    assert "WARNING" not in errors
+
+
+def test_serve_shows_its_connection_bounds_which_are_the_servers(capsys):
+    from batchfsm import _cli
+    from batchfsm.emulator import _protocol
+
+    limits = _protocol.Limits()
+    assert int(_cli.MAX_CONNECTIONS) == limits.max_connections
+    assert int(_cli.MAX_CONNECTIONS_PER_ADDRESS) == limits.max_connections_per_address
+    assert float(_cli.HEAD_SECONDS) == limits.head_seconds
+    assert float(_cli.REQUEST_SECONDS) == limits.request_seconds
+    assert limits.max_connections_per_address < limits.max_connections / 4
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [
+        ("--max-connections N", _cli.MAX_CONNECTIONS),
+        ("--max-connections-per-address N", _cli.MAX_CONNECTIONS_PER_ADDRESS),
+        ("--head-seconds S", _cli.HEAD_SECONDS),
+        ("--request-seconds S", _cli.REQUEST_SECONDS),
+    ]:
+        assert option in text
+        assert f"(default {default})" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--max-connections", "0"), "--max-connections must be a whole number"),
+        (("--max-connections-per-address", "x"), "--max-connections-per-address"),
+        (
+            ("--max-connections", "10", "--max-connections-per-address", "11"),
+            "--max-connections-per-address must be at most --max-connections (10)",
+        ),
+        (("--head-seconds", "nan"), "--head-seconds must be a finite number above 0"),
+        (("--request-seconds", "-1"), "--request-seconds must be a finite number"),
+        (
+            ("--head-seconds", "31"),
+            "--head-seconds must be at most --request-seconds (30), got 31",
+        ),
+    ],
+)
+def test_serve_refuses_connection_bounds_it_cannot_hold(args, message):
+    assert message in _serve_refusal(*args)

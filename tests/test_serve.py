@@ -3,6 +3,7 @@ disconnects, one access line per request; and no 5xx reachable from input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -15,7 +16,8 @@ import pytest
 import uvicorn
 
 from batchfsm.emulator import Emulator, EmulatorTransport, create_app, make_input_file
-from batchfsm.emulator._server import GuardedH11Protocol, bind, config
+from batchfsm.emulator._protocol import Refusals
+from batchfsm.emulator._server import Limits, bind, config
 
 from .test_engine import DEEP_BODIES, deep_file
 
@@ -25,18 +27,30 @@ CHAT = "/v1/chat/completions"
 PATIENCE = 60
 
 
-class QuickProtocol(GuardedH11Protocol):
-    request_seconds = 0.5
-    max_connections = 4
+#: The test server's bounds: short deadlines, few connections.
+QUICK = Limits(
+    request_seconds=0.5,
+    head_seconds=0.5,
+    max_connections=4,
+    max_connections_per_address=3,
+    warn_seconds=3600,  # one warning line per test, then counts
+)
 
 
 @pytest.fixture
 def server(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[str, int]]:
     """A real loopback server with short deadlines, in a thread."""
     caplog.set_level(logging.INFO)
+    with _serving(QUICK) as address:
+        yield address
+
+
+@contextlib.contextmanager
+def _serving(limits: Limits) -> Iterator[tuple[str, int]]:
+    """A real loopback server held to ``limits``, in a thread."""
     emulator = Emulator(seed=1)
     sock = bind("127.0.0.1", 0)
-    made = uvicorn.Server(config(emulator, protocol=QuickProtocol))
+    made = uvicorn.Server(config(emulator, limits=limits))
     emulator.start()
     thread = threading.Thread(target=made.run, kwargs={"sockets": [sock]})
     thread.start()
@@ -116,18 +130,81 @@ def test_a_client_that_goes_away_is_one_line_not_a_traceback(
     assert not any(r.exc_info for r in caplog.records)
 
 
+def _connect_from(address: str, server: tuple[str, int]) -> socket.socket:
+    """A connection to ``server`` from a loopback ``address`` (Linux: all 127/8)."""
+    return socket.create_connection(server, source_address=(address, 0))
+
+
 def test_connections_past_the_bound_are_closed_on_arrival(
-    server: tuple[str, int],
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    held = [
-        socket.create_connection(server) for _ in range(QuickProtocol.max_connections)
-    ]
+    # From four addresses: no one of them holds more than it may.
+    held = [_connect_from(f"127.0.0.{2 + n}", server) for n in range(4)]
     try:
-        with socket.create_connection(server) as extra:
+        with _connect_from("127.0.0.9", server) as extra:
             assert closed_by_server(extra)
+        assert logged(caplog, "4 are open, the most the server holds") == 1
+        assert all(map(_still_open, held))
     finally:
         for conn in held:
             conn.close()
+
+
+def test_connections_past_the_bound_of_one_address_are_closed_on_arrival(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    held = [_connect_from("127.0.0.2", server) for _ in range(3)]
+    try:
+        with _connect_from("127.0.0.2", server) as extra:
+            assert closed_by_server(extra)
+        assert logged(caplog, "it has 3 open, the most one address may hold") == 1
+        assert all(map(_still_open, held))
+        # Another address is served meanwhile.
+        with _connect_from("127.0.0.3", server) as other:
+            other.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert other.recv(12) == b"HTTP/1.1 200"
+    finally:
+        for conn in held:
+            conn.close()
+    # Its places are free again once it closes them.
+    with _connect_from("127.0.0.2", server) as again:
+        again.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert again.recv(12) == b"HTTP/1.1 200"
+
+
+def test_refused_connections_are_one_warning_then_counted(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    held = [_connect_from("127.0.0.2", server) for _ in range(3)]
+    try:
+        for _ in range(50):
+            with _connect_from("127.0.0.2", server) as extra:
+                assert closed_by_server(extra)
+    finally:
+        for conn in held:
+            conn.close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "one line per 3600 s" in warnings[0].getMessage()
+
+
+def test_a_dribbled_head_is_closed_by_its_own_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The head's deadline is shorter than the whole request's.
+    caplog.set_level(logging.INFO)
+    with _serving(Limits(head_seconds=0.5, request_seconds=PATIENCE * 2)) as server:
+        with socket.create_connection(server) as conn:
+            conn.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n")  # never ends
+            assert closed_by_server(conn)
+        assert logged(caplog, "no whole request head in 0.5 s") == 1
+        with socket.create_connection(server) as conn:  # its body is not
+            conn.sendall(
+                b"POST /v1/batches HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            threading.Event().wait(1.0)  # past the head's deadline (not a speed)
+            assert _still_open(conn)
 
 
 @pytest.mark.parametrize("connection", ["keep-alive", "close"])
@@ -175,7 +252,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(
     ],
 )
 def test_a_request_http_cannot_parse_gets_the_api_error_body(
-    server: tuple[str, int], request_bytes: bytes
+    server: tuple[str, int], request_bytes: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     with socket.create_connection(server) as conn:
         conn.sendall(request_bytes)
@@ -189,6 +266,9 @@ def test_a_request_http_cannot_parse_gets_the_api_error_body(
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
+    # One line at INFO, as an access line; no WARNING per request.
+    assert logged(caplog, "answering 400 to 127.0.0.1:") == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_no_connection_can_upgrade_past_the_defences() -> None:
@@ -378,3 +458,254 @@ def test_an_app_of_its_own_runs_its_batches_in_the_background() -> None:
     assert not emulator._runner.started
     with TestClient(create_app(Emulator())) as client:  # one passed in: as it is
         assert not client.app.state.emulator._runner.started  # type: ignore[attr-defined]
+
+
+# -- item 7 of issue 20: what HTTP must refuse -----------------------------------------
+
+
+def _raw_answer(server: tuple[str, int], request: bytes) -> tuple[int, bytes, bytes]:
+    """Send ``request`` whole; the status, head and body of the answer."""
+    with socket.create_connection(server) as conn:
+        conn.sendall(request)
+        conn.settimeout(PATIENCE)
+        answer = b""
+        try:
+            while data := conn.recv(65_536):
+                answer += data
+                head, found, body = answer.partition(b"\r\n\r\n")
+                length = [
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                ]
+                if found and length and len(body) >= length[0]:
+                    break
+        except ConnectionResetError:
+            pass
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), head, body
+
+
+def _api_error(body: bytes) -> dict[str, Any]:
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+@pytest.mark.parametrize("size", [65_537, 70_000, 100_000, 250_000])
+def test_a_request_head_past_64_kib_is_refused_however_it_arrives(
+    server: tuple[str, int], size: int
+) -> None:
+    # h11 bounds only the part of a head it holds incomplete: a head that
+    # arrived whole in one read passed, whatever its size.
+    start = b"GET /v1/batches HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    padding = b"p" * (size - len(start) - 4)
+    request = start + padding + b"\r\n\r\n"
+    assert len(request) == size
+    status, head, body = _raw_answer(server, request)
+    assert status == 431
+    assert b"content-type: application/json" in head.lower()
+    assert "64 KiB" in _api_error(body)["message"]
+
+
+def test_a_request_head_of_64_kib_exactly_is_served(server: tuple[str, int]) -> None:
+    start = b"GET /v1/batches HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
+    request = start + b"p" * (65_536 - len(start) - 4) + b"\r\n\r\n"
+    assert len(request) == 65_536
+    assert _raw_answer(server, request)[0] == 200
+
+
+def test_a_head_past_64_kib_behind_a_pipelined_request_is_refused(
+    server: tuple[str, int],
+) -> None:
+    first = b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = b"GET /v1/batches HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 90_000
+    with socket.create_connection(server) as conn:
+        conn.sendall(first + second + b"\r\n\r\n")
+        conn.settimeout(PATIENCE)
+        answer = b""
+        try:
+            while data := conn.recv(65_536):
+                answer += data
+        except ConnectionResetError:
+            pass
+    # The first is answered; the second is never served.
+    assert answer.count(b"HTTP/1.1 200 ") == 1
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+    ],
+)
+def test_content_length_beside_transfer_encoding_is_refused_not_parsed(
+    server: tuple[str, int], framing: bytes
+) -> None:
+    body = json.dumps(
+        {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
+    ).encode()
+    request = (
+        b"POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + framing
+        + b"\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    )
+    status, head, answer = _raw_answer(server, request)
+    assert status == 400
+    assert "Content-Length" in _api_error(answer)["message"]
+    assert b"connection: close" in head.lower()
+    with httpx2.Client(base_url=f"http://{server[0]}:{server[1]}") as http:
+        assert http.get("/v1/batches").json()["data"] == []  # nothing was created
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        ("utf-16", "application/json", 400),
+        ("utf-16-le", "application/json", 400),
+        ("utf-32", "application/json", 400),
+        ("utf-8", "application/json; charset=bogus", 415),
+        ("latin-1", "application/json; charset=latin-1", 415),
+        ("utf-16", "application/json; charset=utf-16", 415),
+        ("latin-1", "application/json", 400),  # é is no UTF-8
+    ],
+)
+def test_a_json_body_that_is_not_utf_8_is_refused(
+    http: httpx2.Client, content: str, content_type: str, status: int
+) -> None:
+    body = {
+        "input_file_id": "file-x",
+        "endpoint": CHAT,
+        "completion_window": "24h",
+        "metadata": {"note": "café"},
+    }
+    answer = http.post(
+        "/v1/batches",
+        content=json.dumps(body, ensure_ascii=False).encode(content),
+        headers={"content-type": content_type},
+    )
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "UTF-8" in error["message"]
+    assert http.get("/v1/batches").json()["data"] == []
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8"])
+def test_a_json_body_said_to_be_utf_8_is_json(
+    http: httpx2.Client, charset: str
+) -> None:
+    body = {"input_file_id": "file-x", "endpoint": CHAT, "completion_window": "24h"}
+    answer = http.post(
+        "/v1/batches",
+        content=json.dumps(body).encode(),
+        headers={"content-type": f"application/json; charset={charset}"},
+    )
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("key", [None, "sk-right"])
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["Bearer sk-right", "Bearer sk-right"],
+        ["Bearer sk-right", "Bearer sk-wrong"],
+        ["Bearer sk-wrong", "Bearer sk-right"],
+    ],
+)
+def test_two_authorization_headers_are_refused(
+    key: str | None, values: list[str]
+) -> None:
+    # Which one counts is a guess: a proxy checking the last and a server
+    # checking the first would disagree.
+    transport = EmulatorTransport(create_app(Emulator(), api_key=key))
+    with httpx2.Client(transport=transport, base_url="http://e") as client:
+        answer = client.get(
+            "/v1/batches", headers=[("authorization", value) for value in values]
+        )
+    transport.close()
+    assert answer.status_code in (400, 401)
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "Authorization" in error["message"]
+
+
+# -- a connection cap one client cannot take whole -------------------------------------
+
+
+def _still_open(conn: socket.socket) -> bool:
+    """Whether the server still holds ``conn`` open (it sent nothing on it)."""
+    conn.setblocking(False)
+    try:
+        return conn.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:  # reset by the server
+        return False
+    finally:
+        conn.setblocking(True)
+
+
+def test_one_address_holding_600_half_sent_requests_locks_no_other_out(
+    serve: Callable[..., str],
+) -> None:
+    # Linux routes all of 127/8 to the loopback interface: 127.0.0.2 is a
+    # second client address on this machine.
+    # Deadlines long enough that no connection ends before the test does:
+    # the per-address bound alone keeps the other client served.
+    base = serve("--head-seconds", "120", "--request-seconds", "120")
+    port = int(base.rsplit(":", 1)[1])
+    held: list[socket.socket] = []
+    try:
+        for _ in range(600):
+            conn = socket.socket()
+            held.append(conn)
+            conn.bind(("127.0.0.2", 0))
+            conn.settimeout(PATIENCE)
+            conn.connect(("127.0.0.1", port))
+            with contextlib.suppress(OSError):  # closed by the server already
+                conn.sendall(b"POST /v1/batches HTTP/1.1\r\nHo")
+        for _ in range(20):  # a new connection each time, from 127.0.0.1
+            answer = httpx2.get(f"{base}/v1/batches", timeout=PATIENCE)
+            assert answer.status_code == 200
+        # ... while the other address still held all it may.
+        open_now = sum(map(_still_open, held))
+        assert 0 < open_now <= 64
+    finally:
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("key", ["", " ", "sk x", "sk-\u00e9", "sk-\t"])
+def test_an_app_refuses_an_api_key_no_request_could_carry(key: str) -> None:
+    with pytest.raises(ValueError, match="api_key must be one or more printable"):
+        create_app(Emulator(), api_key=key)
+
+
+def test_refusals_are_counted_between_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    later: list[tuple[float, Callable[[], None]]] = []
+    refusals = Refusals(
+        10, schedule=lambda d, f: later.append((d, f)), clock=lambda: now[0]
+    )
+    for n in range(500):
+        now[0] = n / 100  # 500 refusals in 5 s
+        refusals.refused("127.0.0.2" if n % 5 else "127.0.0.3", "it has 64 open")
+    assert len(later) == 1
+    assert later[0][0] == pytest.approx(10 - 0.01)  # at the interval's end
+    now[0] = 10.0
+    later[0][1]()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert "closing a new connection from 127.0.0.3: it has 64 open" in lines[0]
+    assert lines[1] == (
+        "closed 499 more new connection(s) in the last 10 s, from 2 address(es): "
+        "127.0.0.2 400, 127.0.0.3 99"
+    )
+    now[0] = 25.0  # quiet meanwhile: the next is logged at once
+    refusals.refused("127.0.0.4", "it has 64 open")
+    assert len(caplog.records) == 3
