@@ -175,11 +175,14 @@ def test_a_machine_error_of_a_callback_reaches_the_caller_as_it_is():
 def test_on_exit_runs_only_when_leaving_its_own_status():
     m = bf.BatchMachine(fresh(), clock=lambda: 1_700_000_001)
     left: list[tuple[bf.Event, bf.BatchStatus]] = []
-    for status in S:
-        m.on_exit(status, lambda e, b, a, s=status: left.append((e, s)))
     entered: list[tuple[bf.Event, bf.BatchStatus]] = []
+
+    def recorder(log: list[Any], status: bf.BatchStatus) -> Any:
+        return lambda e, b, a: log.append((e, status))
+
     for status in S:
-        m.on_enter(status, lambda e, b, a, s=status: entered.append((e, s)))
+        m.on_exit(status, recorder(left, status))
+        m.on_enter(status, recorder(entered, status))
     m.start(request_counts=COUNTS)
     m.finalize()
     m.cancel()
