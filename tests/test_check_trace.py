@@ -1,6 +1,7 @@
 """check_trace (and ``batchfsm check``): what is judged, and how often it is told."""
 
 import json
+from typing import Any
 
 import attrs
 import pytest
@@ -48,7 +49,7 @@ def test_batchfsm_check_reports_a_first_snapshot_broken_on_its_own(tmp_path, cap
 @pytest.mark.parametrize("as_dict", [False, True])
 def test_a_broken_poll_repeated_is_reported_once(as_dict):
     # Equal copies, not the same object: a poller parses each answer afresh.
-    def poll(batch: bf.Batch) -> object:
+    def poll(batch: bf.Batch) -> Any:
         return bf.to_dict(batch) if as_dict else attrs.evolve(batch)
 
     broken = _broken()
