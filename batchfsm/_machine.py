@@ -121,7 +121,7 @@ class BatchMachine(Lifecycle):
     @state.setter
     def state(self, value: str) -> None:
         # transitions writes the destination after the exit callbacks; the
-        # batch moved before them (make_move), and a callback may have moved
+        # batch moved before them (_make_move), and a callback may have moved
         # it on since, so the batch stays the one truth.
         pass
 

@@ -248,3 +248,28 @@ def test_a_refused_move_from_a_callback_reaches_that_callback():
     m.start()
     assert [(r.status, r.event) for r in refusals] == [(S.IN_PROGRESS, E.COMPLETE)]
     assert m.status is S.IN_PROGRESS
+
+
+def test_a_live_batch_machine_takes_at_most_8_kib_with_its_batch():
+    import tracemalloc
+
+    n = 2_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        live = [
+            bf.BatchMachine(
+                bf.new_batch(
+                    id=f"batch_{i:032x}",
+                    input_file_id="file-1",
+                    endpoint="/v1/chat/completions",
+                    created_at=1_700_000_000,
+                )
+            )
+            for i in range(n)
+        ]
+        per_machine = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert len(live) == n
+    assert per_machine <= 8192
