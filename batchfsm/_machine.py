@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from transitions import EventData, MachineError
 
@@ -88,7 +88,7 @@ class BatchMachine(Lifecycle):
         self._batch = batch
         self._clock = clock
         self._lock = threading.RLock()
-        self._callbacks: list[tuple[int, BatchStatus | None, TransitionCallback]] = []
+        self._callbacks: list[tuple[_Kind, BatchStatus | None, TransitionCallback]] = []
         self._pending: list[tuple[list[TransitionCallback], _Move]] | None = None
 
     def __repr__(self) -> str:
@@ -180,7 +180,7 @@ class BatchMachine(Lifecycle):
             assert move.after is not None
             self._call(move, _ENTER, move.after.status)
 
-    def _call(self, move: _Move, kind: int, status: BatchStatus | None) -> None:
+    def _call(self, move: _Move, kind: _Kind, status: BatchStatus | None) -> None:
         due = [
             callback
             for entry_kind, entry_status, callback in self._callbacks
@@ -266,7 +266,11 @@ class BatchMachine(Lifecycle):
         return self.trigger(Event.MARK_CANCELLED, **results)
 
 
-_EXIT, _TRANSITION, _ENTER = 0, 1, 2
+# Which callbacks an entry is: each kind runs from its own transitions callback.
+_Kind = Literal["exit", "transition", "enter"]
+_EXIT: _Kind = "exit"
+_TRANSITION: _Kind = "transition"
+_ENTER: _Kind = "enter"
 
 
 class _Move:
