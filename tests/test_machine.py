@@ -273,3 +273,15 @@ def test_a_live_batch_machine_takes_at_most_8_kib_with_its_batch():
         tracemalloc.stop()
     assert len(live) == n
     assert per_machine <= 8192
+
+
+def test_every_result_of_a_move_that_ends_the_work_is_optional():
+    from batchfsm._machine import Results
+
+    assert Results.__required_keys__ == frozenset()
+    assert Results.__optional_keys__ == {
+        "output_file_id",
+        "error_file_id",
+        "request_counts",
+        "usage",
+    }
