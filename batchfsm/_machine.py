@@ -128,12 +128,11 @@ class BatchMachine(Lifecycle):
     def trigger(self, event: Event | str, **changes: Any) -> Batch:
         """Make the move ``event`` now, setting ``changes``; see :func:`advance`."""
         event = as_event(event)
-        move = _Move(event, changes)
         with self._lock:
             outer = self._pending is None
             if outer:
                 self._pending = []
-            move.inline = outer
+            move = _Move(event, changes, inline=outer)
             try:
                 try:
                     _TRIGGERS[event](self, move)
@@ -278,14 +277,14 @@ class _Move:
 
     __slots__ = ("after", "before", "changes", "event", "inline")
 
-    def __init__(self, event: Event, changes: dict[str, Any]) -> None:
+    def __init__(self, event: Event, changes: dict[str, Any], *, inline: bool) -> None:
         self.event = event
         self.changes = changes
         self.before: Batch | None = None
         self.after: Batch | None = None
         # Callbacks run as the machine reaches them (the outermost move), or
         # wait for the current ones to finish (a move made from a callback).
-        self.inline = True
+        self.inline = inline
 
 
 # The bound triggers of the shared machine's events: what ``model.start()``
