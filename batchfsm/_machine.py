@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from transitions import EventData, MachineError
+
+from ._errors import InvalidTransition
 from ._graph import ALLOWED
 from ._model import (
     Batch,
@@ -19,6 +22,7 @@ from ._moves import advance, as_event, can
 from ._table import (
     Event,
 )
+from ._transitions import Lifecycle, machine
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -38,7 +42,7 @@ class Results(TypedDict, total=False):
 TransitionCallback = Callable[[Event, Batch, Batch], object]
 
 
-class BatchMachine:
+class BatchMachine(Lifecycle):
     """One batch and the moves it can make, for code that holds a batch over time.
 
     Each event is a method (``m.start()``, ``m.cancel()``, …) that stamps the
@@ -46,8 +50,14 @@ class BatchMachine:
     :attr:`batch` and returns it. Moves are serialised by a lock: of two threads
     racing (say ``complete`` and ``cancel`` of a finalizing batch) exactly one
     wins and the other gets :class:`InvalidTransition`; :attr:`batch` is never
-    half-updated. No ``transitions`` machine is built per object: a move is a
-    table lookup.
+    half-updated.
+
+    The moves run on :data:`batchfsm.machine`, the one ``transitions`` Machine
+    built from the table, with this object as its model: the event is
+    transitions' trigger, the transition's ``before`` stamps and checks the
+    move with :func:`advance` (so both give the same batch or the same
+    refusal), and the callbacks below are the states' ``on_exit`` /
+    ``on_enter``. No machine is built per object.
 
     Callbacks registered with :meth:`on_exit`, :meth:`on_transition` and
     :meth:`on_enter` run after each move, in that order, with
@@ -78,8 +88,8 @@ class BatchMachine:
         self._batch = batch
         self._clock = clock
         self._lock = threading.RLock()
-        self._callbacks: list[tuple[int, BatchStatus | None, TransitionCallback]] = []
-        self._pending: list[tuple[Event, Batch, Batch]] | None = None
+        self._callbacks: list[tuple[_Kind, BatchStatus | None, TransitionCallback]] = []
+        self._pending: list[tuple[list[TransitionCallback], _Move]] | None = None
 
     def __repr__(self) -> str:
         return f"<BatchMachine {self._batch.id} {self._batch.status}>"
@@ -103,42 +113,100 @@ class BatchMachine:
         """Whether the batch accepts ``event`` now."""
         return can(self._batch, event)
 
+    @property
+    def state(self) -> str:
+        """The status's value: the model attribute :data:`batchfsm.machine` reads."""
+        return self._batch.status.value
+
+    @state.setter
+    def state(self, value: str) -> None:
+        # transitions writes the destination after the exit callbacks; the
+        # batch moved before them (_make_move), and a callback may have moved
+        # it on since, so the batch stays the one truth.
+        pass
+
     def trigger(self, event: Event | str, **changes: Any) -> Batch:
         """Make the move ``event`` now, setting ``changes``; see :func:`advance`."""
         event = as_event(event)
         with self._lock:
-            before = self._batch
-            after = advance(before, event, at=int(self._clock()), **changes)
-            self._batch = after
-            if after is before or not self._callbacks:
-                return after
-            if self._pending is not None:
-                # Moved from inside a callback: the move is made now, its
-                # callbacks run after the current ones, so all see moves in order.
-                self._pending.append((event, before, after))
-                return after
-            self._pending = [(event, before, after)]
+            outer = self._pending is None
+            if outer:
+                self._pending = []
+            move = _Move(event, changes, inline=outer)
             try:
-                while self._pending:
-                    done, old, new = self._pending.pop(0)
-                    for _, _, callback in self._due(old, new):
-                        callback(done, old, new)
+                try:
+                    _TRIGGERS[event](self, move)
+                except MachineError:
+                    if move.before is not None:  # raised by a callback: theirs
+                        raise
+                    status = self._batch.status
+                    raise InvalidTransition(status, event, ALLOWED[status]) from None
+                if outer:
+                    self._run_pending()
             finally:
-                self._pending = None
-            return after
+                if outer:
+                    self._pending = None
+            assert move.after is not None
+            return move.after
 
-    def _due(
-        self, before: Batch, after: Batch
-    ) -> list[tuple[int, BatchStatus | None, TransitionCallback]]:
+    # The hooks batchfsm.machine calls, with this machine as its model.
+
+    def _make_move(self, data: EventData) -> None:
+        """Stamp and check the move with the pure :func:`advance`, and keep it."""
+        (move,) = data.args
+        move.before = before = self._batch
+        move.after = self._batch = advance(
+            before, move.event, at=int(self._clock()), **move.changes
+        )
+
+    def _exited(self, data: EventData) -> None:
+        """Run the ``on_exit`` callbacks of the status left."""
+        if self._callbacks:
+            (move,) = data.args
+            assert move.before is not None
+            self._call(move, _EXIT, move.before.status)
+
+    def _moved(self, data: EventData) -> None:
+        """Run the ``on_transition`` callbacks."""
+        if self._callbacks:
+            (move,) = data.args
+            self._call(move, _TRANSITION, None)
+
+    def _entered(self, data: EventData) -> None:
+        """Run the ``on_enter`` callbacks of the status entered."""
+        if self._callbacks:
+            (move,) = data.args
+            assert move.after is not None
+            self._call(move, _ENTER, move.after.status)
+
+    def _call(self, move: _Move, kind: _Kind, status: BatchStatus | None) -> None:
         due = [
-            entry
-            for entry in self._callbacks
-            if (entry[0] == _EXIT and entry[1] is before.status)
-            or entry[0] == _TRANSITION
-            or (entry[0] == _ENTER and entry[1] is after.status)
+            callback
+            for entry_kind, entry_status, callback in self._callbacks
+            if entry_kind == kind and entry_status is status
         ]
-        due.sort(key=lambda entry: entry[0])  # stable: registration order per kind
-        return due
+        if not due:
+            return
+        if not move.inline:
+            # Moved from inside a callback: the move is made now, its
+            # callbacks run after the current ones, so all see moves in order.
+            assert self._pending is not None
+            self._pending.append((due, move))
+            return
+        assert move.before is not None
+        assert move.after is not None
+        for callback in due:
+            callback(move.event, move.before, move.after)
+
+    def _run_pending(self) -> None:
+        pending = self._pending
+        assert pending is not None
+        while pending:
+            due, move = pending.pop(0)
+            assert move.before is not None
+            assert move.after is not None
+            for callback in due:
+                callback(move.event, move.before, move.after)
 
     def on_enter(self, status: BatchStatus | str, callback: TransitionCallback) -> None:
         """Call ``callback(event, before, after)`` after each move into ``status``."""
@@ -197,4 +265,30 @@ class BatchMachine:
         return self.trigger(Event.MARK_CANCELLED, **results)
 
 
-_EXIT, _TRANSITION, _ENTER = 0, 1, 2
+# Which callbacks an entry is: each kind runs from its own transitions callback.
+_Kind = Literal["exit", "transition", "enter"]
+_EXIT: _Kind = "exit"
+_TRANSITION: _Kind = "transition"
+_ENTER: _Kind = "enter"
+
+
+class _Move:
+    """One move on its way through the machine: asked, then made."""
+
+    __slots__ = ("after", "before", "changes", "event", "inline")
+
+    def __init__(self, event: Event, changes: dict[str, Any], *, inline: bool) -> None:
+        self.event = event
+        self.changes = changes
+        self.before: Batch | None = None
+        self.after: Batch | None = None
+        # Callbacks run as the machine reaches them (the outermost move), or
+        # wait for the current ones to finish (a move made from a callback).
+        self.inline = inline
+
+
+# The bound triggers of the shared machine's events: what ``model.start()``
+# would call had the model been added to the machine.
+_TRIGGERS: dict[Event, Callable[..., bool]] = {
+    event: machine.events[event.value].trigger for event in Event
+}

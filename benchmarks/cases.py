@@ -155,6 +155,21 @@ def _bound_to_shared(i: int) -> _Model:
     return model
 
 
+_AT = 1_764_073_702
+
+
+def _machines(n: int) -> list[object]:
+    return [bf.BatchMachine(_new(i), clock=lambda: _AT) for i in range(n)]
+
+
+def _our_machine_lifecycle() -> bf.BatchMachine:
+    machine = bf.BatchMachine(_new(), clock=lambda: _AT)
+    machine.start(request_counts=_COUNTS)
+    machine.finalize(request_counts=_DONE)
+    machine.complete(output_file_id="f")
+    return machine
+
+
 def lifecycle_cases() -> list[Case]:
     validating = _new()
     return [
@@ -175,13 +190,42 @@ def lifecycle_cases() -> list[Case]:
             per_call(_their_lifecycle),
             0.15,
         ),
+        # BatchMachine runs on the transitions machine itself: a move is a
+        # transitions trigger plus advance, so it is held to a multiple of a bare
+        # trigger, and its whole life to less than a machine built per object.
+        Case(
+            "BatchMachine move",
+            per_item(_machines, lambda m: m.start()),  # type: ignore[attr-defined]
+            "transitions per-object trigger",
+            per_item(
+                lambda n: [_per_object_machine() for _ in range(n)],
+                lambda model: model.start(),  # type: ignore[attr-defined]
+            ),
+            3.0,
+        ),
+        Case(
+            "BatchMachine lifecycle",
+            per_call(_our_machine_lifecycle),
+            "transitions per-object machine",
+            per_call(_their_lifecycle),
+            1.0,
+        ),
         Case(
             "memory per live batch",
-            bytes_per_item(lambda i: bf.BatchMachine(_new(i))),
+            bytes_per_item(_new),
             "transitions model, shared machine",
             bytes_per_item(_bound_to_shared),
             1.0,
             limit=1536,
+            unit="B",
+        ),
+        Case(
+            "memory per BatchMachine",
+            bytes_per_item(lambda i: bf.BatchMachine(_new(i))),
+            "transitions per-object machine",
+            bytes_per_item(lambda i: _per_object_machine(), n=2_000),
+            1.0,
+            limit=8192,
             unit="B",
         ),
     ]

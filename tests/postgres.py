@@ -59,3 +59,25 @@ def postgres_server() -> Iterator[str]:
 def postgres_url(postgres_server: str) -> str:
     """A new, empty database on the session's cluster."""
     return new_database(postgres_server)
+
+
+def needs_postgres(item: pytest.Item) -> bool:
+    """Whether a test runs against PostgreSQL: it takes this module's fixtures,
+    or a parameter named ``"postgres"`` picks the store it asks for by name."""
+    names = getattr(item, "fixturenames", ())
+    if "postgres_server" in names or "postgres_url" in names:
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgres" in callspec.params.values()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here too, for suites that load this plugin without our pyproject.
+    config.addinivalue_line("markers", "postgres: runs against PostgreSQL")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the PostgreSQL tests ``postgres``: ``-m "not postgres"`` leaves them out."""
+    for item in items:
+        if needs_postgres(item):
+            item.add_marker(pytest.mark.postgres)

@@ -6,8 +6,6 @@ USER_TEST = """
 import io, json
 import pytest
 
-from tests.blocking import without
-
 @pytest.fixture
 def batch_emulator_options():
     return {"request_seconds": 5}
@@ -42,14 +40,20 @@ def test_a_real_url_for_its_own_client(batch_emulator, batch_emulator_url, run):
 """
 
 
-def test_the_fixtures_work_in_a_users_suite(pytester: pytest.Pytester):
+def _users_suite(pytester: pytest.Pytester) -> None:
+    # A user's suite has no ``tests`` package of ours (a plain install ships none).
+    pytester.makeconftest(without("tests"))
     pytester.makepyfile(test_user=USER_TEST)
+
+
+def test_the_fixtures_work_in_a_users_suite(pytester: pytest.Pytester):
+    _users_suite(pytester)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
 
 
 def test_the_plugin_can_be_disabled(pytester: pytest.Pytester):
-    pytester.makepyfile(test_user=USER_TEST)
+    _users_suite(pytester)
     result = pytester.runpytest_subprocess(
         "-p", "no:batchfsm", "-p", "no:cacheprovider"
     )
