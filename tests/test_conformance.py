@@ -1,5 +1,6 @@
 """The conformance run passes the emulator and fails broken servers by the right id."""
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -10,6 +11,7 @@ import pytest
 
 from batchfsm._cli import main
 from batchfsm.conformance import CHECKS, emulator_client, run
+from batchfsm.conformance._registry import with_needs
 from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
 
 Mutation = Callable[[str, str, str, int, Any], tuple[int, Any] | None]
@@ -159,6 +161,26 @@ def server_error_on_refused_cancel(method, path, query, status, body):
     return None
 
 
+def bad_request_on_refused_cancel(method, path, query, status, body):
+    if path.endswith("/cancel") and status == 409:
+        return 400, {"error": {**body["error"], "message": "Not now."}}
+    return None
+
+
+def missing_file_refused_at_create(method, path, query, status, body):
+    missing = "file-conformance-does-not-exist"
+    if method == "POST" and status == 200 and body.get("input_file_id") == missing:
+        error = {"message": "No such file.", "type": "invalid_request_error"}
+        return 400, {"error": {**error, "param": "input_file_id", "code": None}}
+    return None
+
+
+def txt_accepted(method, path, query, status, body):
+    if method == "POST" and path == "/v1/files" and status == 400:
+        return 200, {"id": "file-x", "object": "file", "purpose": "batch"}
+    return None
+
+
 def repeating_pages(method, path, query, status, body):
     if method == "GET" and path == "/v1/batches" and "after=" in query and body["data"]:
         body["data"] = [body["data"][0], *body["data"]]
@@ -253,60 +275,68 @@ def without_snapshot() -> dict[str, frozenset[str]]:
 CHAT = "/v1/chat/completions"
 
 
-#: One broken server per check, breaking that check's promise; what must fail.
-BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str]]] = [
+#: One broken server per check, breaking that check's promise; the checks that
+#: must fail (their required part broken) and those that must only warn (only
+#: the exact observed part broken) in a run that is not strict.
+BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
     ("create drops metadata", create_drops_metadata, {},
-     {"create.echo"}),
+     {"create.echo"}, set()),
     ("cancel answers without cancelling_at", cancel_answer_without_cancelling_at, {},
-     {"cancel.accepted", "schema.batch", "trace.legal"}),
+     {"cancel.accepted", "schema.batch", "trace.legal"}, set()),
     ("a second cancel is refused", second_cancel_refused(), {},
-     {"cancel.retry"}),
+     set(), {"cancel.retry"}),
     ("valid batches fail", unchanged, {"models": {}},
-     {"happy.terminal", "models.snapshot", "validation.required_fields"}),
+     {"happy.terminal", "models.snapshot"}, {"validation.required_fields"}),
     ("output file missing lines", output_missing_lines, {},
-     {"happy.files"}),
+     {"happy.files"}, set()),
     ("a cancel never finishes", each_batch(never_finishes_a_cancel), {},
-     {"cancel.finishes"}),
+     {"cancel.finishes"}, set()),
     ("500 on cancel of a completed batch", server_error_on_refused_cancel, {},
-     {"cancel.terminal"}),
+     {"cancel.terminal"}, set()),
+    ("400 on cancel of a completed batch", bad_request_on_refused_cancel, {},
+     set(), {"cancel.terminal"}),
     ("errors without line numbers", each_batch(forgets_the_line_of_an_error), {},
-     {"validation.failed", "validation.required_fields"}),
+     {"validation.failed"}, {"validation.required_fields"}),
     ("pages repeat an item", repeating_pages, {},
-     {"list.pagination"}),
+     {"list.pagination"}, set()),
     ("wrong error body", wrong_error_body, {},
-     {"errors.not_found", "errors.batch_id_wording"}),
+     {"errors.not_found", "errors.batch_id_wording"}, set()),
     ("422 for a bad create", unprocessable_bad_create, {},
-     {"errors.bad_create", "errors.endpoint_wording", "errors.metadata_wording"}),
+     {"errors.bad_create"}, {"errors.endpoint_wording", "errors.metadata_wording"}),
     ("jumps validating to completed", each_batch(jump_to_completed), {},
-     {"schema.batch", "trace.legal"}),
+     {"schema.batch", "trace.legal"}, set()),
     ("rewinds a stamp", each_batch(rewind_a_stamp), {},
-     {"trace.legal"}),
+     {"trace.legal"}, set()),
     ("decreases counts", each_batch(decreasing_counts()), {},
-     {"trace.legal"}),
+     {"trace.legal"}, set()),
     ("create answers usage null", create_without_usage, {},
-     {"create.zero_usage"}),
+     set(), {"create.zero_usage"}),
     ("dated snapshots unknown", unchanged, {"models": without_snapshot()},
-     {"models.snapshot"}),
+     {"models.snapshot"}, set()),
     ("a missing model is model_not_found",
      rewrite_errors(model_missing_as_model_not_found), {},
-     {"validation.required_fields"}),
+     set(), {"validation.required_fields"}),
     ("a missing file is missing_input_file", rewrite_errors(missing_file_as_before),
-     {}, {"validation.missing_file"}),
+     {}, set(), {"validation.missing_file"}),
+    ("a missing file refused at create", missing_file_refused_at_create, {},
+     set(), {"validation.missing_file"}),
     ("bad endpoint reworded", refusal_reworded("endpoint", message="Bad."), {},
-     {"errors.endpoint_wording"}),
+     set(), {"errors.endpoint_wording"}),
     ("bad metadata coded invalid_value",
      refusal_reworded("metadata", code="invalid_value"), {},
-     {"errors.metadata_wording"}),
+     set(), {"errors.metadata_wording"}),
     ("404 names batch_id", not_found_names_batch_id, {},
-     {"errors.batch_id_wording"}),
+     set(), {"errors.batch_id_wording"}),
     ("no x-request-id", unchanged, {"strip_headers": (b"x-request-id",)},
-     {"headers.request_id"}),
+     set(), {"headers.request_id"}),
     ("batch files never expire", files_never_expire, {},
-     {"files.expiry"}),
+     {"files.expiry"}, set()),
     ("another wording for a .txt batch file", any_file_format, {},
-     {"files.jsonl_only"}),
+     set(), {"files.jsonl_only"}),
+    ("a .txt batch file accepted", txt_accepted, {},
+     {"files.jsonl_only"}, set()),
     ("files list without first_id/last_id/has_more", files_list_without_cursors, {},
-     {"files.list"}),
+     {"files.list"}, set()),
 ]  # fmt: skip
 
 
@@ -319,30 +349,105 @@ def test_the_emulator_passes_every_check():
 
 
 def test_every_check_has_a_broken_server():
-    assert {c for *_, failing in BROKEN for c in failing} == set(CHECKS)
+    assert {c for *_, f, w in BROKEN for c in f | w} == set(CHECKS)
+    observed = {i for i, c in CHECKS.items() if c.level == "observed"}
+    assert {c for *_, w in BROKEN for c in w} == observed
 
 
 @pytest.mark.parametrize(
-    ("mutation", "options", "failing"),
-    [pytest.param(m, o, f, id=name) for name, m, o, f in BROKEN],
+    ("mutation", "options", "failing", "warning"),
+    [pytest.param(m, o, f, w, id=name) for name, m, o, f, w in BROKEN],
 )
-def test_a_broken_server_fails_exactly_the_broken_checks(mutation, options, failing):
+def test_a_broken_server_fails_exactly_the_broken_checks(
+    mutation, options, failing, warning
+):
     http, wait = broken(mutation, **options)
     with http:
-        report = run(http, wait=wait, strict=True)
-    failed = {r.id for r in report.results if r.outcome == "fail"}
-    assert failed == failing, report.to_dict()
+        report = run(http, wait=wait)
+    judged = [r for r in report.results if r.outcome in ("fail", "warn")]
+    outcomes = {r.id: r.outcome for r in judged}
+    assert outcomes == dict.fromkeys(failing, "fail") | dict.fromkeys(warning, "warn")
+    levels = {r.id: r.level for r in judged}
+    assert levels == dict.fromkeys(failing, "required") | dict.fromkeys(
+        warning, "observed"
+    )
     assert all(r.evidence for r in report.results if r.outcome != "pass")
+    assert report.passed == (not failing)
+
+
+def test_strict_fails_a_run_that_only_warned():
+    http, wait = broken(bad_request_on_refused_cancel)
+    with http:
+        report = run(http, wait=wait, strict=True)
+    result = next(r for r in report.results if r.id == "cancel.terminal")
+    assert (result.outcome, result.level) == ("fail", "observed")
+    assert result.evidence.startswith(
+        "cancel of a completed batch: expected (409, None, None, "
+        "\"Cannot cancel a batch with status 'completed'.\"), got POST /v1/batches/"
+    )
     assert not report.passed
 
 
-def test_an_observed_check_only_warns_unless_strict():
+def test_a_5xx_fails_the_check_and_the_run_naming_the_call():
     http, wait = broken(server_error_on_refused_cancel)
     with http:
         report = run(http, wait=wait)
-    outcomes = {r.id: r.outcome for r in report.results}
-    assert outcomes["cancel.terminal"] == "warn"
-    assert report.passed
+    result = next(r for r in report.results if r.id == "cancel.terminal")
+    assert (result.outcome, result.level) == ("fail", "required")
+    assert re.fullmatch(
+        r"the server answered 5xx: POST /v1/batches/batch_\w+/cancel -> 500\n"
+        r"cancel of a completed batch: expected a refusal \(4xx\), got .*",
+        result.evidence,
+    )
+    [call] = report.server_errors
+    assert re.fullmatch(
+        r"POST /v1/batches/batch_\w+/cancel -> 500 \(during cancel.terminal\)", call
+    )
+    assert not report.passed
+    assert report.to_dict()["server_errors"] == [call]
+
+
+def calls_of(only: set[str]) -> int:
+    """How many requests a run of ``only`` (and what it needs) makes."""
+    http, wait = emulator_client()
+    made: list[str] = []
+    http.event_hooks["request"].append(lambda r: made.append(r.url.path))
+    with http:
+        run(http, wait=wait, only=only)
+    return len(made)
+
+
+def server_error_at(number: int) -> Mutation:
+    """Answer 500 to the request ``number`` (from 1), and only to it."""
+    seen = itertools.count(1)
+
+    def mutate(method, path, query, status, body):
+        return (500, "Internal Server Error") if next(seen) == number else None
+
+    return mutate
+
+
+#: The checks that make no request of their own: they judge the answers other
+#: checks were given (create.echo's, and every Batch object recorded).
+JUDGE_ONLY = {"create.zero_usage", "schema.batch", "trace.legal"}
+
+
+@pytest.mark.parametrize("check_id", list(CHECKS))
+def test_a_5xx_where_a_check_should_not_get_one_fails_it_required(check_id):
+    declared = CHECKS[check_id]
+    before = calls_of(with_needs(declared.needs)) if declared.needs else 0
+    if check_id in JUDGE_ONLY:
+        assert calls_of({check_id}) == before
+        return
+    http, wait = broken(server_error_at(before + 1))
+    with http:
+        report = run(http, wait=wait, only={check_id})
+    result = next(r for r in report.results if r.id == check_id)
+    assert (result.outcome, result.level) == ("fail", "required"), result
+    assert result.evidence.startswith("the server answered 5xx: ")
+    [call] = report.server_errors
+    assert call.endswith(f"-> 500 (during {check_id})")
+    assert not report.passed
 
 
 def test_only_selected_checks_are_reported():
@@ -541,7 +646,9 @@ def test_an_error_body_is_judged_key_by_key(body, problem):
         report = run(http, wait=wait, only={"errors.not_found"})
     result = report.results[list(CHECKS).index("errors.not_found")]
     assert result.outcome == "fail"
-    assert result.evidence.startswith(f"{problem}: GET /v1/batches/")
+    assert result.evidence.startswith(
+        f"retrieve of an unknown batch: {problem}: GET /v1/batches/"
+    )
 
 
 def test_the_fidelity_checks_cite_a_source_that_matches_their_level():

@@ -7,11 +7,21 @@ the order of declaration, :data:`CHECKS` is the registry itself, and a check's
 ``session.result_of(id)``) must be declared before it, so the order is always a
 valid one.
 
-Levels:
+Levels, the same split for every check:
 
-- ``"required"``: documented API behaviour; a failure fails the run.
-- ``"observed"``: behaviour only observed on the live API; a failure is a
-  warning unless the run is strict.
+- ``"required"``: documented API behaviour; a failure fails the run. Every
+  check, whatever its level, holds a required part: the status class of each
+  answer (a Batch object where one is due, a 4xx where a refusal is), the
+  API's error body on every refusal, a legal lifecycle, and no 5xx anywhere
+  (a 5xx answered during any check fails it, and the run, naming the call).
+- ``"observed"``: behaviour only observed on the live API: the exact status,
+  code, param and wording of an answer, a header. A check declared
+  ``observed`` judges only that exact part at this level; a failure of it is
+  a warning unless the run is strict.
+
+A check's ``level`` is the level of what it compares exactly; its required
+part is judged by the session's building blocks and the runner, so no check
+states it for itself.
 """
 
 from __future__ import annotations
@@ -65,7 +75,8 @@ def check(
         id: the stable id, ``area.name``.
         needs: ids of checks declared before this one.
         level: ``"required"`` (documented behaviour) or ``"observed"`` (seen on
-            the live API only: a failure warns unless the run is strict).
+            the live API only: a failure of its exact part warns unless the
+            run is strict; its required part still fails the run).
 
     Raises:
         ValueError: the id is taken, a need is not declared yet, the level is

@@ -2,8 +2,15 @@
 
 Each check has a stable id, a one-line description, a level, an outcome and
 evidence (the request and the offending snapshot or field) or, for a skip, the
-reason. Outcomes: ``pass``; ``fail``; ``warn`` (an observed-level check failed
-in a run that is not strict); ``skip`` (nothing could be judged).
+reason. Outcomes: ``pass``; ``fail``; ``warn`` (an observed-level part
+failed in a run that is not strict); ``skip`` (nothing could be judged).
+
+The levels are applied here, once for every check (``_registry`` says what
+each level holds): a failure is at the check's own level unless it was raised
+at the required level (``require``, and the session's building blocks); an
+answer the check's code could not read is a required failure; and a 5xx
+answered while a check ran fails it at the required level, whatever else it
+found, and fails the run, the report naming the call.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from . import _checks  # noqa: F401 - declares the checks
-from ._registry import CHECKS, Check, with_needs
+from ._registry import CHECKS, Check, Level, with_needs
 from ._session import FailedError, Session, SkippedError
 
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
@@ -33,34 +40,42 @@ class Result:
     id: str
     outcome: Outcome
     evidence: str = ""
+    #: The level of the failure (a failure of an observed check's required part
+    #: is ``required``); else the check's own level.
+    level: Level = attrs.field(
+        default=attrs.Factory(lambda self: CHECKS[self.id].level, takes_self=True)
+    )
 
     @property
     def description(self) -> str:
         """What the check demands."""
         return CHECKS[self.id].description
 
-    @property
-    def level(self) -> str:
-        """``required`` or ``observed``."""
-        return CHECKS[self.id].level
-
 
 @attrs.frozen
 class Report:
     """Every check's result, and what was noticed on the way.
 
-    ``refused`` is one line when the server refused every request.
+    ``refused`` is one line when the server refused every request;
+    ``server_errors`` names every call answered 5xx (``METHOD PATH -> STATUS
+    (during CHECK)``), each of which fails the run.
     """
 
     results: tuple[Result, ...]
     notes: tuple[str, ...] = ()
     refused: str | None = None
+    server_errors: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        """No check failed, at least one passed, and not every request was refused."""
+        """No check failed, no 5xx, one check passed, not every request refused."""
         outcomes = {r.outcome for r in self.results}
-        return "fail" not in outcomes and "pass" in outcomes and not self.refused
+        return (
+            "fail" not in outcomes
+            and "pass" in outcomes
+            and not self.refused
+            and not self.server_errors
+        )
 
     def count(self, outcome: Outcome) -> int:
         """How many checks had this outcome."""
@@ -71,6 +86,7 @@ class Report:
         return {
             "passed": self.passed,
             "refused": self.refused,
+            "server_errors": list(self.server_errors),
             "results": [
                 {"id": r.id, "description": r.description, "level": r.level,
                  "outcome": r.outcome, "evidence": r.evidence}
@@ -81,21 +97,34 @@ class Report:
 
 
 def _run_one(session: Session, declared: Check, strict: bool) -> Result:
+    session.current = declared.id
+    before = len(session.server_errors)
+    result = _judged(session, declared)
+    calls = [call for _, call in session.server_errors[before:]]
+    if calls:  # never right, whatever the check found
+        found = f"\n{result.evidence}" if result.outcome == "fail" else ""
+        evidence = f"the server answered 5xx: {'; '.join(calls)}{found}"
+        return Result(declared.id, "fail", evidence, "required")
+    if result.outcome == "fail" and result.level == "observed" and not strict:
+        return attrs.evolve(result, outcome="warn")
+    return result
+
+
+def _judged(session: Session, declared: Check) -> Result:
+    """The check's result, a failure at the level it was raised at."""
     import httpx2
 
-    failed: Outcome = "fail" if strict or declared.level == "required" else "warn"
     try:
         session.keep(declared.id, declared.body(session))
     except FailedError as exc:
-        return Result(declared.id, failed, str(exc))
+        return Result(declared.id, "fail", str(exc), exc.level or declared.level)
     except SkippedError as exc:
         return Result(declared.id, "skip", str(exc))
     except httpx2.HTTPError as exc:
-        return Result(declared.id, failed, f"HTTP error: {exc!r}")
+        return Result(declared.id, "fail", f"HTTP error: {exc!r}", "required")
     except Exception as exc:  # noqa: BLE001 - a broken answer fails this check only
-        return Result(
-            declared.id, failed, f"the server's answers broke the check: {exc!r}"
-        )
+        evidence = f"the server's answers broke the check: {exc!r}"
+        return Result(declared.id, "fail", evidence, "required")
     return Result(declared.id, "pass")
 
 
@@ -154,4 +183,12 @@ def run(
         results[declared.id] = result
         if progress:
             progress(result)
-    return Report(tuple(results.values()), tuple(session.notes), session.refusal())
+    server_errors = tuple(
+        f"{call} (during {check_id})" for check_id, call in session.server_errors
+    )
+    return Report(
+        tuple(results.values()),
+        tuple(session.notes),
+        session.refused_everything(),
+        server_errors,
+    )
