@@ -175,8 +175,12 @@ def missing_file_refused_at_create(method, path, query, status, body):
     return None
 
 
+def uploads(method: str, path: str, status: int) -> bool:
+    return method == "POST" and path == "/v1/files" and status in (200, 400)
+
+
 def txt_accepted(method, path, query, status, body):
-    if method == "POST" and path == "/v1/files" and status == 400:
+    if uploads(method, path, status) and ".jsonl" in str(body.get("error")):
         return 200, {"id": "file-x", "object": "file", "purpose": "batch"}
     return None
 
@@ -254,8 +258,28 @@ def files_never_expire(method, path, query, status, body):
 
 
 def any_file_format(method, path, query, status, body):
-    if method == "POST" and path == "/v1/files" and status == 400:
+    if uploads(method, path, status) and ".jsonl" in str(body.get("error")):
         return status, {"error": {**body["error"], "message": "Bad file."}}
+    return None
+
+
+def refuses_a_name_without_extension(method, path, query, status, body):
+    if uploads(method, path, status) and body.get("filename") == "upload":
+        message = "Invalid file format for Batch API. Must be .jsonl"
+        error = {"message": message, "type": "invalid_request_error"}
+        return 400, {"error": {**error, "param": None, "code": None}}
+    return None
+
+
+def accepts_any_encoding(method, path, query, status, body):
+    if uploads(method, path, status) and "utf-8" in str(body.get("error")):
+        return 200, {"id": "file-x", "object": "file", "purpose": "batch"}
+    return None
+
+
+def encoding_refused_as_detail(method, path, query, status, body):
+    if uploads(method, path, status) and "utf-8" in str(body.get("error")):
+        return 400, {"detail": body["error"]["message"]}
     return None
 
 
@@ -286,7 +310,8 @@ BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
     ("a second cancel is refused", second_cancel_refused(), {},
      set(), {"cancel.retry"}),
     ("valid batches fail", unchanged, {"models": {}},
-     {"happy.terminal", "models.snapshot"}, {"validation.required_fields"}),
+     {"happy.terminal", "models.snapshot"},
+     {"validation.required_fields", "files.no_extension"}),
     ("output file missing lines", output_missing_lines, {},
      {"happy.files"}, set()),
     ("a cancel never finishes", each_batch(never_finishes_a_cancel), {},
@@ -337,6 +362,12 @@ BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
      {"files.jsonl_only"}, set()),
     ("files list without first_id/last_id/has_more", files_list_without_cursors, {},
      {"files.list"}, set()),
+    ("a batch upload named upload refused", refuses_a_name_without_extension, {},
+     set(), {"files.no_extension"}),
+    ("a UTF-16 batch file accepted", accepts_any_encoding, {},
+     set(), {"files.utf8"}),
+    ("a UTF-16 batch file refused without the error body",
+     encoding_refused_as_detail, {}, {"files.utf8"}, set()),
 ]  # fmt: skip
 
 
@@ -655,7 +686,7 @@ def test_the_fidelity_checks_cite_a_source_that_matches_their_level():
     from batchfsm.conformance._checks import _fidelity
 
     mine = [c for c in CHECKS.values() if c.body.__module__ == _fidelity.__name__]
-    assert len(mine) == 11
+    assert len(mine) == 13
     for declared in mine:
         kind = "documented" if declared.level == "required" else "observed"
         assert f"({kind}: " in declared.description, declared

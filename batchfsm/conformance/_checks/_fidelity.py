@@ -13,12 +13,13 @@ from typing import Any
 
 from ..._endpoints import CATALOGUE, ENDPOINT_MODELS
 from .._registry import check
-from .._session import FailedError, Session, SkippedError, expect, show
+from .._session import FailedError, Session, SkippedError, expect, require, show
 
 __all__: list[str] = []
 
 _THIRTY_DAYS = 2_592_000
 _MISSING_FILE = "file-conformance-does-not-exist"
+_NOT_UTF8 = "Invalid file for Batch API. Must be utf-8 encoded"
 #: Dated snapshots to try per endpoint, the first the server's catalogue holds.
 _SNAPSHOTS = ("gpt-4o-mini-2024-07-18", "gpt-3.5-turbo-0125", "gpt-4o-2024-08-06")
 
@@ -271,6 +272,42 @@ def files_jsonl_only(s: Session) -> None:
         answer, "a batch upload named conformance.txt", 400, None, None,
         "Invalid file format for Batch API. Must be .jsonl",
     )  # fmt: skip
+
+
+@check("files.no_extension", level="observed")
+def files_no_extension(s: Session) -> None:
+    """A batch upload named without an extension ('upload', as the openai client names raw bytes) is accepted and runs (observed: openai-python's multipart naming; LiteLLM #37527)."""  # noqa: E501
+    answer = _upload(s, _content(s, 1), filename="upload")
+    if answer.status_code != 200:
+        s.refusal(answer, "a batch upload named upload")
+        expect(False, "a batch upload named 'upload' (how the openai client names "
+                      f"raw bytes) was refused: {show(answer)}")  # fmt: skip
+    file_id = s.batch(answer, "a batch upload named upload").get("id")
+    require(isinstance(file_id, str), f"the upload answered no id: {show(answer)}")
+    done = s.poll(s.create(str(file_id))["id"])
+    expect(
+        done.get("status") == "completed",
+        f"a batch of a file named 'upload' ended {done.get('status')!r}: "
+        f"{s.dump(done)}",
+    )
+
+
+@check("files.utf8", level="observed")
+def files_utf8(s: Session) -> None:
+    """A batch file in UTF-16 or Latin-1 is 400 "Invalid file for Batch API. Must be utf-8 encoded" at upload (observed: PSOpenAI #19)."""  # noqa: E501
+    text = _content(s, 1).decode().replace("conform-", "conformé-")
+    for encoding in ("utf-16", "latin-1"):
+        answer = _upload(s, text.encode(encoding))
+        step = f"a batch upload in {encoding}"
+        expect(
+            answer.status_code != 200,
+            f"{step} was accepted (the live API refuses it at upload): {show(answer)}",
+        )
+        error = s.refusal(answer, step)
+        expect(
+            (answer.status_code, error.get("message")) == (400, _NOT_UTF8),
+            f"{step}: expected 400 {_NOT_UTF8!r}, got {show(answer)}",
+        )
 
 
 @check("files.list")
