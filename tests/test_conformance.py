@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from batchfsm._cli import main
-from batchfsm.conformance import CHECKS, emulator_client, run
+from batchfsm.conformance import CHECKS, _waiting, emulator_client, run
 from batchfsm.conformance._registry import with_needs
 from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
 
@@ -56,7 +56,7 @@ def broken(mutate: Mutation, **options: Any) -> Any:
         await send({"type": "http.response.body", "body": raw})
 
     http = httpx2.Client(transport=EmulatorTransport(middleware), base_url="http://b")
-    return http, clock.advance
+    return http, _waiting(clock)
 
 
 def batches_in(body: Any) -> list[dict[str, Any]]:
@@ -690,3 +690,35 @@ def test_the_fidelity_checks_cite_a_source_that_matches_their_level():
     for declared in mine:
         kind = "documented" if declared.level == "required" else "observed"
         assert f"({kind}: " in declared.description, declared
+
+
+def test_every_batch_starts_before_the_run_first_waits():
+    """Checks that wait start their batches first: the run waits for the
+    slowest batch, not for each in turn."""
+    http, advance = emulator_client()
+    events: list[str] = []
+    http.event_hooks["request"].append(
+        lambda r: events.append(f"{r.method} {r.url.path}")
+    )
+
+    def wait(seconds: float) -> None:
+        events.append("wait")
+        advance(seconds)
+
+    with http:
+        report = run(http, wait=wait)
+    assert report.passed
+    first_wait = events.index("wait")
+    created = [i for i, e in enumerate(events) if e == "POST /v1/batches"]
+    assert len(created) > 8 and max(created) < first_wait
+    # Only the first batch polled waits; the rest ended meanwhile.
+    polled = {e for e in events[first_wait:] if e.startswith("GET /v1/batches/")}
+    assert events.count("wait") == 7 and len(polled) == 7
+
+
+def test_the_report_keeps_the_declaration_order_whatever_ended_first():
+    http, wait = emulator_client()
+    told: list[str] = []
+    with http:
+        report = run(http, wait=wait, progress=lambda r: told.append(r.id))
+    assert told == [r.id for r in report.results] == list(CHECKS)

@@ -7,6 +7,13 @@ the order of declaration, :data:`CHECKS` is the registry itself, and a check's
 ``session.result_of(id)``) must be declared before it, so the order is always a
 valid one.
 
+A check that waits for a batch is a generator: it starts its batch, yields
+once, then polls. The runner starts every check it can before it waits on
+any, so the server runs their batches side by side and the run waits about as
+long as its slowest batch, not as long as all of them in turn. A check
+declared ``last`` starts only once every check declared before it has ended
+(it judges what they recorded).
+
 Levels, the same split for every check:
 
 - ``"required"``: documented API behaviour; a failure fails the run. Every
@@ -53,6 +60,7 @@ class Check:
     needs: tuple[str, ...]
     level: Level
     body: Body = attrs.field(repr=False)
+    last: bool = False
 
 
 #: Every check by id, in run order (the order of declaration).
@@ -60,7 +68,11 @@ CHECKS: dict[str, Check] = {}
 
 
 def check(
-    id: str, *, needs: Iterable[str] = (), level: Level = "required"
+    id: str,
+    *,
+    needs: Iterable[str] = (),
+    level: Level = "required",
+    last: bool = False,
 ) -> Callable[[_B], _B]:
     """Declare a conformance check; its docstring's first line says what it demands.
 
@@ -69,7 +81,9 @@ def check(
     (both in ``batchfsm.conformance._session``) when there is nothing to judge,
     and may return a value that the checks needing it read with
     ``session.result_of(id)``. A check runs only if every check it ``needs``
-    passed; otherwise it is skipped, naming them.
+    passed; otherwise it is skipped, naming them. A check that waits for a
+    batch is a generator that yields once, after starting the batch and
+    before polling it, so that the others start theirs meanwhile.
 
     Args:
         id: the stable id, ``area.name``.
@@ -77,6 +91,7 @@ def check(
         level: ``"required"`` (documented behaviour) or ``"observed"`` (seen on
             the live API only: a failure of its exact part warns unless the
             run is strict; its required part still fails the run).
+        last: start only once every check declared before it has ended.
 
     Raises:
         ValueError: the id is taken, a need is not declared yet, the level is
@@ -102,7 +117,8 @@ def check(
             problem = f"{id!r} needs {', '.join(undeclared)}, not declared before it"
         if problem:
             raise ValueError(f"conformance check: {problem}")
-        CHECKS[id] = Check(id, doc.splitlines()[0].rstrip("."), needs, level, body)
+        first = doc.splitlines()[0].rstrip(".")
+        CHECKS[id] = Check(id, first, needs, level, body, last)
         return body
 
     return register

@@ -9,6 +9,7 @@ recorded in other projects' tests (exact wording, headers).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from ..._endpoints import CATALOGUE, ENDPOINT_MODELS
@@ -90,14 +91,16 @@ def create_zero_usage(s: Session) -> None:
 
 
 @check("models.snapshot")
-def models_snapshot(s: Session) -> None:
+def models_snapshot(s: Session) -> Iterator[None]:
     """A dated snapshot model runs (documented: the openai client's model types)."""
     catalogue = ENDPOINT_MODELS.get(s.endpoint, frozenset())
     model = next((m for m in _SNAPSHOTS if m in catalogue), None)
     if model is None:
         raise SkippedError(f"no dated snapshot to try on {s.endpoint}")
     upload = _file(s, _upload(s, _content(s, 1, model=model)), "models.snapshot")
-    done = s.poll(s.create(upload["id"])["id"])
+    batch = s.create(upload["id"])
+    yield
+    done = s.poll(batch["id"])
     expect(
         done.get("status") == "completed",
         f"a batch of {model} ended {done.get('status')!r}: {s.dump(done)}",
@@ -105,7 +108,7 @@ def models_snapshot(s: Session) -> None:
 
 
 @check("validation.required_fields", level="observed")
-def validation_required_fields(s: Session) -> None:
+def validation_required_fields(s: Session) -> Iterator[None]:
     """A line without body.model or its main input fails with invalid_request, one entry each (observed: OGX tests)."""  # noqa: E501
     known = CATALOGUE.get(s.endpoint)
     if known is None:
@@ -116,9 +119,11 @@ def validation_required_fields(s: Session) -> None:
     del no_model["body"]["model"], no_input["body"][field]
     rows[1:3] = [json.dumps(no_model), json.dumps(no_input)]
     upload = _file(s, _upload(s, "\n".join(rows).encode()), "required fields")
+    batch = s.create(upload["id"])
+    yield
     found = [
         (e.get("code"), e.get("line"), e.get("param"), e.get("message"))
-        for e in _errors_of(s, s.create(upload["id"])["id"])
+        for e in _errors_of(s, batch["id"])
     ]
     expected = [
         ("invalid_request", 2, "body.model", "Model parameter is required."),
@@ -129,7 +134,7 @@ def validation_required_fields(s: Session) -> None:
 
 
 @check("validation.missing_file", level="observed")
-def validation_missing_file(s: Session) -> None:
+def validation_missing_file(s: Session) -> Iterator[None]:
     """A batch of an unknown input file is created, then fails naming file_id (observed: OGX tests; stdapi.ai #240)."""  # noqa: E501
     answer = s.call(
         "POST",
@@ -142,6 +147,7 @@ def validation_missing_file(s: Session) -> None:
         expect(False, "create refused a missing input file (the live API creates "
                       f"the batch, then fails it): {show(answer)}")  # fmt: skip
     batch = s.batch(answer, "create of a missing input file")
+    yield
     [error, *more] = _errors_of(s, batch["id"])
     message = error.get("message")
     expect(
@@ -275,7 +281,7 @@ def files_jsonl_only(s: Session) -> None:
 
 
 @check("files.no_extension", level="observed")
-def files_no_extension(s: Session) -> None:
+def files_no_extension(s: Session) -> Iterator[None]:
     """A batch upload named without an extension ('upload', as the openai client names raw bytes) is accepted and runs (observed: openai-python's multipart naming; LiteLLM #37527)."""  # noqa: E501
     answer = _upload(s, _content(s, 1), filename="upload")
     if answer.status_code != 200:
@@ -284,7 +290,9 @@ def files_no_extension(s: Session) -> None:
                       f"raw bytes) was refused: {show(answer)}")  # fmt: skip
     file_id = s.batch(answer, "a batch upload named upload").get("id")
     require(isinstance(file_id, str), f"the upload answered no id: {show(answer)}")
-    done = s.poll(s.create(str(file_id))["id"])
+    batch = s.create(str(file_id))
+    yield
+    done = s.poll(batch["id"])
     expect(
         done.get("status") == "completed",
         f"a batch of a file named 'upload' ended {done.get('status')!r}: "
