@@ -208,15 +208,14 @@ EXPLAINED.update(
 )
 
 #: Notes on what a run cannot judge, by (server, check id), when it is skipped.
-SKIPPED_NOTES: dict[tuple[str, str], str] = {
-    ("LiteLLM proxy", "validation.failed"): (
-        "The proxy refuses an input file with a malformed line at upload "
-        '("Batch input file line 2 is not valid JSON. The file was not '
-        'forwarded to the provider."); the live API accepts it and fails the '
-        "batch (LiteLLM PR #37527 recorded both), so the check has no batch to "
-        "judge."
-    ),
-}
+SKIPPED_NOTES: dict[tuple[str, str], str] = {}
+EXPLAINED[("LiteLLM proxy", "validation.failed")] = (
+    "The proxy refuses an input file with a malformed line at upload "
+    '("Batch input file line 2 is not valid JSON. The file was not '
+    'forwarded to the provider."); the live API accepts it and fails the '
+    "batch (LiteLLM PR #37527 recorded both), so the check has no batch to "
+    "judge."
+)
 
 
 @dataclass
@@ -454,8 +453,8 @@ def llama_stack(
     with started(command, f"{base_url}/v1/health", "Llama Stack", log, {}):
         through = judge(base_url, None)
     setup = (
-        f"``pip install {spec} 'mcp<2'`` on Python "
-        f"{Path(base).resolve().name}: its own Batch API (the ``reference`` "
+        f"``pip install {spec} 'mcp<2'`` on ``{Path(base).resolve().name}``: "
+        "its own Batch API (the ``reference`` "
         "batches provider, ``localfs`` files, SQLite stores), inference "
         "``remote::openai`` at the upstream, which serves no model endpoints "
         "yet, so every request of a batch fails there (the Batch lifecycle "

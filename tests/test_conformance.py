@@ -15,6 +15,8 @@ from batchfsm.conformance._registry import with_needs
 from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
 
 Mutation = Callable[[str, str, str, int, Any], tuple[int, Any] | None]
+#: The body of the request being answered (for mutations that need it).
+REQUEST: list[bytes] = []
 
 
 def broken(mutate: Mutation, **options: Any) -> Any:
@@ -26,6 +28,12 @@ def broken(mutate: Mutation, **options: Any) -> Any:
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
+        REQUEST.clear()
+
+        async def recording() -> Any:
+            message = await receive()
+            REQUEST.append(message.get("body", b""))
+            return message
 
         async def capture(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -33,7 +41,7 @@ def broken(mutate: Mutation, **options: Any) -> Any:
             else:
                 chunks.append(message.get("body", b""))
 
-        await app(scope, receive, capture)
+        await app(scope, recording, capture)
         status, raw = start["status"], b"".join(chunks)
         try:
             body: Any = json.loads(raw)
@@ -283,6 +291,17 @@ def encoding_refused_as_detail(method, path, query, status, body):
     return None
 
 
+def refuses_malformed_lines_at_upload(method, path, query, status, body):
+    if (
+        method == "POST"
+        and path == "/v1/files"
+        and b"{this is not json" in b"".join(REQUEST)
+    ):
+        error = {"message": "Line 2 is not JSON.", "type": "invalid_request_error"}
+        return 400, {"error": {**error, "param": "file", "code": None}}
+    return None
+
+
 def files_list_without_cursors(method, path, query, status, body):
     if method == "GET" and path == "/v1/files" and status == 200:
         return status, {"object": "list", "data": body["data"], "has_more": False}
@@ -364,6 +383,8 @@ BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
      {"files.list"}, set()),
     ("a batch upload named upload refused", refuses_a_name_without_extension, {},
      set(), {"files.no_extension"}),
+    ("malformed lines refused at upload", refuses_malformed_lines_at_upload, {},
+     set(), {"validation.failed"}),
     ("a UTF-16 batch file accepted", accepts_any_encoding, {},
      set(), {"files.utf8"}),
     ("a UTF-16 batch file refused without the error body",
@@ -382,7 +403,8 @@ def test_the_emulator_passes_every_check():
 def test_every_check_has_a_broken_server():
     assert {c for *_, f, w in BROKEN for c in f | w} == set(CHECKS)
     observed = {i for i, c in CHECKS.items() if c.level == "observed"}
-    assert {c for *_, w in BROKEN for c in w} == observed
+    # and validation.failed, whose upload's acceptance is observed (fact 13)
+    assert {c for *_, w in BROKEN for c in w} == observed | {"validation.failed"}
 
 
 @pytest.mark.parametrize(

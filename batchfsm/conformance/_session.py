@@ -32,6 +32,7 @@ __all__ = [
     "SkippedError",
     "error_body",
     "expect",
+    "observed",
     "require",
     "show",
 ]
@@ -66,6 +67,16 @@ def require(condition: bool, evidence: str) -> None:
     """Fail the check at the required level unless ``condition`` holds."""
     if not condition:
         raise FailedError(evidence, "required")
+
+
+def observed(condition: bool, evidence: str) -> None:
+    """Fail the check at the observed level unless ``condition`` holds.
+
+    For what the live API was only seen doing, inside a check whose own
+    level is required.
+    """
+    if not condition:
+        raise FailedError(evidence, "observed")
 
 
 def show(response: httpx2.Response) -> str:
@@ -232,7 +243,8 @@ class Session:
     def input_file(self, requests: int, *, bad_line: str = "") -> str:
         """Upload (once per shape) an input file of ``requests`` lines.
 
-        ``bad_line`` replaces line 2.
+        ``bad_line`` replaces line 2; such a file refused at upload fails the
+        check at the observed level (the live API accepts it, fact 13).
         """
         key = (requests, bad_line)
         if key not in self._files:
@@ -251,6 +263,11 @@ class Session:
                 files={"file": ("conformance.jsonl", content, "application/jsonl")},
                 data={"purpose": "batch"},
             )
+            if bad_line and answer.status_code != 200:
+                self.refusal(answer, "upload of a file with a malformed line 2")
+                observed(False, "a file with a malformed line was refused at upload "
+                         "(the live API accepts it and fails the batch, LiteLLM "
+                         f"PR #37527): {show(answer)}")  # fmt: skip
             try:
                 file_id = answer.json()["id"] if answer.status_code == 200 else None
             except (ValueError, KeyError, TypeError):

@@ -186,7 +186,7 @@ def cancel_terminal(s: Session) -> None:
 
 @check("validation.failed")
 def validation_failed(s: Session) -> Iterator[None]:
-    """A bad input file ends failed, with line-numbered errors."""
+    """A bad input file is accepted at upload, then ends failed, with line-numbered errors."""  # noqa: E501
     file_id = s.input_file(3, bad_line="{this is not json")
     batch = s.create(file_id)
     yield
