@@ -22,7 +22,8 @@ Levels, the same split for every check:
   API's error body on every refusal, a legal lifecycle, and no 5xx anywhere
   (a 5xx answered during any check fails it, and the run, naming the call).
 - ``"observed"``: behaviour only observed on the live API: the exact status,
-  code, param and wording of an answer, a header. A check declared
+  code, param and wording of an answer, a header, what it was seen accepting
+  (a malformed line at upload). A check declared
   ``observed`` judges only that exact part at this level; a failure of it is
   a warning unless the run is strict.
 
