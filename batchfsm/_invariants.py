@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 
 from ._codegen import compile_function
-from ._convert import from_dict
 from ._errors import SchemaError
 from ._graph import CHAIN, DOMINATORS, FIELD_STATUSES, REACHABLE
+from ._json_io import from_dict
 
 # COMPLETION_WINDOWS is re-exported: the emulator and conformance import it here.
 from ._model import COMPLETION_WINDOWS, TERMINAL_STATUSES, Batch, BatchStatus

@@ -4,7 +4,7 @@ attrs.evolve would rerun Batch.__init__: the status converter, the ``object``
 validator and the metadata converter, which checks and copies the mapping again.
 Every value of a batch passed them when it was built, and the changes are
 type-checked by :func:`batchfsm.advance`, so a move copies the slots straight
-into an open twin of the class (:mod:`batchfsm._twins`), with one generated
+into an unfrozen instance of the class (:mod:`batchfsm._unfrozen`), with one generated
 function per move; ``new_batch`` fills a new one the same way.
 """
 
@@ -34,7 +34,7 @@ from ._table import (
     Event,
     Move,
 )
-from ._twins import OPEN
+from ._unfrozen import UNFROZEN
 
 __all__ = ["PLANS", "created", "latest_stamp"]
 
@@ -77,7 +77,7 @@ created: Callable[..., Batch] = compile_function(
     _created_source(),
     {
         "_new": object.__new__,
-        "_OpenBatch": OPEN[Batch],
+        "_OpenBatch": UNFROZEN[Batch],
         "_Batch": Batch,
         "_INITIAL": INITIAL,
         "_NO_REQUESTS": _NO_REQUESTS,
@@ -134,7 +134,7 @@ def _plans() -> dict[tuple[BatchStatus, Event], _Plan]:
     """(status, event) -> the move, its generated copy, and the predicates to run."""
     namespace: dict[str, Any] = {
         "_new": object.__new__,
-        "_OpenBatch": OPEN[Batch],
+        "_OpenBatch": UNFROZEN[Batch],
         "_Batch": Batch,
     }
     builds: dict[Event, _Build] = {}

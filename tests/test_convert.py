@@ -1,7 +1,13 @@
+import inspect
 import json
+import linecache
 import pickle
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
+import attrs
+import cattrs
 import jsonschema
 import openai.types
 import pytest
@@ -11,7 +17,8 @@ from hypothesis import strategies as st
 
 import batchfsm as bf
 from batchfsm import _json as bf_json
-from batchfsm._convert import _GEARS
+from batchfsm._converter import _detailed
+from batchfsm._json_parse import make_parser
 from batchfsm.strategies import api_dicts, batches, broken_dicts
 
 from .conftest import BATCH_KEYS
@@ -247,12 +254,133 @@ def test_the_public_converter_is_the_one_from_dict_uses():
 
 
 def test_the_public_converter_validates_in_detail():
-    # For use in other cattrs setups: cattrs' own grouped errors, with every problem.
-    with pytest.raises(ClassValidationError) as info:
+    # converter.structure(d, Batch) is from_dict: one SchemaError, every problem.
+    with pytest.raises(bf.SchemaError) as info:
         bf.converter.structure(full(id=7, created_at="x"), bf.Batch)
-    assert len(info.value.exceptions) == 2
+    assert [path for path, _ in info.value.errors] == ["id", "created_at"]
     # ... and it ignores unknown keys, as from_dict does by default.
     assert bf.converter.structure(full(extra=1), bf.Batch) == bf.from_dict(full())
+
+
+def test_the_public_converter_reads_and_writes_text_through_orjson():
+    batch = bf.from_dict(full(metadata={"note": "café"}))
+    assert bf.converter.dumps(batch) == bf.dumps_bytes(batch)
+    assert bf.converter.loads(bf.dumps(batch), bf.Batch) == batch
+
+
+@attrs.frozen
+class Job:
+    """A user's class holding a batch."""
+
+    name: str
+    batch: bf.Batch
+    previous: bf.Batch | None = None
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [bf.converter, bf.register_hooks(cattrs.Converter())],
+    ids=["bf.converter", "register_hooks(Converter())"],
+)
+def test_a_class_holding_a_batch_round_trips_through_one_converter(conv):
+    batch = bf.from_dict(full(metadata={"k": "v"}))
+    job = Job("nightly", batch)
+    data = conv.unstructure(job)
+    assert data == {"name": "nightly", "batch": bf.to_dict(batch), "previous": None}
+    assert conv.structure(data, Job) == job
+    with pytest.raises(ClassValidationError) as info:
+        conv.structure({"name": "x", "batch": full(request_counts=1)}, Job)
+    (problem,) = info.value.exceptions
+    assert isinstance(problem, bf.SchemaError)
+    assert problem.errors == [
+        ("request_counts", "expected object (BatchRequestCounts), got 1")
+    ]
+
+
+def test_register_hooks_leaves_the_converters_other_hooks_alone():
+    conv = bf.register_hooks(cattrs.Converter())
+    assert conv.structure("10", int) == 10  # cattrs' own coercion, for the user's ints
+    with pytest.raises(bf.SchemaError):  # ... while a Batch's int stays exact
+        conv.structure(full(created_at="10"), bf.Batch)
+    strict = bf.register_hooks(cattrs.Converter(), strict=True)
+    with pytest.raises(bf.SchemaError) as info:
+        strict.structure(full(extra=1), bf.Batch)
+    assert info.value.errors == [("extra", "unknown field (strict mode)")]
+
+
+def test_the_hooks_are_generated_code_whose_source_is_viewable():
+    for hook in (
+        bf.converter.get_unstructure_hook(bf.Batch),
+        make_parser(bf.Batch, strict=False, engine=False),
+    ):
+        filename = hook.__code__.co_filename
+        assert filename.startswith("<batchfsm generated ")
+        assert inspect.getsource(hook).startswith(f"def {hook.__name__}(")
+        assert linecache.getline(filename, 1).startswith("def ")
+
+
+class _Document(Mapping[str, Any]):
+    """A read-only mapping that is not a dict (DESIGN: from_dict takes a Mapping)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _as_mappings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _Document({k: _as_mappings(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_as_mappings(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_any_mapping_is_a_document_at_every_level(strict):
+    errors = {"object": "list", "data": [{"code": "c", "line": 1}]}
+    usage = {
+        "input_tokens": 3,
+        "input_tokens_details": {"cached_tokens": 1},
+        "output_tokens": 2,
+        "output_tokens_details": {"reasoning_tokens": 1},
+        "total_tokens": 5,
+    }
+    document = full(errors=errors, usage=usage, metadata={"k": "v"})
+    expected = bf.from_dict(document, strict=strict)
+    for wrapped in (_as_mappings(document), MappingProxyType(document)):
+        assert bf.from_dict(wrapped, strict=strict) == expected
+
+
+def test_a_mapping_that_is_not_a_dict_has_its_problems_listed():
+    document = _as_mappings(full(request_counts={"total": -1, "completed": 0}))
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(document)
+    assert info.value.errors == [
+        ("request_counts.total", "expected a non-negative int, got -1"),
+        ("request_counts.failed", "required field missing"),
+    ]
+    left_out = _Document({k: v for k, v in MINIMAL.items() if k != "object"})
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(left_out)
+    assert info.value.errors == [("object", "required field missing")]
+
+
+@pytest.mark.parametrize("wrap", [dict, _Document], ids=["dict", "Mapping"])
+def test_the_batch_keeps_its_own_copy_of_the_callers_metadata(wrap):
+    metadata = {"k": "v"}
+    batch = bf.from_dict(wrap(full(metadata=metadata)))
+    metadata["k"] = "changed"
+    metadata["new"] = "pair"
+    assert batch.metadata == {"k": "v"}
+    assert bf.to_dict(batch)["metadata"] == {"k": "v"}
 
 
 def test_missing_errors_object_stays_missing_like_the_official_client():
@@ -422,7 +550,8 @@ def gears_agree(document: Any, strict: bool) -> None:
     except (TypeError, ValueError):
         engine_could = False
     for engine in (False, True) if engine_could else (False,):
-        fast, detailed = _GEARS[strict, engine]
+        fast = make_parser(bf.Batch, strict, engine)
+        detailed = _detailed(strict).get_structure_hook(bf.Batch)
         try:
             expected = detailed(document, bf.Batch)
         except Exception:  # noqa: BLE001 - either gear may fail any way
