@@ -106,8 +106,8 @@ def _object_lines(cls: type, how: _How, prefix: str, i: str) -> list[str]:
         f"{i}    raise RefusedError",
     ]
     if how[0]:  # strict: no key the class lacks
-        known = {field.name for field in fields}
-        lines += [f"{i}if not {o}.keys() <= {known!r}:", f"{i}    raise RefusedError"]
+        known = f"_KNOWN_{cls.__name__}"
+        lines += [f"{i}if not {o}.keys() <= {known}:", f"{i}    raise RefusedError"]
     # An API answer carries every key: one itemgetter call reads them all. A
     # document that leaves keys out reads them one by one, with the defaults.
     lines += [f"{i}try:", f"{i}    {', '.join(taken)} = _ALL_{cls.__name__}({o})"]
@@ -167,6 +167,7 @@ def make_parser(cls: type, strict: bool, engine: bool) -> Callable[[Any], Any]:
         namespace[model.__name__] = model
         namespace[f"_Unfrozen{model.__name__}"] = UNFROZEN[model]
         namespace[f"_ALL_{model.__name__}"] = itemgetter(*names)
+        namespace[f"_KNOWN_{model.__name__}"] = frozenset(names)
     if cls is BatchErrors or cls is Batch:  # the error list calls the item's parse
         namespace["_parse_BatchError"] = make_parser(BatchError, strict, engine)
     name = _function_name(cls, strict, engine)

@@ -630,16 +630,19 @@ def test_metadata_keys_that_are_not_str_are_refused_by_both_gears(key):
     assert info.value.errors == [("metadata", f"keys must be str, got {key!r}")]
 
 
+_PLAIN = cattrs.Converter()  # cattrs' own generated unstructure of the classes
+
+
 @given(st.one_of(api_dicts(), broken_dicts().map(lambda case: case[1])))
-def test_to_dict_is_the_public_converters_unstructure(document):
+def test_the_generated_writer_writes_what_cattrs_own_unstructure_writes(document):
     try:
         batch = bf.from_dict(document)
     except bf.SchemaError:
         return
     ours = bf.to_dict(batch)
-    theirs = bf.converter.unstructure(batch)
-    assert ours == theirs and list(ours) == list(theirs)
-    assert json.dumps(ours) == json.dumps(theirs)
+    assert ours == bf.converter.unstructure(batch)
+    # cattrs writes the error list as a tuple and metadata as a dict: the same JSON.
+    assert json.dumps(ours) == json.dumps(_PLAIN.unstructure(batch))
 
 
 def test_long_values_are_shown_cut_in_messages():
