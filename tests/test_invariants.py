@@ -241,7 +241,7 @@ def test_generated_predicates_agree_with_the_rules_on_mixed_snapshots(
 
 # -- each step rule, broken alone, deterministically ---------------------------------
 
-from batchfsm._graph import REACHABLE  # noqa: E402
+from batchfsm._graph import FIELD_STATUSES, REACHABLE  # noqa: E402
 from batchfsm._invariants import step_ok  # noqa: E402
 from batchfsm._rules import IMMUTABLE_FIELDS as _IMMUTABLE  # noqa: E402
 from batchfsm._rules import SET_ONCE_FIELDS as _SET_ONCE  # noqa: E402
@@ -428,3 +428,32 @@ def test_a_malformed_snapshot_is_never_passed_silently():
     broken = attrs.evolve(BY_STATUS[bf.BatchStatus.IN_PROGRESS], in_progress_at="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         bf.check(broken)
+
+
+# -- single-snapshot rules at their boundaries ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completed", "rules"), [(7, []), (8, ["counts.sum"]), (9, ["counts.sum"])]
+)
+def test_counts_sum_holds_up_to_the_total_exactly(completed, rules):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]  # total 10, failed 3
+    counts = attrs.evolve(running.request_counts, completed=completed)
+    assert [
+        v.rule for v in bf.check(attrs.evolve(running, request_counts=counts))
+    ] == rules
+
+
+@pytest.mark.parametrize("status", list(bf.BatchStatus))
+def test_every_field_a_status_forbids_is_flagged_alone(status):
+    batch = BY_STATUS[status]
+    for field, allowed in FIELD_STATUSES.items():
+        if status in allowed:
+            continue
+        value = {"errors": bf.BatchErrors(data=(bf.BatchError(code="x"),))}.get(
+            field, "file-x"
+        )
+        broken = attrs.evolve(batch, **{field: value})
+        assert [(v.rule, v.path) for v in bf.check(broken)] == [
+            ("field.unexpected", field)
+        ]
