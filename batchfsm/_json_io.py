@@ -115,7 +115,7 @@ def _lenient_problems(text: str | bytes, strict: bool) -> list[tuple[str, str]]:
     """The paths to blame in text the engine refused, where a lenient parse can say.
 
     Python's own parser reads what the engine refuses on purpose (a lone
-    surrogate, ``NaN``); the detailed gear then names the fields that hold them.
+    surrogate, ``NaN``); the detailed parse then names the fields that hold them.
     """
     try:
         from_dict(json.loads(text), strict=strict)

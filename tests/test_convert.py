@@ -500,7 +500,7 @@ def test_non_json_numbers_are_refused_and_blamed(constant):
         bf.loads(bf.dumps(bf.from_dict(full()))[:-1] + f',"extra":{constant}}}')
 
 
-# -- the generated fast gear agrees with the detailed cattrs gear ------------------
+# -- the generated fast parse agrees with the detailed parse (cattrs) ---------------
 
 ODD_VALUES: list[Any] = [
     None,
@@ -542,8 +542,8 @@ def replaced(document: Any, path: tuple[Any, ...], new: Any) -> Any:
     return copy
 
 
-def gears_agree(document: Any, strict: bool) -> None:
-    # The engine's gear leaves out what the engine refuses in text (lone
+def parses_agree(document: Any, strict: bool) -> None:
+    # The parse for engine text leaves out what the engine refuses in text (lone
     # surrogates): it sees only documents the engine could have produced.
     try:
         engine_could = json.loads(bf_json.encode_str(document)) == document
@@ -554,7 +554,7 @@ def gears_agree(document: Any, strict: bool) -> None:
         detailed = _detailed(strict).get_structure_hook(bf.Batch)
         try:
             expected = detailed(document, bf.Batch)
-        except Exception:  # noqa: BLE001 - either gear may fail any way
+        except Exception:  # noqa: BLE001 - either parse may fail any way
             with pytest.raises(Exception):  # noqa: B017, PT011
                 fast(document)
             continue
@@ -562,9 +562,9 @@ def gears_agree(document: Any, strict: bool) -> None:
 
 
 @given(st.one_of(api_dicts(), broken_dicts().map(lambda case: case[1])), st.data())
-def test_the_fast_gear_agrees_with_the_detailed_gear(document, data):
+def test_the_fast_parse_agrees_with_the_detailed_parse(document, data):
     for strict in (False, True):
-        gears_agree(document, strict)
+        parses_agree(document, strict)
     path = data.draw(st.sampled_from(paths(document)))
     if path:
         new = data.draw(st.sampled_from(ODD_VALUES))
@@ -585,10 +585,10 @@ def test_the_fast_gear_agrees_with_the_detailed_gear(document, data):
                 changed[extra] = 1
             document = replaced(document, parent, changed)
     for strict in (False, True):
-        gears_agree(document, strict)
+        parses_agree(document, strict)
 
 
-def test_the_gears_agree_on_every_field_replaced_added_or_left_out():
+def test_the_parses_agree_on_every_field_replaced_added_or_left_out():
     errors = {"object": "list", "data": [{"code": "c", "line": 1, "message": "m"}]}
     for document in (
         full(status="failed", errors=errors, metadata={"k": "v"}),
@@ -606,7 +606,7 @@ def test_the_gears_agree_on_every_field_replaced_added_or_left_out():
         for path in paths(document):
             for new in ODD_VALUES:
                 for strict in (False, True):
-                    gears_agree(replaced(document, path, new), strict)
+                    parses_agree(replaced(document, path, new), strict)
             parent = path[:-1]
             owner = document
             for step in parent:
@@ -616,15 +616,15 @@ def test_the_gears_agree_on_every_field_replaced_added_or_left_out():
                 added = {**owner, "extra": 1}
                 for changed in (left_out, added):
                     for strict in (False, True):
-                        gears_agree(replaced(document, parent, changed), strict)
+                        parses_agree(replaced(document, parent, changed), strict)
 
 
 @pytest.mark.parametrize("key", [b"k", ("k",), 1, None])
-def test_metadata_keys_that_are_not_str_are_refused_by_both_gears(key):
+def test_metadata_keys_that_are_not_str_are_refused_by_both_parses(key):
     # bytes have len() and isascii() too: only the class test tells them apart.
     document = full(metadata={key: "v"})
     for strict in (False, True):
-        gears_agree(document, strict)
+        parses_agree(document, strict)
     with pytest.raises(bf.SchemaError) as info:
         bf.from_dict(document)
     assert info.value.errors == [("metadata", f"keys must be str, got {key!r}")]
