@@ -27,8 +27,17 @@ import attrs
 
 from ._codegen import compile_function
 from ._field_rules import BATCH_TAG, INT_MAX, STATUS_BY_VALUE, is_batch_tag, is_optional
-from ._model import MODEL_CLASSES, Batch, BatchError, BatchErrors, BatchStatus, is_text
-from ._model import metadata_problems as _metadata_problems
+from ._model import (
+    METADATA_MAX_KEY_LENGTH,
+    METADATA_MAX_PAIRS,
+    METADATA_MAX_VALUE_LENGTH,
+    MODEL_CLASSES,
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchStatus,
+    is_text,
+)
 from ._unfrozen import UNFROZEN
 
 __all__ = ["RefusedError", "make_parser", "parser_source"]
@@ -80,14 +89,33 @@ def _value_lines(t: Any, owner: type, i: str, how: _How, prefix: str) -> list[st
             f"{i}v = tuple([_parse_BatchError(item) for item in v])",
         ]
     if owner is Batch and get_origin(t) is Mapping:  # metadata, as the model holds it
-        # A document the engine just parsed is ours alone: no copy needed.
-        copy = "v" if engine else "v.copy()"
-        return [
-            f"{i}if v.__class__ is not dict or _metadata_problems(v):",
-            f"{i}    raise RefusedError",
-            f"{i}v = _MappingProxyType({copy})",
-        ]
+        return _metadata_lines(i, engine)
     raise TypeError(f"no fast rule for {owner.__name__}: {t!r}")
+
+
+def _metadata_lines(i: str, engine: bool) -> list[str]:
+    """Lines accepting metadata ``v`` within the API's limits, copied, read-only.
+
+    The limits of :func:`batchfsm._model.metadata_problems`, inline: its call and
+    its list cost a tenth of a whole parse. Text the engine parsed holds str
+    keys and no lone surrogate, and its dict is ours alone (no copy needed).
+    """
+    bad = [
+        "x.__class__ is not str",
+        f"len(k) > {METADATA_MAX_KEY_LENGTH}",
+        f"len(x) > {METADATA_MAX_VALUE_LENGTH}",
+    ]
+    if not engine:
+        bad = ["k.__class__ is not str", *bad, "not (k.isascii() or _is_text(k))"]
+        bad.append("not (x.isascii() or _is_text(x))")
+    return [
+        f"{i}if v.__class__ is not dict or len(v) > {METADATA_MAX_PAIRS}:",
+        f"{i}    raise RefusedError",
+        f"{i}for k, x in v.items():",
+        f"{i}    if {' or '.join(bad)}:",
+        f"{i}        raise RefusedError",
+        f"{i}v = _MappingProxyType({'v' if engine else 'v.copy()'})",
+    ]
 
 
 def _object_lines(cls: type, how: _How, prefix: str, i: str) -> list[str]:
@@ -160,7 +188,6 @@ def make_parser(cls: type, strict: bool, engine: bool) -> Callable[[Any], Any]:
         "_MappingProxyType": MappingProxyType,
         "_STATUSES": STATUS_BY_VALUE,
         "_is_text": is_text,
-        "_metadata_problems": _metadata_problems,
     }
     for model in MODEL_CLASSES:
         names = [field.name for field in attrs.fields(model)]
