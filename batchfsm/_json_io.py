@@ -32,9 +32,22 @@ __all__ = ["converter", "dumps", "dumps_bytes", "from_dict", "loads", "to_dict"]
 _structure = converter.structure
 _structure_strict = strict_converter.structure
 _unstructure = converter.unstructure
-# The converters' own loads(text, Batch) is orjson.loads then structure: the
-# same, with one call more.
-_structure_text = {strict: conv.structure for strict, conv in text_converters.items()}
+# Text is where the peers are fastest (pydantic-core parses and writes JSON in
+# Rust): loads and dumps call the converters' Batch hooks themselves, asked of
+# the converter once, at first use, instead of through its dispatch at every
+# call (a quarter of a microsecond, a tenth of dumps). The hooks are the ones
+# converter.structure/unstructure run.
+_HOOKS: dict[str, Any] = {}
+
+
+def _hook(name: str) -> Any:
+    hook: Any
+    if name == "write":
+        hook = converter.get_unstructure_hook(Batch)
+    else:
+        hook = text_converters[name == "strict"].get_structure_hook(Batch)
+    _HOOKS[name] = hook
+    return hook
 
 
 # -- the public door ---------------------------------------------------------------
@@ -112,7 +125,9 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
     except _DecodeError as exc:
         problems = [("", f"not valid JSON: {exc}")]
         raise SchemaError(problems + _lenient_problems(text, strict)) from None
-    return _structure_text[strict](data, Batch)
+    name = "strict" if strict else "lenient"
+    parse = _HOOKS.get(name) or _hook(name)
+    return parse(data, Batch)  # type: ignore[no-any-return]
 
 
 def _lenient_problems(text: str | bytes, strict: bool) -> list[tuple[str, str]]:
@@ -148,7 +163,7 @@ def dumps(batch: Batch) -> str:
         >>> bf.dumps(b)[:38]
         '{"id":"batch_1","object":"batch","endp'
     """
-    data = _unstructure(batch)
+    data = (_HOOKS.get("write") or _hook("write"))(batch)
     try:
         return _encode(data).decode()
     except _EncodeError:
@@ -166,7 +181,7 @@ def dumps_bytes(batch: Batch) -> bytes:
         >>> bf.dumps_bytes(b).endswith(b'"metadata":{"note":"caf\xc3\xa9"}}')
         True
     """
-    data = _unstructure(batch)
+    data = (_HOOKS.get("write") or _hook("write"))(batch)
     try:
         return _encode(data)
     except _EncodeError:
