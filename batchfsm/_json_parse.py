@@ -13,7 +13,7 @@ paths. A property test holds the two to the same verdicts and results.
 The functions are built lazily, per class, by the converter's hook factory
 (:mod:`batchfsm._converter`); their source is registered in :mod:`linecache`
 (``inspect.getsource`` shows it), and ``tests/data/generated/`` holds a copy
-that a test compares (regenerate: ``python -m batchfsm._generated_sources``).
+that a test compares (regenerate: ``python -m tests.generated_sources``).
 """
 
 from __future__ import annotations
