@@ -196,7 +196,8 @@ def snapshot_problems(b: Batch) -> list[Violation]:
         _unexpected_fields(b, facts, found)
     if b.request_counts is not None:
         _count_rules(b, facts, found)
-    _error_rules(b, facts, found)
+    if b.errors is not None or facts.status is BatchStatus.FAILED:
+        _error_rules(b, facts, found)
     if b.usage is not None:
         _usage_rules(b, found)
     return found
