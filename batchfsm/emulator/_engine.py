@@ -18,8 +18,8 @@ from typing import Any
 
 import attrs
 
-from .._convert import to_dict
 from .._errors import InvalidTransition
+from .._json_io import to_dict
 from .._lifecycle import advance, new_batch
 from .._model import Batch
 from .._table import Event

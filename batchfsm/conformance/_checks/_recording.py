@@ -6,10 +6,10 @@ from typing import Any
 
 import attrs
 
-from ..._convert import from_dict
 from ..._errors import SchemaError
 from ..._invariants import check as check_batch
 from ..._invariants import check_trace
+from ..._json_io import from_dict
 from ..._model import Batch
 from .._registry import check
 from .._session import Session, SkippedError, expect
