@@ -34,8 +34,7 @@ handlers wrapped by ``_endpoint.endpoint``, and name it in
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -47,16 +46,19 @@ from starlette.routing import BaseRoute
 from ._endpoint import AppContext
 from ._engine import Emulator
 from ._http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, error_response
+from ._projects import API_KEY, DEFAULT_PROJECT, ApiKeys, check_api_key
 from ._request_id import RequestIdMiddleware
 from ._routes_batches import batch_routes
 from ._routes_files import file_routes
 
 __all__ = [
+    "API_KEY",
     "MAX_JSON_BYTES",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_BYTES_IN_FLIGHT",
     "ROUTE_BUILDERS",
     "STORE_THREADS",
+    "check_api_key",
     "create_app",
 ]
 
@@ -65,8 +67,6 @@ __all__ = [
 #: flight is refused with 429 ``rate_limit_exceeded``; one alone is never
 #: refused by it, so every upload up to :data:`MAX_UPLOAD_BYTES` can pass.
 MAX_UPLOAD_BYTES_IN_FLIGHT = 2 * MAX_UPLOAD_BYTES
-#: What an API key may be: printable ASCII, no spaces, as a header carries it.
-API_KEY = re.compile(r"[!-~]+")
 
 #: At most this many calls of the emulator on a database run at once (per event
 #: loop), by default; more wait their turn without holding up the loop.
@@ -83,20 +83,15 @@ ROUTE_BUILDERS: tuple[RouteBuilder, ...] = (
 )
 
 
-def check_api_key(key: str | None, name: str = "api_key") -> str | None:
-    """``key`` if a request can carry it (or None); a one-line ValueError if not.
-
-    A key is one or more printable ASCII characters without spaces: an empty
-    one, or one with spaces or other characters, would refuse every request.
-    The message names the setting ``name`` and never shows the key.
-    """
-    if key is not None and not API_KEY.fullmatch(key):
-        what = "it is empty" if not key else "it holds other characters"
-        raise ValueError(
-            f"{name} must be one or more printable ASCII characters without "
-            f"spaces: {what}"
-        )
-    return key
+def _keys(api_key: str | None, api_keys: Mapping[str, str] | None) -> ApiKeys | None:
+    """The keys the app accepts: ``api_key`` (default project) and ``api_keys``."""
+    check_api_key(api_key)
+    keys = dict(api_keys or {})
+    if api_key is not None and keys.setdefault(api_key, DEFAULT_PROJECT) != (
+        DEFAULT_PROJECT
+    ):
+        raise ValueError("api_key is bound to another project in api_keys")
+    return ApiKeys(keys) if keys else None
 
 
 def _at_least_one(name: str, value: object) -> int:
@@ -137,6 +132,7 @@ def create_app(
     api_key: str | None = None,
     upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     store_threads: int = STORE_THREADS,
+    api_keys: Mapping[str, str] | None = None,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -144,14 +140,20 @@ def create_app(
     ASGI server runs the app's lifespan.
 
     With ``api_key``, every route demands ``Authorization: Bearer <api_key>``.
+    ``api_keys`` maps more keys to their projects (``api_key``'s is
+    ``"proj_default"``): each request sees and changes only the files and
+    batches of its key's project, and another project's id answers as an
+    unknown one. Without keys, every request is in the default project.
     ``upload_bytes_in_flight`` bounds the bytes of all uploads in flight
     together: one that would pass it while others are in flight gets 429.
     ``store_threads`` bounds the calls of the emulator that run at once in
     worker threads (on a database store; and uploads, on any).
 
     Raises:
-        ValueError: ``api_key`` is empty or holds a space or a character
-            other than printable ASCII; ``upload_bytes_in_flight`` or
+        ValueError: ``api_key`` (or a key of ``api_keys``) is empty or holds a
+            space or a character other than printable ASCII; a project's name
+            is not 1 to 64 letters, digits, ``_`` or ``-``;
+            ``upload_bytes_in_flight`` or
             ``store_threads`` is not an integer of at least 1.
 
     Example:
@@ -160,7 +162,7 @@ def create_app(
         >>> sorted({route.path for route in app.routes})[:2]
         ['/v1/batches', '/v1/batches/{batch_id}']
     """
-    check_api_key(api_key)
+    keys = _keys(api_key, api_keys)
     upload_bytes_in_flight = _at_least_one(
         "upload_bytes_in_flight", upload_bytes_in_flight
     )
@@ -172,7 +174,7 @@ def create_app(
         emulator = Emulator(clock=SystemClock())
     context = AppContext(
         emulator,
-        api_key=api_key,
+        api_keys=keys,
         upload_bytes_in_flight=upload_bytes_in_flight,
         store_threads=store_threads,
     )

@@ -2,10 +2,11 @@
 
 A route's handler is a small function of the request: it parses, calls the
 emulator, renders. :func:`endpoint` wraps it with what every route does the
-same way: the API key, the API's error body for every refusal, 503 while the
-store is away, 500 (with the API's body, and one log line) for a bug. The
-state the handlers share (the emulator, the store threads, the upload budget,
-the key) is one :class:`AppContext`, reached from ``request.app.state.context``.
+same way: the API key (and so the caller's project, :func:`project_of`), the
+API's error body for every refusal, 503 while the store is away, 500 (with
+the API's body, and one log line) for a bug. The state the handlers share
+(the emulator, the store threads, the upload budget, the keys) is one
+:class:`AppContext`, reached from ``request.app.state.context``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -27,10 +27,18 @@ from ._api_error import ApiError
 from ._engine import Emulator
 from ._http import JSONResponse, error_response
 from ._outage import RETRY_AFTER_SECONDS
+from ._projects import DEFAULT_PROJECT, ApiKeys
 from ._store_errors import StoreUnavailable
 from ._stores import MemoryBatchStore, MemoryFileStore
 
-__all__ = ["AppContext", "Endpoint", "Handler", "context_of", "endpoint"]
+__all__ = [
+    "AppContext",
+    "Endpoint",
+    "Handler",
+    "context_of",
+    "endpoint",
+    "project_of",
+]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: A route's handler: a plain function runs whole in a store thread (on a
@@ -101,12 +109,14 @@ class AppContext:
         self,
         emulator: Emulator,
         *,
-        api_key: str | None,
+        api_keys: ApiKeys | None,
         upload_bytes_in_flight: int,
         store_threads: int,
     ) -> None:
         self.emulator = emulator
-        self.api_key = api_key
+        #: The keys a request may carry, each with its project; None: any
+        #: request passes, in the default project.
+        self.api_keys = api_keys
         self.budget = UploadBudget(upload_bytes_in_flight)
         #: This event loop's limiter of store threads.
         self.threads = _limiter(store_threads)
@@ -125,8 +135,8 @@ class AppContext:
             return function(*args, **kwargs)
         return await self.in_thread(function, *args, **kwargs)
 
-    def refusal(self, request: Request) -> Response | None:
-        """The answer to a request whose Authorization does not pass, or None."""
+    def authorize(self, request: Request) -> str | Response:
+        """The caller's project; the answer instead if its Authorization fails."""
         given = request.headers.getlist("authorization")
         if len(given) > 1:
             # Which one counts would be a guess, and a proxy checking the
@@ -136,19 +146,26 @@ class AppContext:
                 "The request has more than one Authorization header: "
                 "send exactly one, 'Authorization: Bearer YOUR_API_KEY'.",
             )
-        if self.api_key is not None and not secrets.compare_digest(
-            (given[0] if given else "").encode(), f"Bearer {self.api_key}".encode()
-        ):
+        if self.api_keys is None:
+            return DEFAULT_PROJECT
+        project = self.api_keys.project(given[0] if given else "")
+        if project is None:
             return error_response(
                 401, "Incorrect API key provided.", code="invalid_api_key"
             )
-        return None
+        return project
 
 
 def context_of(request: Request) -> AppContext:
     """The :class:`AppContext` of the app serving ``request``."""
     context: AppContext = request.app.state.context
     return context
+
+
+def project_of(request: Request) -> str:
+    """The project of the API key ``request`` carries (set by :func:`endpoint`)."""
+    project: str = request.state.project
+    return project
 
 
 def unavailable(exc: StoreUnavailable) -> Response:
@@ -178,9 +195,10 @@ def endpoint(handler: Handler) -> Endpoint:
 
     async def guarded(request: Request) -> Response:
         context = context_of(request)
-        refused = context.refusal(request)
-        if refused is not None:
-            return refused
+        project = context.authorize(request)
+        if isinstance(project, Response):
+            return project
+        request.state.project = project
         try:
             if is_async:
                 result = handler(request)

@@ -51,6 +51,7 @@ from ._params import (
     list_limit,
     list_page,
 )
+from ._projects import DEFAULT_PROJECT
 from ._results import usage
 from ._runner import Runner
 from ._store_errors import StoreUnavailable
@@ -250,8 +251,10 @@ class Emulator:
         filename: str,
         purpose: str,
         expires_after: int | None = None,
+        *,
+        project: str = DEFAULT_PROJECT,
     ) -> FileObject:
-        r"""Store an upload; returns its File object.
+        r"""Store an upload in ``project``; returns its File object.
 
         ``content`` is the bytes, a binary file open for reading (read from
         where it stands to its end), or an iterable of pieces of bytes; it
@@ -262,7 +265,7 @@ class Emulator:
         before the store sees a byte: content whose size cannot be known
         beforehand (an iterable, a pipe) is first copied to a temporary file,
         refused as soon as it passes its limit. With ``max_storage_bytes``,
-        a file that would bring the stored files past it is refused (413,
+        a file that would bring the project's stored files past it is refused (413,
         ``storage_limit_exceeded``); uploads in flight together are each
         checked against what is stored when they arrive. If reading
         ``content`` fails midway, the error propagates and nothing is stored.
@@ -293,7 +296,9 @@ class Emulator:
             if not encodable(filename):
                 filename = filename.encode("utf-8", "replace").decode("utf-8")
             problem = storage_problem(
-                size, self.files.stored_bytes(), self.max_storage_bytes
+                size,
+                self.files.stored_bytes(project=project),
+                self.max_storage_bytes,
             )
             if problem is not None:
                 raise refuse(problem)
@@ -309,7 +314,9 @@ class Emulator:
             # Bytes as they are (a memory store keeps them, uncopied); a file
             # or an iterable a piece at a time.
             self.files.add(
-                file, content if isinstance(content, bytes) else pieces(content)
+                file,
+                content if isinstance(content, bytes) else pieces(content),
+                project=project,
             )
         finally:
             if copy is not None:
@@ -323,8 +330,9 @@ class Emulator:
         limit: str | None = None,
         order: str | None = None,
         purpose: str | None = None,
+        project: str = DEFAULT_PROJECT,
     ) -> dict[str, Any]:
-        """A page of the files not expired: the API's list object (as dicts).
+        """A page of ``project``'s files not expired: the API's list object.
 
         The parameters are ``GET /v1/files``'s query, as text: ``limit``
         1..10,000 (default 10,000), ``order`` ``desc`` (default) or ``asc``,
@@ -339,28 +347,35 @@ class Emulator:
             limit=limit,
             order=order,
             purpose=purpose,
+            project=project,
         )
         if isinstance(page, Problem):
             raise refuse(page)
         return page
 
-    def retrieve_file(self, file_id: str) -> FileObject:
-        """The File object; 404 if there is none or it expired."""
-        file = self.files.get(file_id)
+    def retrieve_file(
+        self, file_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> FileObject:
+        """The File object; 404 if there is none, it expired or is another project's."""
+        file = self.files.get(file_id, project=project)
         if file is None or not is_live(file, self._now()):
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return file
 
-    def file_content(self, file_id: str) -> bytes:
+    def file_content(self, file_id: str, *, project: str = DEFAULT_PROJECT) -> bytes:
         """The bytes of a file; 404 if there is none or it expired."""
-        self.retrieve_file(file_id)
+        self.retrieve_file(file_id, project=project)
         content = self.files.content(file_id)
         if content is None:  # deleted since
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return content
 
     def file_content_pieces(
-        self, file_id: str, piece_bytes: int = READ_PIECE_BYTES
+        self,
+        file_id: str,
+        piece_bytes: int = READ_PIECE_BYTES,
+        *,
+        project: str = DEFAULT_PROJECT,
     ) -> Iterator[bytes]:
         r"""The bytes of a file in pieces of at most ``piece_bytes``, read as asked for.
 
@@ -382,7 +397,7 @@ class Emulator:
             raise TypeError(
                 f"piece_bytes must be an integer of at least 1, got {piece_bytes!r}"
             )
-        file = self.retrieve_file(file_id)
+        file = self.retrieve_file(file_id, project=project)
         return self._pieces(file, piece_bytes)
 
     def _pieces(self, file: FileObject, piece_bytes: int) -> Iterator[bytes]:
@@ -391,9 +406,11 @@ class Emulator:
         except FileGoneError:
             raise ApiError(404, f"No such File object: {file.id}", param="id") from None
 
-    def delete_file(self, file_id: str) -> dict[str, Any]:
+    def delete_file(
+        self, file_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, Any]:
         """Delete a file; the API's deletion answer (404 if none or expired)."""
-        self.retrieve_file(file_id)
+        self.retrieve_file(file_id, project=project)
         if not self.files.delete(file_id):
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return {"id": file_id, "object": "file", "deleted": True}
@@ -408,11 +425,13 @@ class Emulator:
         completion_window: Any = "24h",
         metadata: Any = None,
         output_expires_after: Any = None,
+        project: str = DEFAULT_PROJECT,
     ) -> Batch:
-        """Create a batch; 400 with ``param`` naming a bad parameter.
+        """Create a batch in ``project``; 400 with ``param`` naming a bad parameter.
 
         Problems with the input file are not create errors: the batch is
-        created and fails validation (as the live API does).
+        created and fails validation (as the live API does); so does an input
+        file of another project, as a missing one.
         """
         problem = create_problem(
             input_file_id=input_file_id,
@@ -441,19 +460,23 @@ class Emulator:
                 output_expires_after["seconds"] if output_expires_after else None
             ),
         )
-        self.batches.insert(batch, work)
+        self.batches.insert(batch, work, project=project)
         self._runner.wake()
         return batch
 
-    def retrieve_batch(self, batch_id: str) -> Batch:
-        """The batch now; 404 if there is none."""
+    def retrieve_batch(self, batch_id: str, *, project: str = DEFAULT_PROJECT) -> Batch:
+        """The batch now; 404 if there is none (in ``project``)."""
         self._runner.sync()
-        return self._get(batch_id)
+        return self._get(batch_id, project)
 
     def list_batches(
-        self, *, after: str | None = None, limit: int | str | None = None
+        self,
+        *,
+        after: str | None = None,
+        limit: int | str | None = None,
+        project: str = DEFAULT_PROJECT,
     ) -> dict[str, Any]:
-        """A page of batches, newest first: the API's list object (as dicts).
+        """A page of ``project``'s batches, newest first: the API's list object.
 
         ``limit`` is 1..100 (default 20), an int or ``GET /v1/batches``'s text.
         """
@@ -462,20 +485,24 @@ class Emulator:
             raise refuse(size)
         self._runner.sync()
         if after is not None and (
-            not isinstance(after, str) or self.batches.get(after) is None
+            not isinstance(after, str)
+            or self.batches.get(after, project=project) is None
         ):
             raise refuse(after_problem("batch", after))
-        page, has_more = self.batches.page(after, size)
+        page, has_more = self.batches.page(after, size, project=project)
         return list_page([to_dict(b) for b in page], has_more)
 
-    def cancel_batch(self, batch_id: str) -> Batch:
-        """Cancel: ``cancelling`` (or unchanged if already); 409 if terminal."""
+    def cancel_batch(self, batch_id: str, *, project: str = DEFAULT_PROJECT) -> Batch:
+        """Cancel: ``cancelling`` (or unchanged if already); 409 if terminal.
+
+        404 if there is no such batch in ``project``.
+        """
         self._runner.sync()
         problem = batch_id_problem(batch_id)
         if problem is not None:
             raise refuse(problem)
         while True:  # until the write wins, or the batch can no longer cancel
-            batch, work = snapshot(self.batches, batch_id)
+            batch, work = snapshot(self.batches, batch_id, project)
             if batch is None:
                 raise ApiError(404, f"No batch found with id '{batch_id}'.")
             try:
@@ -496,11 +523,11 @@ class Emulator:
                 self._runner.wake()
                 return cancelled
 
-    def _get(self, batch_id: str) -> Batch:
+    def _get(self, batch_id: str, project: str) -> Batch:
         problem = batch_id_problem(batch_id)
         if problem is not None:
             raise refuse(problem)
-        batch = self.batches.get(batch_id)
+        batch = self.batches.get(batch_id, project=project)
         if batch is None:
             raise ApiError(404, f"No batch found with id '{batch_id}'.")
         return batch

@@ -44,6 +44,11 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   kept once it ended, when it holds nothing), so the write that ends it
   gives them back.
 
+Since version 9 every batch and file keeps its ``project`` (the API key's
+project that made it; a result file its batch's), indexed with ``seq`` for
+each project's pages (files: with ``purpose`` too); the objects of an
+older database go to :data:`._projects.DEFAULT_PROJECT`.
+
 Until version 8 a store error (a connection lost, a full disk) set the
 batch at hand aside as if its own work had failed: due again only at its
 expiry, or never. Version 8 makes every batch due at its expiry or never
@@ -59,6 +64,7 @@ import attrs
 
 from ._content import Content, pieces
 from ._database import Database, Tx
+from ._projects import DEFAULT_PROJECT
 from ._store_errors import SchemaVersionError, StoreError
 
 __all__ = [
@@ -150,6 +156,19 @@ def _content_into_chunks(tx: Tx) -> None:
         )
         add_chunks(tx, file_id, bytes(content))
     tx.run("ALTER TABLE batchfsm_files DROP COLUMN content")
+
+
+def _projects_sql(text: str) -> tuple[str, ...]:
+    """Version 9's statements in a dialect whose text type is ``text``."""
+    default = f"{text} NOT NULL DEFAULT '{DEFAULT_PROJECT}'"
+    return (
+        f"ALTER TABLE batchfsm_batches ADD COLUMN project {default}",
+        f"ALTER TABLE batchfsm_files ADD COLUMN project {default}",
+        "CREATE INDEX batchfsm_batches_project ON batchfsm_batches (project, seq)",
+        "CREATE INDEX batchfsm_files_project ON batchfsm_files (project, seq)",
+        "CREATE INDEX batchfsm_files_project_purpose"
+        " ON batchfsm_files (project, purpose, seq)",
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -339,6 +358,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             f" AND (due_at >= {NEVER}"
             " OR due_at = (body::json ->> 'expires_at')::bigint)",
         ),
+    ),
+    Migration(
+        9,
+        "each batch and file in a project: older ones in the default project",
+        sqlite=_projects_sql("TEXT"),
+        postgres=_projects_sql("text"),
     ),
 )
 

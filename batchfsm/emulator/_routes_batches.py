@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Route
 
 from .._convert import to_dict
 from ._api_error import ApiError
-from ._endpoint import context_of, endpoint
+from ._endpoint import context_of, endpoint, project_of
 from ._http import JSONResponse, json_body
 
 __all__ = ["batch_routes"]
@@ -35,6 +35,7 @@ async def create_batch(request: Request) -> Response:
         completion_window=data["completion_window"],
         metadata=data.get("metadata"),
         output_expires_after=data.get("output_expires_after"),
+        project=project_of(request),
     )
     return JSONResponse(to_dict(batch))
 
@@ -43,23 +44,26 @@ def list_batches(request: Request) -> Response:
     """``GET /v1/batches``: a page of batches, newest first."""
     query = request.query_params
     emulator = context_of(request).emulator
-    return JSONResponse(
-        emulator.list_batches(after=query.get("after"), limit=query.get("limit"))
+    page = emulator.list_batches(
+        after=query.get("after"), limit=query.get("limit"), project=project_of(request)
     )
+    return JSONResponse(page)
 
 
 def get_batch(request: Request) -> Response:
     """``GET /v1/batches/{batch_id}``: one batch."""
     emulator = context_of(request).emulator
-    return JSONResponse(
-        to_dict(emulator.retrieve_batch(request.path_params["batch_id"]))
-    )
+    batch_id = request.path_params["batch_id"]
+    batch = emulator.retrieve_batch(batch_id, project=project_of(request))
+    return JSONResponse(to_dict(batch))
 
 
 def cancel_batch(request: Request) -> Response:
     """``POST /v1/batches/{batch_id}/cancel``: the batch, cancelling."""
     emulator = context_of(request).emulator
-    return JSONResponse(to_dict(emulator.cancel_batch(request.path_params["batch_id"])))
+    batch_id = request.path_params["batch_id"]
+    batch = emulator.cancel_batch(batch_id, project=project_of(request))
+    return JSONResponse(to_dict(batch))
 
 
 def batch_routes() -> list[BaseRoute]:

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Send
 
 from ._api_error import ApiError, refuse
-from ._endpoint import AppContext, context_of, endpoint, log
+from ._endpoint import AppContext, context_of, endpoint, log, project_of
 from ._files import FileGoneError, read_pieces
 from ._http import (
     MAX_FIELD_BYTES,
@@ -118,6 +118,7 @@ async def _store_upload(request: Request) -> Response:
             file.filename or "upload.jsonl",
             purpose,
             expires_after,
+            project=project_of(request),
         )
     finally:
         await form.close()
@@ -132,6 +133,7 @@ def list_files(request: Request) -> Response:
         limit=query.get("limit"),
         order=query.get("order"),
         purpose=query.get("purpose"),
+        project=project_of(request),
     )
     return JSONResponse(page)
 
@@ -139,15 +141,16 @@ def list_files(request: Request) -> Response:
 def get_file(request: Request) -> Response:
     """``GET /v1/files/{file_id}``: one file's object."""
     emulator = context_of(request).emulator
-    return JSONResponse(
-        emulator.retrieve_file(request.path_params["file_id"]).to_dict()
-    )
+    file_id = request.path_params["file_id"]
+    file = emulator.retrieve_file(file_id, project=project_of(request))
+    return JSONResponse(file.to_dict())
 
 
 def delete_file(request: Request) -> Response:
     """``DELETE /v1/files/{file_id}``: the file, deleted."""
     emulator = context_of(request).emulator
-    return JSONResponse(emulator.delete_file(request.path_params["file_id"]))
+    file_id = request.path_params["file_id"]
+    return JSONResponse(emulator.delete_file(file_id, project=project_of(request)))
 
 
 class _FileDownload(StreamingResponse):
@@ -170,7 +173,9 @@ async def file_content(request: Request) -> Response:
     # download holds one piece, whatever the file's size.
     context = context_of(request)
     file = await context.call(
-        context.emulator.retrieve_file, request.path_params["file_id"]
+        context.emulator.retrieve_file,
+        request.path_params["file_id"],
+        project=project_of(request),
     )
     return _FileDownload(
         _download(context, file),
