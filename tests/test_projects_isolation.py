@@ -51,6 +51,8 @@ from batchfsm.emulator import (
 
 CHAT = "/v1/chat/completions"
 WHO = st.sampled_from(["a", "b"])
+#: The statuses of a batch that read its input file.
+_READ_INPUT = {"in_progress", "finalizing", "completed"}
 #: The headers an answer may differ by whatever it answers.
 _PER_REQUEST = {"x-request-id", "date"}
 
@@ -92,6 +94,8 @@ class Projects(RuleBasedStateMachine):
         # Ids of the other's a key named itself (a batch's input file): its
         # own batch may show them back.
         self.named: dict[str, set[str]] = {"a": set(), "b": set()}
+        # Batches of another project's file: they never read it.
+        self.foreign_input: set[str] = set()
 
     def teardown(self) -> None:
         self.http.close()
@@ -156,6 +160,8 @@ class Projects(RuleBasedStateMachine):
         assert answer.status_code == 200, answer.text
         batch_id = answer.json()["id"]
         self.made_batches[who].add(batch_id)
+        if file[0] != who:
+            self.foreign_input.add(batch_id)
         self.learn(who, iter([batch_id]))
         return who, batch_id
 
@@ -229,6 +235,9 @@ class Projects(RuleBasedStateMachine):
             page = self.call(who, "GET", "/batches?limit=100").json()
             listed = {b["id"] for b in page["data"]}
             assert listed == self.made_batches[who] and not page["has_more"]
+            for batch in page["data"]:
+                if batch["id"] in self.foreign_input:
+                    assert batch["status"] not in _READ_INPUT, batch
             results = {
                 b[key]
                 for b in page["data"]

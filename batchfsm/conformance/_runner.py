@@ -109,6 +109,7 @@ def run(
     model: str = "gpt-4o-mini",
     timeout: float = 600.0,
     progress: Callable[[Result], None] | None = None,
+    other_http: httpx2.Client | None = None,
 ) -> Report:
     """Run the checks against the server ``http`` talks to.
 
@@ -124,6 +125,9 @@ def run(
         model: the model the requests name.
         timeout: server seconds to poll a batch before giving up.
         progress: called with each result, in the report's order, as it is known.
+        other_http: a client like ``http`` with the API key of another
+            project, for the checks that this key's objects are invisible to
+            it (``projects.*``; skipped without).
 
     Raises:
         ValueError: ``only`` names an unknown check.
@@ -140,6 +144,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown check ids: {', '.join(sorted(unknown))}; see CHECKS")
     session = Session(http, wait, endpoint=endpoint, model=model, timeout=timeout)
+    session.other_http = other_http
     wanted = with_needs(only) if only else set(CHECKS)
     results: dict[str, Result] = {}
     for declared in CHECKS.values():
