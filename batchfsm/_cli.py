@@ -176,6 +176,14 @@ def _parser() -> argparse.ArgumentParser:
             "server extra: pip install 'batchfsm[server]'."
         ),
     )
+    _serve_options(serve)
+    _capacity_options(serve)
+    _connection_options(serve)
+    return parser
+
+
+def _serve_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s address, clock, ids, keys and database."""
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve.add_argument("--port", default="8000", help="1..65535 (default: 8000)")
     serve.add_argument(
@@ -224,6 +232,10 @@ def _parser() -> argparse.ArgumentParser:
         "ran on this machine and is gone): a finite number of at least "
         f"{MIN_LEASE_SECONDS:g} (default 30)",
     )
+
+
+def _capacity_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s models, limits and sizes."""
     serve.add_argument(
         "--model",
         action="append",
@@ -276,8 +288,6 @@ def _parser() -> argparse.ArgumentParser:
         "batch_output_limit_exceeded (bytes, or with a unit: 100MB; default: no "
         "limit)",
     )
-    _connection_options(serve)
-    return parser
 
 
 def _connection_options(serve: argparse.ArgumentParser) -> None:
@@ -459,6 +469,27 @@ def _limits(args: argparse.Namespace) -> Limits:
     )
 
 
+def _banner(
+    base_url: str, kept: str, limits: dict[str, int], bounds: dict[str, Any]
+) -> None:
+    """``serve``'s first lines: where it listens, what it keeps, its bounds."""
+    print(f"batchfsm emulator: base_url={base_url}", flush=True)
+    print(f"batchfsm emulator: {kept}", flush=True)
+    if limits:
+        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
+        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
+    shown = ", ".join(
+        f"{name} {bounds[key]:,} bytes"
+        for name, key in (
+            ("storage", "max_storage_bytes"),
+            ("output per batch", "max_output_bytes"),
+        )
+        if bounds[key] is not None
+    )
+    if shown:
+        print(f"batchfsm emulator: bounds: {shown}", flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         from .emulator import Emulator, SystemClock
@@ -495,21 +526,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"batchfsm serve: {exc}", file=sys.stderr)
             return 2
         kept = f"batches and files kept in {store.where}"
-    print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
-    print(f"batchfsm emulator: {kept}", flush=True)
-    if limits:
-        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
-        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
-    shown = ", ".join(
-        f"{name} {bounds[key]:,} bytes"
-        for name, key in (
-            ("storage", "max_storage_bytes"),
-            ("output per batch", "max_output_bytes"),
-        )
-        if bounds[key] is not None
-    )
-    if shown:
-        print(f"batchfsm emulator: bounds: {shown}", flush=True)
+    _banner(f"http://{host}:{port}/v1", kept, limits, bounds)
     try:
         serve(
             emulator,

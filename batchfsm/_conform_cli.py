@@ -41,6 +41,40 @@ def _checks_help() -> str:
     return "\n".join(lines)
 
 
+def _run_options(add: Callable[..., Any]) -> None:
+    """``conform``'s options for how the checks run."""
+    add(
+        "--strict",
+        action="store_true",
+        help="a failed 'observed' check (behaviour only observed on the live API, "
+        "not documented) fails the run instead of warning",
+    )
+    add(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="real seconds per second of waiting, below 1 for servers that run "
+        "fast clocks (default: %(default)s)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=3_600.0,
+        help="seconds to poll one batch before its check fails (default: %(default)s)",
+    )
+    add(
+        "--endpoint",
+        default="/v1/chat/completions",
+        help="the batch endpoint the input files' requests use (default: %(default)s)",
+    )
+    add(
+        "--model",
+        default="gpt-4o-mini",
+        help="the model the input files' requests name; the server must serve it "
+        "on --endpoint (default: %(default)s)",
+    )
+
+
 def add_parser(commands: Any) -> None:
     """Add the ``conform`` subcommand to the ``batchfsm`` parser."""
     conform = commands.add_parser(
@@ -84,36 +118,7 @@ def add_parser(commands: Any) -> None:
         help="run only this check, and the checks it needs first (repeatable); "
         f"one of: {', '.join(CHECKS)}",
     )
-    add(
-        "--strict",
-        action="store_true",
-        help="a failed 'observed' check (behaviour only observed on the live API, "
-        "not documented) fails the run instead of warning",
-    )
-    add(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="real seconds per second of waiting, below 1 for servers that run "
-        "fast clocks (default: %(default)s)",
-    )
-    add(
-        "--timeout",
-        type=float,
-        default=3_600.0,
-        help="seconds to poll one batch before its check fails (default: %(default)s)",
-    )
-    add(
-        "--endpoint",
-        default="/v1/chat/completions",
-        help="the batch endpoint the input files' requests use (default: %(default)s)",
-    )
-    add(
-        "--model",
-        default="gpt-4o-mini",
-        help="the model the input files' requests name; the server must serve it "
-        "on --endpoint (default: %(default)s)",
-    )
+    _run_options(add)
 
 
 #: The built-in emulator's two keys, each of its own project.

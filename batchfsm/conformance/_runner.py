@@ -125,9 +125,7 @@ def run(
         model: the model the requests name.
         timeout: server seconds to poll a batch before giving up.
         progress: called with each result, in the report's order, as it is known.
-        other_http: a client like ``http`` with the API key of another
-            project, for the checks that this key's objects are invisible to
-            it (``projects.*``; skipped without).
+        other_http: a client with a key of another project (``projects.*``).
 
     Raises:
         ValueError: ``only`` names an unknown check.
@@ -144,7 +142,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown check ids: {', '.join(sorted(unknown))}; see CHECKS")
     session = Session(http, wait, endpoint=endpoint, model=model, timeout=timeout)
-    session.other_http = other_http
+    session.other_http = other_http  # the projects.* checks skip without one
     wanted = with_needs(only) if only else set(CHECKS)
     results: dict[str, Result] = {}
     for declared in CHECKS.values():

@@ -126,6 +126,29 @@ def _lifespan(
     return lifespan
 
 
+def _context(
+    emulator: Emulator | None,
+    keys: ApiKeys | None,
+    upload_bytes_in_flight: int,
+    store_threads: int,
+) -> AppContext:
+    """The app's shared state, its sizes checked; a new emulator if None."""
+    upload_bytes_in_flight = _at_least_one(
+        "upload_bytes_in_flight", upload_bytes_in_flight
+    )
+    store_threads = _at_least_one("store_threads", store_threads)
+    if emulator is None:
+        from ._clock import SystemClock
+
+        emulator = Emulator(clock=SystemClock())
+    return AppContext(
+        emulator,
+        api_keys=keys,
+        upload_bytes_in_flight=upload_bytes_in_flight,
+        store_threads=store_threads,
+    )
+
+
 def create_app(
     emulator: Emulator | None = None,
     *,
@@ -162,22 +185,11 @@ def create_app(
         >>> sorted({route.path for route in app.routes})[:2]
         ['/v1/batches', '/v1/batches/{batch_id}']
     """
-    keys = _keys(api_key, api_keys)
-    upload_bytes_in_flight = _at_least_one(
-        "upload_bytes_in_flight", upload_bytes_in_flight
-    )
-    store_threads = _at_least_one("store_threads", store_threads)
     owned = emulator is None
-    if emulator is None:
-        from ._clock import SystemClock
-
-        emulator = Emulator(clock=SystemClock())
-    context = AppContext(
-        emulator,
-        api_keys=keys,
-        upload_bytes_in_flight=upload_bytes_in_flight,
-        store_threads=store_threads,
+    context = _context(
+        emulator, _keys(api_key, api_keys), upload_bytes_in_flight, store_threads
     )
+    emulator = context.emulator
     app = Starlette(
         routes=[route for build in ROUTE_BUILDERS for route in build(emulator)],
         exception_handlers={HTTPException: _http_error},

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -85,6 +85,15 @@ def _bound(name: str, value: int | None) -> int | None:
             f"{name} must be None or an integer of at least 1, got {value!r}"
         )
     return value
+
+
+def _spooled(content: Upload, purpose: str) -> tuple[IO[bytes], int]:
+    """``content`` copied to a temporary file, and its size; 413 past its limit."""
+    try:
+        return spool(content, max_bytes(purpose))
+    except TooLargeError as exc:
+        problem = too_large_problem(exc.held, batch=purpose == "batch", more=True)
+        raise refuse(problem) from None
 
 
 class Emulator:
@@ -285,42 +294,48 @@ class Emulator:
         copy = None
         try:
             if size is None:  # known only once read: read it, within its limit
-                try:
-                    copy, size = spool(content, max_bytes(purpose))
-                except TooLargeError as exc:
-                    problem = too_large_problem(
-                        exc.held, batch=purpose == "batch", more=True
-                    )
-                    raise refuse(problem) from None
+                copy, size = _spooled(content, purpose)
                 content = copy
-            if not encodable(filename):
-                filename = filename.encode("utf-8", "replace").decode("utf-8")
-            problem = storage_problem(
-                size,
-                self.files.stored_bytes(project=project),
-                self.max_storage_bytes,
-            )
-            if problem is not None:
-                raise refuse(problem)
-            now = self._now()
-            file = FileObject(
-                id=self._id("file-", 22),
-                bytes=size,
-                created_at=now,
-                filename=filename,
-                purpose=purpose,
-                expires_at=expires_at(purpose, now, expires_after),
-            )
-            # Bytes as they are (a memory store keeps them, uncopied); a file
-            # or an iterable a piece at a time.
-            self.files.add(
-                file,
-                content if isinstance(content, bytes) else pieces(content),
-                project=project,
+            return self._store_file(
+                content, size, filename, purpose, expires_after, project
             )
         finally:
             if copy is not None:
                 copy.close()
+
+    def _store_file(
+        self,
+        content: Upload,
+        size: int,
+        filename: str,
+        purpose: str,
+        expires_after: int | None,
+        project: str,
+    ) -> FileObject:
+        """Store ``content`` of ``size`` bytes, if the project's storage allows."""
+        if not encodable(filename):
+            filename = filename.encode("utf-8", "replace").decode("utf-8")
+        problem = storage_problem(
+            size, self.files.stored_bytes(project=project), self.max_storage_bytes
+        )
+        if problem is not None:
+            raise refuse(problem)
+        now = self._now()
+        file = FileObject(
+            id=self._id("file-", 22),
+            bytes=size,
+            created_at=now,
+            filename=filename,
+            purpose=purpose,
+            expires_at=expires_at(purpose, now, expires_after),
+        )
+        # Bytes as they are (a memory store keeps them, uncopied); a file
+        # or an iterable a piece at a time.
+        self.files.add(
+            file,
+            content if isinstance(content, bytes) else pieces(content),
+            project=project,
+        )
         return file
 
     def list_files(
