@@ -5,7 +5,8 @@
   and prints each violation with its index, batch id and rule; exit 1 on any
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
-- ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key] [--db URL]
+- ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key KEY[=PROJECT]]
+  [--keys-file PATH] [--db URL]
   [--lease-seconds S] [--model NAME] [--any-model]
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
@@ -20,7 +21,9 @@
   files (an upload past it gets 413) and ``--max-output-bytes`` the result
   lines one batch may store (its requests past it fail); the last four bound
   connections (open at once, from one address, the deadlines for a request's
-  head and for all of it).
+  head and for all of it). ``--api-key`` (repeatable) and ``--keys-file``
+  give the keys, each in a project (``KEY=PROJECT``; a plain ``KEY`` is in the
+  default project).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -173,6 +176,14 @@ def _parser() -> argparse.ArgumentParser:
             "server extra: pip install 'batchfsm[server]'."
         ),
     )
+    _serve_options(serve)
+    _capacity_options(serve)
+    _connection_options(serve)
+    return parser
+
+
+def _serve_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s address, clock, ids, keys and database."""
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve.add_argument("--port", default="8000", help="1..65535 (default: 8000)")
     serve.add_argument(
@@ -188,10 +199,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key",
+        action="append",
         default=None,
+        metavar="KEY[=PROJECT]",
         help="demand 'Authorization: Bearer KEY': one or more printable ASCII "
-        "characters without spaces (default: $BATCHFSM_API_KEY; without a key, "
-        "listening beyond loopback is a warning)",
+        "characters without spaces; KEY=PROJECT puts the key's files and "
+        "batches in their own project (letters, digits, '_', '-'), invisible "
+        "to other projects' keys; repeatable (default: $BATCHFSM_API_KEY, "
+        "several separated by spaces; without a key, listening beyond loopback "
+        "is a warning)",
+    )
+    serve.add_argument(
+        "--keys-file",
+        default=None,
+        metavar="PATH",
+        help="more keys: one KEY=PROJECT (or KEY) a line; blank lines and "
+        "lines starting with '#' are skipped",
     )
     serve.add_argument(
         "--db",
@@ -209,6 +232,10 @@ def _parser() -> argparse.ArgumentParser:
         "ran on this machine and is gone): a finite number of at least "
         f"{MIN_LEASE_SECONDS:g} (default 30)",
     )
+
+
+def _capacity_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s models, limits and sizes."""
     serve.add_argument(
         "--model",
         action="append",
@@ -261,8 +288,6 @@ def _parser() -> argparse.ArgumentParser:
         "batch_output_limit_exceeded (bytes, or with a unit: 100MB; default: no "
         "limit)",
     )
-    _connection_options(serve)
-    return parser
 
 
 def _connection_options(serve: argparse.ArgumentParser) -> None:
@@ -391,13 +416,43 @@ def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
     }
 
 
-def _api_key(args: argparse.Namespace) -> str | None:
-    """``--api-key`` or ``$BATCHFSM_API_KEY`` if set, or a one-line ValueError."""
-    from .emulator._app import check_api_key
+def _keys_file(path: str) -> list[tuple[str, str]]:
+    """The settings of a keys file, each with where it stands, or a ValueError."""
+    try:
+        with open(path, encoding="utf-8") as lines:
+            text = lines.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--keys-file {path}: cannot be read ({exc})") from None
+    return [
+        (line.strip(), f"--keys-file {path} line {number}")
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
-    if args.api_key is not None:
-        return check_api_key(args.api_key, "--api-key")
-    return check_api_key(os.environ.get("BATCHFSM_API_KEY"), "BATCHFSM_API_KEY")
+
+def _api_keys(args: argparse.Namespace) -> dict[str, str] | None:
+    """Key to project from ``--api-key`` and ``--keys-file``, else the environment.
+
+    None: no key. A one-line ValueError naming the setting (never the key)
+    if one is no key, names no project, or a key is bound to two projects.
+    """
+    from .emulator._projects import parse_key
+
+    settings = [(key, "--api-key") for key in args.api_key or ()]
+    if args.keys_file is not None:
+        settings += _keys_file(args.keys_file)
+    if not settings:
+        value = os.environ.get("BATCHFSM_API_KEY")
+        if value is None:
+            return None
+        # Empty: refused below as a key that is empty.
+        settings = [(key, "BATCHFSM_API_KEY") for key in value.split() or [value]]
+    keys: dict[str, str] = {}
+    for setting, name in settings:
+        key, project = parse_key(setting, name)
+        if keys.setdefault(key, project) != project:
+            raise ValueError(f"{name}: this key is bound to two projects")
+    return keys
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -414,6 +469,27 @@ def _limits(args: argparse.Namespace) -> Limits:
     )
 
 
+def _banner(
+    base_url: str, kept: str, limits: dict[str, int], bounds: dict[str, Any]
+) -> None:
+    """``serve``'s first lines: where it listens, what it keeps, its bounds."""
+    print(f"batchfsm emulator: base_url={base_url}", flush=True)
+    print(f"batchfsm emulator: {kept}", flush=True)
+    if limits:
+        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
+        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
+    shown = ", ".join(
+        f"{name} {bounds[key]:,} bytes"
+        for name, key in (
+            ("storage", "max_storage_bytes"),
+            ("output per batch", "max_output_bytes"),
+        )
+        if bounds[key] is not None
+    )
+    if shown:
+        print(f"batchfsm emulator: bounds: {shown}", flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         from .emulator import Emulator, SystemClock
@@ -426,7 +502,7 @@ def _serve(args: argparse.Namespace) -> int:
         port, speed, seed, lease, limits = _serve_settings(args, MAX_SPEED)
         threads, budget = _app_settings(args)
         bounds = _storage_settings(args)
-        api_key, connections = _api_key(args), _limits(args)
+        api_keys, connections = _api_keys(args), _limits(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -450,26 +526,13 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"batchfsm serve: {exc}", file=sys.stderr)
             return 2
         kept = f"batches and files kept in {store.where}"
-    print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
-    print(f"batchfsm emulator: {kept}", flush=True)
-    if limits:
-        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
-        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
-    shown = ", ".join(
-        f"{name} {bounds[key]:,} bytes"
-        for name, key in (
-            ("storage", "max_storage_bytes"),
-            ("output per batch", "max_output_bytes"),
-        )
-        if bounds[key] is not None
-    )
-    if shown:
-        print(f"batchfsm emulator: bounds: {shown}", flush=True)
+    _banner(f"http://{host}:{port}/v1", kept, limits, bounds)
     try:
         serve(
             emulator,
             sock,
-            api_key=api_key,
+            api_key=None,
+            api_keys=api_keys,
             store_threads=threads,
             upload_budget=budget,
             limits=connections,

@@ -41,42 +41,8 @@ def _checks_help() -> str:
     return "\n".join(lines)
 
 
-def add_parser(commands: Any) -> None:
-    """Add the ``conform`` subcommand to the ``batchfsm`` parser."""
-    conform = commands.add_parser(
-        "conform",
-        help="judge a Batch API server, check by check",
-        description=textwrap.fill(
-            "Drive a Batch API server (files and batches under /v1) and judge every "
-            "answer against the lifecycle. Without --base-url, the built-in emulator "
-            "is run in-process on a virtual clock. Exit 0 when no check failed and "
-            "one passed, 1 when a check failed or nothing could be judged, 2 for "
-            "bad arguments or an unreachable server. Needs the server extra: "
-            "pip install 'batchfsm[server]'.",
-            width=79,
-        ),
-        epilog=_checks_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = conform.add_argument
-    add(
-        "--base-url",
-        help="the server's root, e.g. http://127.0.0.1:8000 (a trailing /v1 is "
-        "fine; default: the built-in emulator)",
-    )
-    add(
-        "--api-key",
-        help="sent as 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
-    )
-    add("--json", action="store_true", help="print the report as JSON")
-    add(
-        "--only",
-        action="append",
-        metavar="ID",
-        choices=list(CHECKS),
-        help="run only this check, and the checks it needs first (repeatable); "
-        f"one of: {', '.join(CHECKS)}",
-    )
+def _run_options(add: Callable[..., Any]) -> None:
+    """``conform``'s options for how the checks run."""
     add(
         "--strict",
         action="store_true",
@@ -109,25 +75,100 @@ def add_parser(commands: Any) -> None:
     )
 
 
-def _client(
-    args: argparse.Namespace,
-) -> tuple[httpx2.Client, Callable[[float], None], str]:
+def add_parser(commands: Any) -> None:
+    """Add the ``conform`` subcommand to the ``batchfsm`` parser."""
+    conform = commands.add_parser(
+        "conform",
+        help="judge a Batch API server, check by check",
+        description=textwrap.fill(
+            "Drive a Batch API server (files and batches under /v1) and judge every "
+            "answer against the lifecycle. Without --base-url, the built-in emulator "
+            "is run in-process on a virtual clock. Exit 0 when no check failed and "
+            "one passed, 1 when a check failed or nothing could be judged, 2 for "
+            "bad arguments or an unreachable server. Needs the server extra: "
+            "pip install 'batchfsm[server]'.",
+            width=79,
+        ),
+        epilog=_checks_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = conform.add_argument
+    add(
+        "--base-url",
+        help="the server's root, e.g. http://127.0.0.1:8000 (a trailing /v1 is "
+        "fine; default: the built-in emulator)",
+    )
+    add(
+        "--api-key",
+        help="sent as 'Authorization: Bearer KEY' (default: $BATCHFSM_API_KEY)",
+    )
+    add(
+        "--other-api-key",
+        metavar="KEY",
+        help="a second key, of another project: the projects.* checks judge "
+        "that the first key's files and batches are invisible to it (skipped "
+        "without; the built-in emulator runs them with two keys of its own)",
+    )
+    add("--json", action="store_true", help="print the report as JSON")
+    add(
+        "--only",
+        action="append",
+        metavar="ID",
+        choices=list(CHECKS),
+        help="run only this check, and the checks it needs first (repeatable); "
+        f"one of: {', '.join(CHECKS)}",
+    )
+    _run_options(add)
+
+
+#: The built-in emulator's two keys, each of its own project.
+_BUILT_IN_KEYS = {"sk-conform": "proj_conform", "sk-conform-other": "proj_other"}
+
+
+def _built_in() -> tuple[httpx2.Client, httpx2.Client, Callable[[float], None]]:
+    """Clients of two keys, of two projects, on one in-process emulator."""
     import httpx2
 
-    from .conformance import emulator_client
+    from .emulator import Emulator, EmulatorTransport, VirtualClock, create_app
+
+    clock = VirtualClock()
+    transport = EmulatorTransport(
+        create_app(Emulator(clock=clock), api_keys=_BUILT_IN_KEYS)
+    )
+    first, other = (
+        httpx2.Client(
+            transport=transport,
+            base_url="http://batchfsm.emulator",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        for key in _BUILT_IN_KEYS
+    )
+    return first, other, clock.advance
+
+
+def _client(
+    args: argparse.Namespace,
+) -> tuple[httpx2.Client, httpx2.Client | None, Callable[[float], None], str]:
+    """The client, the other key's (or None), how to wait, and what is judged."""
+    import httpx2
 
     if args.base_url is None:
-        http, advance = emulator_client()
-        return http, advance, "the built-in emulator (in-process, virtual clock)"
+        http, second, advance = _built_in()
+        where = "the built-in emulator (in-process, virtual clock)"
+        return http, second, advance, where
     root = args.base_url.rstrip("/").removesuffix("/v1")
     key = args.api_key or os.environ.get("BATCHFSM_API_KEY")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     scale = args.time_scale
 
     def wait(seconds: float) -> None:
         time.sleep(seconds * scale)
 
-    return httpx2.Client(base_url=root, headers=headers, timeout=60), wait, root
+    def client(key: str | None) -> httpx2.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx2.Client(base_url=root, headers=headers, timeout=60)
+
+    other = client(args.other_api_key) if args.other_api_key else None
+    return client(key), other, wait, root
 
 
 def _progress(result: Result) -> None:
@@ -150,7 +191,7 @@ def conform(args: argparse.Namespace) -> int:
         print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
         return 2
     try:
-        http, wait, target = _client(args)
+        http, other, wait, target = _client(args)
     except httpx2.InvalidURL as exc:
         print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2
@@ -167,10 +208,14 @@ def conform(args: argparse.Namespace) -> int:
                 model=args.model,
                 timeout=args.timeout,
                 progress=_progress,
+                other_http=other,
             )
     except httpx2.TransportError as exc:
         print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if other is not None:
+            other.close()
     print(json.dumps(report.to_dict(), indent=2) if args.json else summary(report))
     return 0 if report.passed else 1
 

@@ -133,7 +133,7 @@ def list_files_cost(sizes: tuple[int, ...] = SIZES) -> tuple[list[str], Figures]
             for n in sizes:
                 emu = _with_files(kind, n, folder)
                 middle = f"file-{n // 2:022x}" if n else None
-                queries: list[dict[str, str | None]] = [
+                queries: list[dict[str, Any]] = [
                     {"limit": "1"},
                     {"limit": "1", "order": "asc", "purpose": "batch"},
                     {"limit": "1", "after": middle},

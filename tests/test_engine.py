@@ -374,11 +374,11 @@ class InterruptedStore(MemoryBatchStore):
 
     interrupt: Any = None
 
-    def get(self, batch_id: str) -> bf.Batch | None:
+    def get(self, batch_id: str, *, project: str | None = None) -> bf.Batch | None:
         interrupt, self.interrupt = self.interrupt, None
         if interrupt is not None:
             interrupt()
-        return super().get(batch_id)
+        return super().get(batch_id, project=project)
 
 
 def test_a_write_between_the_two_reads_of_a_step_is_read_again() -> None:

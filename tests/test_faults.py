@@ -335,16 +335,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return new_database(request.getfixturevalue("postgres_server"))
 
 
-def _back_to_version_7(url: str) -> None:
+def _back_to_version_8(url: str) -> None:
     if url.startswith("sqlite:///"):
         import sqlite3
 
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        conn.execute("PRAGMA user_version = 7")
+        conn.execute("PRAGMA user_version = 8")
         conn.close()
     else:
         with psycopg.connect(url, autocommit=True) as pg:
-            pg.execute("UPDATE batchfsm_schema SET version = 7")
+            pg.execute("UPDATE batchfsm_schema SET version = 8")
 
 
 @pytest.mark.parametrize("until", ["expiry", "never"])
@@ -376,7 +376,7 @@ def test_a_batch_an_older_version_set_aside_runs_again_after_the_upgrade(db_url,
         now, attrs.evolve(work, due_at=aside), status=now.status, epoch=work.epoch
     )
     store.close()  # type: ignore[attr-defined]
-    _back_to_version_7(db_url)
+    _back_to_version_8(db_url)
     emu = emulator()  # the upgrade
     clock.advance(60)
     done = emu.retrieve_batch(batch.id)

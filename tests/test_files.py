@@ -165,13 +165,15 @@ class RecordingFiles(MemoryFileStore):
         super().__init__()
         self.pieces: list[int] = []
 
-    def add(self, file: FileObject, content: Content) -> None:
+    def add(
+        self, file: FileObject, content: Content, *, project: str = "proj_default"
+    ) -> None:
         def noted() -> Iterator[Piece]:
             for piece in [content] if isinstance(content, bytes) else content:
                 self.pieces.append(len(piece))
                 yield piece
 
-        super().add(file, noted())
+        super().add(file, noted(), project=project)
 
 
 def test_an_upload_over_http_reaches_the_store_in_pieces_never_whole() -> None:

@@ -490,11 +490,11 @@ class SlowStore(SQLiteStore):
         self.waiting = threading.Event()
         self.go = threading.Event()
 
-    def get(self, batch_id: str) -> bf.Batch | None:
+    def get(self, batch_id: str, *, project: str | None = None) -> bf.Batch | None:
         if batch_id == self.slow:
             self.waiting.set()
             self.go.wait(timeout=30)  # a bound for a broken build, not a speed
-        return super().get(batch_id)
+        return super().get(batch_id, project=project)
 
 
 def _one_slow_batch_and_one_fast() -> tuple[SlowStore, Emulator, bf.Batch, bf.Batch]:

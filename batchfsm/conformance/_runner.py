@@ -204,6 +204,7 @@ def run(
     model: str = "gpt-4o-mini",
     timeout: float = 600.0,
     progress: Callable[[Result], None] | None = None,
+    other_http: httpx2.Client | None = None,
 ) -> Report:
     """Run the checks against the server ``http`` talks to.
 
@@ -219,6 +220,7 @@ def run(
         model: the model the requests name.
         timeout: server seconds to poll a batch before giving up.
         progress: called with each result, in the report's order, as it is known.
+        other_http: a client with a key of another project (``projects.*``).
 
     Raises:
         ValueError: ``only`` names an unknown check.
@@ -235,6 +237,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown check ids: {', '.join(sorted(unknown))}; see CHECKS")
     session = Session(http, wait, endpoint=endpoint, model=model, timeout=timeout)
+    session.other_http = other_http  # the projects.* checks skip without one
     schedule = _Schedule(session, with_needs(only) if only else set(CHECKS), strict)
     told = 0
     while True:

@@ -112,6 +112,9 @@ _HINTS = {
 class Session:
     """One conformance run: the HTTP client, the clock, and what was recorded."""
 
+    #: A client of a second API key, of another project, if the run has one.
+    other_http: httpx2.Client | None = None
+
     def __init__(
         self,
         http: httpx2.Client,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -52,6 +52,7 @@ from ._params import (
     list_limit,
     list_page,
 )
+from ._projects import DEFAULT_PROJECT
 from ._results import usage
 from ._runner import Runner
 from ._store_errors import StoreUnavailable
@@ -85,6 +86,15 @@ def _bound(name: str, value: int | None) -> int | None:
             f"{name} must be None or an integer of at least 1, got {value!r}"
         )
     return value
+
+
+def _spooled(content: Upload, purpose: str) -> tuple[IO[bytes], int]:
+    """``content`` copied to a temporary file, and its size; 413 past its limit."""
+    try:
+        return spool(content, max_bytes(purpose))
+    except TooLargeError as exc:
+        problem = too_large_problem(exc.held, batch=purpose == "batch", more=True)
+        raise refuse(problem) from None
 
 
 class Emulator:
@@ -251,8 +261,10 @@ class Emulator:
         filename: str,
         purpose: str,
         expires_after: int | None = None,
+        *,
+        project: str = DEFAULT_PROJECT,
     ) -> FileObject:
-        r"""Store an upload; returns its File object.
+        r"""Store an upload in ``project``; returns its File object.
 
         ``content`` is the bytes, a binary file open for reading (read from
         where it stands to its end), or an iterable of pieces of bytes; it
@@ -264,7 +276,7 @@ class Emulator:
         store sees a byte: content whose size cannot be known beforehand (an
         iterable, a pipe) is first copied to a temporary file, refused as soon
         as it passes its limit. With ``max_storage_bytes``, a file that would
-        bring the stored files past it is refused (413,
+        bring the project's stored files past it is refused (413,
         ``storage_limit_exceeded``); uploads in flight together are each
         checked against what is stored when they arrive. If reading
         ``content`` fails midway, the error propagates and nothing is stored.
@@ -284,43 +296,51 @@ class Emulator:
         copy = None
         try:
             if size is None:  # known only once read: read it, within its limit
-                try:
-                    copy, size = spool(content, max_bytes(purpose))
-                except TooLargeError as exc:
-                    problem = too_large_problem(
-                        exc.held, batch=purpose == "batch", more=True
-                    )
-                    raise refuse(problem) from None
+                copy, size = _spooled(content, purpose)
                 content = copy
-            if not encodable(filename):
-                filename = filename.encode("utf-8", "replace").decode("utf-8")
-            problem = storage_problem(
-                size, self.files.stored_bytes(), self.max_storage_bytes
-            )
-            if problem is not None:
-                raise refuse(problem)
-            now = self._now()
-            file = FileObject(
-                id=self._id("file-", 22),
-                bytes=size,
-                created_at=now,
-                filename=filename,
-                purpose=purpose,
-                expires_at=expires_at(purpose, now, expires_after),
-            )
-            # Bytes as they are (a memory store keeps them, uncopied); a file
-            # or an iterable a piece at a time, a batch file's checked as UTF-8
-            # on its way in (refused midway, the store keeps nothing of it).
-            self.files.add(
-                file,
-                checked_content(
-                    purpose,
-                    content if isinstance(content, bytes) else pieces(content),
-                ),
+            return self._store_file(
+                content, size, filename, purpose, expires_after, project
             )
         finally:
             if copy is not None:
                 copy.close()
+
+    def _store_file(
+        self,
+        content: Upload,
+        size: int,
+        filename: str,
+        purpose: str,
+        expires_after: int | None,
+        project: str,
+    ) -> FileObject:
+        """Store ``content`` of ``size`` bytes, if the project's storage allows."""
+        if not encodable(filename):
+            filename = filename.encode("utf-8", "replace").decode("utf-8")
+        problem = storage_problem(
+            size, self.files.stored_bytes(project=project), self.max_storage_bytes
+        )
+        if problem is not None:
+            raise refuse(problem)
+        now = self._now()
+        file = FileObject(
+            id=self._id("file-", 22),
+            bytes=size,
+            created_at=now,
+            filename=filename,
+            purpose=purpose,
+            expires_at=expires_at(purpose, now, expires_after),
+        )
+        # Bytes as they are (a memory store keeps them, uncopied); a file
+        # or an iterable a piece at a time, a batch file's checked as UTF-8
+        # on its way in (refused midway, the store keeps nothing of it).
+        self.files.add(
+            file,
+            checked_content(
+                purpose, content if isinstance(content, bytes) else pieces(content)
+            ),
+            project=project,
+        )
         return file
 
     def list_files(
@@ -330,8 +350,9 @@ class Emulator:
         limit: str | None = None,
         order: str | None = None,
         purpose: str | None = None,
+        project: str = DEFAULT_PROJECT,
     ) -> dict[str, Any]:
-        """A page of the files not expired: the API's list object (as dicts).
+        """A page of ``project``'s files not expired: the API's list object.
 
         The parameters are ``GET /v1/files``'s query, as text: ``limit``
         1..10,000 (default 10,000), ``order`` ``desc`` (default) or ``asc``,
@@ -346,28 +367,35 @@ class Emulator:
             limit=limit,
             order=order,
             purpose=purpose,
+            project=project,
         )
         if isinstance(page, Problem):
             raise refuse(page)
         return page
 
-    def retrieve_file(self, file_id: str) -> FileObject:
-        """The File object; 404 if there is none or it expired."""
-        file = self.files.get(file_id)
+    def retrieve_file(
+        self, file_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> FileObject:
+        """The File object; 404 if there is none, it expired or is another project's."""
+        file = self.files.get(file_id, project=project)
         if file is None or not is_live(file, self._now()):
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return file
 
-    def file_content(self, file_id: str) -> bytes:
+    def file_content(self, file_id: str, *, project: str = DEFAULT_PROJECT) -> bytes:
         """The bytes of a file; 404 if there is none or it expired."""
-        self.retrieve_file(file_id)
+        self.retrieve_file(file_id, project=project)
         content = self.files.content(file_id)
         if content is None:  # deleted since
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return content
 
     def file_content_pieces(
-        self, file_id: str, piece_bytes: int = READ_PIECE_BYTES
+        self,
+        file_id: str,
+        piece_bytes: int = READ_PIECE_BYTES,
+        *,
+        project: str = DEFAULT_PROJECT,
     ) -> Iterator[bytes]:
         r"""The bytes of a file in pieces of at most ``piece_bytes``, read as asked for.
 
@@ -389,7 +417,7 @@ class Emulator:
             raise TypeError(
                 f"piece_bytes must be an integer of at least 1, got {piece_bytes!r}"
             )
-        file = self.retrieve_file(file_id)
+        file = self.retrieve_file(file_id, project=project)
         return self._pieces(file, piece_bytes)
 
     def _pieces(self, file: FileObject, piece_bytes: int) -> Iterator[bytes]:
@@ -398,9 +426,11 @@ class Emulator:
         except FileGoneError:
             raise ApiError(404, f"No such File object: {file.id}", param="id") from None
 
-    def delete_file(self, file_id: str) -> dict[str, Any]:
+    def delete_file(
+        self, file_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, Any]:
         """Delete a file; the API's deletion answer (404 if none or expired)."""
-        self.retrieve_file(file_id)
+        self.retrieve_file(file_id, project=project)
         if not self.files.delete(file_id):
             raise ApiError(404, f"No such File object: {file_id}", param="id")
         return {"id": file_id, "object": "file", "deleted": True}
@@ -415,11 +445,13 @@ class Emulator:
         completion_window: Any = "24h",
         metadata: Any = None,
         output_expires_after: Any = None,
+        project: str = DEFAULT_PROJECT,
     ) -> Batch:
-        """Create a batch; 400 with ``param`` naming a bad parameter.
+        """Create a batch in ``project``; 400 with ``param`` naming a bad parameter.
 
         Problems with the input file are not create errors: the batch is
-        created and fails validation (as the live API does).
+        created and fails validation (as the live API does); so does an input
+        file of another project, as a missing one.
         """
         problem = create_problem(
             input_file_id=input_file_id,
@@ -448,19 +480,23 @@ class Emulator:
                 output_expires_after["seconds"] if output_expires_after else None
             ),
         )
-        self.batches.insert(batch, work)
+        self.batches.insert(batch, work, project=project)
         self._runner.wake()
         return batch
 
-    def retrieve_batch(self, batch_id: str) -> Batch:
-        """The batch now; 404 if there is none."""
+    def retrieve_batch(self, batch_id: str, *, project: str = DEFAULT_PROJECT) -> Batch:
+        """The batch now; 404 if there is none (in ``project``)."""
         self._runner.sync()
-        return self._get(batch_id)
+        return self._get(batch_id, project)
 
     def list_batches(
-        self, *, after: str | None = None, limit: int | str | None = None
+        self,
+        *,
+        after: str | None = None,
+        limit: int | str | None = None,
+        project: str = DEFAULT_PROJECT,
     ) -> dict[str, Any]:
-        """A page of batches, newest first: the API's list object (as dicts).
+        """A page of ``project``'s batches, newest first: the API's list object.
 
         ``limit`` is 1..100 (default 20), an int or ``GET /v1/batches``'s text.
         """
@@ -469,20 +505,24 @@ class Emulator:
             raise refuse(size)
         self._runner.sync()
         if after is not None and (
-            not isinstance(after, str) or self.batches.get(after) is None
+            not isinstance(after, str)
+            or self.batches.get(after, project=project) is None
         ):
             raise refuse(after_problem("batch", after))
-        page, has_more = self.batches.page(after, size)
+        page, has_more = self.batches.page(after, size, project=project)
         return list_page([to_dict(b) for b in page], has_more)
 
-    def cancel_batch(self, batch_id: str) -> Batch:
-        """Cancel: ``cancelling`` (or unchanged if already); 409 if terminal."""
+    def cancel_batch(self, batch_id: str, *, project: str = DEFAULT_PROJECT) -> Batch:
+        """Cancel: ``cancelling`` (or unchanged if already); 409 if terminal.
+
+        404 if there is no such batch in ``project``.
+        """
         self._runner.sync()
         problem = batch_id_problem(batch_id)
         if problem is not None:
             raise refuse(problem)
         while True:  # until the write wins, or the batch can no longer cancel
-            batch, work = snapshot(self.batches, batch_id)
+            batch, work = snapshot(self.batches, batch_id, project)
             if batch is None:
                 raise ApiError(404, f"No batch found with id '{batch_id}'.")
             try:
@@ -503,11 +543,11 @@ class Emulator:
                 self._runner.wake()
                 return cancelled
 
-    def _get(self, batch_id: str) -> Batch:
+    def _get(self, batch_id: str, project: str) -> Batch:
         problem = batch_id_problem(batch_id)
         if problem is not None:
             raise refuse(problem)
-        batch = self.batches.get(batch_id)
+        batch = self.batches.get(batch_id, project=project)
         if batch is None:
             raise ApiError(404, f"No batch found with id '{batch_id}'.")
         return batch

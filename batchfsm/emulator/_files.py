@@ -317,6 +317,7 @@ def list_files_page(
     limit: str | None = None,
     order: str | None = None,
     purpose: str | None = None,
+    project: str | None = None,
 ) -> dict[str, Any] | Problem:
     """One page of ``GET /v1/files``, from its query parameters (as text).
 
@@ -325,7 +326,8 @@ def list_files_page(
     only those that expired since). ``order`` is ``desc`` (the default) or
     ``asc`` by creation;
     ``after`` is the id of a listed file (live, and of ``purpose`` if given)
-    the page starts after; ``purpose`` keeps only that purpose.
+    the page starts after; ``purpose`` keeps only that purpose, ``project``
+    only that project's files (an ``after`` of another is as unknown).
 
     Example:
         >>> from ._stores import MemoryFileStore
@@ -343,7 +345,7 @@ def list_files_page(
     if order not in (None, "asc", "desc"):
         return invalid_value("order", str(order), ["asc", "desc"])
     if after is not None:
-        start = files.get(after)
+        start = files.get(after, project=project)
         if not is_live(start, now) or (
             purpose is not None and start is not None and start.purpose != purpose
         ):
@@ -354,5 +356,6 @@ def list_files_page(
         order="asc" if order == "asc" else "desc",
         purpose=purpose,
         now=now,
+        project=project,
     )
     return list_page([f.to_dict() for f in page], has_more)

@@ -44,9 +44,14 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   kept once it ended, when it holds nothing), so the write that ends it
   gives them back.
 
-Until version 8 a store error (a connection lost, a full disk) set the
+Since version 8 every batch and file keeps its ``project`` (the API key's
+project that made it; a result file its batch's), indexed with ``seq`` for
+each project's pages (files: with ``purpose`` too); the objects of an
+older database go to :data:`._projects.DEFAULT_PROJECT`.
+
+Until version 9 a store error (a connection lost, a full disk) set the
 batch at hand aside as if its own work had failed: due again only at its
-expiry, or never. Version 8 makes every batch due at its expiry or never
+expiry, or never. Version 9 makes every batch due at its expiry or never
 due again at once (``due_at`` :data:`RESUME`): the worker works out when
 each is due afresh, and those whose work can go on, go on.
 """
@@ -59,6 +64,7 @@ import attrs
 
 from ._content import Content, pieces
 from ._database import Database, Tx
+from ._projects import DEFAULT_PROJECT
 from ._store_errors import SchemaVersionError, StoreError
 
 __all__ = [
@@ -75,7 +81,7 @@ __all__ = [
 #: A due time that never comes: a batch whose work keeps failing waits here.
 NEVER = 2**62
 #: The due time of a batch whose next due time the worker works out afresh
-#: (version 8 marks so the batches older versions set aside after a store
+#: (version 9 marks so the batches older versions set aside after a store
 #: error: at their expiry, or never).
 RESUME = -1
 
@@ -150,6 +156,19 @@ def _content_into_chunks(tx: Tx) -> None:
         )
         add_chunks(tx, file_id, bytes(content))
     tx.run("ALTER TABLE batchfsm_files DROP COLUMN content")
+
+
+def _projects_sql(text: str) -> tuple[str, ...]:
+    """Version 9's statements in a dialect whose text type is ``text``."""
+    default = f"{text} NOT NULL DEFAULT '{DEFAULT_PROJECT}'"
+    return (
+        f"ALTER TABLE batchfsm_batches ADD COLUMN project {default}",
+        f"ALTER TABLE batchfsm_files ADD COLUMN project {default}",
+        "CREATE INDEX batchfsm_batches_project ON batchfsm_batches (project, seq)",
+        "CREATE INDEX batchfsm_files_project ON batchfsm_files (project, seq)",
+        "CREATE INDEX batchfsm_files_project_purpose"
+        " ON batchfsm_files (project, purpose, seq)",
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -328,6 +347,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         8,
+        "each batch and file in a project: older ones in the default project",
+        sqlite=_projects_sql("TEXT"),
+        postgres=_projects_sql("text"),
+    ),
+    Migration(
+        9,
         "batches an older batchfsm set aside after a store error are due again",
         sqlite=(
             f"UPDATE batchfsm_batches SET due_at = {RESUME} WHERE due_at IS NOT NULL"

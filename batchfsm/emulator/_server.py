@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import socket
 import sys
+from collections.abc import Mapping
 
 import uvicorn
 
@@ -97,7 +98,7 @@ def _logging() -> None:
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
-def warn_if_open(sock: socket.socket, api_key: str | None) -> bool:
+def warn_if_open(sock: socket.socket, api_key: object) -> bool:
     """Log a WARNING if ``sock`` listens beyond loopback and no key is asked.
 
     Returns whether it did.
@@ -113,7 +114,7 @@ def warn_if_open(sock: socket.socket, api_key: str | None) -> bool:
         loopback = ipaddress.ip_address(host.partition("%")[0]).is_loopback
     except ValueError:  # not an IP address: a Unix socket, say
         loopback = True
-    if loopback or api_key is not None:
+    if loopback or api_key:
         return False
     log.warning(
         "listening on %s without an API key: anyone who can reach this address "
@@ -131,17 +132,20 @@ def config(
     store_threads: int = STORE_THREADS,
     upload_budget: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     limits: Limits | None = None,
+    api_keys: Mapping[str, str] | None = None,
 ) -> uvicorn.Config:
     """The uvicorn settings ``serve`` runs ``emulator`` with.
 
     ``store_threads`` and ``upload_budget`` are :func:`create_app`'s
-    ``store_threads`` and ``upload_bytes_in_flight``; ``limits`` bound each
-    connection (:class:`Limits`' defaults if None).
+    ``store_threads`` and ``upload_bytes_in_flight``, ``api_key`` and
+    ``api_keys`` its own; ``limits`` bound each connection (:class:`Limits`'
+    defaults if None).
     """
     limits = limits or Limits()
     app = create_app(
         emulator,
         api_key=api_key,
+        api_keys=api_keys,
         store_threads=store_threads,
         upload_bytes_in_flight=upload_budget,
     )
@@ -168,6 +172,7 @@ def serve(
     store_threads: int,
     upload_budget: int,
     limits: Limits | None = None,
+    api_keys: Mapping[str, str] | None = None,
 ) -> None:
     """Serve ``emulator`` on the bound ``sock`` until interrupted.
 
@@ -175,7 +180,7 @@ def serve(
     :func:`config`'s.
     """
     _logging()
-    warn_if_open(sock, api_key)
+    warn_if_open(sock, api_key is not None or bool(api_keys))
     # The worker thread computes while the event loop answers: hand the GIL
     # over every millisecond (not every five) so that answers stay prompt.
     sys.setswitchinterval(0.001)
@@ -186,6 +191,7 @@ def serve(
             store_threads=store_threads,
             upload_budget=upload_budget,
             limits=limits,
+            api_keys=api_keys,
         )
     )
     emulator.start()

@@ -30,6 +30,7 @@ from ._leases import (
     this_process,
 )
 from ._migrations import migrate
+from ._projects import DEFAULT_PROJECT
 from ._sql_files import SQLFiles, add_file
 from ._stores import (
     Enqueued,
@@ -74,11 +75,17 @@ def _result_pieces(tx: Tx, lines: ResultLines) -> Iterator[bytes]:
         yield lines.tail
 
 
-def _add_files(tx: Tx, files: Sequence[NewFile]) -> None:
+def _add_files(tx: Tx, batch_id: str, files: Sequence[NewFile]) -> None:
+    # A batch's result files are its project's.
+    if not files:
+        return
+    (project,) = tx.one(
+        "SELECT project FROM batchfsm_batches WHERE id = ?", (batch_id,)
+    )
     for file, content in files:
         if isinstance(content, ResultLines):
             content = _result_pieces(tx, content)
-        add_file(tx, file, content)
+        add_file(tx, file, content, project)
 
 
 #: The conditional write of a batch that goes on; and one that now holds
@@ -244,8 +251,10 @@ class SQLStore:
             count: int = tx.one("SELECT count(*) FROM batchfsm_batches")[0]
             return count
 
-    def insert(self, batch: Batch, work: Work) -> None:
-        """Add a new batch and its work (its id must be new: ``KeyError``).
+    def insert(
+        self, batch: Batch, work: Work, *, project: str = DEFAULT_PROJECT
+    ) -> None:
+        """Add a new batch of ``project`` and its work (a new id: else ``KeyError``).
 
         Example:
             >>> import batchfsm as bf
@@ -261,8 +270,9 @@ class SQLStore:
             if tx.one("SELECT 1 FROM batchfsm_batches WHERE id = ?", (batch.id,)):
                 raise KeyError(f"batch {batch.id} exists already")
             tx.run(
-                "INSERT INTO batchfsm_batches (id, status, body, work, due_at, epoch)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO batchfsm_batches"
+                " (id, status, body, work, due_at, epoch, project)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     batch.id,
                     batch.status.value,
@@ -270,16 +280,35 @@ class SQLStore:
                     _work_json(work),
                     work.due_at,
                     work.epoch,
+                    project,
                 ),
             )
 
-    def get(self, batch_id: str) -> Batch | None:
-        """The batch, or None."""
+    def get(self, batch_id: str, *, project: str | None = None) -> Batch | None:
+        """The batch, or None (None too if it is not ``project``'s)."""
+        if unheld(batch_id) or unheld(project):
+            return None
+        with self._db.transaction(write=False) as tx:
+            if project is None:
+                row = tx.one(
+                    "SELECT body FROM batchfsm_batches WHERE id = ?", (batch_id,)
+                )
+            else:
+                row = tx.one(
+                    "SELECT body FROM batchfsm_batches WHERE id = ? AND project = ?",
+                    (batch_id, project),
+                )
+        return None if row is None else loads(row[0])
+
+    def project(self, batch_id: str) -> str | None:
+        """The batch's project, or None if there is no such batch."""
         if unheld(batch_id):
             return None
         with self._db.transaction(write=False) as tx:
-            row = tx.one("SELECT body FROM batchfsm_batches WHERE id = ?", (batch_id,))
-        return None if row is None else loads(row[0])
+            row = tx.one(
+                "SELECT project FROM batchfsm_batches WHERE id = ?", (batch_id,)
+            )
+        return None if row is None else str(row[0])
 
     def work(self, batch_id: str) -> Work | None:
         """The batch's work in progress; None if there is no such batch or it ended."""
@@ -294,26 +323,31 @@ class SQLStore:
             return None
         return Work(due_at=int(row[1]), epoch=int(row[2]), **json.loads(row[0]))
 
-    def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
+    def page(
+        self, after: str | None, limit: int, *, project: str | None = None
+    ) -> tuple[list[Batch], bool]:
         """Up to ``limit`` batches created before ``after``, newest first.
 
-        Also says whether more follow.
+        Also says whether more follow. With ``project``, its batches only,
+        read through the ``(project, seq)`` index (``after`` of it too).
         """
-        if unheld(after):
+        if unheld(after) or unheld(project):
             return [], False
+        where: list[str] = []
+        params: list[object] = []
+        if project is not None:
+            where.append("project = ?")
+            params.append(project)
+        if after is not None:
+            mine = "" if project is None else " AND project = ?"
+            where.append(f"seq < (SELECT seq FROM batchfsm_batches WHERE id = ?{mine})")
+            params.extend([after] if project is None else [after, project])
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._db.transaction(write=False) as tx:
-            if after is None:
-                rows = tx.all(
-                    "SELECT body FROM batchfsm_batches ORDER BY seq DESC LIMIT ?",
-                    (limit + 1,),
-                )
-            else:
-                rows = tx.all(
-                    "SELECT body FROM batchfsm_batches WHERE seq <"
-                    " (SELECT seq FROM batchfsm_batches WHERE id = ?)"
-                    " ORDER BY seq DESC LIMIT ?",
-                    (after, limit + 1),
-                )
+            rows = tx.all(
+                f"SELECT body FROM batchfsm_batches{clause} ORDER BY seq DESC LIMIT ?",
+                (*params, limit + 1),
+            )
         return [loads(body) for (body,) in rows[:limit]], len(rows) > limit
 
     def write(
@@ -392,7 +426,7 @@ class SQLStore:
                     " VALUES (?, ?, ?)",
                     (batch.id, kind, "".join(line + "\n" for line in lines)),
                 )
-        _add_files(tx, files)
+        _add_files(tx, batch.id, files)
         return True
 
     def _end(
@@ -420,7 +454,7 @@ class SQLStore:
                 "UPDATE batchfsm_enqueued SET tokens = tokens - ? WHERE model = ?",
                 (tokens, model),
             )
-        _add_files(tx, files)  # their result lines first: then they go
+        _add_files(tx, batch.id, files)  # their result lines first: then they go
         tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
         return True
 

@@ -18,14 +18,17 @@ from typing import Any
 from ._content import Content, exactly
 from ._database import Database, Tx, unheld
 from ._migrations import CHUNK_BYTES, add_chunks
+from ._projects import DEFAULT_PROJECT
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, FilePage, Order
 
 __all__ = ["SQLFiles", "add_file"]
 
 
-def add_file(tx: Tx, file: FileObject, content: Content) -> None:
-    """Store ``content`` (bytes or pieces) as ``file`` in ``tx``.
+def add_file(
+    tx: Tx, file: FileObject, content: Content, project: str = DEFAULT_PROJECT
+) -> None:
+    """Store ``content`` (bytes or pieces) as ``file`` of ``project`` in ``tx``.
 
     Its id must be new (``KeyError``); the pieces must add up to
     ``file.bytes`` (``ValueError``). Whatever fails, the caller rolls ``tx``
@@ -34,9 +37,15 @@ def add_file(tx: Tx, file: FileObject, content: Content) -> None:
     if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
         raise KeyError(f"file {file.id} exists already")
     tx.run(
-        "INSERT INTO batchfsm_files (id, body, purpose, expires_at)"
-        " VALUES (?, ?, ?, ?)",
-        (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at),
+        "INSERT INTO batchfsm_files (id, body, purpose, expires_at, project)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (
+            file.id,
+            json.dumps(file.to_dict()),
+            file.purpose,
+            file.expires_at,
+            project,
+        ),
     )
     add_chunks(tx, file.id, exactly(content, file.bytes, file.id))
 
@@ -68,8 +77,10 @@ class SQLFiles:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def add(self, file: FileObject, content: Content) -> None:
-        r"""Store ``content`` (bytes or pieces) as ``file``, in one transaction.
+    def add(
+        self, file: FileObject, content: Content, *, project: str = DEFAULT_PROJECT
+    ) -> None:
+        r"""Store ``content`` (bytes or pieces) as ``file`` of ``project``, at once.
 
         Its id must be new (``KeyError``); the pieces must add up to
         ``file.bytes`` (``ValueError``). Each chunk is written as the pieces
@@ -90,14 +101,20 @@ class SQLFiles:
             (None, None)
         """
         with self._db.transaction() as tx:
-            add_file(tx, file, content)
+            add_file(tx, file, content, project)
 
-    def get(self, file_id: str) -> FileObject | None:
-        """The File object, or None."""
-        if unheld(file_id):
+    def get(self, file_id: str, *, project: str | None = None) -> FileObject | None:
+        """The File object, or None (None too if it is not ``project``'s)."""
+        if unheld(file_id) or unheld(project):
             return None
         with self._db.transaction(write=False) as tx:
-            row = tx.one("SELECT body FROM batchfsm_files WHERE id = ?", (file_id,))
+            if project is None:
+                row = tx.one("SELECT body FROM batchfsm_files WHERE id = ?", (file_id,))
+            else:
+                row = tx.one(
+                    "SELECT body FROM batchfsm_files WHERE id = ? AND project = ?",
+                    (file_id, project),
+                )
         return None if row is None else FileObject(**json.loads(row[0]))
 
     def content(self, file_id: str) -> bytes | None:
@@ -138,8 +155,10 @@ class SQLFiles:
             return None
         return b"".join(bytes(data) for (data,) in rows if data is not None)
 
-    def stored_bytes(self) -> int:
+    def stored_bytes(self, *, project: str | None = None) -> int:
         """The bytes of every stored file together, as their File objects say.
+
+        With ``project``, of its files only.
 
         Example:
             >>> from batchfsm.emulator import SQLiteStore
@@ -154,8 +173,13 @@ class SQLFiles:
             if self._db.postgres
             else "json_extract(body, '$.bytes')"
         )
+        where, params = (
+            ("", ()) if project is None else (" WHERE project = ?", (project,))
+        )
         with self._db.transaction(write=False) as tx:
-            (held,) = tx.one(f"SELECT coalesce(sum({size}), 0) FROM batchfsm_files")
+            (held,) = tx.one(
+                f"SELECT coalesce(sum({size}), 0) FROM batchfsm_files{where}", params
+            )
         return int(held)
 
     def delete(self, file_id: str) -> bool:
@@ -236,11 +260,12 @@ class SQLFiles:
         order: Order = "desc",
         purpose: str | None = None,
         now: int | None = None,
+        project: str | None = None,
     ) -> FilePage:
         """Up to ``limit`` files in ``order`` after ``after``; whether more follow.
 
-        One query read through the ``seq`` key, or the ``(purpose, seq)``
-        index.
+        One query read through the ``seq`` key, or the ``(purpose, seq)``,
+        ``(project, seq)`` or ``(project, purpose, seq)`` index.
 
         Example:
             >>> from batchfsm.emulator import FileObject, SQLiteStore
@@ -254,17 +279,22 @@ class SQLFiles:
             (['file-1'], False)
             >>> store.close()
         """
-        if unheld(after) or unheld(purpose):
+        if unheld(after) or unheld(purpose) or unheld(project):
             return [], False
         where: list[str] = []
         params: list[Any] = []
         if after is not None:
+            # Of the same project: another project's id is no stored file's.
             sign = ">" if order == "asc" else "<"
-            where.append(f"seq {sign} (SELECT seq FROM batchfsm_files WHERE id = ?)")
-            params.append(after)
-        if purpose is not None:
-            where.append("purpose = ?")
-            params.append(purpose)
+            where.append(
+                f"seq {sign} (SELECT seq FROM batchfsm_files WHERE id = ?"
+                f"{'' if project is None else ' AND project = ?'})"
+            )
+            params.extend([after] if project is None else [after, project])
+        for column, value in (("project", project), ("purpose", purpose)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         if now is not None:
             where.append("(expires_at IS NULL OR expires_at > ?)")
             params.append(now)

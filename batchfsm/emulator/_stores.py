@@ -49,6 +49,7 @@ import attrs
 
 from .._model import Batch, BatchStatus
 from ._content import Content, exactly
+from ._projects import DEFAULT_PROJECT
 
 __all__ = [
     "BatchStore",
@@ -146,19 +147,28 @@ class BatchStore(Protocol):
     def files(self) -> FileStore:
         """The file store a conditional write adds its ``files`` to."""
 
-    def insert(self, batch: Batch, work: Work) -> None:
-        """Add a new batch and its work (its id must be new: ``KeyError``)."""
+    def insert(
+        self, batch: Batch, work: Work, *, project: str = DEFAULT_PROJECT
+    ) -> None:
+        """Add a new batch of ``project`` and its work (a new id: else ``KeyError``)."""
 
-    def get(self, batch_id: str) -> Batch | None:
-        """The batch, or None."""
+    def get(self, batch_id: str, *, project: str | None = None) -> Batch | None:
+        """The batch, or None; None too if it is not ``project``'s (if given)."""
+
+    def project(self, batch_id: str) -> str | None:
+        """The project the batch belongs to, or None if there is no such batch."""
 
     def work(self, batch_id: str) -> Work | None:
         """The batch's work in progress; None if there is no such batch or it ended."""
 
-    def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
+    def page(
+        self, after: str | None, limit: int, *, project: str | None = None
+    ) -> tuple[list[Batch], bool]:
         """Up to ``limit`` batches created before ``after``, newest first.
 
-        Also says whether more follow. ``after`` must be a stored batch's id.
+        Also says whether more follow. ``after`` must be a stored batch's id
+        (of ``project``, if given). With ``project``, only its batches, at
+        the cost of the page, not of the other projects' batches.
         """
 
     def write(
@@ -181,7 +191,8 @@ class BatchStore(Protocol):
         and its hold of enqueued tokens (:meth:`enqueue`);
         append ``output`` and ``errors`` (one result line each, no newline) to the
         batch's result lines; and add ``files`` (its result files) to :attr:`files`,
-        each id new (``KeyError``, and nothing written); a file whose content is
+        in the batch's project, each id new (``KeyError``, and nothing written);
+        a file whose content is
         :class:`ResultLines` of this batch gets the batch's result lines of that
         kind (read before they are dropped), moved a piece at a time, never
         whole. Otherwise change nothing
@@ -244,8 +255,10 @@ class BatchStore(Protocol):
 class FileStore(Protocol):
     """File objects and their content."""
 
-    def add(self, file: FileObject, content: Content) -> None:
-        """Store ``content`` as ``file`` (its id must be new: ``KeyError``).
+    def add(
+        self, file: FileObject, content: Content, *, project: str = DEFAULT_PROJECT
+    ) -> None:
+        """Store ``content`` as ``file`` of ``project`` (a new id: else ``KeyError``).
 
         ``content`` is the bytes, or an iterable of pieces of bytes, read once
         and written as they come: together exactly ``file.bytes`` bytes
@@ -255,8 +268,8 @@ class FileStore(Protocol):
         stored.
         """
 
-    def get(self, file_id: str) -> FileObject | None:
-        """The File object, or None."""
+    def get(self, file_id: str, *, project: str | None = None) -> FileObject | None:
+        """The File object, or None; None too if it is not ``project``'s (if given)."""
 
     def content(self, file_id: str) -> bytes | None:
         """The file's bytes, or None."""
@@ -270,8 +283,11 @@ class FileStore(Protocol):
     def delete(self, file_id: str) -> bool:
         """Delete; whether there was such a file."""
 
-    def stored_bytes(self) -> int:
-        """The bytes of every stored file together (expired ones not yet purged too)."""
+    def stored_bytes(self, *, project: str | None = None) -> int:
+        """The bytes of every stored file together (expired ones not yet purged too).
+
+        With ``project``, of its files only.
+        """
 
     def list(self) -> list[FileObject]:
         """Every File object, newest first."""
@@ -284,13 +300,15 @@ class FileStore(Protocol):
         order: Order = "desc",
         purpose: str | None = None,
         now: int | None = None,
+        project: str | None = None,
     ) -> FilePage:
         """Up to ``limit`` files in creation ``order``, after the file ``after``.
 
-        Only files of ``purpose`` (if given) and not expired at ``now`` (if
-        given: ``expires_at`` after ``now`` or None) are listed; ``after`` is
-        any stored file's id (listed or not), and an id of no stored file gives
-        an empty page. Also says whether more follow. Costs the page (and the
+        Only files of ``purpose`` and ``project`` (each if given) and not
+        expired at ``now`` (if given: ``expires_at`` after ``now`` or None)
+        are listed; ``after`` is any stored file's id (listed or not) of
+        ``project`` (if given), and an id of no such file gives an empty
+        page. Also says whether more follow. Costs the page (and the
         expired files not yet purged it passes over), never the number of
         files.
         """
@@ -381,6 +399,10 @@ class MemoryBatchStore:
         self._batches: dict[str, Batch] = {}
         self._order: list[str] = []  # creation order; pages read it backwards
         self._position: dict[str, int] = {}
+        # Each batch's project, and each project's batches in creation order.
+        self._project: dict[str, str] = {}
+        self._project_order: dict[str, list[str]] = {}
+        self._project_position: dict[str, int] = {}
         self._work: dict[str, Work] = {}
         # Each write's result lines, as one piece each: never grown in place.
         self._results: dict[tuple[str, ResultKind], list[bytes]] = {}
@@ -398,33 +420,59 @@ class MemoryBatchStore:
         """The file store its writes add result files to."""
         return self._files
 
-    def insert(self, batch: Batch, work: Work) -> None:
-        """Add a new batch and its work."""
+    def insert(
+        self, batch: Batch, work: Work, *, project: str = DEFAULT_PROJECT
+    ) -> None:
+        """Add a new batch of ``project`` and its work."""
         with self._lock:
             if batch.id in self._batches:
                 raise KeyError(f"batch {batch.id} exists already")
             self._batches[batch.id] = batch
             self._position[batch.id] = len(self._order)
             self._order.append(batch.id)
+            self._project[batch.id] = project
+            order = self._project_order.setdefault(project, [])
+            self._project_position[batch.id] = len(order)
+            order.append(batch.id)
             self._work[batch.id] = work
             heapq.heappush(
                 self._heap, (work.due_at, self._position[batch.id], batch.id)
             )
 
-    def get(self, batch_id: str) -> Batch | None:
-        """The batch, or None."""
+    def get(self, batch_id: str, *, project: str | None = None) -> Batch | None:
+        """The batch, or None (None too if it is not ``project``'s)."""
+        if project is not None and self._project.get(batch_id) != project:
+            return None
         return self._batches.get(batch_id)
+
+    def project(self, batch_id: str) -> str | None:
+        """The batch's project, or None if there is no such batch.
+
+        Example:
+            >>> MemoryBatchStore().project("batch_1") is None
+            True
+        """
+        return self._project.get(batch_id)
 
     def work(self, batch_id: str) -> Work | None:
         """The batch's work in progress, or None."""
         return self._work.get(batch_id)
 
-    def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-        """Newest first, starting after the batch ``after``."""
+    def page(
+        self, after: str | None, limit: int, *, project: str | None = None
+    ) -> tuple[list[Batch], bool]:
+        """Newest first, starting after the batch ``after`` (of ``project``)."""
         with self._lock:
-            end = len(self._order) if after is None else self._position[after]
+            if project is None:
+                order, position = self._order, self._position
+            else:
+                order = self._project_order.get(project, [])
+                position = self._project_position
+                if after is not None and self._project.get(after) != project:
+                    return [], False
+            end = len(order) if after is None else position[after]
             start = max(0, end - limit)
-            ids = self._order[start:end]
+            ids = order[start:end]
             return [self._batches[i] for i in reversed(ids)], start > 0
 
     def write(
@@ -503,7 +551,8 @@ class MemoryBatchStore:
         held = self._as_read(batch.id, status, epoch)
         if held is None:
             return False
-        self._add_files(files)  # first: the one step here that may fail
+        # First: the one step here that may fail. The batch's project's.
+        self._add_files(self._project[batch.id], files)
         # The batch before its work: a reader who reads the work first and
         # then the batch never holds a batch older than its epoch (a newer
         # one only makes its write stale).
@@ -543,14 +592,14 @@ class MemoryBatchStore:
             return None
         return held
 
-    def _add_files(self, files: Sequence[NewFile]) -> None:
+    def _add_files(self, project: str, files: Sequence[NewFile]) -> None:
         added: list[str] = []
         try:
             for file, content in files:
                 if isinstance(content, ResultLines):
                     held = self._results.get((content.batch_id, content.kind), [])
                     content = _Pieces([*held, content.tail])
-                self._files.add(file, content)
+                self._files.add(file, content, project=project)
                 added.append(file.id)
         except BaseException:
             for file_id in added:  # all of them or none
@@ -755,18 +804,23 @@ class MemoryFileStore:
     def __init__(self) -> None:
         self._files: dict[str, tuple[FileObject, bytes | _Pieces]] = {}
         self._number: dict[str, int] = {}  # id -> creation number
-        # None (every file) or a purpose -> creation numbers and ids, ascending.
-        self._index: dict[str | None, _CreationIndex] = {}
+        self._project: dict[str, str] = {}  # id -> project
+        # (project, purpose), each None for every one -> creation numbers and
+        # ids, ascending.
+        self._index: dict[tuple[str | None, str | None], _CreationIndex] = {}
         # (expires_at, creation number, id) of files that expire; an entry
         # whose file was deleted stays until it is popped (or compacted).
         self._expiry: list[tuple[int, int, str]] = []
         self._stale = 0
         self._created = itertools.count()
         self._stored = 0
+        self._stored_by: dict[str, int] = {}  # project -> its bytes
         self._lock = threading.Lock()
 
-    def add(self, file: FileObject, content: Content) -> None:
-        """Store ``content`` (bytes or pieces) as ``file``."""
+    def add(
+        self, file: FileObject, content: Content, *, project: str = DEFAULT_PROJECT
+    ) -> None:
+        """Store ``content`` (bytes or pieces) as ``file`` of ``project``."""
         if file.id in self._files:  # before reading a byte of it
             raise KeyError(f"file {file.id} exists already")
         data: bytes | _Pieces
@@ -794,15 +848,19 @@ class MemoryFileStore:
             if file.id in self._files:
                 raise KeyError(f"file {file.id} exists already")
             self._files[file.id] = (file, data)
+            self._project[file.id] = project
             self._stored += file.bytes
+            self._stored_by[project] = self._stored_by.get(project, 0) + file.bytes
             number = self._number[file.id] = next(self._created)
-            for key in (None, file.purpose):
+            for key in _index_keys(project, file.purpose):
                 self._index.setdefault(key, _CreationIndex()).append(number, file.id)
             if file.expires_at is not None:
                 heapq.heappush(self._expiry, (file.expires_at, number, file.id))
 
-    def get(self, file_id: str) -> FileObject | None:
-        """The File object, or None."""
+    def get(self, file_id: str, *, project: str | None = None) -> FileObject | None:
+        """The File object, or None (None too if it is not ``project``'s)."""
+        if project is not None and self._project.get(file_id) != project:
+            return None
         entry = self._files.get(file_id)
         return entry[0] if entry else None
 
@@ -872,21 +930,25 @@ class MemoryFileStore:
         if entry is None:
             return None
         number = self._number.pop(file_id)
-        for key in (None, entry[0].purpose):
+        project = self._project.pop(file_id)
+        for key in _index_keys(project, entry[0].purpose):
             self._index[key].remove(number)
         self._stored -= entry[0].bytes
+        self._stored_by[project] -= entry[0].bytes
         return entry[0]
 
-    def stored_bytes(self) -> int:
-        """The bytes of every stored file together.
+    def stored_bytes(self, *, project: str | None = None) -> int:
+        """The bytes of every stored file together (of ``project``, if given).
 
         Example:
             >>> files = MemoryFileStore()
             >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
             ...                      filename="a.jsonl", purpose="batch"), b"hello")
-            >>> files.stored_bytes()
-            5
+            >>> files.stored_bytes(), files.stored_bytes(project="proj_other")
+            (5, 0)
         """
+        if project is not None:
+            return self._stored_by.get(project, 0)
         return self._stored
 
     def list(self) -> list[FileObject]:
@@ -902,11 +964,15 @@ class MemoryFileStore:
         order: Order = "desc",
         purpose: str | None = None,
         now: int | None = None,
+        project: str | None = None,
     ) -> FilePage:
         """Up to ``limit`` files in ``order`` after ``after``; whether more follow."""
         with self._lock:
-            index = self._index.get(purpose, _CreationIndex())
-            if after is not None and after not in self._number:
+            index = self._index.get((project, purpose), _CreationIndex())
+            if after is not None and (
+                after not in self._number
+                or (project is not None and self._project[after] != project)
+            ):
                 return [], False
             start = None if after is None else self._number[after]
             ids = index.ascending(start) if order == "asc" else index.descending(start)
@@ -920,6 +986,13 @@ class MemoryFileStore:
                     return page, True
                 page.append(file)
             return page, False
+
+
+def _index_keys(
+    project: str, purpose: str
+) -> tuple[tuple[str | None, str | None], ...]:
+    """The listings a file of ``project`` and ``purpose`` is in."""
+    return ((None, None), (None, purpose), (project, None), (project, purpose))
 
 
 class MemoryIds:

@@ -113,8 +113,12 @@ def _gone_at(emu: Service, file_id: str) -> int:
     return file.expires_at + emu.input_grace_seconds
 
 
-def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | None]:
+def snapshot(
+    batches: BatchStore, batch_id: str, project: str | None = None
+) -> tuple[Batch | None, Work | None]:
     """The batch and its work as one snapshot, for a write naming the epoch.
+
+    With ``project``, a batch of another project is read as none.
 
     The work first: every write moves the epoch on, so a batch that
     changed after this read of the epoch makes that write stale (refused),
@@ -126,7 +130,7 @@ def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | N
     """
     while True:
         work = batches.work(batch_id)
-        batch = batches.get(batch_id)
+        batch = batches.get(batch_id, project=project)
         if work is None or batch is None:
             return batch, work
         again = batches.work(batch_id)
@@ -231,7 +235,11 @@ def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, b
 def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     # Less the grace that keeps a client's own round trips (its upload, then
     # its create) from expiring the file before it is read at extreme speeds.
-    file = emu.files.get(batch.input_file_id)
+    # Only a file of the batch's own project: another's is as good as missing.
+    project = emu.batches.project(batch.id)
+    file = (
+        None if project is None else emu.files.get(batch.input_file_id, project=project)
+    )
     if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
     errors: list[BatchError] = []

@@ -6,6 +6,7 @@ object the others were answered, so it comes last.
 """
 
 from . import _lifecycle, _api, _fidelity  # noqa: I001 - the import order is the run order
+from . import _projects
 from . import _recording  # last: it judges what the checks above recorded
 
-__all__ = ["_api", "_fidelity", "_lifecycle", "_recording"]
+__all__ = ["_api", "_fidelity", "_lifecycle", "_projects", "_recording"]
