@@ -56,6 +56,7 @@ from .._json import encode
 from ._api_error import ApiError, refuse
 from ._engine import Emulator
 from ._files import MAX_FILE_BYTES, FileGoneError, read_pieces
+from ._model_routes import model_routes
 from ._outage import RETRY_AFTER_SECONDS
 from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
@@ -557,6 +558,7 @@ def create_app(
         Route("/v1/batches", guarded(create_batch), methods=["POST"]),
         Route("/v1/batches", guarded(list_batches), methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", guarded(cancel_batch), methods=["POST"]),
+        *model_routes(guarded, _json, lambda: (emu.models, emu.any_model), emu._now),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
