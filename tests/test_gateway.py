@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 import openai
@@ -35,7 +35,7 @@ from batchfsm.emulator._handlers import prompt_tokens
 
 from .fault_upstream import SERVER_ERROR, FaultUpstream, fault_upstream
 
-CHAT = "/v1/chat/completions"
+CHAT: Final = "/v1/chat/completions"
 #: A hang guard for waits on a server, never a speed assertion.
 PATIENCE = 60
 
