@@ -493,7 +493,7 @@ def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> _Run | None:
     None if a cancel stopped it: nothing of it is written (its
     requests in flight are dropped), and the next step ends the batch.
     """
-    most = max(REQUESTS_PER_WRITE, 4 * emu.concurrency)
+    most = max(REQUESTS_PER_WRITE, 16 * emu.concurrency)
     taken = _take(emu, batch, work, now, most)
     requests = [_request(batch.endpoint, raw, at) for at, raw in taken.lines]
     if work.output_full:  # past the output bound: none of them runs
