@@ -147,9 +147,9 @@ def fault_upstream() -> Iterator[FaultUpstream]:
     try:
         yield upstream
     finally:
-        server.close()
 
         async def shut() -> None:
+            server.close()  # on its own loop: asyncio is not thread-safe
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
