@@ -138,6 +138,46 @@ def test_an_async_handler_that_fails_fails_its_request_alone() -> None:
         assert said in response["body"]["error"]["message"]
 
 
+@pytest.mark.parametrize("ending", ["cancel", "expire"])
+def test_the_seam_is_deterministic_through_a_cancel_and_an_expiry(ending: str) -> None:
+    # Requests every 1,000 emulated seconds: the 24 h window holds 86 of 120.
+    files = []
+    for handler in (None, fake_handler):
+        options: dict[str, Any] = {"seed": 3, "request_seconds": 1_000}
+        if handler is not None:
+            options["handler"] = handler
+        emu = Emulator(**options)
+        upload = emu.create_file(make_input_file(120), "in.jsonl", "batch")
+        batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)
+        emu.clock.advance(40_000)  # type: ignore[attr-defined]
+        if ending == "cancel":
+            emu.cancel_batch(batch.id)
+        emu.clock.advance(100_000)  # type: ignore[attr-defined]
+        batch = emu.retrieve_batch(batch.id)
+        assert batch.error_file_id and batch.output_file_id and batch.request_counts
+        errors = emu.file_content(batch.error_file_id).decode().splitlines()
+        codes = {json.loads(line)["error"]["code"] for line in errors}
+        assert codes == {"batch_cancelled" if ending == "cancel" else "batch_expired"}
+        assert 0 < batch.request_counts.completed < 120
+        files.append((batch, emu.file_content(batch.output_file_id), "\n".join(errors)))
+    assert files[0] == files[1]
+
+
+def test_a_handler_calling_the_emulator_does_not_wait_on_itself() -> None:
+    seen: list[str] = []
+
+    async def curious(request: RequestLine) -> Reply:
+        seen.append(emu.retrieve_batch(batch_id).status.value)
+        return Reply(200, {}, 0, 0)
+
+    emu = Emulator(handler=curious)
+    upload = emu.create_file(make_input_file(3), "in.jsonl", "batch")
+    batch_id = emu.create_batch(input_file_id=upload.id, endpoint=CHAT).id
+    emu.clock.advance(60)  # type: ignore[attr-defined]
+    assert emu.retrieve_batch(batch_id).status is BatchStatus.COMPLETED
+    assert seen == ["in_progress"] * 3
+
+
 # -- the upstream handler against faults ------------------------------------------
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from ._handlers import AsyncHandler, Reply, RequestLine
 from ._results import checked, server_error
 
-__all__ = ["Stop", "run_many", "run_on_loop"]
+__all__ = ["Stop", "on_handler_loop", "run_many", "run_on_loop"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,17 @@ def _the_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop = loop
         return _loop
+
+
+def on_handler_loop() -> bool:
+    """Whether this thread is the handlers' loop (a handler calling the emulator)."""
+    loop = _loop
+    if loop is None:
+        return False
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def run_on_loop(coro: Coroutine[Any, Any, T]) -> T:
