@@ -163,6 +163,27 @@ def test_the_seam_is_deterministic_through_a_cancel_and_an_expiry(ending: str) -
     assert files[0] == files[1]
 
 
+def test_requests_timed_by_the_clock_stop_at_the_expiry() -> None:
+    # request_seconds=0, as under --upstream: the clock alone says when the
+    # window ends. It ends while request-4 runs: the run stops, nothing of it
+    # is kept, and every request ends batch_expired.
+    answered: list[str] = []
+
+    async def slow(request: RequestLine) -> Reply:
+        answered.append(request.custom_id)
+        if request.custom_id == "request-4":
+            emu.clock.advance(90_000)  # type: ignore[attr-defined]
+        return Reply(200, {}, 1, 1)
+
+    emu = Emulator(handler=slow, request_seconds=0, concurrency=1)
+    batch, lines = run(emu, make_input_file(10))
+    assert batch.status is BatchStatus.EXPIRED
+    assert batch.expired_at == batch.expires_at
+    assert {line["error"]["code"] for line in lines.values()} == {"batch_expired"}
+    assert len(lines) == 10 and batch.usage.total_tokens == 0
+    assert len(answered) <= 10  # and never sent again after the expiry
+
+
 def test_a_handler_calling_the_emulator_does_not_wait_on_itself() -> None:
     seen: list[str] = []
 

@@ -26,6 +26,7 @@ from .. import _json
 from .._lifecycle import advance, progress
 from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
 from .._table import Event
+from ._clock import Clock
 from ._dispatch import run_many
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
@@ -100,6 +101,7 @@ class Service(Protocol):
     finalizing_seconds: int
     cancel_grace_seconds: int
     max_output_bytes: int | None
+    clock: Clock
 
     @property
     def input_grace_seconds(self) -> int:
@@ -209,9 +211,13 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
         return
     at, status = work.due_at, batch.status
     assert batch.expires_at is not None
+    # Requests that take no emulated time (a gateway's: the upstream sets
+    # the pace) are never due past the expiry: the clock says when it came.
+    late = emu.request_seconds == 0 and emu.clock.now() >= batch.expires_at
     if status is S.CANCELLING:
         _end(emu, batch, work, Event.MARK_CANCELLED, at, "batch_cancelled")
-    elif at >= batch.expires_at:
+    elif at >= batch.expires_at or late:
+        at = max(at, batch.expires_at)
         _end(emu, batch, work, Event.EXPIRE, at, "batch_expired")
     elif status is S.VALIDATING:
         _validate(emu, batch, work, at)
@@ -473,16 +479,25 @@ def _request(endpoint: str, raw: bytes, at: int) -> RequestLine | None:
     return RequestLine(custom_id, "POST", endpoint, body, at)
 
 
-def _stopper(emu: Service, batch: Batch) -> Callable[[], bool]:
-    """Whether the batch stopped being ``in_progress`` (a cancel came).
+def _stopper(emu: Service, batch: Batch, now: int) -> Callable[[], bool]:
+    """Whether to stop a run: a cancel came, or the window ended meanwhile.
 
-    Expiry is judged by the emulated times of the requests (:func:`_take`),
-    as the synchronous run does, so a virtual clock gives the same batches.
+    The window's end stops a run only while its requests take no emulated
+    time (``request_seconds`` 0, as under ``--upstream``).
+    Requests that take emulated time (``request_seconds``) meet the expiry
+    by their own times (:func:`_take`), as the synchronous run does, so a
+    virtual clock gives the same batches; a clock that was past the expiry
+    when the run began never stops it (the run's requests are all due).
     """
+    assert batch.expires_at is not None
+    expires_at = batch.expires_at
+    timed_by_clock = emu.request_seconds == 0 and now < expires_at
 
     def stop() -> bool:
-        now = emu.batches.get(batch.id)
-        return now is None or now.status is not S.IN_PROGRESS
+        if timed_by_clock and emu.clock.now() >= expires_at:
+            return True
+        stored = emu.batches.get(batch.id)
+        return stored is None or stored.status is not S.IN_PROGRESS
 
     return stop
 
@@ -490,7 +505,7 @@ def _stopper(emu: Service, batch: Batch) -> Callable[[], bool]:
 def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> _Run | None:
     """An async handler's run: up to ``emu.concurrency`` requests at a time.
 
-    None if a cancel stopped it: nothing of it is written (its
+    None if a cancel (or the expiry) stopped it: nothing of it is written (its
     requests in flight are dropped), and the next step ends the batch.
     """
     most = max(REQUESTS_PER_WRITE, 16 * emu.concurrency)
@@ -498,7 +513,7 @@ def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> _Run | None:
     requests = [_request(batch.endpoint, raw, at) for at, raw in taken.lines]
     if work.output_full:  # past the output bound: none of them runs
         requests = [None] * len(requests)
-    stop = _stopper(emu, batch)
+    stop = _stopper(emu, batch, now)
     replies = run_many(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
     if stop():
         return None
