@@ -10,7 +10,8 @@ request is named by the last message's content:
 - ``hang``: never answers (until the client gives up);
 - ``drop``: closes the connection without answering, every time;
 - ``drop-once``: as ``drop`` the first time, then as ``ok``;
-- ``trickle``: a 200 whose body comes a byte every 0.1 s, for ever.
+- ``trickle``: a 200 whose body comes a byte every 0.1 s, for ever;
+- ``text``: a 200 whose body is not JSON.
 
 Every request is logged (``log``: the content and custom id header-less, as
 ``(content, n-th try of it)``), so that the tests can count the tries.
@@ -113,7 +114,9 @@ class FaultUpstream:
                 writer.write(b" ")
                 await writer.drain()
                 await asyncio.sleep(0.1)
-        if content == "500":
+        if content == "text":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        elif content == "500":
             writer.write(_response(500, SERVER_ERROR))
         elif content == "429-once" and first:
             writer.write(

@@ -226,7 +226,7 @@ def gateway() -> Iterator[Callable[..., Emulator]]:
 def test_each_fault_ends_in_its_documented_line(
     faults: FaultUpstream, gateway: Callable[..., Emulator]
 ) -> None:
-    contents = ["ok", "429-once", "500", "hang", "drop", "drop-once", "trickle"]
+    contents = ["ok", "429-once", "500", "hang", "drop", "drop-once", "trickle", "text"]
     batch, lines = run(gateway(faults.base), chat_lines(contents))
     assert batch.status is BatchStatus.COMPLETED  # never stuck
     status = {cid: line["response"]["status_code"] for cid, line in lines.items()}
@@ -238,6 +238,7 @@ def test_each_fault_ends_in_its_documented_line(
         "hang": 504,
         "trickle": 504,
         "drop": 502,
+        "text": 502,
     }
     assert all(line["error"] is None for line in lines.values())  # HTTP: fact 8
     # The upstream's own error body, as it sent it.
@@ -249,6 +250,8 @@ def test_each_fault_ends_in_its_documented_line(
     }
     assert kinds["hang"] == kinds["trickle"] == "upstream_timeout"
     assert kinds["drop"] == "upstream_unavailable"
+    assert kinds["text"] == "upstream_error"
+    assert "'hello'" in lines["text"]["response"]["body"]["error"]["message"]
     # Tried again until an answer, or three times in all; never more.
     assert faults.tries == {
         "ok": 1,
@@ -258,9 +261,10 @@ def test_each_fault_ends_in_its_documented_line(
         "hang": 3,
         "drop": 3,
         "trickle": 3,
+        "text": 1,  # an answer, if a wrong one: not tried again
     }
     counts = batch.request_counts
-    assert (counts.completed, counts.failed) == (3, 4)
+    assert (counts.completed, counts.failed) == (3, 5)
     # usage: the sum of the upstream's answers (3 + 2 tokens each of three).
     assert (batch.usage.input_tokens, batch.usage.output_tokens) == (9, 6)
 

@@ -49,8 +49,8 @@ def parse_routes(specs: list[str]) -> dict[str, str]:
     """``--upstream`` values (``URL`` or ``MODEL=URL``) as model -> base URL.
 
     Example:
-        >>> parse_routes(["http://a:8000", "llama=http://b:8001/"])
-        {'*': 'http://a:8000', 'llama': 'http://b:8001'}
+        >>> parse_routes(["http://a:8000", "llama=http://b:8001/?k=v"])
+        {'*': 'http://a:8000', 'llama': 'http://b:8001/?k=v'}
         >>> parse_routes(["ftp://x"])
         Traceback (most recent call last):
         ...
@@ -58,17 +58,10 @@ def parse_routes(specs: list[str]) -> dict[str, str]:
     """
     routes: dict[str, str] = {}
     for spec in specs:
-        model, sep, url = (
-            spec.rpartition("=")
-            if "://" in spec.partition("=")[2]
-            else (
-                "",
-                "",
-                spec,
-            )
-        )
-        if not sep:
-            model = DEFAULT_ROUTE
+        if spec.startswith(("http://", "https://")):
+            model, url = DEFAULT_ROUTE, spec
+        else:
+            model, _, url = spec.partition("=")
         if not url.startswith(("http://", "https://")) or not model or " " in url:
             raise ValueError(
                 f"--upstream must be URL or MODEL=URL with an http(s) URL, got {spec!r}"
