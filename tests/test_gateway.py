@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import httpx2
@@ -336,12 +337,14 @@ def _lines(client: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, An
     return {json.loads(x)["custom_id"]: json.loads(x) for x in text.splitlines()}
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_serve_upstream_runs_a_batch_on_another_serve(
-    serve: Callable[..., str],
+    serve: Callable[..., str], store: str, tmp_path: Path
 ) -> None:
     # The gateway holds up to 64 connections to it from one address.
     upstream = serve("--seed", "3", "--max-connections-per-address", "128")
-    base = serve("--upstream", upstream, "--speed", "100")
+    db = () if store == "memory" else ("--db", str(tmp_path / "gateway.sqlite"))
+    base = serve("--upstream", upstream, "--speed", "100", *db)
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
     data = make_input_file(120)
     lines = data.split(b"\n")
