@@ -375,6 +375,36 @@ def test_serve_upstream_runs_a_batch_on_another_serve(
     assert direct.json() == wrong["body"]
 
 
+def test_two_gateways_on_postgresql_send_each_request_once(
+    serve: Callable[..., str], faults: FaultUpstream, postgres_url: str
+) -> None:
+    gateways = [
+        serve("--db", postgres_url, "--upstream", faults.base, "--speed", "100")
+        for _ in range(2)
+    ]
+    clients = [
+        openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+        for base in gateways
+    ]
+    ids = []
+    for j in range(6):
+        client = clients[j % 2]
+        data = chat_lines([f"b{j}-r{i}" for i in range(40)])
+        upload = client.files.create(file=("in.jsonl", data), purpose="batch")
+        ids.append(
+            client.batches.create(
+                input_file_id=upload.id, endpoint=CHAT, completion_window="24h"
+            ).id
+        )
+    for batch_id in ids:
+        batch = _finish(clients[1], batch_id)
+        assert batch.status == "completed"
+        assert batch.request_counts.completed == 40
+        assert len(_lines(clients[0], batch.output_file_id)) == 40
+    # No crash, no takeover: every request went upstream exactly once.
+    assert len(faults.tries) == 240 and set(faults.tries.values()) == {1}
+
+
 def test_a_cancel_stops_dispatching_and_ends_cancelled(
     serve: Callable[..., str], faults: FaultUpstream
 ) -> None:
