@@ -179,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     _serve_options(serve)
     _capacity_options(serve)
     _connection_options(serve)
+    _upstream_options(serve)
     return parser
 
 
@@ -288,6 +289,97 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "batch_output_limit_exceeded (bytes, or with a unit: 100MB; default: no "
         "limit)",
     )
+
+
+def _upstream_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s gateway options: an upstream server answers the requests."""
+    serve.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="[MODEL=]URL",
+        help="send each request line to URL + the line's url (an OpenAI-compatible "
+        "server: vLLM, SGLang, llama.cpp, Ollama, another batchfsm serve); "
+        "MODEL=URL routes that model's lines (repeatable); a URL alone is the "
+        "route of every other model and accepts every model name (default: the "
+        "built-in fake answers)",
+    )
+    serve.add_argument(
+        "--upstream-api-key",
+        default=None,
+        metavar="KEY",
+        help="sent to the upstreams as 'Authorization: Bearer KEY' (default: "
+        "$BATCHFSM_UPSTREAM_API_KEY; none if unset)",
+    )
+    serve.add_argument(
+        "--upstream-concurrency",
+        default="64",
+        metavar="N",
+        help="requests in flight at once per upstream (default 64)",
+    )
+    serve.add_argument(
+        "--upstream-timeout",
+        default="600",
+        metavar="S",
+        help="seconds one try of a request may take, its whole answer included "
+        "(default 600)",
+    )
+    serve.add_argument(
+        "--upstream-tries",
+        default="5",
+        metavar="N",
+        help="tries in all of a request that meets a connection error, a timeout, "
+        "408, 409, 429 or 5xx; waits honour Retry-After, else a jittered "
+        "exponential backoff (default 5)",
+    )
+    serve.add_argument(
+        "--upstream-rpm",
+        default=None,
+        metavar="N",
+        help="requests per minute per upstream (default: no limit)",
+    )
+    serve.add_argument(
+        "--upstream-tpm",
+        default=None,
+        metavar="N",
+        help="prompt tokens per minute per upstream, estimated as the fake "
+        "handler counts them (default: no limit)",
+    )
+
+
+def _upstream_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Emulator's keywords for ``--upstream``, or a one-line ValueError."""
+    if not args.upstream:
+        return {}
+    from .emulator._upstream import DEFAULT_ROUTE, UpstreamHandler, parse_routes
+
+    routes = parse_routes(args.upstream)
+    key = args.upstream_api_key
+    if key is None:
+        key = os.environ.get("BATCHFSM_UPSTREAM_API_KEY") or None
+    concurrency = _whole("--upstream-concurrency", args.upstream_concurrency)
+    handler = UpstreamHandler(
+        routes,
+        api_key=key,
+        concurrency=concurrency,
+        timeout=_positive("--upstream-timeout", args.upstream_timeout),
+        tries=_whole("--upstream-tries", args.upstream_tries),
+        requests_per_minute=None
+        if args.upstream_rpm is None
+        else _whole("--upstream-rpm", args.upstream_rpm),
+        tokens_per_minute=None
+        if args.upstream_tpm is None
+        else _whole("--upstream-tpm", args.upstream_tpm),
+    )
+    settings: dict[str, Any] = {
+        "handler": handler,
+        "concurrency": concurrency * len(set(routes.values())),
+        "request_seconds": 0,  # the upstream sets the pace
+        "extra_models": [model for model in routes if model != DEFAULT_ROUTE],
+    }
+    if DEFAULT_ROUTE in routes:
+        settings["any_model"] = True  # the upstream says which models it serves
+    return settings
 
 
 def _connection_options(serve: argparse.ArgumentParser) -> None:
@@ -503,14 +595,16 @@ def _serve(args: argparse.Namespace) -> int:
         threads, budget = _app_settings(args)
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
+        gateway = _upstream_settings(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
     models = {
-        "extra_models": args.model,
-        "any_model": args.any_model,
+        **gateway,
+        "extra_models": [*args.model, *gateway.get("extra_models", ())],
+        "any_model": args.any_model or gateway.get("any_model", False),
         "enqueued_token_limit": limits or None,
         **bounds,
     }
@@ -527,6 +621,10 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         kept = f"batches and files kept in {store.where}"
     _banner(f"http://{host}:{port}/v1", kept, limits, bounds)
+    if gateway:
+        routes = gateway["handler"].routes
+        shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
+        print(f"batchfsm emulator: upstream: {shown}", flush=True)
     try:
         serve(
             emulator,

@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         memory_lines, engine["content_memory"] = memory_figures()
         print("\n".join(memory_lines), flush=True)
         extras += memory_lines
+        from .gateway_cases import gateway_figures
+
+        gateway_lines, engine["gateway"] = gateway_figures()
+        print("\n".join(gateway_lines), flush=True)
+        extras += gateway_lines
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(

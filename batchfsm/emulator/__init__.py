@@ -7,7 +7,11 @@
 - :class:`VirtualClock` (time moves when told) and :class:`SystemClock`.
 - :func:`validate_input` and :data:`CODES`: the ``validating`` phase on its own;
   :func:`make_input_file` writes a chat input file to test with.
-- :func:`default_handler`, :class:`Reply`: what answers each request.
+- The handler seam, what answers each request line: :data:`AsyncHandler`
+  (one :class:`RequestLine` in, one :class:`Reply` out), :func:`fake_handler`
+  and :func:`default_handler` (the deterministic fake), and
+  :class:`UpstreamHandler` (an OpenAI-compatible server answers; needs the
+  ``server`` extra).
 - The stores, where all state lives: :class:`BatchStore` (batches, their
   :class:`Work` in progress, result lines, the due index), :class:`FileStore`
   and :class:`IdSource`, with memory implementations (:class:`MemoryBatchStore`,
@@ -34,7 +38,14 @@ from typing import TYPE_CHECKING
 from ._api_error import ApiError
 from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
 from ._engine import Emulator
-from ._handlers import Handler, Reply, default_handler
+from ._handlers import (
+    AsyncHandler,
+    Handler,
+    Reply,
+    RequestLine,
+    default_handler,
+    fake_handler,
+)
 from ._open import open_store
 from ._postgres import PostgresStore
 from ._sql import SQLStore
@@ -62,6 +73,7 @@ from ._validate import (
 if TYPE_CHECKING:
     from ._app import create_app
     from ._transport import EmulatorTransport, legacy_transport
+    from ._upstream import UpstreamHandler
 
 
 def __getattr__(name: str) -> object:
@@ -74,6 +86,10 @@ def __getattr__(name: str) -> object:
         from . import _transport
 
         return getattr(_transport, name)
+    if name == "UpstreamHandler":
+        from ._upstream import UpstreamHandler
+
+        return UpstreamHandler
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -82,6 +98,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "AnchoredClock",
     "ApiError",
+    "AsyncHandler",
     "BatchStore",
     "Clock",
     "Emulator",
@@ -96,6 +113,7 @@ __all__ = [
     "PostgresStore",
     "Reply",
     "Request",
+    "RequestLine",
     "ResultLines",
     "SQLStore",
     "SQLiteStore",
@@ -103,10 +121,12 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "SystemClock",
+    "UpstreamHandler",
     "VirtualClock",
     "Work",
     "create_app",
     "default_handler",
+    "fake_handler",
     "legacy_transport",
     "make_input_file",
     "open_store",

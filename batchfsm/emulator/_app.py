@@ -43,9 +43,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ._endpoint import AppContext
+from ._endpoint import AppContext, endpoint
 from ._engine import Emulator
-from ._http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, error_response
+from ._http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, error_response, json_body
+from ._model_routes import model_routes
 from ._projects import API_KEY, DEFAULT_PROJECT, ApiKeys, check_api_key
 from ._request_id import RequestIdMiddleware
 from ._routes_batches import batch_routes
@@ -80,6 +81,12 @@ RouteBuilder = Callable[[Emulator], Sequence[BaseRoute]]
 ROUTE_BUILDERS: tuple[RouteBuilder, ...] = (
     lambda emulator: batch_routes(),
     lambda emulator: file_routes(),
+    lambda emulator: model_routes(
+        endpoint,
+        json_body,
+        lambda: (emulator.models, emulator.any_model),
+        emulator._now,
+    ),
 )
 
 

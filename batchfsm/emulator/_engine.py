@@ -41,7 +41,7 @@ from ._files import (
     too_large_problem,
     upload_problem,
 )
-from ._handlers import Handler, default_handler
+from ._handlers import AsyncHandler, Handler, default_handler
 from ._outage import Outage
 from ._params import (
     Problem,
@@ -102,7 +102,12 @@ class Emulator:
 
     Args:
         clock: where time comes from (a :class:`VirtualClock` by default).
-        handler: what answers each request.
+        handler: what answers each request: a synchronous :data:`Handler`
+            (run one request after another), or an :data:`AsyncHandler`
+            such as :func:`fake_handler` or an :class:`UpstreamHandler` (run
+            up to ``concurrency`` requests of a batch at a time).
+        concurrency: how many requests of one batch an async handler runs
+            at once (default 64).
         models: the models each endpoint accepts (by default every model id
             of the official client's types, dated snapshots included).
         extra_models: names every endpoint accepts too.
@@ -142,7 +147,8 @@ class Emulator:
         self,
         *,
         clock: Clock | None = None,
-        handler: Handler = default_handler,
+        handler: Handler | AsyncHandler = default_handler,
+        concurrency: int = 64,
         models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
         extra_models: Iterable[str] = (),
         any_model: bool = False,
@@ -160,6 +166,7 @@ class Emulator:
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.handler = handler
+        self.concurrency = _bound("concurrency", concurrency) or 64
         extra = frozenset(extra_models)
         self.models = {endpoint: known | extra for endpoint, known in models.items()}
         self.any_model = any_model

@@ -1,14 +1,21 @@
-"""What runs each request: a deterministic stand-in for the model endpoints.
+"""What answers each request line: the handler seam, and the default fake.
 
-A handler gets the request and answers like the endpoint would: a response
+A handler gets one request and answers like the endpoint would: a response
 body of the endpoint's shape with token usage, or a 4xx with the API's error
-body for a request the endpoint would reject. Replace it to script answers.
+body for a request the endpoint would reject. Two shapes are accepted: the
+async seam (:data:`AsyncHandler`, one :class:`RequestLine` in, one
+:class:`Reply` out), which the worker runs many at a time, and the older
+synchronous :data:`Handler`, run one after another. The default fake,
+:func:`default_handler` (and :func:`fake_handler`, the same answers on the
+async seam), is deterministic; the upstream handler
+(:class:`~batchfsm.emulator.UpstreamHandler`) sends each line to a server.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -18,9 +25,13 @@ from .._endpoints import CATALOGUE, one_each
 __all__ = [
     "EMBEDDING_SIZES",
     "MAX_INPUTS_PER_REQUEST",
+    "AsyncHandler",
     "Handler",
     "Reply",
+    "RequestLine",
     "default_handler",
+    "fake_handler",
+    "is_async",
     "prompt_tokens",
 ]
 
@@ -50,8 +61,46 @@ class Reply:
     output_tokens: int = 0
 
 
-#: ``handler(endpoint, body, custom_id, now) -> Reply``
+#: ``handler(endpoint, body, custom_id, now) -> Reply``: the synchronous shape.
 Handler = Callable[[str, Mapping[str, Any], str, int], Reply]
+
+
+@attrs.frozen
+class RequestLine:
+    """One request line of a batch, as a handler gets it.
+
+    Attributes:
+        custom_id: the line's ``custom_id``.
+        method: its ``method`` (always ``"POST"``: validation saw to it).
+        url: its ``url``, which is the batch's endpoint (``/v1/...``).
+        body: its ``body``: the request the endpoint gets.
+        at: the emulated time (Unix seconds) at which it runs.
+    """
+
+    custom_id: str
+    method: str
+    url: str
+    body: Mapping[str, Any]
+    at: int
+
+
+#: ``async handler(request: RequestLine) -> Reply``: the seam the worker runs
+#: many at a time (see :func:`fake_handler` for a runnable example).
+AsyncHandler = Callable[[RequestLine], Awaitable[Reply]]
+
+
+def is_async(handler: object) -> bool:
+    """Whether ``handler`` is an :data:`AsyncHandler` (a coroutine function).
+
+    A function defined with ``async def``, or an object whose ``__call__``
+    is one.
+
+    Example:
+        >>> is_async(fake_handler), is_async(default_handler)
+        (True, False)
+    """
+    call = getattr(handler, "__call__", None)  # noqa: B004 - the method itself
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
 def _tokens(value: Any) -> int:
@@ -359,3 +408,46 @@ def default_handler(
         400
     """
     return _BY_ENDPOINT[endpoint](body, custom_id, now)
+
+
+async def fake_handler(request: RequestLine) -> Reply:
+    """:func:`default_handler`'s answers, on the async seam.
+
+    What the :class:`~batchfsm.emulator.Emulator` runs unless told otherwise
+    is :func:`default_handler`; pass ``handler=fake_handler`` (or your own
+    ``async def``) to have the worker run the batch's requests many at a time.
+    A handler of your own takes a :class:`RequestLine` and returns a
+    :class:`Reply`; an exception it raises becomes that request's 500 line.
+
+    Example:
+        >>> import asyncio
+        >>> line = RequestLine("r1", "POST", "/v1/embeddings",
+        ...                    {"model": "text-embedding-3-small", "input": "hi"}, 0)
+        >>> reply = asyncio.run(fake_handler(line))
+        >>> reply.status_code, reply.input_tokens
+        (200, 1)
+
+        A handler of your own, plugged into an emulator:
+
+        >>> from batchfsm.emulator import Emulator
+        >>> async def shout(request: RequestLine) -> Reply:
+        ...     text = request.body["messages"][-1]["content"].upper()
+        ...     message = {"role": "assistant", "content": text}
+        ...     body = {"object": "chat.completion", "model": request.body["model"],
+        ...             "choices": [{"index": 0, "finish_reason": "stop",
+        ...                          "message": message}]}
+        ...     return Reply(200, body, input_tokens=1, output_tokens=1)
+        >>> emu = Emulator(handler=shout)
+        >>> line = ('{"custom_id": "a", "method": "POST",'
+        ...         ' "url": "/v1/chat/completions", "body": {"model": "gpt-4o-mini",'
+        ...         ' "messages": [{"role": "user", "content": "hi"}]}}')
+        >>> upload = emu.create_file(line.encode(), "in.jsonl", "batch")
+        >>> batch = emu.create_batch(input_file_id=upload.id,
+        ...                          endpoint="/v1/chat/completions")
+        >>> emu.clock.advance(60)
+        >>> done = emu.retrieve_batch(batch.id)
+        >>> out = emu.file_content(done.output_file_id).decode()
+        >>> done.status.value, '"content":"HI"' in out
+        ('completed', True)
+    """
+    return default_handler(request.url, request.body, request.custom_id, request.at)

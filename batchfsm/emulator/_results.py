@@ -10,6 +10,8 @@ batch's. When a batch ends, its lines become File objects of purpose
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import _json
 from .._model import (
     Batch,
@@ -26,11 +28,15 @@ from ._stores import FileObject, IdSource, NewFile, ResultKind, ResultLines, Wor
 __all__ = [
     "UNFINISHED",
     "answer",
+    "checked",
     "counts",
+    "parse",
     "result_file",
     "result_line",
+    "server_error",
     "total",
     "usage",
+    "written",
 ]
 
 #: The error line of a request that never ran, by why: code -> message.
@@ -47,7 +53,7 @@ def _describe(exc: BaseException) -> str:
         return type(exc).__name__
 
 
-def _server_error(exc: BaseException) -> Reply:
+def server_error(exc: BaseException) -> Reply:
     return Reply(
         500,
         {
@@ -87,6 +93,25 @@ def result_line(
     )
 
 
+def parse(raw: bytes) -> tuple[str | None, Any]:
+    """A request line's ``custom_id`` and ``body`` (``body`` None if unreadable)."""
+    try:
+        item = _json.decode(raw)
+        return item["custom_id"], item["body"]
+    except Exception:  # noqa: BLE001 - validated already; nested too deep, say
+        return None, None
+
+
+def checked(reply: object) -> Reply:
+    """``reply`` if a handler's answer is a :class:`Reply` with sane token counts."""
+    if not isinstance(reply, Reply):
+        raise TypeError(f"the handler answered {type(reply).__name__}")
+    for tokens in (reply.input_tokens, reply.output_tokens):
+        if type(tokens) is not int or tokens < 0:
+            raise TypeError(f"the handler counted {tokens!r} tokens")
+    return reply
+
+
 def answer(
     handler: Handler, ids: IdSource, endpoint: str, raw: bytes, at: int
 ) -> tuple[str, Reply]:
@@ -95,18 +120,18 @@ def answer(
     try:
         item = _json.decode(raw)
         custom_id, body = item["custom_id"], item["body"]
-        reply = handler(endpoint, body, custom_id, at)
-        if not isinstance(reply, Reply):
-            raise TypeError(f"the handler answered {type(reply).__name__}")
-        for tokens in (reply.input_tokens, reply.output_tokens):
-            if type(tokens) is not int or tokens < 0:
-                raise TypeError(f"the handler counted {tokens!r} tokens")
+        reply = checked(handler(endpoint, body, custom_id, at))
     except Exception as exc:  # noqa: BLE001 - one request fails, not the batch
-        reply = _server_error(exc)
+        reply = server_error(exc)
+    return written(ids, custom_id, reply)
+
+
+def written(ids: IdSource, custom_id: str | None, reply: Reply) -> tuple[str, Reply]:
+    """The result line of ``reply``; a reply that cannot be written is a 500."""
     try:
         return result_line(ids, custom_id, reply, None), reply
     except Exception as exc:  # noqa: BLE001 - e.g. nested too deep to write
-        reply = _server_error(exc)
+        reply = server_error(exc)
         return result_line(ids, custom_id, reply, None), reply
 
 

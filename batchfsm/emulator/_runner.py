@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from ._dispatch import on_handler_loop
 from ._outage import Backoff
 from ._store_errors import StoreUnavailable
 
@@ -51,7 +52,7 @@ class Runner:
 
     def run(self) -> None:
         """Run the work here and now (unless this thread is running it already)."""
-        if getattr(self._inside, "run", False):
+        if getattr(self._inside, "run", False) or on_handler_loop():
             return  # a handler calling the emulator: its own run is under way
         with self._running:
             self._inside.run = True

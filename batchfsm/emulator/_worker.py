@@ -17,7 +17,7 @@ another batch or call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import attrs
@@ -26,18 +26,30 @@ from .. import _json
 from .._lifecycle import advance, progress
 from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
 from .._table import Event
+from ._clock import Clock
+from ._dispatch import run_many
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
-from ._handlers import Handler, prompt_tokens
+from ._handlers import (
+    AsyncHandler,
+    Handler,
+    Reply,
+    RequestLine,
+    is_async,
+    prompt_tokens,
+)
 from ._migrations import NEVER, RESUME
 from ._results import (
     UNFINISHED,
     answer,
     counts,
+    parse,
     result_file,
     result_line,
+    server_error,
     total,
     usage,
+    written,
 )
 from ._store_errors import StoreUnavailable
 from ._stores import BatchStore, FileStore, IdSource, NewFile, ResultLines, Work
@@ -79,7 +91,8 @@ class Service(Protocol):
     batches: BatchStore
     files: FileStore
     ids: IdSource
-    handler: Handler
+    handler: Handler | AsyncHandler
+    concurrency: int
     models: dict[str, frozenset[str]]
     any_model: bool
     enqueued_token_limits: dict[str, int]
@@ -88,6 +101,7 @@ class Service(Protocol):
     finalizing_seconds: int
     cancel_grace_seconds: int
     max_output_bytes: int | None
+    clock: Clock
 
     @property
     def input_grace_seconds(self) -> int:
@@ -201,9 +215,13 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
         return
     at, status = work.due_at, batch.status
     assert batch.expires_at is not None
+    # Requests that take no emulated time (a gateway's: the upstream sets
+    # the pace) are never due past the expiry: the clock says when it came.
+    late = emu.request_seconds == 0 and emu.clock.now() >= batch.expires_at
     if status is S.CANCELLING:
         _end(emu, batch, work, Event.MARK_CANCELLED, at, "batch_cancelled")
-    elif at >= batch.expires_at:
+    elif at >= batch.expires_at or late:
+        at = max(at, batch.expires_at)
         _end(emu, batch, work, Event.EXPIRE, at, "batch_expired")
     elif status is S.VALIDATING:
         _validate(emu, batch, work, at)
@@ -322,12 +340,25 @@ class _Run:
     errors: list[str] = attrs.Factory(list)
     size: int = 0  # bytes of this run's result lines
 
-    def record(self, emu: Service, endpoint: str, raw: bytes, at: int) -> None:
-        """Run one request (unless past the output bound) and record its line."""
+    def record(
+        self,
+        emu: Service,
+        endpoint: str,
+        raw: bytes,
+        at: int,
+        answered: tuple[str, Reply] | None = None,
+    ) -> None:
+        """Run one request (unless past the output bound) and record its line.
+
+        ``answered``: its line and reply, when an async handler ran it already.
+        """
         work, limit = self.work, self.limit
         full = work.output_full
         if not full:
-            line, reply = answer(emu.handler, emu.ids, endpoint, raw, at)
+            if answered is None:
+                handler: Handler = emu.handler  # type: ignore[assignment]
+                answered = answer(handler, emu.ids, endpoint, raw, at)
+            line, reply = answered
             full = limit is not None and work.result_bytes + len(line) + 1 > limit
         if full:  # past the bound: not run, or its answer not kept
             assert limit is not None
@@ -354,6 +385,30 @@ class _Run:
 def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     assert batch.in_progress_at is not None
     assert batch.expires_at is not None
+    if is_async(emu.handler):
+        run = _run_async(emu, batch, work, now)
+        if run is None:
+            return  # a cancel (or expiry) came mid-run: the next step ends it
+        moved = run.work
+    else:
+        run, moved = _run_sync(emu, batch, work, now)
+    # Work in progress is not a move: counts and usage grow, nothing else.
+    after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
+    moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
+    emu.batches.write(
+        after,
+        moved,
+        status=batch.status,
+        epoch=work.epoch,
+        output=run.output,
+        errors=run.errors,
+    )
+
+
+def _run_sync(emu: Service, batch: Batch, work: Work, now: int) -> tuple[_Run, Work]:
+    """A synchronous handler's run: one request after another."""
+    assert batch.in_progress_at is not None
+    assert batch.expires_at is not None
     requests = total(batch)
     run = _Run(work, emu.max_output_bytes)
     offset = work.offset
@@ -378,20 +433,108 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     except _InputGoneError:
         # The input was deleted or expired mid-run: what it held can no
         # longer run.
-        w = run.work
-        run.work = attrs.evolve(w, done=requests, failed=w.failed + requests - w.done)
-    moved = attrs.evolve(run.work, offset=offset)
-    # Work in progress is not a move: counts and usage grow, nothing else.
-    after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
-    moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
-    emu.batches.write(
-        after,
-        moved,
-        status=batch.status,
-        epoch=work.epoch,
-        output=run.output,
-        errors=run.errors,
-    )
+        _input_gone(run, requests)
+    return run, attrs.evolve(run.work, offset=offset)
+
+
+def _input_gone(run: _Run, requests: int) -> None:
+    w = run.work
+    run.work = attrs.evolve(w, done=requests, failed=w.failed + requests - w.done)
+
+
+@attrs.frozen
+class _Taken:
+    """The run of request lines due now: each ``(at, raw)``, and where it ends."""
+
+    lines: list[tuple[int, bytes]]
+    offset: int
+    gone: bool  # the input went away before the run's end
+
+
+def _take(emu: Service, batch: Batch, work: Work, now: int, most: int) -> _Taken:
+    """The lines due by ``now``, at most ``most``, as the sync run would take them."""
+    assert batch.in_progress_at is not None
+    assert batch.expires_at is not None
+    requests, done, offset = total(batch), work.done, work.offset
+    gone_at = _gone_at(emu, batch.input_file_id)
+    lines: list[tuple[int, bytes]] = []
+    try:
+        for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):
+            if is_blank(raw):
+                continue
+            at = batch.in_progress_at + (done + 1) * emu.request_seconds
+            if at >= gone_at:
+                return _Taken(lines, offset, True)
+            lines.append((at, raw))
+            done += 1
+            following = at + emu.request_seconds
+            if (
+                done >= requests
+                or len(lines) >= most
+                or following > now
+                or following >= batch.expires_at
+            ):
+                break
+    except _InputGoneError:
+        return _Taken(lines, offset, True)
+    return _Taken(lines, offset, False)
+
+
+def _request(endpoint: str, raw: bytes, at: int) -> RequestLine | None:
+    custom_id, body = parse(raw)
+    if not isinstance(custom_id, str) or not isinstance(body, dict):
+        return None
+    return RequestLine(custom_id, "POST", endpoint, body, at)
+
+
+def _stopper(emu: Service, batch: Batch, now: int) -> Callable[[], bool]:
+    """Whether to stop a run: a cancel came, or the window ended meanwhile.
+
+    The window's end stops a run only while its requests take no emulated
+    time (``request_seconds`` 0, as under ``--upstream``).
+    Requests that take emulated time (``request_seconds``) meet the expiry
+    by their own times (:func:`_take`), as the synchronous run does, so a
+    virtual clock gives the same batches; a clock that was past the expiry
+    when the run began never stops it (the run's requests are all due).
+    """
+    assert batch.expires_at is not None
+    expires_at = batch.expires_at
+    timed_by_clock = emu.request_seconds == 0 and now < expires_at
+
+    def stop() -> bool:
+        if timed_by_clock and emu.clock.now() >= expires_at:
+            return True
+        stored = emu.batches.get(batch.id)
+        return stored is None or stored.status is not S.IN_PROGRESS
+
+    return stop
+
+
+def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> _Run | None:
+    """An async handler's run: up to ``emu.concurrency`` requests at a time.
+
+    None if a cancel (or the expiry) stopped it: nothing of it is written (its
+    requests in flight are dropped), and the next step ends the batch.
+    """
+    most = max(REQUESTS_PER_WRITE, 16 * emu.concurrency)
+    taken = _take(emu, batch, work, now, most)
+    requests = [_request(batch.endpoint, raw, at) for at, raw in taken.lines]
+    if work.output_full:  # past the output bound: none of them runs
+        requests = [None] * len(requests)
+    stop = _stopper(emu, batch, now)
+    replies = run_many(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
+    if stop():
+        return None
+    run = _Run(work, emu.max_output_bytes)
+    for (at, raw), request, reply in zip(taken.lines, requests, replies, strict=True):
+        if reply is None:
+            reply = server_error(ValueError("the request line cannot be read"))
+        custom_id = None if request is None else request.custom_id
+        run.record(emu, batch.endpoint, raw, at, written(emu.ids, custom_id, reply))
+    if taken.gone:
+        _input_gone(run, total(batch))
+    run.work = attrs.evolve(run.work, offset=taken.offset)
+    return run
 
 
 def _end(
