@@ -14,6 +14,10 @@
   :class:`MemoryFileStore`, :class:`MemoryIds`) and durable ones
   (:class:`SQLiteStore`, :class:`PostgresStore`, :func:`open_store`; see
   "Persisting batches in your own server"), with :class:`AnchoredClock`.
+- Webhooks: each batch's end writes a :class:`WebhookEvent` to the store's
+  outbox in the same write; :class:`Webhooks` delivers them to
+  :class:`WebhookEndpoint` s, signed, at least once, each :class:`Delivery`
+  with its :class:`Attempt` s recorded.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
   :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
   ``httpx.Client``), for the ``openai`` client in-process.
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING
 from ._api_error import ApiError
 from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
 from ._engine import Emulator
+from ._events import Attempt, Delivery, WebhookEvent
 from ._handlers import Handler, Reply, default_handler
 from ._open import open_store
 from ._postgres import PostgresStore
@@ -58,6 +63,7 @@ from ._validate import (
     make_input_file,
     validate_input,
 )
+from ._webhooks import WebhookEndpoint, Webhooks
 
 if TYPE_CHECKING:
     from ._app import create_app
@@ -82,8 +88,10 @@ __all__ = [
     "DEFAULT_MODELS",
     "AnchoredClock",
     "ApiError",
+    "Attempt",
     "BatchStore",
     "Clock",
+    "Delivery",
     "Emulator",
     "EmulatorTransport",
     "FileObject",
@@ -104,6 +112,9 @@ __all__ = [
     "StoreUnavailable",
     "SystemClock",
     "VirtualClock",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "Webhooks",
     "Work",
     "create_app",
     "default_handler",

@@ -1,0 +1,217 @@
+"""Webhooks: each batch's end writes its event, delivered signed, at least once.
+
+Every test here delivers to a real HTTP receiver (a small server the test
+starts) and verifies signatures with the official client's ``webhooks.unwrap``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from openai.types.webhooks import (
+    BatchCancelledWebhookEvent,
+    BatchCompletedWebhookEvent,
+    BatchFailedWebhookEvent,
+)
+
+from batchfsm.emulator import (
+    Emulator,
+    SQLiteStore,
+    VirtualClock,
+    WebhookEndpoint,
+    WebhookEvent,
+    Webhooks,
+    make_input_file,
+)
+from batchfsm.emulator._receiver import WebhookReceiver
+from batchfsm.emulator._webhooks import check_secret, sign, webhook_id
+
+SECRET = "whsec_" + base64.b64encode(b"batchfsm webhook test secret").decode()
+EMBED = "/v1/embeddings"
+
+
+def unwrap(body: bytes, headers: dict[str, str], secret: str = SECRET) -> Any:
+    """The official client's verdict on one delivery."""
+    client = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+    return client.webhooks.unwrap(body, headers, secret=secret)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(SECRET) as made:
+        yield made
+
+
+def _emulator(receiver: WebhookReceiver, **options: Any) -> Emulator:
+    hooks = Webhooks(
+        [WebhookEndpoint(receiver.url, SECRET)],
+        first_retry_seconds=10,
+        window_seconds=3600,
+        timeout_seconds=5,
+    )
+    return Emulator(clock=VirtualClock(), seed=3, webhooks=hooks, **options)
+
+
+def _batch(emu: Emulator, content: bytes) -> str:
+    upload = emu.create_file(content, "in.jsonl", "batch")
+    return emu.create_batch(input_file_id=upload.id, endpoint=EMBED).id
+
+
+def _good(emu: Emulator) -> str:
+    return _batch(
+        emu, make_input_file(2, endpoint=EMBED, model="text-embedding-3-small")
+    )
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_the_receiver_gets_exactly_the_events_of_the_batches_it_caused(
+    receiver, store, tmp_path
+):
+    options = {} if store == "memory" else {"store": SQLiteStore(tmp_path / "db")}
+    emu = _emulator(receiver, **options)
+    done, failed, cancelled = _good(emu), _batch(emu, b"{oops"), _good(emu)
+    emu.cancel_batch(cancelled)
+    emu.clock.advance(60)
+    emu.run()
+    got = receiver.wait_for(3)
+    assert len(receiver.received) == 3
+    events = {}
+    for r in got:
+        event = unwrap(r.body, r.headers)  # the official client accepts it
+        events[event.data.id] = event
+        assert r.headers["webhook-id"] == webhook_id(event.id)
+    assert isinstance(events[done], BatchCompletedWebhookEvent)
+    assert isinstance(events[failed], BatchFailedWebhookEvent)
+    assert isinstance(events[cancelled], BatchCancelledWebhookEvent)
+    batch = emu.retrieve_batch(done)
+    assert events[done].created_at == batch.completed_at
+    assert events[done].object == "event"
+    assert sorted(e.batch_id for e in emu.webhook_events()) == sorted(events)
+    deliveries = emu.webhook_deliveries()
+    assert {d.state for d in deliveries} == {"delivered"}
+    assert all(len(d.attempts) == 1 and d.attempts[0].status == 200 for d in deliveries)
+
+
+def test_a_wrong_secret_is_refused_by_the_official_client(receiver):
+    emu = _emulator(receiver)
+    _batch(emu, b"{oops")
+    emu.clock.advance(60)
+    emu.run()
+    (got,) = receiver.wait_for(1)
+    other = "whsec_" + base64.b64encode(b"another secret").decode()
+    with pytest.raises(openai.InvalidWebhookSignatureError):
+        unwrap(got.body, got.headers, other)
+    tampered = got.body.replace(b"batch.failed", b"batch.complet")
+    with pytest.raises(openai.InvalidWebhookSignatureError):
+        unwrap(tampered, got.headers)
+
+
+def test_an_endpoint_down_for_a_while_gets_the_events_when_it_returns(receiver):
+    emu = _emulator(receiver)
+    receiver.status = 503
+    batch_id = _batch(emu, b"{oops")
+    emu.clock.advance(5)
+    emu.run()  # the first attempt: 503
+    emu.clock.advance(5)
+    emu.run()  # too early for the next (backoff 5..10 s after the first)
+    assert len(receiver.received) == 1
+    receiver.status = 200
+    for _ in range(3):
+        emu.clock.advance(20)
+        emu.run()
+    got = receiver.wait_for(1)
+    assert [unwrap(r.body, r.headers).data.id for r in got] == [batch_id]
+    (delivery,) = emu.webhook_deliveries()
+    assert delivery.state == "delivered"
+    assert [a.status for a in delivery.attempts] == [503, 200]
+    assert delivery.attempts[0].error == "answered 503"
+    ids = {r.headers["webhook-id"] for r in receiver.received}
+    assert len(ids) == 1  # a retry is the same message
+
+
+def test_a_delivery_past_its_window_is_given_up_and_says_why(receiver):
+    receiver.status = 500
+    hooks = Webhooks(
+        [WebhookEndpoint(receiver.url, SECRET)],
+        first_retry_seconds=10,
+        window_seconds=100,
+        timeout_seconds=5,
+    )
+    emu = Emulator(clock=VirtualClock(), webhooks=hooks)
+    _batch(emu, b"{oops")
+    for _ in range(40):
+        emu.clock.advance(10)
+        emu.run()
+    (delivery,) = emu.webhook_deliveries()
+    assert delivery.state == "failed"
+    assert 2 <= len(delivery.attempts) <= 10
+    at = [a.at for a in delivery.attempts]
+    assert at[-1] - at[0] <= 100
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert gaps == sorted(gaps)  # backing off
+
+
+def test_a_connection_refused_is_retried(receiver):
+    url = receiver.url
+    receiver.close()  # nobody listens there now
+    hooks = Webhooks([WebhookEndpoint(url, SECRET)], first_retry_seconds=1)
+    emu = Emulator(clock=VirtualClock(), webhooks=hooks)
+    _batch(emu, b"{oops")
+    emu.clock.advance(5)
+    emu.run()
+    (delivery,) = emu.webhook_deliveries()
+    assert delivery.state == "pending"
+    (attempt,) = delivery.attempts
+    assert attempt.status is None and attempt.error.startswith("no answer")
+
+
+def test_every_terminal_move_writes_its_event_even_without_endpoints():
+    emu = Emulator(clock=VirtualClock(), request_seconds=50_000)
+    failed = _batch(emu, b"{oops")
+    expired = _good(emu)
+    emu.clock.advance(2)
+    emu.run()
+    emu.clock.advance(86_400)
+    events = {e.batch_id: e for e in emu.webhook_events()}
+    assert events[failed].type == "batch.failed"
+    assert events[expired].type == "batch.expired"
+    assert events[expired].created_at == emu.retrieve_batch(expired).expired_at
+    assert emu.webhook_deliveries() == []
+
+
+def test_the_event_body_is_the_official_clients_event():
+    event = WebhookEvent("evt_1", "batch.expired", 1700000000, "batch_1")
+    parsed = openai.types.webhooks.BatchExpiredWebhookEvent.model_validate_json(
+        event.body()
+    )
+    assert parsed.model_dump() == event.to_dict()
+
+
+def test_signatures_verify_with_the_official_client_directly():
+    import time
+
+    body = WebhookEvent("evt_1", "batch.completed", 1, "batch_1").body()
+    headers = sign(SECRET, "wh_1", int(time.time()), body)
+    assert unwrap(body, headers).data.id == "batch_1"
+
+
+@pytest.mark.parametrize(
+    "secret", ["secret", "whsec_", "whsec_not base64!", "whsec_abc", None]
+)
+def test_a_bad_secret_is_refused_naming_it(secret):
+    with pytest.raises(ValueError, match="whsec_"):
+        check_secret(secret)
+    with pytest.raises(ValueError, match="http://x/h"):
+        WebhookEndpoint("http://x/h", secret)
+
+
+def test_a_bad_url_or_a_url_twice_is_refused():
+    with pytest.raises(ValueError, match="http:// or https://"):
+        WebhookEndpoint("ftp://x", SECRET)
+    twice = [WebhookEndpoint("http://x/", SECRET)] * 2
+    with pytest.raises(ValueError, match="named twice"):
+        Webhooks(twice)
