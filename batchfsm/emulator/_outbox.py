@@ -80,9 +80,16 @@ class MemoryOutbox:
             return self._events[start : start + limit]
 
     def claim_deliveries(
-        self, endpoints: Iterable[str], now: float, limit: int
+        self,
+        endpoints: Iterable[str],
+        now: float,
+        limit: int,
+        lease: float = LEASE_SECONDS,
     ) -> list[Claim]:
-        """Lease up to ``limit`` pending deliveries to ``endpoints`` due by ``now``."""
+        """Lease up to ``limit`` pending deliveries to ``endpoints`` due by ``now``.
+
+        Each for ``lease`` seconds: then another claimer may take it over.
+        """
         wanted = set(endpoints)
         claims: list[Claim] = []
         with self._lock:
@@ -91,7 +98,7 @@ class MemoryOutbox:
                     break
                 if url in wanted and row.next_at <= now:
                     row.epoch += 1
-                    row.next_at = now + LEASE_SECONDS
+                    row.next_at = now + lease
                     event = self._by_id[event_id]
                     claims.append(
                         Claim(event, event.body(), url, row.epoch,

@@ -84,9 +84,16 @@ class SQLOutbox:
         return [_event(row) for row in rows]
 
     def claim_deliveries(
-        self, endpoints: Iterable[str], now: float, limit: int
+        self,
+        endpoints: Iterable[str],
+        now: float,
+        limit: int,
+        lease: float = LEASE_SECONDS,
     ) -> list[Claim]:
-        """Lease up to ``limit`` pending deliveries to ``endpoints`` due by ``now``."""
+        """Lease up to ``limit`` pending deliveries to ``endpoints`` due by ``now``.
+
+        Each for ``lease`` seconds: then another claimer may take it over.
+        """
         urls = list(endpoints)
         if not urls:
             return []
@@ -104,7 +111,7 @@ class SQLOutbox:
                 tx.run(
                     "UPDATE batchfsm_deliveries SET epoch = epoch + 1, next_at = ?"
                     " WHERE event_id = ? AND endpoint = ?",
-                    (now + LEASE_SECONDS, event_id, url),
+                    (now + lease, event_id, url),
                 )
                 event_row = tx.one(
                     f"{_EVENT}, e.body FROM batchfsm_events e WHERE e.id = ?",

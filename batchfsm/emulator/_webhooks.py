@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from ._events import Attempt, Claim, Delivery, WebhookEvent
+from ._outbox import LEASE_SECONDS
 from ._store_errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -69,7 +70,11 @@ class Outbox(Protocol):
     ) -> list[WebhookEvent]: ...
 
     def claim_deliveries(
-        self, endpoints: Iterable[str], now: float, limit: int
+        self,
+        endpoints: Iterable[str],
+        now: float,
+        limit: int,
+        lease: float = LEASE_SECONDS,
     ) -> list[Claim]: ...
 
     def record_attempt(
@@ -90,7 +95,7 @@ def check_secret(secret: str, where: str = "secret") -> str:
         >>> check_secret("secret")
         Traceback (most recent call last):
         ...
-        ValueError: secret must be whsec_ followed by base64 (padded), got 'secret'
+        ValueError: secret must be whsec_ followed by base64 (padded)
     """
     problem = not isinstance(secret, str) or not secret.startswith("whsec_")
     if not problem:
@@ -99,9 +104,7 @@ def check_secret(secret: str, where: str = "secret") -> str:
         except (binascii.Error, ValueError):
             problem = True
     if problem:
-        raise ValueError(
-            f"{where} must be whsec_ followed by base64 (padded), got {secret!r}"
-        )
+        raise ValueError(f"{where} must be whsec_ followed by base64 (padded)")
     return secret
 
 
@@ -257,7 +260,9 @@ class Webhooks:
         """
         by_url = {e.url: e.secret for e in self.endpoints}
         made = 0
-        while claims := outbox.claim_deliveries(list(by_url), now, CLAIMS_PER_ROUND):
+        while claims := outbox.claim_deliveries(
+            list(by_url), now, CLAIMS_PER_ROUND, self.timeout_seconds + 5
+        ):
             for claim in claims:
                 status, error = self._post(claim, by_url[claim.endpoint])
                 attempt = Attempt(claim.event.id, claim.endpoint, now, status, error)
