@@ -17,8 +17,17 @@ import pytest
 
 from batchfsm.emulator._receiver import WebhookReceiver
 
-from .test_durable import PATIENCE, SPEED, Server, _create, _ended, _poll, _upload
-from .test_durable import db, servers  # noqa: F401 - fixtures
+from .test_durable import (  # noqa: F401 - fixtures
+    PATIENCE,
+    SPEED,
+    Server,
+    _create,
+    _ended,
+    _poll,
+    _upload,
+    db,
+    servers,
+)
 from .test_webhooks import SECRET, unwrap
 
 
@@ -29,9 +38,10 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 def _hooked(servers, db, receiver: WebhookReceiver) -> Server:  # noqa: F811
-    return servers(
+    made: Server = servers(
         db, "--speed", SPEED, "--webhook-url", receiver.url, "--webhook-secret", SECRET
     )
+    return made
 
 
 def _wait_for(receiver: WebhookReceiver, batch_ids: set[str]) -> dict[str, list[str]]:
