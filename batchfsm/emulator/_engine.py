@@ -189,6 +189,21 @@ class Emulator:
                 self.outbox.add_webhook_endpoint(endpoint.url)
             self.webhooks = webhooks
 
+    def add_webhook(self, endpoint: WebhookEndpoint) -> None:
+        """Deliver the events of the batches that end from now on to ``endpoint`` too.
+
+        Example:
+            >>> emu = Emulator()
+            >>> hook = WebhookEndpoint("http://127.0.0.1:9/", "whsec_c2VjcmV0")
+            >>> emu.add_webhook(hook)
+            >>> [e.url for e in emu.webhooks.endpoints]
+            ['http://127.0.0.1:9/']
+        """
+        if self.webhooks is None:
+            self.webhooks = Webhooks(())
+        self.webhooks.add(endpoint)
+        self.outbox.add_webhook_endpoint(endpoint.url)
+
     @property
     def outbox(self) -> Outbox:
         """The store's outbox: batch events, their deliveries and attempts."""

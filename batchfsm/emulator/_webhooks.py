@@ -221,6 +221,16 @@ class Webhooks:
         self._stop = threading.Event()
         self._wake = threading.Event()
 
+    def add(self, endpoint: WebhookEndpoint) -> None:
+        """Deliver to ``endpoint`` too (the events written from now on).
+
+        Raises:
+            ValueError: its URL is one already named.
+        """
+        if any(e.url == endpoint.url for e in self.endpoints):
+            raise ValueError(f"a webhook URL is named twice: {endpoint.url}")
+        self.endpoints = (*self.endpoints, endpoint)
+
     def _http(self) -> httpx2.Client:
         if self._client is None:
             import httpx2
