@@ -8,6 +8,7 @@ be reached and a missing extra.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import httpx2
 
     from .conformance import Report, Result
+    from .emulator._receiver import WebhookReceiver
 
 __all__ = ["add_parser", "conform"]
 
@@ -102,6 +104,22 @@ def add_parser(commands: Any) -> None:
         help="the batch endpoint the input files' requests use (default: %(default)s)",
     )
     add(
+        "--webhook-secret",
+        metavar="whsec_...",
+        help="start a webhook receiver and check that batch events reach it signed "
+        "with this secret (set the server to deliver there: serve --webhook-url "
+        "URL --webhook-secret ...; the built-in emulator is set by itself); "
+        "without it the webhook checks skip, except against the built-in "
+        "emulator (judged at a receiver on a free port, with a secret of its own)",
+    )
+    add(
+        "--webhook-listen",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="where the receiver listens (default: %(default)s); it receives at "
+        "http://HOST:PORT/webhooks",
+    )
+    add(
         "--model",
         default="gpt-4o-mini",
         help="the model the input files' requests name; the server must serve it "
@@ -109,15 +127,48 @@ def add_parser(commands: Any) -> None:
     )
 
 
+def _receiver(args: argparse.Namespace) -> WebhookReceiver | None:
+    """The webhook receiver to judge webhooks at, or a one-line ValueError.
+
+    The one ``--webhook-secret`` asks for; for the built-in emulator without
+    one, a receiver on a free loopback port with a secret of its own.
+    """
+    from .emulator._receiver import WebhookReceiver
+    from .emulator._webhooks import check_secret
+
+    if args.webhook_secret is None:
+        if args.base_url is not None:
+            return None
+        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        return WebhookReceiver(secret, "127.0.0.1", 0)
+    secret = check_secret(args.webhook_secret, "--webhook-secret")
+    host, _, port = args.webhook_listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        raise ValueError(
+            f"--webhook-listen must be HOST:PORT, got {args.webhook_listen!r}"
+        )
+    try:
+        return WebhookReceiver(secret, host.strip("[]"), int(port))
+    except OSError as exc:
+        raise ValueError(
+            f"--webhook-listen {args.webhook_listen}: {exc.strerror or exc}"
+        ) from None
+
+
 def _client(
-    args: argparse.Namespace,
+    args: argparse.Namespace, receiver: WebhookReceiver | None = None
 ) -> tuple[httpx2.Client, Callable[[float], None], str]:
     import httpx2
 
     from .conformance import emulator_client
 
     if args.base_url is None:
-        http, advance = emulator_client()
+        options: dict[str, Any] = {}
+        if receiver is not None and receiver.secret is not None:
+            from .emulator import WebhookEndpoint
+
+            options["webhooks"] = [WebhookEndpoint(receiver.url, receiver.secret)]
+        http, advance = emulator_client(**options)
         return http, advance, "the built-in emulator (in-process, virtual clock)"
     root = args.base_url.rstrip("/").removesuffix("/v1")
     key = args.api_key or os.environ.get("BATCHFSM_API_KEY")
@@ -143,18 +194,41 @@ def conform(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        import httpx2
+        import httpx2  # noqa: F401 - the extra is there (the run imports it)
 
-        from .conformance import run
+        from .conformance import run  # noqa: F401
     except ImportError as exc:
         print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
         return 2
     try:
-        http, wait, target = _client(args)
+        receiver = _receiver(args)
+    except ValueError as exc:
+        print(f"batchfsm conform: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _conform(args, receiver)
+    finally:
+        if receiver is not None:
+            receiver.close()
+
+
+def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
+    import httpx2
+
+    from .conformance import run
+
+    try:
+        http, wait, target = _client(args, receiver)
     except httpx2.InvalidURL as exc:
         print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2
     print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
+    if receiver is not None:
+        print(
+            f"batchfsm conform: webhook receiver at {receiver.url}",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         with http:
             http.get("/v1/batches", params={"limit": 1})  # reachable at all?
@@ -167,6 +241,7 @@ def conform(args: argparse.Namespace) -> int:
                 model=args.model,
                 timeout=args.timeout,
                 progress=_progress,
+                webhooks=receiver,
             )
     except httpx2.TransportError as exc:
         print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)

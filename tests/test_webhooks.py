@@ -224,3 +224,51 @@ def test_a_bad_url_or_a_url_twice_is_refused():
     twice = [WebhookEndpoint("http://x/", SECRET)] * 2
     with pytest.raises(ValueError, match="named twice"):
         Webhooks(twice)
+
+
+# -- conform's webhook check ----------------------------------------------------
+
+
+def _conform(receiver: WebhookReceiver | None, *endpoints: WebhookEndpoint) -> Any:
+    from batchfsm.conformance import emulator_client, run
+
+    http, wait = emulator_client(webhooks=list(endpoints))
+    with http:
+        report = run(http, wait=wait, only={"webhooks.signed"}, webhooks=receiver)
+    return {r.id: r for r in report.results}["webhooks.signed"]
+
+
+def test_conform_passes_a_server_whose_events_verify(receiver):
+    result = _conform(receiver, WebhookEndpoint(receiver.url, SECRET))
+    assert result.outcome == "pass", result.evidence
+
+
+def test_conform_fails_a_server_that_signs_with_another_secret(receiver):
+    other = "whsec_" + base64.b64encode(b"another secret").decode()
+    result = _conform(receiver, WebhookEndpoint(receiver.url, other))
+    assert result.outcome == "fail"
+    assert "signature does not verify" in result.evidence
+
+
+def test_conform_fails_a_server_that_sends_no_event(receiver):
+    result = _conform(receiver)
+    assert result.outcome == "fail"
+    assert "no event for batch_" in result.evidence
+
+
+def test_conform_skips_the_webhook_check_without_a_receiver():
+    result = _conform(None)
+    assert result.outcome == "skip"
+    assert "--webhook-secret" in result.evidence
+
+
+def test_conform_command_starts_a_receiver_for_the_built_in_emulator(capsys):
+    from batchfsm._cli import main
+
+    args = ["conform", "--only", "webhooks.signed", "--webhook-secret", SECRET,
+            "--webhook-listen", "127.0.0.1:0", "--json"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "webhook receiver at http://127.0.0.1:" in out.err
+    assert main(["conform", "--webhook-secret", "nope"]) == 2
+    assert "--webhook-secret must be whsec_" in capsys.readouterr().err

@@ -15,7 +15,7 @@ Example:
     >>> with http:
     ...     report = run(http, wait=wait)
     >>> report.passed, len(report.results)
-    (True, 24)
+    (True, 25)
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from ._session import FailedError, Session, SkippedError
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
     import httpx2
 
+    from ..emulator._receiver import WebhookReceiver
+
 __all__ = ["Outcome", "Report", "Result", "run"]
 
 Outcome = Literal["pass", "fail", "warn", "skip"]
@@ -109,6 +111,7 @@ def run(
     model: str = "gpt-4o-mini",
     timeout: float = 600.0,
     progress: Callable[[Result], None] | None = None,
+    webhooks: WebhookReceiver | None = None,
 ) -> Report:
     """Run the checks against the server ``http`` talks to.
 
@@ -124,6 +127,8 @@ def run(
         model: the model the requests name.
         timeout: server seconds to poll a batch before giving up.
         progress: called with each result, in the report's order, as it is known.
+        webhooks: a receiver (with its secret) the server delivers its batch
+            events to; the webhook checks skip without one.
 
     Raises:
         ValueError: ``only`` names an unknown check.
@@ -139,7 +144,9 @@ def run(
     unknown = (only or set()) - set(CHECKS)
     if unknown:
         raise ValueError(f"unknown check ids: {', '.join(sorted(unknown))}; see CHECKS")
-    session = Session(http, wait, endpoint=endpoint, model=model, timeout=timeout)
+    session = Session(
+        http, wait, endpoint=endpoint, model=model, timeout=timeout, webhooks=webhooks
+    )
     wanted = with_needs(only) if only else set(CHECKS)
     results: dict[str, Result] = {}
     for declared in CHECKS.values():

@@ -18,6 +18,8 @@ from .._model import TERMINAL_STATUSES
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
     import httpx2
 
+    from ..emulator._receiver import WebhookReceiver
+
 __all__ = [
     "ERROR_KEYS",
     "TERMINAL",
@@ -89,8 +91,11 @@ class Session:
         endpoint: str,
         model: str,
         timeout: float,
+        webhooks: WebhookReceiver | None = None,
     ) -> None:
         self.http = http
+        #: The receiver the server delivers its webhook events to, if any.
+        self.webhooks = webhooks
         self.wait = wait
         self.endpoint = endpoint
         self.model = model
