@@ -39,21 +39,21 @@ def test_a_real_url_for_its_own_client(batch_emulator, batch_emulator_url, run):
         assert http.get("batches/" + batch["id"]).json()["status"] == "completed"
 
 def test_the_events_its_code_caused(batch_emulator, batch_emulator_openai,
-                                    batch_webhooks):
+                                    batch_emulator_webhooks):
     client = batch_emulator_openai
     upload = client.files.create(file=("in.jsonl", io.BytesIO(b"{oops")),
                                  purpose="batch")
     batch = client.batches.create(input_file_id=upload.id,
         endpoint="/v1/embeddings", completion_window="24h")
-    assert batch_webhooks.events() == []
+    assert batch_emulator_webhooks.events() == []
     batch_emulator.clock.advance(60)
-    (event,) = batch_webhooks.events()
+    (event,) = batch_emulator_webhooks.events()
     assert (event["type"], event["data"]["id"]) == ("batch.failed", batch.id)
-    (got,) = batch_webhooks.receiver.received
+    (got,) = batch_emulator_webhooks.receiver.received
     unwrapped = client.webhooks.unwrap(got.body, got.headers,
-                                       secret=batch_webhooks.secret)
+                                       secret=batch_emulator_webhooks.secret)
     assert unwrapped.data.id == batch.id
-    assert batch_webhooks.url.startswith("http://127.0.0.1:")
+    assert batch_emulator_webhooks.url.startswith("http://127.0.0.1:")
 """
 
 

@@ -11,10 +11,10 @@ Installed with batchfsm, this plugin gives every test suite:
 - ``batch_emulator_url``: a real ``http://127.0.0.1:PORT/v1`` serving it, for
   code that makes its own client (one server per session, pointed at each
   test's fresh emulator);
-- ``batch_webhooks``: a real webhook receiver (an HTTP server on a loopback
+- ``batch_emulator_webhooks``: a real webhook receiver (an HTTP server on a loopback
   port) that ``batch_emulator`` delivers its batch events to, signed with a
-  fresh secret: ``batch_webhooks.events()`` are the events the test's code
-  caused, verified; ``batch_webhooks.url`` and ``.secret`` to hand to code
+  fresh secret: ``batch_emulator_webhooks.events()`` are the events the test's code
+  caused, verified; ``batch_emulator_webhooks.url`` and ``.secret`` to hand to code
   under test.
 
 A fixture whose optional dependency is missing is an error naming the
@@ -186,7 +186,7 @@ class BatchWebhooks:
 
 
 @pytest.fixture
-def batch_webhooks(batch_emulator: Emulator) -> Iterator[BatchWebhooks]:
+def batch_emulator_webhooks(batch_emulator: Emulator) -> Iterator[BatchWebhooks]:
     """A real receiver that ``batch_emulator`` delivers its batch events to."""
     with _require("server"):
         import standardwebhooks  # noqa: F401 - needed to sign and verify
