@@ -223,7 +223,7 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
         print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2
     print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
-    if receiver is not None:
+    if receiver is not None and args.webhook_secret is not None:
         print(
             f"batchfsm conform: webhook receiver at {receiver.url}",
             file=sys.stderr,

@@ -272,3 +272,45 @@ def test_conform_command_starts_a_receiver_for_the_built_in_emulator(capsys):
     assert "webhook receiver at http://127.0.0.1:" in out.err
     assert main(["conform", "--webhook-secret", "nope"]) == 2
     assert "--webhook-secret must be whsec_" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--webhook-url", "http://127.0.0.1:9/h"], "needs a --webhook-secret"),
+        (["--webhook-secret", SECRET], "needs a --webhook-url"),
+        (["--webhook-url", "http://127.0.0.1:9/h", "--webhook-secret", "nope"],
+         "the secret of http://127.0.0.1:9/h must be whsec_"),
+        (["--webhook-url", "a", "--webhook-url", "b", "--webhook-secret", SECRET,
+          "--webhook-secret", SECRET, "--webhook-secret", SECRET],
+         "2 --webhook-url and 3 --webhook-secret"),
+        (["--webhook-url", "ftp://x", "--webhook-secret", SECRET],
+         "a webhook URL must be http:// or https://"),
+        (["--webhook-url", "http://x/", "--webhook-secret", SECRET,
+          "--webhook-window", "0"], "--webhook-window must be a finite number"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_bad_webhook_settings_in_one_line(args, message, capsys):
+    from batchfsm._cli import main
+
+    assert main(["serve", "--port", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert "nope" not in err  # a secret is never echoed
+
+
+def test_serve_takes_the_secret_from_the_environment(monkeypatch):
+    import argparse
+
+    from batchfsm._cli import _webhooks
+
+    monkeypatch.setenv("BATCHFSM_WEBHOOK_SECRET", SECRET)
+    args = argparse.Namespace(
+        webhook_url=["http://a/", "http://b/"], webhook_secret=[], webhook_window="60"
+    )
+    hooks = _webhooks(args)
+    assert [(e.url, e.secret) for e in hooks.endpoints] == [
+        ("http://a/", SECRET),
+        ("http://b/", SECRET),
+    ]
+    assert hooks.window_seconds == 60
