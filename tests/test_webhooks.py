@@ -314,3 +314,27 @@ def test_serve_takes_the_secret_from_the_environment(monkeypatch):
         ("http://b/", SECRET),
     ]
     assert hooks.window_seconds == 60
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_claim_taken_over_after_its_lease_cannot_record_late(store, tmp_path):
+    from batchfsm.emulator import MemoryBatchStore
+    from batchfsm.emulator._events import Attempt
+
+    made = MemoryBatchStore() if store == "memory" else SQLiteStore(tmp_path / "db")
+    emu = Emulator(clock=VirtualClock(), store=made)
+    outbox = emu.outbox
+    outbox.add_webhook_endpoint("http://x/")
+    _batch(emu, b"{oops")
+    _advance(emu, 5)
+    (first,) = outbox.claim_deliveries(["http://x/"], 100, 10, lease=30)
+    assert outbox.claim_deliveries(["http://x/"], 129, 10, lease=30) == []  # leased
+    (second,) = outbox.claim_deliveries(["http://x/"], 130, 10, lease=30)
+    assert second.epoch == first.epoch + 1
+    late = Attempt(first.event.id, "http://x/", 131, 200, None)
+    assert not outbox.record_attempt(first, late, None, 1000)  # fenced off
+    ok = Attempt(second.event.id, "http://x/", 131, 200, None)
+    assert outbox.record_attempt(second, ok, None, 1000)
+    (delivery,) = outbox.deliveries()
+    assert delivery.state == "delivered" and delivery.attempts == (ok,)
+    assert outbox.claim_deliveries(["http://x/"], 10**6, 10) == []
