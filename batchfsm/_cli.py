@@ -11,7 +11,8 @@
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
   [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
-  [--request-seconds S]`` serves the emulator; with ``--db`` its batches and
+  [--request-seconds S] [--webhook-url URL --webhook-secret whsec_...]
+  [--webhook-window S]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
   catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
@@ -24,6 +25,9 @@
   head and for all of it). ``--api-key`` (repeatable) and ``--keys-file``
   give the keys, each in a project (``KEY=PROJECT``; a plain ``KEY`` is in the
   default project).
+  ``--webhook-url`` (repeatable) delivers each batch's event there, signed
+  with ``--webhook-secret`` (one for all, or one per URL;
+  ``$BATCHFSM_WEBHOOK_SECRET``).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -180,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     _capacity_options(serve)
     _connection_options(serve)
     _upstream_options(serve)
+    _webhook_options(serve)
     return parser
 
 
@@ -380,6 +385,67 @@ def _upstream_settings(args: argparse.Namespace) -> dict[str, Any]:
     if DEFAULT_ROUTE in routes:
         settings["any_model"] = True  # the upstream says which models it serves
     return settings
+
+
+def _webhook_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s webhook endpoints."""
+    serve.add_argument(
+        "--webhook-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST each batch's event (batch.completed, batch.failed, "
+        "batch.expired, batch.cancelled) to URL, signed as Standard Webhooks, "
+        "at least once (repeatable)",
+    )
+    serve.add_argument(
+        "--webhook-secret",
+        action="append",
+        default=[],
+        metavar="whsec_...",
+        help="the secret the events are signed with: one for every --webhook-url, "
+        "or one per --webhook-url in the same order (default: "
+        "$BATCHFSM_WEBHOOK_SECRET)",
+    )
+    serve.add_argument(
+        "--webhook-window",
+        default="259200",
+        metavar="S",
+        help="how long after its first attempt an event is retried (with "
+        "jittered exponential backoff) before it is given up (default 259200: "
+        "72 hours)",
+    )
+
+
+def _webhooks(args: argparse.Namespace) -> Any:
+    """The ``Webhooks`` the options name (None if no URL), or a one-line ValueError."""
+    from .emulator import WebhookEndpoint, Webhooks
+
+    urls, secrets = args.webhook_url, args.webhook_secret
+    window = _positive("--webhook-window", args.webhook_window)
+    if not urls:
+        if secrets:
+            raise ValueError("--webhook-secret needs a --webhook-url to sign for")
+        return None
+    if not secrets:
+        env = os.environ.get("BATCHFSM_WEBHOOK_SECRET")
+        if env is None:
+            raise ValueError(
+                "--webhook-url needs a --webhook-secret whsec_... (or "
+                "BATCHFSM_WEBHOOK_SECRET)"
+            )
+        secrets = [env]
+    if len(secrets) == 1:
+        secrets = secrets * len(urls)
+    if len(secrets) != len(urls):
+        raise ValueError(
+            f"{len(urls)} --webhook-url and {len(secrets)} --webhook-secret: give "
+            "one secret for all, or one per URL"
+        )
+    return Webhooks(
+        [WebhookEndpoint(u, s) for u, s in zip(urls, secrets, strict=True)],
+        window_seconds=window,
+    )
 
 
 def _connection_options(serve: argparse.ArgumentParser) -> None:
@@ -596,6 +662,7 @@ def _serve(args: argparse.Namespace) -> int:
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
         gateway = _upstream_settings(args)
+        webhooks = _webhooks(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
@@ -606,6 +673,7 @@ def _serve(args: argparse.Namespace) -> int:
         "extra_models": [*args.model, *gateway.get("extra_models", ())],
         "any_model": args.any_model or gateway.get("any_model", False),
         "enqueued_token_limit": limits or None,
+        "webhooks": webhooks,
         **bounds,
     }
     if args.db is None:
@@ -625,6 +693,9 @@ def _serve(args: argparse.Namespace) -> int:
         routes = gateway["handler"].routes
         shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
         print(f"batchfsm emulator: upstream: {shown}", flush=True)
+    if webhooks is not None:
+        shown = ", ".join(e.url for e in webhooks.endpoints)
+        print(f"batchfsm emulator: webhooks to {shown}", flush=True)
     try:
         serve(
             emulator,

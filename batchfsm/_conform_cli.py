@@ -8,6 +8,7 @@ be reached and a missing extra.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import httpx2
 
     from .conformance import Report, Result
+    from .emulator._receiver import WebhookReceiver
 
 __all__ = ["add_parser", "conform"]
 
@@ -68,11 +70,55 @@ def _run_options(add: Callable[..., Any]) -> None:
         help="the batch endpoint the input files' requests use (default: %(default)s)",
     )
     add(
+        "--webhook-secret",
+        metavar="whsec_...",
+        help="start a webhook receiver and check that batch events reach it signed "
+        "with this secret (set the server to deliver there: serve --webhook-url "
+        "URL --webhook-secret ...; the built-in emulator is set by itself); "
+        "without it the webhook checks skip, except against the built-in "
+        "emulator (judged at a receiver on a free port, with a secret of its own)",
+    )
+    add(
+        "--webhook-listen",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="where the receiver listens (default: %(default)s); it receives at "
+        "http://HOST:PORT/webhooks",
+    )
+    add(
         "--model",
         default="gpt-4o-mini",
         help="the model the input files' requests name; the server must serve it "
         "on --endpoint (default: %(default)s)",
     )
+
+
+def _receiver(args: argparse.Namespace) -> WebhookReceiver | None:
+    """The webhook receiver to judge webhooks at, or a one-line ValueError.
+
+    The one ``--webhook-secret`` asks for; for the built-in emulator without
+    one, a receiver on a free loopback port with a secret of its own.
+    """
+    from .emulator._receiver import WebhookReceiver
+    from .emulator._webhooks import check_secret
+
+    if args.webhook_secret is None:
+        if args.base_url is not None:
+            return None
+        secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        return WebhookReceiver(secret, "127.0.0.1", 0)
+    secret = check_secret(args.webhook_secret, "--webhook-secret")
+    host, _, port = args.webhook_listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        raise ValueError(
+            f"--webhook-listen must be HOST:PORT, got {args.webhook_listen!r}"
+        )
+    try:
+        return WebhookReceiver(secret, host.strip("[]"), int(port))
+    except OSError as exc:
+        raise ValueError(
+            f"--webhook-listen {args.webhook_listen}: {exc.strerror or exc}"
+        ) from None
 
 
 def add_parser(commands: Any) -> None:
@@ -125,15 +171,31 @@ def add_parser(commands: Any) -> None:
 _BUILT_IN_KEYS = {"sk-conform": "proj_conform", "sk-conform-other": "proj_other"}
 
 
-def _built_in() -> tuple[httpx2.Client, httpx2.Client, Callable[[float], None]]:
-    """Clients of two keys, of two projects, on one in-process emulator."""
+def _built_in(
+    receiver: WebhookReceiver | None,
+) -> tuple[httpx2.Client, httpx2.Client, Callable[[float], None]]:
+    """Clients of two keys, of two projects, on one in-process emulator.
+
+    It delivers its batches' events to ``receiver``, if there is one.
+    """
     import httpx2
 
-    from .emulator import Emulator, EmulatorTransport, VirtualClock, create_app
+    from .emulator import (
+        Emulator,
+        EmulatorTransport,
+        VirtualClock,
+        WebhookEndpoint,
+        create_app,
+    )
 
     clock = VirtualClock()
+    hooks = (
+        [WebhookEndpoint(receiver.url, receiver.secret)]
+        if receiver is not None and receiver.secret is not None
+        else None
+    )
     transport = EmulatorTransport(
-        create_app(Emulator(clock=clock), api_keys=_BUILT_IN_KEYS)
+        create_app(Emulator(clock=clock, webhooks=hooks), api_keys=_BUILT_IN_KEYS)
     )
     first, other = (
         httpx2.Client(
@@ -147,13 +209,13 @@ def _built_in() -> tuple[httpx2.Client, httpx2.Client, Callable[[float], None]]:
 
 
 def _client(
-    args: argparse.Namespace,
+    args: argparse.Namespace, receiver: WebhookReceiver | None = None
 ) -> tuple[httpx2.Client, httpx2.Client | None, Callable[[float], None], str]:
     """The client, the other key's (or None), how to wait, and what is judged."""
     import httpx2
 
     if args.base_url is None:
-        http, second, advance = _built_in()
+        http, second, advance = _built_in(receiver)
         where = "the built-in emulator (in-process, virtual clock)"
         return http, second, advance, where
     root = args.base_url.rstrip("/").removesuffix("/v1")
@@ -184,18 +246,41 @@ def conform(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        import httpx2
+        import httpx2  # noqa: F401 - the extra is there (the run imports it)
 
-        from .conformance import run
+        from .conformance import run  # noqa: F401
     except ImportError as exc:
         print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
         return 2
     try:
-        http, other, wait, target = _client(args)
+        receiver = _receiver(args)
+    except ValueError as exc:
+        print(f"batchfsm conform: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _conform(args, receiver)
+    finally:
+        if receiver is not None:
+            receiver.close()
+
+
+def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
+    import httpx2
+
+    from .conformance import run
+
+    try:
+        http, other, wait, target = _client(args, receiver)
     except httpx2.InvalidURL as exc:
         print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2
     print(f"batchfsm conform: judging {target}", file=sys.stderr, flush=True)
+    if receiver is not None and args.webhook_secret is not None:
+        print(
+            f"batchfsm conform: webhook receiver at {receiver.url}",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         with http:
             http.get("/v1/batches", params={"limit": 1})  # reachable at all?
@@ -209,6 +294,7 @@ def conform(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 progress=_progress,
                 other_http=other,
+                webhooks=receiver,
             )
     except httpx2.TransportError as exc:
         print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)

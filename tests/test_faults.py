@@ -335,15 +335,29 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return new_database(request.getfixturevalue("postgres_server"))
 
 
+#: The tables of the versions after 9, dropped to stand for a version-8 database.
+_AFTER_9 = (
+    "batchfsm_delivery_attempts",
+    "batchfsm_deliveries",
+    "batchfsm_webhook_endpoints",
+    "batchfsm_events",
+)
+
+
 def _back_to_version_8(url: str) -> None:
     if url.startswith("sqlite:///"):
         import sqlite3
 
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        for table in _AFTER_9:
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 8")
+        conn.commit()
         conn.close()
     else:
         with psycopg.connect(url, autocommit=True) as pg:
+            for table in _AFTER_9:
+                pg.execute(f"DROP TABLE {table}")
             pg.execute("UPDATE batchfsm_schema SET version = 8")
 
 

@@ -37,6 +37,23 @@ def test_a_real_url_for_its_own_client(batch_emulator, batch_emulator_url, run):
             "endpoint": "/v1/embeddings", "completion_window": "24h"}).json()
         batch_emulator.clock.advance(60)
         assert http.get("batches/" + batch["id"]).json()["status"] == "completed"
+
+def test_the_events_its_code_caused(batch_emulator, batch_emulator_openai,
+                                    batch_emulator_webhooks):
+    client = batch_emulator_openai
+    upload = client.files.create(file=("in.jsonl", io.BytesIO(b"{oops")),
+                                 purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id,
+        endpoint="/v1/embeddings", completion_window="24h")
+    assert batch_emulator_webhooks.events() == []
+    batch_emulator.clock.advance(60)
+    (event,) = batch_emulator_webhooks.events()
+    assert (event["type"], event["data"]["id"]) == ("batch.failed", batch.id)
+    (got,) = batch_emulator_webhooks.receiver.received
+    unwrapped = client.webhooks.unwrap(got.body, got.headers,
+                                       secret=batch_emulator_webhooks.secret)
+    assert unwrapped.data.id == batch.id
+    assert batch_emulator_webhooks.url.startswith("http://127.0.0.1:")
 """
 
 
@@ -49,7 +66,7 @@ def _users_suite(pytester: pytest.Pytester) -> None:
 def test_the_fixtures_work_in_a_users_suite(pytester: pytest.Pytester):
     _users_suite(pytester)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_the_plugin_can_be_disabled(pytester: pytest.Pytester):
@@ -57,7 +74,7 @@ def test_the_plugin_can_be_disabled(pytester: pytest.Pytester):
     result = pytester.runpytest_subprocess(
         "-p", "no:batchfsm", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(errors=4)
+    result.assert_outcomes(errors=5)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,8 @@ from ._session import FailedError, Session, SkippedError
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
     import httpx2
 
+    from ..emulator._receiver import WebhookReceiver
+
 __all__ = ["Outcome", "Report", "Result", "run"]
 
 Outcome = Literal["pass", "fail", "warn", "skip"]
@@ -205,6 +207,7 @@ def run(
     timeout: float = 600.0,
     progress: Callable[[Result], None] | None = None,
     other_http: httpx2.Client | None = None,
+    webhooks: WebhookReceiver | None = None,
 ) -> Report:
     """Run the checks against the server ``http`` talks to.
 
@@ -221,6 +224,8 @@ def run(
         timeout: server seconds to poll a batch before giving up.
         progress: called with each result, in the report's order, as it is known.
         other_http: a client with a key of another project (``projects.*``).
+        webhooks: a receiver (with its secret) the server delivers its batch
+            events to; the webhook checks skip without one.
 
     Raises:
         ValueError: ``only`` names an unknown check.
@@ -236,7 +241,9 @@ def run(
     unknown = (only or set()) - set(CHECKS)
     if unknown:
         raise ValueError(f"unknown check ids: {', '.join(sorted(unknown))}; see CHECKS")
-    session = Session(http, wait, endpoint=endpoint, model=model, timeout=timeout)
+    session = Session(
+        http, wait, endpoint=endpoint, model=model, timeout=timeout, webhooks=webhooks
+    )
     session.other_http = other_http  # the projects.* checks skip without one
     schedule = _Schedule(session, with_needs(only) if only else set(CHECKS), strict)
     told = 0

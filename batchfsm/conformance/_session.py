@@ -24,6 +24,8 @@ from ._registry import Level
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
     import httpx2
 
+    from ..emulator._receiver import WebhookReceiver
+
 __all__ = [
     "ERROR_KEYS",
     "TERMINAL",
@@ -123,8 +125,11 @@ class Session:
         endpoint: str,
         model: str,
         timeout: float,
+        webhooks: WebhookReceiver | None = None,
     ) -> None:
         self.http = http
+        #: The receiver the server delivers its webhook events to, if any.
+        self.webhooks = webhooks
         self.wait = wait
         self.endpoint = endpoint
         self.model = model

@@ -18,6 +18,10 @@
   :class:`MemoryFileStore`, :class:`MemoryIds`) and durable ones
   (:class:`SQLiteStore`, :class:`PostgresStore`, :func:`open_store`; see
   "Persisting batches in your own server"), with :class:`AnchoredClock`.
+- Webhooks: each batch's end writes a :class:`WebhookEvent` to the store's
+  outbox in the same write; :class:`Webhooks` delivers them to
+  :class:`WebhookEndpoint` s, signed, at least once, each :class:`Delivery`
+  with its :class:`Attempt` s recorded.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
   :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
   ``httpx.Client``), for the ``openai`` client in-process.
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING
 from ._api_error import ApiError
 from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
 from ._engine import Emulator
+from ._events import Attempt, Delivery, WebhookEvent
 from ._handlers import (
     AsyncHandler,
     Handler,
@@ -69,6 +74,7 @@ from ._validate import (
     make_input_file,
     validate_input,
 )
+from ._webhooks import WebhookEndpoint, Webhooks
 
 if TYPE_CHECKING:
     from ._app import create_app
@@ -99,8 +105,10 @@ __all__ = [
     "AnchoredClock",
     "ApiError",
     "AsyncHandler",
+    "Attempt",
     "BatchStore",
     "Clock",
+    "Delivery",
     "Emulator",
     "EmulatorTransport",
     "FileObject",
@@ -123,6 +131,9 @@ __all__ = [
     "SystemClock",
     "UpstreamHandler",
     "VirtualClock",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "Webhooks",
     "Work",
     "create_app",
     "default_handler",

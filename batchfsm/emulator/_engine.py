@@ -27,6 +27,7 @@ from ._api_error import ApiError, refuse
 from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._enqueued import token_limits
+from ._events import Delivery, WebhookEvent
 from ._files import (
     READ_PIECE_BYTES,
     FileGoneError,
@@ -66,6 +67,7 @@ from ._stores import (
     Work,
 )
 from ._validate import DEFAULT_MODELS
+from ._webhooks import Outbox, WebhookEndpoint, Webhooks
 from ._worker import due, run_due, snapshot
 
 __all__ = ["INPUT_GRACE_REAL_SECONDS", "ApiError", "Emulator"]
@@ -130,6 +132,12 @@ class Emulator:
             request of the batch after it, fails with the error line
             ``batch_output_limit_exceeded`` (its answer is not stored; those
             after it do not run); the batch goes on and ends as usual.
+        webhooks: deliver each batch's event when it ends (``batch.completed``
+            and the like) to these endpoints, signed (a :class:`Webhooks`, or
+            its endpoints). In-process they are delivered when due work runs
+            (by the clock: a virtual clock delivers when it moves); after
+            :meth:`start`, by a thread of their own. Every store keeps the
+            events (:meth:`webhook_events`) whether or not they are delivered.
 
     Example:
         >>> emu = Emulator()
@@ -163,6 +171,7 @@ class Emulator:
         cancel_grace_seconds: int = 5,
         max_storage_bytes: int | None = None,
         max_output_bytes: int | None = None,
+        webhooks: Webhooks | Iterable[WebhookEndpoint] | None = None,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.handler = handler
@@ -190,6 +199,66 @@ class Emulator:
         self.max_storage_bytes = _bound("max_storage_bytes", max_storage_bytes)
         self.max_output_bytes = _bound("max_output_bytes", max_output_bytes)
         self._runner = Runner(self._run_due)
+        self.webhooks: Webhooks | None = None
+        if webhooks is not None:
+            if not isinstance(webhooks, Webhooks):
+                webhooks = Webhooks(webhooks)
+            for endpoint in webhooks.endpoints:
+                self.outbox.add_webhook_endpoint(endpoint.url)
+            self.webhooks = webhooks
+
+    def add_webhook(self, endpoint: WebhookEndpoint) -> None:
+        """Deliver the events of the batches that end from now on to ``endpoint`` too.
+
+        Example:
+            >>> emu = Emulator()
+            >>> hook = WebhookEndpoint("http://127.0.0.1:9/", "whsec_c2VjcmV0")
+            >>> emu.add_webhook(hook)
+            >>> [e.url for e in emu.webhooks.endpoints]
+            ['http://127.0.0.1:9/']
+        """
+        if self.webhooks is None:
+            self.webhooks = Webhooks(())
+        self.webhooks.add(endpoint)
+        self.outbox.add_webhook_endpoint(endpoint.url)
+
+    @property
+    def outbox(self) -> Outbox:
+        """The store's outbox: batch events, their deliveries and attempts."""
+        outbox: Outbox | None = getattr(self.batches, "outbox", None)
+        if outbox is None:
+            raise TypeError(
+                f"{type(self.batches).__name__} keeps no outbox of batch events"
+            )
+        return outbox
+
+    def webhook_events(self) -> list[WebhookEvent]:
+        """Every batch event written so far, in order (see :class:`Webhooks`).
+
+        Example:
+            >>> emu = Emulator()
+            >>> f = emu.create_file(b"{oops", "in.jsonl", "batch")
+            >>> b = emu.create_batch(input_file_id=f.id, endpoint="/v1/embeddings")
+            >>> emu.clock.advance(5)
+            >>> [(e.type, e.batch_id == b.id) for e in emu.webhook_events()]
+            [('batch.failed', True)]
+        """
+        self._runner.sync()
+        events: list[WebhookEvent] = []
+        while page := self.outbox.events(events[-1].id if events else None, 1000):
+            events += page
+        return events
+
+    def webhook_deliveries(self, event_id: str | None = None) -> list[Delivery]:
+        """Each event's delivery to each endpoint, with its attempts.
+
+        Each :class:`Attempt` says when, the HTTP status and the error.
+
+        Example:
+            >>> Emulator().webhook_deliveries()
+            []
+        """
+        return self.outbox.deliveries(event_id)
 
     # -- ids and time ----------------------------------------------------------------
 
@@ -225,6 +294,12 @@ class Emulator:
     def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
+        hooks = self.webhooks
+        if hooks is not None:
+            if hooks.started:
+                hooks.wake()  # its thread delivers, by real time
+            else:
+                hooks.deliver_due(self.outbox, self.clock.now())
         # No file expired after the earliest work due is purged: a batch
         # behind (another process's, say) still reads its input for the
         # requests due before the input expired.
@@ -255,10 +330,14 @@ class Emulator:
             >>> emu.stop()
         """
         self._runner.start(poll_seconds)
+        if self.webhooks is not None:
+            self.webhooks.start(self.outbox)
 
     def stop(self) -> None:
         """Stop the background worker (if started) and wait for it."""
         self._runner.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
 
     # -- files -----------------------------------------------------------------------
 

@@ -44,6 +44,16 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   kept once it ended, when it holds nothing), so the write that ends it
   gives them back.
 
+- ``events`` (since version 10): the outbox: one row per batch event
+  (``body`` its JSON, as sent), added by the write that ends the batch;
+  ``project`` NULL until projects name one. ``webhook_endpoints``: the URLs
+  events are delivered to; ``deliveries``: one row per event and endpoint
+  (added with the event), its ``state`` (``pending``, ``delivered``,
+  ``failed``), when its next attempt is due (``next_at``, the deliverer's
+  clock; a claim moves it past its lease), its ``epoch`` (each claim adds
+  one: a late record of a claim taken over is refused) and ``deadline``;
+  ``delivery_attempts``: one row per attempt (when, HTTP status, error).
+
 Since version 8 every batch and file keeps its ``project`` (the API key's
 project that made it; a result file its batch's), indexed with ``seq`` for
 each project's pages (files: with ``purpose`` too); the objects of an
@@ -363,6 +373,78 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"UPDATE batchfsm_batches SET due_at = {RESUME} WHERE due_at IS NOT NULL"
             f" AND (due_at >= {NEVER}"
             " OR due_at = (body::json ->> 'expires_at')::bigint)",
+        ),
+    ),
+    Migration(
+        10,
+        "the outbox of batch events, webhook endpoints, deliveries and attempts",
+        sqlite=(
+            """CREATE TABLE batchfsm_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                batch_id TEXT NOT NULL,
+                type TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                project TEXT,
+                body TEXT NOT NULL
+            )""",
+            "CREATE TABLE batchfsm_webhook_endpoints (url TEXT PRIMARY KEY)",
+            """CREATE TABLE batchfsm_deliveries (
+                event_id TEXT NOT NULL REFERENCES batchfsm_events (id),
+                endpoint TEXT NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending',
+                next_at REAL NOT NULL DEFAULT 0,
+                epoch INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                deadline REAL,
+                PRIMARY KEY (event_id, endpoint)
+            )""",
+            "CREATE INDEX batchfsm_deliveries_due ON batchfsm_deliveries"
+            " (next_at) WHERE state = 'pending'",
+            """CREATE TABLE batchfsm_delivery_attempts (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL,
+                endpoint TEXT NOT NULL,
+                at REAL NOT NULL,
+                status INTEGER,
+                error TEXT
+            )""",
+            "CREATE INDEX batchfsm_delivery_attempts_event"
+            " ON batchfsm_delivery_attempts (event_id, seq)",
+        ),
+        postgres=(
+            """CREATE TABLE batchfsm_events (
+                seq bigserial PRIMARY KEY,
+                id text NOT NULL UNIQUE,
+                batch_id text NOT NULL,
+                type text NOT NULL,
+                created_at bigint NOT NULL,
+                project text,
+                body text NOT NULL
+            )""",
+            "CREATE TABLE batchfsm_webhook_endpoints (url text PRIMARY KEY)",
+            """CREATE TABLE batchfsm_deliveries (
+                event_id text NOT NULL REFERENCES batchfsm_events (id),
+                endpoint text NOT NULL,
+                state text NOT NULL DEFAULT 'pending',
+                next_at double precision NOT NULL DEFAULT 0,
+                epoch bigint NOT NULL DEFAULT 0,
+                attempts integer NOT NULL DEFAULT 0,
+                deadline double precision,
+                PRIMARY KEY (event_id, endpoint)
+            )""",
+            "CREATE INDEX batchfsm_deliveries_due ON batchfsm_deliveries"
+            " (next_at) WHERE state = 'pending'",
+            """CREATE TABLE batchfsm_delivery_attempts (
+                seq bigserial PRIMARY KEY,
+                event_id text NOT NULL,
+                endpoint text NOT NULL,
+                at double precision NOT NULL,
+                status integer,
+                error text
+            )""",
+            "CREATE INDEX batchfsm_delivery_attempts_event"
+            " ON batchfsm_delivery_attempts (event_id, seq)",
         ),
     ),
 )

@@ -20,6 +20,7 @@ import attrs
 from .._json_io import dumps, loads
 from .._model import Batch, BatchStatus
 from ._database import Database, Tx, model_key, unheld
+from ._events import event_for
 from ._leases import (
     Heartbeat,
     claim_due,
@@ -32,6 +33,7 @@ from ._leases import (
 from ._migrations import migrate
 from ._projects import DEFAULT_PROJECT
 from ._sql_files import SQLFiles, add_file
+from ._sql_outbox import SQLOutbox, add_event
 from ._stores import (
     Enqueued,
     MemoryIds,
@@ -158,6 +160,8 @@ class SQLStore:
             db.close()
             raise
         self.files = SQLFiles(db)
+        #: The batch events its terminal writes add, and their deliveries.
+        self.outbox = SQLOutbox(db)
         self.owner = new_owner()
         self.lease_seconds = float(lease_seconds)
         self._process = this_process()
@@ -456,6 +460,9 @@ class SQLStore:
             )
         _add_files(tx, batch.id, files)  # their result lines first: then they go
         tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
+        event = event_for(batch)
+        if event is not None:  # in the same transaction as the move
+            add_event(tx, event)
         return True
 
     def enqueue(

@@ -49,6 +49,8 @@ import attrs
 
 from .._model import Batch, BatchStatus
 from ._content import Content, exactly
+from ._events import event_for
+from ._outbox import MemoryOutbox
 from ._projects import DEFAULT_PROJECT
 
 __all__ = [
@@ -411,6 +413,8 @@ class MemoryBatchStore:
         self._enqueued: dict[str, int] = {}
         self._holds: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
+        #: The batch events its terminal writes add, and their deliveries.
+        self.outbox = MemoryOutbox(self._lock)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -558,6 +562,9 @@ class MemoryBatchStore:
         # one only makes its write stale).
         self._batches[batch.id] = batch
         if work is None:
+            event = event_for(batch)
+            if event is not None:  # in the same write as the move
+                self.outbox.record(event)
             del self._work[batch.id]
             self._results.pop((batch.id, "output"), None)
             self._results.pop((batch.id, "errors"), None)

@@ -10,7 +10,12 @@ Installed with batchfsm, this plugin gives every test suite:
 - ``batch_emulator_openai``: the official ``openai`` client talking to it;
 - ``batch_emulator_url``: a real ``http://127.0.0.1:PORT/v1`` serving it, for
   code that makes its own client (one server per session, pointed at each
-  test's fresh emulator).
+  test's fresh emulator);
+- ``batch_emulator_webhooks``: a real webhook receiver (an HTTP server on a loopback
+  port) that ``batch_emulator`` delivers its batch events to, signed with a
+  fresh secret: ``batch_emulator_webhooks.events()`` are the events the test's code
+  caused, verified; ``batch_emulator_webhooks.url`` and ``.secret`` to hand to code
+  under test.
 
 A fixture whose optional dependency is missing is an error naming the
 ``pip install 'batchfsm[...]'`` to run, never a skip.
@@ -20,7 +25,9 @@ Disable it with ``-p no:batchfsm``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +38,8 @@ import pytest
 from .._extras import missing_extra
 from ._clock import VirtualClock
 from ._engine import Emulator
+from ._receiver import WebhookReceiver
+from ._webhooks import WebhookEndpoint
 
 if TYPE_CHECKING:
     import httpx2
@@ -147,6 +156,45 @@ class _Server:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class BatchWebhooks:
+    """The webhook events a test's emulator delivered to a real receiver.
+
+    Attributes:
+        url: the receiver's URL (``http://127.0.0.1:PORT/webhooks``).
+        secret: the ``whsec_`` secret the events are signed with.
+        receiver: the receiver itself (every request it got: ``received``;
+            the status it answers: ``status``, 200 unless a test sets another).
+    """
+
+    def __init__(self, emulator: Emulator, receiver: WebhookReceiver) -> None:
+        self._emulator = emulator
+        self.receiver = receiver
+        self.url = receiver.url
+        self.secret = receiver.secret
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events delivered so far (signatures verified), in order of arrival.
+
+        Runs the emulator's due work first, so the events due by its clock
+        are delivered.
+        """
+        self._emulator.run()
+        events: list[dict[str, Any]] = self.receiver.events()
+        return events
+
+
+@pytest.fixture
+def batch_emulator_webhooks(batch_emulator: Emulator) -> Iterator[BatchWebhooks]:
+    """A real receiver that ``batch_emulator`` delivers its batch events to."""
+    with _require("server"):
+        import standardwebhooks  # noqa: F401 - needed to sign and verify
+
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    with WebhookReceiver(secret) as receiver:
+        batch_emulator.add_webhook(WebhookEndpoint(receiver.url, secret))
+        yield BatchWebhooks(batch_emulator, receiver)
 
 
 @pytest.fixture(scope="session")
