@@ -10,7 +10,7 @@
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
   [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
-  [--request-seconds S]`` serves the emulator; with ``--db`` its batches and
+  [--request-seconds S] [--admin]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
   catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
@@ -20,7 +20,8 @@
   files (an upload past it gets 413) and ``--max-output-bytes`` the result
   lines one batch may store (its requests past it fail); the last four bound
   connections (open at once, from one address, the deadlines for a request's
-  head and for all of it).
+  head and for all of it); ``--admin`` adds the admin routes for tests
+  (faults, the request log, the clock, reset).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -283,6 +284,13 @@ def _connection_options(serve: argparse.ArgumentParser) -> None:
         f"as they arrive (default {MAX_CONNECTIONS_PER_ADDRESS})",
     )
     serve.add_argument(
+        "--admin",
+        action="store_true",
+        help="add the admin routes for tests (/_admin/: faults, the request log, "
+        "the clock, reset, a batch failed or expired on command), behind "
+        "--api-key as every route",
+    )
+    serve.add_argument(
         "--head-seconds",
         default=HEAD_SECONDS,
         metavar="S",
@@ -452,6 +460,8 @@ def _serve(args: argparse.Namespace) -> int:
         kept = f"batches and files kept in {store.where}"
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
     print(f"batchfsm emulator: {kept}", flush=True)
+    if args.admin:
+        print("batchfsm emulator: admin routes on (/_admin/)", flush=True)
     if limits:
         shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
         print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
@@ -473,6 +483,7 @@ def _serve(args: argparse.Namespace) -> int:
             store_threads=threads,
             upload_budget=budget,
             limits=connections,
+            admin=args.admin,
         )
     finally:
         sock.close()

@@ -16,7 +16,14 @@
   "Persisting batches in your own server"), with :class:`AnchoredClock`.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
   :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
-  ``httpx.Client``), for the ``openai`` client in-process.
+  ``httpx.Client``), for the ``openai`` client in-process, and
+  :class:`AsyncEmulatorTransport` for ``openai.AsyncOpenAI``.
+- For tests: the emulator logs the requests it receives
+  (:attr:`Emulator.requests`, :meth:`Emulator.assert_called`, each a
+  :class:`Call`), fails or stalls the next calls of a route on command
+  (:meth:`Emulator.fail_next`, :meth:`Emulator.stall_next`), ends a batch on
+  command (:meth:`Emulator.fail_batch`, :meth:`Emulator.expire_batch`) and
+  starts afresh (:meth:`Emulator.reset`); see "Recipes" in the docs.
 
 Example:
     >>> from batchfsm.emulator import Emulator
@@ -33,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from ._api_error import ApiError
 from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
+from ._doubles import Call
 from ._engine import Emulator
 from ._handlers import Handler, Reply, default_handler
 from ._open import open_store
@@ -61,7 +69,11 @@ from ._validate import (
 
 if TYPE_CHECKING:
     from ._app import create_app
-    from ._transport import EmulatorTransport, legacy_transport
+    from ._transport import (
+        AsyncEmulatorTransport,
+        EmulatorTransport,
+        legacy_transport,
+    )
 
 
 def __getattr__(name: str) -> object:
@@ -70,7 +82,7 @@ def __getattr__(name: str) -> object:
         from ._app import create_app
 
         return create_app
-    if name in ("EmulatorTransport", "legacy_transport"):
+    if name in ("AsyncEmulatorTransport", "EmulatorTransport", "legacy_transport"):
         from . import _transport
 
         return getattr(_transport, name)
@@ -82,7 +94,9 @@ __all__ = [
     "DEFAULT_MODELS",
     "AnchoredClock",
     "ApiError",
+    "AsyncEmulatorTransport",
     "BatchStore",
+    "Call",
     "Clock",
     "Emulator",
     "EmulatorTransport",

@@ -54,6 +54,7 @@ from starlette.types import Message, Send
 from .._convert import to_dict
 from .._json import encode
 from ._api_error import ApiError, refuse
+from ._doubles import DoublesMiddleware
 from ._engine import Emulator
 from ._files import MAX_FILE_BYTES, FileGoneError, read_pieces
 from ._outage import RETRY_AFTER_SECONDS
@@ -301,6 +302,7 @@ def create_app(
     api_key: str | None = None,
     upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     store_threads: int = STORE_THREADS,
+    admin: bool = False,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -311,7 +313,9 @@ def create_app(
     ``upload_bytes_in_flight`` bounds the bytes of all uploads in flight
     together: one that would pass it while others are in flight gets 429.
     ``store_threads`` bounds the calls of the emulator that run at once in
-    worker threads (on a database store; and uploads, on any).
+    worker threads (on a database store; and uploads, on any). ``admin``
+    adds the admin routes (faults, the request log, the clock, reset; see
+    :mod:`._kit_routes`), behind the key as every route.
 
     Raises:
         ValueError: ``api_key`` is empty or holds a space or a character
@@ -321,7 +325,7 @@ def create_app(
     Example:
         >>> from batchfsm.emulator import Emulator, create_app
         >>> app = create_app(Emulator())
-        >>> sorted({route.path for route in app.routes})[:2]
+        >>> sorted({route.path for route in app.routes})[1:3]
         ['/v1/batches', '/v1/batches/{batch_id}']
     """
     check_api_key(api_key)
@@ -558,6 +562,9 @@ def create_app(
         Route("/v1/batches", guarded(list_batches), methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", guarded(cancel_batch), methods=["POST"]),
     ]
+    from ._kit_routes import kit_routes  # health, models, uploads, admin
+
+    routes += kit_routes(emu, guarded, in_thread, admin=admin)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -581,7 +588,10 @@ def create_app(
         routes=routes,
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(DoublesMiddleware, emulator=emu),
+        ],
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.emulator = emu

@@ -26,6 +26,7 @@ from .._table import Event
 from ._api_error import ApiError, refuse
 from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
+from ._doubles import Doubles
 from ._enqueued import token_limits
 from ._files import (
     READ_PIECE_BYTES,
@@ -86,7 +87,7 @@ def _bound(name: str, value: int | None) -> int | None:
     return value
 
 
-class Emulator:
+class Emulator(Doubles):
     """A deterministic, in-process Batch service (files and batches).
 
     Args:
