@@ -96,7 +96,8 @@ import json
 import openai
 
 def my_code_lists_batches():
-    return openai.OpenAI(max_retries=0).batches.list().data
+    with openai.OpenAI(max_retries=0) as client:
+        return client.batches.list().data
 
 def my_retry_loop(attempts=5):
     for attempt in range(attempts):
@@ -116,7 +117,8 @@ def test_my_retry_loop_survives_two_429s(batch_emulator_env):
     assert [c.status for c in batch_emulator_env.requests] == [429, 429, 200]
 
 def test_models(batch_emulator_env):
-    assert "gpt-4o" in {m.id for m in openai.OpenAI().models.list()}
+    with openai.OpenAI() as client:
+        assert "gpt-4o" in {m.id for m in client.models.list()}
 
 def test_a_1_mb_upload_becomes_a_batch(batch_emulator_env):
     line = {"custom_id": "", "method": "POST", "url": "/v1/embeddings",
@@ -124,14 +126,14 @@ def test_a_1_mb_upload_becomes_a_batch(batch_emulator_env):
     content = b"".join(json.dumps({**line, "custom_id": f"r{i}"}).encode() + b"\\n"
                        for i in range(1000))
     assert len(content) >= 1_000_000
-    client = openai.OpenAI()
-    upload = client.uploads.upload_file_chunked(
-        file=content, bytes=len(content), filename="in.jsonl",
-        mime_type="application/jsonl", purpose="batch", part_size=300_000)
-    batch = client.batches.create(input_file_id=upload.file.id,
-        endpoint="/v1/embeddings", completion_window="24h")
-    batch_emulator_env.clock.advance(3600)
-    assert client.batches.retrieve(batch.id).status == "completed"
+    with openai.OpenAI() as client:
+        upload = client.uploads.upload_file_chunked(
+            file=content, bytes=len(content), filename="in.jsonl",
+            mime_type="application/jsonl", purpose="batch", part_size=300_000)
+        batch = client.batches.create(input_file_id=upload.file.id,
+            endpoint="/v1/embeddings", completion_window="24h")
+        batch_emulator_env.clock.advance(3600)
+        assert client.batches.retrieve(batch.id).status == "completed"
 """
 
 

@@ -5,8 +5,8 @@ import openai
 
 def count_batches() -> int:
     """The code under test: it builds its client with no arguments."""
-    client = openai.OpenAI()
-    return len(client.batches.list().data)
+    with openai.OpenAI() as client:
+        return len(client.batches.list().data)
 
 
 def test_code_that_builds_its_own_client(batch_emulator_env):

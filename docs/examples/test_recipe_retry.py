@@ -32,6 +32,6 @@ def test_two_429s_then_success(batch_emulator, batch_emulator_openai):
 def test_the_clients_own_retries(batch_emulator_env):
     # The official client retries a 429 itself; retry_after keeps its wait short.
     batch_emulator_env.fail_next("/v1/batches", status=429, times=2, retry_after=0.01)
-    client = openai.OpenAI(max_retries=2)
-    assert client.batches.list().data == []
+    with openai.OpenAI(max_retries=2) as client:
+        assert client.batches.list().data == []
     assert [call.status for call in batch_emulator_env.requests] == [429, 429, 200]
