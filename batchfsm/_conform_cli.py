@@ -151,6 +151,9 @@ def conform(args: argparse.Namespace) -> int:
         return 2
     try:
         http, wait, target = _client(args)
+    except ImportError as exc:  # the built-in emulator needs all of the server extra
+        print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
+        return 2
     except httpx2.InvalidURL as exc:
         print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2

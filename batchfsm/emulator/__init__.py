@@ -38,6 +38,7 @@ Example:
 
 from typing import TYPE_CHECKING
 
+from .._extras import missing_extra
 from ._api_error import ApiError
 from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
 from ._doubles import Call
@@ -78,14 +79,18 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     # The HTTP parts need the server extra (Starlette, httpx2); import them on use.
-    if name == "create_app":
-        from ._app import create_app
+    try:
+        if name == "create_app":
+            from ._app import create_app
 
-        return create_app
-    if name in ("AsyncEmulatorTransport", "EmulatorTransport", "legacy_transport"):
-        from . import _transport
+            return create_app
+        if name in ("AsyncEmulatorTransport", "EmulatorTransport", "legacy_transport"):
+            from . import _transport
 
-        return getattr(_transport, name)
+            return getattr(_transport, name)
+    except ImportError as exc:
+        # One line naming the extra, not "No module named 'anyio'".
+        raise ModuleNotFoundError(missing_extra(exc, "server"), name=exc.name) from None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

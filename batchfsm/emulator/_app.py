@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
+from starlette import formparsers
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -62,6 +63,13 @@ from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, MemoryBatchStore, MemoryFileStore
+
+if formparsers.multipart is None:
+    # Starlette starts without it and then refuses every upload with 400:
+    # better no app at all, in one line naming the extra (see missing_extra).
+    raise ModuleNotFoundError(
+        "No module named 'python_multipart'", name="python-multipart"
+    )
 
 __all__ = [
     "MAX_JSON_BYTES",
