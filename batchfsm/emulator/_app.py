@@ -64,7 +64,7 @@ from ._request_id import RequestIdMiddleware
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, MemoryBatchStore, MemoryFileStore
 
-if formparsers.multipart is None:
+if getattr(formparsers, "multipart", None) is None:
     # Starlette starts without it and then refuses every upload with 400:
     # better no app at all, in one line naming the extra (see missing_extra).
     raise ModuleNotFoundError(

@@ -24,6 +24,7 @@ from .._lifecycle import advance, new_batch
 from .._model import Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
+from ._catalogue import installed_models
 from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._doubles import Doubles
@@ -64,7 +65,6 @@ from ._stores import (
     MemoryIds,
     Work,
 )
-from ._validate import DEFAULT_MODELS
 from ._worker import due, run_due, snapshot
 
 __all__ = ["INPUT_GRACE_REAL_SECONDS", "ApiError", "Emulator"]
@@ -94,7 +94,9 @@ class Emulator(Doubles):
         clock: where time comes from (a :class:`VirtualClock` by default).
         handler: what answers each request.
         models: the models each endpoint accepts (by default every model id
-            of the official client's types, dated snapshots included).
+            of the official client's types, dated snapshots included: those
+            of the ``openai`` client installed, read at run time, and never
+            fewer than :data:`DEFAULT_MODELS`, the pinned list).
         extra_models: names every endpoint accepts too.
         any_model: accept every model name.
         store, files, ids: the stores (memory by default); ``files`` is
@@ -133,7 +135,7 @@ class Emulator(Doubles):
         *,
         clock: Clock | None = None,
         handler: Handler = default_handler,
-        models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+        models: Mapping[str, frozenset[str]] | None = None,
         extra_models: Iterable[str] = (),
         any_model: bool = False,
         store: BatchStore | None = None,
@@ -151,6 +153,8 @@ class Emulator(Doubles):
         self.clock = clock if clock is not None else VirtualClock()
         self.handler = handler
         extra = frozenset(extra_models)
+        if models is None:
+            models = installed_models()
         self.models = {endpoint: known | extra for endpoint, known in models.items()}
         self.any_model = any_model
         #: The limit of each model's enqueued tokens ("*": every other model).
