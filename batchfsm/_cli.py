@@ -120,7 +120,7 @@ def _documents(text: str) -> Iterator[Any]:
 
 
 def _check(source: TextIO, out: TextIO) -> int:
-    documents = list(_documents(source.read()))
+    documents = list(_documents(source.read().removeprefix("\ufeff")))
     if not documents:
         print("no Batch object in the input: nothing to judge", file=out)
         return 1
@@ -538,7 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.file == "-":
             return _check(sys.stdin, sys.stdout)
-        with open(args.file, encoding="utf-8") as source:
+        # utf-8-sig: a byte order mark at the start (Windows tools write one)
+        # is no character of the recording.
+        with open(args.file, encoding="utf-8-sig") as source:
             return _check(source, sys.stdout)
     except (OSError, UnicodeDecodeError, _InputError) as exc:
         print(f"batchfsm check: {args.file}: {exc}", file=sys.stderr)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -163,6 +165,23 @@ def config(
     return made
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by SIGTERM in one log line and exit status 0.
+
+    uvicorn raises a SIGTERM again once it has shut down, so the process
+    ends by the signal (143) without a word; a service manager or a
+    container stopping ``serve`` asked for exactly this stop.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM:
+            if not self.should_exit:
+                log.info("SIGTERM: stopping (open requests are finished first)")
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+
 def serve(
     emulator: Emulator,
     sock: socket.socket,
@@ -183,7 +202,7 @@ def serve(
     # The worker thread computes while the event loop answers: hand the GIL
     # over every millisecond (not every five) so that answers stay prompt.
     sys.setswitchinterval(0.001)
-    server = uvicorn.Server(
+    server = _Server(
         config(
             emulator,
             api_key=api_key,
