@@ -288,6 +288,7 @@ def trace_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
+    from .conform_cases import conform_cases
     from .emulator_cases import emulator_cases
     from .serve_cases import serve_cases
 
@@ -297,4 +298,5 @@ def all_cases() -> list[Case]:
         + trace_cases()
         + emulator_cases(_bound_to_shared)
         + serve_cases()
+        + conform_cases()
     )
