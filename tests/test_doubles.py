@@ -14,7 +14,12 @@ from batchfsm.emulator import (
     SystemClock,
     create_app,
 )
-from batchfsm.emulator._doubles import LOGGED_BODY_BYTES, LOGGED_CALLS, Call
+from batchfsm.emulator._doubles import (
+    LOGGED_BODY_BYTES,
+    LOGGED_BYTES,
+    LOGGED_CALLS,
+    Call,
+)
 
 LINE = (
     b'{"custom_id": "r1", "method": "POST", "url": "/v1/embeddings",'
@@ -56,6 +61,13 @@ def test_the_log_is_bounded():
     for _ in range(LOGGED_CALLS + 5):
         emu._log(Call("GET", "/x", "", 200, b""))
     assert len(emu.requests) == LOGGED_CALLS
+    body = b"x" * LOGGED_BODY_BYTES
+    for number in range(LOGGED_BYTES // LOGGED_BODY_BYTES + 3):
+        emu._log(Call("POST", f"/{number}", "", 200, body))
+    kept = emu.requests
+    assert sum(len(c.body) for c in kept) <= LOGGED_BYTES
+    assert kept[-1].path == f"/{LOGGED_BYTES // LOGGED_BODY_BYTES + 2}"
+    assert len([c for c in kept if c.body]) == LOGGED_BYTES // LOGGED_BODY_BYTES
 
 
 def test_assert_called_counts_and_says_what_it_saw(emu, http):

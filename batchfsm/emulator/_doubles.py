@@ -7,7 +7,8 @@ that the same calls work in-process and, through the admin routes of
 
 - :attr:`Doubles.requests` and :meth:`Doubles.assert_called`: every request
   the HTTP app received (method, path, query, status, the first
-  :data:`LOGGED_BODY_BYTES` of its body), the last :data:`LOGGED_CALLS` kept;
+  :data:`LOGGED_BODY_BYTES` of its body), the last :data:`LOGGED_CALLS` kept,
+  with :data:`LOGGED_BYTES` of bodies at most (a constant memory for ``serve``);
 - :meth:`Doubles.fail_next` (the next N calls of a route answer 429, 500, ...)
   and :meth:`Doubles.stall_next` (they are held, so that a client times out);
 - :meth:`Doubles.fail_batch` and :meth:`Doubles.expire_batch`: a batch ends
@@ -36,12 +37,21 @@ from ._api_error import ApiError
 if TYPE_CHECKING:
     from ._engine import Emulator
 
-__all__ = ["LOGGED_BODY_BYTES", "LOGGED_CALLS", "Call", "Doubles", "DoublesMiddleware"]
+__all__ = [
+    "LOGGED_BODY_BYTES",
+    "LOGGED_BYTES",
+    "LOGGED_CALLS",
+    "Call",
+    "Doubles",
+    "DoublesMiddleware",
+]
 
 #: The requests the log keeps (the oldest go first): a constant memory for ``serve``.
 LOGGED_CALLS = 10_000
 #: The bytes of each request's body the log keeps.
 LOGGED_BODY_BYTES = 64 * 1024
+#: The bytes of bodies the whole log keeps (the oldest calls go first).
+LOGGED_BYTES = 16 * 1024 * 1024
 #: The path prefix of the admin routes, which the log leaves out (and /health).
 ADMIN_PREFIX = "/_admin/"
 HEALTH_PATH = "/health"
@@ -118,7 +128,8 @@ def _seconds(name: str, value: object) -> float:
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.calls: collections.deque[Call] = collections.deque(maxlen=LOGGED_CALLS)
+        self.calls: collections.deque[Call] = collections.deque()
+        self.body_bytes = 0
         self.faults: list[_Fault] = []
 
 
@@ -210,10 +221,15 @@ class Doubles:
         """Forget the requests logged so far."""
         with self._doubles.lock:
             self._doubles.calls.clear()
+            self._doubles.body_bytes = 0
 
     def _log(self, call: Call) -> None:
-        with self._doubles.lock:
-            self._doubles.calls.append(call)
+        state = self._doubles
+        with state.lock:
+            state.calls.append(call)
+            state.body_bytes += len(call.body)
+            while len(state.calls) > LOGGED_CALLS or state.body_bytes > LOGGED_BYTES:
+                state.body_bytes -= len(state.calls.popleft().body)
 
     # -- faults -----------------------------------------------------------------------
 
@@ -393,6 +409,7 @@ class Doubles:
             emu.ids = MemoryIds(emu.seed)
         with self._doubles.lock:
             self._doubles.calls.clear()
+            self._doubles.body_bytes = 0
             self._doubles.faults.clear()
         uploads = self.__dict__.get("_uploads")
         if uploads is not None:
