@@ -12,7 +12,7 @@
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
   [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
   [--request-seconds S] [--webhook-url URL --webhook-secret whsec_...]
-  [--webhook-window S]`` serves the emulator; with ``--db`` its batches and
+  [--webhook-window S] [--admin]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
   catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
@@ -28,6 +28,8 @@
   ``--webhook-url`` (repeatable) delivers each batch's event there, signed
   with ``--webhook-secret`` (one for all, or one per URL;
   ``$BATCHFSM_WEBHOOK_SECRET``).
+  ``--admin`` adds the admin routes for tests (faults, the request log, the
+  clock, reset).
 - ``batchfsm conform [--base-url URL] ...`` judges a Batch API server (the
   built-in emulator, in-process, when no URL is given); see
   :mod:`batchfsm._conform_cli` for its exit status.
@@ -126,7 +128,7 @@ def _documents(text: str) -> Iterator[Any]:
 
 
 def _check(source: TextIO, out: TextIO) -> int:
-    documents = list(_documents(source.read()))
+    documents = list(_documents(source.read().removeprefix("\ufeff")))
     if not documents:
         print("no Batch object in the input: nothing to judge", file=out)
         return 1
@@ -466,6 +468,13 @@ def _connection_options(serve: argparse.ArgumentParser) -> None:
         f"as they arrive (default {MAX_CONNECTIONS_PER_ADDRESS})",
     )
     serve.add_argument(
+        "--admin",
+        action="store_true",
+        help="add the admin routes for tests (/_admin/: faults, the request log, "
+        "the clock, reset, a batch failed or expired on command), behind "
+        "--api-key as every route",
+    )
+    serve.add_argument(
         "--head-seconds",
         default=HEAD_SECONDS,
         metavar="S",
@@ -689,6 +698,8 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         kept = f"batches and files kept in {store.where}"
     _banner(f"http://{host}:{port}/v1", kept, limits, bounds)
+    if args.admin:
+        print("batchfsm emulator: admin routes on (/_admin/)", flush=True)
     if gateway:
         routes = gateway["handler"].routes
         shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
@@ -705,6 +716,7 @@ def _serve(args: argparse.Namespace) -> int:
             store_threads=threads,
             upload_budget=budget,
             limits=connections,
+            admin=args.admin,
         )
     finally:
         sock.close()
@@ -759,7 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.file == "-":
             return _check(sys.stdin, sys.stdout)
-        with open(args.file, encoding="utf-8") as source:
+        # utf-8-sig: a byte order mark at the start (Windows tools write one)
+        # is no character of the recording.
+        with open(args.file, encoding="utf-8-sig") as source:
             return _check(source, sys.stdout)
     except (OSError, UnicodeDecodeError, _InputError) as exc:
         print(f"batchfsm check: {args.file}: {exc}", file=sys.stderr)

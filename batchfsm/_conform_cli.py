@@ -254,6 +254,9 @@ def conform(args: argparse.Namespace) -> int:
         return 2
     try:
         receiver = _receiver(args)
+    except ImportError as exc:  # the receiver needs the server extra too
+        print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"batchfsm conform: {exc}", file=sys.stderr)
         return 2
@@ -271,6 +274,9 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
 
     try:
         http, other, wait, target = _client(args, receiver)
+    except ImportError as exc:  # the built-in emulator needs all of the server extra
+        print(f"batchfsm conform: {missing_extra(exc, 'server')}", file=sys.stderr)
+        return 2
     except httpx2.InvalidURL as exc:
         print(f"batchfsm conform: --base-url {args.base_url!r}: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ transition table (``batchfsm._graph``), never from hand-typed lists.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -34,16 +34,49 @@ __all__ = [
 ]
 
 
-def check(batch: Batch) -> list[Violation]:
+class _Dumps(Protocol):
+    """A pydantic model, such as the official client's ``openai.types.Batch``."""
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+
+
+def _dumped(snapshot: object) -> object:
+    """``snapshot``, or its JSON dump if it is a pydantic model.
+
+    The official client's ``openai.types.Batch`` is a pydantic model; its
+    ``model_dump(mode="json")`` is the API's JSON.
+    """
+    if isinstance(snapshot, Mapping):
+        return snapshot
+    dump = getattr(snapshot, "model_dump", None)
+    return dump(mode="json") if callable(dump) else snapshot
+
+
+def check(batch: Batch | Mapping[str, Any] | _Dumps) -> list[Violation]:
     """Every rule a single snapshot breaks (empty when it is consistent).
+
+    ``batch`` may also be an API dict or the official client's
+    ``openai.types.Batch``, judged as :func:`check_trace` judges one
+    snapshot (one that does not parse gives violations of rule ``schema``).
+
+    Raises:
+        TypeError: ``batch`` is none of those.
 
     Example:
         >>> import batchfsm as bf
         >>> b = bf.new_batch(id="batch_1", input_file_id="file-1",
         ...                  endpoint="/v1/embeddings", created_at=1700000000)
-        >>> bf.check(b)
-        []
+        >>> bf.check(b), bf.check(bf.to_dict(b))
+        ([], [])
     """
+    if not isinstance(batch, Batch):
+        api_dict = _dumped(batch)
+        if not isinstance(api_dict, Mapping):
+            raise TypeError(
+                "check()'s batch must be a batchfsm.Batch, an API dict or an "
+                f"openai.types.Batch, got {type(batch).__name__}"
+            )
+        return [attrs.evolve(v, index=None) for v in check_trace([api_dict])]
     return snapshot_problems(batch)
 
 
@@ -66,14 +99,18 @@ def check_step(before: Batch, after: Batch) -> list[Violation]:
     return step_problems(before, after)
 
 
-def check_trace(snapshots: Iterable[Batch | Mapping[str, Any]]) -> list[Violation]:
+def check_trace(
+    snapshots: Iterable[Batch | Mapping[str, Any] | _Dumps],
+) -> list[Violation]:
     """Every rule broken in a recording of snapshots, judged per batch id.
 
-    Snapshots may be :class:`Batch` objects or API dicts (parsed with
-    :func:`from_dict`; a document that does not parse is reported under rule
-    ``schema`` and left out of the steps). Snapshots of many batches may be
-    interleaved; each batch's snapshots are judged in the order given. Each
-    violation carries the snapshot's ``index`` in the trace.
+    Snapshots may be :class:`Batch` objects, API dicts or the official
+    client's ``openai.types.Batch`` objects (parsed with :func:`from_dict`;
+    a document that does not parse is reported under rule ``schema`` and
+    left out of the steps; so is anything else).
+    Snapshots of many batches may be interleaved; each batch's snapshots are
+    judged in the order given. Each violation carries the snapshot's ``index``
+    in the trace.
 
     Example:
         >>> import batchfsm as bf
@@ -91,10 +128,11 @@ def check_trace(snapshots: Iterable[Batch | Mapping[str, Any]]) -> list[Violatio
         if isinstance(snapshot, Batch):
             batch = snapshot
         else:
+            api_dict = _dumped(snapshot)
             try:
-                batch = from_dict(snapshot)
+                batch = from_dict(api_dict)  # type: ignore[arg-type]
             except SchemaError as exc:
-                batch_id = snapshot.get("id") if isinstance(snapshot, Mapping) else None
+                batch_id = api_dict.get("id") if isinstance(api_dict, Mapping) else None
                 found.extend(
                     Violation(
                         "schema",

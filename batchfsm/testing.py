@@ -310,8 +310,18 @@ class LifecycleAdapter:
 class EmulatorAdapter:
     """Drives a :class:`batchfsm.emulator.Emulator` on a virtual clock.
 
-    ``create`` uploads a chat-completions input file of ``requests`` lines
-    (with a bad line when not ``valid``) and creates a batch for it.
+    The :class:`BatchAPIAdapter` of the built-in emulator, for
+    :class:`BatchAPIStateMachine` (and a model for an adapter of your own
+    server): ``create`` uploads a chat-completions input file of
+    ``requests`` lines (with a bad line when not ``valid``) and creates a
+    batch for it; ``options`` go to the :class:`~batchfsm.emulator.Emulator`
+    (its ``clock`` is the adapter's own :class:`~batchfsm.emulator.VirtualClock`).
+
+    Example:
+        >>> from batchfsm.testing import EmulatorAdapter
+        >>> adapter = EmulatorAdapter(request_seconds=2)
+        >>> adapter.create(3, valid=True).status.value
+        'validating'
     """
 
     def __init__(self, **options: Any) -> None:

@@ -79,3 +79,48 @@ def serve() -> Iterator[Callable[..., str]]:
         server.wait(timeout=10)
         if server.stderr:
             server.stderr.close()
+
+
+#: A test that uses one of these starts a process, a server or a cluster: slow.
+SLOW_FIXTURES = frozenset({"pytester", "serve", "postgres_server"})
+#: Modules whose tests run the command in subprocesses or move big files.
+SLOW_MODULES = frozenset(
+    {
+        "test_cancel_race.py",
+        "test_cli.py",
+        "test_conform_cli.py",
+        "test_content.py",
+        "test_docs_commands.py",
+        "test_durable.py",
+        "test_catalogue.py",
+        "test_docs_reference.py",
+        "test_extras.py",
+        "test_faults.py",
+        "test_markers.py",
+        "test_protocol.py",
+        "test_serve_kit.py",
+        "test_testing.py",
+    }
+)
+#: Tests of other modules that do the same (big answers, the command's refusals).
+SLOW_TESTS = frozenset(
+    {
+        "test_a_huge_answer_is_written_in_small_pieces",
+        "test_a_result_line_in_pieces_is_the_same_json",
+        "test_big_answers_are_written_as_they_come_not_held_by_the_hundred",
+        "test_serve_refuses_a_bad_enqueued_token_limit_in_one_line",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` what ``tox -e fast`` (``-m "not slow"``) leaves out."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (
+            fixtures & SLOW_FIXTURES
+            or item.get_closest_marker("postgres")
+            or item.path.name in SLOW_MODULES
+            or getattr(item, "originalname", None) in SLOW_TESTS
+        ):
+            item.add_marker(pytest.mark.slow)

@@ -107,7 +107,10 @@ def test_a_failed_check_shows_its_evidence_and_exits_1(serve):
     rows = table(result.stdout)
     outcome, reasons = rows["happy.terminal"]
     assert outcome == "fail"
-    assert reasons == ["ended 'failed'"]
+    (reason,) = reasons  # the batch's errors shown with it
+    assert reason.startswith(
+        'ended \'failed\'; its errors: [{"code": "model_not_found"'
+    )
     assert rows["happy.files"] == ("skip", ["needs happy.terminal, which ended fail"])
 
 

@@ -106,3 +106,80 @@ def test_the_emulator_fixture_needs_no_extra(pytester: pytest.Pytester):
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+USER_DOUBLES_TEST = """
+import json
+import openai
+
+def my_code_lists_batches():
+    with openai.OpenAI(max_retries=0) as client:
+        return client.batches.list().data
+
+def my_retry_loop(attempts=5):
+    for attempt in range(attempts):
+        try:
+            return my_code_lists_batches()
+        except openai.RateLimitError:
+            if attempt == attempts - 1:
+                raise
+
+def test_my_code_reaches_the_emulator(batch_emulator_env):
+    assert my_code_lists_batches() == []
+    batch_emulator_env.assert_called("GET", "/v1/batches", times=1)
+
+def test_my_retry_loop_survives_two_429s(batch_emulator_env):
+    batch_emulator_env.fail_next("/v1/batches", status=429, times=2)
+    assert my_retry_loop() == []
+    assert [c.status for c in batch_emulator_env.requests] == [429, 429, 200]
+
+def test_models(batch_emulator_env):
+    with openai.OpenAI() as client:
+        assert "gpt-4o" in {m.id for m in client.models.list()}
+
+def test_a_1_mb_upload_becomes_a_batch(batch_emulator_env):
+    line = {"custom_id": "", "method": "POST", "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": "x" * 1000}}
+    content = b"".join(json.dumps({**line, "custom_id": f"r{i}"}).encode() + b"\\n"
+                       for i in range(1000))
+    assert len(content) >= 1_000_000
+    with openai.OpenAI() as client:
+        upload = client.uploads.upload_file_chunked(
+            file=content, bytes=len(content), filename="in.jsonl",
+            mime_type="application/jsonl", purpose="batch", part_size=300_000)
+        batch = client.batches.create(input_file_id=upload.file.id,
+            endpoint="/v1/embeddings", completion_window="24h")
+        batch_emulator_env.clock.advance(3600)
+        assert client.batches.retrieve(batch.id).status == "completed"
+"""
+
+
+def test_the_test_double_habits_in_a_users_suite(pytester: pytest.Pytester):
+    # OPENAI_* of the machine running our suite must not leak into it.
+    pytester.makeconftest(without("tests"))
+    pytester.makepyfile(test_user=USER_DOUBLES_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+
+
+def test_the_async_fixtures(pytester: pytest.Pytester):
+    pytester.makeconftest(without("tests"))
+    pytester.makepyfile(
+        """
+import asyncio
+
+def test_it(batch_emulator, batch_emulator_async_openai):
+    batch_emulator.fail_next("/v1/models", status=500)
+    async def main():
+        async with batch_emulator_async_openai as client:
+            try:
+                await client.models.list()
+            except Exception as exc:
+                first = type(exc).__name__
+            return first, len((await client.models.list()).data)
+    first, count = asyncio.run(main())
+    assert first == "InternalServerError" and count > 100
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -24,7 +24,14 @@
   with its :class:`Attempt` s recorded.
 - :func:`create_app` (the ASGI app; needs the ``server`` extra) and
   :class:`EmulatorTransport` (and :func:`legacy_transport` for a legacy
-  ``httpx.Client``), for the ``openai`` client in-process.
+  ``httpx.Client``), for the ``openai`` client in-process, and
+  :class:`AsyncEmulatorTransport` for ``openai.AsyncOpenAI``.
+- For tests: the emulator logs the requests it receives
+  (:attr:`Emulator.requests`, :meth:`Emulator.assert_called`, each a
+  :class:`Call`), fails or stalls the next calls of a route on command
+  (:meth:`Emulator.fail_next`, :meth:`Emulator.stall_next`), ends a batch on
+  command (:meth:`Emulator.fail_batch`, :meth:`Emulator.expire_batch`) and
+  starts afresh (:meth:`Emulator.reset`); see "Recipes" in the docs.
 
 Example:
     >>> from batchfsm.emulator import Emulator
@@ -39,8 +46,10 @@ Example:
 
 from typing import TYPE_CHECKING
 
+from .._extras import missing_extra
 from ._api_error import ApiError
 from ._clock import AnchoredClock, Clock, SystemClock, VirtualClock
+from ._doubles import Call
 from ._engine import Emulator
 from ._events import Attempt, Delivery, WebhookEvent
 from ._handlers import (
@@ -78,24 +87,32 @@ from ._webhooks import WebhookEndpoint, Webhooks
 
 if TYPE_CHECKING:
     from ._app import create_app
-    from ._transport import EmulatorTransport, legacy_transport
+    from ._transport import (
+        AsyncEmulatorTransport,
+        EmulatorTransport,
+        legacy_transport,
+    )
     from ._upstream import UpstreamHandler
 
 
 def __getattr__(name: str) -> object:
     # The HTTP parts need the server extra (Starlette, httpx2); import them on use.
-    if name == "create_app":
-        from ._app import create_app
+    try:
+        if name == "create_app":
+            from ._app import create_app
 
-        return create_app
-    if name in ("EmulatorTransport", "legacy_transport"):
-        from . import _transport
+            return create_app
+        if name in ("AsyncEmulatorTransport", "EmulatorTransport", "legacy_transport"):
+            from . import _transport
 
-        return getattr(_transport, name)
-    if name == "UpstreamHandler":
-        from ._upstream import UpstreamHandler
+            return getattr(_transport, name)
+        if name == "UpstreamHandler":
+            from ._upstream import UpstreamHandler
 
-        return UpstreamHandler
+            return UpstreamHandler
+    except ImportError as exc:
+        # One line naming the extra, not "No module named 'anyio'".
+        raise ModuleNotFoundError(missing_extra(exc, "server"), name=exc.name) from None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -104,9 +121,11 @@ __all__ = [
     "DEFAULT_MODELS",
     "AnchoredClock",
     "ApiError",
+    "AsyncEmulatorTransport",
     "AsyncHandler",
     "Attempt",
     "BatchStore",
+    "Call",
     "Clock",
     "Delivery",
     "Emulator",

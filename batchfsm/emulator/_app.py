@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
+from starlette import formparsers
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -43,14 +44,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from ._doubles import DoublesMiddleware
 from ._endpoint import AppContext, endpoint
 from ._engine import Emulator
 from ._http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, error_response, json_body
+from ._kit_routes import kit_routes
 from ._model_routes import model_routes
 from ._projects import API_KEY, DEFAULT_PROJECT, ApiKeys, check_api_key
 from ._request_id import RequestIdMiddleware
 from ._routes_batches import batch_routes
 from ._routes_files import file_routes
+
+if getattr(formparsers, "multipart", None) is None:
+    # Starlette starts without it and then refuses every upload with 400:
+    # better no app at all, in one line naming the extra (see missing_extra).
+    raise ModuleNotFoundError(
+        "No module named 'python_multipart'", name="python-multipart"
+    )
 
 __all__ = [
     "API_KEY",
@@ -163,6 +173,7 @@ def create_app(
     upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     store_threads: int = STORE_THREADS,
     api_keys: Mapping[str, str] | None = None,
+    admin: bool = False,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -177,7 +188,9 @@ def create_app(
     ``upload_bytes_in_flight`` bounds the bytes of all uploads in flight
     together: one that would pass it while others are in flight gets 429.
     ``store_threads`` bounds the calls of the emulator that run at once in
-    worker threads (on a database store; and uploads, on any).
+    worker threads (on a database store; and uploads, on any). ``admin``
+    adds the admin routes (faults, the request log, the clock, reset; see
+    :mod:`._kit_routes`), behind the key as every route.
 
     Raises:
         ValueError: ``api_key`` (or a key of ``api_keys``) is empty or holds a
@@ -189,7 +202,7 @@ def create_app(
     Example:
         >>> from batchfsm.emulator import Emulator, create_app
         >>> app = create_app(Emulator())
-        >>> sorted({route.path for route in app.routes})[:2]
+        >>> sorted({route.path for route in app.routes})[1:3]
         ['/v1/batches', '/v1/batches/{batch_id}']
     """
     owned = emulator is None
@@ -198,10 +211,16 @@ def create_app(
     )
     emulator = context.emulator
     app = Starlette(
-        routes=[route for build in ROUTE_BUILDERS for route in build(emulator)],
+        routes=[
+            *(route for build in ROUTE_BUILDERS for route in build(emulator)),
+            *kit_routes(emulator, endpoint, context.in_thread, admin=admin),
+        ],
         exception_handlers={HTTPException: _http_error},
         lifespan=_lifespan(emulator, owned),
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(DoublesMiddleware, emulator=emulator),
+        ],
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.context = context

@@ -46,11 +46,18 @@ class SystemClock:
             )
         self.speed = speed
         self._start_real = time.time()
+        self._ahead = 0.0
 
     def now(self) -> float:
-        """The (sped-up) time now."""
+        """The (sped-up) time now, plus what :meth:`advance` moved it."""
         real = time.time()
-        return self._start_real + (real - self._start_real) * self.speed
+        return self._start_real + (real - self._start_real) * self.speed + self._ahead
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (never backwards), from now on."""
+        if seconds < 0:
+            raise ValueError(f"time does not go backwards: advance({seconds})")
+        self._ahead += seconds
 
 
 class VirtualClock:

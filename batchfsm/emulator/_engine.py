@@ -24,8 +24,10 @@ from .._lifecycle import advance, new_batch
 from .._model import Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
+from ._catalogue import installed_models
 from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
+from ._doubles import Doubles
 from ._enqueued import token_limits
 from ._events import Delivery, WebhookEvent
 from ._files import (
@@ -66,7 +68,6 @@ from ._stores import (
     MemoryIds,
     Work,
 )
-from ._validate import DEFAULT_MODELS
 from ._webhooks import Outbox, WebhookEndpoint, Webhooks
 from ._worker import due, run_due, snapshot
 
@@ -99,7 +100,7 @@ def _spooled(content: Upload, purpose: str) -> tuple[IO[bytes], int]:
         raise refuse(problem) from None
 
 
-class Emulator:
+class Emulator(Doubles):
     """A deterministic, in-process Batch service (files and batches).
 
     Args:
@@ -111,7 +112,9 @@ class Emulator:
         concurrency: how many requests of one batch an async handler runs
             at once (default 64).
         models: the models each endpoint accepts (by default every model id
-            of the official client's types, dated snapshots included).
+            of the official client's types, dated snapshots included: those
+            of the ``openai`` client installed, read at run time, and never
+            fewer than :data:`DEFAULT_MODELS`, the pinned list).
         extra_models: names every endpoint accepts too.
         any_model: accept every model name.
         store, files, ids: the stores (memory by default); ``files`` is
@@ -157,7 +160,7 @@ class Emulator:
         clock: Clock | None = None,
         handler: Handler | AsyncHandler = default_handler,
         concurrency: int = 64,
-        models: Mapping[str, frozenset[str]] = DEFAULT_MODELS,
+        models: Mapping[str, frozenset[str]] | None = None,
         extra_models: Iterable[str] = (),
         any_model: bool = False,
         store: BatchStore | None = None,
@@ -177,6 +180,8 @@ class Emulator:
         self.handler = handler
         self.concurrency = _bound("concurrency", concurrency) or 64
         extra = frozenset(extra_models)
+        if models is None:
+            models = installed_models()
         self.models = {endpoint: known | extra for endpoint, known in models.items()}
         self.any_model = any_model
         #: The limit of each model's enqueued tokens ("*": every other model).

@@ -397,6 +397,10 @@ def default_handler(
 ) -> Reply:
     """Answer like the endpoint would, deterministically.
 
+    An embedding has 8 dimensions unless the request asks for ``dimensions``
+    (up to the model's size, :data:`EMBEDDING_SIZES`), each derived from its
+    input's SHA-256: the same text, the same vector.
+
     Example:
         >>> chat = {"model": "gpt-4o-mini",
         ...         "messages": [{"role": "user", "content": "hi"}]}

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Mapping
+from types import FrameType
 
 import uvicorn
 
@@ -133,13 +135,14 @@ def config(
     upload_budget: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     limits: Limits | None = None,
     api_keys: Mapping[str, str] | None = None,
+    admin: bool = False,
 ) -> uvicorn.Config:
     """The uvicorn settings ``serve`` runs ``emulator`` with.
 
     ``store_threads`` and ``upload_budget`` are :func:`create_app`'s
     ``store_threads`` and ``upload_bytes_in_flight``, ``api_key`` and
     ``api_keys`` its own; ``limits`` bound each connection (:class:`Limits`'
-    defaults if None).
+    defaults if None); ``admin`` adds the admin routes.
     """
     limits = limits or Limits()
     app = create_app(
@@ -148,6 +151,7 @@ def config(
         api_keys=api_keys,
         store_threads=store_threads,
         upload_bytes_in_flight=upload_budget,
+        admin=admin,
     )
     made = uvicorn.Config(
         app,
@@ -164,6 +168,23 @@ def config(
     return made
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by SIGTERM in one log line and exit status 0.
+
+    uvicorn raises a SIGTERM again once it has shut down, so the process
+    ends by the signal (143) without a word; a service manager or a
+    container stopping ``serve`` asked for exactly this stop.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM:
+            if not self.should_exit:
+                log.info("SIGTERM: stopping (open requests are finished first)")
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+
 def serve(
     emulator: Emulator,
     sock: socket.socket,
@@ -173,6 +194,7 @@ def serve(
     upload_budget: int,
     limits: Limits | None = None,
     api_keys: Mapping[str, str] | None = None,
+    admin: bool = False,
 ) -> None:
     """Serve ``emulator`` on the bound ``sock`` until interrupted.
 
@@ -184,7 +206,7 @@ def serve(
     # The worker thread computes while the event loop answers: hand the GIL
     # over every millisecond (not every five) so that answers stay prompt.
     sys.setswitchinterval(0.001)
-    server = uvicorn.Server(
+    server = _Server(
         config(
             emulator,
             api_key=api_key,
@@ -192,6 +214,7 @@ def serve(
             upload_budget=upload_budget,
             limits=limits,
             api_keys=api_keys,
+            admin=admin,
         )
     )
     emulator.start()

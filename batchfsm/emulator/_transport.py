@@ -10,18 +10,23 @@ synchronous ``openai`` client works over it unchanged::
 The app runs on an asyncio event loop in a daemon helper thread, started on
 first use and stopped by :meth:`EmulatorTransport.close` (a transport never
 closed does not keep the interpreter from exiting).
+:class:`AsyncEmulatorTransport` is its asynchronous twin, for
+``openai.AsyncOpenAI``. Both honour the client's read timeout (a request
+held longer, see :meth:`~batchfsm.emulator.Emulator.stall_next`, raises
+``httpx2.ReadTimeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx2
 
-__all__ = ["EmulatorTransport", "legacy_transport"]
+__all__ = ["AsyncEmulatorTransport", "EmulatorTransport", "legacy_transport"]
 
 ASGIApp = Callable[
     [
@@ -41,6 +46,7 @@ class _ASGIBridge:
     """
 
     _response: Any = httpx2.Response
+    _timeout: Any = httpx2.ReadTimeout
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -101,7 +107,12 @@ class _ASGIBridge:
 
             await self.app(scope, receive, send)
 
-        asyncio.run_coroutine_threadsafe(call(), self._get_loop()).result()
+        future = asyncio.run_coroutine_threadsafe(call(), self._get_loop())
+        try:
+            future.result(timeout=_read_timeout(request))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._timeout("timed out", request=request) from None
         status, headers = status_headers
         return self._response(
             status, headers=headers, content=b"".join(chunks), request=request
@@ -115,6 +126,13 @@ class _ASGIBridge:
                 self._thread.join()
                 self._loop.close()
                 self._loop, self._thread = None, None
+
+
+def _read_timeout(request: Any) -> float | None:
+    """The read timeout the client set on ``request`` (None: none)."""
+    timeout = request.extensions.get("timeout") or {}
+    read = timeout.get("read")
+    return None if read is None else float(read)
 
 
 class EmulatorTransport(_ASGIBridge, httpx2.BaseTransport):
@@ -147,5 +165,39 @@ def legacy_transport(app: ASGIApp) -> Any:
 
     class LegacyEmulatorTransport(_ASGIBridge, httpx.BaseTransport):
         _response = httpx.Response
+        _timeout = httpx.ReadTimeout
 
     return LegacyEmulatorTransport(app)
+
+
+class AsyncEmulatorTransport(httpx2.ASGITransport):
+    """An asynchronous httpx2 transport that calls an ASGI app in-process.
+
+    For ``openai.AsyncOpenAI(http_client=httpx2.AsyncClient(transport=...))``:
+    the app runs on the caller's own event loop.
+
+    Example:
+        >>> import asyncio, httpx2
+        >>> from batchfsm.emulator import AsyncEmulatorTransport, Emulator, create_app
+        >>> async def main() -> str:
+        ...     transport = AsyncEmulatorTransport(create_app(Emulator()))
+        ...     async with httpx2.AsyncClient(transport=transport,
+        ...                                   base_url="http://emulator") as http:
+        ...         return (await http.get("/v1/batches")).json()["object"]
+        >>> asyncio.run(main())
+        'list'
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app=app, client=("127.0.0.1", 50000))
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Run ``request`` through the app, within the client's read timeout."""
+        import anyio
+
+        timeout = _read_timeout(request)
+        try:
+            with anyio.fail_after(timeout):
+                return await super().handle_async_request(request)
+        except TimeoutError:
+            raise httpx2.ReadTimeout("timed out", request=request) from None

@@ -544,11 +544,10 @@ def _end(
     event: Event,
     at: int,
     unfinished: str | None,
-) -> None:
+) -> bool:
     if batch.status is S.VALIDATING:
         after = advance(batch, event, at=at)
-        emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
-        return
+        return emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
     late: list[bytes] = []
     done, failed = work.done, work.failed
     if unfinished is not None and done < total(batch):
@@ -587,4 +586,32 @@ def _end(
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
-    emu.batches.write(after, None, status=batch.status, epoch=work.epoch, files=files)
+    return emu.batches.write(
+        after, None, status=batch.status, epoch=work.epoch, files=files
+    )
+
+
+def end_now(
+    emu: Service, batch_id: str, event: Event, errors: BatchErrors | None, now: int
+) -> bool:
+    """End ``batch_id`` at ``now`` by ``event`` (``fail`` or ``expire``).
+
+    Whether it was written: False if the batch moved meanwhile (read it again
+    and decide again). An expiry is stamped no earlier than ``expires_at``.
+
+    Raises:
+        InvalidTransition: ``event`` does not leave the batch's status.
+    """
+    batch, work = snapshot(emu.batches, batch_id)
+    if batch is None:
+        return True  # deleted meanwhile: nothing left to end
+    assert batch.expires_at is not None
+    if event is Event.EXPIRE:
+        now = max(now, batch.expires_at)
+    if work is None or event is Event.FAIL or batch.status is S.CANCELLING:
+        changes = {} if errors is None else {"errors": errors}
+        after = advance(batch, event, at=now, **changes)  # refuses what cannot move
+        if work is None:  # pragma: no cover - advance refused a batch that ended
+            return True
+        return emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
+    return _end(emu, batch, work, event, now, "batch_expired")

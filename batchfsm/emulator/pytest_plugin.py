@@ -16,6 +16,17 @@ Installed with batchfsm, this plugin gives every test suite:
   fresh secret: ``batch_emulator_webhooks.events()`` are the events the test's code
   caused, verified; ``batch_emulator_webhooks.url`` and ``.secret`` to hand to code
   under test.
+- ``batch_emulator_env``: that server in ``OPENAI_BASE_URL`` and a key in
+  ``OPENAI_API_KEY`` for the test's duration, so that every
+  ``openai.OpenAI()`` the code under test builds with no arguments talks to
+  the emulator (which the fixture returns);
+- ``batch_emulator_async_http`` and ``batch_emulator_async_openai``: an
+  ``httpx2.AsyncClient`` and ``openai.AsyncOpenAI`` talking to it
+  in-process.
+
+The emulator logs what it receives and fails on command
+(``batch_emulator.assert_called(...)``, ``batch_emulator.fail_next(...)``);
+see "Recipes" in the docs.
 
 A fixture whose optional dependency is missing is an error naming the
 ``pip install 'batchfsm[...]'`` to run, never a skip.
@@ -44,6 +55,9 @@ from ._webhooks import WebhookEndpoint
 if TYPE_CHECKING:
     import httpx2
     import openai
+
+#: The API key the fixtures' clients send (the emulator asks for none).
+API_KEY = "sk-batchfsm-emulator"
 
 #: The base URL the in-process clients use (no socket is ever opened).
 BASE_URL = "http://batchfsm.emulator"
@@ -93,7 +107,7 @@ def batch_emulator_openai(batch_emulator_http: httpx2.Client) -> openai.OpenAI:
     with _require("openai"):
         import openai
     client: openai.OpenAI = openai.OpenAI(
-        api_key="sk-batchfsm-emulator",
+        api_key=API_KEY,
         base_url=f"{BASE_URL}/v1",
         http_client=batch_emulator_http,
         max_retries=0,
@@ -216,3 +230,53 @@ def batch_emulator_url(
     batch_emulator_server.dispatch.target = create_app(batch_emulator)
     yield batch_emulator_server.url
     batch_emulator_server.dispatch.target = None
+
+
+@pytest.fixture
+def batch_emulator_env(
+    batch_emulator: Emulator, batch_emulator_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Emulator:
+    """``OPENAI_BASE_URL``/``OPENAI_API_KEY`` set to this test's emulator; it.
+
+    Code under test that builds ``openai.OpenAI()`` (or ``AsyncOpenAI()``)
+    with no arguments reaches the emulator through a real loopback socket.
+    ``OPENAI_ORG_ID`` and ``OPENAI_PROJECT_ID`` are unset meanwhile.
+    """
+    monkeypatch.setenv("OPENAI_BASE_URL", batch_emulator_url)
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    for name in ("OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return batch_emulator
+
+
+@pytest.fixture
+def batch_emulator_async_http(batch_emulator: Emulator) -> httpx2.AsyncClient:
+    """An ``httpx2.AsyncClient`` for the emulator's HTTP API, in-process.
+
+    Closing it is left to the test's event loop (``async with`` it, or
+    ``await client.aclose()``); left open, it holds nothing but memory.
+    """
+    with _require("server"):
+        import httpx2
+
+        from ._app import create_app
+        from ._transport import AsyncEmulatorTransport
+
+    transport = AsyncEmulatorTransport(create_app(batch_emulator))
+    return httpx2.AsyncClient(transport=transport, base_url=BASE_URL)
+
+
+@pytest.fixture
+def batch_emulator_async_openai(
+    batch_emulator_async_http: httpx2.AsyncClient,
+) -> openai.AsyncOpenAI:
+    """The official ``openai.AsyncOpenAI`` client, on the emulator in-process."""
+    with _require("openai"):
+        import openai
+    client: openai.AsyncOpenAI = openai.AsyncOpenAI(
+        api_key=API_KEY,
+        base_url=f"{BASE_URL}/v1",
+        http_client=batch_emulator_async_http,
+        max_retries=0,
+    )
+    return client

@@ -195,10 +195,12 @@ def errors_metadata_wording(s: Session) -> None:
          "Invalid type for 'metadata': expected an object, but got a string "
          "instead."),
     ):  # fmt: skip
+        # A real input file: a server that looks at the file first must not
+        # be blamed for metadata it never read.
         answer = s.call(
             "POST",
             "/v1/batches",
-            json={"input_file_id": _MISSING_FILE, "endpoint": s.endpoint,
+            json={"input_file_id": s.input_file(1), "endpoint": s.endpoint,
                   "completion_window": "24h", "metadata": metadata},
         )  # fmt: skip
         s.refused_as(

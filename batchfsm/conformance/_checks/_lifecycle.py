@@ -100,7 +100,11 @@ def happy_terminal(s: Session) -> Generator[None, None, dict[str, Any]]:
     """A valid batch is polled to completed."""
     yield  # create.echo started it
     done = s.poll(s.result_of("create.echo")["id"])
-    expect(done.get("status") == "completed", f"ended {done.get('status')!r}")
+    errors = done.get("errors")
+    if isinstance(errors, dict):  # the list object: its entries say it all
+        errors = errors.get("data")
+    why = f"; its errors: {s.dump(errors)}" if errors else ""
+    expect(done.get("status") == "completed", f"ended {done.get('status')!r}{why}")
     # Once more: a terminal batch must not change (trace.legal judges it).
     s.call("GET", f"/v1/batches/{done['id']}")
     return done
