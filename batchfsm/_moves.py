@@ -26,6 +26,7 @@ from ._model import (
     metadata_problems,
 )
 from ._movegen import MOVE_BUILDERS, created, latest_stamp
+from ._rules import move_step_ok
 from ._table import (
     MOVES,
     PROGRESS_FIELDS,
@@ -236,9 +237,12 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
         changes[STAMPS[move.dest]] = at
         after = attrs.evolve(batch, status=move.dest, **changes)
     # The rules find nothing for almost every move; otherwise they run again
-    # through check/check_step, which word what is wrong.
+    # through check/check_step, which word what is wrong. Of the step rules,
+    # a move can break only those move_step_ok looks at.
     try:
-        consistent = snapshot_ok(after) and step_ok(batch, after)
+        consistent = snapshot_ok(after) and move_step_ok(
+            batch, after, STAMPS[move.dest], changes
+        )
     except Exception:  # noqa: BLE001 - malformed: the reference says how
         consistent = False
     if consistent:
