@@ -33,6 +33,7 @@ from ._table import (
     PROGRESS_STATUSES,
     STAMPS,
     Event,
+    Move,
 )
 
 __all__ = ["advance", "allowed_events", "as_event", "can", "new_batch", "progress"]
@@ -193,18 +194,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
     except TypeError:  # an unhashable "event"
         plan = None
     if plan is None:
-        event = as_event(event)
-        if (status, event) not in NOOPS:
-            raise InvalidTransition(status, event, ALLOWED[status])
-        if changes:
-            raise InvalidTransition(
-                status,
-                event,
-                ALLOWED[status],
-                f"{event} of a batch with status {status} changes nothing, "
-                f"so it takes no fields (got {', '.join(changes)})",
-            )
-        return batch
+        return _no_move(batch, event, changes)
     move, build = plan
     if at.__class__ is not int:
         raise TypeError(f"at: expected Unix seconds (int), got {at!r}")
@@ -217,20 +207,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             f"{move.event} at {at} would go back in time: {latest_name} is {latest}",
         )
     if changes:
-        # None sets nothing: the API's null is "not set", and a move never clears.
-        changes = {name: value for name, value in changes.items() if value is not None}
-        for name, value in changes.items():
-            if name not in move.may_set:
-                may_set = ", ".join(sorted(move.may_set)) or "nothing"
-                raise InvalidTransition(
-                    status,
-                    move.event,
-                    ALLOWED[status],
-                    f"{move.event} may not set {name} (it may set: {may_set})",
-                )
-            expected = _CHANGE_CLASSES[name]
-            if not isinstance(value, expected):
-                raise TypeError(f"{name}: expected {expected.__name__}, got {value!r}")
+        changes = _checked_changes(status, move, changes)
     if batch.__class__ is Batch:
         after = build(batch, at, changes)
     else:  # a subclass may hold more than the generated copy knows of
@@ -258,6 +235,44 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             tuple(violations),
         )
     return after
+
+
+def _no_move(batch: Batch, event: Event | str, changes: dict[str, Any]) -> Batch:
+    """``batch`` itself for an event that changes nothing; else the refusal."""
+    status = batch.status
+    event = as_event(event)
+    if (status, event) not in NOOPS:
+        raise InvalidTransition(status, event, ALLOWED[status])
+    if changes:
+        raise InvalidTransition(
+            status,
+            event,
+            ALLOWED[status],
+            f"{event} of a batch with status {status} changes nothing, "
+            f"so it takes no fields (got {', '.join(changes)})",
+        )
+    return batch
+
+
+def _checked_changes(
+    status: BatchStatus, move: Move, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """The changes a move sets: each one it may set, of its type; None dropped."""
+    # None sets nothing: the API's null is "not set", and a move never clears.
+    changes = {name: value for name, value in changes.items() if value is not None}
+    for name, value in changes.items():
+        if name not in move.may_set:
+            may_set = ", ".join(sorted(move.may_set)) or "nothing"
+            raise InvalidTransition(
+                status,
+                move.event,
+                ALLOWED[status],
+                f"{move.event} may not set {name} (it may set: {may_set})",
+            )
+        expected = _CHANGE_CLASSES[name]
+        if not isinstance(value, expected):
+            raise TypeError(f"{name}: expected {expected.__name__}, got {value!r}")
+    return changes
 
 
 def progress(
