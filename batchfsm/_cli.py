@@ -452,19 +452,7 @@ def _serve(args: argparse.Namespace) -> int:
         kept = f"batches and files kept in {store.where}"
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
     print(f"batchfsm emulator: {kept}", flush=True)
-    if limits:
-        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
-        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
-    shown = ", ".join(
-        f"{name} {bounds[key]:,} bytes"
-        for name, key in (
-            ("storage", "max_storage_bytes"),
-            ("output per batch", "max_output_bytes"),
-        )
-        if bounds[key] is not None
-    )
-    if shown:
-        print(f"batchfsm emulator: bounds: {shown}", flush=True)
+    _announce_limits(limits, bounds)
     try:
         serve(
             emulator,
@@ -479,6 +467,23 @@ def _serve(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     return 0
+
+
+def _announce_limits(limits: dict[str, int], bounds: dict[str, Any]) -> None:
+    """Print the enqueued token limits and storage bounds serve runs with, if any."""
+    if limits:
+        shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
+        print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
+    shown = ", ".join(
+        f"{name} {bounds[key]:,} bytes"
+        for name, key in (
+            ("storage", "max_storage_bytes"),
+            ("output per batch", "max_output_bytes"),
+        )
+        if bounds[key] is not None
+    )
+    if shown:
+        print(f"batchfsm emulator: bounds: {shown}", flush=True)
 
 
 def _durable(

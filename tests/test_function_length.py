@@ -18,7 +18,6 @@ ALLOWED = {
     "emulator/_app.py:create_app",
     # left to split
     "_cli.py:_parser",
-    "_cli.py:_serve",
     "_conform_cli.py:add_parser",
     "_diagram.py:_svg",
     "_postgres_cluster.py:cluster",
