@@ -657,6 +657,19 @@ def _banner(
         print(f"batchfsm emulator: bounds: {shown}", flush=True)
 
 
+def _banner_extras(admin: bool, gateway: dict[str, Any], webhooks: Any) -> None:
+    """``serve``'s lines on what it adds: admin routes, upstreams, webhooks."""
+    if admin:
+        print("batchfsm emulator: admin routes on (/_admin/)", flush=True)
+    if gateway:
+        routes = gateway["handler"].routes
+        shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
+        print(f"batchfsm emulator: upstream: {shown}", flush=True)
+    if webhooks is not None:
+        shown = ", ".join(e.url for e in webhooks.endpoints)
+        print(f"batchfsm emulator: webhooks to {shown}", flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         from .emulator import Emulator, SystemClock
@@ -698,15 +711,7 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         kept = f"batches and files kept in {store.where}"
     _banner(f"http://{host}:{port}/v1", kept, limits, bounds)
-    if args.admin:
-        print("batchfsm emulator: admin routes on (/_admin/)", flush=True)
-    if gateway:
-        routes = gateway["handler"].routes
-        shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
-        print(f"batchfsm emulator: upstream: {shown}", flush=True)
-    if webhooks is not None:
-        shown = ", ".join(e.url for e in webhooks.endpoints)
-        print(f"batchfsm emulator: webhooks to {shown}", flush=True)
+    _banner_extras(args.admin, gateway, webhooks)
     try:
         serve(
             emulator,

@@ -77,7 +77,7 @@ class SchemaError(BatchFSMError, ValueError):
         return f"invalid Batch, {len(lines)} problems:\n  " + "\n  ".join(lines)
 
 
-class InvalidTransition(BatchFSMError, ValueError):  # noqa: N818 - DESIGN's name
+class InvalidTransition(BatchFSMError, ValueError):  # noqa: N818 - the public name
     """A batch cannot make the move asked of it.
 
     Raised for an event its status does not allow, and for a legal event asked

@@ -18,10 +18,12 @@ import attrs
 from ._codegen import compile_function
 from ._graph import MOVE_FROM, REACHABLE
 from ._model import (
+    TERMINAL_STATUSES,
     Batch,
     BatchRequestCounts,
     BatchStatus,
 )
+from ._rules import IMMUTABLE_FIELDS
 from ._table import (
     INITIAL,
     MOVES,
@@ -141,8 +143,11 @@ def _builders() -> dict[tuple[BatchStatus, Event], _Builder]:
         )
     builders: dict[tuple[BatchStatus, Event], _Builder] = {}
     for (source, event), move in MOVE_FROM.items():
-        # A move is a step the rules allow; advance still judges its result.
+        # A move is a step the rules allow; advance still judges its result,
+        # by _rules.move_step_ok, which relies on these three facts.
         assert move.dest in REACHABLE[source]
+        assert source not in TERMINAL_STATUSES
+        assert not move.may_set & set(IMMUTABLE_FIELDS)
         builders[source, event] = (move, builds[event])
     return builders
 

@@ -26,12 +26,14 @@ from ._model import (
     metadata_problems,
 )
 from ._movegen import MOVE_BUILDERS, created, latest_stamp
+from ._rules import move_step_ok
 from ._table import (
     MOVES,
     PROGRESS_FIELDS,
     PROGRESS_STATUSES,
     STAMPS,
     Event,
+    Move,
 )
 
 __all__ = ["advance", "allowed_events", "as_event", "can", "new_batch", "progress"]
@@ -192,18 +194,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
     except TypeError:  # an unhashable "event"
         plan = None
     if plan is None:
-        event = as_event(event)
-        if (status, event) not in NOOPS:
-            raise InvalidTransition(status, event, ALLOWED[status])
-        if changes:
-            raise InvalidTransition(
-                status,
-                event,
-                ALLOWED[status],
-                f"{event} of a batch with status {status} changes nothing, "
-                f"so it takes no fields (got {', '.join(changes)})",
-            )
-        return batch
+        return _no_move(batch, event, changes)
     move, build = plan
     if at.__class__ is not int:
         raise TypeError(f"at: expected Unix seconds (int), got {at!r}")
@@ -216,29 +207,19 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             f"{move.event} at {at} would go back in time: {latest_name} is {latest}",
         )
     if changes:
-        # None sets nothing: the API's null is "not set", and a move never clears.
-        changes = {name: value for name, value in changes.items() if value is not None}
-        for name, value in changes.items():
-            if name not in move.may_set:
-                may_set = ", ".join(sorted(move.may_set)) or "nothing"
-                raise InvalidTransition(
-                    status,
-                    move.event,
-                    ALLOWED[status],
-                    f"{move.event} may not set {name} (it may set: {may_set})",
-                )
-            expected = _CHANGE_CLASSES[name]
-            if not isinstance(value, expected):
-                raise TypeError(f"{name}: expected {expected.__name__}, got {value!r}")
+        changes = _checked_changes(status, move, changes)
     if batch.__class__ is Batch:
         after = build(batch, at, changes)
     else:  # a subclass may hold more than the generated copy knows of
         changes[STAMPS[move.dest]] = at
         after = attrs.evolve(batch, status=move.dest, **changes)
     # The rules find nothing for almost every move; otherwise they run again
-    # through check/check_step, which word what is wrong.
+    # through check/check_step, which word what is wrong. Of the step rules,
+    # a move can break only those move_step_ok looks at.
     try:
-        consistent = snapshot_ok(after) and step_ok(batch, after)
+        consistent = snapshot_ok(after) and move_step_ok(
+            batch, after, STAMPS[move.dest], changes
+        )
     except Exception:  # noqa: BLE001 - malformed: the reference says how
         consistent = False
     if consistent:
@@ -254,6 +235,44 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
             tuple(violations),
         )
     return after
+
+
+def _no_move(batch: Batch, event: Event | str, changes: dict[str, Any]) -> Batch:
+    """``batch`` itself for an event that changes nothing; else the refusal."""
+    status = batch.status
+    event = as_event(event)
+    if (status, event) not in NOOPS:
+        raise InvalidTransition(status, event, ALLOWED[status])
+    if changes:
+        raise InvalidTransition(
+            status,
+            event,
+            ALLOWED[status],
+            f"{event} of a batch with status {status} changes nothing, "
+            f"so it takes no fields (got {', '.join(changes)})",
+        )
+    return batch
+
+
+def _checked_changes(
+    status: BatchStatus, move: Move, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """The changes a move sets: each one it may set, of its type; None dropped."""
+    # None sets nothing: the API's null is "not set", and a move never clears.
+    changes = {name: value for name, value in changes.items() if value is not None}
+    for name, value in changes.items():
+        if name not in move.may_set:
+            may_set = ", ".join(sorted(move.may_set)) or "nothing"
+            raise InvalidTransition(
+                status,
+                move.event,
+                ALLOWED[status],
+                f"{move.event} may not set {name} (it may set: {may_set})",
+            )
+        expected = _CHANGE_CLASSES[name]
+        if not isinstance(value, expected):
+            raise TypeError(f"{name}: expected {expected.__name__}, got {value!r}")
+    return changes
 
 
 def progress(

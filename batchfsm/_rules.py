@@ -29,6 +29,7 @@ __all__ = [
     "RULES",
     "SET_ONCE_FIELDS",
     "Violation",
+    "move_step_ok",
     "snapshot_problems",
     "step_problems",
 ]
@@ -372,3 +373,37 @@ def _progress_rules(before: Batch, after: Batch, found: list[Violation]) -> None
     ):
         message = "token usage decreased or vanished"
         found.append(Violation("step.usage", message, "usage", None, after.id))
+
+
+# -- a step made by a move ----------------------------------------------------------
+
+_SET_ONCE = frozenset(SET_ONCE_FIELDS)
+
+
+def move_step_ok(
+    before: Batch, after: Batch, stamp: str, changes: dict[str, Any]
+) -> bool:
+    """Whether :func:`step_problems` finds nothing in a step made by a move.
+
+    ``after`` must be ``before`` moved along a move of the table: the same id,
+    a status the table reaches from ``before``'s, which is not terminal; the
+    ``stamp`` of the new status set; the fields in ``changes`` (none of them
+    fixed at creation) set; every other field the same object as before. Then
+    of all the step rules only these can break: a set-once field (the stamp
+    or a change) given a new value, and counts or usage going back; the
+    others hold by construction (asserted where the moves are built, and a
+    property test holds this function equal to :func:`step_problems`).
+    """
+    old = getattr(before, stamp)
+    if old is not None and getattr(after, stamp) != old:
+        return False
+    for name in changes:
+        if name in _SET_ONCE:
+            old = getattr(before, name)
+            if old is not None and getattr(after, name) != old:
+                return False
+    if "request_counts" in changes or "usage" in changes:
+        found: list[Violation] = []
+        _progress_rules(before, after, found)
+        return not found
+    return True

@@ -75,7 +75,7 @@ def _fields(*names: str) -> frozenset[str]:
 
 _RESULTS = _fields("output_file_id", "error_file_id", "request_counts", "usage")
 
-#: The transition table (DESIGN §1).
+#: The transition table (the statuses and events of the Batch API).
 MOVES: tuple[Move, ...] = (
     Move(Event.START, (S.VALIDATING,), S.IN_PROGRESS, _fields("request_counts", "model")),
     Move(Event.FAIL, (S.VALIDATING,), S.FAILED, _fields("errors")),

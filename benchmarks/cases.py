@@ -1,4 +1,4 @@
-"""The benchmark cases, each beside the peer DESIGN §6 names."""
+"""The benchmark cases, each beside the peer its target is a ratio of."""
 
 from __future__ import annotations
 
@@ -282,7 +282,7 @@ def trace_cases() -> list[Case]:
             "check() of each snapshot alone",
             _per_snapshot(lambda: [bf.check(b) for b in trace], n),
             1.0,
-            limit=10.0,  # DESIGN §6: at least 100,000 snapshots/s
+            limit=10.0,  # the target: at least 100,000 snapshots/s
         ),
     ]
 

@@ -1,6 +1,6 @@
 """A full ``batchfsm conform`` run against the built-in emulator.
 
-DESIGN §6: under 10 s. Measured as a user runs it and waits for it: the wall
+The target: under 10 s. Measured as a user runs it and waits for it: the wall
 time of ``python -m batchfsm conform --base-url URL`` (process start-up
 included) against a fresh ``batchfsm serve`` at real speed, whose batches take
 real seconds (validation, each request and finalizing a second each); the
@@ -25,7 +25,7 @@ from batchfsm.conformance import run
 from ._harness import Case
 from .engine_cases import _Server
 
-#: DESIGN §6: a full run against the built-in emulator, in seconds.
+#: The target of a full run against the built-in emulator, in seconds.
 LIMIT = 10.0
 
 

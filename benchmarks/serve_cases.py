@@ -1,6 +1,6 @@
 """``batchfsm serve`` beside a bare Starlette app answering the same bytes.
 
-DESIGN §6: serve's retrieve requests/s at least 0.8x those of a bare Starlette
+The target: serve's retrieve requests/s at least 0.8x those of a bare Starlette
 app whose one route answers the same bytes. Both run as users run them, each
 in a fresh process: ``python -m batchfsm serve`` (its one batch created over
 HTTP and left to complete) and ``python -m uvicorn benchmarks._bare:app`` with

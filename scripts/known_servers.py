@@ -98,7 +98,7 @@ EXPLAINED: dict[tuple[str, str], str] = {
         "Theirs. The proxy's own check of batch uploads (LiteLLM PR #37527) "
         "refuses a name without ``.jsonl``; the official ``openai`` client "
         "names raw ``bytes`` and nameless file objects ``upload``, so such "
-        "uploads never reach the provider (DESIGN fact 19)."
+        "uploads never reach the provider (the live API accepts it)."
     ),
     ("LiteLLM proxy", "files.jsonl_only"): (
         "Wording only: the proxy refuses the ``.txt`` file itself, with its own "

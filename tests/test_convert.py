@@ -320,7 +320,7 @@ def test_the_hooks_are_generated_code_whose_source_is_viewable():
 
 
 class _Document(Mapping[str, Any]):
-    """A read-only mapping that is not a dict (DESIGN: from_dict takes a Mapping)."""
+    """A read-only mapping that is not a dict (from_dict takes any Mapping)."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self._data = data

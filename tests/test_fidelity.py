@@ -1,9 +1,10 @@
-"""The emulator answers as the live Batch and Files API does (DESIGN §5).
+"""The emulator answers as the live Batch and Files API does: its
+documented and observed facts.
 
 Every test goes through the official ``openai`` client, in-process, and
 asserts status, code, param and message text; a few go through ``batchfsm
-serve``. Where DESIGN quotes the live API, the quote is repeated here word for
-word.
+serve``. Where the live API's wording was recorded, the quote is repeated
+here word for word.
 """
 
 import io

@@ -1,5 +1,5 @@
-"""Two facts of batch uploads (DESIGN §5, facts 19 and 20), through the official
-client and on every store: a name without an extension is accepted (its lines
+"""Two observed facts of batch uploads, through the official client
+and on every store: a name without an extension is accepted (its lines
 are validated at the batch, as a ``.jsonl`` file's are); a file that is not
 UTF-8 is refused at upload, checked as it streams in, and nothing of it stays.
 """

@@ -554,7 +554,7 @@ class Emulator(Doubles):
         if problem is not None:
             raise refuse(problem)
         self._runner.sync()
-        # The live API answers a create with usage zeroed (DESIGN §5, fact 15).
+        # The live API answers a create with usage zeroed (observed).
         batch = attrs.evolve(
             new_batch(
                 id=self._id("batch_"),

@@ -3,10 +3,10 @@
 Functions over :class:`~batchfsm.emulator.FileObject` values and the
 :class:`~batchfsm.emulator.FileStore` seam, so any file store can serve them.
 The limits and defaults are documented (Files API reference; ``openai``
-``FileCreateParams``); the ``.jsonl`` message was observed (DESIGN §5, facts
-13 and 14), as were a ``batch`` file named without an extension being
-accepted (fact 19: the official client names raw bytes ``upload``) and one
-that is not UTF-8 being refused at upload (fact 20).
+``FileCreateParams``); the ``.jsonl`` message was observed (the live API's
+answer to a ``batch`` file with another extension), as were a ``batch`` file
+named without an extension being accepted (the official client names raw
+bytes ``upload``) and one that is not UTF-8 being refused at upload.
 
 An expired file answers 404 at once (:func:`is_live`) and is purged soon
 after (:func:`purge_expired`, run with the due work, up to the earliest work
@@ -182,7 +182,7 @@ def upload_problem(filename: str, purpose: Any, size: int) -> Problem | None:
     if purpose != "batch":
         return None
     # A name without an extension passes: the official client names raw bytes
-    # and nameless file objects "upload" (DESIGN §5, fact 19).
+    # and nameless file objects "upload" (observed: the live API accepts them).
     extension = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     if extension not in ("", ".jsonl"):
         return Problem("Invalid file format for Batch API. Must be .jsonl", None, None)

@@ -2,9 +2,10 @@
 
 Each function returns a :class:`Problem` (HTTP status, message, ``param``,
 ``code``) or ``None``; the engine raises it as an ``ApiError``. Wording the
-live API was seen to use is copied word for word (DESIGN §5, facts 2, 3 and
-11); the rest follows the same shapes and is listed in ``docs/emulator.rst``
-as the emulator's own.
+live API was seen to use is copied word for word (a bad ``endpoint``, a
+metadata value of the wrong type, an unknown or malformed batch id); the
+rest follows the same shapes and is listed in ``docs/emulator.rst`` as the
+emulator's own.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every answer carries ``x-request-id: req_…``, as the live API's do.
 
 The official client exposes the header as ``_request_id`` on what it returns
-(DESIGN §5, fact 16).
+(observed of the live API; the ``openai`` client exposes it as ``_request_id``).
 """
 
 from __future__ import annotations

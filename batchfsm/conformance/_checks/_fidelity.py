@@ -1,6 +1,7 @@
 """Checks that the server answers as the live Batch and Files API does.
 
-Each check's first docstring line names its source (DESIGN §5, "API facts"):
+Each check's first docstring line names its source (a documented or an
+observed fact of the live API):
 ``required`` checks follow documented behaviour (the API reference, the
 ``openai`` client's types), ``observed`` checks follow answers of the live API
 recorded in other projects' tests (exact wording, headers).
