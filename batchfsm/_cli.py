@@ -461,11 +461,12 @@ def _connection_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--max-connections-per-address",
-        default=MAX_CONNECTIONS_PER_ADDRESS,
+        default=None,
         metavar="N",
         help="connections open at once from one client address (an IPv6 "
         "client's /64), so that one client cannot take them all; more are closed "
-        f"as they arrive (default {MAX_CONNECTIONS_PER_ADDRESS})",
+        f"as they arrive (default {MAX_CONNECTIONS_PER_ADDRESS}, or "
+        "--max-connections if that is less)",
     )
     serve.add_argument(
         "--admin",
@@ -476,11 +477,11 @@ def _connection_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--head-seconds",
-        default=HEAD_SECONDS,
+        default=None,
         metavar="S",
         help="a request's line and headers must arrive within S seconds of the "
         "connection opening or of its previous answer, or it is closed "
-        f"(default {HEAD_SECONDS})",
+        f"(default {HEAD_SECONDS}, or --request-seconds if that is less)",
     )
     serve.add_argument(
         "--request-seconds",
@@ -626,13 +627,21 @@ def _limits(args: argparse.Namespace) -> Limits:
     """``serve``'s bounds on connections, or a one-line ValueError."""
     from .emulator._protocol import Limits
 
+    most = _whole("--max-connections", args.max_connections)
+    request_seconds = _positive("--request-seconds", args.request_seconds)
+    # A bound left to its default follows the one it must not pass: lowering
+    # --max-connections (or --request-seconds) alone is never refused.
+    per_address = args.max_connections_per_address
+    head_seconds = args.head_seconds
     return Limits(
-        max_connections=_whole("--max-connections", args.max_connections),
-        max_connections_per_address=_whole(
-            "--max-connections-per-address", args.max_connections_per_address
-        ),
-        head_seconds=_positive("--head-seconds", args.head_seconds),
-        request_seconds=_positive("--request-seconds", args.request_seconds),
+        max_connections=most,
+        max_connections_per_address=min(int(MAX_CONNECTIONS_PER_ADDRESS), most)
+        if per_address is None
+        else _whole("--max-connections-per-address", per_address),
+        head_seconds=min(float(HEAD_SECONDS), request_seconds)
+        if head_seconds is None
+        else _positive("--head-seconds", head_seconds),
+        request_seconds=request_seconds,
     )
 
 

@@ -393,7 +393,26 @@ def test_serve_shows_its_connection_bounds_which_are_the_servers(capsys):
         ("--request-seconds S", _cli.REQUEST_SECONDS),
     ]:
         assert option in text
-        assert f"(default {default})" in text
+        assert f"(default {default}" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "per_address", "head_seconds"),
+    [
+        (["--request-seconds", "5"], 64, 5.0),
+        (["--max-connections", "32"], 32, 10.0),
+        (["--max-connections", "32", "--max-connections-per-address", "8"], 8, 10.0),
+    ],
+)
+def test_lowering_one_connection_bound_alone_is_never_refused(
+    args, per_address, head_seconds
+):
+    from batchfsm import _cli
+
+    parsed = _cli._parser().parse_args(["serve", *args])
+    limits = _cli._limits(parsed)
+    assert limits.max_connections_per_address == per_address
+    assert limits.head_seconds == head_seconds
 
 
 @pytest.mark.parametrize(

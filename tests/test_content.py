@@ -544,3 +544,33 @@ def test_a_file_deleted_mid_download_cuts_it_short_in_one_line(
     log = server.stop()
     assert f"a download of {file_id} was cut off: the file was deleted" in log
     assert "Traceback" not in log
+
+
+def test_a_download_cut_by_a_store_outage_ends_short_without_a_traceback(caplog):
+    from starlette.testclient import TestClient
+
+    from batchfsm.emulator import Emulator, create_app
+    from batchfsm.emulator._store_errors import StoreUnavailable
+
+    emulator = Emulator()
+    content = b'{"a": 1}\n' * 100_000  # several pieces
+    file = emulator.create_file(content, "in.jsonl", "batch")
+    reads = {"n": 0}
+    read = emulator.files.read
+
+    def flaky(file_id: str, offset: int, size: int) -> bytes | None:
+        reads["n"] += 1
+        if reads["n"] == 2:
+            raise StoreUnavailable("db: connection lost")
+        return read(file_id, offset, size)
+
+    emulator.files.read = flaky  # type: ignore[method-assign]
+    with (
+        caplog.at_level("INFO", logger="batchfsm.emulator"),
+        TestClient(create_app(emulator), raise_server_exceptions=True) as client,
+        client.stream("GET", f"/v1/files/{file.id}/content") as answer,
+    ):
+        got = b"".join(answer.iter_bytes())  # never raises: a short body
+    assert answer.status_code == 200 and 0 < len(got) < len(content)
+    assert "the store is unavailable" in caplog.text
+    assert emulator.outage.down

@@ -30,6 +30,7 @@ from ._http import (
     too_large,
 )
 from ._params import expires_after_problem, is_count
+from ._store_errors import StoreUnavailable
 from ._stores import FileObject
 
 __all__ = ["file_routes"]
@@ -153,17 +154,23 @@ def delete_file(request: Request) -> Response:
     return JSONResponse(emulator.delete_file(file_id, project=project_of(request)))
 
 
+class _StoreGoneError(Exception):
+    """The store became unavailable while a file was being read in pieces."""
+
+
 class _FileDownload(StreamingResponse):
-    """A file's content, streamed; cut off in one log line if the file goes midway."""
+    """A file's content, streamed; cut off in one log line if it cannot go on."""
 
     async def stream_response(self, send: Send) -> None:
+        # Its Content-Length promised more: nothing honest can end this
+        # answer, so it stays unfinished and the server closes the
+        # connection (the client sees a short body), no traceback.
         try:
             await super().stream_response(send)
         except FileGoneError as exc:
-            # Its Content-Length promised more: nothing honest can end this
-            # answer, so it stays unfinished and the server closes the
-            # connection (the client sees a short body), no traceback.
             log.info("a download of %s was cut off: the file was deleted", exc)
+        except _StoreGoneError as exc:
+            log.info("a download of %s was cut off: the store is unavailable", exc)
 
 
 async def file_content(request: Request) -> Response:
@@ -186,8 +193,12 @@ async def file_content(request: Request) -> Response:
 
 async def _download(context: AppContext, file: FileObject) -> AsyncIterator[bytes]:
     pieces = read_pieces(context.emulator.files, file)
-    while (piece := await context.call(next, pieces, None)) is not None:
-        yield piece
+    try:
+        while (piece := await context.call(next, pieces, None)) is not None:
+            yield piece
+    except StoreUnavailable as exc:  # the answer began: too late for a 503
+        context.emulator.outage.failed(exc)
+        raise _StoreGoneError(file.id) from None
 
 
 def file_routes() -> list[BaseRoute]:
