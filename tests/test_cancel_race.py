@@ -53,8 +53,8 @@ def _racing(base: type[Any]) -> type[Any]:
             self._paused("work")
             return work
 
-        def get(self, batch_id: str) -> bf.Batch | None:
-            batch: bf.Batch | None = super().get(batch_id)
+        def get(self, batch_id: str, **where: Any) -> bf.Batch | None:
+            batch: bf.Batch | None = super().get(batch_id, **where)
             self._paused("get")
             return batch
 
