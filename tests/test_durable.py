@@ -29,6 +29,7 @@ import pytest
 
 import batchfsm as bf
 from batchfsm.emulator import make_input_file
+from benchmarks._serving import sql as _sql
 
 from .test_sql_stores import _other
 
@@ -313,7 +314,6 @@ def test_a_corrupt_or_newer_database_is_refused_by_serve(tmp_path):
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"not a database at all\n" * 100)
     newer = tmp_path / "newer.sqlite"
-    import sqlite3
 
     conn = sqlite3.connect(newer)
     conn.execute("PRAGMA user_version = 999")
@@ -362,21 +362,6 @@ def test_two_servers_race_cancels_against_the_worker_with_one_winner_each(
         )
     # Both kinds of outcome happened, or the race was never run.
     assert {code for code, _ in outcomes} == {200, 409}, outcomes
-
-
-def _sql(db: str, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
-    """Run one statement on the database ``db`` names (a test's look inside)."""
-    if db.startswith("sqlite:///"):
-        conn = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
-        try:
-            return conn.execute(statement, params).fetchall()
-        finally:
-            conn.close()
-    import psycopg
-
-    with psycopg.connect(db, autocommit=True) as pg:
-        cursor = pg.execute(statement.replace("?", "%s"), params)
-        return cursor.fetchall() if cursor.description else []
 
 
 def _holder(db: str, batch_id: str) -> str | None:

@@ -65,9 +65,8 @@ class _Postgres:
         try:
             conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except self._psycopg.Error as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             kind = StoreUnavailable if postgres_unavailable(exc) else StoreError
-            raise kind(f"cannot connect to {self.where}: {message}") from None
+            raise kind(_one_line(f"cannot connect to {self.where}", exc)) from None
         self._conns.add(conn)
         return conn
 
