@@ -186,7 +186,9 @@ class SQLFiles:
         """Delete; whether there was such a file.
 
         On a full disk the database's reserve of space is given up for it
-        (:meth:`Database.make_room`): a delete is how space is freed.
+        (:meth:`Database.make_room`): a delete is how space is freed. The
+        reserve is then made again at once from the space the delete freed,
+        before any new content can take it (:meth:`Database.tend`).
         """
         if unheld(file_id):
             return False
@@ -195,7 +197,9 @@ class SQLFiles:
         except StoreUnavailable:
             if not self._db.make_room():
                 raise
-            return self._delete(file_id)
+            deleted = self._delete(file_id)
+        self._db.tend()
+        return deleted
 
     def _delete(self, file_id: str) -> bool:
         with self._db.transaction() as tx:

@@ -64,26 +64,46 @@ class _SQLite:
             )
 
     def tend(self) -> None:
-        """Check the file is ours; restore its reserve once the disk has room."""
+        """Check the file is ours; make its reserve whole again where it is not.
+
+        A reserve given up (or short) is made again from the room the disk
+        has, the space that deletes freed inside the database given back to
+        the disk first: the reserve comes before any new content.
+        """
         self.check()
         reserve = self._reserve
-        if (
-            reserve is not None
-            and not reserve.exists()
-            and _free_bytes(reserve.parent) >= 4 * RESERVE_BYTES
-        ):
-            with self._writing:
-                _keep_reserve(reserve)
+        if reserve is None or _reserve_size(reserve) >= RESERVE_BYTES:
+            return
+        with self._writing:
+            self._give_back()
+            _keep_reserve(reserve)
+
+    def _give_back(self) -> None:
+        """Give the pages that deletes freed back to the disk (SQLite's freelist).
+
+        In steps, each checkpointed and its log emptied, so that on a full
+        disk no step needs more room than one step's pages; a database made
+        without incremental auto-vacuum (before batchfsm 0.x) keeps them.
+        """
+        conn = self._connect()
+        with contextlib.suppress(sqlite3.Error):
+            while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+                before = conn.execute("PRAGMA page_count").fetchone()[0]
+                conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_STEP})").fetchall()
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if conn.execute("PRAGMA page_count").fetchone()[0] >= before:
+                    break  # no auto-vacuum: nothing goes back this way
 
     def make_room(self) -> bool:
         """Give up the reserve file beside the database: a delete can pass now.
 
         In WAL mode a delete writes its pages to the log first: on a disk
         that is full, even the delete that would free space fails. The
-        reserve (:data:`RESERVE_BYTES`, made when the store opens and made
-        again at a heartbeat once the disk has room) is the room it needs:
-        given up, it lets the log be checkpointed into the database and
-        emptied, and the delete then has the log's room.
+        reserve (:data:`RESERVE_BYTES`, made when the store opens, and
+        made again by :meth:`tend` right after the delete and at each
+        heartbeat) is the room it needs: given up, it lets the log be
+        checkpointed into the database and emptied, and the delete then has
+        the log's room.
         """
         if self._reserve is None or _free_bytes(self._reserve.parent) > RESERVE_BYTES:
             return False  # not for want of space: the reserve would not help
@@ -149,6 +169,13 @@ class _SQLite:
         if self.where == ":memory:":
             return
         try:
+            conn = self._connect()
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                # A new file: pages that deletes free can go back to the disk
+                # (see _give_back). Set before the first table; its VACUUM
+                # writes the empty file's header again, at no cost.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                conn.execute("VACUUM")
             mode = self._connect().execute("PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.Error as exc:  # pragma: no cover - a locked or odd file
             raise _unusable(self.where, exc) from None
@@ -215,28 +242,55 @@ MIN_FREE_BYTES = 1 << 20
 #: Disk space kept beside an SQLite database for deletes on a full disk:
 #: more than the write-ahead log holds before SQLite checkpoints it (1,000
 #: pages of 4 KiB), so that once it is given up the log can be moved into
-#: the database and emptied.
+#: the database and emptied. Given up, it is made again as soon as there is
+#: room, before new content (deletes give their space back to the disk, in
+#: a database made with incremental auto-vacuum); on a disk with less room
+#: than this, as much of it as fits.
 RESERVE_BYTES = 8 << 20
 
 
-def _keep_reserve(reserve: Path) -> bool:
-    """Make the reserve file (real blocks, not a sparse file); whether it is there."""
-    if reserve.exists():
-        return True
-    partial = reserve.with_name(reserve.name + ".partial")
+#: Pages given back to the disk per step of :meth:`_SQLite._give_back`.
+_VACUUM_STEP = 256
+
+#: The reserve grows in whole steps of this much (and a step short of the
+#: disk's last free bytes, which the filesystem needs for itself).
+_RESERVE_STEP = 256 << 10
+
+
+def _reserve_size(reserve: Path) -> int:
+    """The bytes the reserve file holds now (0: none)."""
     try:
-        with open(partial, "wb") as out:
+        return reserve.stat().st_size
+    except OSError:
+        return 0
+
+
+def _keep_reserve(reserve: Path) -> bool:
+    """Make the reserve whole, or as much of it as the disk has room for.
+
+    Real blocks, not a sparse file. Grown in place, so whatever part of it
+    could be made stays and is grown at the next call: on a small disk a
+    partial reserve is there for the next full disk, rather than none.
+    Returns whether it is whole.
+    """
+    have = _reserve_size(reserve)
+    if have >= RESERVE_BYTES:
+        return True
+    room = _free_bytes(reserve.parent) - _RESERVE_STEP
+    want = min(RESERVE_BYTES, have + max(0, room) // _RESERVE_STEP * _RESERVE_STEP)
+    if want <= have:
+        return False
+    try:
+        with open(reserve, "ab") as out:
             try:  # blocks allocated, nothing written: no cost to speak of
-                os.posix_fallocate(out.fileno(), 0, RESERVE_BYTES)
+                os.posix_fallocate(out.fileno(), have, want - have)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
-                out.write(bytes(RESERVE_BYTES))  # a filesystem without it
-        partial.replace(reserve)
+                out.write(bytes(want - have))  # a filesystem without it
     except OSError:
-        partial.unlink(missing_ok=True)
         return False
-    return True
+    return want >= RESERVE_BYTES
 
 
 def _free_bytes(folder: Path) -> int:
