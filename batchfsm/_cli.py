@@ -7,7 +7,7 @@
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key KEY[=PROJECT]]
   [--keys-file PATH] [--db URL]
-  [--lease-seconds S] [--model NAME] [--any-model]
+  [--lease-seconds S] [--model NAME] [--any-model] [--embedding-dimensions N]
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
   [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
@@ -15,7 +15,8 @@
   [--webhook-window S] [--admin]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
-  catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
+  catalogue; ``--embedding-dimensions`` shortens the fake's embeddings
+  when a request names no dimensions; ``--enqueued-token-limit`` (repeatable) fails batches over a
   model's enqueued token limit, as the live API does; ``--store-threads`` and
   ``--upload-budget`` size the app's store threads and the bytes uploads in
   flight may hold together; ``--max-storage`` bounds the bytes of all stored
@@ -253,6 +254,14 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--any-model", action="store_true", help="accept every model name"
+    )
+    serve.add_argument(
+        "--embedding-dimensions",
+        default=None,
+        metavar="N",
+        help="the dimensions of an embedding whose request names none (default: "
+        "the model's own size, 1,536 or 3,072, as the live API answers; N: N, or "
+        "the model's size if smaller); a request's dimensions is always honoured",
     )
     serve.add_argument(
         "--enqueued-token-limit",
@@ -581,6 +590,9 @@ def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
         "max_output_bytes": None
         if args.max_output_bytes is None
         else _whole("--max-output-bytes", args.max_output_bytes, BYTE_UNITS),
+        "embedding_dimensions": None
+        if args.embedding_dimensions is None
+        else _whole("--embedding-dimensions", args.embedding_dimensions),
     }
 
 
@@ -693,6 +705,11 @@ def _serve(args: argparse.Namespace) -> int:
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
         gateway = _upstream_settings(args)
+        if gateway and bounds["embedding_dimensions"] is not None:
+            raise ValueError(
+                "--embedding-dimensions sizes the fake's embeddings: with "
+                "--upstream, the upstream answers"
+            )
         webhooks = _webhooks(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:

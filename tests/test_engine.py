@@ -507,7 +507,7 @@ def test_an_embeddings_line_cannot_ask_for_unbounded_output() -> None:
     assert params == {
         "many": "input",
         "wide": "dimensions",
-        "ada": "dimensions",
+        "ada": None,
         "fine": None,
     }
     assert len(answers["fine"]["response"]["body"]["data"][0]["embedding"]) == 3_072

@@ -96,6 +96,7 @@ ROUTE_BUILDERS: tuple[RouteBuilder, ...] = (
         json_body,
         lambda: (emulator.models, emulator.any_model),
         emulator._now,
+        lambda: emulator.embedding_dimensions,
     ),
 )
 

@@ -44,7 +44,7 @@ from ._files import (
     too_large_problem,
     upload_problem,
 )
-from ._handlers import AsyncHandler, Handler, default_handler
+from ._handlers import AsyncHandler, Handler, default_handler, sized
 from ._outage import Outage
 from ._params import (
     Problem,
@@ -141,6 +141,12 @@ class Emulator(Doubles):
             (by the clock: a virtual clock delivers when it moves); after
             :meth:`start`, by a thread of their own. Every store keeps the
             events (:meth:`webhook_events`) whether or not they are delivered.
+        embedding_dimensions: the dimensions of the default handler's
+            embeddings when the request names none (None: the model's own
+            size, 1,536 or 3,072, as the live API answers; N: N, or the
+            model's size if smaller), for tests that want short vectors. A
+            request's ``dimensions`` is honoured either way; a handler of
+            your own is not sized (``ValueError``).
 
     Example:
         >>> emu = Emulator()
@@ -175,9 +181,12 @@ class Emulator(Doubles):
         max_storage_bytes: int | None = None,
         max_output_bytes: int | None = None,
         webhooks: Webhooks | Iterable[WebhookEndpoint] | None = None,
+        embedding_dimensions: int | None = None,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
-        self.handler = handler
+        #: Those of an embedding whose request names none (None: the model's).
+        self.embedding_dimensions = _bound("embedding_dimensions", embedding_dimensions)
+        self.handler = sized(handler, self.embedding_dimensions)
         self.concurrency = _bound("concurrency", concurrency) or 64
         extra = frozenset(extra_models)
         if models is None:

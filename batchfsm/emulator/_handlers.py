@@ -13,14 +13,17 @@ async seam), is deterministic; the upstream handler
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, overload
 
 import attrs
 
 from .._endpoints import CATALOGUE, one_each
+from ._pieces import Streamed
 
 __all__ = [
     "EMBEDDING_SIZES",
@@ -33,6 +36,7 @@ __all__ = [
     "fake_handler",
     "is_async",
     "prompt_tokens",
+    "sized",
 ]
 
 #: The embeddings endpoint takes at most this many inputs in one request.
@@ -243,7 +247,11 @@ def _responses(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     )
 
 
-def _embeddings(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
+def _embeddings(
+    body: Mapping[str, Any], custom_id: str, now: int, default: int | None = None
+) -> Reply:
+    # ``default``: the dimensions when the request names none (None: the
+    # model's own size, as the live API answers), at most the model's size.
     value = body.get("input")
     inputs = _embedding_inputs(body)
     if value is None or not inputs or not all(isinstance(i, str) and i for i in inputs):
@@ -257,32 +265,76 @@ def _embeddings(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
     model = str(body.get("model"))
     size = EMBEDDING_SIZES.get(model, 1536)
     if "dimensions" in body and model == "text-embedding-ada-002":
-        return _bad_request(
-            "This model does not support specifying dimensions.", "dimensions"
-        )
-    dimensions = body.get("dimensions", 8)
+        # The live API's answer, param null (as recorded in R2R #768 and
+        # JMTEB #14): even ``"dimensions": null`` is refused.
+        return _bad_request("This model does not support specifying dimensions.", None)
+    dimensions = body.get("dimensions", size if default is None else min(default, size))
     if type(dimensions) is not int or not 1 <= dimensions <= size:
         return _bad_request(
             f"'dimensions' must be an integer in 1..{size} for {model}.",
             "dimensions",
         )
-    data = []
-    for index, text in enumerate(inputs):
-        seed = hashlib.sha256(text.encode()).digest()
-        vector = [round(seed[i % 32] / 255 - 0.5, 6) for i in range(dimensions)]
-        data.append({"object": "embedding", "index": index, "embedding": vector})
     prompt = _embeddings_tokens(body)
     return Reply(
         200,
         {
             "object": "list",
-            "data": data,
+            "data": Embeddings(inputs, dimensions),
             "model": body["model"],
             "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         },
         prompt,
         0,
     )
+
+
+def _vector_values(text: str) -> list[float]:
+    # An embedding repeats these 32 values (its input's SHA-256, byte by byte).
+    return [
+        round(byte / 255 - 0.5, 6) for byte in hashlib.sha256(text.encode()).digest()
+    ]
+
+
+class Embeddings(Streamed):
+    """The ``data`` of an embeddings answer, each vector made only when read.
+
+    An answer of 2,048 inputs of 3,072 dimensions is 6 million numbers: as
+    Python floats, some 200 MB. Here each item is made when it is read, and
+    its JSON text is written a vector at a time (:meth:`json_pieces`):
+    the same text ``json.dumps`` gives for the items.
+    """
+
+    def __init__(self, inputs: list[str], dimensions: int) -> None:
+        self._inputs = inputs
+        self._dimensions = dimensions
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # IndexError as a list's, negatives too
+        values = _vector_values(self._inputs[index])
+        vector = [values[i % 32] for i in range(self._dimensions)]
+        return {"object": "embedding", "index": index, "embedding": vector}
+
+    def json_pieces(self) -> Iterator[str]:
+        yield "["
+        whole, rest = divmod(self._dimensions, 32)
+        for index, text in enumerate(self._inputs):
+            values = [json.dumps(v) for v in _vector_values(text)]
+            run = ",".join(values)
+            vector = ",".join([run] * whole + values[:rest])
+            yield (
+                f'{"," if index else ""}{{"object":"embedding","index":{index},'
+                f'"embedding":[{vector}]}}'
+            )
+        yield "]"
 
 
 def _completions(body: Mapping[str, Any], custom_id: str, now: int) -> Reply:
@@ -397,9 +449,12 @@ def default_handler(
 ) -> Reply:
     """Answer like the endpoint would, deterministically.
 
-    An embedding has 8 dimensions unless the request asks for ``dimensions``
-    (up to the model's size, :data:`EMBEDDING_SIZES`), each derived from its
-    input's SHA-256: the same text, the same vector.
+    An embedding has the model's own size (:data:`EMBEDDING_SIZES`: 1,536
+    for ``text-embedding-3-small`` and ``ada-002``, 3,072 for ``-3-large``),
+    as the live API answers, unless the request asks for fewer with
+    ``dimensions`` (``Emulator(embedding_dimensions=N)`` makes them shorter
+    when the request names none); each value is derived from its input's
+    SHA-256: the same text, the same vector.
 
     Example:
         >>> chat = {"model": "gpt-4o-mini",
@@ -412,6 +467,39 @@ def default_handler(
         400
     """
     return _BY_ENDPOINT[endpoint](body, custom_id, now)
+
+
+def _answer_sized(
+    endpoint: str, body: Mapping[str, Any], custom_id: str, now: int, *, dimensions: int
+) -> Reply:
+    if endpoint == "/v1/embeddings":
+        return _embeddings(body, custom_id, now, dimensions)
+    return default_handler(endpoint, body, custom_id, now)
+
+
+async def _answer_sized_async(request: RequestLine, *, dimensions: int) -> Reply:
+    return _answer_sized(
+        request.url, request.body, request.custom_id, request.at, dimensions=dimensions
+    )
+
+
+def sized(handler: Any, dimensions: int | None) -> Any:
+    """``handler`` (the default fake, sync or async) with embeddings of ``dimensions``.
+
+    The dimensions an embedding gets when its request names none (at most
+    the model's size); None: the model's size. Only the fake's answers can
+    be sized: a handler of one's own answers for itself (``ValueError``).
+    """
+    if dimensions is None:
+        return handler
+    if handler is default_handler:
+        return functools.partial(_answer_sized, dimensions=dimensions)
+    if handler is fake_handler:
+        return functools.partial(_answer_sized_async, dimensions=dimensions)
+    raise ValueError(
+        "embedding_dimensions sizes the default handler's embeddings; a "
+        "handler of your own answers with the dimensions it chooses"
+    )
 
 
 async def fake_handler(request: RequestLine) -> Reply:

@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .._endpoints import CATALOGUE
 from ._api_error import ApiError
-from ._handlers import default_handler
+from ._handlers import default_handler, sized
+from ._pieces import dumps
 
 __all__ = ["model_routes"]
 
@@ -64,16 +65,29 @@ def _custom_id(data: dict[str, Any]) -> str:
 
 
 def model_routes(
-    guarded: Guard, read_json: ReadJson, models: Models, now: Callable[[], int]
+    guarded: Guard,
+    read_json: ReadJson,
+    models: Models,
+    now: Callable[[], int],
+    dimensions: Callable[[], int | None] = lambda: None,
 ) -> list[Route]:
-    """``POST`` routes for every endpoint of the catalogue, answered by the fake."""
+    """``POST`` routes for every endpoint of the catalogue, answered by the fake.
+
+    ``dimensions``: those of an embedding whose request names none (None:
+    the model's size; see :func:`._handlers.sized`).
+    """
 
     def endpoint(path: str) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
             data = await read_json(request)
             _check(path, data, models)
-            reply = default_handler(path, data, _custom_id(data), now())
-            return JSONResponse(dict(reply.body), status_code=reply.status_code)
+            fake = sized(default_handler, dimensions())
+            reply = fake(path, data, _custom_id(data), now())
+            return Response(
+                dumps(dict(reply.body)),
+                status_code=reply.status_code,
+                media_type="application/json",
+            )
 
         return answer
 

@@ -31,6 +31,7 @@ from ._leases import (
     this_process,
 )
 from ._migrations import migrate
+from ._pieces import rows
 from ._projects import DEFAULT_PROJECT
 from ._sql_files import SQLFiles, add_file
 from ._sql_outbox import SQLOutbox, add_event
@@ -424,11 +425,13 @@ class SQLStore:
         if updated != 1:
             return False
         for kind, lines in (("output", output), ("errors", errors)):
-            if lines:
+            # In rows of bounded size (a long line cut across rows, which
+            # the result file joins again): never a copy of them all.
+            for text in rows(lines):
                 tx.run(
                     "INSERT INTO batchfsm_results (batch_id, kind, lines)"
                     " VALUES (?, ?, ?)",
-                    (batch.id, kind, "".join(line + "\n" for line in lines)),
+                    (batch.id, kind, text),
                 )
         _add_files(tx, batch.id, files)
         return True

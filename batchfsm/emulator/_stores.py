@@ -51,6 +51,7 @@ from .._model import Batch, BatchStatus
 from ._content import Content, exactly
 from ._events import event_for
 from ._outbox import MemoryOutbox
+from ._pieces import rows
 from ._projects import DEFAULT_PROJECT
 
 __all__ = [
@@ -582,9 +583,9 @@ class MemoryBatchStore:
             ("errors", errors),
         )
         for kind, lines in kinds:
-            if lines:
-                written = "".join(line + "\n" for line in lines).encode()
-                self._results.setdefault((batch.id, kind), []).append(written)
+            if lines:  # in pieces of bounded size: never a copy of them all
+                kept = self._results.setdefault((batch.id, kind), [])
+                kept += (text.encode() for text in rows(lines))
         return True
 
     def _as_read(self, batch_id: str, status: BatchStatus, epoch: int) -> Work | None:
