@@ -16,8 +16,9 @@
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
   catalogue; ``--embedding-dimensions`` shortens the fake's embeddings
-  when a request names no dimensions; ``--enqueued-token-limit`` (repeatable) fails batches over a
-  model's enqueued token limit, as the live API does; ``--store-threads`` and
+  when a request names no dimensions; ``--enqueued-token-limit``
+  (repeatable) fails batches over a model's enqueued token limit, as the
+  live API does; ``--store-threads`` and
   ``--upload-budget`` size the app's store threads and the bytes uploads in
   flight may hold together; ``--max-storage`` bounds the bytes of all stored
   files (an upload past it gets 413) and ``--max-output-bytes`` the result

@@ -436,9 +436,34 @@ def test_serve_refuses_uploads_past_max_storage(
     )
 
 
+def test_serve_sizes_the_fakes_embeddings(serve: Callable[..., _Serve]) -> None:
+    server = serve("--embedding-dimensions", "16")
+    with httpx2.Client(base_url=server.base, timeout=PATIENCE) as http:
+        answer = http.post(
+            "/v1/embeddings", json={"model": "text-embedding-3-large", "input": "a"}
+        )
+    assert len(answer.json()["data"][0]["embedding"]) == 16
+    server.stop()
+    refused = subprocess.run(
+        [sys.executable, "-m", "batchfsm", "serve", "--port", "1",
+         "--embedding-dimensions", "8", "--upstream", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=PATIENCE, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "batchfsm serve: --embedding-dimensions sizes the fake's embeddings: "
+        "with --upstream, the upstream answers\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("option", "text"),
-    [("--max-storage", "0"), ("--max-output-bytes", "-1"), ("--max-storage", "1 TB")],
+    [
+        ("--max-storage", "0"),
+        ("--max-output-bytes", "-1"),
+        ("--max-storage", "1 TB"),
+        ("--embedding-dimensions", "0"),
+    ],
 )
 def test_serve_refuses_a_bound_that_is_no_size_in_one_line(
     option: str, text: str

@@ -3,6 +3,7 @@ and the rest, answered by the default fake with the live API's error bodies."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,3 +129,85 @@ def test_the_routes_keep_the_servers_rules(http: httpx2.Client) -> None:
     )
     assert http.post("/v1/embeddings", content=b"{}").status_code == 415
     assert http.get("/v1/embeddings").status_code == 405
+
+
+def _vector(emu: Emulator, body: dict[str, Any]) -> Any:
+    with httpx2.Client(
+        transport=EmulatorTransport(create_app(emu)), base_url="http://emulator"
+    ) as client:
+        answer = client.post("/v1/embeddings", json=body)
+    if answer.status_code != 200:
+        return answer.status_code, answer.json()["error"]
+    return len(answer.json()["data"][0]["embedding"])
+
+
+def test_an_embedding_has_the_models_size_unless_asked_otherwise() -> None:
+    # As the live API answers: 1,536 for -3-small and ada-002, 3,072 for -3-large.
+    plain = Emulator(seed=1)
+    for model, size in (
+        ("text-embedding-3-small", 1536),
+        ("text-embedding-3-large", 3072),
+        ("text-embedding-ada-002", 1536),
+    ):
+        assert _vector(plain, {"model": model, "input": "a"}) == size
+    # Shorter when the emulator says so, but a request's dimensions win, and
+    # no embedding is longer than its model's.
+    short = Emulator(seed=1, embedding_dimensions=8)
+    assert _vector(short, {"model": "text-embedding-3-large", "input": "a"}) == 8
+    asked = {"model": "text-embedding-3-large", "input": "a", "dimensions": 100}
+    assert _vector(short, asked) == 100
+    wide = Emulator(seed=1, embedding_dimensions=2000)
+    assert _vector(wide, {"model": "text-embedding-3-small", "input": "a"}) == 1536
+    assert _vector(wide, {"model": "text-embedding-3-large", "input": "a"}) == 2000
+    # The live API's refusal for ada-002 (param null), and ours past the size.
+    ada = {"model": "text-embedding-ada-002", "input": "a", "dimensions": 8}
+    assert _vector(short, ada) == (400, {
+        "message": "This model does not support specifying dimensions.",
+        "type": "invalid_request_error", "param": None, "code": None,
+    })  # fmt: skip
+    past = {"model": "text-embedding-3-small", "input": "a", "dimensions": 1537}
+    assert _vector(plain, past)[1]["param"] == "dimensions"
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "8"])
+def test_embedding_dimensions_must_be_a_whole_number(value: Any) -> None:
+    with pytest.raises(ValueError, match="embedding_dimensions"):
+        Emulator(embedding_dimensions=value)
+
+
+def test_embedding_dimensions_size_only_the_fake() -> None:
+    from batchfsm.emulator import fake_handler
+
+    emu = Emulator(handler=fake_handler, embedding_dimensions=4)
+    line = (
+        '{"custom_id": "a", "method": "POST", "url": "/v1/embeddings",'
+        ' "body": {"model": "text-embedding-3-small", "input": "hi"}}'
+    )
+    upload = emu.create_file(line.encode(), "in.jsonl", "batch")
+    batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/embeddings")
+    emu.clock.advance(60)
+    done = emu.retrieve_batch(batch.id)
+    assert done.output_file_id is not None
+    out = json.loads(emu.file_content(done.output_file_id))
+    assert len(out["response"]["body"]["data"][0]["embedding"]) == 4
+    with pytest.raises(ValueError, match="a handler of your own"):
+        Emulator(handler=lambda *a: None, embedding_dimensions=4)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dimensions", [1, 31, 32, 33, 1536])
+def test_embeddings_written_a_vector_at_a_time_are_the_same_json(
+    dimensions: int,
+) -> None:
+    from batchfsm.emulator._pieces import dumps
+
+    body = {"model": "text-embedding-3-small", "input": ["a", "é", "a"],
+            "dimensions": dimensions}  # fmt: skip
+    reply = default_handler("/v1/embeddings", body, "x", 0)
+    data = reply.body["data"]
+    whole = {**reply.body, "data": [data[i] for i in range(len(data))]}
+    assert dumps(dict(reply.body)) == json.dumps(whole, separators=(",", ":"))
+    assert data[-1] == data[2] and data[-1]["index"] == 2
+    assert data[0]["embedding"] == data[2]["embedding"] != data[1]["embedding"]
+    assert data[0:2] == whole["data"][0:2] and data == whole["data"]
+    with pytest.raises(IndexError):
+        data[3]
