@@ -176,16 +176,17 @@ def test_embedding_dimensions_must_be_a_whole_number(value: Any) -> None:
 
 
 def test_embedding_dimensions_size_only_the_fake() -> None:
-    from batchfsm.emulator import fake_handler
+    from batchfsm.emulator import VirtualClock, fake_handler
 
-    emu = Emulator(handler=fake_handler, embedding_dimensions=4)
+    clock = VirtualClock()
+    emu = Emulator(clock=clock, handler=fake_handler, embedding_dimensions=4)
     line = (
         '{"custom_id": "a", "method": "POST", "url": "/v1/embeddings",'
         ' "body": {"model": "text-embedding-3-small", "input": "hi"}}'
     )
     upload = emu.create_file(line.encode(), "in.jsonl", "batch")
     batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/embeddings")
-    emu.clock.advance(60)
+    clock.advance(60)
     done = emu.retrieve_batch(batch.id)
     assert done.output_file_id is not None
     out = json.loads(emu.file_content(done.output_file_id))
