@@ -86,6 +86,7 @@ def test_the_attributes_the_subclass_reads_are_set_as_expected() -> None:
         assert protocol.transport is transport
         assert protocol in state.connections
         assert protocol.client == theirs.getsockname()
+        assert protocol.flow.write_paused is False  # uvicorn's FlowControl
         transport.close()
         loop.run_until_complete(asyncio.sleep(0))
         assert protocol not in state.connections  # connection_lost discards it

@@ -46,9 +46,11 @@ def server(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def _serving(limits: Limits) -> Iterator[tuple[str, int]]:
+def _serving(
+    limits: Limits, emulator: Emulator | None = None
+) -> Iterator[tuple[str, int]]:
     """A real loopback server held to ``limits``, in a thread."""
-    emulator = Emulator(seed=1)
+    emulator = emulator if emulator is not None else Emulator(seed=1)
     sock = bind("127.0.0.1", 0)
     made = uvicorn.Server(config(emulator, limits=limits))
     emulator.start()
@@ -237,6 +239,37 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(
         except ConnectionResetError:
             pass
         assert received < len(content)
+
+
+def test_a_client_that_reads_slowly_is_never_cut_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Past the socket buffers, each piece of a download (256 KiB) waits in
+    # the server's buffer longer than the 0.2 s deadline for a client reading
+    # 8 KiB every 10 ms: writing stays paused past the deadline, yet the
+    # client reads all along.
+    caplog.set_level(logging.INFO)
+    emulator = Emulator(seed=1)
+    content = bytes(range(256)) * (24 << 10)  # 6 MiB
+    file_id = emulator.create_file(content, "big.bin", "user_data").id
+    limits = Limits(request_seconds=0.2, head_seconds=0.2)
+    with _serving(limits, emulator) as server:
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with conn:
+            conn.connect(server)
+            conn.sendall(
+                f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            conn.settimeout(PATIENCE)
+            received = bytearray()
+            with contextlib.suppress(ConnectionResetError):
+                while data := conn.recv(8192):
+                    received += data
+                    threading.Event().wait(0.01)  # slow, not a speed assertion
+    assert received.endswith(content), [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if "did not read" in r.getMessage()]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ Each connection is held to :class:`Limits`:
   ``request_seconds``; each answer must be read within ``request_seconds`` of
   its being ready (a client that never reads would pin it in memory; a
   streamed answer waits while the socket's buffer is full, and a client that
-  takes nothing of it for ``request_seconds`` is cut off);
+  takes nothing of it for ``request_seconds`` is cut off: one that reads,
+  however slowly, is not);
 - a request head is at most ``max_head_bytes`` in all (431), however it
   arrives: h11 bounds only the part of a head it holds incomplete, so a head
   that arrived whole in one read passed whatever its size;
@@ -33,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import http
 import ipaddress
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -346,6 +349,21 @@ class _Connection(h11.Connection):
         raise h11.RemoteProtocolError(message, error_status_hint=status)
 
 
+def _kernel_queue(sock: Any) -> int:
+    """The bytes in ``sock``'s kernel send queue (0 where that cannot be told)."""
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # pragma: no cover - not POSIX
+        return 0
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0  # pragma: no cover - not Linux
+    with contextlib.suppress(OSError, ValueError):
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+        return int.from_bytes(raw, sys.byteorder, signed=True)
+    return 0
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol held to a server's :class:`Limits`.
 
@@ -357,6 +375,7 @@ class GuardedH11Protocol(H11Protocol):
     conn: _Connection
     _deadline: asyncio.TimerHandle | None = None
     _since: float | None = None  # when the wait for the client began
+    _unread = 0  # the bytes of answer it had not taken then
     _address: str | None = None  # counted open under this address
 
     @classmethod
@@ -399,8 +418,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def pause_writing(self) -> None:
         # An answer streamed to a client that stopped reading: its clock runs
-        # (the app waits meanwhile, holding no more than this buffer).
+        # from now, against what it holds now (the app waits meanwhile,
+        # holding no more than this buffer).
         super().pause_writing()
+        self._disarm()
         self._watch()
 
     def resume_writing(self) -> None:
@@ -459,6 +480,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         if self._since is None:
             self._since = self.loop.time()
+            self._unread = self._queued()
         limits = self.gate.limits
         head = state is h11.IDLE and not unread
         due = self._since + (limits.head_seconds if head else limits.request_seconds)
@@ -466,6 +488,28 @@ class GuardedH11Protocol(H11Protocol):
             if self._deadline is not None:
                 self._deadline.cancel()
             self._deadline = self.loop.call_at(due, self._too_slow)
+
+    def _reading(self, unread: int) -> bool:
+        """Whether the client took some of its answer since its clock started.
+
+        Writing that resumed while the answer is still being written says so
+        (the app writes more meanwhile, so the buffer need not shrink); once
+        writing is paused, or the answer is all written, only a buffer
+        smaller than when the clock started does.
+        """
+        if not self.flow.write_paused and self.conn.our_state is h11.SEND_BODY:
+            return True
+        return self._queued() < self._unread
+
+    def _queued(self) -> int:
+        """The answer's bytes not yet taken: ours, and the kernel's send queue.
+
+        The kernel wakes a writer only once a good part of its (megabytes
+        of) send buffer is free: a slow reader empties ours in long silences,
+        but its own queue shrinks with every read.
+        """
+        sock = self.transport.get_extra_info("socket")
+        return self.transport.get_write_buffer_size() + _kernel_queue(sock)
 
     def _disarm(self) -> None:
         self._since = None
@@ -478,7 +522,13 @@ class GuardedH11Protocol(H11Protocol):
         where = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         limits = self.gate.limits
         state = self.conn.their_state
-        if self.transport.get_write_buffer_size():
+        unread = self.transport.get_write_buffer_size()
+        if unread and self._reading(unread):
+            # A slow reader, not a stalled one: its clock starts again.
+            self._disarm()
+            self._watch()
+            return
+        if unread:
             # close() would wait for the client to read it all: it may never.
             log.info(
                 "closing the connection of %s: it did not read its answer in %g s",
