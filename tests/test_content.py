@@ -222,6 +222,24 @@ def test_a_batch_past_its_output_bound_fails_its_remaining_requests(
     assert bf.check(done) == []
 
 
+def test_the_error_lines_past_the_output_bound_are_counted_too(stores: Stores) -> None:
+    bound = 40_000
+    emu = Emulator(store=stores.batches, seed=3, max_output_bytes=bound)
+    upload = emu.create_file(_embeddings_input(40, 256), "in.jsonl", "batch")
+    batch = emu.create_batch(input_file_id=upload.id, endpoint=EMBEDDINGS)
+    emu.clock.advance(38)  # type: ignore[attr-defined]  # past the bound, not done
+    assert emu.retrieve_batch(batch.id).status is S.IN_PROGRESS  # its work ran
+    work = stores.batches.work(batch.id)
+    assert work is not None and work.output_full and work.done < 40
+    held = sum(stores.batches.result_size(batch.id, k) for k in ("output", "errors"))
+    assert stores.batches.result_size(batch.id, "errors") > 0
+    assert work.result_bytes == held
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    done = emu.retrieve_batch(batch.id)
+    assert done.request_counts is not None
+    assert done.request_counts.completed + done.request_counts.failed == 40
+
+
 def test_without_an_output_bound_every_request_is_answered(stores: Stores) -> None:
     emu = Emulator(store=stores.batches, seed=3)
     upload = emu.create_file(_embeddings_input(40, 256), "in.jsonl", "batch")

@@ -105,7 +105,8 @@ class Work:
         output_expires_after: seconds from each result file's own creation to
             its expiry, or None.
         result_bytes: bytes of the result lines of the requests run so far
-            (what a bound on a batch's output counts).
+            (what a bound on a batch's output counts), the error lines of
+            those past the bound included.
         output_full: the batch's results reached that bound: its requests
             from then on are not stored.
     """

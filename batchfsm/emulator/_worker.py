@@ -364,8 +364,14 @@ class _Run:
             assert limit is not None
             line = output_limit_line(emu.ids, raw, limit)
             self.errors.append(line)
+            # Stored too (the error file): counted as every result line is,
+            # though the bound never holds them back.
             self.work = attrs.evolve(
-                work, done=work.done + 1, failed=work.failed + 1, output_full=True
+                work,
+                done=work.done + 1,
+                failed=work.failed + 1,
+                output_full=True,
+                result_bytes=work.result_bytes + len(line) + 1,
             )
         else:
             ok = 200 <= reply.status_code < 300
