@@ -209,6 +209,24 @@ def test_a_dribbled_head_is_closed_by_its_own_deadline(
             assert _still_open(conn)
 
 
+def test_connections_closed_at_their_deadlines_are_logged_once_then_counted(
+    server: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Three connections of one client, each half a request head: one line,
+    # not one per connection (the others are counted, one line per interval).
+    conns = [socket.create_connection(server) for _ in range(3)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n")
+        assert all(closed_by_server(conn) for conn in conns)
+    finally:
+        for conn in conns:
+            conn.close()
+    lines = [r for r in caplog.records if "no whole request head" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "one line per 3600 s" in lines[0].getMessage()
+
+
 @pytest.mark.parametrize("connection", ["keep-alive", "close"])
 def test_a_client_that_never_reads_its_answer_is_cut_off(
     server: tuple[str, int], caplog: pytest.LogCaptureFixture, connection: str

@@ -22,7 +22,8 @@ Each connection is held to :class:`Limits`:
 - a request HTTP cannot parse gets the API's error body, as every answer does.
 
 A refused connection is logged at once, then counted: one WARNING line per
-``warn_seconds`` while refusals go on, however many there are.
+``warn_seconds`` while refusals go on, however many there are; a connection
+closed at a deadline likewise, at INFO.
 
 uvicorn gives no public seam for any of this, so :class:`GuardedH11Protocol`
 subclasses its ``H11Protocol``: pyproject.toml bounds uvicorn to the versions
@@ -60,6 +61,7 @@ __all__ = [
     "REQUEST_SECONDS",
     "UVICORN_INTERNALS",
     "WARN_SECONDS",
+    "Cutoffs",
     "GuardedH11Protocol",
     "Limits",
     "Refusals",
@@ -195,6 +197,16 @@ class Refusals:
         Counter()
     """
 
+    #: The level of its lines; the first line (address, why, interval) and
+    #: the count that follows (count, seconds, addresses, the top three, more).
+    level = logging.WARNING
+    first = (
+        "closing a new connection from %s: %s (refusals are counted, one line per %g s)"
+    )
+    then = (
+        "closed %d more new connection(s) in the last %.0f s, from %d address(es): %s%s"
+    )
+
     def __init__(
         self,
         every: float,
@@ -213,13 +225,7 @@ class Refusals:
         """Note one connection from ``address`` closed on arrival, ``why``."""
         now = self.clock()
         if now >= self._quiet_until:
-            log.warning(
-                "closing a new connection from %s: %s (refusals are counted, "
-                "one line per %g s)",
-                address or "a client",
-                why,
-                self.every,
-            )
+            log.log(self.level, self.first, address or "a client", why, self.every)
             self._quiet_until = now + self.every
             self._started = now
             return
@@ -236,9 +242,9 @@ class Refusals:
             for address, count in self.pending.most_common(3)
         )
         more = len(self.pending) - 3
-        log.warning(
-            "closed %d more new connection(s) in the last %.0f s, from %d address(es): "
-            "%s%s",
+        log.log(
+            self.level,
+            self.then,
             total,
             self.clock() - self._started,
             len(self.pending),
@@ -249,6 +255,32 @@ class Refusals:
         # Refusals that go on are counted for another interval.
         self._started = self.clock()
         self._quiet_until = self._started + self.every
+
+
+class Cutoffs(Refusals):
+    """INFO lines about connections closed at a deadline: the first, then counts.
+
+    A client holding many connections that each miss their deadline (half a
+    request head each, say) must not write a line per connection.
+
+    Example:
+        >>> later = []
+        >>> cutoffs = Cutoffs(10, schedule=lambda d, f: later.append(f))
+        >>> cutoffs.refused("127.0.0.2", "no whole request head in 10 s")
+        >>> cutoffs.refused("127.0.0.2", "no whole request head in 10 s")
+        >>> cutoffs.pending
+        Counter({'127.0.0.2': 1})
+    """
+
+    level = logging.INFO
+    first = (
+        "closing the connection of %s: %s (more such closings are counted, one "
+        "line per %g s)"
+    )
+    then = (
+        "closed %d more connection(s) at their deadlines in the last %.0f s, from "
+        "%d address(es): %s%s"
+    )
 
 
 def quiet_uvicorn(record: logging.LogRecord) -> bool:
@@ -267,6 +299,7 @@ class _Gate:
         self.limits = limits
         self.open: dict[str, int] = {}
         self.refusals: Refusals | None = None
+        self.cutoffs: Cutoffs | None = None
 
     def admit(self, address: str, others: int) -> str | None:
         """Count a connection in; or why not, with ``others`` open besides it."""
@@ -467,6 +500,15 @@ class GuardedH11Protocol(H11Protocol):
             )
         return gate.refusals
 
+    def _cut(self, why: str) -> None:
+        """Note this connection closed at a deadline (rate limited, as refusals)."""
+        gate = self.gate
+        if gate.cutoffs is None:
+            gate.cutoffs = Cutoffs(
+                gate.limits.warn_seconds, schedule=self.loop.call_later
+            )
+        gate.cutoffs.refused(address_of(self.client), why)
+
     def _watch(self) -> None:
         # Waiting for a request (or the rest of one), or for the client to take
         # its answer: the clock runs. Once a request is all in, what follows is
@@ -519,7 +561,6 @@ class GuardedH11Protocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        where = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         limits = self.gate.limits
         state = self.conn.their_state
         unread = self.transport.get_write_buffer_size()
@@ -530,26 +571,14 @@ class GuardedH11Protocol(H11Protocol):
             return
         if unread:
             # close() would wait for the client to read it all: it may never.
-            log.info(
-                "closing the connection of %s: it did not read its answer in %g s",
-                where,
-                limits.request_seconds,
-            )
+            self._cut(f"it did not read its answer in {limits.request_seconds:g} s")
             self.transport.abort()
         elif self.transport.is_closing() or state not in (h11.IDLE, h11.SEND_BODY):
             pass  # its answer was read, and it is not the client's turn
         elif state is h11.IDLE:
-            log.info(
-                "closing the connection of %s: no whole request head in %g s",
-                where,
-                limits.head_seconds,
-            )
+            self._cut(f"no whole request head in {limits.head_seconds:g} s")
             self.transport.close()
         else:
-            log.info(
-                "closing the connection of %s: no whole request in %g s",
-                where,
-                limits.request_seconds,
-            )
+            self._cut(f"no whole request in {limits.request_seconds:g} s")
             self.transport.close()
         self._disarm()
