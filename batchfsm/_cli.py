@@ -646,16 +646,29 @@ def _limits(args: argparse.Namespace) -> Limits:
     # --max-connections (or --request-seconds) alone is never refused.
     per_address = args.max_connections_per_address
     head_seconds = args.head_seconds
-    return Limits(
-        max_connections=most,
-        max_connections_per_address=min(int(MAX_CONNECTIONS_PER_ADDRESS), most)
-        if per_address is None
-        else _whole("--max-connections-per-address", per_address),
-        head_seconds=min(float(HEAD_SECONDS), request_seconds)
-        if head_seconds is None
-        else _positive("--head-seconds", head_seconds),
-        request_seconds=request_seconds,
-    )
+    try:
+        return Limits(
+            max_connections=most,
+            max_connections_per_address=min(int(MAX_CONNECTIONS_PER_ADDRESS), most)
+            if per_address is None
+            else _whole("--max-connections-per-address", per_address),
+            head_seconds=min(float(HEAD_SECONDS), request_seconds)
+            if head_seconds is None
+            else _positive("--head-seconds", head_seconds),
+            request_seconds=request_seconds,
+        )
+    except (TypeError, ValueError) as exc:  # named by field: by option here
+        raise ValueError(_LIMIT_FIELD.sub(_as_option, str(exc))) from None
+
+
+#: ``Limits``' fields that are ``serve`` options, as its errors name them.
+_LIMIT_FIELD = re.compile(
+    r"\b(max_connections_per_address|max_connections|head_seconds|request_seconds)\b"
+)
+
+
+def _as_option(field: re.Match[str]) -> str:
+    return "--" + field[1].replace("_", "-")
 
 
 def _banner(

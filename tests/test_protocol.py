@@ -13,6 +13,7 @@ import inspect
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import h11
 import pytest
@@ -171,3 +172,36 @@ def test_a_refused_connection_is_not_counted_among_the_open_ones() -> None:
         for conn in theirs:
             conn.close()
         loop.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"max_connections": True}, TypeError,
+         "max_connections must be a whole number, got True"),
+        ({"max_connections_per_address": 2.5}, TypeError,
+         "max_connections_per_address must be a whole number, got 2.5"),
+        ({"head_seconds": False}, TypeError,
+         "head_seconds must be a number, got False"),
+        ({"request_seconds": "30"}, TypeError,
+         "request_seconds must be a number, got '30'"),
+        ({"max_connections": 0}, ValueError,
+         "max_connections must be at least 1, got 0"),
+        ({"warn_seconds": float("inf")}, ValueError,
+         "warn_seconds must be a finite number, got inf"),
+        ({"max_connections_per_address": 600}, ValueError,
+         "max_connections_per_address must be at most max_connections (512), "
+         "got 600"),
+        ({"head_seconds": 31.0}, ValueError,
+         "head_seconds must be at most request_seconds (30), got 31"),
+    ],
+)  # fmt: skip
+def test_limits_name_the_python_field_and_refuse_bools(
+    fields: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    # Python users get their field's name (serve's errors name its options,
+    # tests/test_cli.py); True is no count, though Python's bool is an int.
+    with pytest.raises(error) as info:
+        Limits(**fields)
+    assert str(info.value) == message
+    assert "--" not in str(info.value)

@@ -105,8 +105,12 @@ INVALID_REQUEST = "Invalid HTTP request received."
 log = logging.getLogger("batchfsm.emulator")
 
 
-def _at_least(name: str, value: float, least: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value)):
+def _at_least(name: str, value: float, least: float, *, whole: bool = False) -> None:
+    kinds = int if whole else int | float
+    if type(value) is bool or not isinstance(value, kinds):
+        kind = "a whole number" if whole else "a number"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < least:
         raise ValueError(f"{name} must be at least {least:g}, got {value!r}")
@@ -117,9 +121,12 @@ class Limits:
     """The bounds ``serve`` holds every connection to (see the module's docs).
 
     Raises:
+        TypeError: a bound that is no number (a count that is no whole
+            number; ``True`` is no count), named by its field.
         ValueError: a bound that is not a finite number above 0 (a count of
             at least 1), a per-address bound above the whole, or a head
-            deadline past the request's.
+            deadline past the request's, named by its field (``serve``
+            names its options instead).
 
     Example:
         >>> Limits(max_connections_per_address=8).max_connections
@@ -127,7 +134,7 @@ class Limits:
         >>> Limits(head_seconds=60)
         Traceback (most recent call last):
         ...
-        ValueError: --head-seconds must be at most --request-seconds (30), got 60
+        ValueError: head_seconds must be at most request_seconds (30), got 60
     """
 
     max_connections: int = MAX_CONNECTIONS
@@ -139,18 +146,18 @@ class Limits:
 
     def __attrs_post_init__(self) -> None:
         for name in ("max_connections", "max_connections_per_address"):
-            _at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
-        _at_least("max_head_bytes", self.max_head_bytes, 1024)
+            _at_least(name, getattr(self, name), 1, whole=True)
+        _at_least("max_head_bytes", self.max_head_bytes, 1024, whole=True)
         for name in ("head_seconds", "request_seconds", "warn_seconds"):
-            _at_least(f"--{name.replace('_', '-')}", getattr(self, name), 0.001)
+            _at_least(name, getattr(self, name), 0.001)
         if self.max_connections_per_address > self.max_connections:
             raise ValueError(
-                "--max-connections-per-address must be at most --max-connections "
+                "max_connections_per_address must be at most max_connections "
                 f"({self.max_connections}), got {self.max_connections_per_address}"
             )
         if self.head_seconds > self.request_seconds:
             raise ValueError(
-                "--head-seconds must be at most --request-seconds "
+                "head_seconds must be at most request_seconds "
                 f"({self.request_seconds:g}), got {self.head_seconds:g}"
             )
 
