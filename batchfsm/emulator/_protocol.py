@@ -5,7 +5,11 @@ Each connection is held to :class:`Limits`:
 - at most ``max_connections`` are open at once, and at most
   ``max_connections_per_address`` from one client address (an IPv6 client's
   /64, where one host holds many addresses); more are closed on arrival, so
-  that one client cannot take every place;
+  that one client cannot take every place; the last eighth of the places
+  (:data:`KEPT_FOR_NEWCOMERS`) go only to addresses holding none, so that a
+  few addresses at their most each cannot take them all either (a client
+  with many addresses still can: bound it before the server, at a firewall
+  or a proxy);
 - the request head (line and headers) must arrive within ``head_seconds`` of
   the connection opening or of the previous answer, the whole request within
   ``request_seconds``; each answer must be read within ``request_seconds`` of
@@ -55,6 +59,7 @@ from ._api_error import ApiError
 __all__ = [
     "HEAD_SECONDS",
     "KEEP_ALIVE_SECONDS",
+    "KEPT_FOR_NEWCOMERS",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_ADDRESS",
     "MAX_HEAD_BYTES",
@@ -83,6 +88,8 @@ MAX_CONNECTIONS_PER_ADDRESS = 64
 MAX_HEAD_BYTES = 64 * 1024
 #: At most one warning about refused connections per this many seconds.
 WARN_SECONDS = 10.0
+#: One in this many places is kept for addresses holding no connection.
+KEPT_FOR_NEWCOMERS = 8
 
 #: What :class:`GuardedH11Protocol` takes from uvicorn's ``H11Protocol``
 #: beyond asyncio's protocol methods: the methods it overrides or calls, and
@@ -316,8 +323,17 @@ class _Gate:
                 f"it has {held} open, the most one address may hold "
                 "(--max-connections-per-address)"
             )
-        if others >= self.limits.max_connections:
+        most = self.limits.max_connections
+        if others >= most:
             return f"{others} are open, the most the server holds (--max-connections)"
+        kept = most // KEPT_FOR_NEWCOMERS
+        if held and others >= most - kept:
+            # A few addresses holding their most each must not fill every
+            # place: the last ones are kept for addresses holding none.
+            return (
+                f"{others} are open; the last {kept} places are kept for "
+                "addresses that hold none (--max-connections)"
+            )
         self.open[address] = held + 1
         return None
 
