@@ -83,16 +83,18 @@ class _SQLite:
 
         In steps, each checkpointed and its log emptied, so that on a full
         disk no step needs more room than one step's pages; a database made
-        without incremental auto-vacuum (before batchfsm 0.x) keeps them.
+        without incremental auto-vacuum (by an earlier batchfsm) keeps them.
         """
         conn = self._connect()
         with contextlib.suppress(sqlite3.Error):
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                return  # not INCREMENTAL: a database made before it
             while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
                 before = conn.execute("PRAGMA page_count").fetchone()[0]
                 conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_STEP})").fetchall()
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 if conn.execute("PRAGMA page_count").fetchone()[0] >= before:
-                    break  # no auto-vacuum: nothing goes back this way
+                    break  # nothing went back: no use trying again
 
     def make_room(self) -> bool:
         """Give up the reserve file beside the database: a delete can pass now.
