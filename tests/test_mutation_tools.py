@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -127,3 +128,19 @@ def test_the_docs_page_lists_every_reason_and_no_unexplained_survivor():
 def test_the_docs_say_how_to_run_it(pattern):
     page = (ROOT / "docs" / "mutation.rst").read_text(encoding="utf-8")
     assert re.search(re.escape(pattern), page)
+
+
+def test_the_quick_run_picks_the_core_modules_changed_against_the_base(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "batchfsm").mkdir()
+    for name in ("_rules.py", "_moves.py", "_cli.py"):
+        (tmp_path / "batchfsm" / name).write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    assert run.changed_modules("HEAD", tmp_path) == []
+    for name in ("_rules.py", "_cli.py"):  # _cli is not core: never mutated
+        (tmp_path / "batchfsm" / name).write_text("x = 2\n")
+    assert run.changed_modules("HEAD", tmp_path) == ["batchfsm/_rules.py"]
