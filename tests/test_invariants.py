@@ -511,3 +511,27 @@ def test_expires_at_is_created_at_plus_the_window_exactly(shift, rules):
             f"expires_at is {expected + shift}, "
             f"expected created_at + 86400 = {expected}"
         )
+
+
+@pytest.mark.parametrize("counter", ["total", "completed", "failed"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_each_request_count_below_zero_breaks_number_negative(counter, value):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    assert running.request_counts is not None
+    counts = attrs.evolve(running.request_counts, **{counter: value})
+    found = bf.check(attrs.evolve(running, request_counts=counts))
+    assert ("number.negative" in {v.rule for v in found}) is (value < 0)
+
+
+@pytest.mark.parametrize("created_at", [0, -1])
+def test_a_created_at_below_zero_breaks_number_negative(created_at):
+    # new_batch refuses a negative created_at; a batch built by hand is checked.
+    b = bf.new_batch(
+        id="batch_1",
+        input_file_id="file-1",
+        endpoint="/v1/embeddings",
+        created_at=0,
+    )
+    b = attrs.evolve(b, created_at=created_at, expires_at=created_at + 24 * 3600)
+    found = [(v.rule, v.path) for v in bf.check(b)]
+    assert found == ([("number.negative", "created_at")] if created_at < 0 else [])
