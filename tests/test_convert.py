@@ -103,6 +103,15 @@ def test_unknown_keys_are_ignored_by_default_and_rejected_when_strict():
     ]
 
 
+def test_loads_is_lenient_about_unknown_keys_unless_strict():
+    text = json.dumps(full(new_field=1))
+    assert bf.loads(text) == bf.from_dict(full())
+    with pytest.raises(bf.SchemaError) as info:
+        bf.loads(text, strict=True)
+    assert info.value.errors == [("new_field", "unknown field (strict mode)")]
+    assert bf.loads(json.dumps(full()), strict=True) == bf.from_dict(full())
+
+
 def test_loads_accepts_bytes():
     assert bf.loads(json.dumps(MINIMAL).encode()) == bf.from_dict(MINIMAL)
 
