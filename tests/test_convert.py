@@ -4,6 +4,8 @@ import json
 import linecache
 import pickle
 import pstats
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -326,6 +328,40 @@ def test_a_class_holding_a_batch_round_trips_through_one_converter(conv):
     assert problem.errors == [
         ("request_counts", "expected object (BatchRequestCounts), got 1")
     ]
+
+
+@pytest.mark.parametrize("first", ["dumps", "dumps_bytes", "loads"])
+def test_each_text_function_works_as_the_first_call_of_a_process(first):
+    # The text hooks are fetched from the converter on first use; in a process
+    # where another function came first they are already there.
+    make = (
+        "bf.new_batch(id='batch_1', input_file_id='file-1',"
+        " endpoint='/v1/embeddings', created_at=1700000000)"
+    )
+    text = bf.dumps(
+        bf.new_batch(
+            id="batch_1",
+            input_file_id="file-1",
+            endpoint="/v1/embeddings",
+            created_at=1700000000,
+        )
+    )
+    call = f"bf.loads({text!r}) == b" if first == "loads" else f"bf.{first}(b)"
+    script = f"import batchfsm as bf\nb = {make}\nprint(repr({call}))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    expected = {"dumps": text, "dumps_bytes": text.encode(), "loads": True}[first]
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{expected!r}\n", "")
+
+
+def test_a_users_converter_refuses_a_lone_surrogate_in_a_batch():
+    # A user's converter structures Python objects, not text the JSON engine
+    # read: a str may hold a lone surrogate, which no JSON text can carry.
+    conv = bf.register_hooks(cattrs.Converter())
+    with pytest.raises(bf.SchemaError) as info:
+        conv.structure(full(id="batch_\ud800"), bf.Batch)
+    assert info.value.errors == [("id", "a lone surrogate in 'batch_\\ud800'")]
 
 
 def test_register_hooks_leaves_the_converters_other_hooks_alone():
