@@ -308,7 +308,9 @@ def _note_run(sessions: Path, jobs: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The command line: pick the modules, run their sessions, then report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mutation.run", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("modules", nargs="*", help="core modules (default: changed)")
     parser.add_argument("--all", action="store_true", help="every core module")
     parser.add_argument("--base", default="main", help="what 'changed' is against")
@@ -321,7 +323,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(
             f"not a core module: {', '.join(unknown)} (choose from {', '.join(TESTS)})"
         )
-    modules = list(TESTS) if args.all else args.modules or changed_modules(args.base)
+    try:
+        modules = (
+            list(TESTS) if args.all else args.modules or changed_modules(args.base)
+        )
+    except subprocess.CalledProcessError as error:
+        parser.error(
+            f"cannot compare with {args.base!r} (--base): {error.stderr.strip()}"
+        )
     if not modules:
         print(f"no core module differs from {args.base}: nothing to mutate")
         return
