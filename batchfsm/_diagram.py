@@ -151,74 +151,92 @@ class _Canvas:
         )
 
 
-def _svg(graph: _Graph) -> str:
-    place = _layout(graph)
-    top = min(r for _, r in place.values())
-    columns = 1 + max(c for c, _ in place.values())
-    rows = 1 + max(r for _, r in place.values()) - top
-    below = {  # statuses entered from the side, each at its own height
-        e.dest
-        for e in graph.edges
-        if place[e.dest][0] != place[e.source][0]
-        and place[e.dest][1] > place[e.source][1]
-    }
-    side = sorted(below, key=lambda s: place[s])
-    heights = {s: (i + 1) / (len(side) + 1) for i, s in enumerate(side)}
+class _Frame:
+    """Where each status sits in the picture, in grid cells and in pixels."""
 
-    def box(status: BatchStatus) -> tuple[float, float]:
-        column, row = place[status]
-        return _PAD + column * (_W + _GAP_X), _PAD + (row - top) * (_H + _GAP_Y)
+    def __init__(self, graph: _Graph) -> None:
+        self.place = place = _layout(graph)
+        self.top = min(r for _, r in place.values())
+        self.columns = 1 + max(c for c, _ in place.values())
+        self.rows = 1 + max(r for _, r in place.values()) - self.top
+        below = {  # statuses entered from the side, each at its own height
+            e.dest
+            for e in graph.edges
+            if place[e.dest][0] != place[e.source][0]
+            and place[e.dest][1] > place[e.source][1]
+        }
+        side = sorted(below, key=lambda s: place[s])
+        self.heights = {s: (i + 1) / (len(side) + 1) for i, s in enumerate(side)}
 
-    def centre(column: int) -> float:
+    def box(self, status: BatchStatus) -> tuple[float, float]:
+        """The top left corner of the status' box."""
+        column, row = self.place[status]
+        return _PAD + column * (_W + _GAP_X), _PAD + (row - self.top) * (_H + _GAP_Y)
+
+    def centre(self, column: int) -> float:
+        """The x of a column's middle: the bus edges into that column go down."""
         return _PAD + column * (_W + _GAP_X) + _W / 2
 
-    canvas = _Canvas()
-    for edge in graph.edges:
-        sx, sy = box(edge.source)
-        dx, dy = box(edge.dest)
-        (sc, _), (dc, _) = place[edge.source], place[edge.dest]
-        if edge.source is edge.dest:  # a loop on the right side, label beside it
-            x, y0, y1 = sx + _W, sy + _H * 0.3, sy + _H * 0.7
-            bulge = f"{x + 30:g} {y0 - 8:g} {x + 30:g} {y1 + 8:g}"
-            d = f"M {x:g} {y0:g} C {bulge} {x:g} {y1:g}"
-            words = edge.label.split(" ", 1)
-            label = "".join(
-                canvas.text(x + 28, sy + _H / 2 - 3 + 17 * i, w, "start")
-                for i, w in enumerate(words)
-            )
-        elif sc == dc:  # straight down; label beside, inward in the last column
-            x, y0, y1 = sx + _W / 2, sy + _H, dy
-            d = f"M {x:g} {y0:g} V {y1:g}"
-            inward = dc == columns - 1 and dc > 0
-            label = canvas.text(
-                x - 6 if inward else x + 6,
-                (y0 + y1) / 2 + 5,
-                edge.label,
-                "end" if inward else "start",
-            )
-        elif dy < sy:  # up from the source's top, into the side of a status above
-            x, y1 = sx + _W * 0.8, dy + _H / 2
-            d = f"M {x:g} {sy:g} V {y1:g} H {dx:g}"
-            label = canvas.text(x - 6, (sy + dy + _H) / 2 + 5, edge.label, "end")
-        else:  # right, at this destination's own height, then down its bus
-            y0, bus = sy + _H * heights[edge.dest], centre(dc)
-            d = f"M {sx + _W:g} {y0:g} H {bus:g} V {dy:g}"
-            # On this edge's own stretch, past the buses before it.
-            start = sx + _W if dc - 1 == sc else centre(dc - 1)
-            label = canvas.text(start + 6, y0 - 4, edge.label, "start")
-        canvas.edge(edge, d, label)
-    for status in graph.statuses:
-        x, y = box(status)
-        terminal = status in graph.terminal
-        canvas.parts.append(
-            f'<rect x="{x:g}" y="{y:g}" width="{_W}" height="{_H}" rx="8" '
-            f'fill="{"#f1f3f4" if terminal else "#e8f0fe"}" stroke="#333" '
-            f'stroke-width="{2.5 if terminal else 1}"/>'
+    def size(self, canvas: _Canvas) -> tuple[int, int]:
+        """Width and height of the picture: every box, and every label's reach."""
+        width = round(
+            max(canvas.right, _PAD + self.columns * (_W + _GAP_X) - _GAP_X) + _PAD
         )
-        canvas.parts.append(canvas.text(x + _W / 2, y + _H / 2 + 5, status.value))
-    width = round(max(canvas.right, _PAD + columns * (_W + _GAP_X) - _GAP_X) + _PAD)
-    height = 2 * _PAD + rows * _H + (rows - 1) * _GAP_Y
-    head = [
+        height = 2 * _PAD + self.rows * _H + (self.rows - 1) * _GAP_Y
+        return width, height
+
+
+def _edge_drawing(frame: _Frame, canvas: _Canvas, edge: _Edge) -> tuple[str, str]:
+    """The path of one edge and its label, by where its ends sit."""
+    sx, sy = frame.box(edge.source)
+    dx, dy = frame.box(edge.dest)
+    (sc, _), (dc, _) = frame.place[edge.source], frame.place[edge.dest]
+    if edge.source is edge.dest:  # a loop on the right side, label beside it
+        x, y0, y1 = sx + _W, sy + _H * 0.3, sy + _H * 0.7
+        bulge = f"{x + 30:g} {y0 - 8:g} {x + 30:g} {y1 + 8:g}"
+        words = edge.label.split(" ", 1)
+        label = "".join(
+            canvas.text(x + 28, sy + _H / 2 - 3 + 17 * i, w, "start")
+            for i, w in enumerate(words)
+        )
+        return f"M {x:g} {y0:g} C {bulge} {x:g} {y1:g}", label
+    if sc == dc:  # straight down; label beside, inward in the last column
+        x, y0, y1 = sx + _W / 2, sy + _H, dy
+        inward = dc == frame.columns - 1 and dc > 0
+        label = canvas.text(
+            x - 6 if inward else x + 6,
+            (y0 + y1) / 2 + 5,
+            edge.label,
+            "end" if inward else "start",
+        )
+        return f"M {x:g} {y0:g} V {y1:g}", label
+    if dy < sy:  # up from the source's top, into the side of a status above
+        x, y1 = sx + _W * 0.8, dy + _H / 2
+        label = canvas.text(x - 6, (sy + dy + _H) / 2 + 5, edge.label, "end")
+        return f"M {x:g} {sy:g} V {y1:g} H {dx:g}", label
+    # Right, at this destination's own height, then down its bus.
+    y0, bus = sy + _H * frame.heights[edge.dest], frame.centre(dc)
+    # The label on this edge's own stretch, past the buses before it.
+    start = sx + _W if dc - 1 == sc else frame.centre(dc - 1)
+    label = canvas.text(start + 6, y0 - 4, edge.label, "start")
+    return f"M {sx + _W:g} {y0:g} H {bus:g} V {dy:g}", label
+
+
+def _status_box(
+    canvas: _Canvas, frame: _Frame, status: BatchStatus, terminal: bool
+) -> None:
+    """A status' box and name; a final status is grey, with a thick border."""
+    x, y = frame.box(status)
+    canvas.parts.append(
+        f'<rect x="{x:g}" y="{y:g}" width="{_W}" height="{_H}" rx="8" '
+        f'fill="{"#f1f3f4" if terminal else "#e8f0fe"}" stroke="#333" '
+        f'stroke-width="{2.5 if terminal else 1}"/>'
+    )
+    canvas.parts.append(canvas.text(x + _W / 2, y + _H / 2 + 5, status.value))
+
+
+def _svg_head(width: int, height: int) -> list[str]:
+    return [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="{FONT}">',
         "<title>The Batch lifecycle</title>",
@@ -226,6 +244,16 @@ def _svg(graph: _Graph) -> str:
         'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>',
     ]
+
+
+def _svg(graph: _Graph) -> str:
+    frame = _Frame(graph)
+    canvas = _Canvas()
+    for edge in graph.edges:
+        canvas.edge(edge, *_edge_drawing(frame, canvas, edge))
+    for status in graph.statuses:
+        _status_box(canvas, frame, status, status in graph.terminal)
+    head = _svg_head(*frame.size(canvas))
     return "\n".join([*head, *canvas.parts, "</svg>"]) + "\n"
 
 

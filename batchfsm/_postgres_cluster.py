@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import importlib
 import os
 import pwd
 import shutil
@@ -91,16 +92,24 @@ def _free_port() -> int:
         return port
 
 
-@contextlib.contextmanager
-def cluster() -> Iterator[str]:
-    """Start a throwaway PostgreSQL cluster; yield its conninfo (a URL).
-
-    Raises:
-        PostgresUnavailableError: no psycopg, no server binaries, or root without a
-            ``postgres`` user.
-    """
+def _server_user() -> dict[str, Any]:
+    """``subprocess`` options: the server runs as ``postgres`` under root."""
+    if os.geteuid() != 0:
+        return {}
+    # postgres refuses root: run the cluster as the postgres user.
     try:
-        import psycopg
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        raise PostgresUnavailableError(
+            "running as root and there is no 'postgres' user"
+        ) from None
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+def _server_binaries() -> Path:
+    """The directory of ``initdb`` and ``postgres``, once psycopg is known to import."""
+    try:
+        importlib.import_module("psycopg")
     except ImportError:
         raise PostgresUnavailableError(
             "psycopg is not installed (pip install 'batchfsm[postgres]')"
@@ -111,84 +120,106 @@ def cluster() -> Iterator[str]:
             "no PostgreSQL server binaries (initdb, postgres) on PATH or under "
             "/usr/lib/postgresql/*/bin; install Debian's 'postgresql' package"
         )
-    as_user: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        # postgres refuses root: run the cluster as the postgres user.
+    return bin_dir
+
+
+def _initdb(found: _Cluster, root: Path) -> None:
+    """A new cluster in ``found.data``, trusting local connections."""
+    done = subprocess.run(
+        [
+            str(found.bin_dir / "initdb"),
+            *("-D", str(found.data), "-U", "postgres", "-A", "trust"),
+            *("-E", "UTF8", "--locale=C", "--no-sync"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
+        **found.as_user,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"initdb failed:\n{done.stdout}{done.stderr}")
+
+
+def _start(found: _Cluster, root: Path, port: int) -> subprocess.Popen[bytes]:
+    """The ``postgres`` server on ``port``, its output in ``found.log``."""
+    sockets = root / "sockets"
+    sockets.mkdir()
+    if found.as_user:
+        os.chown(sockets, found.as_user["user"], found.as_user["group"])
+    with open(found.log, "wb") as log_file:
+        # The cluster dies with the tests: it needs no durability of its own.
+        return subprocess.Popen(
+            [
+                str(found.bin_dir / "postgres"),
+                *("-D", str(found.data), "-p", str(port), "-k", str(sockets)),
+                *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+                *("-c", "full_page_writes=off", "-c", "max_connections=300"),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+            **found.as_user,
+        )
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once the server takes connections; raise with its log if it died."""
+    import psycopg
+
+    deadline = time.monotonic() + 60  # a readiness wait, not a speed check
+    while True:
         try:
-            entry = pwd.getpwnam("postgres")
-        except KeyError:
-            raise PostgresUnavailableError(
-                "running as root and there is no 'postgres' user"
-            ) from None
-        as_user = {"user": entry.pw_uid, "group": entry.pw_gid}
+            psycopg.connect(url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:  # noqa: PERF203 - polling for readiness
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "PostgreSQL did not start:\n" + log.read_text(errors="replace")
+                ) from None
+            time.sleep(0.1)
+
+
+def _stop(found: _Cluster, server: subprocess.Popen[bytes]) -> None:
+    """Stop the server: pg_ctl's own if it was restarted, then a fast shutdown."""
+    if server.poll() is not None:  # restarted: pg_ctl's server now
+        with contextlib.suppress(RuntimeError):
+            _pg_ctl(found, "-m", "immediate", "stop")
+    server.send_signal(signal.SIGINT)  # "fast" shutdown
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[str]:
+    """Start a throwaway PostgreSQL cluster; yield its conninfo (a URL).
+
+    Raises:
+        PostgresUnavailableError: no psycopg, no server binaries, or root without a
+            ``postgres`` user.
+    """
+    bin_dir = _server_binaries()
+    as_user = _server_user()
     # Not under pytest's tmp_path: its parent is private to root.
     root = Path(tempfile.mkdtemp(prefix="batchfsm-pg-"))
     try:
         if as_user:
             os.chown(root, as_user["user"], as_user["group"])
-        data, sockets = root / "data", root / "sockets"
-        initdb = subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                *("-D", str(data), "-U", "postgres", "-A", "trust"),
-                *("-E", "UTF8", "--locale=C", "--no-sync"),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            check=False,
-            **as_user,
-        )
-        if initdb.returncode != 0:
-            raise RuntimeError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
-        sockets.mkdir()
-        if as_user:
-            os.chown(sockets, as_user["user"], as_user["group"])
+        found = _Cluster(bin_dir, root / "data", root / "server.log", as_user)
+        _initdb(found, root)
         port = _free_port()
-        log = root / "server.log"
-        with open(log, "wb") as log_file:
-            # The cluster dies with the tests: it needs no durability of its own.
-            server = subprocess.Popen(
-                [
-                    str(bin_dir / "postgres"),
-                    *("-D", str(data), "-p", str(port), "-k", str(sockets)),
-                    *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
-                    *("-c", "full_page_writes=off", "-c", "max_connections=300"),
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=root,
-                **as_user,
-            )
+        server = _start(found, root, port)
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         try:
-            url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-            deadline = time.monotonic() + 60  # a readiness wait, not a speed check
-            while True:
-                try:
-                    psycopg.connect(url, connect_timeout=2).close()
-                    break
-                except psycopg.OperationalError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            "PostgreSQL did not start:\n"
-                            + log.read_text(errors="replace")
-                        ) from None
-                    time.sleep(0.1)
-            _running[url] = _Cluster(bin_dir, data, root / "restart.log", as_user)
+            _wait_ready(url, server, found.log)
+            _running[url] = dataclasses.replace(found, log=root / "restart.log")
             yield url
         finally:
             _running.pop(url, None)
-            if server.poll() is not None:  # restarted: pg_ctl's server now
-                with contextlib.suppress(RuntimeError):
-                    _pg_ctl(
-                        _Cluster(bin_dir, data, log, as_user), "-m", "immediate", "stop"
-                    )
-            server.send_signal(signal.SIGINT)  # "fast" shutdown
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            _stop(found, server)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

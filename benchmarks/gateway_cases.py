@@ -1,6 +1,6 @@
 """``serve --upstream``: a 20,000-line batch against a local upstream.
 
-DESIGN §6: the gateway's request throughput at least 0.9x that of a plain
+The target: the gateway's request throughput at least 0.9x that of a plain
 asyncio client (``httpx2.AsyncClient``, the same concurrency) sending the
 same 20,000 requests to the same upstream. The upstream
 (:mod:`benchmarks._upstream_app`, a process of its own) times both alike:

@@ -1,8 +1,13 @@
+import cProfile
 import inspect
 import json
 import linecache
 import pickle
+import pstats
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -98,6 +103,15 @@ def test_unknown_keys_are_ignored_by_default_and_rejected_when_strict():
         ("request_counts.extra", "unknown field (strict mode)"),
         ("new_field", "unknown field (strict mode)"),
     ]
+
+
+def test_loads_is_lenient_about_unknown_keys_unless_strict():
+    text = json.dumps(full(new_field=1))
+    assert bf.loads(text) == bf.from_dict(full())
+    with pytest.raises(bf.SchemaError) as info:
+        bf.loads(text, strict=True)
+    assert info.value.errors == [("new_field", "unknown field (strict mode)")]
+    assert bf.loads(json.dumps(full()), strict=True) == bf.from_dict(full())
 
 
 def test_loads_accepts_bytes():
@@ -253,6 +267,25 @@ def test_the_public_converter_is_the_one_from_dict_uses():
     assert bf.converter.unstructure(batch) == bf.to_dict(batch)
 
 
+def _files_run(call: Any) -> set[str]:
+    """The source files of the functions a profile of ``call()`` saw run.
+
+    The call is made once first, so hooks made lazily are made outside the profile.
+    """
+    call()
+    profile = cProfile.Profile()
+    profile.runcall(call)
+    return {Path(file).as_posix() for file, _, _ in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
+
+
+def test_a_profile_shows_cattrs_running_from_dict_and_to_dict():
+    document = full()
+    batch = bf.from_dict(document)
+    converters = Path(cattrs.converters.__file__).as_posix()
+    assert converters in _files_run(lambda: bf.from_dict(document))
+    assert converters in _files_run(lambda: bf.to_dict(batch))
+
+
 def test_the_public_converter_validates_in_detail():
     # converter.structure(d, Batch) is from_dict: one SchemaError, every problem.
     with pytest.raises(bf.SchemaError) as info:
@@ -295,6 +328,40 @@ def test_a_class_holding_a_batch_round_trips_through_one_converter(conv):
     assert problem.errors == [
         ("request_counts", "expected object (BatchRequestCounts), got 1")
     ]
+
+
+@pytest.mark.parametrize("first", ["dumps", "dumps_bytes", "loads"])
+def test_each_text_function_works_as_the_first_call_of_a_process(first):
+    # The text hooks are fetched from the converter on first use; in a process
+    # where another function came first they are already there.
+    make = (
+        "bf.new_batch(id='batch_1', input_file_id='file-1',"
+        " endpoint='/v1/embeddings', created_at=1700000000)"
+    )
+    text = bf.dumps(
+        bf.new_batch(
+            id="batch_1",
+            input_file_id="file-1",
+            endpoint="/v1/embeddings",
+            created_at=1700000000,
+        )
+    )
+    call = f"bf.loads({text!r}) == b" if first == "loads" else f"bf.{first}(b)"
+    script = f"import batchfsm as bf\nb = {make}\nprint(repr({call}))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    expected = {"dumps": text, "dumps_bytes": text.encode(), "loads": True}[first]
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{expected!r}\n", "")
+
+
+def test_a_users_converter_refuses_a_lone_surrogate_in_a_batch():
+    # A user's converter structures Python objects, not text the JSON engine
+    # read: a str may hold a lone surrogate, which no JSON text can carry.
+    conv = bf.register_hooks(cattrs.Converter())
+    with pytest.raises(bf.SchemaError) as info:
+        conv.structure(full(id="batch_\ud800"), bf.Batch)
+    assert info.value.errors == [("id", "a lone surrogate in 'batch_\\ud800'")]
 
 
 def test_register_hooks_leaves_the_converters_other_hooks_alone():

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import batchfsm as bf
 from batchfsm._invariants import _check, _check_step, _snapshot_ok, _step_ok
+from batchfsm._rules import _getter
 from batchfsm.strategies import BROKEN_RULES, broken_dicts, lifecycles, traces
 
 from .conftest import REFERENCE_EXAMPLES, load_json
@@ -457,3 +458,80 @@ def test_every_field_a_status_forbids_is_flagged_alone(status):
         assert [(v.rule, v.path) for v in bf.check(broken)] == [
             ("field.unexpected", field)
         ]
+
+
+def _usage_with(part: str, value: int) -> bf.BatchUsage:
+    if part == "cached_tokens":
+        return attrs.evolve(USAGE, input_tokens_details=bf.InputTokensDetails(value))
+    if part == "reasoning_tokens":
+        return attrs.evolve(USAGE, output_tokens_details=bf.OutputTokensDetails(value))
+    changes: dict[str, Any] = {part: value}
+    return attrs.evolve(USAGE, **changes)
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+    ],
+)
+@pytest.mark.parametrize("value", [0, -1])
+def test_each_token_count_below_zero_breaks_number_negative(part, value):
+    # from_dict refuses a negative count; a batch built by hand is checked here.
+    done = BY_STATUS[bf.BatchStatus.COMPLETED]
+    rules = {
+        v.rule for v in bf.check(attrs.evolve(done, usage=_usage_with(part, value)))
+    }
+    assert ("number.negative" in rules) is (value < 0)
+
+
+def test_a_rule_reading_no_one_or_several_fields_gets_a_tuple_of_them():
+    done = BY_STATUS[bf.BatchStatus.COMPLETED]
+    assert _getter(())(done) == ()
+    assert _getter(("id",))(done) == (done.id,)
+    assert _getter(("id", "status"))(done) == (done.id, done.status)
+
+
+@pytest.mark.parametrize(
+    ("shift", "rules"),
+    [(-1, ["expires_at.window"]), (0, []), (1, ["expires_at.window"])],
+)
+def test_expires_at_is_created_at_plus_the_window_exactly(shift, rules):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    expected = running.created_at + 24 * 3600
+    assert running.completion_window == "24h"
+    found = bf.check(attrs.evolve(running, expires_at=expected + shift))
+    assert [v.rule for v in found] == rules
+    for v in found:
+        assert v.message == (
+            f"expires_at is {expected + shift}, "
+            f"expected created_at + 86400 = {expected}"
+        )
+
+
+@pytest.mark.parametrize("counter", ["total", "completed", "failed"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_each_request_count_below_zero_breaks_number_negative(counter, value):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    assert running.request_counts is not None
+    counts = attrs.evolve(running.request_counts, **{counter: value})
+    found = bf.check(attrs.evolve(running, request_counts=counts))
+    assert ("number.negative" in {v.rule for v in found}) is (value < 0)
+
+
+@pytest.mark.parametrize("created_at", [0, -1])
+def test_a_created_at_below_zero_breaks_number_negative(created_at):
+    # new_batch refuses a negative created_at; a batch built by hand is checked.
+    b = bf.new_batch(
+        id="batch_1",
+        input_file_id="file-1",
+        endpoint="/v1/embeddings",
+        created_at=0,
+    )
+    b = attrs.evolve(b, created_at=created_at, expires_at=created_at + 24 * 3600)
+    found = [(v.rule, v.path) for v in bf.check(b)]
+    assert found == ([("number.negative", "created_at")] if created_at < 0 else [])

@@ -677,3 +677,21 @@ def test_the_advance_docstring_lists_the_fields_of_the_table():
         for event in re.findall(r"``(\w+)``", events):
             said[event] = set(re.findall(r"``(\w+)``", fields))
     assert said == {m.event.value: set(m.may_set) for m in MOVES if m.may_set}
+
+
+def test_a_move_from_a_batch_with_a_malformed_count_is_not_made():
+    # Built by hand past the model's checks: a count held as a str. The fast
+    # step check raises on it; advance must then judge the move in full (which
+    # raises too), never take the move as consistent.
+    b = bf.new_batch(
+        id="batch_1",
+        input_file_id="file-1",
+        endpoint="/v1/embeddings",
+        created_at=1_700_000_000,
+    )
+    b = bf.advance(b, "start", at=1_700_000_005, model="m")
+    counts: Any = {"total": 2, "completed": "0", "failed": 0}
+    bad = attrs.evolve(b, request_counts=bf.BatchRequestCounts(**counts))
+    done = bf.BatchRequestCounts(total=2, completed=2, failed=0)
+    with pytest.raises(TypeError):
+        bf.advance(bad, "finalize", at=1_700_000_010, request_counts=done)

@@ -2,11 +2,12 @@
 
 Each move of a batch to a terminal status (``completed``, ``failed``,
 ``expired``, ``cancelled``) writes one :class:`WebhookEvent` to the store's
-outbox in the same conditional write as the move (DESIGN §5, fact 18), so no
-batch ends without its event. The event is derived from the ended batch alone:
-its type names the status, ``created_at`` is the batch's terminal stamp, and
-its id is a digest of the batch id (a batch ends once: one event, the same id
-however often a write of it is retried, random when the batch id is).
+outbox in the same conditional write as the move, so no batch ends without
+its event (the API's webhooks, delivered at least once, each event signed).
+The event is derived from the ended batch alone: its type names the status,
+``created_at`` is the batch's terminal stamp, and its id is a digest of the
+batch id (a batch ends once: one event, the same id however often a write of
+it is retried, random when the batch id is).
 
 Each event is then delivered to every webhook endpoint the store knew when it
 was written (:class:`Delivery`), each attempt recorded (:class:`Attempt`).

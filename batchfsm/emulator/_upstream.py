@@ -14,9 +14,10 @@ each line goes to ``URL + line.url`` with the line's body, through one
   exponential backoff or the answer's ``Retry-After`` (``retry-after-ms``)
   when it gives one (one longer than ``max_backoff`` ends the tries).
 - The last answer is the request's: its status code and body (an HTTP error
-  becomes the error-file line with the upstream's status and error body,
-  DESIGN fact 8). No answer at all is a 502 (connection) or 504 (deadline)
-  with an error body of ours; ``usage`` comes from the upstream's body.
+  becomes the error-file line with the upstream's status and error body, as
+  the API writes a request the model rejects; ``error`` stays null). No
+  answer at all is a 502 (connection) or 504 (deadline) with an error body of
+  ours; ``usage`` comes from the upstream's body.
 """
 
 from __future__ import annotations

@@ -288,6 +288,95 @@ def _too_many_errors() -> BatchError:
     )
 
 
+def _parsed(
+    number: int, raw: bytes, endpoint: str, known: Container[str] | None
+) -> tuple[Any, list[BatchError]] | None:
+    """One line's request and its own problems; ``None`` for a blank line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, [_error("invalid_json_line", _NOT_JSON, number)]
+    if not line.strip():
+        return None
+    try:
+        item = _json.decode(line)
+    except _json.DecodeError:
+        return None, [_error("invalid_json_line", _NOT_JSON, number)]
+    return item, line_errors(number, item, endpoint, known)
+
+
+class _Scan:
+    """What a scan holds between lines: ids seen, the first model, the sums."""
+
+    __slots__ = (
+        "errors",
+        "first_model",
+        "inputs",
+        "requests",
+        "seen",
+        "tokens",
+        "total",
+    )
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self.errors: list[BatchError] = []
+        self.seen: dict[str, int] = {}
+        self.first_model: Any = None
+        self.inputs = self.total = self.tokens = 0
+
+    def clashes(self, number: int, item: Any) -> list[BatchError]:
+        """A valid line's problems with the lines before it: its id, its model."""
+        problems = []
+        custom_id, model = item["custom_id"], item["body"].get("model")
+        if custom_id in self.seen:
+            problems.append(
+                _error(
+                    "duplicate_custom_id",
+                    f"custom_id {custom_id!r} is already used on line "
+                    f"{self.seen[custom_id]}.",
+                    number,
+                    "custom_id",
+                )
+            )
+        if self.first_model is None:
+            self.first_model = model
+        elif model != self.first_model:
+            problems.append(
+                _error(
+                    "mixed_models",
+                    "All requests must use one model; this line uses "
+                    f"{model!r}, the first used {self.first_model!r}.",
+                    number,
+                    "body.model",
+                )
+            )
+        return problems
+
+    def file_problems(self) -> list[BatchError]:
+        """The whole file's problems: no request, too many, too many inputs."""
+        problems = []
+        if not self.total and not self.errors:
+            problems.append(_error("empty_file", "The input file holds no requests."))
+        if self.total > MAX_REQUESTS:
+            problems.append(
+                _error(
+                    "too_many_requests",
+                    f"A batch holds at most {MAX_REQUESTS} requests; "
+                    f"this file has {self.total}.",
+                )
+            )
+        if self.inputs > MAX_EMBEDDING_INPUTS:
+            problems.append(
+                _error(
+                    "too_many_inputs",
+                    f"Embeddings inputs add up to {self.inputs}, "
+                    f"over {MAX_EMBEDDING_INPUTS}.",
+                )
+            )
+        return problems
+
+
 def scan_input(
     lines: Iterable[tuple[int, bytes]],
     endpoint: str,
@@ -304,88 +393,33 @@ def scan_input(
     request's tokens into :attr:`Outcome.tokens`.
     """
     known = None if models is None else models.get(endpoint, frozenset())
-    requests: list[Request] = []
-    errors: list[BatchError] = []
-    seen: dict[str, int] = {}
-    first_model: Any = None
-    inputs = total = tokens = 0
+    scan = _Scan()
     for number, (_, raw) in enumerate(lines, start=1):
-        problems: list[BatchError]
-        item: Any = None
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            problems = [_error("invalid_json_line", _NOT_JSON, number)]
-        else:
-            if not line.strip():
-                continue
-            try:
-                item = _json.decode(line)
-            except _json.DecodeError:
-                problems = [_error("invalid_json_line", _NOT_JSON, number)]
-            else:
-                problems = line_errors(number, item, endpoint, known)
-        if not problems:
-            custom_id, body = item["custom_id"], item["body"]
-            if custom_id in seen:
-                problems.append(
-                    _error(
-                        "duplicate_custom_id",
-                        f"custom_id {custom_id!r} is already used on line "
-                        f"{seen[custom_id]}.",
-                        number,
-                        "custom_id",
-                    )
-                )
-            if first_model is None:
-                first_model = body.get("model")
-            elif body.get("model") != first_model:
-                problems.append(
-                    _error(
-                        "mixed_models",
-                        "All requests must use one model; this line uses "
-                        f"{body.get('model')!r}, the first used {first_model!r}.",
-                        number,
-                        "body.model",
-                    )
-                )
-        if problems:
-            errors.extend(problems)
-            if len(errors) >= MAX_ERRORS:
-                return Outcome(
-                    total,
-                    first_model,
-                    [*errors[: MAX_ERRORS - 1], _too_many_errors()],
-                    [],
-                )
+        parsed = _parsed(number, raw, endpoint, known)
+        if parsed is None:
             continue
-        total += 1
-        if total <= MAX_REQUESTS:  # past it the file fails: stop remembering ids
-            seen[item["custom_id"]] = number
+        item, problems = parsed
+        if not problems:
+            problems.extend(scan.clashes(number, item))
+        if problems:
+            scan.errors.extend(problems)
+            if len(scan.errors) >= MAX_ERRORS:
+                errors = [*scan.errors[: MAX_ERRORS - 1], _too_many_errors()]
+                return Outcome(scan.total, scan.first_model, errors, [])
+            continue
+        scan.total += 1
+        if scan.total <= MAX_REQUESTS:  # past it the file fails: stop remembering ids
+            scan.seen[item["custom_id"]] = number
         if keep_requests:
-            requests.append(Request(number, item["custom_id"], item["body"]))
+            scan.requests.append(Request(number, item["custom_id"], item["body"]))
         if endpoint == "/v1/embeddings":
-            inputs += _inputs(item["body"])
+            scan.inputs += _inputs(item["body"])
         if count is not None:
-            tokens += count(endpoint, item["body"])
-    if not total and not errors:
-        errors.append(_error("empty_file", "The input file holds no requests."))
-    if total > MAX_REQUESTS:
-        errors.append(
-            _error(
-                "too_many_requests",
-                f"A batch holds at most {MAX_REQUESTS} requests; "
-                f"this file has {total}.",
-            )
-        )
-    if inputs > MAX_EMBEDDING_INPUTS:
-        errors.append(
-            _error(
-                "too_many_inputs",
-                f"Embeddings inputs add up to {inputs}, over {MAX_EMBEDDING_INPUTS}.",
-            )
-        )
-    return Outcome(total, first_model, errors, requests, tokens)
+            scan.tokens += count(endpoint, item["body"])
+    scan.errors.extend(scan.file_problems())
+    return Outcome(
+        scan.total, scan.first_model, scan.errors, scan.requests, scan.tokens
+    )
 
 
 def validate_input(
