@@ -11,7 +11,7 @@
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
   [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
-  [--request-seconds S] [--webhook-url URL --webhook-secret whsec_...]
+  [--request-seconds S] [--webhook-url [PROJECT=]URL --webhook-secret whsec_...]
   [--webhook-window S] [--admin]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
@@ -25,7 +25,8 @@
   head and for all of it). ``--api-key`` (repeatable) and ``--keys-file``
   give the keys, each in a project (``KEY=PROJECT``; a plain ``KEY`` is in the
   default project).
-  ``--webhook-url`` (repeatable) delivers each batch's event there, signed
+  ``--webhook-url`` (repeatable; ``PROJECT=URL`` for one project's batches,
+  ``*=URL`` for every project's) delivers each batch's event there, signed
   with ``--webhook-secret`` (one for all, or one per URL;
   ``$BATCHFSM_WEBHOOK_SECRET``).
   ``--admin`` adds the admin routes for tests (faults, the request log, the
@@ -395,10 +396,13 @@ def _webhook_options(serve: argparse.ArgumentParser) -> None:
         "--webhook-url",
         action="append",
         default=[],
-        metavar="URL",
+        metavar="[PROJECT=]URL",
         help="POST each batch's event (batch.completed, batch.failed, "
         "batch.expired, batch.cancelled) to URL, signed as Standard Webhooks, "
-        "at least once (repeatable)",
+        "at least once (repeatable); PROJECT=URL: the events of that project's "
+        "batches only (as the live API's webhooks are set per project), *=URL: "
+        "every project's; a plain URL is refused when --api-key puts keys in "
+        "projects",
     )
     serve.add_argument(
         "--webhook-secret",
@@ -419,11 +423,45 @@ def _webhook_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def _webhooks(args: argparse.Namespace) -> Any:
-    """The ``Webhooks`` the options name (None if no URL), or a one-line ValueError."""
-    from .emulator import WebhookEndpoint, Webhooks
+def _webhook_url(setting: str, projects: set[str]) -> tuple[str, str | None]:
+    """``[PROJECT=]URL`` as (URL, project or None: every project's), or a ValueError.
 
-    urls, secrets = args.webhook_url, args.webhook_secret
+    ``projects`` are those the keys are in: a project named must be one, and
+    a plain URL is refused when they are other than the default project's,
+    so that no endpoint is told another project's events unless ``*=``
+    says so.
+    """
+    from .emulator._projects import DEFAULT_PROJECT, check_project
+
+    if setting.startswith(("http://", "https://")) or "=" not in setting:
+        if projects - {DEFAULT_PROJECT}:
+            raise ValueError(
+                f"--webhook-url {setting}: the API keys are in projects "
+                f"({', '.join(sorted(projects))}): name the project whose events "
+                "it gets, PROJECT=URL, or *=URL for every project's"
+            )
+        return setting, None
+    project, _, url = setting.partition("=")
+    if project == "*":
+        return url, None
+    check_project(project, f"--webhook-url {setting}: the project")
+    if project not in projects:
+        raise ValueError(f"--webhook-url {setting}: no API key is in project {project}")
+    return url, project
+
+
+def _webhooks(args: argparse.Namespace, keys: dict[str, str] | None) -> Any:
+    """The ``Webhooks`` the options name (None if no URL), or a one-line ValueError.
+
+    ``keys`` are the API keys (key to project; None: no key), for the
+    project each URL is bound to.
+    """
+    from .emulator import WebhookEndpoint, Webhooks
+    from .emulator._projects import DEFAULT_PROJECT
+
+    projects = set(keys.values()) if keys else {DEFAULT_PROJECT}
+    urls = [_webhook_url(url, projects) for url in args.webhook_url]
+    secrets = args.webhook_secret
     window = _positive("--webhook-window", args.webhook_window)
     if not urls:
         if secrets:
@@ -445,7 +483,7 @@ def _webhooks(args: argparse.Namespace) -> Any:
             "one secret for all, or one per URL"
         )
     return Webhooks(
-        [WebhookEndpoint(u, s) for u, s in zip(urls, secrets, strict=True)],
+        [WebhookEndpoint(u, s, p) for (u, p), s in zip(urls, secrets, strict=True)],
         window_seconds=window,
     )
 
@@ -675,7 +713,10 @@ def _banner_extras(admin: bool, gateway: dict[str, Any], webhooks: Any) -> None:
         shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
         print(f"batchfsm emulator: upstream: {shown}", flush=True)
     if webhooks is not None:
-        shown = ", ".join(e.url for e in webhooks.endpoints)
+        shown = ", ".join(
+            f"{e.url} ({'every project' if e.project is None else e.project})"
+            for e in webhooks.endpoints
+        )
         print(f"batchfsm emulator: webhooks to {shown}", flush=True)
 
 
@@ -693,7 +734,7 @@ def _serve(args: argparse.Namespace) -> int:
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
         gateway = _upstream_settings(args)
-        webhooks = _webhooks(args)
+        webhooks = _webhooks(args, api_keys)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)
