@@ -9,7 +9,10 @@ emulator. Whatever they do, a key never learns the other project's objects:
 - asking about another project's id answers exactly as asking about an
   unknown id of the same shape (status, body, headers but the request id);
 - each key's listings hold exactly its own files (its uploads and its
-  batches' result files) and its own batches: no count of the other's shows.
+  batches' result files) and its own batches: no count of the other's shows;
+- each project's webhook endpoint (a real receiver the test starts, one path
+  per project) is delivered exactly the events of its own ended batches,
+  signed: never one of the other project's.
 
 The store is shared by every example (memory, SQLite, a real PostgreSQL);
 each example's keys have projects of their own, so the objects of the
@@ -18,7 +21,9 @@ examples before are there too, in other projects, and must stay unseen.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +41,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from standardwebhooks import Webhook
 
 from batchfsm.emulator import (
     Emulator,
@@ -44,10 +50,12 @@ from batchfsm.emulator import (
     SQLiteStore,
     SQLStore,
     VirtualClock,
+    WebhookEndpoint,
     create_app,
     make_input_file,
     open_store,
 )
+from batchfsm.emulator._receiver import WebhookReceiver
 
 CHAT = "/v1/chat/completions"
 WHO = st.sampled_from(["a", "b"])
@@ -55,6 +63,7 @@ WHO = st.sampled_from(["a", "b"])
 _READ_INPUT = {"in_progress", "finalizing", "completed"}
 #: The headers an answer may differ by whatever it answers.
 _PER_REQUEST = {"x-request-id", "date"}
+_ENDED = {"completed", "failed", "expired", "cancelled"}
 
 
 def _other(who: str) -> str:
@@ -73,6 +82,8 @@ class Projects(RuleBasedStateMachine):
 
     #: Each example's emulator: each test's own, shared by its examples.
     make_emulator: Callable[[], Emulator]
+    #: The test's webhook receiver (None: webhooks not judged).
+    receiver: WebhookReceiver | None = None
 
     files = Bundle("files")
     batches = Bundle("batches")
@@ -86,6 +97,14 @@ class Projects(RuleBasedStateMachine):
             key.split("-")[1]: {"Authorization": f"Bearer {key}"} for key in keys
         }
         self.transport = EmulatorTransport(create_app(self.emulator, api_keys=keys))
+        self.hook_paths: dict[str, str] = {}
+        if self.receiver is not None:
+            for who, project in zip("ab", keys.values(), strict=True):
+                url = f"{self.receiver.url}/{project}"
+                self.hook_paths[who] = url.split("/", 3)[3]
+                self.emulator.add_webhook(
+                    WebhookEndpoint(url, self.receiver.secret or "", project)
+                )
         self.http = httpx2.Client(transport=self.transport, base_url="http://e/v1")
         # What each key made and still has, and every id it was ever shown.
         self.live_files: dict[str, set[str]] = {"a": set(), "b": set()}
@@ -247,10 +266,29 @@ class Projects(RuleBasedStateMachine):
             self.learn(who, iter(results))
             files = self.call(who, "GET", "/files?limit=10000").json()
             assert {f["id"] for f in files["data"]} == self.live_files[who] | results
+            if self.receiver is not None:
+                ended = {b["id"] for b in page["data"] if b["status"] in _ENDED}
+                assert self.hooked(who) == ended
+
+    def hooked(self, who: str) -> set[str]:
+        """The batches whose events reached ``who``'s endpoint (signatures checked)."""
+        assert self.receiver is not None and self.receiver.secret is not None
+        hook = Webhook(self.receiver.secret)
+        path = "/" + self.hook_paths[who]
+        got = set()
+        for r in list(self.receiver.received):
+            if r.path == path:
+                got.add(hook.verify(r.body, r.headers)["data"]["id"])
+        return got
 
 
-def _run(make_emulator: Callable[[], Emulator], **options: Any) -> None:
+def _run(
+    make_emulator: Callable[[], Emulator],
+    receiver: WebhookReceiver | None = None,
+    **options: Any,
+) -> None:
     Projects.make_emulator = staticmethod(make_emulator)
+    Projects.receiver = receiver
     run_state_machine_as_test(
         Projects,
         settings=settings(
@@ -264,7 +302,7 @@ def _run(make_emulator: Callable[[], Emulator], **options: Any) -> None:
 
 
 #: A broken store is caught as soon as found: no shrinking, one failure.
-_FOUND = {
+_FOUND: dict[str, Any] = {
     "phases": (Phase.generate,),
     "report_multiple_bugs": False,
     "database": None,
@@ -289,8 +327,16 @@ def emulator(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Emulator
         store.close()
 
 
-def test_no_project_ever_sees_another_projects_objects(emulator: Emulator) -> None:
-    _run(lambda: emulator)
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver("whsec_" + base64.b64encode(os.urandom(24)).decode()) as made:
+        yield made
+
+
+def test_no_project_ever_sees_another_projects_objects(
+    emulator: Emulator, receiver: WebhookReceiver
+) -> None:
+    _run(lambda: emulator, receiver)
 
 
 def _leaky_get(get: Callable[..., Any]) -> Callable[..., Any]:
@@ -330,6 +376,24 @@ def test_the_property_catches_a_store_that_ignores_the_project(
     # The test above can fail: lookups or a listing that leave out the project.
     with pytest.raises(AssertionError):
         _run(broken, **_FOUND)
+
+
+def _leaky_webhooks() -> Emulator:
+    store = MemoryBatchStore()
+    add = store.outbox.add_webhook_endpoint
+
+    def add_for_all(url: str, project: str | None = None) -> None:
+        add(url)  # the project ignored: every project's events go there
+
+    store.outbox.add_webhook_endpoint = add_for_all  # type: ignore[method-assign]
+    return Emulator(clock=VirtualClock(), store=store)
+
+
+def test_the_property_catches_events_sent_to_another_projects_endpoint(
+    receiver: WebhookReceiver,
+) -> None:
+    with pytest.raises(AssertionError):
+        _run(_leaky_webhooks, receiver, **_FOUND)
 
 
 def test_unknown_like_keeps_the_shape() -> None:
