@@ -133,7 +133,7 @@ def test_another_projects_upload_is_unknown_whatever_its_state(emu, http, state)
         http.post(f"/v1/uploads/{upload_id}/complete",
                   json={"part_ids": [part["id"]]}, headers=A)  # fmt: skip
     else:
-        emu.clock.advance(3600)  # type: ignore[attr-defined]
+        emu.clock.advance(3600)
     own = http.post(f"/v1/uploads/{upload_id}/cancel", headers=A)
     assert own.status_code == 400 and f"is {state}" in own.json()["error"]["message"]
     _as_unknown(http, upload_id, part["id"])
