@@ -57,6 +57,10 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   one: a late record of a claim taken over is refused) and ``deadline``;
   ``delivery_attempts``: one row per attempt (when, HTTP status, error).
 
+- ``storage`` (since version 12): per project, the bytes its files hold
+  together, moved by every write that adds or deletes files (in its
+  transaction), so that the storage bound is checked by reading one row.
+
 Since version 8 every batch and file keeps its ``project`` (the API key's
 project that made it; a result file its batch's), indexed with ``seq`` for
 each project's pages (files: with ``purpose`` too); the objects of an
@@ -463,6 +467,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE batchfsm_webhook_endpoints ADD COLUMN project text",
             "UPDATE batchfsm_events e SET project = b.project"
             " FROM batchfsm_batches b WHERE b.id = e.batch_id AND e.project IS NULL",
+        ),
+    ),
+    Migration(
+        12,
+        "each project's stored bytes as a counter, not a sum over every file",
+        sqlite=(
+            """CREATE TABLE batchfsm_storage (
+                project TEXT PRIMARY KEY,
+                bytes INTEGER NOT NULL
+            )""",
+            "INSERT INTO batchfsm_storage (project, bytes)"
+            " SELECT project, coalesce(sum(json_extract(body, '$.bytes')), 0)"
+            " FROM batchfsm_files GROUP BY project",
+        ),
+        postgres=(
+            """CREATE TABLE batchfsm_storage (
+                project text PRIMARY KEY,
+                bytes bigint NOT NULL
+            )""",
+            # Files are added by others meanwhile: none while the table fills.
+            "LOCK TABLE batchfsm_files IN SHARE MODE",
+            "INSERT INTO batchfsm_storage (project, bytes)"
+            " SELECT project, coalesce(sum((body::json ->> 'bytes')::bigint), 0)"
+            " FROM batchfsm_files GROUP BY project",
         ),
     ),
 )
