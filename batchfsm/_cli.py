@@ -18,13 +18,13 @@
   catalogue; ``--enqueued-token-limit`` (repeatable) fails batches over a
   model's enqueued token limit, as the live API does; ``--store-threads`` and
   ``--upload-budget`` size the app's store threads and the bytes uploads in
-  flight may hold together; ``--max-storage`` bounds the bytes of all stored
-  files (an upload past it gets 413) and ``--max-output-bytes`` the result
-  lines one batch may store (its requests past it fail); the last four bound
-  connections (open at once, from one address, the deadlines for a request's
-  head and for all of it). ``--api-key`` (repeatable) and ``--keys-file``
-  give the keys, each in a project (``KEY=PROJECT``; a plain ``KEY`` is in the
-  default project).
+  flight may hold together; ``--max-storage`` bounds the bytes of each
+  project's stored files (an upload past it gets 413) and
+  ``--max-output-bytes`` the result lines one batch may store (its requests
+  past it fail); the last four bound connections (open at once, from one
+  address, the deadlines for a request's head and for all of it).
+  ``--api-key`` (repeatable) and ``--keys-file`` give the keys, each in a
+  project (``KEY=PROJECT``; a plain ``KEY`` is in the default project).
   ``--webhook-url`` (repeatable; ``PROJECT=URL`` for one project's batches,
   ``*=URL`` for every project's) delivers each batch's event there, signed
   with ``--webhook-secret`` (one for all, or one per URL;
@@ -283,7 +283,8 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "--max-storage",
         default=None,
         metavar="BYTES",
-        help="the bytes all stored files may hold together (per database): an "
+        help="the bytes each project's stored files may hold together (all of "
+        "them, without projects): an "
         "upload that would pass it gets 413 storage_limit_exceeded; result files "
         "count toward it but are never refused (bytes, or with a unit: 10GB; "
         "default: no limit)",

@@ -126,8 +126,8 @@ class Emulator(Doubles):
             fails validation with ``token_limit_exceeded``, as the live API's
             does; its tokens are estimated as the default handler counts
             ``usage.input_tokens``, held from ``in_progress`` until it ends.
-        max_storage_bytes: the bytes all stored files may hold together
-            (None: no limit); an upload that would pass it is refused with
+        max_storage_bytes: the bytes each project's stored files may hold
+            together (None: no limit); an upload that would pass it is refused with
             413 ``storage_limit_exceeded``. Result files count toward it but
             are never refused by it (``max_output_bytes`` bounds them).
         max_output_bytes: the bytes of result lines one batch may store (None:
