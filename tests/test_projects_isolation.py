@@ -1,8 +1,9 @@
 """Projects never see each other: a stateful property test, on every store.
 
 Two API keys, each in its own project, make random calls over HTTP (upload,
-create, retrieve, list, cancel, content, delete, and time passing) on one
-emulator. Whatever they do, a key never learns the other project's objects:
+create, retrieve, list, cancel, content, delete, the Uploads API's create,
+add part, complete and cancel, and time passing) on one emulator. Whatever
+they do, a key never learns the other project's objects:
 
 - every answer to one key names none of the ids the other project holds
   (but the id it asked about itself);
@@ -56,6 +57,7 @@ from batchfsm.emulator import (
     open_store,
 )
 from batchfsm.emulator._receiver import WebhookReceiver
+from batchfsm.emulator._uploads import uploads_of
 
 CHAT = "/v1/chat/completions"
 WHO = st.sampled_from(["a", "b"])
@@ -64,6 +66,8 @@ _READ_INPUT = {"in_progress", "finalizing", "completed"}
 #: The headers an answer may differ by whatever it answers.
 _PER_REQUEST = {"x-request-id", "date"}
 _ENDED = {"completed", "failed", "expired", "cancelled"}
+#: One request line: an upload's one part.
+_LINE = make_input_file(1)
 
 
 def _other(who: str) -> str:
@@ -115,10 +119,13 @@ class Projects(RuleBasedStateMachine):
         self.named: dict[str, set[str]] = {"a": set(), "b": set()}
         # Batches of another project's file: they never read it.
         self.foreign_input: set[str] = set()
+        # Each upload's parts (ids), as its owner added them.
+        self.parts: dict[str, list[str]] = {}
 
     def teardown(self) -> None:
         self.http.close()
         self.transport.close()
+        uploads_of(self.emulator).clear()  # parts still held: temporary files
 
     # -- calls, each judged for leaks --------------------------------------------------
 
@@ -135,11 +142,13 @@ class Projects(RuleBasedStateMachine):
         assert not leaked, f"{who} was shown {leaked} of the other project"
         return answer
 
-    def as_unknown(self, who: str, method: str, path: str, foreign: str) -> None:
+    def as_unknown(
+        self, who: str, method: str, path: str, foreign: str, **kw: Any
+    ) -> None:
         """Asking about ``foreign`` answers exactly as about an unknown id."""
         unknown = _unknown_like(foreign)
-        got = self.call(who, method, path.format(foreign), asked=foreign)
-        want = self.call(who, method, path.format(unknown), asked=unknown)
+        got = self.call(who, method, path.format(foreign), asked=foreign, **kw)
+        want = self.call(who, method, path.format(unknown), asked=unknown, **kw)
         assert got.status_code == want.status_code
         assert got.status_code in (400, 404), got.text
         assert got.text.replace(foreign, "ID") == want.text.replace(unknown, "ID")
@@ -282,21 +291,68 @@ class Projects(RuleBasedStateMachine):
         return got
 
 
+class ProjectsAndUploads(Projects):
+    """The same, and the Uploads API's calls too (an upload another key's)."""
+
+    uploads = Bundle("uploads")
+
+    @rule(target=uploads, who=WHO)
+    def start_upload(self, who: str) -> tuple[str, str]:
+        body = {"bytes": len(_LINE), "filename": "in.jsonl",
+                "mime_type": "text/jsonl", "purpose": "batch"}  # fmt: skip
+        answer = self.call(who, "POST", "/uploads", json=body)
+        assert answer.status_code == 200, answer.text
+        upload_id = answer.json()["id"]
+        self.learn(who, iter([upload_id]))
+        return who, upload_id
+
+    @rule(
+        who=WHO, upload=uploads, call=st.sampled_from(["parts", "complete", "cancel"])
+    )
+    def upload_call(self, who: str, upload: tuple[str, str], call: str) -> None:
+        owner, upload_id = upload
+        parts = self.parts.setdefault(upload_id, [])
+        each: dict[str, dict[str, Any]] = {
+            "parts": {"files": {"data": ("p", _LINE)}},
+            "complete": {"json": {"part_ids": parts[:1]}},
+            "cancel": {},
+        }
+        options = each[call]
+        path = "/uploads/{}/" + call
+        if owner != who:
+            self.as_unknown(who, "POST", path, upload_id, **options)
+            return
+        answer = self.call(who, "POST", path.format(upload_id), **options)
+        assert answer.status_code in (200, 400), answer.text
+        if answer.status_code != 200:
+            return  # not pending, or the parts do not add up: the owner is told
+        got = answer.json()
+        if call == "parts":
+            parts.append(got["id"])
+            self.learn(who, iter([got["id"]]))
+        elif call == "complete":
+            self.live_files[who].add(got["file"]["id"])
+            self.learn(who, iter([got["file"]["id"]]))
+
+
 def _run(
     make_emulator: Callable[[], Emulator],
     receiver: WebhookReceiver | None = None,
+    machine: type[Projects] = Projects,
     **options: Any,
 ) -> None:
     Projects.make_emulator = staticmethod(make_emulator)
     Projects.receiver = receiver
     run_state_machine_as_test(
-        Projects,
+        machine,
         settings=settings(
-            max_examples=12,
-            stateful_step_count=20,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-            **options,
+            **{
+                "max_examples": 12,
+                "stateful_step_count": 20,
+                "deadline": None,
+                "suppress_health_check": [HealthCheck.too_slow],
+                **options,
+            }
         ),
     )
 
@@ -336,7 +392,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 def test_no_project_ever_sees_another_projects_objects(
     emulator: Emulator, receiver: WebhookReceiver
 ) -> None:
-    _run(lambda: emulator, receiver)
+    _run(lambda: emulator, receiver, ProjectsAndUploads, stateful_step_count=30)
 
 
 def _leaky_get(get: Callable[..., Any]) -> Callable[..., Any]:
