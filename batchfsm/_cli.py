@@ -11,7 +11,7 @@
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
   [--max-connections N] [--max-connections-per-address N] [--head-seconds S]
-  [--request-seconds S] [--webhook-url URL --webhook-secret whsec_...]
+  [--request-seconds S] [--webhook-url [PROJECT=]URL --webhook-secret whsec_...]
   [--webhook-window S] [--admin]`` serves the emulator; with ``--db`` its batches and
   files live in SQLite or PostgreSQL (several processes may share
   PostgreSQL); ``--model`` (repeatable) and ``--any-model`` widen the model
@@ -20,14 +20,15 @@
   (repeatable) fails batches over a model's enqueued token limit, as the
   live API does; ``--store-threads`` and
   ``--upload-budget`` size the app's store threads and the bytes uploads in
-  flight may hold together; ``--max-storage`` bounds the bytes of all stored
-  files (an upload past it gets 413) and ``--max-output-bytes`` the result
-  lines one batch may store (its requests past it fail); the last four bound
-  connections (open at once, from one address, the deadlines for a request's
-  head and for all of it). ``--api-key`` (repeatable) and ``--keys-file``
-  give the keys, each in a project (``KEY=PROJECT``; a plain ``KEY`` is in the
-  default project).
-  ``--webhook-url`` (repeatable) delivers each batch's event there, signed
+  flight may hold together; ``--max-storage`` bounds the bytes of each
+  project's stored files (an upload past it gets 413) and
+  ``--max-output-bytes`` the result lines one batch may store (its requests
+  past it fail); the last four bound connections (open at once, from one
+  address, the deadlines for a request's head and for all of it).
+  ``--api-key`` (repeatable) and ``--keys-file`` give the keys, each in a
+  project (``KEY=PROJECT``; a plain ``KEY`` is in the default project).
+  ``--webhook-url`` (repeatable; ``PROJECT=URL`` for one project's batches,
+  ``*=URL`` for every project's) delivers each batch's event there, signed
   with ``--webhook-secret`` (one for all, or one per URL;
   ``$BATCHFSM_WEBHOOK_SECRET``).
   ``--admin`` adds the admin routes for tests (faults, the request log, the
@@ -292,7 +293,8 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "--max-storage",
         default=None,
         metavar="BYTES",
-        help="the bytes all stored files may hold together (per database): an "
+        help="the bytes each project's stored files may hold together (all of "
+        "them, without projects): an "
         "upload that would pass it gets 413 storage_limit_exceeded; result files "
         "count toward it but are never refused (bytes, or with a unit: 10GB; "
         "default: no limit)",
@@ -405,10 +407,13 @@ def _webhook_options(serve: argparse.ArgumentParser) -> None:
         "--webhook-url",
         action="append",
         default=[],
-        metavar="URL",
+        metavar="[PROJECT=]URL",
         help="POST each batch's event (batch.completed, batch.failed, "
         "batch.expired, batch.cancelled) to URL, signed as Standard Webhooks, "
-        "at least once (repeatable)",
+        "at least once (repeatable); PROJECT=URL: the events of that project's "
+        "batches only (as the live API's webhooks are set per project), *=URL: "
+        "every project's; a plain URL is refused when --api-key puts keys in "
+        "projects",
     )
     serve.add_argument(
         "--webhook-secret",
@@ -429,11 +434,45 @@ def _webhook_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def _webhooks(args: argparse.Namespace) -> Any:
-    """The ``Webhooks`` the options name (None if no URL), or a one-line ValueError."""
-    from .emulator import WebhookEndpoint, Webhooks
+def _webhook_url(setting: str, projects: set[str]) -> tuple[str, str | None]:
+    """``[PROJECT=]URL`` as (URL, project or None: every project's), or a ValueError.
 
-    urls, secrets = args.webhook_url, args.webhook_secret
+    ``projects`` are those the keys are in: a project named must be one, and
+    a plain URL is refused when they are other than the default project's,
+    so that no endpoint is told another project's events unless ``*=``
+    says so.
+    """
+    from .emulator._projects import DEFAULT_PROJECT, check_project
+
+    if setting.startswith(("http://", "https://")) or "=" not in setting:
+        if projects - {DEFAULT_PROJECT}:
+            raise ValueError(
+                f"--webhook-url {setting}: the API keys are in projects "
+                f"({', '.join(sorted(projects))}): name the project whose events "
+                "it gets, PROJECT=URL, or *=URL for every project's"
+            )
+        return setting, None
+    project, _, url = setting.partition("=")
+    if project == "*":
+        return url, None
+    check_project(project, f"--webhook-url {setting}: the project")
+    if project not in projects:
+        raise ValueError(f"--webhook-url {setting}: no API key is in project {project}")
+    return url, project
+
+
+def _webhooks(args: argparse.Namespace, keys: dict[str, str] | None) -> Any:
+    """The ``Webhooks`` the options name (None if no URL), or a one-line ValueError.
+
+    ``keys`` are the API keys (key to project; None: no key), for the
+    project each URL is bound to.
+    """
+    from .emulator import WebhookEndpoint, Webhooks
+    from .emulator._projects import DEFAULT_PROJECT
+
+    projects = set(keys.values()) if keys else {DEFAULT_PROJECT}
+    urls = [_webhook_url(url, projects) for url in args.webhook_url]
+    secrets = args.webhook_secret
     window = _positive("--webhook-window", args.webhook_window)
     if not urls:
         if secrets:
@@ -455,7 +494,7 @@ def _webhooks(args: argparse.Namespace) -> Any:
             "one secret for all, or one per URL"
         )
     return Webhooks(
-        [WebhookEndpoint(u, s) for u, s in zip(urls, secrets, strict=True)],
+        [WebhookEndpoint(u, s, p) for (u, p), s in zip(urls, secrets, strict=True)],
         window_seconds=window,
     )
 
@@ -701,7 +740,10 @@ def _banner_extras(admin: bool, gateway: dict[str, Any], webhooks: Any) -> None:
         shown = ", ".join(f"{model} -> {url}" for model, url in sorted(routes.items()))
         print(f"batchfsm emulator: upstream: {shown}", flush=True)
     if webhooks is not None:
-        shown = ", ".join(e.url for e in webhooks.endpoints)
+        shown = ", ".join(
+            f"{e.url} ({'every project' if e.project is None else e.project})"
+            for e in webhooks.endpoints
+        )
         print(f"batchfsm emulator: webhooks to {shown}", flush=True)
 
 
@@ -724,7 +766,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "--embedding-dimensions sizes the fake's embeddings: with "
                 "--upstream, the upstream answers"
             )
-        webhooks = _webhooks(args)
+        webhooks = _webhooks(args, api_keys)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
         print(f"batchfsm serve: {exc}", file=sys.stderr)

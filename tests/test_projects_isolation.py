@@ -1,15 +1,19 @@
 """Projects never see each other: a stateful property test, on every store.
 
 Two API keys, each in its own project, make random calls over HTTP (upload,
-create, retrieve, list, cancel, content, delete, and time passing) on one
-emulator. Whatever they do, a key never learns the other project's objects:
+create, retrieve, list, cancel, content, delete, the Uploads API's create,
+add part, complete and cancel, and time passing) on one emulator. Whatever
+they do, a key never learns the other project's objects:
 
 - every answer to one key names none of the ids the other project holds
   (but the id it asked about itself);
 - asking about another project's id answers exactly as asking about an
   unknown id of the same shape (status, body, headers but the request id);
 - each key's listings hold exactly its own files (its uploads and its
-  batches' result files) and its own batches: no count of the other's shows.
+  batches' result files) and its own batches: no count of the other's shows;
+- each project's webhook endpoint (a real receiver the test starts, one path
+  per project) is delivered exactly the events of its own ended batches,
+  signed: never one of the other project's.
 
 The store is shared by every example (memory, SQLite, a real PostgreSQL);
 each example's keys have projects of their own, so the objects of the
@@ -18,7 +22,9 @@ examples before are there too, in other projects, and must stay unseen.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +42,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from standardwebhooks import Webhook
 
 from batchfsm.emulator import (
     Emulator,
@@ -44,10 +51,13 @@ from batchfsm.emulator import (
     SQLiteStore,
     SQLStore,
     VirtualClock,
+    WebhookEndpoint,
     create_app,
     make_input_file,
     open_store,
 )
+from batchfsm.emulator._receiver import WebhookReceiver
+from batchfsm.emulator._uploads import uploads_of
 
 CHAT = "/v1/chat/completions"
 WHO = st.sampled_from(["a", "b"])
@@ -55,6 +65,9 @@ WHO = st.sampled_from(["a", "b"])
 _READ_INPUT = {"in_progress", "finalizing", "completed"}
 #: The headers an answer may differ by whatever it answers.
 _PER_REQUEST = {"x-request-id", "date"}
+_ENDED = {"completed", "failed", "expired", "cancelled"}
+#: One request line: an upload's one part.
+_LINE = make_input_file(1)
 
 
 def _other(who: str) -> str:
@@ -73,6 +86,8 @@ class Projects(RuleBasedStateMachine):
 
     #: Each example's emulator: each test's own, shared by its examples.
     make_emulator: Callable[[], Emulator]
+    #: The test's webhook receiver (None: webhooks not judged).
+    receiver: WebhookReceiver | None = None
 
     files = Bundle("files")
     batches = Bundle("batches")
@@ -86,6 +101,14 @@ class Projects(RuleBasedStateMachine):
             key.split("-")[1]: {"Authorization": f"Bearer {key}"} for key in keys
         }
         self.transport = EmulatorTransport(create_app(self.emulator, api_keys=keys))
+        self.hook_paths: dict[str, str] = {}
+        if self.receiver is not None:
+            for who, project in zip("ab", keys.values(), strict=True):
+                url = f"{self.receiver.url}/{project}"
+                self.hook_paths[who] = url.split("/", 3)[3]
+                self.emulator.add_webhook(
+                    WebhookEndpoint(url, self.receiver.secret or "", project)
+                )
         self.http = httpx2.Client(transport=self.transport, base_url="http://e/v1")
         # What each key made and still has, and every id it was ever shown.
         self.live_files: dict[str, set[str]] = {"a": set(), "b": set()}
@@ -96,10 +119,13 @@ class Projects(RuleBasedStateMachine):
         self.named: dict[str, set[str]] = {"a": set(), "b": set()}
         # Batches of another project's file: they never read it.
         self.foreign_input: set[str] = set()
+        # Each upload's parts (ids), as its owner added them.
+        self.parts: dict[str, list[str]] = {}
 
     def teardown(self) -> None:
         self.http.close()
         self.transport.close()
+        uploads_of(self.emulator).clear()  # parts still held: temporary files
 
     # -- calls, each judged for leaks --------------------------------------------------
 
@@ -116,11 +142,13 @@ class Projects(RuleBasedStateMachine):
         assert not leaked, f"{who} was shown {leaked} of the other project"
         return answer
 
-    def as_unknown(self, who: str, method: str, path: str, foreign: str) -> None:
+    def as_unknown(
+        self, who: str, method: str, path: str, foreign: str, **kw: Any
+    ) -> None:
         """Asking about ``foreign`` answers exactly as about an unknown id."""
         unknown = _unknown_like(foreign)
-        got = self.call(who, method, path.format(foreign), asked=foreign)
-        want = self.call(who, method, path.format(unknown), asked=unknown)
+        got = self.call(who, method, path.format(foreign), asked=foreign, **kw)
+        want = self.call(who, method, path.format(unknown), asked=unknown, **kw)
         assert got.status_code == want.status_code
         assert got.status_code in (400, 404), got.text
         assert got.text.replace(foreign, "ID") == want.text.replace(unknown, "ID")
@@ -247,24 +275,90 @@ class Projects(RuleBasedStateMachine):
             self.learn(who, iter(results))
             files = self.call(who, "GET", "/files?limit=10000").json()
             assert {f["id"] for f in files["data"]} == self.live_files[who] | results
+            if self.receiver is not None:
+                ended = {b["id"] for b in page["data"] if b["status"] in _ENDED}
+                assert self.hooked(who) == ended
+
+    def hooked(self, who: str) -> set[str]:
+        """The batches whose events reached ``who``'s endpoint (signatures checked)."""
+        assert self.receiver is not None and self.receiver.secret is not None
+        hook = Webhook(self.receiver.secret)
+        path = "/" + self.hook_paths[who]
+        got = set()
+        for r in list(self.receiver.received):
+            if r.path == path:
+                got.add(hook.verify(r.body, r.headers)["data"]["id"])
+        return got
 
 
-def _run(make_emulator: Callable[[], Emulator], **options: Any) -> None:
+class ProjectsAndUploads(Projects):
+    """The same, and the Uploads API's calls too (an upload another key's)."""
+
+    uploads = Bundle("uploads")
+
+    @rule(target=uploads, who=WHO)
+    def start_upload(self, who: str) -> tuple[str, str]:
+        body = {"bytes": len(_LINE), "filename": "in.jsonl",
+                "mime_type": "text/jsonl", "purpose": "batch"}  # fmt: skip
+        answer = self.call(who, "POST", "/uploads", json=body)
+        assert answer.status_code == 200, answer.text
+        upload_id = answer.json()["id"]
+        self.learn(who, iter([upload_id]))
+        return who, upload_id
+
+    @rule(
+        who=WHO, upload=uploads, call=st.sampled_from(["parts", "complete", "cancel"])
+    )
+    def upload_call(self, who: str, upload: tuple[str, str], call: str) -> None:
+        owner, upload_id = upload
+        parts = self.parts.setdefault(upload_id, [])
+        each: dict[str, dict[str, Any]] = {
+            "parts": {"files": {"data": ("p", _LINE)}},
+            "complete": {"json": {"part_ids": parts[:1]}},
+            "cancel": {},
+        }
+        options = each[call]
+        path = "/uploads/{}/" + call
+        if owner != who:
+            self.as_unknown(who, "POST", path, upload_id, **options)
+            return
+        answer = self.call(who, "POST", path.format(upload_id), **options)
+        assert answer.status_code in (200, 400), answer.text
+        if answer.status_code != 200:
+            return  # not pending, or the parts do not add up: the owner is told
+        got = answer.json()
+        if call == "parts":
+            parts.append(got["id"])
+            self.learn(who, iter([got["id"]]))
+        elif call == "complete":
+            self.live_files[who].add(got["file"]["id"])
+            self.learn(who, iter([got["file"]["id"]]))
+
+
+def _run(
+    make_emulator: Callable[[], Emulator],
+    receiver: WebhookReceiver | None = None,
+    machine: type[Projects] = Projects,
+    **options: Any,
+) -> None:
     Projects.make_emulator = staticmethod(make_emulator)
+    Projects.receiver = receiver
     run_state_machine_as_test(
-        Projects,
+        machine,
         settings=settings(
-            max_examples=12,
-            stateful_step_count=20,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-            **options,
+            **{
+                "max_examples": 12,
+                "stateful_step_count": 20,
+                "deadline": None,
+                "suppress_health_check": [HealthCheck.too_slow],
+                **options,
+            }
         ),
     )
 
 
 #: A broken store is caught as soon as found: no shrinking, one failure.
-_FOUND = {
+_FOUND: dict[str, Any] = {
     "phases": (Phase.generate,),
     "report_multiple_bugs": False,
     "database": None,
@@ -289,8 +383,16 @@ def emulator(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Emulator
         store.close()
 
 
-def test_no_project_ever_sees_another_projects_objects(emulator: Emulator) -> None:
-    _run(lambda: emulator)
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver("whsec_" + base64.b64encode(os.urandom(24)).decode()) as made:
+        yield made
+
+
+def test_no_project_ever_sees_another_projects_objects(
+    emulator: Emulator, receiver: WebhookReceiver
+) -> None:
+    _run(lambda: emulator, receiver, ProjectsAndUploads, stateful_step_count=30)
 
 
 def _leaky_get(get: Callable[..., Any]) -> Callable[..., Any]:
@@ -330,6 +432,24 @@ def test_the_property_catches_a_store_that_ignores_the_project(
     # The test above can fail: lookups or a listing that leave out the project.
     with pytest.raises(AssertionError):
         _run(broken, **_FOUND)
+
+
+def _leaky_webhooks() -> Emulator:
+    store = MemoryBatchStore()
+    add = store.outbox.add_webhook_endpoint
+
+    def add_for_all(url: str, project: str | None = None) -> None:
+        add(url)  # the project ignored: every project's events go there
+
+    store.outbox.add_webhook_endpoint = add_for_all  # type: ignore[method-assign]
+    return Emulator(clock=VirtualClock(), store=store)
+
+
+def test_the_property_catches_events_sent_to_another_projects_endpoint(
+    receiver: WebhookReceiver,
+) -> None:
+    with pytest.raises(AssertionError):
+        _run(_leaky_webhooks, receiver, **_FOUND)
 
 
 def test_unknown_like_keeps_the_shape() -> None:

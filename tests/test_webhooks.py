@@ -308,7 +308,7 @@ def test_serve_takes_the_secret_from_the_environment(monkeypatch):
     args = argparse.Namespace(
         webhook_url=["http://a/", "http://b/"], webhook_secret=[], webhook_window="60"
     )
-    hooks = _webhooks(args)
+    hooks = _webhooks(args, None)
     assert [(e.url, e.secret) for e in hooks.endpoints] == [
         ("http://a/", SECRET),
         ("http://b/", SECRET),

@@ -126,8 +126,8 @@ class Emulator(Doubles):
             fails validation with ``token_limit_exceeded``, as the live API's
             does; its tokens are estimated as the default handler counts
             ``usage.input_tokens``, held from ``in_progress`` until it ends.
-        max_storage_bytes: the bytes all stored files may hold together
-            (None: no limit); an upload that would pass it is refused with
+        max_storage_bytes: the bytes each project's stored files may hold
+            together (None: no limit); an upload that would pass it is refused with
             413 ``storage_limit_exceeded``. Result files count toward it but
             are never refused by it (``max_output_bytes`` bounds them).
         max_output_bytes: the bytes of result lines one batch may store (None:
@@ -137,7 +137,9 @@ class Emulator(Doubles):
             after it do not run); the batch goes on and ends as usual.
         webhooks: deliver each batch's event when it ends (``batch.completed``
             and the like) to these endpoints, signed (a :class:`Webhooks`, or
-            its endpoints). In-process they are delivered when due work runs
+            its endpoints): to those of the batch's project
+            (:attr:`WebhookEndpoint.project`) and those bound to none.
+            In-process they are delivered when due work runs
             (by the clock: a virtual clock delivers when it moves); after
             :meth:`start`, by a thread of their own. Every store keeps the
             events (:meth:`webhook_events`) whether or not they are delivered.
@@ -218,11 +220,13 @@ class Emulator(Doubles):
             if not isinstance(webhooks, Webhooks):
                 webhooks = Webhooks(webhooks)
             for endpoint in webhooks.endpoints:
-                self.outbox.add_webhook_endpoint(endpoint.url)
+                self.outbox.add_webhook_endpoint(endpoint.url, endpoint.project)
             self.webhooks = webhooks
 
     def add_webhook(self, endpoint: WebhookEndpoint) -> None:
         """Deliver the events of the batches that end from now on to ``endpoint`` too.
+
+        Those of its project's batches only, if it names one.
 
         Example:
             >>> emu = Emulator()
@@ -234,7 +238,7 @@ class Emulator(Doubles):
         if self.webhooks is None:
             self.webhooks = Webhooks(())
         self.webhooks.add(endpoint)
-        self.outbox.add_webhook_endpoint(endpoint.url)
+        self.outbox.add_webhook_endpoint(endpoint.url, endpoint.project)
 
     @property
     def outbox(self) -> Outbox:

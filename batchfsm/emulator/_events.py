@@ -9,8 +9,9 @@ The event is derived from the ended batch alone: its type names the status,
 batch id (a batch ends once: one event, the same id however often a write of
 it is retried, random when the batch id is).
 
-Each event is then delivered to every webhook endpoint the store knew when it
-was written (:class:`Delivery`), each attempt recorded (:class:`Attempt`).
+Each event keeps the project of its batch, and is then delivered to every
+webhook endpoint the store knew when it was written that is the project's or
+every project's (:class:`Delivery`), each attempt recorded (:class:`Attempt`).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class WebhookEvent:
         return _json.encode(self.to_dict())
 
 
-def event_for(batch: Batch) -> WebhookEvent | None:
+def event_for(batch: Batch, project: str | None = None) -> WebhookEvent | None:
     """The event of ``batch``'s move to its status; None if it is not terminal.
+
+    ``project`` is the batch's: only its endpoints (and those of every
+    project) are delivered the event.
 
     Example:
         >>> import batchfsm as bf
@@ -92,6 +96,7 @@ def event_for(batch: Batch) -> WebhookEvent | None:
         type=f"batch.{batch.status.value}",
         created_at=at,
         batch_id=batch.id,
+        project=project,
     )
 
 

@@ -80,7 +80,8 @@ def _upload_routes(emu: Emulator, guarded: Guard, in_thread: Call) -> list[Route
     uploads = uploads_of(emu)
 
     async def create(request: Request) -> Response:
-        return JSONResponse(uploads.create(await _json(request)))
+        data = await _json(request)
+        return JSONResponse(uploads.create(data, project=project_of(request)))
 
     async def add_part(request: Request) -> Response:
         _declared(request, MAX_PART_BYTES + 64 * 1024)
@@ -101,7 +102,9 @@ def _upload_routes(emu: Emulator, guarded: Guard, in_thread: Call) -> list[Route
                     code="missing_required_parameter",
                 )
             upload_id = request.path_params["upload_id"]
-            part = await in_thread(uploads.add_part, upload_id, data.file)
+            part = await in_thread(
+                uploads.add_part, upload_id, data.file, project=project_of(request)
+            )
         finally:
             await form.close()
         return JSONResponse(part)
@@ -109,14 +112,15 @@ def _upload_routes(emu: Emulator, guarded: Guard, in_thread: Call) -> list[Route
     async def complete(request: Request) -> Response:
         data = await _json(request)
         upload_id = request.path_params["upload_id"]
-        # The completed file is the caller's project's, as any upload.
+        # Another project's upload is unknown; the completed file the project's.
         completed = await in_thread(
             uploads.complete, upload_id, data, project=project_of(request)
         )
         return JSONResponse(completed)
 
     def cancel(request: Request) -> Response:
-        return JSONResponse(uploads.cancel(request.path_params["upload_id"]))
+        upload_id = request.path_params["upload_id"]
+        return JSONResponse(uploads.cancel(upload_id, project=project_of(request)))
 
     base = "/v1/uploads/{upload_id}"
     return [

@@ -46,13 +46,20 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
 
 - ``events`` (since version 10): the outbox: one row per batch event
   (``body`` its JSON, as sent), added by the write that ends the batch;
-  ``project`` NULL until projects name one. ``webhook_endpoints``: the URLs
-  events are delivered to; ``deliveries``: one row per event and endpoint
-  (added with the event), its ``state`` (``pending``, ``delivered``,
+  ``project`` its batch's (since version 11; NULL before, filled in by the
+  upgrade). ``webhook_endpoints``: the URLs events are delivered to, each
+  with its ``project`` (since version 11: only that project's events are
+  delivered there; NULL: every project's, as every endpoint was before);
+  ``deliveries``: one row per event and endpoint it goes to (added with the
+  event), its ``state`` (``pending``, ``delivered``,
   ``failed``), when its next attempt is due (``next_at``, the deliverer's
   clock; a claim moves it past its lease), its ``epoch`` (each claim adds
   one: a late record of a claim taken over is refused) and ``deadline``;
   ``delivery_attempts``: one row per attempt (when, HTTP status, error).
+
+- ``storage`` (since version 12): per project, the bytes its files hold
+  together, moved by every write that adds or deletes files (in its
+  transaction), so that the storage bound is checked by reading one row.
 
 Since version 8 every batch and file keeps its ``project`` (the API key's
 project that made it; a result file its batch's), indexed with ``seq`` for
@@ -445,6 +452,45 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX batchfsm_delivery_attempts_event"
             " ON batchfsm_delivery_attempts (event_id, seq)",
+        ),
+    ),
+    Migration(
+        11,
+        "webhook endpoints bound to a project; each event keeps its batch's project",
+        sqlite=(
+            "ALTER TABLE batchfsm_webhook_endpoints ADD COLUMN project TEXT",
+            "UPDATE batchfsm_events SET project = (SELECT b.project FROM"
+            " batchfsm_batches b WHERE b.id = batchfsm_events.batch_id)"
+            " WHERE project IS NULL",
+        ),
+        postgres=(
+            "ALTER TABLE batchfsm_webhook_endpoints ADD COLUMN project text",
+            "UPDATE batchfsm_events e SET project = b.project"
+            " FROM batchfsm_batches b WHERE b.id = e.batch_id AND e.project IS NULL",
+        ),
+    ),
+    Migration(
+        12,
+        "each project's stored bytes as a counter, not a sum over every file",
+        sqlite=(
+            """CREATE TABLE batchfsm_storage (
+                project TEXT PRIMARY KEY,
+                bytes INTEGER NOT NULL
+            )""",
+            "INSERT INTO batchfsm_storage (project, bytes)"
+            " SELECT project, coalesce(sum(json_extract(body, '$.bytes')), 0)"
+            " FROM batchfsm_files GROUP BY project",
+        ),
+        postgres=(
+            """CREATE TABLE batchfsm_storage (
+                project text PRIMARY KEY,
+                bytes bigint NOT NULL
+            )""",
+            # Files are added by others meanwhile: none while the table fills.
+            "LOCK TABLE batchfsm_files IN SHARE MODE",
+            "INSERT INTO batchfsm_storage (project, bytes)"
+            " SELECT project, coalesce(sum((body::json ->> 'bytes')::bigint), 0)"
+            " FROM batchfsm_files GROUP BY project",
         ),
     ),
 )

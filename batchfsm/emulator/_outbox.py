@@ -3,7 +3,8 @@
 :class:`MemoryOutbox` is the part of :class:`~._stores.MemoryBatchStore` that
 keeps the events its terminal writes add (under the store's lock, in the same
 write as the move) and the state of each event's delivery to each webhook
-endpoint. A delivery is claimed for one attempt at a time: the claim moves its
+endpoint of the event's project (or of every project). A delivery is
+claimed for one attempt at a time: the claim moves its
 next attempt past the lease and its epoch on, so a second claimer skips it
 until the lease runs out, and a late record of a claim taken over is refused.
 """
@@ -49,17 +50,20 @@ class MemoryOutbox:
 
     def __init__(self, lock: threading.Lock) -> None:
         self._lock = lock  # the store's: an event joins its batch's write
-        self._endpoints: list[str] = []
+        self._endpoints: dict[str, str | None] = {}  # URL -> project (None: all)
         self._events: list[WebhookEvent] = []
         self._rows: dict[tuple[str, str], _Row] = {}
         self._pending: dict[tuple[str, str], _Row] = {}  # claims read these only
         self._by_id: dict[str, WebhookEvent] = {}
 
-    def add_webhook_endpoint(self, url: str) -> None:
-        """Deliver every event written from now on to ``url`` too."""
+    def add_webhook_endpoint(self, url: str, project: str | None = None) -> None:
+        """Deliver the events written from now on to ``url`` too.
+
+        Those of ``project``'s batches only; of every project's if None. A URL
+        added again is bound to the project named last.
+        """
         with self._lock:
-            if url not in self._endpoints:
-                self._endpoints.append(url)
+            self._endpoints[url] = project
 
     def record(self, event: WebhookEvent) -> None:
         """Add ``event`` and its deliveries (the caller holds the store's lock)."""
@@ -67,7 +71,9 @@ class MemoryOutbox:
             return
         self._events.append(event)
         self._by_id[event.id] = event
-        for url in self._endpoints:
+        for url, project in self._endpoints.items():
+            if project is not None and project != event.project:
+                continue  # another project's endpoint: never told of it
             self._rows[(event.id, url)] = self._pending[(event.id, url)] = _Row()
 
     def events(self, after: str | None = None, limit: int = 100) -> list[WebhookEvent]:

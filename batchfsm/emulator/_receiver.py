@@ -21,11 +21,14 @@ __all__ = ["Received", "WebhookReceiver"]
 
 @attrs.frozen
 class Received:
-    """One request the receiver got: its headers (lowercase names) and body."""
+    """One request the receiver got: its headers (lowercase names), body, path."""
 
     headers: dict[str, str]
     body: bytes
     answered: int
+    #: The path it was sent to: any path under the receiver's is answered
+    #: (``/webhooks/team_a``: one receiver for several endpoints).
+    path: str = "/webhooks"
 
     def event(self) -> Any:
         """The body as JSON."""
@@ -67,7 +70,7 @@ class WebhookReceiver:
                 status = receiver.status
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._arrived:
-                    receiver.received.append(Received(headers, body, status))
+                    receiver.received.append(Received(headers, body, status, self.path))
                     receiver._arrived.notify_all()
                 self.send_response(status)
                 self.send_header("content-length", "0")

@@ -450,12 +450,12 @@ class SQLStore:
         ended = tx.one(
             "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
             f" due_at = NULL, epoch = epoch + 1, lease_owner = NULL{_AS_READ}"
-            " RETURNING enqueued_model, enqueued_tokens",
+            " RETURNING enqueued_model, enqueued_tokens, project",
             (batch.status.value, body, batch.id, status.value, epoch),
         )
         if ended is None:
             return False
-        model, tokens = ended
+        model, tokens, project = ended
         if model is not None:  # ended: its tokens are no longer enqueued
             tx.run(
                 "UPDATE batchfsm_enqueued SET tokens = tokens - ? WHERE model = ?",
@@ -463,7 +463,7 @@ class SQLStore:
             )
         _add_files(tx, batch.id, files)  # their result lines first: then they go
         tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
-        event = event_for(batch)
+        event = event_for(batch, project)
         if event is not None:  # in the same transaction as the move
             add_event(tx, event)
         return True

@@ -2,7 +2,8 @@
 
 :func:`add_event` runs inside the write that ends a batch (the same
 transaction as the move), adding the event and one pending delivery per
-registered endpoint. :class:`SQLOutbox` claims deliveries for an attempt
+registered endpoint of the event's project (or of every project).
+:class:`SQLOutbox` claims deliveries for an attempt
 (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so deliverers in several processes
 never wait for each other nor take the same delivery while its lease lasts:
 the claim moves ``next_at`` past the lease and the ``epoch`` on) and records
@@ -36,8 +37,9 @@ def add_event(tx: Tx, event: WebhookEvent) -> None:
     )
     tx.run(
         "INSERT INTO batchfsm_deliveries (event_id, endpoint)"
-        " SELECT ?, url FROM batchfsm_webhook_endpoints",
-        (event.id,),
+        " SELECT ?, url FROM batchfsm_webhook_endpoints"
+        " WHERE project IS NULL OR project = ?",
+        (event.id, event.project),
     )
 
 
@@ -63,13 +65,17 @@ class SQLOutbox:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def add_webhook_endpoint(self, url: str) -> None:
-        """Deliver every event written from now on to ``url`` too."""
+    def add_webhook_endpoint(self, url: str, project: str | None = None) -> None:
+        """Deliver the events written from now on to ``url`` too.
+
+        Those of ``project``'s batches only; of every project's if None. A URL
+        added again is bound to the project named last (by any process).
+        """
         with self._db.transaction() as tx:
             tx.run(
-                "INSERT INTO batchfsm_webhook_endpoints (url) VALUES (?)"
-                " ON CONFLICT (url) DO NOTHING",
-                (url,),
+                "INSERT INTO batchfsm_webhook_endpoints (url, project) VALUES (?, ?)"
+                " ON CONFLICT (url) DO UPDATE SET project = excluded.project",
+                (url, project),
             )
 
     def events(self, after: str | None = None, limit: int = 100) -> list[WebhookEvent]:

@@ -564,7 +564,7 @@ class MemoryBatchStore:
         # one only makes its write stale).
         self._batches[batch.id] = batch
         if work is None:
-            event = event_for(batch)
+            event = event_for(batch, self._project[batch.id])
             if event is not None:  # in the same write as the move
                 self.outbox.record(event)
             del self._work[batch.id]

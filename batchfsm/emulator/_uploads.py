@@ -10,6 +10,10 @@ optional ``md5``) joins the parts into a File, stored as an upload through
 answers the Upload ``completed`` with its ``file``;
 ``POST /v1/uploads/{id}/cancel`` answers it ``cancelled``. Parts wait in
 temporary files (on disk past 1 MiB), never in memory whole.
+
+An Upload is its creator's project's, as files and batches are: another
+project's upload id answers every call exactly as an unknown one (404), and
+its completed File is the project's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import attrs
 
 from ._api_error import ApiError, refuse
 from ._files import upload_problem
+from ._projects import DEFAULT_PROJECT
 
 if TYPE_CHECKING:
     from ._engine import Emulator
@@ -55,6 +60,7 @@ class _Upload:
     purpose: str
     bytes: int
     expires_after: int | None
+    project: str = DEFAULT_PROJECT
     status: str = "pending"
     parts: dict[str, _Part] = attrs.Factory(dict)
     file: dict[str, Any] | None = None
@@ -114,14 +120,15 @@ class Uploads:
                 upload.drop_parts()
             self.uploads.clear()
 
-    def _get(self, upload_id: str) -> _Upload:
+    def _get(self, upload_id: str, project: str) -> _Upload:
         upload = self.uploads.get(upload_id)
-        if upload is None:
+        # Another project's upload is unknown: the same answer, word for word.
+        if upload is None or upload.project != project:
             raise ApiError(404, f"No upload found with id '{upload_id}'.")
         return upload
 
-    def _pending(self, upload_id: str) -> _Upload:
-        upload = self._get(upload_id)
+    def _pending(self, upload_id: str, project: str) -> _Upload:
+        upload = self._get(upload_id, project)
         status = upload.to_dict(self.emu._now())["status"]
         if status != "pending":
             raise ApiError(
@@ -131,8 +138,10 @@ class Uploads:
             )
         return upload
 
-    def create(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Create an Upload from the JSON body ``data``."""
+    def create(
+        self, data: dict[str, Any], *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, Any]:
+        """Create an Upload of ``project`` from the JSON body ``data``."""
         for name in ("bytes", "filename", "mime_type", "purpose"):
             if name not in data:
                 raise _missing(name)
@@ -160,15 +169,21 @@ class Uploads:
             purpose=data["purpose"],
             bytes=size,
             expires_after=seconds if isinstance(seconds, int) else None,
+            project=project,
         )
         with self.lock:
             self.uploads[upload.id] = upload
         return upload.to_dict(upload.created_at)
 
-    def add_part(self, upload_id: str, source: IO[bytes]) -> dict[str, Any]:
-        """Add the bytes of ``source`` (read to its end) as a part of ``upload_id``."""
+    def add_part(
+        self, upload_id: str, source: IO[bytes], *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, Any]:
+        """Add the bytes of ``source`` (read to its end) as a part of ``upload_id``.
+
+        ``upload_id`` must be ``project``'s (else 404, as an unknown one).
+        """
         with self.lock:
-            upload = self._pending(upload_id)
+            upload = self._pending(upload_id, project)
         # Kept open past this call, as the part's bytes: closed by drop_parts.
         copy: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_PIECE)  # noqa: SIM115
         size = 0
@@ -201,11 +216,12 @@ class Uploads:
         }
 
     def complete(
-        self, upload_id: str, data: dict[str, Any], *, project: str | None = None
+        self, upload_id: str, data: dict[str, Any], *, project: str = DEFAULT_PROJECT
     ) -> dict[str, Any]:
         """Join the parts ``data["part_ids"]`` into a File; the Upload completed.
 
-        The File is ``project``'s (the default project's if None).
+        ``upload_id`` must be ``project``'s (else 404, as an unknown one); the
+        File is the project's.
         """
         if "part_ids" not in data:
             raise _missing("part_ids")
@@ -213,11 +229,11 @@ class Uploads:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise _invalid_type("part_ids", "an array of strings")
         with self.lock:
-            upload = self._pending(upload_id)
+            upload = self._pending(upload_id, project)
             parts = self._parts(upload, ids)
             upload.status = "completing"  # no second complete, no cancel meanwhile
         try:
-            file = self._store(upload, parts, data.get("md5"), project)
+            file = self._store(upload, parts, data.get("md5"))
         except BaseException:
             upload.status = "pending"
             raise
@@ -248,9 +264,7 @@ class Uploads:
             )
         return parts
 
-    def _store(
-        self, upload: _Upload, parts: list[_Part], md5: Any, project: str | None
-    ) -> dict[str, Any]:
+    def _store(self, upload: _Upload, parts: list[_Part], md5: Any) -> dict[str, Any]:
         if md5 is not None:
             digest = hashlib.md5(usedforsecurity=False)
             for piece in _read(parts):
@@ -259,16 +273,21 @@ class Uploads:
                 raise ApiError(
                     400, "The md5 does not match the parts' bytes.", param="md5"
                 )
-        where = {} if project is None else {"project": project}
         created = self.emu.create_file(
-            _read(parts), upload.filename, upload.purpose, upload.expires_after, **where
+            _read(parts),
+            upload.filename,
+            upload.purpose,
+            upload.expires_after,
+            project=upload.project,
         )
         return created.to_dict()
 
-    def cancel(self, upload_id: str) -> dict[str, Any]:
-        """Cancel a pending Upload: its parts are dropped."""
+    def cancel(
+        self, upload_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> dict[str, Any]:
+        """Cancel a pending Upload of ``project``: its parts are dropped."""
         with self.lock:
-            upload = self._pending(upload_id)
+            upload = self._pending(upload_id, project)
             upload.status = "cancelled"
             upload.drop_parts()
         return upload.to_dict(self.emu._now())

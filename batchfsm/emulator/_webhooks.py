@@ -40,6 +40,7 @@ import attrs
 
 from ._events import Attempt, Claim, Delivery, WebhookEvent
 from ._outbox import LEASE_SECONDS
+from ._projects import check_project
 from ._store_errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ CLAIMS_PER_ROUND = 32
 class Outbox(Protocol):
     """The part of a store that keeps events and their deliveries."""
 
-    def add_webhook_endpoint(self, url: str) -> None: ...
+    def add_webhook_endpoint(self, url: str, project: str | None = None) -> None: ...
 
     def events(
         self, after: str | None = None, limit: int = 100
@@ -139,15 +140,24 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str
 
 @attrs.frozen
 class WebhookEndpoint:
-    """Where events are delivered, and the secret their signatures use.
+    """Where events are delivered, the secret their signatures use, whose they are.
+
+    ``project`` binds the endpoint to one project, as the live API's webhooks
+    are configured per project: it is delivered the events of that project's
+    batches only. None (the default) delivers every project's events: the
+    one endpoint of a server without projects.
 
     Example:
-        >>> WebhookEndpoint("http://127.0.0.1:8001/hooks", "whsec_c2VjcmV0").url
-        'http://127.0.0.1:8001/hooks'
+        >>> hook = WebhookEndpoint("http://127.0.0.1:8001/hooks", "whsec_c2VjcmV0")
+        >>> hook.url, hook.project
+        ('http://127.0.0.1:8001/hooks', None)
+        >>> WebhookEndpoint("http://127.0.0.1:8001/a", "whsec_c2VjcmV0", "team_a")
+        WebhookEndpoint(url='http://127.0.0.1:8001/a', project='team_a')
     """
 
     url: str = attrs.field()
     secret: str = attrs.field(repr=False)
+    project: str | None = attrs.field(default=None)
 
     @url.validator
     def _url(self, _: Any, url: str) -> None:
@@ -157,6 +167,11 @@ class WebhookEndpoint:
     @secret.validator
     def _secret(self, _: Any, secret: str) -> None:
         check_secret(secret, f"the secret of {self.url}")
+
+    @project.validator
+    def _project(self, _: Any, project: str | None) -> None:
+        if project is not None:
+            check_project(project, f"the project of {self.url}")
 
 
 def _retry_delay(claim: Claim, attempts: int, first: float, most: float) -> float:
@@ -169,7 +184,9 @@ class Webhooks:
     """Delivers batch events to endpoints: signed, retried, recorded.
 
     Args:
-        endpoints: where to deliver (each event to every one).
+        endpoints: where to deliver: each event to every one of its batch's
+            project (:attr:`WebhookEndpoint.project`) and every one bound to
+            none. A URL is one endpoint: bound to one project or to all.
         window_seconds: how long after its first attempt a delivery is tried
             (default 72 hours); then it is given up.
         timeout_seconds: how long an attempt waits for its answer.
