@@ -187,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
         help="an integer: ids reproducible from it (default: random ids)",
     )
     serve.add_argument(
+        "--no-ui",
+        dest="ui",
+        action="store_false",
+        help="serve no web view (by default one is at /ui, behind the API key)",
+    )
+    serve.add_argument(
         "--api-key",
         default=None,
         help="demand 'Authorization: Bearer KEY': one or more printable ASCII "
@@ -451,6 +457,8 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         kept = f"batches and files kept in {store.where}"
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
+    if args.ui:
+        print(f"batchfsm emulator: web view at http://{host}:{port}/ui", flush=True)
     print(f"batchfsm emulator: {kept}", flush=True)
     if limits:
         shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
@@ -473,6 +481,7 @@ def _serve(args: argparse.Namespace) -> int:
             store_threads=threads,
             upload_budget=budget,
             limits=connections,
+            ui=args.ui,
         )
     finally:
         sock.close()

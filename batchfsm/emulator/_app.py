@@ -48,7 +48,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Send
 
 from .._convert import to_dict
@@ -56,11 +56,13 @@ from .._json import encode
 from ._api_error import ApiError, refuse
 from ._engine import Emulator
 from ._files import MAX_FILE_BYTES, FileGoneError, read_pieces
+from ._metrics import HttpMetrics, metrics_registry, scrape
 from ._outage import RETRY_AFTER_SECONDS
 from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, MemoryBatchStore, MemoryFileStore
+from ._web import web_routes
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -301,6 +303,7 @@ def create_app(
     api_key: str | None = None,
     upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     store_threads: int = STORE_THREADS,
+    ui: bool = True,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -311,7 +314,9 @@ def create_app(
     ``upload_bytes_in_flight`` bounds the bytes of all uploads in flight
     together: one that would pass it while others are in flight gets 429.
     ``store_threads`` bounds the calls of the emulator that run at once in
-    worker threads (on a database store; and uploads, on any).
+    worker threads (on a database store; and uploads, on any). ``ui``: the
+    web view at ``/ui`` (:mod:`._web`), behind the same key. ``GET /metrics``
+    answers in the Prometheus text format (:mod:`._metrics`).
 
     Raises:
         ValueError: ``api_key`` is empty or holds a space or a character
@@ -336,6 +341,12 @@ def create_app(
         emulator = Emulator(clock=SystemClock())
     emu = emulator
     in_memory = _in_memory(emu)
+
+    def key_ok(key: str | None) -> bool:
+        """Whether ``key`` opens the API (and the web view): the one key check."""
+        return api_key is None or (
+            key is not None and secrets.compare_digest(key.encode(), api_key.encode())
+        )
 
     async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         bound = functools.partial(function, *args, **kwargs)
@@ -362,9 +373,8 @@ def create_app(
                     "The request has more than one Authorization header: "
                     "send exactly one, 'Authorization: Bearer YOUR_API_KEY'.",
                 )
-            if api_key is not None and not secrets.compare_digest(
-                (given[0] if given else "").encode(), f"Bearer {api_key}".encode()
-            ):
+            bearer = given[0] if given and given[0].startswith("Bearer ") else None
+            if not key_ok(None if bearer is None else bearer[len("Bearer ") :]):
                 return _error(
                     401, "Incorrect API key provided.", code="invalid_api_key"
                 )
@@ -546,7 +556,7 @@ def create_app(
     def cancel_batch(request: Request) -> Response:
         return JSONResponse(to_dict(emu.cancel_batch(request.path_params["batch_id"])))
 
-    routes = [
+    routes: list[BaseRoute] = [
         # First the route clients poll: a request tries the routes in order.
         Route("/v1/batches/{batch_id}", guarded(get_batch), methods=["GET"]),
         Route("/v1/files", guarded(upload), methods=["POST"]),
@@ -558,6 +568,12 @@ def create_app(
         Route("/v1/batches", guarded(list_batches), methods=["GET"]),
         Route("/v1/batches/{batch_id}/cancel", guarded(cancel_batch), methods=["POST"]),
     ]
+
+    registry = metrics_registry(emu)
+    metrics = guarded(lambda _: scrape(registry))
+    routes.append(Route("/metrics", metrics, methods=["GET"]))
+    if ui:
+        routes += web_routes(emu, key_ok=key_ok, call=call)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -581,7 +597,10 @@ def create_app(
         routes=routes,
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(HttpMetrics, registry=registry),
+        ],
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.emulator = emu

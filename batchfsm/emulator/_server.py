@@ -131,12 +131,13 @@ def config(
     store_threads: int = STORE_THREADS,
     upload_budget: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     limits: Limits | None = None,
+    ui: bool = True,
 ) -> uvicorn.Config:
     """The uvicorn settings ``serve`` runs ``emulator`` with.
 
     ``store_threads`` and ``upload_budget`` are :func:`create_app`'s
     ``store_threads`` and ``upload_bytes_in_flight``; ``limits`` bound each
-    connection (:class:`Limits`' defaults if None).
+    connection (:class:`Limits`' defaults if None); ``ui`` serves the web view.
     """
     limits = limits or Limits()
     app = create_app(
@@ -144,6 +145,7 @@ def config(
         api_key=api_key,
         store_threads=store_threads,
         upload_bytes_in_flight=upload_budget,
+        ui=ui,
     )
     made = uvicorn.Config(
         app,
@@ -168,6 +170,7 @@ def serve(
     store_threads: int,
     upload_budget: int,
     limits: Limits | None = None,
+    ui: bool = True,
 ) -> None:
     """Serve ``emulator`` on the bound ``sock`` until interrupted.
 
@@ -186,6 +189,7 @@ def serve(
             store_threads=store_threads,
             upload_budget=upload_budget,
             limits=limits,
+            ui=ui,
         )
     )
     emulator.start()
