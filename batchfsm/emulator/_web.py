@@ -56,6 +56,7 @@ from .._model import BatchStatus
 from ._api_error import ApiError
 from ._engine import Emulator
 from ._files import read_pieces
+from ._protocol import ENDLESS
 from ._stores import FileObject
 
 __all__ = ["LIVE_SECONDS", "MAX_LIVE_VIEWS", "PAGE_SIZE", "web_routes"]
@@ -165,6 +166,7 @@ class _LiveStream(StreamingResponse):
         self.views = views
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ENDLESS] = True  # a stopping server ends it (see _protocol)
         try:
             await super().__call__(scope, receive, send)
         finally:
