@@ -18,7 +18,7 @@ import httpx2
 import pytest
 import uvicorn
 
-from batchfsm.emulator import Emulator, VirtualClock
+from batchfsm.emulator import Emulator, VirtualClock, create_app
 from batchfsm.emulator._server import bind, config
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,10 +55,15 @@ def need_browser() -> Any:
 
 
 @contextlib.contextmanager
-def serving(emulator: Emulator, api_key: str | None = KEY) -> Iterator[str]:
-    """``emulator`` served on a loopback port in a thread; yields its base URL."""
+def serving(emulator: Emulator, api_key: str | None = KEY, **app: Any) -> Iterator[str]:
+    """``emulator`` served on a loopback port in a thread; yields its base URL.
+
+    ``app``: more of :func:`create_app`'s keywords.
+    """
     sock = bind("127.0.0.1", 0)
     made = uvicorn.Server(config(emulator, api_key=api_key))
+    if app:
+        made.config.app = create_app(emulator, api_key=api_key, **app)
     thread = threading.Thread(target=made.run, kwargs={"sockets": [sock]})
     thread.start()
     host, port = sock.getsockname()[:2]

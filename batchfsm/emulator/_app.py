@@ -62,7 +62,7 @@ from ._params import expires_after_problem, is_count
 from ._request_id import RequestIdMiddleware
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, MemoryBatchStore, MemoryFileStore
-from ._web import web_routes
+from ._web import MAX_LIVE_VIEWS, web_routes
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -304,6 +304,7 @@ def create_app(
     upload_bytes_in_flight: int = MAX_UPLOAD_BYTES_IN_FLIGHT,
     store_threads: int = STORE_THREADS,
     ui: bool = True,
+    max_live_views: int = MAX_LIVE_VIEWS,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -315,7 +316,8 @@ def create_app(
     together: one that would pass it while others are in flight gets 429.
     ``store_threads`` bounds the calls of the emulator that run at once in
     worker threads (on a database store; and uploads, on any). ``ui``: the
-    web view at ``/ui`` (:mod:`._web`), behind the same key. ``GET /metrics``
+    web view at ``/ui`` (:mod:`._web`), behind the same key, with at most
+    ``max_live_views`` live streams open at once. ``GET /metrics``
     answers in the Prometheus text format (:mod:`._metrics`).
 
     Raises:
@@ -573,7 +575,8 @@ def create_app(
     metrics = guarded(lambda _: scrape(registry))
     routes.append(Route("/metrics", metrics, methods=["GET"]))
     if ui:
-        routes += web_routes(emu, key_ok=key_ok, call=call)
+        live = _at_least_one("max_live_views", max_live_views)
+        routes += web_routes(emu, key_ok=key_ok, call=call, max_live=live)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

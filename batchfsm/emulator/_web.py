@@ -120,7 +120,11 @@ def timeline(batch: dict[str, Any]) -> list[dict[str, Any]]:
         [('created_at', ''), ('in_progress_at', '1m 05s')]
     """
     stamps = sorted(
-        ((batch[name], i, name) for i, name in enumerate(STAMPS) if batch.get(name)),
+        (
+            (batch[name], i, name)
+            for i, name in enumerate(STAMPS)
+            if batch.get(name) is not None
+        ),
     )
     rows, before = [], None
     for at, _, name in stamps:
@@ -142,6 +146,10 @@ def live_fields(batch: dict[str, Any]) -> dict[str, Any]:
         "output_file_id": batch.get("output_file_id"),
         "error_file_id": batch.get("error_file_id"),
     }
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, 303, headers=_HEADERS)
 
 
 def _environment() -> jinja2.Environment:
@@ -217,7 +225,7 @@ class _Views:
         """The key form (GET), or the key posted from it (POST)."""
         if request.method == "GET":
             if self._allowed(request):
-                return RedirectResponse("/ui", 303)
+                return _redirect("/ui")
             return self._login_form()
         body = b""
         async for chunk in request.stream():
@@ -230,7 +238,7 @@ class _Views:
             key = ""
         if not key or not self.key_ok(key):
             return self._login_form("Incorrect API key provided.")
-        answer = RedirectResponse("/ui", 303)
+        answer = _redirect("/ui")
         answer.set_cookie(
             COOKIE,
             base64.urlsafe_b64encode(key.encode("ascii")).decode("ascii"),
@@ -242,7 +250,7 @@ class _Views:
 
     async def logout(self, request: Request) -> Response:
         """Forget the key: the cookie is cleared."""
-        answer = RedirectResponse("/ui/login", 303)
+        answer = _redirect("/ui/login")
         answer.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
         return answer
 
@@ -251,7 +259,7 @@ class _Views:
     async def batches(self, request: Request) -> Response:
         """The list: a page of batches, newest first, maybe filtered by status."""
         if not self._allowed(request):
-            return RedirectResponse("/ui/login", 303)
+            return _redirect("/ui/login")
         status = request.query_params.get("status") or None
         if status is not None and status not in BatchStatus._value2member_map_:
             return self._page("error.html", 400, message=f"No status {status!r}.")
@@ -287,7 +295,7 @@ class _Views:
     async def batch(self, request: Request) -> Response:
         """One batch: timeline, diagram, errors, files."""
         if not self._allowed(request):
-            return RedirectResponse("/ui/login", 303)
+            return _redirect("/ui/login")
         try:
             found = await self.call(
                 self.emu.retrieve_batch, request.path_params["batch_id"]
