@@ -290,6 +290,7 @@ def trace_cases() -> list[Case]:
 def all_cases() -> list[Case]:
     from .emulator_cases import emulator_cases
     from .serve_cases import serve_cases
+    from .web_cases import web_cases
 
     return (
         convert_cases()
@@ -297,4 +298,5 @@ def all_cases() -> list[Case]:
         + trace_cases()
         + emulator_cases(_bound_to_shared)
         + serve_cases()
+        + web_cases()
     )
