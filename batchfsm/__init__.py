@@ -7,7 +7,8 @@ The public API, by layer (see the docs for each):
   :class:`InputTokensDetails`, :class:`OutputTokensDetails`,
   :data:`TERMINAL_STATUSES`;
 - JSON: :func:`from_dict`, :func:`to_dict`, :func:`loads`, :func:`dumps`,
-  :func:`dumps_bytes`, :data:`converter`;
+  :func:`dumps_bytes`, :data:`converter` (cattrs), :func:`register_hooks`
+  (for your own cattrs converter);
 - lifecycle: :class:`Event`, :func:`new_batch`, :func:`advance`,
   :func:`progress`, :func:`allowed_events`, :func:`can`, :class:`BatchMachine`,
   :data:`machine` (the ``transitions`` Machine), :func:`to_mermaid`;
@@ -25,10 +26,11 @@ Example:
     'validating'
 """
 
-from ._convert import converter, dumps, dumps_bytes, from_dict, loads, to_dict
+from ._converter import register_hooks
 from ._diagram import to_mermaid
 from ._errors import BatchFSMError, InvalidProgress, InvalidTransition, SchemaError
 from ._invariants import RULES, Violation, check, check_step, check_trace
+from ._json_io import converter, dumps, dumps_bytes, from_dict, loads, to_dict
 from ._lifecycle import (
     BatchMachine,
     advance,
@@ -85,6 +87,7 @@ __all__ = [
     "machine",
     "new_batch",
     "progress",
+    "register_hooks",
     "to_dict",
     "to_mermaid",
 ]

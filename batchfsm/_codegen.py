@@ -1,12 +1,10 @@
-"""Compile straight-line Python generated from the transition table.
+"""Compile generated Python source, registered in :mod:`linecache`.
 
-The hot paths (``advance``, the invariant checks) are written once as readable
-generic code and once more as code generated at import from the tables of
-:mod:`batchfsm._graph`: one small function per status or per move, with the
-loops unrolled and the table lookups folded into constants. As in cattrs
-(``gen/_lc.py``), the generated source is registered in :mod:`linecache` under a
-``<batchfsm generated …>`` file name, so that a traceback through generated code
-shows its lines, and ``inspect.getsource`` works on it.
+The few paths measured to need it (the JSON parse and write hooks, the copies
+a move makes) are generated from the model's and the table's declarations. As
+in cattrs (``gen/_lc.py``), the source is registered in :mod:`linecache` under
+a ``<batchfsm generated …>`` file name, so that a traceback through generated
+code shows its lines and ``inspect.getsource`` works on it.
 """
 
 from __future__ import annotations

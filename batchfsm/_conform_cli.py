@@ -189,9 +189,12 @@ def summary(report: Report) -> str:
     """
     width = max(len(r.id) for r in report.results)
     lines = [f"{report.refused}"] if report.refused else []
+    lines += [f"5xx, never right: {call}" for call in report.server_errors]
     lines += [f"{'check':<{width}}  result  what it demands", "-" * (width + 60)]
     for r in report.results:
         lines.append(f"{r.id:<{width}}  {r.outcome:<6}  {r.description}")
+        if r.outcome == "fail" and r.level != CHECKS[r.id].level:
+            lines.append(f"{'':<{width}}    > (its required part failed)")
         if r.outcome != "pass":
             lines.extend(
                 f"{'':<{width}}    > {line}" for line in r.evidence.splitlines()

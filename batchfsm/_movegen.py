@@ -4,7 +4,7 @@ attrs.evolve would rerun Batch.__init__: the status converter, the ``object``
 validator and the metadata converter, which checks and copies the mapping again.
 Every value of a batch passed them when it was built, and the changes are
 type-checked by :func:`batchfsm.advance`, so a move copies the slots straight
-into an open twin of the class (:mod:`batchfsm._twins`), with one generated
+into an unfrozen instance of the class (:mod:`batchfsm._unfrozen`), with one generated
 function per move; ``new_batch`` fills a new one the same way.
 """
 
@@ -17,10 +17,6 @@ import attrs
 
 from ._codegen import compile_function
 from ._graph import MOVE_FROM, REACHABLE
-from ._invariants import (
-    SNAPSHOT_OK,
-    STEP_OK,
-)
 from ._model import (
     Batch,
     BatchRequestCounts,
@@ -34,9 +30,9 @@ from ._table import (
     Event,
     Move,
 )
-from ._twins import OPEN
+from ._unfrozen import UNFROZEN
 
-__all__ = ["PLANS", "created", "latest_stamp"]
+__all__ = ["MOVE_BUILDERS", "created", "latest_stamp"]
 
 _NO_REQUESTS = BatchRequestCounts(total=0, completed=0, failed=0)
 # What new_batch sets; every other field takes the model's default.
@@ -77,7 +73,7 @@ created: Callable[..., Batch] = compile_function(
     _created_source(),
     {
         "_new": object.__new__,
-        "_OpenBatch": OPEN[Batch],
+        "_OpenBatch": UNFROZEN[Batch],
         "_Batch": Batch,
         "_INITIAL": INITIAL,
         "_NO_REQUESTS": _NO_REQUESTS,
@@ -127,14 +123,14 @@ latest_stamp: Callable[[Batch], tuple[str, Any]] = compile_function(
 )
 
 _Build = Callable[[Batch, int, dict[str, Any]], Batch]
-_Plan = tuple[Move, _Build, Callable[[Batch], bool], Callable[[Batch, Batch], bool]]
+_Builder = tuple[Move, _Build]
 
 
-def _plans() -> dict[tuple[BatchStatus, Event], _Plan]:
-    """(status, event) -> the move, its generated copy, and the predicates to run."""
+def _builders() -> dict[tuple[BatchStatus, Event], _Builder]:
+    """(status, event) -> the move and its generated copy."""
     namespace: dict[str, Any] = {
         "_new": object.__new__,
-        "_OpenBatch": OPEN[Batch],
+        "_OpenBatch": UNFROZEN[Batch],
         "_Batch": Batch,
     }
     builds: dict[Event, _Build] = {}
@@ -143,17 +139,13 @@ def _plans() -> dict[tuple[BatchStatus, Event], _Plan]:
         builds[move.event] = compile_function(
             name, _build_source(name, move), {**namespace, "_DEST": move.dest}
         )
-    plans = {}
+    builders: dict[tuple[BatchStatus, Event], _Builder] = {}
     for (source, event), move in MOVE_FROM.items():
-        # A move is a step the rules allow; the step predicate still judges it.
+        # A move is a step the rules allow; advance still judges its result.
         assert move.dest in REACHABLE[source]
-        plans[source, event] = (
-            move,
-            builds[event],
-            SNAPSHOT_OK[move.dest],
-            STEP_OK[source],
-        )
-    return plans
+        builders[source, event] = (move, builds[event])
+    return builders
 
 
-PLANS = _plans()
+#: (status, event) -> the move, and the function copying a batch into it.
+MOVE_BUILDERS = _builders()

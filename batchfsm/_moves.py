@@ -16,12 +16,7 @@ import attrs
 
 from ._errors import InvalidProgress, InvalidTransition, SchemaError, UnknownEvent
 from ._graph import ALLOWED, NOOPS
-from ._invariants import (
-    SNAPSHOT_OK,
-    STEP_OK,
-    _check,
-    _check_step,
-)
+from ._invariants import _check, _check_step, snapshot_ok, step_ok
 from ._model import (
     COMPLETION_WINDOWS,
     Batch,
@@ -30,7 +25,7 @@ from ._model import (
     BatchUsage,
     metadata_problems,
 )
-from ._movegen import PLANS, created, latest_stamp
+from ._movegen import MOVE_BUILDERS, created, latest_stamp
 from ._table import (
     MOVES,
     PROGRESS_FIELDS,
@@ -193,7 +188,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
     """
     status = batch.status
     try:
-        plan = PLANS.get((status, event))  # type: ignore[arg-type]
+        plan = MOVE_BUILDERS.get((status, event))  # type: ignore[arg-type]
     except TypeError:  # an unhashable "event"
         plan = None
     if plan is None:
@@ -209,7 +204,7 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
                 f"so it takes no fields (got {', '.join(changes)})",
             )
         return batch
-    move, build, snapshot_ok, step_ok = plan
+    move, build = plan
     if at.__class__ is not int:
         raise TypeError(f"at: expected Unix seconds (int), got {at!r}")
     latest_name, latest = latest_stamp(batch)
@@ -240,8 +235,8 @@ def advance(batch: Batch, event: Event | str, *, at: int, **changes: Any) -> Bat
     else:  # a subclass may hold more than the generated copy knows of
         changes[STAMPS[move.dest]] = at
         after = attrs.evolve(batch, status=move.dest, **changes)
-    # The generated predicates answer "nothing to report" for almost every move;
-    # otherwise the reference rules run, and word what is wrong.
+    # The rules find nothing for almost every move; otherwise they run again
+    # through check/check_step, which word what is wrong.
     try:
         consistent = snapshot_ok(after) and step_ok(batch, after)
     except Exception:  # noqa: BLE001 - malformed: the reference says how
@@ -308,7 +303,7 @@ def progress(
     if not changes:
         return batch
     after = attrs.evolve(batch, **changes)
-    if SNAPSHOT_OK[status](after) and STEP_OK[status](batch, after):
+    if snapshot_ok(after) and step_ok(batch, after):
         return after
     violations = _check(after) + _check_step(batch, after)
     raise InvalidProgress(

@@ -28,10 +28,10 @@ from typing import Any
 import attrs
 from hypothesis import strategies as st
 
-from ._convert import to_dict
 from ._endpoints import ENDPOINT_MODELS
 from ._graph import CHAIN, FIELD_STATUSES, MOVE_FROM
 from ._invariants import RULES
+from ._json_io import to_dict
 from ._lifecycle import advance, new_batch, progress
 from ._model import (
     Batch,

@@ -33,9 +33,9 @@ from typing import Any, Protocol
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, rule
 
-from ._convert import from_dict
 from ._errors import BatchFSMError, InvalidTransition, SchemaError
 from ._invariants import check, check_step
+from ._json_io import from_dict
 from ._lifecycle import BatchMachine, new_batch
 from ._model import (
     TERMINAL_STATUSES,

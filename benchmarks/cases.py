@@ -288,6 +288,7 @@ def trace_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
+    from .conform_cases import conform_cases
     from .emulator_cases import emulator_cases
     from .serve_cases import serve_cases
     from .web_cases import web_cases
@@ -299,4 +300,5 @@ def all_cases() -> list[Case]:
         + emulator_cases(_bound_to_shared)
         + serve_cases()
         + web_cases()
+        + conform_cases()
     )

@@ -1,5 +1,6 @@
 """The conformance run passes the emulator and fails broken servers by the right id."""
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -9,10 +10,13 @@ import httpx2
 import pytest
 
 from batchfsm._cli import main
-from batchfsm.conformance import CHECKS, emulator_client, run
+from batchfsm.conformance import CHECKS, _waiting, emulator_client, run
+from batchfsm.conformance._registry import with_needs
 from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
 
 Mutation = Callable[[str, str, str, int, Any], tuple[int, Any] | None]
+#: The body of the request being answered (for mutations that need it).
+REQUEST: list[bytes] = []
 
 
 def broken(mutate: Mutation, **options: Any) -> Any:
@@ -24,6 +28,12 @@ def broken(mutate: Mutation, **options: Any) -> Any:
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
+        REQUEST.clear()
+
+        async def recording() -> Any:
+            message = await receive()
+            REQUEST.append(message.get("body", b""))
+            return message
 
         async def capture(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -31,7 +41,7 @@ def broken(mutate: Mutation, **options: Any) -> Any:
             else:
                 chunks.append(message.get("body", b""))
 
-        await app(scope, receive, capture)
+        await app(scope, recording, capture)
         status, raw = start["status"], b"".join(chunks)
         try:
             body: Any = json.loads(raw)
@@ -54,7 +64,7 @@ def broken(mutate: Mutation, **options: Any) -> Any:
         await send({"type": "http.response.body", "body": raw})
 
     http = httpx2.Client(transport=EmulatorTransport(middleware), base_url="http://b")
-    return http, clock.advance
+    return http, _waiting(clock)
 
 
 def batches_in(body: Any) -> list[dict[str, Any]]:
@@ -159,6 +169,30 @@ def server_error_on_refused_cancel(method, path, query, status, body):
     return None
 
 
+def bad_request_on_refused_cancel(method, path, query, status, body):
+    if path.endswith("/cancel") and status == 409:
+        return 400, {"error": {**body["error"], "message": "Not now."}}
+    return None
+
+
+def missing_file_refused_at_create(method, path, query, status, body):
+    missing = "file-conformance-does-not-exist"
+    if method == "POST" and status == 200 and body.get("input_file_id") == missing:
+        error = {"message": "No such file.", "type": "invalid_request_error"}
+        return 400, {"error": {**error, "param": "input_file_id", "code": None}}
+    return None
+
+
+def uploads(method: str, path: str, status: int) -> bool:
+    return method == "POST" and path == "/v1/files" and status in (200, 400)
+
+
+def txt_accepted(method, path, query, status, body):
+    if uploads(method, path, status) and ".jsonl" in str(body.get("error")):
+        return 200, {"id": "file-x", "object": "file", "purpose": "batch"}
+    return None
+
+
 def repeating_pages(method, path, query, status, body):
     if method == "GET" and path == "/v1/batches" and "after=" in query and body["data"]:
         body["data"] = [body["data"][0], *body["data"]]
@@ -232,8 +266,39 @@ def files_never_expire(method, path, query, status, body):
 
 
 def any_file_format(method, path, query, status, body):
-    if method == "POST" and path == "/v1/files" and status == 400:
+    if uploads(method, path, status) and ".jsonl" in str(body.get("error")):
         return status, {"error": {**body["error"], "message": "Bad file."}}
+    return None
+
+
+def refuses_a_name_without_extension(method, path, query, status, body):
+    if uploads(method, path, status) and body.get("filename") == "upload":
+        message = "Invalid file format for Batch API. Must be .jsonl"
+        error = {"message": message, "type": "invalid_request_error"}
+        return 400, {"error": {**error, "param": None, "code": None}}
+    return None
+
+
+def accepts_any_encoding(method, path, query, status, body):
+    if uploads(method, path, status) and "utf-8" in str(body.get("error")):
+        return 200, {"id": "file-x", "object": "file", "purpose": "batch"}
+    return None
+
+
+def encoding_refused_as_detail(method, path, query, status, body):
+    if uploads(method, path, status) and "utf-8" in str(body.get("error")):
+        return 400, {"detail": body["error"]["message"]}
+    return None
+
+
+def refuses_malformed_lines_at_upload(method, path, query, status, body):
+    if (
+        method == "POST"
+        and path == "/v1/files"
+        and b"{this is not json" in b"".join(REQUEST)
+    ):
+        error = {"message": "Line 2 is not JSON.", "type": "invalid_request_error"}
+        return 400, {"error": {**error, "param": "file", "code": None}}
     return None
 
 
@@ -253,60 +318,77 @@ def without_snapshot() -> dict[str, frozenset[str]]:
 CHAT = "/v1/chat/completions"
 
 
-#: One broken server per check, breaking that check's promise; what must fail.
-BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str]]] = [
+#: One broken server per check, breaking that check's promise; the checks that
+#: must fail (their required part broken) and those that must only warn (only
+#: the exact observed part broken) in a run that is not strict.
+BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
     ("create drops metadata", create_drops_metadata, {},
-     {"create.echo"}),
+     {"create.echo"}, set()),
     ("cancel answers without cancelling_at", cancel_answer_without_cancelling_at, {},
-     {"cancel.accepted", "schema.batch", "trace.legal"}),
+     {"cancel.accepted", "schema.batch", "trace.legal"}, set()),
     ("a second cancel is refused", second_cancel_refused(), {},
-     {"cancel.retry"}),
+     set(), {"cancel.retry"}),
     ("valid batches fail", unchanged, {"models": {}},
-     {"happy.terminal", "models.snapshot", "validation.required_fields"}),
+     {"happy.terminal", "models.snapshot"},
+     {"validation.required_fields", "files.no_extension"}),
     ("output file missing lines", output_missing_lines, {},
-     {"happy.files"}),
+     {"happy.files"}, set()),
     ("a cancel never finishes", each_batch(never_finishes_a_cancel), {},
-     {"cancel.finishes"}),
+     {"cancel.finishes"}, set()),
     ("500 on cancel of a completed batch", server_error_on_refused_cancel, {},
-     {"cancel.terminal"}),
+     {"cancel.terminal"}, set()),
+    ("400 on cancel of a completed batch", bad_request_on_refused_cancel, {},
+     set(), {"cancel.terminal"}),
     ("errors without line numbers", each_batch(forgets_the_line_of_an_error), {},
-     {"validation.failed", "validation.required_fields"}),
+     {"validation.failed"}, {"validation.required_fields"}),
     ("pages repeat an item", repeating_pages, {},
-     {"list.pagination"}),
+     {"list.pagination"}, set()),
     ("wrong error body", wrong_error_body, {},
-     {"errors.not_found", "errors.batch_id_wording"}),
+     {"errors.not_found", "errors.batch_id_wording"}, set()),
     ("422 for a bad create", unprocessable_bad_create, {},
-     {"errors.bad_create", "errors.endpoint_wording", "errors.metadata_wording"}),
+     {"errors.bad_create"}, {"errors.endpoint_wording", "errors.metadata_wording"}),
     ("jumps validating to completed", each_batch(jump_to_completed), {},
-     {"schema.batch", "trace.legal"}),
+     {"schema.batch", "trace.legal"}, set()),
     ("rewinds a stamp", each_batch(rewind_a_stamp), {},
-     {"trace.legal"}),
+     {"trace.legal"}, set()),
     ("decreases counts", each_batch(decreasing_counts()), {},
-     {"trace.legal"}),
+     {"trace.legal"}, set()),
     ("create answers usage null", create_without_usage, {},
-     {"create.zero_usage"}),
+     set(), {"create.zero_usage"}),
     ("dated snapshots unknown", unchanged, {"models": without_snapshot()},
-     {"models.snapshot"}),
+     {"models.snapshot"}, set()),
     ("a missing model is model_not_found",
      rewrite_errors(model_missing_as_model_not_found), {},
-     {"validation.required_fields"}),
+     set(), {"validation.required_fields"}),
     ("a missing file is missing_input_file", rewrite_errors(missing_file_as_before),
-     {}, {"validation.missing_file"}),
+     {}, set(), {"validation.missing_file"}),
+    ("a missing file refused at create", missing_file_refused_at_create, {},
+     set(), {"validation.missing_file"}),
     ("bad endpoint reworded", refusal_reworded("endpoint", message="Bad."), {},
-     {"errors.endpoint_wording"}),
+     set(), {"errors.endpoint_wording"}),
     ("bad metadata coded invalid_value",
      refusal_reworded("metadata", code="invalid_value"), {},
-     {"errors.metadata_wording"}),
+     set(), {"errors.metadata_wording"}),
     ("404 names batch_id", not_found_names_batch_id, {},
-     {"errors.batch_id_wording"}),
+     set(), {"errors.batch_id_wording"}),
     ("no x-request-id", unchanged, {"strip_headers": (b"x-request-id",)},
-     {"headers.request_id"}),
+     set(), {"headers.request_id"}),
     ("batch files never expire", files_never_expire, {},
-     {"files.expiry"}),
+     {"files.expiry"}, set()),
     ("another wording for a .txt batch file", any_file_format, {},
-     {"files.jsonl_only"}),
+     set(), {"files.jsonl_only"}),
+    ("a .txt batch file accepted", txt_accepted, {},
+     {"files.jsonl_only"}, set()),
     ("files list without first_id/last_id/has_more", files_list_without_cursors, {},
-     {"files.list"}),
+     {"files.list"}, set()),
+    ("a batch upload named upload refused", refuses_a_name_without_extension, {},
+     set(), {"files.no_extension"}),
+    ("malformed lines refused at upload", refuses_malformed_lines_at_upload, {},
+     set(), {"validation.failed"}),
+    ("a UTF-16 batch file accepted", accepts_any_encoding, {},
+     set(), {"files.utf8"}),
+    ("a UTF-16 batch file refused without the error body",
+     encoding_refused_as_detail, {}, {"files.utf8"}, set()),
 ]  # fmt: skip
 
 
@@ -319,30 +401,106 @@ def test_the_emulator_passes_every_check():
 
 
 def test_every_check_has_a_broken_server():
-    assert {c for *_, failing in BROKEN for c in failing} == set(CHECKS)
+    assert {c for *_, f, w in BROKEN for c in f | w} == set(CHECKS)
+    observed = {i for i, c in CHECKS.items() if c.level == "observed"}
+    # and validation.failed, whose upload's acceptance is observed (fact 13)
+    assert {c for *_, w in BROKEN for c in w} == observed | {"validation.failed"}
 
 
 @pytest.mark.parametrize(
-    ("mutation", "options", "failing"),
-    [pytest.param(m, o, f, id=name) for name, m, o, f in BROKEN],
+    ("mutation", "options", "failing", "warning"),
+    [pytest.param(m, o, f, w, id=name) for name, m, o, f, w in BROKEN],
 )
-def test_a_broken_server_fails_exactly_the_broken_checks(mutation, options, failing):
+def test_a_broken_server_fails_exactly_the_broken_checks(
+    mutation, options, failing, warning
+):
     http, wait = broken(mutation, **options)
     with http:
-        report = run(http, wait=wait, strict=True)
-    failed = {r.id for r in report.results if r.outcome == "fail"}
-    assert failed == failing, report.to_dict()
+        report = run(http, wait=wait)
+    judged = [r for r in report.results if r.outcome in ("fail", "warn")]
+    outcomes = {r.id: r.outcome for r in judged}
+    assert outcomes == dict.fromkeys(failing, "fail") | dict.fromkeys(warning, "warn")
+    levels = {r.id: r.level for r in judged}
+    assert levels == dict.fromkeys(failing, "required") | dict.fromkeys(
+        warning, "observed"
+    )
     assert all(r.evidence for r in report.results if r.outcome != "pass")
+    assert report.passed == (not failing)
+
+
+def test_strict_fails_a_run_that_only_warned():
+    http, wait = broken(bad_request_on_refused_cancel)
+    with http:
+        report = run(http, wait=wait, strict=True)
+    result = next(r for r in report.results if r.id == "cancel.terminal")
+    assert (result.outcome, result.level) == ("fail", "observed")
+    assert result.evidence.startswith(
+        "cancel of a completed batch: expected (409, None, None, "
+        "\"Cannot cancel a batch with status 'completed'.\"), got POST /v1/batches/"
+    )
     assert not report.passed
 
 
-def test_an_observed_check_only_warns_unless_strict():
+def test_a_5xx_fails_the_check_and_the_run_naming_the_call():
     http, wait = broken(server_error_on_refused_cancel)
     with http:
         report = run(http, wait=wait)
-    outcomes = {r.id: r.outcome for r in report.results}
-    assert outcomes["cancel.terminal"] == "warn"
-    assert report.passed
+    result = next(r for r in report.results if r.id == "cancel.terminal")
+    assert (result.outcome, result.level) == ("fail", "required")
+    assert re.fullmatch(
+        r"the server answered 5xx: POST /v1/batches/batch_\w+/cancel -> 500\n"
+        r"cancel of a completed batch: expected a refusal \(4xx\), got .*",
+        result.evidence,
+    )
+    [call] = report.server_errors
+    assert re.fullmatch(
+        r"POST /v1/batches/batch_\w+/cancel -> 500 \(during cancel.terminal\)", call
+    )
+    assert not report.passed
+    assert report.to_dict()["server_errors"] == [call]
+
+
+def calls_of(only: set[str]) -> int:
+    """How many requests a run of ``only`` (and what it needs) makes."""
+    http, wait = emulator_client()
+    made: list[str] = []
+    http.event_hooks["request"].append(lambda r: made.append(r.url.path))
+    with http:
+        run(http, wait=wait, only=only)
+    return len(made)
+
+
+def server_error_at(number: int) -> Mutation:
+    """Answer 500 to the request ``number`` (from 1), and only to it."""
+    seen = itertools.count(1)
+
+    def mutate(method, path, query, status, body):
+        return (500, "Internal Server Error") if next(seen) == number else None
+
+    return mutate
+
+
+#: The checks that make no request of their own: they judge the answers other
+#: checks were given (create.echo's, and every Batch object recorded).
+JUDGE_ONLY = {"create.zero_usage", "schema.batch", "trace.legal"}
+
+
+@pytest.mark.parametrize("check_id", list(CHECKS))
+def test_a_5xx_where_a_check_should_not_get_one_fails_it_required(check_id):
+    declared = CHECKS[check_id]
+    before = calls_of(with_needs(declared.needs)) if declared.needs else 0
+    if check_id in JUDGE_ONLY:
+        assert calls_of({check_id}) == before
+        return
+    http, wait = broken(server_error_at(before + 1))
+    with http:
+        report = run(http, wait=wait, only={check_id})
+    result = next(r for r in report.results if r.id == check_id)
+    assert (result.outcome, result.level) == ("fail", "required"), result
+    assert result.evidence.startswith("the server answered 5xx: ")
+    [call] = report.server_errors
+    assert call.endswith(f"-> 500 (during {check_id})")
+    assert not report.passed
 
 
 def test_only_selected_checks_are_reported():
@@ -541,14 +699,48 @@ def test_an_error_body_is_judged_key_by_key(body, problem):
         report = run(http, wait=wait, only={"errors.not_found"})
     result = report.results[list(CHECKS).index("errors.not_found")]
     assert result.outcome == "fail"
-    assert result.evidence.startswith(f"{problem}: GET /v1/batches/")
+    assert result.evidence.startswith(
+        f"retrieve of an unknown batch: {problem}: GET /v1/batches/"
+    )
 
 
 def test_the_fidelity_checks_cite_a_source_that_matches_their_level():
     from batchfsm.conformance._checks import _fidelity
 
     mine = [c for c in CHECKS.values() if c.body.__module__ == _fidelity.__name__]
-    assert len(mine) == 11
+    assert len(mine) == 13
     for declared in mine:
         kind = "documented" if declared.level == "required" else "observed"
         assert f"({kind}: " in declared.description, declared
+
+
+def test_every_batch_starts_before_the_run_first_waits():
+    """Checks that wait start their batches first: the run waits for the
+    slowest batch, not for each in turn."""
+    http, advance = emulator_client()
+    events: list[str] = []
+    http.event_hooks["request"].append(
+        lambda r: events.append(f"{r.method} {r.url.path}")
+    )
+
+    def wait(seconds: float) -> None:
+        events.append("wait")
+        advance(seconds)
+
+    with http:
+        report = run(http, wait=wait)
+    assert report.passed
+    first_wait = events.index("wait")
+    created = [i for i, e in enumerate(events) if e == "POST /v1/batches"]
+    assert len(created) > 8 and max(created) < first_wait
+    # Only the first batch polled waits; the rest ended meanwhile.
+    polled = {e for e in events[first_wait:] if e.startswith("GET /v1/batches/")}
+    assert events.count("wait") == 7 and len(polled) == 7
+
+
+def test_the_report_keeps_the_declaration_order_whatever_ended_first():
+    http, wait = emulator_client()
+    told: list[str] = []
+    with http:
+        report = run(http, wait=wait, progress=lambda r: told.append(r.id))
+    assert told == [r.id for r in report.results] == list(CHECKS)

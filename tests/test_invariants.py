@@ -179,7 +179,7 @@ def test_violation_messages_are_readable():
     ]
 
 
-# -- the generated fast gear agrees with the reference rules -----------------------
+# -- the predicates advance runs agree with the rules ------------------------------
 
 # A step between two batches is judged on identity alone, so the id stays; the
 # model itself refuses an ``object`` other than "batch".
@@ -241,8 +241,10 @@ def test_generated_predicates_agree_with_the_rules_on_mixed_snapshots(
 
 # -- each step rule, broken alone, deterministically ---------------------------------
 
-from batchfsm._graph import REACHABLE  # noqa: E402
-from batchfsm._invariants import _IMMUTABLE, _SET_ONCE, STEP_OK  # noqa: E402
+from batchfsm._graph import FIELD_STATUSES, REACHABLE  # noqa: E402
+from batchfsm._invariants import step_ok  # noqa: E402
+from batchfsm._rules import IMMUTABLE_FIELDS as _IMMUTABLE  # noqa: E402
+from batchfsm._rules import SET_ONCE_FIELDS as _SET_ONCE  # noqa: E402
 
 USAGE = bf.BatchUsage(
     input_tokens=100,
@@ -293,9 +295,9 @@ BY_STATUS = one_per_status()
 
 
 def step_rules(before: bf.Batch, after: bf.Batch) -> list[str]:
-    """The step rules broken, with the generated predicate held to the reference."""
+    """The step rules broken, with the predicate advance runs held to them."""
     reference = [v.rule for v in _check_step(before, after)]
-    assert STEP_OK[before.status](before, after) is (not reference)
+    assert step_ok(before, after) is (not reference)
     assert [v.rule for v in bf.check_step(before, after)] == reference
     return reference
 
@@ -426,3 +428,32 @@ def test_a_malformed_snapshot_is_never_passed_silently():
     broken = attrs.evolve(BY_STATUS[bf.BatchStatus.IN_PROGRESS], in_progress_at="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         bf.check(broken)
+
+
+# -- single-snapshot rules at their boundaries ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completed", "rules"), [(7, []), (8, ["counts.sum"]), (9, ["counts.sum"])]
+)
+def test_counts_sum_holds_up_to_the_total_exactly(completed, rules):
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    counts = bf.BatchRequestCounts(total=10, completed=completed, failed=3)
+    assert [
+        v.rule for v in bf.check(attrs.evolve(running, request_counts=counts))
+    ] == rules
+
+
+@pytest.mark.parametrize("status", list(bf.BatchStatus))
+def test_every_field_a_status_forbids_is_flagged_alone(status):
+    batch = BY_STATUS[status]
+    for field, allowed in FIELD_STATUSES.items():
+        if status in allowed:
+            continue
+        value: Any = "file-x"
+        if field == "errors":
+            value = bf.BatchErrors(data=(bf.BatchError(code="x"),))
+        broken = attrs.evolve(batch, **{field: value})
+        assert [(v.rule, v.path) for v in bf.check(broken)] == [
+            ("field.unexpected", field)
+        ]

@@ -15,7 +15,7 @@ Example:
     >>> with http:
     ...     report = run(http, wait=wait)
     >>> report.passed, len(report.results)
-    (True, 24)
+    (True, 26)
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from ._runner import Report, Result, run
 
 if TYPE_CHECKING:
     import httpx2
+
+    from ..emulator import VirtualClock
 
 __all__ = ["CHECKS", "Check", "Report", "Result", "check", "emulator_client", "run"]
 
@@ -53,4 +55,20 @@ def emulator_client(**options: object) -> tuple[httpx2.Client, Callable[[float],
         transport=EmulatorTransport(create_app(emulator)),
         base_url="http://batchfsm.emulator",
     )
-    return http, clock.advance
+    return http, _waiting(clock)
+
+
+def _waiting(clock: VirtualClock) -> Callable[[float], None]:
+    """How to let seconds pass on ``clock``, fractions carried until whole.
+
+    The virtual clock moves in whole seconds, and the polls wait fractions.
+    """
+    carried = 0.0
+
+    def wait(seconds: float) -> None:
+        nonlocal carried
+        carried += seconds
+        clock.advance(int(carried))
+        carried -= int(carried)
+
+    return wait

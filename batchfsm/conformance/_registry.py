@@ -7,11 +7,29 @@ the order of declaration, :data:`CHECKS` is the registry itself, and a check's
 ``session.result_of(id)``) must be declared before it, so the order is always a
 valid one.
 
-Levels:
+A check that waits for a batch is a generator: it starts its batch, yields
+once, then polls. The runner starts every check it can before it waits on
+any, so the server runs their batches side by side and the run waits about as
+long as its slowest batch, not as long as all of them in turn. A check
+declared ``last`` starts only once every check declared before it has ended
+(it judges what they recorded).
 
-- ``"required"``: documented API behaviour; a failure fails the run.
-- ``"observed"``: behaviour only observed on the live API; a failure is a
-  warning unless the run is strict.
+Levels, the same split for every check:
+
+- ``"required"``: documented API behaviour; a failure fails the run. Every
+  check, whatever its level, holds a required part: the status class of each
+  answer (a Batch object where one is due, a 4xx where a refusal is), the
+  API's error body on every refusal, a legal lifecycle, and no 5xx anywhere
+  (a 5xx answered during any check fails it, and the run, naming the call).
+- ``"observed"``: behaviour only observed on the live API: the exact status,
+  code, param and wording of an answer, a header, what it was seen accepting
+  (a malformed line at upload). A check declared
+  ``observed`` judges only that exact part at this level; a failure of it is
+  a warning unless the run is strict.
+
+A check's ``level`` is the level of what it compares exactly; its required
+part is judged by the session's building blocks and the runner, so no check
+states it for itself.
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ class Check:
     needs: tuple[str, ...]
     level: Level
     body: Body = attrs.field(repr=False)
+    last: bool = False
 
 
 #: Every check by id, in run order (the order of declaration).
@@ -50,7 +69,11 @@ CHECKS: dict[str, Check] = {}
 
 
 def check(
-    id: str, *, needs: Iterable[str] = (), level: Level = "required"
+    id: str,
+    *,
+    needs: Iterable[str] = (),
+    level: Level = "required",
+    last: bool = False,
 ) -> Callable[[_B], _B]:
     """Declare a conformance check; its docstring's first line says what it demands.
 
@@ -59,13 +82,17 @@ def check(
     (both in ``batchfsm.conformance._session``) when there is nothing to judge,
     and may return a value that the checks needing it read with
     ``session.result_of(id)``. A check runs only if every check it ``needs``
-    passed; otherwise it is skipped, naming them.
+    passed; otherwise it is skipped, naming them. A check that waits for a
+    batch is a generator that yields once, after starting the batch and
+    before polling it, so that the others start theirs meanwhile.
 
     Args:
         id: the stable id, ``area.name``.
         needs: ids of checks declared before this one.
         level: ``"required"`` (documented behaviour) or ``"observed"`` (seen on
-            the live API only: a failure warns unless the run is strict).
+            the live API only: a failure of its exact part warns unless the
+            run is strict; its required part still fails the run).
+        last: start only once every check declared before it has ended.
 
     Raises:
         ValueError: the id is taken, a need is not declared yet, the level is
@@ -91,7 +118,8 @@ def check(
             problem = f"{id!r} needs {', '.join(undeclared)}, not declared before it"
         if problem:
             raise ValueError(f"conformance check: {problem}")
-        CHECKS[id] = Check(id, doc.splitlines()[0].rstrip("."), needs, level, body)
+        first = doc.splitlines()[0].rstrip(".")
+        CHECKS[id] = Check(id, first, needs, level, body, last)
         return body
 
     return register

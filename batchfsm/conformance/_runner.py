@@ -2,20 +2,29 @@
 
 Each check has a stable id, a one-line description, a level, an outcome and
 evidence (the request and the offending snapshot or field) or, for a skip, the
-reason. Outcomes: ``pass``; ``fail``; ``warn`` (an observed-level check failed
-in a run that is not strict); ``skip`` (nothing could be judged).
+reason. Outcomes: ``pass``; ``fail``; ``warn`` (an observed-level part
+failed in a run that is not strict); ``skip`` (nothing could be judged).
+
+The levels are applied here, once for every check (``_registry`` says what
+each level holds): a failure is at the check's own level unless it was raised
+at the required level (``require``, and the session's building blocks); an
+answer the check's code could not read is a required failure; and a 5xx
+answered while a check ran fails it at the required level, whatever else it
+found, and fails the run, the report naming the call.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import attrs
 
 from . import _checks  # noqa: F401 - declares the checks
-from ._registry import CHECKS, Check, with_needs
+from ._registry import CHECKS, Check, Level, with_needs
 from ._session import FailedError, Session, SkippedError
 
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
@@ -33,34 +42,42 @@ class Result:
     id: str
     outcome: Outcome
     evidence: str = ""
+    #: The level of the failure (a failure of an observed check's required part
+    #: is ``required``); else the check's own level.
+    level: Level = attrs.field(
+        default=attrs.Factory(lambda self: CHECKS[self.id].level, takes_self=True)
+    )
 
     @property
     def description(self) -> str:
         """What the check demands."""
         return CHECKS[self.id].description
 
-    @property
-    def level(self) -> str:
-        """``required`` or ``observed``."""
-        return CHECKS[self.id].level
-
 
 @attrs.frozen
 class Report:
     """Every check's result, and what was noticed on the way.
 
-    ``refused`` is one line when the server refused every request.
+    ``refused`` is one line when the server refused every request;
+    ``server_errors`` names every call answered 5xx (``METHOD PATH -> STATUS
+    (during CHECK)``), each of which fails the run.
     """
 
     results: tuple[Result, ...]
     notes: tuple[str, ...] = ()
     refused: str | None = None
+    server_errors: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
-        """No check failed, at least one passed, and not every request was refused."""
+        """No check failed, no 5xx, one check passed, not every request refused."""
         outcomes = {r.outcome for r in self.results}
-        return "fail" not in outcomes and "pass" in outcomes and not self.refused
+        return (
+            "fail" not in outcomes
+            and "pass" in outcomes
+            and not self.refused
+            and not self.server_errors
+        )
 
     def count(self, outcome: Outcome) -> int:
         """How many checks had this outcome."""
@@ -71,6 +88,7 @@ class Report:
         return {
             "passed": self.passed,
             "refused": self.refused,
+            "server_errors": list(self.server_errors),
             "results": [
                 {"id": r.id, "description": r.description, "level": r.level,
                  "outcome": r.outcome, "evidence": r.evidence}
@@ -80,23 +98,100 @@ class Report:
         }  # fmt: skip
 
 
-def _run_one(session: Session, declared: Check, strict: bool) -> Result:
+def _verdict(session: Session, declared: Check, result: Result, strict: bool) -> Result:
+    """The result with the levels applied: any 5xx during the check, then strict."""
+    calls = [call for at, call in session.server_errors if at == declared.id]
+    if calls:  # never right, whatever the check found
+        found = f"\n{result.evidence}" if result.outcome == "fail" else ""
+        evidence = f"the server answered 5xx: {'; '.join(calls)}{found}"
+        return Result(declared.id, "fail", evidence, "required")
+    if result.outcome == "fail" and result.level == "observed" and not strict:
+        return attrs.evolve(result, outcome="warn")
+    return result
+
+
+def _step(
+    session: Session, declared: Check, running: Generator[Any, None, Any] | None
+) -> tuple[Generator[Any, None, Any] | None, Result | None]:
+    """Run the check (or go on with it) to its next wait or its end.
+
+    Returns the check still under way (parked at a wait), or its result, a
+    failure at the level it was raised at.
+    """
     import httpx2
 
-    failed: Outcome = "fail" if strict or declared.level == "required" else "warn"
+    session.current = declared.id
     try:
-        session.keep(declared.id, declared.body(session))
+        if running is None:
+            value = declared.body(session)
+            if not inspect.isgenerator(value):
+                session.keep(declared.id, value)
+                return None, Result(declared.id, "pass")
+            running = cast("Generator[Any, None, Any]", value)
+        next(running)
+        return running, None
+    except StopIteration as done:
+        session.keep(declared.id, done.value)
+        return None, Result(declared.id, "pass")
     except FailedError as exc:
-        return Result(declared.id, failed, str(exc))
+        result = Result(declared.id, "fail", str(exc), exc.level or declared.level)
     except SkippedError as exc:
-        return Result(declared.id, "skip", str(exc))
+        result = Result(declared.id, "skip", str(exc))
     except httpx2.HTTPError as exc:
-        return Result(declared.id, failed, f"HTTP error: {exc!r}")
+        result = Result(declared.id, "fail", f"HTTP error: {exc!r}", "required")
     except Exception as exc:  # noqa: BLE001 - a broken answer fails this check only
-        return Result(
-            declared.id, failed, f"the server's answers broke the check: {exc!r}"
-        )
-    return Result(declared.id, "pass")
+        evidence = f"the server's answers broke the check: {exc!r}"
+        result = Result(declared.id, "fail", evidence, "required")
+    return None, result
+
+
+class _Schedule:
+    """Which checks have ended, which wait, and what may start next."""
+
+    def __init__(self, session: Session, wanted: set[str], strict: bool) -> None:
+        self.session, self.wanted, self.strict = session, wanted, strict
+        self.results: dict[str, Result] = {}
+        self.parked: dict[str, Generator[Any, None, Any]] = {}
+
+    def start_ready(self) -> None:
+        """Start, in declaration order, every check whose needs have ended."""
+        for declared in CHECKS.values():
+            if declared.id in self.results or declared.id in self.parked:
+                continue
+            before = list(CHECKS)[: list(CHECKS).index(declared.id)]
+            if any(n not in self.results for n in declared.needs) or (
+                declared.last and any(b not in self.results for b in before)
+            ):
+                continue
+            missing = [n for n in declared.needs if self.results[n].outcome != "pass"]
+            if declared.id not in self.wanted:
+                self.results[declared.id] = Result(declared.id, "skip", "not selected")
+            elif missing:
+                why = ", ".join(
+                    f"{n}, which ended {self.results[n].outcome}" for n in missing
+                )
+                self.results[declared.id] = Result(declared.id, "skip", f"needs {why}")
+            else:
+                self.go_on(declared, None)
+
+    def go_on(self, declared: Check, running: Generator[Any, None, Any] | None) -> None:
+        """Run the check to its next wait (parked) or its end (its result kept)."""
+        running, result = _step(self.session, declared, running)
+        if running is not None:
+            self.parked[declared.id] = running
+        else:
+            assert result is not None
+            self.results[declared.id] = _verdict(
+                self.session, declared, result, self.strict
+            )
+
+    def resume_first(self) -> bool:
+        """Go on with the first check parked (in declaration order), if any."""
+        waiting = [i for i in CHECKS if i in self.parked]
+        if not waiting:
+            return False
+        self.go_on(CHECKS[waiting[0]], self.parked.pop(waiting[0]))
+        return True
 
 
 def run(
@@ -140,18 +235,23 @@ def run(
     if unknown:
         raise ValueError(f"unknown check ids: {', '.join(sorted(unknown))}; see CHECKS")
     session = Session(http, wait, endpoint=endpoint, model=model, timeout=timeout)
-    wanted = with_needs(only) if only else set(CHECKS)
-    results: dict[str, Result] = {}
-    for declared in CHECKS.values():
-        missing = [n for n in declared.needs if results[n].outcome != "pass"]
-        if declared.id not in wanted:
-            result = Result(declared.id, "skip", "not selected")
-        elif missing:
-            why = ", ".join(f"{n}, which ended {results[n].outcome}" for n in missing)
-            result = Result(declared.id, "skip", f"needs {why}")
-        else:
-            result = _run_one(session, declared, strict)
-        results[declared.id] = result
-        if progress:
-            progress(result)
-    return Report(tuple(results.values()), tuple(session.notes), session.refusal())
+    schedule = _Schedule(session, with_needs(only) if only else set(CHECKS), strict)
+    told = 0
+    while True:
+        schedule.start_ready()
+        ended = list(itertools.takewhile(schedule.results.__contains__, CHECKS))
+        for check_id in ended[told:] if progress else ():
+            progress(schedule.results[check_id])  # type: ignore[misc]
+        told = len(ended)
+        if not schedule.resume_first():
+            break
+    results = {i: schedule.results[i] for i in CHECKS}
+    server_errors = tuple(
+        f"{call} (during {check_id})" for check_id, call in session.server_errors
+    )
+    return Report(
+        tuple(results.values()),
+        tuple(session.notes),
+        session.refused_everything(),
+        server_errors,
+    )

@@ -1,9 +1,14 @@
 """What a check works with: the HTTP session, its recording and its verdicts.
 
-A check body fails with :func:`expect` (or raises :class:`FailedError`) with
-the evidence, skips with :class:`SkippedError` and the reason it could judge
-nothing, or returns a value that the checks needing it read with
-:meth:`Session.result_of`.
+A check body fails with :func:`expect` (at the check's own level) or
+:func:`require` (always at the required level) with the evidence, skips with
+:class:`SkippedError` and the reason it could judge nothing, or returns a value
+that the checks needing it read with :meth:`Session.result_of`. The building
+blocks hold the required part of every check (see ``_registry``): an answer
+that must be a Batch object (:meth:`Session.batch`) or a refusal
+(:meth:`Session.refusal`) fails at the required level, whatever the check's
+level; only the exact wording a refusal is compared with
+(:meth:`Session.refused_as`) is judged at the check's level.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._model import TERMINAL_STATUSES
+from ._registry import Level
 
 if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
     import httpx2
@@ -26,6 +32,8 @@ __all__ = [
     "SkippedError",
     "error_body",
     "expect",
+    "observed",
+    "require",
     "show",
 ]
 
@@ -35,7 +43,14 @@ TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 
 
 class FailedError(Exception):
-    """A check failed; the message is the evidence."""
+    """A check failed; the message is the evidence.
+
+    ``level`` is the level it failed at: ``None`` for the check's own level.
+    """
+
+    def __init__(self, evidence: str, level: Level | None = None) -> None:
+        super().__init__(evidence)
+        self.level = level
 
 
 class SkippedError(Exception):
@@ -43,9 +58,25 @@ class SkippedError(Exception):
 
 
 def expect(condition: bool, evidence: str) -> None:
-    """Fail the check with ``evidence`` unless ``condition`` holds."""
+    """Fail the check at its own level with ``evidence`` unless ``condition`` holds."""
     if not condition:
         raise FailedError(evidence)
+
+
+def require(condition: bool, evidence: str) -> None:
+    """Fail the check at the required level unless ``condition`` holds."""
+    if not condition:
+        raise FailedError(evidence, "required")
+
+
+def observed(condition: bool, evidence: str) -> None:
+    """Fail the check at the observed level unless ``condition`` holds.
+
+    For what the live API was only seen doing, inside a check whose own
+    level is required.
+    """
+    if not condition:
+        raise FailedError(evidence, "observed")
 
 
 def show(response: httpx2.Response) -> str:
@@ -100,6 +131,10 @@ class Session:
         #: How many answers of each status code, and failed connections (0).
         self.answers: collections.Counter[int] = collections.Counter()
         self.notes: list[str] = []
+        #: The check running now, to which each call is attributed.
+        self.current = ""
+        #: Every answer of 5xx: (the check, "METHOD PATH -> STATUS"), in order.
+        self.server_errors: list[tuple[str, str]] = []
         self._returned: dict[str, Any] = {}
         self._files: dict[tuple[int, str], str] = {}
 
@@ -123,6 +158,10 @@ class Session:
             self.answers[0] += 1
             raise
         self.answers[response.status_code] += 1
+        if response.status_code >= 500:
+            self.server_errors.append(
+                (self.current, f"{method} {path} -> {response.status_code}")
+            )
         if path.startswith("/v1/batches") and response.status_code == 200:
             self._record(f"{method} {path}", response)
         return response
@@ -139,7 +178,7 @@ class Session:
         else:
             self.snapshots.append((where, data))
 
-    def refusal(self) -> str | None:
+    def refused_everything(self) -> str | None:
         """One line saying every request was refused, or None if one was not."""
         if not self.answers or any(0 < s < 400 for s in self.answers):
             return None
@@ -158,25 +197,54 @@ class Session:
     # -- building blocks ------------------------------------------------------------
 
     def batch(self, response: httpx2.Response, step: str) -> dict[str, Any]:
-        """The Batch object answered, or fail naming ``step``."""
-        if response.status_code != 200:
-            raise FailedError(f"{step}: {show(response)}")
+        """The Batch object answered, or fail at the required level naming ``step``."""
+        require(response.status_code == 200, f"{step}: {show(response)}")
         try:
             data = response.json()
         except ValueError:
-            raise FailedError(
-                f"{step}: the answer is not JSON: {show(response)}"
-            ) from None
-        if not isinstance(data, dict):
-            raise FailedError(
-                f"{step}: the answer is not a JSON object: {show(response)}"
-            )
-        return data
+            data = None
+        require(
+            isinstance(data, dict),
+            f"{step}: the answer is not a JSON object: {show(response)}",
+        )
+        return data  # type: ignore[no-any-return]
+
+    def refusal(self, response: httpx2.Response, step: str) -> dict[str, Any]:
+        """The ``error`` of a refusal: a 4xx with the API's error body (required)."""
+        require(
+            400 <= response.status_code < 500,
+            f"{step}: expected a refusal (4xx), got {show(response)}",
+        )
+        problem = error_body(response)
+        require(problem is None, f"{step}: {problem}: {show(response)}")
+        return response.json()["error"]  # type: ignore[no-any-return]
+
+    def refused_as(
+        self,
+        response: httpx2.Response,
+        step: str,
+        status: int,
+        code: str | None,
+        param: str | None,
+        message: str,
+    ) -> None:
+        """A refusal (required) with exactly this status, code, param, message.
+
+        The exact values are judged at the check's own level.
+        """
+        error = self.refusal(response, step)
+        found = (response.status_code, error.get("code"), error.get("param"),
+                 error.get("message"))  # fmt: skip
+        expect(
+            found == (status, code, param, message),
+            f"{step}: expected {(status, code, param, message)}, got {show(response)}",
+        )
 
     def input_file(self, requests: int, *, bad_line: str = "") -> str:
         """Upload (once per shape) an input file of ``requests`` lines.
 
-        ``bad_line`` replaces line 2.
+        ``bad_line`` replaces line 2; such a file refused at upload fails the
+        check at the observed level (the live API accepts it, fact 13).
         """
         key = (requests, bad_line)
         if key not in self._files:
@@ -195,6 +263,11 @@ class Session:
                 files={"file": ("conformance.jsonl", content, "application/jsonl")},
                 data={"purpose": "batch"},
             )
+            if bad_line and answer.status_code != 200:
+                self.refusal(answer, "upload of a file with a malformed line 2")
+                observed(False, "a file with a malformed line was refused at upload "
+                         "(the live API accepts it and fails the batch, LiteLLM "
+                         f"PR #37527): {show(answer)}")  # fmt: skip
             try:
                 file_id = answer.json()["id"] if answer.status_code == 200 else None
             except (ValueError, KeyError, TypeError):
@@ -216,19 +289,23 @@ class Session:
 
     def poll(self, batch_id: str, until: frozenset[str] = TERMINAL) -> dict[str, Any]:
         """Retrieve the batch, waiting ever longer, until its status is in ``until``."""
-        waited, step = 0.0, 1.0
+        # A quarter second first, then half as long again each time, up to a
+        # minute: a batch of seconds is seen soon after it ends (doubling
+        # from one second saw a 5-second batch at 7), one of hours costs a
+        # poll a minute.
+        waited, step = 0.0, 0.25
         while True:
             data = self.batch(self.call("GET", f"/v1/batches/{batch_id}"), "retrieve")
             if data.get("status") in until:
                 return data
-            if waited >= self.timeout:
-                raise FailedError(
-                    f"batch {batch_id} still {data.get('status')!r} after "
-                    f"{self.timeout:g} s of polling"
-                )
+            require(
+                waited < self.timeout,
+                f"batch {batch_id} still {data.get('status')!r} after "
+                f"{self.timeout:g} s of polling",
+            )
             self.wait(step)
             waited += step
-            step = min(step * 2, 60.0)
+            step = min(step * 1.5, 60.0)
 
     def dump(self, document: Any) -> str:
         """A document, shortened for evidence."""

@@ -51,8 +51,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Send
 
-from .._convert import to_dict
 from .._json import encode
+from .._json_io import to_dict
 from ._api_error import ApiError, refuse
 from ._engine import Emulator
 from ._files import MAX_FILE_BYTES, FileGoneError, read_pieces

@@ -18,8 +18,8 @@ from typing import Any
 
 import attrs
 
-from .._convert import to_dict
 from .._errors import InvalidTransition
+from .._json_io import to_dict
 from .._lifecycle import advance, new_batch
 from .._model import Batch
 from .._table import Event
@@ -30,6 +30,7 @@ from ._enqueued import token_limits
 from ._files import (
     READ_PIECE_BYTES,
     FileGoneError,
+    checked_content,
     expires_at,
     is_live,
     list_files_page,
@@ -255,14 +256,15 @@ class Emulator:
 
         ``content`` is the bytes, a binary file open for reading (read from
         where it stands to its end), or an iterable of pieces of bytes; it
-        goes to the store a piece at a time. A ``batch`` file must be
-        ``.jsonl`` of at most 200 MB and expires 30 days after its creation
-        unless ``expires_after`` (seconds) says otherwise; other purposes
-        allow 512 MB and never expire by default. Every limit is checked
-        before the store sees a byte: content whose size cannot be known
-        beforehand (an iterable, a pipe) is first copied to a temporary file,
-        refused as soon as it passes its limit. With ``max_storage_bytes``,
-        a file that would bring the stored files past it is refused (413,
+        goes to the store a piece at a time. A ``batch`` file must be named
+        ``.jsonl`` (or without an extension), be UTF-8 (checked as it goes
+        in) and at most 200 MB, and expires 30 days after its creation unless
+        ``expires_after`` (seconds) says otherwise; other purposes allow 512
+        MB and never expire by default. Every limit is checked before the
+        store sees a byte: content whose size cannot be known beforehand (an
+        iterable, a pipe) is first copied to a temporary file, refused as soon
+        as it passes its limit. With ``max_storage_bytes``, a file that would
+        bring the stored files past it is refused (413,
         ``storage_limit_exceeded``); uploads in flight together are each
         checked against what is stored when they arrive. If reading
         ``content`` fails midway, the error propagates and nothing is stored.
@@ -307,9 +309,14 @@ class Emulator:
                 expires_at=expires_at(purpose, now, expires_after),
             )
             # Bytes as they are (a memory store keeps them, uncopied); a file
-            # or an iterable a piece at a time.
+            # or an iterable a piece at a time, a batch file's checked as UTF-8
+            # on its way in (refused midway, the store keeps nothing of it).
             self.files.add(
-                file, content if isinstance(content, bytes) else pieces(content)
+                file,
+                checked_content(
+                    purpose,
+                    content if isinstance(content, bytes) else pieces(content),
+                ),
             )
         finally:
             if copy is not None:

@@ -4,7 +4,9 @@ Functions over :class:`~batchfsm.emulator.FileObject` values and the
 :class:`~batchfsm.emulator.FileStore` seam, so any file store can serve them.
 The limits and defaults are documented (Files API reference; ``openai``
 ``FileCreateParams``); the ``.jsonl`` message was observed (DESIGN §5, facts
-13 and 14).
+13 and 14), as were a ``batch`` file named without an extension being
+accepted (fact 19: the official client names raw bytes ``upload``) and one
+that is not UTF-8 being refused at upload (fact 20).
 
 An expired file answers 404 at once (:func:`is_live`) and is purged soon
 after (:func:`purge_expired`, run with the due work, up to the earliest work
@@ -15,9 +17,13 @@ keeps passing over it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import codecs
+from collections.abc import Iterable, Iterator
+from pathlib import PurePosixPath
 from typing import Any
 
+from ._api_error import refuse
+from ._content import PIECE_BYTES, Piece
 from ._params import Problem, after_problem, invalid_value, list_limit, list_page
 from ._stores import FileObject, FileStore
 from ._validate import MAX_BYTES
@@ -27,10 +33,12 @@ __all__ = [
     "MAX_BATCH_FILE_BYTES",
     "MAX_FILE_BYTES",
     "MAX_LIST_LIMIT",
+    "NOT_UTF8",
     "PURGE_FILES_PER_STEP",
     "PURPOSES",
     "READ_PIECE_BYTES",
     "FileGoneError",
+    "checked_content",
     "expires_at",
     "is_live",
     "list_files_page",
@@ -92,6 +100,10 @@ def read_pieces(
             raise FileGoneError(file.id)
         offset += len(piece)
         yield piece
+
+
+#: A ``batch`` file that is not UTF-8 (observed: PSOpenAI issue #19).
+NOT_UTF8 = Problem("Invalid file for Batch API. Must be utf-8 encoded", None, None)
 
 
 def max_bytes(purpose: str) -> int:
@@ -160,8 +172,8 @@ def upload_problem(filename: str, purpose: Any, size: int) -> Problem | None:
     Example:
         >>> upload_problem("notes.txt", "batch", 10).message
         'Invalid file format for Batch API. Must be .jsonl'
-        >>> upload_problem("in.jsonl", "batch", 10) is None
-        True
+        >>> [upload_problem(name, "batch", 10) for name in ("in.jsonl", "upload")]
+        [None, None]
     """
     if not isinstance(purpose, str) or purpose not in PURPOSES:
         return invalid_value("purpose", str(purpose), PURPOSES)
@@ -169,11 +181,79 @@ def upload_problem(filename: str, purpose: Any, size: int) -> Problem | None:
         return too_large_problem(size, batch=False)
     if purpose != "batch":
         return None
-    if not filename.lower().endswith(".jsonl"):
+    # A name without an extension passes: the official client names raw bytes
+    # and nameless file objects "upload" (DESIGN §5, fact 19).
+    extension = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    if extension not in ("", ".jsonl"):
         return Problem("Invalid file format for Batch API. Must be .jsonl", None, None)
     if size > MAX_BATCH_FILE_BYTES:
         return too_large_problem(size, batch=True)
     return None
+
+
+def checked_content(
+    purpose: str, content: bytes | Iterable[Piece]
+) -> bytes | Iterator[Piece]:
+    r"""``content`` as it is, refused where a ``batch`` file stops being UTF-8.
+
+    Bytes are checked whole before they are returned; pieces as they pass, by
+    an incremental decoder (so a character cut between two pieces is fine),
+    each before it is handed on, the end of the file last: a store writing
+    them stores nothing of a refused file. A NUL byte is refused too: no JSON
+    text holds one raw, and every UTF-16 or UTF-32 file of ASCII text does. A
+    UTF-8 byte order mark is accepted (validation passes over it). Files of
+    other purposes pass unread.
+
+    Raises:
+        ApiError: 400 "Invalid file for Batch API. Must be utf-8 encoded".
+
+    Example:
+        >>> b"".join(checked_content("batch", iter([b"{\xc3", b"\xa9}\n"])))
+        b'{\xc3\xa9}\n'
+        >>> list(checked_content("batch", ["é".encode("utf-16")]))
+        Traceback (most recent call last):
+        ...
+        batchfsm.emulator._api_error.ApiError: 400: Invalid file for Batch API. ...
+    """
+    if purpose != "batch":
+        return content if isinstance(content, bytes) else iter(content)
+    if isinstance(content, bytes):
+        if b"\0" in content or not content.isascii():  # memchr first: cheap
+            view = memoryview(content)
+            _utf8_end(
+                view[i : i + PIECE_BYTES] for i in range(0, len(view), PIECE_BYTES)
+            )
+        return content
+    return _utf8_pieces(content)
+
+
+def _utf8_pieces(content: Iterable[Piece]) -> Iterator[Piece]:
+    """The pieces, each checked before it is handed on; the end checked last."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for piece in content:
+        _utf8_piece(decoder, piece)
+        yield piece
+    _utf8_piece(decoder, b"", final=True)
+
+
+def _utf8_end(content: Iterable[Piece]) -> None:
+    """Check every piece, then the end."""
+    for _ in _utf8_pieces(content):
+        pass
+
+
+def _utf8_piece(
+    decoder: codecs.IncrementalDecoder, piece: Piece, *, final: bool = False
+) -> None:
+    whole = piece if isinstance(piece, bytes) else bytes(piece)
+    if b"\0" in whole:
+        raise refuse(NOT_UTF8)
+    if whole.isascii() and not decoder.getstate()[0] and not final:
+        return  # ASCII after a whole character: nothing to decode
+    try:
+        decoder.decode(whole, final=final)
+    except UnicodeDecodeError:
+        raise refuse(NOT_UTF8) from None
 
 
 def expires_at(purpose: str, created_at: int, expires_after: int | None) -> int | None:

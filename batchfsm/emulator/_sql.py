@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from .._convert import dumps, loads
+from .._json_io import dumps, loads
 from .._model import Batch, BatchStatus
 from ._database import Database, Tx, model_key, unheld
 from ._leases import (

@@ -50,8 +50,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from .._convert import to_dict
 from .._diagram import render
+from .._json_io import to_dict
 from .._model import BatchStatus
 from ._api_error import ApiError
 from ._engine import Emulator

@@ -9,16 +9,18 @@ recorded in other projects' tests (exact wording, headers).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from ..._endpoints import CATALOGUE, ENDPOINT_MODELS
 from .._registry import check
-from .._session import FailedError, Session, SkippedError, expect, show
+from .._session import FailedError, Session, SkippedError, expect, require, show
 
 __all__: list[str] = []
 
 _THIRTY_DAYS = 2_592_000
 _MISSING_FILE = "file-conformance-does-not-exist"
+_NOT_UTF8 = "Invalid file for Batch API. Must be utf-8 encoded"
 #: Dated snapshots to try per endpoint, the first the server's catalogue holds.
 _SNAPSHOTS = ("gpt-4o-mini-2024-07-18", "gpt-3.5-turbo-0125", "gpt-4o-2024-08-06")
 
@@ -56,30 +58,6 @@ def _content(s: Session, requests: int, **kw: Any) -> bytes:
     )
 
 
-def _error(answer: Any) -> dict[str, Any]:
-    try:
-        body = answer.json()
-    except ValueError:
-        raise FailedError(f"the answer is not JSON: {show(answer)}") from None
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        raise FailedError(f"the answer is not the API's error body: {show(answer)}")
-    return error
-
-
-def _refused(
-    answer: Any, status: int, code: str | None, param: str | None, message: str
-) -> None:
-    """The answer is ``status`` with exactly this code, param and message."""
-    error = _error(answer)
-    found = (answer.status_code, error.get("code"), error.get("param"),
-             error.get("message"))  # fmt: skip
-    expect(
-        found == (status, code, param, message),
-        f"expected {(status, code, param, message)}, got {show(answer)}",
-    )
-
-
 def _errors_of(s: Session, batch_id: str) -> list[Any]:
     failed = s.poll(batch_id)
     expect(
@@ -113,14 +91,16 @@ def create_zero_usage(s: Session) -> None:
 
 
 @check("models.snapshot")
-def models_snapshot(s: Session) -> None:
+def models_snapshot(s: Session) -> Iterator[None]:
     """A dated snapshot model runs (documented: the openai client's model types)."""
     catalogue = ENDPOINT_MODELS.get(s.endpoint, frozenset())
     model = next((m for m in _SNAPSHOTS if m in catalogue), None)
     if model is None:
         raise SkippedError(f"no dated snapshot to try on {s.endpoint}")
     upload = _file(s, _upload(s, _content(s, 1, model=model)), "models.snapshot")
-    done = s.poll(s.create(upload["id"])["id"])
+    batch = s.create(upload["id"])
+    yield
+    done = s.poll(batch["id"])
     expect(
         done.get("status") == "completed",
         f"a batch of {model} ended {done.get('status')!r}: {s.dump(done)}",
@@ -128,7 +108,7 @@ def models_snapshot(s: Session) -> None:
 
 
 @check("validation.required_fields", level="observed")
-def validation_required_fields(s: Session) -> None:
+def validation_required_fields(s: Session) -> Iterator[None]:
     """A line without body.model or its main input fails with invalid_request, one entry each (observed: OGX tests)."""  # noqa: E501
     known = CATALOGUE.get(s.endpoint)
     if known is None:
@@ -139,9 +119,11 @@ def validation_required_fields(s: Session) -> None:
     del no_model["body"]["model"], no_input["body"][field]
     rows[1:3] = [json.dumps(no_model), json.dumps(no_input)]
     upload = _file(s, _upload(s, "\n".join(rows).encode()), "required fields")
+    batch = s.create(upload["id"])
+    yield
     found = [
         (e.get("code"), e.get("line"), e.get("param"), e.get("message"))
-        for e in _errors_of(s, s.create(upload["id"])["id"])
+        for e in _errors_of(s, batch["id"])
     ]
     expected = [
         ("invalid_request", 2, "body.model", "Model parameter is required."),
@@ -152,9 +134,20 @@ def validation_required_fields(s: Session) -> None:
 
 
 @check("validation.missing_file", level="observed")
-def validation_missing_file(s: Session) -> None:
+def validation_missing_file(s: Session) -> Iterator[None]:
     """A batch of an unknown input file is created, then fails naming file_id (observed: OGX tests; stdapi.ai #240)."""  # noqa: E501
-    batch = s.create(_MISSING_FILE)
+    answer = s.call(
+        "POST",
+        "/v1/batches",
+        json={"input_file_id": _MISSING_FILE, "endpoint": s.endpoint,
+              "completion_window": "24h"},
+    )  # fmt: skip
+    if answer.status_code != 200:
+        s.refusal(answer, "create of a missing input file")
+        expect(False, "create refused a missing input file (the live API creates "
+                      f"the batch, then fails it): {show(answer)}")  # fmt: skip
+    batch = s.batch(answer, "create of a missing input file")
+    yield
     [error, *more] = _errors_of(s, batch["id"])
     message = error.get("message")
     expect(
@@ -177,7 +170,7 @@ def errors_endpoint_wording(s: Session) -> None:
         json={"input_file_id": _MISSING_FILE, "endpoint": "/v1/invalid",
               "completion_window": "24h"},
     )  # fmt: skip
-    error = _error(answer)
+    error = s.refusal(answer, "create with endpoint /v1/invalid")
     message = error.get("message")
     expect(
         (answer.status_code, error.get("code"), error.get("param"))
@@ -208,22 +201,27 @@ def errors_metadata_wording(s: Session) -> None:
             json={"input_file_id": _MISSING_FILE, "endpoint": s.endpoint,
                   "completion_window": "24h", "metadata": metadata},
         )  # fmt: skip
-        _refused(answer, 400, "invalid_type", param, message)
+        s.refused_as(
+            answer, f"create with metadata {metadata!r}", 400, "invalid_type", param,
+            message,
+        )  # fmt: skip
 
 
 @check("errors.batch_id_wording", level="observed")
 def errors_batch_id_wording(s: Session) -> None:
     """Unknown batch: 404, param null; an id not starting 'batch': 400 invalid_value (observed: openai-batch-manager fixtures)."""  # noqa: E501
     unknown = "batch_conformance_does_not_exist"
-    _refused(
+    s.refused_as(
         s.call("GET", f"/v1/batches/{unknown}"),
+        "retrieve of an unknown batch",
         404,
         None,
         None,
         f"No batch found with id '{unknown}'.",
     )
-    _refused(
+    s.refused_as(
         s.call("GET", "/v1/batches/conformance"),
+        "retrieve of a malformed id",
         400,
         "invalid_value",
         "batch_id",
@@ -276,9 +274,48 @@ def files_expiry(s: Session) -> None:
 def files_jsonl_only(s: Session) -> None:
     """A batch upload not named .jsonl is 400 "Invalid file format for Batch API. Must be .jsonl" (observed: LiteLLM #37527)."""  # noqa: E501
     answer = _upload(s, _content(s, 1), filename="conformance.txt")
-    _refused(
-        answer, 400, None, None, "Invalid file format for Batch API. Must be .jsonl"
+    s.refused_as(
+        answer, "a batch upload named conformance.txt", 400, None, None,
+        "Invalid file format for Batch API. Must be .jsonl",
+    )  # fmt: skip
+
+
+@check("files.no_extension", level="observed")
+def files_no_extension(s: Session) -> Iterator[None]:
+    """A batch upload named without an extension ('upload', as the openai client names raw bytes) is accepted and runs (observed: openai-python's multipart naming; LiteLLM #37527)."""  # noqa: E501
+    answer = _upload(s, _content(s, 1), filename="upload")
+    if answer.status_code != 200:
+        s.refusal(answer, "a batch upload named upload")
+        expect(False, "a batch upload named 'upload' (how the openai client names "
+                      f"raw bytes) was refused: {show(answer)}")  # fmt: skip
+    file_id = s.batch(answer, "a batch upload named upload").get("id")
+    require(isinstance(file_id, str), f"the upload answered no id: {show(answer)}")
+    batch = s.create(str(file_id))
+    yield
+    done = s.poll(batch["id"])
+    expect(
+        done.get("status") == "completed",
+        f"a batch of a file named 'upload' ended {done.get('status')!r}: "
+        f"{s.dump(done)}",
     )
+
+
+@check("files.utf8", level="observed")
+def files_utf8(s: Session) -> None:
+    """A batch file in UTF-16 or Latin-1 is 400 "Invalid file for Batch API. Must be utf-8 encoded" at upload (observed: PSOpenAI #19)."""  # noqa: E501
+    text = _content(s, 1).decode().replace("conform-", "conformé-")
+    for encoding in ("utf-16", "latin-1"):
+        answer = _upload(s, text.encode(encoding))
+        step = f"a batch upload in {encoding}"
+        expect(
+            answer.status_code != 200,
+            f"{step} was accepted (the live API refuses it at upload): {show(answer)}",
+        )
+        error = s.refusal(answer, step)
+        expect(
+            (answer.status_code, error.get("message")) == (400, _NOT_UTF8),
+            f"{step}: expected 400 {_NOT_UTF8!r}, got {show(answer)}",
+        )
 
 
 @check("files.list")

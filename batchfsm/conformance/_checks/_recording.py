@@ -6,10 +6,10 @@ from typing import Any
 
 import attrs
 
-from ..._convert import from_dict
 from ..._errors import SchemaError
 from ..._invariants import check as check_batch
 from ..._invariants import check_trace
+from ..._json_io import from_dict
 from ..._model import Batch
 from .._registry import check
 from .._session import Session, SkippedError, expect
@@ -32,7 +32,7 @@ def _parsed(document: Any) -> Batch | None:
         return None  # schema.batch reports it
 
 
-@check("schema.batch")
+@check("schema.batch", last=True)
 def schema_batch(s: Session) -> None:
     """Every Batch object answered parses and passes check()."""
     problems: list[str] = []
@@ -56,7 +56,7 @@ def schema_batch(s: Session) -> None:
     expect(not problems, "\n".join(problems[:20]))
 
 
-@check("trace.legal")
+@check("trace.legal", last=True)
 def trace_legal(s: Session) -> None:
     """All Batch objects answered, in order, pass check_trace()."""
     parsed = [b for _, d in _recorded(s) if (b := _parsed(d)) is not None]

@@ -6,12 +6,10 @@ missing, unknown keys are ignored unless ``strict=True``). Lifecycle consistency
 is not judged here: that is :func:`batchfsm.check`'s job, so that a wrong
 server's answer can still be parsed and then judged rule by rule.
 
-Parsing runs in two gears, both generated from the leaf rules of
-:mod:`batchfsm._leaves`. The fast gear (:mod:`batchfsm._gears`) is straight-line
-code that only tells good from bad; only when it refuses does the detailed gear,
-the cattrs converter of :mod:`batchfsm._converter`, run again over the same
-document to collect *every* problem with its JSON path (:mod:`batchfsm._paths`).
-Text goes through the one JSON engine of :mod:`batchfsm._json`.
+Each function is a call of the cattrs converter of :mod:`batchfsm._converter`
+(``from_dict`` is ``converter.structure(data, Batch)``, ``to_dict`` is
+``converter.unstructure(batch)``); text goes through the one JSON engine of
+:mod:`batchfsm._json`.
 """
 
 from __future__ import annotations
@@ -20,31 +18,36 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ._converter import converter, make_converter
+from ._converter import converter, strict_converter, text_converters
 from ._errors import SchemaError
-from ._gears import make_fast_gear, unstructure_batch
 from ._json import DecodeError as _DecodeError
 from ._json import EncodeError as _EncodeError
 from ._json import decode as _decode
 from ._json import encode as _encode
+from ._json_problems import text_problems
 from ._model import Batch
-from ._paths import problems_of, text_problems
 
 __all__ = ["converter", "dumps", "dumps_bytes", "from_dict", "loads", "to_dict"]
 
-_DETAILED = {
-    strict: make_converter(detailed=True, forbid_extra_keys=strict).get_structure_hook(
-        Batch
-    )
-    for strict in (False, True)
-}
-#: (strict, parsed by the engine) -> (fast gear, detailed gear).
-_GEARS = {
-    (strict, engine): (make_fast_gear(strict, engine), _DETAILED[strict])
-    for strict in (False, True)
-    for engine in (False, True)
-}
-_LOADS_GEAR = _GEARS[False, True][0]
+_structure = converter.structure
+_structure_strict = strict_converter.structure
+_unstructure = converter.unstructure
+# Text is where the peers are fastest (pydantic-core parses and writes JSON in
+# Rust): loads and dumps call the converters' Batch hooks themselves, asked of
+# the converter once, at first use, instead of through its dispatch at every
+# call (a quarter of a microsecond, a tenth of dumps). The hooks are the ones
+# converter.structure/unstructure run.
+_HOOKS: dict[str, Any] = {}
+
+
+def _hook(name: str) -> Any:
+    hook: Any
+    if name == "write":
+        hook = converter.get_unstructure_hook(Batch)
+    else:
+        hook = text_converters[name == "strict"].get_structure_hook(Batch)
+    _HOOKS[name] = hook
+    return hook
 
 
 # -- the public door ---------------------------------------------------------------
@@ -52,6 +55,8 @@ _LOADS_GEAR = _GEARS[False, True][0]
 
 def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
     """Parse an API Batch object (a decoded JSON document) into a :class:`Batch`.
+
+    ``converter.structure(data, Batch)`` (``strict_converter`` when strict).
 
     Args:
         data: the decoded JSON object.
@@ -75,29 +80,15 @@ def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
         >>> b.status
         <BatchStatus.VALIDATING: 'validating'>
     """
-    return _structure(data, strict, engine=False)
-
-
-def _structure(data: Any, strict: bool, engine: bool) -> Batch:
-    fast, detailed = _GEARS[strict, engine]
-    # A dict is by far the common case; the ABC check is dear beside the parse.
-    if (data.__class__ is dict or isinstance(data, Mapping)) and "object" in data:
-        try:
-            return fast(data)
-        except Exception:  # noqa: BLE001, S110 - the detailed gear says what failed
-            pass
-    problems: list[tuple[str, str]] = []
-    if isinstance(data, Mapping) and "object" not in data:
-        problems.append(("object", "required field missing"))
-    try:
-        detailed(data, Batch)
-    except Exception as exc:  # noqa: BLE001 - every problem is reported
-        problems.extend(problems_of(exc, ""))
-    raise SchemaError(problems)
+    if strict:
+        return _structure_strict(data, Batch)
+    return _structure(data, Batch)
 
 
 def to_dict(batch: Batch) -> dict[str, Any]:
     """The API JSON of ``batch``: every field present, ``None`` where unset.
+
+    ``converter.unstructure(batch)``.
 
     Keys follow the order of the API reference.
 
@@ -110,7 +101,7 @@ def to_dict(batch: Batch) -> dict[str, Any]:
         >>> d["status"], d["created_at"], d["output_file_id"]
         ('validating', 1700000000, None)
     """
-    return unstructure_batch(batch)
+    return _unstructure(batch)  # type: ignore[no-any-return]
 
 
 def loads(text: str | bytes, *, strict: bool = False) -> Batch:
@@ -134,23 +125,19 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
     except _DecodeError as exc:
         problems = [("", f"not valid JSON: {exc}")]
         raise SchemaError(problems + _lenient_problems(text, strict)) from None
-    if not strict and data.__class__ is dict and "object" in data:
-        try:  # the common case, without a stop in _structure
-            return _LOADS_GEAR(data)
-        except Exception:  # noqa: BLE001, S110 - the detailed gear says what failed
-            pass
-    return _structure(data, strict, engine=True)
+    name = "strict" if strict else "lenient"
+    parse = _HOOKS.get(name) or _hook(name)
+    return parse(data, Batch)  # type: ignore[no-any-return]
 
 
 def _lenient_problems(text: str | bytes, strict: bool) -> list[tuple[str, str]]:
     """The paths to blame in text the engine refused, where a lenient parse can say.
 
     Python's own parser reads what the engine refuses on purpose (a lone
-    surrogate, ``NaN``); the detailed gear then names the fields that hold them.
+    surrogate, ``NaN``); the detailed parse then names the fields that hold them.
     """
     try:
-        data = json.loads(text)
-        _structure(data, strict, engine=False)
+        from_dict(json.loads(text), strict=strict)
     except SchemaError as exc:
         return exc.errors
     except (ValueError, TypeError, RecursionError):  # not JSON even to Python
@@ -176,7 +163,7 @@ def dumps(batch: Batch) -> str:
         >>> bf.dumps(b)[:38]
         '{"id":"batch_1","object":"batch","endp'
     """
-    data = unstructure_batch(batch)
+    data = (_HOOKS.get("write") or _hook("write"))(batch)
     try:
         return _encode(data).decode()
     except _EncodeError:
@@ -194,7 +181,7 @@ def dumps_bytes(batch: Batch) -> bytes:
         >>> bf.dumps_bytes(b).endswith(b'"metadata":{"note":"caf\xc3\xa9"}}')
         True
     """
-    data = unstructure_batch(batch)
+    data = (_HOOKS.get("write") or _hook("write"))(batch)
     try:
         return _encode(data)
     except _EncodeError:

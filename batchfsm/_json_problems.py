@@ -1,4 +1,4 @@
-"""Error translation: cattrs' exception tree to ``(json path, message)`` pairs."""
+"""A document's problems: cattrs' exceptions to ``(json path, message)`` pairs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cattrs.errors import (
 )
 
 from ._errors import SchemaError
-from ._leaves import InvalidError, show
+from ._field_rules import InvalidError, show
 from ._model import (
     is_text,
 )
