@@ -37,6 +37,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+import attrs
+
 from . import _conform_cli
 from ._diagram import FORMATS, render
 from ._errors import BatchFSMError
@@ -118,12 +120,22 @@ def _documents(text: str) -> Iterator[Any]:
             yield from _batches(_parse(line, where), where)
 
 
-def _check(source: TextIO, out: TextIO) -> int:
+def _check(source: TextIO, out: TextIO, format: str = "text") -> int:
     documents = list(_documents(source.read()))
-    if not documents:
+    if not documents and format == "text":
         print("no Batch object in the input: nothing to judge", file=out)
         return 1
-    violations = check_trace(documents)
+    violations = check_trace(documents) if documents else []
+    if format == "json":
+        ids = {d.get("id") for d in documents if isinstance(d, dict)}
+        report = {
+            "snapshots": len(documents),
+            "batches": len(ids),
+            "passed": bool(documents) and not violations,
+            "violations": [attrs.asdict(v) for v in violations],
+        }
+        print(json.dumps(report, indent=2), file=out)
+        return 0 if report["passed"] else 1
     for v in violations:
         print(
             f"#{v.index} {v.batch_id or '?'} {v.rule}"
@@ -157,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     check.add_argument("file", help="the recording, or - for standard input")
+    check.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="the verdict as lines of text or one JSON object (default: %(default)s)",
+    )
     diagram = commands.add_parser(
         "diagram",
         help="print the lifecycle diagram",
@@ -535,9 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.file == "-":
-            return _check(sys.stdin, sys.stdout)
+            return _check(sys.stdin, sys.stdout, args.format)
         with open(args.file, encoding="utf-8") as source:
-            return _check(source, sys.stdout)
+            return _check(source, sys.stdout, args.format)
     except (OSError, UnicodeDecodeError, _InputError) as exc:
         print(f"batchfsm check: {args.file}: {exc}", file=sys.stderr)
         return 2
