@@ -29,8 +29,8 @@ DOCS = Path(__file__).parent.parent / "docs" / "operations.rst"
 AUTH = {"Authorization": "Bearer k"}
 
 
-def _scrape(client: TestClient) -> dict[str, Any]:
-    answer = client.get("/metrics", headers=AUTH)
+def _scrape(client: TestClient, auth: dict[str, str] = AUTH) -> dict[str, Any]:
+    answer = client.get("/metrics", headers=auth)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=")
     families = text_string_to_metric_families(answer.text)
@@ -167,3 +167,32 @@ def test_the_docs_list_exactly_the_series_served() -> None:
     text = DOCS.read_text()
     named = set(re.findall(r"``(batchfsm_\w+)``", text))
     assert named == {s[0] for s in SERIES}
+
+
+def test_lease_takeovers_are_counted(tmp_path: Path) -> None:
+    import batchfsm as bf
+    from batchfsm.emulator import Work, open_store
+
+    from .test_sql_stores import _stall, _wait_for
+
+    url = str(tmp_path / "leases.sqlite")
+    stalled, other = open_store(url, lease_seconds=0.2), open_store(url)
+    try:
+        client = TestClient(create_app(Emulator(store=other, files=other.files)))
+        before = _value(_scrape(client), "batchfsm_lease_takeovers_total")
+        batch = bf.advance(
+            bf.new_batch(
+                id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=1
+            ),
+            "start",
+            at=2,
+        )
+        stalled.insert(batch, Work(due_at=3))
+        assert stalled.due(3, 1) == [batch.id]
+        _stall(stalled)
+        _wait_for(lambda: other.due(3, 1), "the lease ran out")
+        after = _value(_scrape(client), "batchfsm_lease_takeovers_total")
+        assert after == before + 1
+    finally:
+        stalled.close()
+        other.close()
