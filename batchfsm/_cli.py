@@ -475,9 +475,9 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         kept = f"batches and files kept in {store.where}"
     print(f"batchfsm emulator: base_url=http://{host}:{port}/v1", flush=True)
+    print(f"batchfsm emulator: {kept}", flush=True)
     if args.ui:
         print(f"batchfsm emulator: web view at http://{host}:{port}/ui", flush=True)
-    print(f"batchfsm emulator: {kept}", flush=True)
     if limits:
         shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
         print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
