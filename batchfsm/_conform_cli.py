@@ -155,7 +155,19 @@ def add_parser(commands: Any) -> None:
         "that the first key's files and batches are invisible to it (skipped "
         "without; the built-in emulator runs them with two keys of its own)",
     )
-    add("--json", action="store_true", help="print the report as JSON")
+    add(
+        "--format",
+        choices=["text", "json", "junit"],
+        default="text",
+        help="the report's format: a table, JSON, or JUnit XML for CI (one test "
+        "case per check; default: %(default)s)",
+    )
+    add("--json", action="store_true", help="the same as --format json")
+    add(
+        "--output",
+        metavar="FILE",
+        help="write the report to FILE instead of stdout",
+    )
     add(
         "--only",
         action="append",
@@ -234,7 +246,34 @@ def _client(
 
 
 def _progress(result: Result) -> None:
-    print(f"  {result.outcome:<4}  {result.id}", file=sys.stderr, flush=True)
+    # A line per check on a terminal; a pipe or a CI log gets the report only.
+    if sys.stderr.isatty():
+        print(f"  {result.outcome:<4}  {result.id}", file=sys.stderr, flush=True)
+
+
+def _write(
+    args: argparse.Namespace, report: Report, seconds: float, target: str
+) -> int:
+    """Write the report where ``--output`` says, in ``--format``; 2 if it cannot."""
+    from ._reports import junit
+
+    format = "json" if args.json else args.format
+    if format == "json":
+        text = json.dumps(report.to_dict(), indent=2)
+    elif format == "junit":
+        text = junit(report, seconds=seconds, target=target)
+    else:
+        text = summary(report)
+    if args.output is None:
+        print(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    except OSError as exc:
+        print(f"batchfsm conform: --output {args.output}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def conform(args: argparse.Namespace) -> int:
@@ -287,6 +326,7 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    started = time.monotonic()
     try:
         with http:
             http.get("/v1/batches", params={"limit": 1})  # reachable at all?
@@ -308,7 +348,8 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
     finally:
         if other is not None:
             other.close()
-    print(json.dumps(report.to_dict(), indent=2) if args.json else summary(report))
+    if _write(args, report, time.monotonic() - started, target):
+        return 2
     return 0 if report.passed else 1
 
 

@@ -210,12 +210,14 @@ def _svg(graph: _Graph) -> str:
     for status in graph.statuses:
         x, y = box(status)
         terminal = status in graph.terminal
+        # One group per status, named by data-status (the web view highlights one).
         canvas.parts.append(
+            f'<g class="status" data-status="{status.value}">'
             f'<rect x="{x:g}" y="{y:g}" width="{_W}" height="{_H}" rx="8" '
             f'fill="{"#f1f3f4" if terminal else "#e8f0fe"}" stroke="#333" '
             f'stroke-width="{2.5 if terminal else 1}"/>'
+            f"{canvas.text(x + _W / 2, y + _H / 2 + 5, status.value)}</g>"
         )
-        canvas.parts.append(canvas.text(x + _W / 2, y + _H / 2 + 5, status.value))
     width = round(max(canvas.right, _PAD + columns * (_W + _GAP_X) - _GAP_X) + _PAD)
     height = 2 * _PAD + rows * _H + (rows - 1) * _GAP_Y
     head = [

@@ -13,10 +13,35 @@ from tests.blocking import batchfsm_without
 BATCHFSM = [sys.executable, "-m", "batchfsm"]
 
 
-def batchfsm(*args: str, command: list[str] = BATCHFSM, stdin: str = "") -> Any:
-    return subprocess.run(
-        [*command, *args], input=stdin, capture_output=True, text=True, check=False
-    )
+def batchfsm(
+    *args: str, command: list[str] = BATCHFSM, stdin: str = "", tty: bool = False
+) -> Any:
+    """Run the command; with ``tty``, its standard error is a terminal (a pty)."""
+    if not tty:
+        return subprocess.run(
+            [*command, *args], input=stdin, capture_output=True, text=True, check=False
+        )
+    import os
+    import pty
+
+    main, side = pty.openpty()
+    done = subprocess.run(
+        [*command, *args], input=stdin, stdout=subprocess.PIPE, stderr=side,
+        text=True, check=False,
+    )  # fmt: skip
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the terminal's other side is closed, all is read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    done.stderr = b"".join(chunks).decode().replace("\r\n", "\n")
+    return done
 
 
 def table(out: str) -> dict[str, tuple[str, list[str]]]:
@@ -39,7 +64,7 @@ def progress(err: str) -> dict[str, str]:
 
 
 def test_the_emulator_passes_and_the_three_views_agree():
-    text = batchfsm("conform")
+    text = batchfsm("conform", tty=True)
     assert text.returncode == 0, text.stderr
     rows = table(text.stdout)
     assert {i: o for i, (o, _) in rows.items()} == dict.fromkeys(CHECKS, "pass")
@@ -50,8 +75,8 @@ def test_the_emulator_passes_and_the_three_views_agree():
 
 
 def test_only_every_skip_has_its_reason_and_the_views_agree():
-    text = batchfsm("conform", "--only", "happy.files")
-    as_json = batchfsm("conform", "--only", "happy.files", "--json")
+    text = batchfsm("conform", "--only", "happy.files", tty=True)
+    as_json = batchfsm("conform", "--only", "happy.files", "--json", tty=True)
     assert text.returncode == as_json.returncode == 0, text.stderr
     rows = table(text.stdout)
     report = {r["id"]: r for r in json.loads(as_json.stdout)["results"]}
