@@ -22,6 +22,7 @@ from batchfsm.emulator import (
     make_input_file,
 )
 from batchfsm.emulator._metrics import SERIES
+from batchfsm.emulator._stores import MemoryBatchStore
 
 from .postgres import new_database
 
@@ -196,3 +197,68 @@ def test_lease_takeovers_are_counted(tmp_path: Path) -> None:
     finally:
         stalled.close()
         other.close()
+
+
+def test_any_projects_key_scrapes_the_whole_server_and_no_label_names_a_project() -> (
+    None
+):
+    clock = VirtualClock()
+    emulator = Emulator(clock=clock)
+    keys = {"sk-a": "team_alpha", "sk-b": "team_beta"}
+    client = TestClient(create_app(emulator, api_keys=keys))
+    ids = []
+    for key in keys:
+        auth = {"Authorization": f"Bearer {key}"}
+        upload = client.post(
+            "/v1/files",
+            headers=auth,
+            files={"file": ("in.jsonl", make_input_file(2))},
+            data={"purpose": "batch"},
+        ).json()
+        batch = client.post(
+            "/v1/batches",
+            headers=auth,
+            json={
+                "input_file_id": upload["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        ).json()
+        client.get(f"/v1/batches/{batch['id']}", headers=auth)
+        ids += [upload["id"], batch["id"]]
+    assert (
+        client.get("/metrics", headers={"Authorization": "Bearer sk-c"}).status_code
+        == 401
+    )
+    text = client.get("/metrics", headers={"Authorization": "Bearer sk-b"}).text
+    families = _scrape(client, {"Authorization": "Bearer sk-a"})
+    assert _value(families, "batchfsm_batches", status="validating") == 2  # both
+    for secret in [*ids, *keys, *keys.values(), "proj_"]:
+        assert secret not in text
+    labels = {k for f in families.values() for s in f.samples for k in s.labels}
+    assert labels <= {"status", "outcome", "route", "method", "code", "le"}
+
+
+class _AwayStore(MemoryBatchStore):
+    away = False
+
+    def census(self) -> Any:
+        if self.away:
+            raise StoreUnavailable("test store: connection lost")
+        return super().census()
+
+
+def test_a_scrape_answers_while_the_store_is_away_and_does_not_end_the_outage() -> None:
+    store = _AwayStore()
+    emulator = Emulator(store=store)
+    client = TestClient(create_app(emulator, api_key="k"))
+    store.away = True
+    families = _scrape(client)
+    assert _value(families, "batchfsm_store_up") == 0
+    assert _value(families, "batchfsm_store_errors_total") == 1
+    assert "batchfsm_batches" not in families  # not read: no stale numbers
+    assert emulator.outage.down
+    store.away = False
+    families = _scrape(client)
+    assert _value(families, "batchfsm_batches", status="completed") == 0
+    assert _value(families, "batchfsm_store_up") == 1

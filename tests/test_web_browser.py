@@ -149,3 +149,28 @@ def test_the_key_is_kept_in_an_http_only_strict_cookie_never_in_a_url(
     assert cookie["path"] == "/ui"
     assert page.evaluate("document.cookie") == ""  # no script can read it
     assert not any(KEY in url for url in seen)
+
+
+def test_each_projects_key_sees_its_own_batches_only(browser: Any) -> None:
+    emulator, clock = new_emulator()
+    keys = {"sk-team-a": "team_a", "sk-team-b": "team_b"}
+    with serving(emulator, api_key=None, api_keys=keys) as base:
+        mine = create_batch(base, 2, api_key="sk-team-a")
+        theirs = create_batch(base, 2, api_key="sk-team-b")
+        clock.advance(30)
+        page = browser.new_page()
+        log_in(page, base, key="sk-team-a")
+        page.wait_for_selector(".live-state:text('live')")
+        shown = page.eval_on_selector_all(
+            "tr[data-batch]", "rows => rows.map(r => r.dataset.batch)"
+        )
+        assert shown == [mine["id"]]
+        page.goto(f"{base}/ui/batches/{theirs['id']}")
+        assert page.text_content("[role=alert]") == (
+            f"No batch found with id '{theirs['id']}'."
+        )
+        assert theirs["input_file_id"] not in page.content()
+        answer = page.request.get(f"{base}/ui/files/{theirs['input_file_id']}")
+        assert answer.status == 404
+        own = page.request.get(f"{base}/ui/files/{mine['input_file_id']}")
+        assert own.status == 200

@@ -118,6 +118,8 @@ class _EmulatorCollector(Collector):
         except StoreUnavailable as exc:  # the counters still tell the outage
             outage.failed(exc)
             stored = []
+        else:
+            outage.ok()  # the store answered: an outage under way is over
         yield from stored
         yield CounterMetricFamily(
             "batchfsm_lease_takeovers",
