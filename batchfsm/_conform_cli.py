@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import sys
 import textwrap
@@ -18,12 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._extras import missing_extra
+from ._reports import FORMATS, Progress
 from .conformance import CHECKS
 
 if TYPE_CHECKING:
     import httpx2
 
-    from .conformance import Report, Result
+    from .conformance import Report
     from .emulator._receiver import WebhookReceiver
 
 __all__ = ["add_parser", "conform"]
@@ -157,7 +157,7 @@ def add_parser(commands: Any) -> None:
     )
     add(
         "--format",
-        choices=["text", "json", "junit"],
+        choices=FORMATS,
         default="text",
         help="the report's format: a table, JSON, or JUnit XML for CI (one test "
         "case per check; default: %(default)s)",
@@ -245,25 +245,14 @@ def _client(
     return client(key), other, wait, root
 
 
-def _progress(result: Result) -> None:
-    # A line per check on a terminal; a pipe or a CI log gets the report only.
-    if sys.stderr.isatty():
-        print(f"  {result.outcome:<4}  {result.id}", file=sys.stderr, flush=True)
-
-
 def _write(
     args: argparse.Namespace, report: Report, seconds: float, target: str
 ) -> int:
     """Write the report where ``--output`` says, in ``--format``; 2 if it cannot."""
-    from ._reports import junit
+    from ._reports import render
 
     format = "json" if args.json else args.format
-    if format == "json":
-        text = json.dumps(report.to_dict(), indent=2)
-    elif format == "junit":
-        text = junit(report, seconds=seconds, target=target)
-    else:
-        text = summary(report)
+    text = render(report, format, seconds=seconds, target=target, text=summary)
     if args.output is None:
         print(text)
         return 0
@@ -327,6 +316,7 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
             flush=True,
         )
     started = time.monotonic()
+    shown = Progress(sys.stderr)
     try:
         with http:
             http.get("/v1/batches", params={"limit": 1})  # reachable at all?
@@ -338,14 +328,16 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
                 endpoint=args.endpoint,
                 model=args.model,
                 timeout=args.timeout,
-                progress=_progress,
+                progress=shown.ended,
                 other_http=other,
                 webhooks=receiver,
+                waiting=shown.waiting,
             )
     except httpx2.TransportError as exc:
         print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)
         return 2
     finally:
+        shown.close()
         if other is not None:
             other.close()
     if _write(args, report, time.monotonic() - started, target):

@@ -1,6 +1,7 @@
 """What a user of ``batchfsm conform`` and ``batchfsm check`` sees, as subprocesses."""
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -59,7 +60,11 @@ def table(out: str) -> dict[str, tuple[str, list[str]]]:
 
 
 def progress(err: str) -> dict[str, str]:
-    pairs = (line.split() for line in err.splitlines() if line.startswith("  "))
+    """The line per check on a terminal: id -> outcome (waiting lines left out)."""
+    lines = (line.split("\x1b[K")[-1] for line in err.splitlines())
+    pairs = (
+        line.split() for line in lines if line.startswith("  ") and "...." not in line
+    )
     return {check_id: outcome for outcome, check_id in pairs}
 
 
@@ -72,6 +77,15 @@ def test_the_emulator_passes_and_the_three_views_agree():
     assert text.stdout.splitlines()[-1] == (
         f"{len(CHECKS)} passed, 0 failed, 0 warned, 0 skipped"
     )
+    # While a check waits, the terminal says which and for what, in place.
+    waits = re.findall(
+        r"\r\x1b\[K  \.\.\.\.  ([a-z_.]+): waiting for (batch_\w+) to end "
+        r"\((validating|in_progress|finalizing|cancelling) (\d+)/(\d+), (\d+) s\)",
+        text.stderr,
+    )
+    assert waits and {check for check, *_ in waits} <= set(CHECKS)
+    assert "happy.terminal" in {check for check, *_ in waits}
+    assert text.stderr.endswith("\n")  # no waiting line left behind
 
 
 def test_only_every_skip_has_its_reason_and_the_views_agree():

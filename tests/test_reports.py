@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from xml.etree import ElementTree as ET
 
 import xmlschema
 
-from batchfsm._reports import junit
+from batchfsm._reports import WAIT_LINE_SECONDS, Progress, junit
 from batchfsm.conformance import Report, Result
 
 ROOT = Path(__file__).parent.parent
@@ -140,3 +142,81 @@ def test_check_format_json(tmp_path: Path) -> None:
     empty.write_text("")
     done = _batchfsm("check", "--format", "json", str(empty))
     assert done.returncode == 1 and json.loads(done.stdout)["snapshots"] == 0
+
+
+def test_a_failed_run_without_a_failed_check_is_a_failed_case_in_junit() -> None:
+    refused = Report(
+        (Result("create.echo", "skip", "needs a key"),),
+        refused="every request was refused: 401 Incorrect API key provided.",
+    )
+    xml = junit(refused)
+    SCHEMA.validate(xml)
+    suite = ET.fromstring(xml)
+    assert suite.get("failures") == "1" and suite.get("tests") == "2"
+    (verdict,) = [
+        c for c in suite.iter("testcase") if c.get("name") == "conform.verdict"
+    ]
+    (failure,) = verdict
+    assert failure.get("message", "").startswith("every request was refused")
+    nothing = ET.fromstring(junit(Report((Result("trace.legal", "skip", "x"),))))
+    assert "nothing was judged" in ET.tostring(nothing, encoding="unicode")
+    passed = ET.fromstring(junit(Report((Result("trace.legal", "pass"),))))
+    assert [c.get("name") for c in passed.iter("testcase")] == ["trace.legal"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_into_a_pipe_waits_are_told_seldom_and_no_line_per_check() -> None:
+    out, clock = io.StringIO(), _Clock()
+    shown = Progress(out, tty=False, clock=clock)
+    for clock.now in (0.0, 10.0, WAIT_LINE_SECONDS + 1, WAIT_LINE_SECONDS + 20):
+        shown.waiting("happy.terminal", f"waiting for batch_1 to end ({clock.now} s)")
+    shown.ended(Result("happy.terminal", "pass"))
+    shown.close()
+    assert out.getvalue().splitlines() == [
+        "batchfsm conform: happy.terminal: waiting for batch_1 to end (31.0 s)"
+    ]
+
+
+def test_on_a_terminal_the_waiting_line_is_redrawn_in_place_and_cleared() -> None:
+    out, clock = io.StringIO(), _Clock()
+    shown = Progress(out, tty=True, clock=clock)
+    shown.waiting("happy.terminal", "waiting (1)")
+    clock.now = 0.01
+    shown.waiting("happy.terminal", "waiting (2)")  # too soon: not redrawn
+    clock.now = 1.0
+    shown.waiting("happy.terminal", "waiting (3)")
+    shown.ended(Result("happy.terminal", "pass"))
+    shown.waiting("happy.files", "waiting (4)")
+    shown.close()
+    assert out.getvalue() == (
+        "\r\x1b[K  ....  happy.terminal: waiting (1)"
+        "\r\x1b[K  ....  happy.terminal: waiting (3)"
+        "\r\x1b[K  pass  happy.terminal\n"
+        "\r\x1b[K  ....  happy.files: waiting (4)"
+        "\r\x1b[K"
+    )
+
+
+def test_a_poll_tells_what_it_waits_for() -> None:
+    from batchfsm.conformance import emulator_client, run
+
+    told: list[tuple[str, str]] = []
+    http, wait = emulator_client()
+    with http:
+        run(
+            http,
+            wait=wait,
+            only={"happy.terminal"},
+            waiting=lambda check, what: told.append((check, what)),
+        )
+    assert told
+    check, what = told[0]
+    assert check == "happy.terminal"
+    assert re.fullmatch(r"waiting for batch_\w+ to end \(\w+ \d+/\d+, \d+ s\)", what)
