@@ -5,7 +5,9 @@ Routes: ``POST /v1/files`` (multipart), ``GET /v1/files``, ``GET``/``DELETE
 ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``: small handlers in
 ``_routes_files`` and ``_routes_batches``, each wrapped by
 ``_endpoint.endpoint``, sharing one ``_endpoint.AppContext``
-(``app.state.context``). Every error answers the API's body ``{"error":
+(``app.state.context``); ``GET /metrics`` (``_metrics``) and the web view
+under ``/ui`` (``_web``, ``_web_live``; ``app.state.web``, None when it is
+off) are route modules of their own. Every error answers the API's body ``{"error":
 {"message", "type", "param", "code"}}``; malformed input is a 4xx, never a
 5xx, and never changes a stored batch. Bodies over the limits are refused with
 413 before they are read whole; uploads in flight together hold at most
