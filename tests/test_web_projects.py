@@ -202,3 +202,15 @@ def _encoded(key: str) -> str:
     import base64
 
     return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def test_the_view_and_metrics_stay_out_of_the_request_log() -> None:
+    emulator, _ = new_emulator()
+    app = create_app(emulator, api_keys=KEYS)
+    batch = _batch(_api(app, "sk-team-a"))
+    logged = len(emulator.requests)
+    client = _login(app, "sk-team-a")
+    for path in ("/ui", f"/ui/batches/{batch['id']}", "/ui/static/app.js"):
+        assert client.get(path).status_code == 200
+    assert _api(app, "sk-team-a").get("/metrics").status_code == 200
+    assert len(emulator.requests) == logged == 2  # the upload and the create
