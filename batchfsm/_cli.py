@@ -49,6 +49,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+import attrs
+
 from . import _conform_cli
 from ._diagram import FORMATS, render
 from ._errors import BatchFSMError
@@ -130,12 +132,22 @@ def _documents(text: str) -> Iterator[Any]:
             yield from _batches(_parse(line, where), where)
 
 
-def _check(source: TextIO, out: TextIO) -> int:
+def _check(source: TextIO, out: TextIO, format: str = "text") -> int:
     documents = list(_documents(source.read().removeprefix("\ufeff")))
-    if not documents:
+    if not documents and format == "text":
         print("no Batch object in the input: nothing to judge", file=out)
         return 1
-    violations = check_trace(documents)
+    violations = check_trace(documents) if documents else []
+    if format == "json":
+        ids = {d.get("id") for d in documents if isinstance(d, dict)}
+        report = {
+            "snapshots": len(documents),
+            "batches": len(ids),
+            "passed": bool(documents) and not violations,
+            "violations": [attrs.asdict(v) for v in violations],
+        }
+        print(json.dumps(report, indent=2), file=out)
+        return 0 if report["passed"] else 1
     for v in violations:
         print(
             f"#{v.index} {v.batch_id or '?'} {v.rule}"
@@ -169,6 +181,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     check.add_argument("file", help="the recording, or - for standard input")
+    check.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="the verdict as lines of text or one JSON object (default: %(default)s)",
+    )
     diagram = commands.add_parser(
         "diagram",
         help="print the lifecycle diagram",
@@ -207,6 +225,12 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         "--seed",
         default=None,
         help="an integer: ids reproducible from it (default: random ids)",
+    )
+    serve.add_argument(
+        "--no-ui",
+        dest="ui",
+        action="store_false",
+        help="serve no web view (by default one is at /ui, behind the API key)",
     )
     serve.add_argument(
         "--api-key",
@@ -711,11 +735,18 @@ def _as_option(field: re.Match[str]) -> str:
 
 
 def _banner(
-    base_url: str, kept: str, limits: dict[str, int], bounds: dict[str, Any]
+    base_url: str,
+    kept: str,
+    limits: dict[str, int],
+    bounds: dict[str, Any],
+    ui: bool = False,
 ) -> None:
     """``serve``'s first lines: where it listens, what it keeps, its bounds."""
     print(f"batchfsm emulator: base_url={base_url}", flush=True)
     print(f"batchfsm emulator: {kept}", flush=True)
+    if ui:
+        view = base_url.removesuffix("/v1") + "/ui"
+        print(f"batchfsm emulator: web view at {view}", flush=True)
     if limits:
         shown = ", ".join(f"{model} {n:,}" for model, n in sorted(limits.items()))
         print(f"batchfsm emulator: enqueued token limits: {shown}", flush=True)
@@ -792,7 +823,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"batchfsm serve: {exc}", file=sys.stderr)
             return 2
         kept = f"batches and files kept in {store.where}"
-    _banner(f"http://{host}:{port}/v1", kept, limits, bounds)
+    _banner(f"http://{host}:{port}/v1", kept, limits, bounds, args.ui)
     _banner_extras(args.admin, gateway, webhooks)
     try:
         serve(
@@ -804,6 +835,7 @@ def _serve(args: argparse.Namespace) -> int:
             upload_budget=budget,
             limits=connections,
             admin=args.admin,
+            ui=args.ui,
         )
     finally:
         sock.close()
@@ -857,11 +889,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.file == "-":
-            return _check(sys.stdin, sys.stdout)
+            return _check(sys.stdin, sys.stdout, args.format)
         # utf-8-sig: a byte order mark at the start (Windows tools write one)
         # is no character of the recording.
         with open(args.file, encoding="utf-8-sig") as source:
-            return _check(source, sys.stdout)
+            return _check(source, sys.stdout, args.format)
     except (OSError, UnicodeDecodeError, _InputError) as exc:
         print(f"batchfsm check: {args.file}: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import sys
 import textwrap
@@ -18,12 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._extras import missing_extra
+from ._reports import FORMATS, Progress
 from .conformance import CHECKS
 
 if TYPE_CHECKING:
     import httpx2
 
-    from .conformance import Report, Result
+    from .conformance import Report
     from .emulator._receiver import WebhookReceiver
 
 __all__ = ["add_parser", "conform"]
@@ -155,7 +155,19 @@ def add_parser(commands: Any) -> None:
         "that the first key's files and batches are invisible to it (skipped "
         "without; the built-in emulator runs them with two keys of its own)",
     )
-    add("--json", action="store_true", help="print the report as JSON")
+    add(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="the report's format: a table, JSON, or JUnit XML for CI (one test "
+        "case per check; default: %(default)s)",
+    )
+    add("--json", action="store_true", help="the same as --format json")
+    add(
+        "--output",
+        metavar="FILE",
+        help="write the report to FILE instead of stdout",
+    )
     add(
         "--only",
         action="append",
@@ -233,8 +245,24 @@ def _client(
     return client(key), other, wait, root
 
 
-def _progress(result: Result) -> None:
-    print(f"  {result.outcome:<4}  {result.id}", file=sys.stderr, flush=True)
+def _write(
+    args: argparse.Namespace, report: Report, seconds: float, target: str
+) -> int:
+    """Write the report where ``--output`` says, in ``--format``; 2 if it cannot."""
+    from ._reports import render
+
+    format = "json" if args.json else args.format
+    text = render(report, format, seconds=seconds, target=target, text=summary)
+    if args.output is None:
+        print(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    except OSError as exc:
+        print(f"batchfsm conform: --output {args.output}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def conform(args: argparse.Namespace) -> int:
@@ -287,6 +315,8 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    started = time.monotonic()
+    shown = Progress(sys.stderr)
     try:
         with http:
             http.get("/v1/batches", params={"limit": 1})  # reachable at all?
@@ -298,17 +328,20 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
                 endpoint=args.endpoint,
                 model=args.model,
                 timeout=args.timeout,
-                progress=_progress,
+                progress=shown.ended,
                 other_http=other,
                 webhooks=receiver,
+                waiting=shown.waiting,
             )
     except httpx2.TransportError as exc:
         print(f"batchfsm conform: cannot reach {target}: {exc}", file=sys.stderr)
         return 2
     finally:
+        shown.close()
         if other is not None:
             other.close()
-    print(json.dumps(report.to_dict(), indent=2) if args.json else summary(report))
+    if _write(args, report, time.monotonic() - started, target):
+        return 2
     return 0 if report.passed else 1
 
 

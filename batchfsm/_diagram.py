@@ -227,12 +227,14 @@ def _status_box(
 ) -> None:
     """A status' box and name; a final status is grey, with a thick border."""
     x, y = frame.box(status)
+    # One group per status, named by data-status (the web view highlights one).
     canvas.parts.append(
+        f'<g class="status" data-status="{status.value}">'
         f'<rect x="{x:g}" y="{y:g}" width="{_W}" height="{_H}" rx="8" '
         f'fill="{"#f1f3f4" if terminal else "#e8f0fe"}" stroke="#333" '
         f'stroke-width="{2.5 if terminal else 1}"/>'
+        f"{canvas.text(x + _W / 2, y + _H / 2 + 5, status.value)}</g>"
     )
-    canvas.parts.append(canvas.text(x + _W / 2, y + _H / 2 + 5, status.value))
 
 
 def _svg_head(width: int, height: int) -> list[str]:

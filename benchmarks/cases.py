@@ -291,6 +291,7 @@ def all_cases() -> list[Case]:
     from .conform_cases import conform_cases
     from .emulator_cases import emulator_cases
     from .serve_cases import serve_cases
+    from .web_cases import web_cases
 
     return (
         convert_cases()
@@ -298,5 +299,6 @@ def all_cases() -> list[Case]:
         + trace_cases()
         + emulator_cases(_bound_to_shared)
         + serve_cases()
+        + web_cases()
         + conform_cases()
     )

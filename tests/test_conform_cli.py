@@ -1,6 +1,7 @@
 """What a user of ``batchfsm conform`` and ``batchfsm check`` sees, as subprocesses."""
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -13,10 +14,35 @@ from tests.blocking import batchfsm_without
 BATCHFSM = [sys.executable, "-m", "batchfsm"]
 
 
-def batchfsm(*args: str, command: list[str] = BATCHFSM, stdin: str = "") -> Any:
-    return subprocess.run(
-        [*command, *args], input=stdin, capture_output=True, text=True, check=False
-    )
+def batchfsm(
+    *args: str, command: list[str] = BATCHFSM, stdin: str = "", tty: bool = False
+) -> Any:
+    """Run the command; with ``tty``, its standard error is a terminal (a pty)."""
+    if not tty:
+        return subprocess.run(
+            [*command, *args], input=stdin, capture_output=True, text=True, check=False
+        )
+    import os
+    import pty
+
+    main, side = pty.openpty()
+    done = subprocess.run(
+        [*command, *args], input=stdin, stdout=subprocess.PIPE, stderr=side,
+        text=True, check=False,
+    )  # fmt: skip
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the terminal's other side is closed, all is read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    done.stderr = b"".join(chunks).decode().replace("\r\n", "\n")
+    return done
 
 
 def table(out: str) -> dict[str, tuple[str, list[str]]]:
@@ -34,12 +60,16 @@ def table(out: str) -> dict[str, tuple[str, list[str]]]:
 
 
 def progress(err: str) -> dict[str, str]:
-    pairs = (line.split() for line in err.splitlines() if line.startswith("  "))
+    """The line per check on a terminal: id -> outcome (waiting lines left out)."""
+    lines = (line.split("\x1b[K")[-1] for line in err.splitlines())
+    pairs = (
+        line.split() for line in lines if line.startswith("  ") and "...." not in line
+    )
     return {check_id: outcome for outcome, check_id in pairs}
 
 
 def test_the_emulator_passes_and_the_three_views_agree():
-    text = batchfsm("conform")
+    text = batchfsm("conform", tty=True)
     assert text.returncode == 0, text.stderr
     rows = table(text.stdout)
     assert {i: o for i, (o, _) in rows.items()} == dict.fromkeys(CHECKS, "pass")
@@ -47,11 +77,20 @@ def test_the_emulator_passes_and_the_three_views_agree():
     assert text.stdout.splitlines()[-1] == (
         f"{len(CHECKS)} passed, 0 failed, 0 warned, 0 skipped"
     )
+    # While a check waits, the terminal says which and for what, in place.
+    waits = re.findall(
+        r"\r\x1b\[K  \.\.\.\.  ([a-z_.]+): waiting for (batch_\w+) to end "
+        r"\((validating|in_progress|finalizing|cancelling) (\d+)/(\d+), (\d+) s\)",
+        text.stderr,
+    )
+    assert waits and {check for check, *_ in waits} <= set(CHECKS)
+    assert "happy.terminal" in {check for check, *_ in waits}
+    assert text.stderr.endswith("\n")  # no waiting line left behind
 
 
 def test_only_every_skip_has_its_reason_and_the_views_agree():
-    text = batchfsm("conform", "--only", "happy.files")
-    as_json = batchfsm("conform", "--only", "happy.files", "--json")
+    text = batchfsm("conform", "--only", "happy.files", tty=True)
+    as_json = batchfsm("conform", "--only", "happy.files", "--json", tty=True)
     assert text.returncode == as_json.returncode == 0, text.stderr
     rows = table(text.stdout)
     report = {r["id"]: r for r in json.loads(as_json.stdout)["results"]}

@@ -53,6 +53,8 @@ def test_svg_labels_every_edge_on_its_own():
     root = ET.fromstring(render("svg"))
     edges = {}
     for group in root.iter(f"{SVG}g"):
+        if group.get("class") != "edge":
+            continue
         key = (
             group.get("data-source"),
             group.get("data-dest"),
@@ -103,6 +105,16 @@ def test_svg_labels_overlap_neither_each_other_nor_a_status():
         assert not any(meet(span, other) for other in spans[i + 1 :]), span
         assert not any(meet(span, box) for box in boxes), span
     assert not any(meet(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_svg_names_each_status_box_for_the_web_view_to_highlight():
+    root = ET.fromstring(render("svg"))
+    named = {
+        g.get("data-status"): [t.text for t in labels(g)]
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "status"
+    }
+    assert named == {s.value: [s.value] for s in bf.BatchStatus}
 
 
 def test_docs_table_has_a_row_per_move():

@@ -208,6 +208,7 @@ def run(
     progress: Callable[[Result], None] | None = None,
     other_http: httpx2.Client | None = None,
     webhooks: WebhookReceiver | None = None,
+    waiting: Callable[[str, str], None] | None = None,
 ) -> Report:
     """Run the checks against the server ``http`` talks to.
 
@@ -226,6 +227,9 @@ def run(
         other_http: a client with a key of another project (``projects.*``).
         webhooks: a receiver (with its secret) the server delivers its batch
             events to; the webhook checks skip without one.
+        waiting: called with a check's id and what it waits for (e.g.
+            ``waiting for batch_1 to end (in_progress 12/20, 41 s)``) before
+            each wait.
 
     Raises:
         ValueError: ``only`` names an unknown check.
@@ -245,6 +249,7 @@ def run(
         http, wait, endpoint=endpoint, model=model, timeout=timeout, webhooks=webhooks
     )
     session.other_http = other_http  # the projects.* checks skip without one
+    session.waiting = waiting
     schedule = _Schedule(session, with_needs(only) if only else set(CHECKS), strict)
     told = 0
     while True:

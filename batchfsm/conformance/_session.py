@@ -111,11 +111,30 @@ _HINTS = {
 }
 
 
+def _awaited(
+    batch_id: str, data: dict[str, Any], until: frozenset[str], waited: float
+) -> str:
+    """What a poll waits for, e.g. ``batch_1 to end (in_progress 12/20, 41 s)``."""
+    goal = "to end" if until == TERMINAL else f"to be {' or '.join(sorted(until))}"
+    counts = data.get("request_counts")
+    done = ""
+    if isinstance(counts, dict) and isinstance(counts.get("total"), int):
+        finished = sum(
+            c for k in ("completed", "failed") if isinstance(c := counts.get(k), int)
+        )
+        done = f" {finished}/{counts['total']}"
+    status = data.get("status")
+    return f"waiting for {batch_id} {goal} ({status}{done}, {waited:.0f} s)"
+
+
 class Session:
     """One conformance run: the HTTP client, the clock, and what was recorded."""
 
     #: A client of a second API key, of another project, if the run has one.
     other_http: httpx2.Client | None = None
+    #: Told (check id, what it waits for) before each wait, if set: the
+    #: command line shows it while a check waits.
+    waiting: Callable[[str, str], None] | None = None
 
     def __init__(
         self,
@@ -311,9 +330,15 @@ class Session:
                 f"batch {batch_id} still {data.get('status')!r} after "
                 f"{self.timeout:g} s of polling",
             )
+            self.tell_wait(_awaited(batch_id, data, until, waited))
             self.wait(step)
             waited += step
             step = min(step * 1.5, 60.0)
+
+    def tell_wait(self, what: str) -> None:
+        """Say what the running check waits for (to :attr:`waiting`, if set)."""
+        if self.waiting is not None:
+            self.waiting(self.current, what)
 
     def dump(self, document: Any) -> str:
         """A document, shortened for evidence."""

@@ -5,7 +5,9 @@ Routes: ``POST /v1/files`` (multipart), ``GET /v1/files``, ``GET``/``DELETE
 ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``: small handlers in
 ``_routes_files`` and ``_routes_batches``, each wrapped by
 ``_endpoint.endpoint``, sharing one ``_endpoint.AppContext``
-(``app.state.context``). Every error answers the API's body ``{"error":
+(``app.state.context``); ``GET /metrics`` (``_metrics``) and the web view
+under ``/ui`` (``_web``, ``_web_live``; ``app.state.web``, None when it is
+off) are route modules of their own. Every error answers the API's body ``{"error":
 {"message", "type", "param", "code"}}``; malformed input is a 4xx, never a
 5xx, and never changes a stored batch. Bodies over the limits are refused with
 413 before they are read whole; uploads in flight together hold at most
@@ -49,11 +51,13 @@ from ._endpoint import AppContext, endpoint
 from ._engine import Emulator
 from ._http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, error_response, json_body
 from ._kit_routes import kit_routes
+from ._metrics import HttpMetrics, metrics_registry, metrics_routes
 from ._model_routes import model_routes
 from ._projects import API_KEY, DEFAULT_PROJECT, ApiKeys, check_api_key
 from ._request_id import RequestIdMiddleware
 from ._routes_batches import batch_routes
 from ._routes_files import file_routes
+from ._web import MAX_LIVE_VIEWS, WebView, web_routes
 
 if getattr(formparsers, "multipart", None) is None:
     # Starlette starts without it and then refuses every upload with 400:
@@ -98,6 +102,8 @@ ROUTE_BUILDERS: tuple[RouteBuilder, ...] = (
         emulator._now,
         lambda: emulator.embedding_dimensions,
     ),
+    lambda emulator: metrics_routes(),
+    lambda emulator: web_routes(),
 )
 
 
@@ -175,6 +181,8 @@ def create_app(
     store_threads: int = STORE_THREADS,
     api_keys: Mapping[str, str] | None = None,
     admin: bool = False,
+    ui: bool = True,
+    max_live_views: int = MAX_LIVE_VIEWS,
 ) -> Starlette:
     """An ASGI app serving ``emulator`` (a new one on the system clock if None).
 
@@ -191,26 +199,31 @@ def create_app(
     ``store_threads`` bounds the calls of the emulator that run at once in
     worker threads (on a database store; and uploads, on any). ``admin``
     adds the admin routes (faults, the request log, the clock, reset; see
-    :mod:`._kit_routes`), behind the key as every route.
+    :mod:`._kit_routes`), behind the key as every route. ``ui``: the web
+    view at ``/ui`` (:mod:`._web`), behind the same keys and projects, with
+    at most ``max_live_views`` live streams open at once. ``GET /metrics``
+    answers in the Prometheus text format (:mod:`._metrics`).
 
     Raises:
         ValueError: ``api_key`` (or a key of ``api_keys``) is empty or holds a
             space or a character other than printable ASCII; a project's name
             is not 1 to 64 letters, digits, ``_`` or ``-``;
-            ``upload_bytes_in_flight`` or
-            ``store_threads`` is not an integer of at least 1.
+            ``upload_bytes_in_flight``, ``store_threads`` or
+            ``max_live_views`` is not an integer of at least 1.
 
     Example:
         >>> from batchfsm.emulator import Emulator, create_app
         >>> app = create_app(Emulator())
-        >>> sorted({route.path for route in app.routes})[1:3]
-        ['/v1/batches', '/v1/batches/{batch_id}']
+        >>> sorted({route.path for route in app.routes if "v1/b" in route.path})
+        ['/v1/batches', '/v1/batches/{batch_id}', '/v1/batches/{batch_id}/cancel']
     """
     owned = emulator is None
     context = _context(
         emulator, _keys(api_key, api_keys), upload_bytes_in_flight, store_threads
     )
     emulator = context.emulator
+    live = _at_least_one("max_live_views", max_live_views)
+    metrics = metrics_registry(emulator)
     app = Starlette(
         routes=[
             *(route for build in ROUTE_BUILDERS for route in build(emulator)),
@@ -220,12 +233,15 @@ def create_app(
         lifespan=_lifespan(emulator, owned),
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(HttpMetrics, registry=metrics),
             Middleware(DoublesMiddleware, emulator=emulator),
         ],
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.context = context
     app.state.emulator = emulator
+    app.state.metrics = metrics
+    app.state.web = WebView(live) if ui else None  # None: its routes answer 404
     # This event loop's limiter of store threads (its statistics() say how
     # many calls run in threads and how many wait), for whoever watches.
     app.state.store_threads = context.threads

@@ -52,13 +52,20 @@ LOGGED_CALLS = 10_000
 LOGGED_BODY_BYTES = 64 * 1024
 #: The bytes of bodies the whole log keeps (the oldest calls go first).
 LOGGED_BYTES = 16 * 1024 * 1024
-#: The path prefix of the admin routes, which the log leaves out (and /health).
+#: The path prefix of the admin routes, which the log leaves out (and /health,
+#: /metrics and the web view's: a scraper or an open tab is no call to judge).
 ADMIN_PREFIX = "/_admin/"
 HEALTH_PATH = "/health"
+_UNLOGGED = ("/metrics", "/ui")
 
 
 def _unlogged(path: str) -> bool:
-    return path == HEALTH_PATH or path.startswith(ADMIN_PREFIX)
+    return (
+        path == HEALTH_PATH
+        or path.startswith(ADMIN_PREFIX)
+        or path in _UNLOGGED
+        or path.startswith("/ui/")
+    )
 
 
 _FAULT_TYPES = {429: "requests", 500: "server_error", 502: "server_error"}

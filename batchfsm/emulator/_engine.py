@@ -305,7 +305,7 @@ class Emulator(Doubles):
         try:
             self._run_due_once()
         except StoreUnavailable as exc:
-            self.outage.failed(exc)
+            self.outage.failed(exc, retried=True)  # the runner tries again
             raise
         self.outage.ok()
 

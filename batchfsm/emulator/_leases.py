@@ -259,6 +259,22 @@ def give_back(tx: Tx, owner: str) -> None:
     tx.run("DELETE FROM batchfsm_owners WHERE owner = ?", (owner,))
 
 
+class _Count:
+    """A count kept by this process, safe across threads (for ``/metrics``)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+#: Batches this process took over from a holder whose lease ran out.
+TAKEOVERS = _Count()
+
+
 def claim_due(db: Database, tx: Tx, owner: str, at: int, limit: int) -> list[str]:
     """Ids of up to ``limit`` batches due at or before ``at``, leased to ``owner``.
 
@@ -296,6 +312,7 @@ def claim_due(db: Database, tx: Tx, owner: str, at: int, limit: int) -> list[str
             f"UPDATE batchfsm_batches SET epoch = epoch + 1 WHERE id IN ({marks})",
             ids,
         )
+        TAKEOVERS.add(len(ids))
         for holder, batch_ids in taken.items():
             log.info(
                 "took over %d batch(es) from %s, which has no live heartbeat: %s",

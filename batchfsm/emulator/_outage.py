@@ -53,17 +53,25 @@ class Outage:
         self.down = False
         #: Calls that failed for it since the outage started.
         self.failures = 0
+        #: Since the start (for ``/metrics``): calls that failed for the store,
+        #: outages begun, and the worker's runs that failed and are retried.
+        self.total_failures = 0
+        self.outages = 0
+        self.retries = 0
         self._since = 0.0
         self._told = False
         self._last_told = -QUIET_SECONDS
         self._lock = threading.Lock()
 
-    def failed(self, exc: StoreUnavailable) -> None:
-        """A call found the store unavailable."""
+    def failed(self, exc: StoreUnavailable, *, retried: bool = False) -> None:
+        """A call found the store unavailable (``retried``: the worker tries again)."""
         with self._lock:
             self.failures += 1
+            self.total_failures += 1
+            self.retries += retried
             if self.down:
                 return
+            self.outages += 1
             self.down, self._since = True, time.monotonic()
             # A store that logged its own line (a deleted file) is not told twice.
             quiet = self._since - self._last_told < QUIET_SECONDS

@@ -420,6 +420,10 @@ def _kernel_queue(sock: Any) -> int:
     return 0
 
 
+#: The scope key an endless response (a live event stream) sets.
+ENDLESS = "batchfsm.endless"
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol held to a server's :class:`Limits`.
 
@@ -433,6 +437,23 @@ class GuardedH11Protocol(H11Protocol):
     _since: float | None = None  # when the wait for the client began
     _unread = 0  # the bytes of answer it had not taken then
     _address: str | None = None  # counted open under this address
+
+    def shutdown(self) -> None:
+        """Stop as uvicorn does, but an endless stream ends now, its connection closed.
+
+        A web view's live stream (its scope marked :data:`ENDLESS`) never ends
+        by itself: without this, stopping the server would wait on a browser tab.
+        """
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and cycle.scope.get(ENDLESS)
+        ):
+            # Its connection is closed: the stream sees its client gone.
+            self.transport.close()
+            return
+        super().shutdown()
 
     @classmethod
     def bound(cls, limits: Limits) -> type[GuardedH11Protocol]:

@@ -136,13 +136,15 @@ def config(
     limits: Limits | None = None,
     api_keys: Mapping[str, str] | None = None,
     admin: bool = False,
+    ui: bool = True,
 ) -> uvicorn.Config:
     """The uvicorn settings ``serve`` runs ``emulator`` with.
 
     ``store_threads`` and ``upload_budget`` are :func:`create_app`'s
     ``store_threads`` and ``upload_bytes_in_flight``, ``api_key`` and
     ``api_keys`` its own; ``limits`` bound each connection (:class:`Limits`'
-    defaults if None); ``admin`` adds the admin routes.
+    defaults if None); ``admin`` adds the admin routes; ``ui`` serves the web
+    view.
     """
     limits = limits or Limits()
     app = create_app(
@@ -152,6 +154,7 @@ def config(
         store_threads=store_threads,
         upload_bytes_in_flight=upload_budget,
         admin=admin,
+        ui=ui,
     )
     made = uvicorn.Config(
         app,
@@ -195,6 +198,7 @@ def serve(
     limits: Limits | None = None,
     api_keys: Mapping[str, str] | None = None,
     admin: bool = False,
+    ui: bool = True,
 ) -> None:
     """Serve ``emulator`` on the bound ``sock`` until interrupted.
 
@@ -215,6 +219,7 @@ def serve(
             limits=limits,
             api_keys=api_keys,
             admin=admin,
+            ui=ui,
         )
     )
     emulator.start()

@@ -602,6 +602,34 @@ class SQLStore:
         with self._db.transaction() as tx:
             return claim_due(self._db, tx, self.owner, at, limit)
 
+    def due_count(self, at: int) -> int:
+        """How many unfinished batches have work due at or before ``at`` (indexed)."""
+        with self._db.transaction(write=False) as tx:
+            (count,) = tx.one(
+                "SELECT count(*) FROM batchfsm_batches WHERE due_at <= ?", (at,)
+            )
+        return int(count)
+
+    def census(self) -> dict[str, tuple[int, int, int]]:
+        """Per status: how many batches, their requests completed and failed.
+
+        One grouped query (for ``/metrics``): a scan of the batches table.
+        """
+        if self._db.postgres:
+            field = "(body::jsonb #>> '{{request_counts,{}}}')::bigint"
+        else:
+            field = "json_extract(body, '$.request_counts.{}')"
+        with self._db.transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT status, count(*), sum({field.format('completed')}),"
+                f" sum({field.format('failed')}) FROM batchfsm_batches"
+                " GROUP BY status"
+            )
+        return {
+            status: (int(n), int(done or 0), int(failed or 0))
+            for status, n, done, failed in rows
+        }
+
     def earliest_due(self) -> int | None:
         """The earliest due time of the unfinished batches, whoever holds them.
 

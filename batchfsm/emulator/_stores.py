@@ -42,7 +42,7 @@ import io
 import itertools
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -357,6 +357,18 @@ class FileObject:
 FilePage = tuple[list[FileObject], bool]
 
 
+def count_census(batches: Iterable[Batch]) -> dict[str, tuple[int, int, int]]:
+    """Per status: the number of ``batches``, their requests completed and failed."""
+    census: dict[str, tuple[int, int, int]] = {}
+    for batch in batches:
+        n, done, failed = census.get(batch.status.value, (0, 0, 0))
+        counts = batch.request_counts
+        if counts is not None:
+            done, failed = done + counts.completed, failed + counts.failed
+        census[batch.status.value] = (n + 1, done, failed)
+    return census
+
+
 def enqueued_model(batch: Batch, tokens: int) -> str:
     """The model ``batch`` holds ``tokens`` under, checked for an enqueue."""
     if batch.model is None:
@@ -534,6 +546,20 @@ class MemoryBatchStore:
             self._enqueued[model] = self._enqueued.get(model, 0) + tokens
             self._holds[batch.id] = (model, tokens)
             return "enqueued"
+
+    def due_count(self, at: int) -> int:
+        """How many unfinished batches have work due at or before ``at``."""
+        with self._lock:
+            return sum(1 for work in self._work.values() if work.due_at <= at)
+
+    def census(self) -> dict[str, tuple[int, int, int]]:
+        """Per status: how many batches, their requests completed and failed.
+
+        For ``/metrics``: it reads every batch (a scrape's cost, not a page's).
+        """
+        with self._lock:
+            batches = list(self._batches.values())
+        return count_census(batches)
 
     def enqueued_tokens(self, model: str) -> int:
         """The tokens held by the unfinished batches of ``model``.

@@ -36,6 +36,7 @@ def _event_for(s: Session, batch_id: str) -> Any:
                 return got
         if waited >= s.timeout:
             return None
+        s.tell_wait(f"waiting for the webhook event of {batch_id} ({waited:.0f} s)")
         s.wait(step)
         waited += step
         step = min(step * 2, 30.0)
