@@ -103,3 +103,26 @@ def test_serve_finish_on_retrieve_with_the_official_client(serve, tmp_path, db):
             assert done.output_file_id is not None
             content = client.files.content(done.output_file_id).text
             assert len(content.splitlines()) == 3
+
+
+def test_a_retrieve_runs_the_work_of_a_batch_another_process_created():
+    # A batch its create did not run (another serve process's, on a shared
+    # database): the worker looks every 0.5 s; the retrieve does not wait.
+    from batchfsm.emulator import Work
+
+    emu = Emulator(clock=SystemClock(), finish_on_retrieve=True)
+    upload = emu.create_file(make_input_file(2), "in.jsonl", "batch")
+    emu.start()
+    try:
+        for number in range(5):
+            batch = bf.new_batch(
+                id=f"batch_other{number}",
+                input_file_id=upload.id,
+                endpoint="/v1/chat/completions",
+                created_at=int(emu.clock.now()),
+            )
+            emu.batches.insert(batch, Work(due_at=batch.created_at))
+            done = emu.retrieve_batch(batch.id)
+            assert done.status is bf.BatchStatus.COMPLETED
+    finally:
+        emu.stop()
