@@ -6,7 +6,7 @@
   or when the input holds no Batch object, 2 when it cannot be read.
 - ``batchfsm diagram [--format mermaid|dot|svg]`` prints the lifecycle diagram.
 - ``batchfsm serve [--host] [--port] [--speed] [--seed] [--api-key KEY[=PROJECT]]
-  [--keys-file PATH] [--db URL]
+  [--keys-file PATH] [--db URL] [--finish-on-retrieve]
   [--lease-seconds S] [--model NAME] [--any-model] [--embedding-dimensions N]
   [--enqueued-token-limit [MODEL=]N] [--store-threads N]
   [--upload-budget BYTES] [--max-storage BYTES] [--max-output-bytes BYTES]
@@ -220,6 +220,13 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         default="1",
         help="how many times faster than real time batches progress: a finite "
         "number above 0 (default 1)",
+    )
+    serve.add_argument(
+        "--finish-on-retrieve",
+        action="store_true",
+        help="the fast lane, for test suites: the first retrieve after a create "
+        "answers the batch finished (it passes every status, every stamp "
+        "written), whatever --speed says",
     )
     serve.add_argument(
         "--seed",
@@ -809,6 +816,7 @@ def _serve(args: argparse.Namespace) -> int:
         "any_model": args.any_model or gateway.get("any_model", False),
         "enqueued_token_limit": limits or None,
         "webhooks": webhooks,
+        "finish_on_retrieve": args.finish_on_retrieve,
         **bounds,
     }
     if args.db is None:

@@ -1,8 +1,9 @@
 """``batchfsm conform``: judge a Batch API server from the command line.
 
 Exit status: 0 when no check failed and at least one passed; 1 when a check
-failed or nothing could be judged; 2 for bad arguments, a server that cannot
-be reached and a missing extra.
+failed; 2 when nothing could be judged (a server that is not a Batch API, or
+every check skipped), for bad arguments, a server that cannot be reached and
+a missing extra.
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ def add_parser(commands: Any) -> None:
             "Drive a Batch API server (files and batches under /v1) and judge every "
             "answer against the lifecycle. Without --base-url, the built-in emulator "
             "is run in-process on a virtual clock. Exit 0 when no check failed and "
-            "one passed, 1 when a check failed or nothing could be judged, 2 for "
-            "bad arguments or an unreachable server. Needs the server extra: "
+            "one passed, 1 when a check failed, 2 when nothing could be judged "
+            "(a server that is not a Batch API, every check skipped), for bad "
+            "arguments or an unreachable server. Needs the server extra: "
             "pip install 'batchfsm[server]'.",
             width=79,
         ),
@@ -340,9 +342,15 @@ def _conform(args: argparse.Namespace, receiver: WebhookReceiver | None) -> int:
         shown.close()
         if other is not None:
             other.close()
-    if _write(args, report, time.monotonic() - started, target):
+    seconds = time.monotonic() - started
+    if report.not_judged is not None:  # one line, not a page per check
+        print(f"batchfsm conform: {target}: {report.not_judged}", file=sys.stderr)
+        if args.json or args.format != "text" or args.output is not None:
+            _write(args, report, seconds, target)  # a CI report says so too
         return 2
-    return 0 if report.passed else 1
+    if _write(args, report, seconds, target):
+        return 2
+    return 0 if report.passed else 1 if report.judged else 2
 
 
 def summary(report: Report) -> str:

@@ -11,12 +11,12 @@ transition table (``batchfsm._graph``), never from hand-typed lists.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from ._errors import SchemaError
-from ._json_io import from_dict
+from ._json_io import _Dumps, from_dict, pydantic_dump
 
 # COMPLETION_WINDOWS is re-exported: the emulator and conformance import it here.
 from ._model import COMPLETION_WINDOWS, Batch
@@ -34,22 +34,14 @@ __all__ = [
 ]
 
 
-class _Dumps(Protocol):
-    """A pydantic model, such as the official client's ``openai.types.Batch``."""
-
-    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
-
-
 def _dumped(snapshot: object) -> object:
     """``snapshot``, or its JSON dump if it is a pydantic model.
 
     The official client's ``openai.types.Batch`` is a pydantic model; its
     ``model_dump(mode="json")`` is the API's JSON.
     """
-    if isinstance(snapshot, Mapping):
-        return snapshot
-    dump = getattr(snapshot, "model_dump", None)
-    return dump(mode="json") if callable(dump) else snapshot
+    dumped = pydantic_dump(snapshot)
+    return snapshot if dumped is None else dumped
 
 
 def check(batch: Batch | Mapping[str, Any] | _Dumps) -> list[Violation]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ._converter import converter, strict_converter, text_converters
 from ._errors import SchemaError
@@ -27,7 +27,15 @@ from ._json import encode as _encode
 from ._json_problems import text_problems
 from ._model import Batch
 
-__all__ = ["converter", "dumps", "dumps_bytes", "from_dict", "loads", "to_dict"]
+__all__ = [
+    "converter",
+    "dumps",
+    "dumps_bytes",
+    "from_dict",
+    "loads",
+    "pydantic_dump",
+    "to_dict",
+]
 
 _structure = converter.structure
 _structure_strict = strict_converter.structure
@@ -53,13 +61,15 @@ def _hook(name: str) -> Any:
 # -- the public door ---------------------------------------------------------------
 
 
-def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
+def from_dict(data: Mapping[str, Any] | _Dumps, *, strict: bool = False) -> Batch:
     """Parse an API Batch object (a decoded JSON document) into a :class:`Batch`.
 
     ``converter.structure(data, Batch)`` (``strict_converter`` when strict).
+    The official client's ``openai.types.Batch`` (a pydantic model) is read
+    as its JSON, ``model_dump(mode="json")``.
 
     Args:
-        data: the decoded JSON object.
+        data: the decoded JSON object, or an ``openai.types.Batch``.
         strict: reject keys the Batch object does not define (by default they are
             ignored, as the API adds fields over time).
 
@@ -80,9 +90,37 @@ def from_dict(data: Mapping[str, Any], *, strict: bool = False) -> Batch:
         >>> b.status
         <BatchStatus.VALIDATING: 'validating'>
     """
-    if strict:
-        return _structure_strict(data, Batch)
-    return _structure(data, Batch)
+    structure = _structure_strict if strict else _structure
+    try:
+        return structure(data, Batch)
+    except SchemaError:
+        # Asked only once the converter refused: a dict pays nothing for it.
+        dumped = pydantic_dump(data)
+        if dumped is None:
+            raise
+    return structure(dumped, Batch)
+
+
+class _Dumps(Protocol):
+    """A pydantic model, such as the official client's ``openai.types.Batch``."""
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+
+
+def pydantic_dump(document: object) -> dict[str, Any] | None:
+    """The JSON dump of a pydantic model (``openai.types.Batch``), else None.
+
+    Example:
+        >>> pydantic_dump({"id": "batch_1"}) is None
+        True
+    """
+    if isinstance(document, Mapping):
+        return None
+    dump = getattr(document, "model_dump", None)
+    if not callable(dump):
+        return None
+    dumped = dump(mode="json")
+    return dumped if isinstance(dumped, dict) else None
 
 
 def to_dict(batch: Batch) -> dict[str, Any]:
@@ -109,6 +147,8 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
 
     Only JSON is read: ``NaN``, ``Infinity``, lone surrogates (``"\ud800"``)
     and invalid UTF-8 are refused, as are integers out of the API's range.
+    An ``openai.types.Batch`` given instead of text is read as
+    :func:`from_dict` reads it.
 
     Raises:
         SchemaError: the text is not JSON, or not a valid Batch object.
@@ -123,6 +163,8 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
     try:
         data = _decode(text)
     except _DecodeError as exc:
+        if pydantic_dump(text) is not None:  # the client's object, not its text
+            return from_dict(text, strict=strict)  # type: ignore[arg-type]
         problems = [("", f"not valid JSON: {exc}")]
         raise SchemaError(problems + _lenient_problems(text, strict)) from None
     name = "strict" if strict else "lenient"

@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  measured {case.name}", file=sys.stderr, flush=True)
     print(table(results))
     extras: list[str] = []
+    from .llmock_cases import beside
+
+    if not (fast_lane := beside()).endswith("not measured"):
+        print(fast_lane, flush=True)
+        extras.append(fast_lane)
     engine: dict[str, object] = {}
     if not args.only and not args.no_extras:
         from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches

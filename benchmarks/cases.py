@@ -290,6 +290,7 @@ def trace_cases() -> list[Case]:
 def all_cases() -> list[Case]:
     from .conform_cases import conform_cases
     from .emulator_cases import emulator_cases
+    from .llmock_cases import llmock_cases
     from .serve_cases import serve_cases
     from .web_cases import web_cases
 
@@ -301,4 +302,5 @@ def all_cases() -> list[Case]:
         + serve_cases()
         + web_cases()
         + conform_cases()
+        + llmock_cases()
     )

@@ -108,9 +108,9 @@ def test_only_every_skip_has_its_reason_and_the_views_agree():
         assert reasons == ([] if check_id in ran else ["not selected"])
 
 
-def test_nothing_to_judge_is_a_skip_with_its_reason_and_exit_1():
+def test_nothing_to_judge_is_a_skip_with_its_reason_and_exit_2():
     result = batchfsm("conform", "--only", "schema.batch", "--only", "trace.legal")
-    assert result.returncode == 1
+    assert result.returncode == 2
     rows = table(result.stdout)
     reason = ["no Batch object was answered, so there is nothing to judge"]
     assert rows["schema.batch"] == rows["trace.legal"] == ("skip", reason)
@@ -225,3 +225,20 @@ def test_check_needs_no_extra():
         command=batchfsm_without("httpx2", "starlette", "hypothesis", "openai"),
     )  # fmt: skip
     assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_a_site_that_is_not_a_batch_api_is_said_in_one_line_and_exit_2():
+    from tests.not_an_api import site
+
+    with site() as (base, seen):
+        result = batchfsm("conform", "--base-url", base, "--time-scale", "0.001")
+    assert result.returncode == 2
+    assert result.stdout == ""  # no table of error pages
+    assert "DOCTYPE" not in result.stderr and "<html" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"batchfsm conform: {base}: the server is not a Batch API: its first 3 "
+        "answers were not the API's JSON (POST /v1/files -> 404 (text/html); "
+        "POST /v1/files -> 404 (text/html); POST /v1/files -> 404 (text/html)): "
+        "is --base-url the server's root (with or without /v1)?"
+    )
+    assert len(seen) == 4  # the reachability probe, then the three answers

@@ -12,8 +12,10 @@ import pytest
 from batchfsm._cli import main
 from batchfsm.conformance import CHECKS, _waiting, emulator_client, run
 from batchfsm.conformance._registry import with_needs
+from batchfsm.conformance._session import NOT_AN_API_AFTER
 from batchfsm.emulator import Emulator, EmulatorTransport, VirtualClock, create_app
 
+from .not_an_api import HTML_404, JSON_404, site
 from .test_projects import PROJECTS_BROKEN
 
 Mutation = Callable[[str, str, str, int, Any], tuple[int, Any] | None]
@@ -221,6 +223,12 @@ def output_missing_lines(method, path, query, status, body):
     return None
 
 
+def create_expires_in_a_day_and_a_second(method, path, query, status, body):
+    if method == "POST" and path == "/v1/batches" and status == 200:
+        return status, {**body, "expires_at": body["expires_at"] + 1}
+    return None
+
+
 def create_without_usage(method, path, query, status, body):
     if method == "POST" and path == "/v1/batches" and status == 200:
         return status, {**body, "usage": None}
@@ -326,6 +334,9 @@ CHAT = "/v1/chat/completions"
 BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
     ("create drops metadata", create_drops_metadata, {},
      {"create.echo"}, set()),
+    # The retrieves answer the right expiry: a stamp that changed.
+    ("create answers expires_at a second late", create_expires_in_a_day_and_a_second,
+     {}, {"create.expires_at", "schema.batch", "trace.legal"}, set()),
     ("cancel answers without cancelling_at", cancel_answer_without_cancelling_at, {},
      {"cancel.accepted", "schema.batch", "trace.legal"}, set()),
     ("a second cancel is refused", second_cancel_refused(), {},
@@ -452,8 +463,14 @@ def test_strict_fails_a_run_that_only_warned():
     result = next(r for r in report.results if r.id == "cancel.terminal")
     assert (result.outcome, result.level) == ("fail", "observed")
     assert result.evidence.startswith(
-        "cancel of a completed batch: expected (409, None, None, "
-        "\"Cannot cancel a batch with status 'completed'.\"), got POST /v1/batches/"
+        "cancel of a completed batch: expected status=409, code=None, param=None, "
+        "message=\"Cannot cancel a batch with status 'completed'.\"; got request "
+        "POST /v1/batches/"
+    )
+    assert result.evidence.endswith(
+        "/cancel, status 400, body: "
+        '{"error": {"message": "Not now.", "type": "invalid_request_error", '
+        '"param": null, "code": null}}'
     )
     assert not report.passed
 
@@ -499,7 +516,7 @@ def server_error_at(number: int) -> Mutation:
 
 #: The checks that make no request of their own: they judge the answers other
 #: checks were given (create.echo's, and every Batch object recorded).
-JUDGE_ONLY = {"create.zero_usage", "schema.batch", "trace.legal"}
+JUDGE_ONLY = {"create.zero_usage", "create.expires_at", "schema.batch", "trace.legal"}
 
 
 @pytest.mark.parametrize(
@@ -702,7 +719,7 @@ NOT_THE_SHAPE = 'the body is not {"error": {"message", "type", "param", "code"}}
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        ("Not Found", "the body is not JSON"),
+        ("Not Found", "the body is not JSON"),  # shown by its type, size, excerpt
         ({"error": "no"}, NOT_THE_SHAPE),
         (
             {"error": {"message": 1, "type": "x", "param": None, "code": None}},
@@ -720,7 +737,8 @@ def test_an_error_body_is_judged_key_by_key(body, problem):
     result = report.results[list(CHECKS).index("errors.not_found")]
     assert result.outcome == "fail"
     assert result.evidence.startswith(
-        f"retrieve of an unknown batch: {problem}: GET /v1/batches/"
+        f"retrieve of an unknown batch: {problem}: request GET /v1/batches/"
+        "batch_conformance_does_not_exist, status 404, body"
     )
 
 
@@ -764,3 +782,73 @@ def test_the_report_keeps_the_declaration_order_whatever_ended_first():
     with http:
         report = run(http, wait=wait, progress=lambda r: told.append(r.id))
     assert told == [r.id for r in report.results] == list(CHECKS)
+
+
+def test_a_wrong_expiry_at_create_is_one_fault_and_the_happy_path_goes_on():
+    http, wait = broken(create_expires_in_a_day_and_a_second)
+    with http:
+        report = run(http, wait=wait, only={"happy.files", "create.expires_at"})
+    results = {r.id: r for r in report.results}
+    assert {
+        i: results[i].outcome for i in with_needs(["happy.files"])
+    } == dict.fromkeys(["create.echo", "happy.terminal", "happy.files"], "pass")
+    assert results["create.expires_at"].outcome == "fail"
+    assert re.fullmatch(
+        r"create answered created_at=(\d+), expires_at=(\d+), "
+        r"expected expires_at = created_at \+ 86400",
+        results["create.expires_at"].evidence,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"), [(HTML_404, "text/html"), (JSON_404, "application/json")]
+)
+def test_a_server_that_is_not_a_batch_api_stops_the_run_at_once(body, kind):
+    with site(body, kind) as (base, seen), httpx2.Client(base_url=base) as http:
+        report = run(http, wait=lambda seconds: None)
+    assert len(seen) == NOT_AN_API_AFTER  # then no more requests
+    assert report.not_judged == (
+        "the server is not a Batch API: its first 3 answers were not the API's "
+        f"JSON ({'; '.join([f'POST /v1/files -> 404 ({kind})'] * 3)}): is "
+        "--base-url the server's root (with or without /v1)?"
+    )
+    assert {r.outcome for r in report.results} == {"skip"}
+    assert {r.evidence for r in report.results} == {
+        "not judged: the server is not a Batch API"
+    }
+    assert not report.passed and not report.judged
+    assert report.server_errors == () and report.refused is None
+    assert report.to_dict()["not_judged"] == report.not_judged
+
+
+def test_one_stray_page_first_does_not_make_a_batch_api_unjudged():
+    http, wait = broken(server_error_at(1))
+    with http:
+        report = run(http, wait=wait, only={"happy.files"})
+    assert report.not_judged is None
+    assert report.judged
+
+
+def checks_the_input_file_first() -> Mutation:
+    """Refuse a create naming a file not uploaded, before reading its metadata."""
+    uploaded: set[str] = set()
+
+    def mutate(method, path, query, status, body):
+        if method == "POST" and path == "/v1/files" and status == 200:
+            uploaded.add(body["id"])
+        if method == "POST" and path == "/v1/batches":
+            file_id = json.loads(b"".join(REQUEST)).get("input_file_id")
+            if file_id not in uploaded:
+                error = {"message": f"No such file: {file_id}", "type": "x"}
+                return 400, {"error": {**error, "param": "input_file_id", "code": None}}
+        return None
+
+    return mutate
+
+
+def test_metadata_wording_is_not_blamed_on_a_server_that_reads_the_file_first():
+    http, wait = broken(checks_the_input_file_first())
+    with http:
+        report = run(http, wait=wait, only={"errors.metadata_wording"}, strict=True)
+    result = next(r for r in report.results if r.id == "errors.metadata_wording")
+    assert (result.outcome, result.evidence) == ("pass", "")

@@ -55,3 +55,29 @@ def test_anything_else_is_a_type_error_for_check(value):
     # In a recording, it is one more document that does not parse.
     (violation,) = bf.check_trace([_batch()[0], value])
     assert (violation.rule, violation.index) == ("schema", 1)
+
+
+def test_from_dict_and_loads_take_an_openai_batch():
+    first, running = _batch()
+    for ours in (first, running):
+        theirs = openai.types.Batch.model_validate(bf.to_dict(ours))
+        assert bf.from_dict(theirs) == ours
+        assert bf.from_dict(theirs, strict=True) == ours
+        assert bf.loads(theirs) == ours  # type: ignore[arg-type]
+
+
+def test_from_dict_of_an_openai_batch_names_the_field_it_refuses():
+    first, _ = _batch()
+    counts = {"total": -1, "completed": 0, "failed": 0}
+    theirs = openai.types.Batch.model_validate(
+        bf.to_dict(first) | {"request_counts": counts}
+    )
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(theirs)
+    assert [path for path, _ in info.value.errors] == ["request_counts.total"]
+
+
+@pytest.mark.parametrize("value", [42, None, [1], object()])
+def test_from_dict_of_anything_else_still_says_what_it_got(value):
+    with pytest.raises(bf.SchemaError, match="expected object \\(Batch\\), got"):
+        bf.from_dict(value)

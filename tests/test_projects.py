@@ -446,7 +446,7 @@ def test_conform_fails_a_5xx_to_the_other_key_at_the_required_level() -> None:
         results["projects.as_unknown"],
     )
     assert (invisible.outcome, invisible.level) == ("fail", "required")
-    assert "-> 500" in invisible.evidence
+    assert ", status 500, " in invisible.evidence
     assert as_unknown.outcome == "skip"  # it needs projects.invisible
     assert not report.passed
 

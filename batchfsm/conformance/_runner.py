@@ -62,13 +62,17 @@ class Report:
 
     ``refused`` is one line when the server refused every request;
     ``server_errors`` names every call answered 5xx (``METHOD PATH -> STATUS
-    (during CHECK)``), each of which fails the run.
+    (during CHECK)``), each of which fails the run. ``not_judged`` is one
+    line when the server is not a Batch API at all (its first answers were
+    not the API's JSON: an HTML error page, say): the run stopped there,
+    every check is a skip saying so, and nothing was judged.
     """
 
     results: tuple[Result, ...]
     notes: tuple[str, ...] = ()
     refused: str | None = None
     server_errors: tuple[str, ...] = ()
+    not_judged: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -79,7 +83,18 @@ class Report:
             and "pass" in outcomes
             and not self.refused
             and not self.server_errors
+            and not self.not_judged
         )
+
+    @property
+    def judged(self) -> bool:
+        """Whether any check was judged (passed, failed or warned).
+
+        Example:
+            >>> Report((Result("trace.legal", "skip", "nothing"),)).judged
+            False
+        """
+        return not self.not_judged and any(r.outcome != "skip" for r in self.results)
 
     def count(self, outcome: Outcome) -> int:
         """How many checks had this outcome."""
@@ -90,6 +105,7 @@ class Report:
         return {
             "passed": self.passed,
             "refused": self.refused,
+            "not_judged": self.not_judged,
             "server_errors": list(self.server_errors),
             "results": [
                 {"id": r.id, "description": r.description, "level": r.level,
@@ -260,6 +276,8 @@ def run(
         told = len(ended)
         if not schedule.resume_first():
             break
+    if session.not_judged is not None:
+        return _not_judged(session.not_judged)
     results = {i: schedule.results[i] for i in CHECKS}
     server_errors = tuple(
         f"{call} (during {check_id})" for check_id, call in session.server_errors
@@ -270,3 +288,15 @@ def run(
         session.refused_everything(),
         server_errors,
     )
+
+
+def _not_judged(why: str) -> Report:
+    """The report of a run against a server that is not a Batch API.
+
+    What the checks found before it showed (its error pages) is no verdict:
+    every check is a skip, and the one line says why.
+    """
+    skipped = tuple(
+        Result(i, "skip", "not judged: the server is not a Batch API") for i in CHECKS
+    )
+    return Report(skipped, not_judged=why)

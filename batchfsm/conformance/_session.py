@@ -28,12 +28,17 @@ if TYPE_CHECKING:  # the HTTP client is an extra; the registry needs none
 
 __all__ = [
     "ERROR_KEYS",
+    "NOT_AN_API_AFTER",
     "TERMINAL",
     "FailedError",
+    "NotJudgedError",
     "Session",
     "SkippedError",
+    "api_shaped",
+    "brief",
     "error_body",
     "expect",
+    "labelled",
     "observed",
     "require",
     "show",
@@ -59,6 +64,16 @@ class SkippedError(Exception):
     """A check could not judge anything; the message says why."""
 
 
+class NotJudgedError(SkippedError):
+    """The server is not a Batch API: nothing of the run can be judged."""
+
+
+#: How many answers in a row, from the first, that are not the API's JSON (an
+#: object with "object", or an "error" object) tell a server that is not a
+#: Batch API. Not one: a Batch API's first answer may be a stray 5xx page.
+NOT_AN_API_AFTER = 3
+
+
 def expect(condition: bool, evidence: str) -> None:
     """Fail the check at its own level with ``evidence`` unless ``condition`` holds."""
     if not condition:
@@ -82,11 +97,54 @@ def observed(condition: bool, evidence: str) -> None:
 
 
 def show(response: httpx2.Response) -> str:
-    """The request and the answer, in one line, for evidence."""
+    """The request and the answer, in one line, each part labelled, for evidence.
+
+    A body that is not JSON (an HTML error page) is shown by its type and
+    size and its first 80 characters, whitespace folded.
+    """
+    request = f"request {response.request.method} {response.request.url.path}"
     text = response.text
+    try:
+        json.loads(text)
+    except ValueError:
+        folded = " ".join(text.split())
+        excerpt = f"{folded[:80]}{'…' if len(folded) > 80 else ''}"
+        body = f"body ({_kind(response)}, {len(response.content)} bytes): {excerpt!r}"
+    else:
+        body = f"body: {text[:300]}{'…' if len(text) > 300 else ''}"
+    return f"{request}, status {response.status_code}, {body}"
+
+
+def _kind(response: httpx2.Response) -> str:
+    return response.headers.get("content-type", "no content-type").split(";")[0]
+
+
+def brief(response: httpx2.Response) -> str:
+    """The request, the status and the body's type, in a few words."""
     return (
         f"{response.request.method} {response.request.url.path} -> "
-        f"{response.status_code} {text[:300]}{'…' if len(text) > 300 else ''}"
+        f"{response.status_code} ({_kind(response)})"
+    )
+
+
+def labelled(**items: Any) -> str:
+    """``name=value`` pairs, for evidence that compares several parts at once.
+
+    Example:
+        >>> labelled(status=409, code=None, message="Cannot cancel.")
+        "status=409, code=None, message='Cannot cancel.'"
+    """
+    return ", ".join(f"{name}={value!r}" for name, value in items.items())
+
+
+def api_shaped(response: httpx2.Response) -> bool:
+    """Whether the answer is the API's JSON: an object with "object" or "error"."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and (
+        "object" in body or isinstance(body.get("error"), dict)
     )
 
 
@@ -164,6 +222,10 @@ class Session:
         self.server_errors: list[tuple[str, str]] = []
         self._returned: dict[str, Any] = {}
         self._files: dict[tuple[int, str], str] = {}
+        #: Why nothing can be judged (the server is not a Batch API), or None.
+        self.not_judged: str | None = None
+        #: The first answers, while none was the API's JSON (None after one was).
+        self._strange: list[tuple[int, str]] | None = []
 
     def result_of(self, check_id: str) -> Any:
         """What the check ``check_id`` (a need of the caller, so passed) returned."""
@@ -179,12 +241,16 @@ class Session:
         """Send a request, counting the answer and recording any Batch objects."""
         import httpx2
 
+        if self.not_judged is not None:  # no more requests to a server that is not
+            raise NotJudgedError(self.not_judged)
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx2.TransportError:
             self.answers[0] += 1
             raise
         self.answers[response.status_code] += 1
+        if self._strange is not None:
+            self._judge_the_server(response)
         if response.status_code >= 500:
             self.server_errors.append(
                 (self.current, f"{method} {path} -> {response.status_code}")
@@ -192,6 +258,24 @@ class Session:
         if path.startswith("/v1/batches") and response.status_code == 200:
             self._record(f"{method} {path}", response)
         return response
+
+    def _judge_the_server(self, response: httpx2.Response) -> None:
+        """Stop the run if its first answers show a server that is not a Batch API."""
+        assert self._strange is not None
+        if api_shaped(response):
+            self._strange = None  # a Batch API: never asked again
+            return
+        self._strange.append((response.status_code, brief(response)))
+        if len(self._strange) < NOT_AN_API_AFTER:
+            return
+        codes = {code for code, _ in self._strange}
+        hint = _HINTS.get(codes.pop(), "") if len(codes) == 1 else ""
+        answers = "; ".join(seen for _, seen in self._strange)
+        self.not_judged = (
+            f"the server is not a Batch API: its first {len(self._strange)} "
+            f"answers were not the API's JSON ({answers})"
+        ) + (f": {hint}" if hint else "")
+        raise NotJudgedError(self.not_judged)
 
     def _record(self, where: str, response: httpx2.Response) -> None:
         try:
@@ -262,9 +346,10 @@ class Session:
         error = self.refusal(response, step)
         found = (response.status_code, error.get("code"), error.get("param"),
                  error.get("message"))  # fmt: skip
+        wanted = labelled(status=status, code=code, param=param, message=message)
         expect(
             found == (status, code, param, message),
-            f"{step}: expected {(status, code, param, message)}, got {show(response)}",
+            f"{step}: expected {wanted}; got {show(response)}",
         )
 
     def input_file(self, requests: int, *, bad_line: str = "") -> str:

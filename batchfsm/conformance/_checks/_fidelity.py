@@ -15,7 +15,15 @@ from typing import Any
 
 from ..._endpoints import CATALOGUE, ENDPOINT_MODELS
 from .._registry import check
-from .._session import FailedError, Session, SkippedError, expect, require, show
+from .._session import (
+    FailedError,
+    Session,
+    SkippedError,
+    expect,
+    labelled,
+    require,
+    show,
+)
 
 __all__: list[str] = []
 
@@ -131,7 +139,16 @@ def validation_required_fields(s: Session) -> Iterator[None]:
         ("invalid_request", 3, f"body.{field}",
          f"{field.capitalize()} parameter is required."),
     ]  # fmt: skip
-    expect(found == expected, f"errors {found}, expected {expected}")
+    expect(found == expected, f"errors [{_entries(found)}], expected "
+                              f"[{_entries(expected)}]")  # fmt: skip
+
+
+def _entries(errors: list[tuple[Any, ...]]) -> str:
+    """Error entries (code, line, param, message), each part labelled."""
+    return "; ".join(
+        labelled(code=code, line=line, param=param, message=message)
+        for code, line, param, message in errors
+    )
 
 
 @check("validation.missing_file", level="observed")
@@ -317,7 +334,8 @@ def files_utf8(s: Session) -> None:
         error = s.refusal(answer, step)
         expect(
             (answer.status_code, error.get("message")) == (400, _NOT_UTF8),
-            f"{step}: expected 400 {_NOT_UTF8!r}, got {show(answer)}",
+            f"{step}: expected {labelled(status=400, message=_NOT_UTF8)}; "
+            f"got {show(answer)}",
         )
 
 

@@ -14,6 +14,7 @@ from .._session import (
     Session,
     SkippedError,
     expect,
+    labelled,
     require,
     show,
 )
@@ -23,11 +24,12 @@ __all__: list[str] = []
 _METADATA = {"conformance": "batchfsm"}
 _RESULT_KEYS = {"id", "custom_id", "response", "error"}
 _RESPONSE_KEYS = {"status_code", "request_id", "body"}
+_CANCEL_STAMPS = ("created_at", "cancelling_at", "cancelled_at")
 
 
 @check("create.echo")
 def create_echo(s: Session) -> dict[str, Any]:
-    """Create answers validating, echoes its fields, expires in 24h."""
+    """Create answers validating and echoes its fields."""
     file_id = s.input_file(3)
     batch = s.create(file_id, metadata=_METADATA)
     expect(
@@ -44,12 +46,21 @@ def create_echo(s: Session) -> dict[str, Any]:
             batch.get(key) == value,
             f"create answered {key}={batch.get(key)!r}, sent {value!r}",
         )
+    return batch
+
+
+@check("create.expires_at", needs=["create.echo"])
+def create_expires_at(s: Session) -> None:
+    """Create answers expires_at 24h after created_at."""
+    # Its own check: a wrong expiry is one fault, and the batch still runs
+    # (happy.* go on with it).
+    batch = s.result_of("create.echo")
     created, expires = batch.get("created_at"), batch.get("expires_at")
     expect(
         isinstance(created, int) and expires == created + COMPLETION_WINDOWS["24h"],
-        f"expires_at={expires!r} for created_at={created!r}",
+        f"create answered {labelled(created_at=created, expires_at=expires)}, "
+        "expected expires_at = created_at + 86400",
     )
-    return batch
 
 
 @check("cancel.accepted")
@@ -163,11 +174,11 @@ def cancel_finishes(s: Session) -> Iterator[None]:
         done.get("status") == "cancelled",
         f"a cancelled batch ended {done.get('status')!r}",
     )
-    stamps = [done.get(k) for k in ("created_at", "cancelling_at", "cancelled_at")]
+    stamps = [done.get(k) for k in _CANCEL_STAMPS]
     numbers = [v for v in stamps if isinstance(v, int)]
     expect(
         len(numbers) == len(stamps) and numbers == sorted(numbers),
-        f"created_at, cancelling_at, cancelled_at = {stamps}",
+        labelled(**dict(zip(_CANCEL_STAMPS, stamps, strict=True))),
     )
 
 
