@@ -464,8 +464,12 @@ class DyingSQLiteStore(SQLiteStore):
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_a_batch_whose_end_is_never_written_leaves_no_result_file(kind: str) -> None:
+def test_a_batch_whose_end_is_never_written_leaves_no_result_file(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     store = DyingStore() if kind == "memory" else DyingSQLiteStore(":memory:")
+    if isinstance(store, DyingSQLiteStore):
+        request.addfinalizer(store.close)
     emu = Emulator(store=store, seed=5)
     upload = emu.create_file(make_input_file(3), "in.jsonl", "batch")
     batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)
