@@ -64,7 +64,7 @@ def _error_list_hook(conv: Converter) -> Callable[[Any, Any], _ErrorList]:
         for index, item in enumerate(value):
             try:
                 items.append(structure_error(item, BatchError))
-            except Exception as exc:  # noqa: BLE001, PERF203 - every item is reported
+            except Exception as exc:  # noqa: BLE001 - every item is reported
                 problems.extend(problems_of(exc, f"[{index}]"))
         if problems:
             raise InvalidError(*problems)

@@ -172,7 +172,7 @@ def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
         try:
             psycopg.connect(url, connect_timeout=2).close()
             return
-        except psycopg.OperationalError:  # noqa: PERF203 - polling for readiness
+        except psycopg.OperationalError:  # polling for readiness
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
                     "PostgreSQL did not start:\n" + log.read_text(errors="replace")

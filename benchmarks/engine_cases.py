@@ -179,7 +179,7 @@ def started(
         try:
             httpx2.get(f"http://127.0.0.1:{port}/v1/batches")
             return process, port
-        except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
+        except httpx2.TransportError:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.02)

@@ -18,14 +18,10 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # cosmic-ray brings toml
-    import toml as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 REASONS = ROOT / "mutation" / "survivors.toml"

@@ -30,13 +30,9 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # cosmic-ray brings toml
-    import toml as tomllib
 
 import coverage
 

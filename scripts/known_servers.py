@@ -244,7 +244,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
         try:
             httpx2.get(url, timeout=5)
             return
-        except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
+        except httpx2.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.5)

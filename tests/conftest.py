@@ -68,7 +68,7 @@ def serve() -> Iterator[Callable[..., str]]:
             try:
                 httpx2.get(f"{base}/v1/batches")
                 return base
-            except httpx2.TransportError:  # noqa: PERF203 - polling for readiness
+            except httpx2.TransportError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(server.communicate()[1].decode()) from None
                 time.sleep(0.05)

@@ -11,11 +11,13 @@ import time
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import batchfsm as bf
+from batchfsm._nesting import MAX_DEPTH
 from batchfsm.emulator import (
     ApiError,
     Emulator,
@@ -26,7 +28,7 @@ from batchfsm.emulator import (
     VirtualClock,
     make_input_file,
 )
-from batchfsm.emulator._handlers import _embeddings
+from batchfsm.emulator._handlers import _embeddings, default_handler
 from batchfsm.emulator._pieces import SPLIT, dumps, pieces
 from batchfsm.emulator._stores import ResultKind
 from batchfsm.emulator._validate import MAX_ERRORS
@@ -256,32 +258,30 @@ def deep_file(endpoint: str) -> bytes:
     return (text["plain"].replace('"DEEP"', '"hello"') + "\n" + deep).encode()
 
 
+#: The line nested 960 deep is read (within the JSON engine's depth) and run:
+#: the default handler answers a body nested deeper than MAX_DEPTH with a 400,
+#: on every Python.
+DEEP_OUTCOMES = dict.fromkeys(DEEP_BODIES, 400)
+
+
 @pytest.mark.parametrize("endpoint", sorted(DEEP_BODIES))
 def test_a_line_nested_960_deep_fails_alone_at_every_endpoint(endpoint: str) -> None:
     emu = Emulator(seed=9)
     bystander = run(emu, make_input_file(3))
     batch = run(emu, deep_file(endpoint), endpoint)
     done = finish(emu, batch.id)
-    if done.status is S.FAILED:  # too deep to read: that line is the problem
-        assert done.errors is not None and done.errors.data is not None
-        assert [(e.code, e.line) for e in done.errors.data] == [
-            ("invalid_json_line", 2)
-        ]
-    else:  # read and run: answered, or failed as a request of its own
-        assert done.status is S.COMPLETED
-        assert done.request_counts is not None
-        assert done.request_counts.total == 2
-        # Read with a pattern: the deep answer may be too deep to parse here.
-        outcome = {
-            found[1]: int(found[2])
-            for file_id in (done.output_file_id, done.error_file_id)
-            if file_id
-            for line in emu.file_content(file_id).splitlines()
-            if (found := re.search(rb'"custom_id":"(\w+)".*?"status_code":(\d+)', line))
-        }
-        outcome = {k.decode(): v for k, v in outcome.items()}
-        assert outcome["plain"] == 200
-        assert outcome["deep"] in (200, 400, 500)
+    assert done.status is S.COMPLETED
+    assert done.request_counts is not None
+    assert done.request_counts.total == 2
+    # Read with a pattern: the deep answer may be too deep to parse here.
+    outcome = {
+        found[1]: int(found[2])
+        for file_id in (done.output_file_id, done.error_file_id)
+        if file_id
+        for line in emu.file_content(file_id).splitlines()
+        if (found := re.search(rb'"custom_id":"(\w+)".*?"status_code":(\d+)', line))
+    }
+    assert outcome == {b"plain": 200, b"deep": DEEP_OUTCOMES[endpoint]}
     # Nothing else noticed.
     assert finish(emu, bystander.id).request_counts == bf.BatchRequestCounts(
         total=3, completed=3, failed=0
@@ -293,6 +293,11 @@ def _echo_deep(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
     return Reply(200, {"echo": nested(sys.getrecursionlimit() * 2)})
 
 
+def _echo_past_the_limit(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+    # One level more than MAX_DEPTH: Python 3.11 and 3.13 could both write it.
+    return Reply(200, {"echo": nested(MAX_DEPTH)})
+
+
 def _raises(exc: BaseException) -> Any:
     def handler(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
         raise exc
@@ -302,6 +307,7 @@ def _raises(exc: BaseException) -> Any:
 
 BROKEN_HANDLERS = {
     "answer too deep to write": _echo_deep,
+    "answer deeper than the limit": _echo_past_the_limit,
     "recursion": _raises(RecursionError("maximum recursion depth exceeded")),
     "memory": _raises(MemoryError()),
     "not a reply": lambda *_: {"status_code": 200},
@@ -332,6 +338,34 @@ def test_whatever_goes_wrong_with_one_request_is_its_500_line(name: str) -> None
         "request-0",
         "request-2",
     ]
+
+
+@pytest.mark.parametrize("endpoint", sorted(DEEP_BODIES))
+def test_the_default_handler_s_depth_limit_is_explicit(endpoint: str) -> None:
+    def body(depth: int) -> Any:  # the body, nested `depth` deep in all
+        text = json.dumps(DEEP_BODIES[endpoint])
+        before = text[: text.index('"DEEP"')]
+        k = depth - sum(map(before.count, "[{")) + sum(map(before.count, "]}"))
+        return orjson.loads(text.replace('"DEEP"', "[" * k + '"x"' + "]" * k))
+
+    deep = default_handler(endpoint, body(MAX_DEPTH + 1), "r", 0)
+    assert deep.status_code == 400
+    assert deep.body["error"]["message"] == (
+        f"The request body is nested deeper than {MAX_DEPTH} levels."
+    )
+    within = default_handler(endpoint, body(MAX_DEPTH), "r", 0)
+    assert "nested deeper" not in str(within.body)
+
+
+def test_an_answer_as_deep_as_the_limit_is_written_on_every_python() -> None:
+    def handler(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+        return Reply(200, {"echo": nested(MAX_DEPTH - 1)})  # the body: MAX_DEPTH
+
+    emu = Emulator(handler=handler, seed=2)
+    done = finish(emu, run(emu, make_input_file(1)).id)
+    assert done.request_counts == bf.BatchRequestCounts(total=1, completed=1, failed=0)
+    [line] = emu.file_content(done.output_file_id or "").splitlines()
+    assert line.count(b"[") == MAX_DEPTH - 1
 
 
 class FaultyStore(MemoryBatchStore):
@@ -430,8 +464,12 @@ class DyingSQLiteStore(SQLiteStore):
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_a_batch_whose_end_is_never_written_leaves_no_result_file(kind: str) -> None:
+def test_a_batch_whose_end_is_never_written_leaves_no_result_file(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
     store = DyingStore() if kind == "memory" else DyingSQLiteStore(":memory:")
+    if isinstance(store, DyingSQLiteStore):
+        request.addfinalizer(store.close)
     emu = Emulator(store=store, seed=5)
     upload = emu.create_file(make_input_file(3), "in.jsonl", "batch")
     batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)

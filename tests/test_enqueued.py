@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import batchfsm as bf
 from batchfsm._endpoints import ENDPOINT_MODELS, ENDPOINTS
+from batchfsm._nesting import str_length
 from batchfsm.emulator import (
     CODES,
     Emulator,
@@ -282,11 +283,38 @@ def test_a_batch_holds_the_input_tokens_its_usage_reports(
     assert emulator.batches.enqueued_tokens(model) == 0
 
 
-def test_a_prompt_too_deep_to_write_counts_one_token() -> None:
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_a_deep_prompt_counts_the_same_on_every_python(depth: int) -> None:
+    # str() of a prompt nested this deep fails on Python 3.11 (its recursion
+    # limit) and not on 3.13: the count must not depend on which runs it.
     deep: Any = "x"
-    for _ in range(1_000):
+    for _ in range(depth):
         deep = [deep]
-    assert prompt_tokens("/v1/chat/completions", {"messages": deep}) == 1
+    written = len("'x'") + 2 * depth  # [[...['x']...]]
+    assert prompt_tokens("/v1/chat/completions", {"messages": deep}) == written // 4
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(_JSON_VALUES)
+def test_the_length_is_str_s_at_any_depth(value: Any) -> None:
+    assert str_length(value) == len(str(value))
+
+
+def test_the_length_of_a_value_that_holds_itself_is_str_s() -> None:
+    loop: list[Any] = ["x", {"k": ()}]
+    loop.append(loop)
+    loop[1]["self"] = loop[1]
+    assert str_length(loop) == len(str(loop))
 
 
 # -- the one rule: never more than the limit ------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
-import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,11 +13,6 @@ import pytest
 from mutation import mutant_tests, report, run
 
 ROOT = Path(__file__).resolve().parent.parent
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # cosmic-ray brings toml
-    import toml as tomllib
 
 
 def test_every_core_module_has_test_files_and_only_core_modules_do():

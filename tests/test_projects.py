@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -238,7 +239,8 @@ def test_a_version_7_database_puts_its_objects_in_the_default_project(
     if dialect == "sqlite":
         url = str(tmp_path / "v7.sqlite")
         _sqlite_at_version(url, 7)
-        with sqlite3.connect(url) as conn:
+        # closing(): a connection's own `with` commits but leaves it open.
+        with contextlib.closing(sqlite3.connect(url)) as conn, conn:
             for row in rows:
                 conn.execute(row)
     else:

@@ -598,6 +598,29 @@ def test_a_newer_postgres_database_is_refused(postgres_url):
         PostgresStore(postgres_url)
 
 
+@pytest.fixture
+def sqlite_connections(monkeypatch: pytest.MonkeyPatch) -> list[sqlite3.Connection]:
+    """Every SQLite connection opened while the test runs: the real ones, recorded."""
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", recording)
+    return opened
+
+
+def is_open(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -605,13 +628,19 @@ def test_a_newer_postgres_database_is_refused(postgres_url):
         (b"SQLite format 3\x00" + b"\xff" * 4000, "is not a usable SQLite"),
     ],
 )
-def test_a_corrupt_file_is_refused_with_one_line(tmp_path, content, message):
+def test_a_corrupt_file_is_refused_with_one_line(
+    tmp_path, content, message, sqlite_connections
+):
     path = tmp_path / "corrupt.sqlite"
     path.write_bytes(content)
     with pytest.raises(StoreError, match=message) as caught:
-        SQLiteStore(path)
+        open_store(str(path))
     assert "\n" not in str(caught.value)
     assert path.read_bytes() == content
+    # Refused, and no connection left open (Python 3.13 would warn at its
+    # collection; every Python can ask the connection itself).
+    assert sqlite_connections
+    assert [conn for conn in sqlite_connections if is_open(conn)] == []
 
 
 def test_another_applications_sqlite_database_is_left_alone(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -75,11 +76,18 @@ def _good(emu: Emulator) -> str:
     )
 
 
+def _sqlite(tmp_path: Path, request: pytest.FixtureRequest) -> SQLiteStore:
+    """An SQLite store, closed when the test ends."""
+    store = SQLiteStore(tmp_path / "db")
+    request.addfinalizer(store.close)
+    return store
+
+
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_the_receiver_gets_exactly_the_events_of_the_batches_it_caused(
-    receiver, store, tmp_path
+    receiver, store, tmp_path, request
 ):
-    options = {} if store == "memory" else {"store": SQLiteStore(tmp_path / "db")}
+    options = {} if store == "memory" else {"store": _sqlite(tmp_path, request)}
     emu = _emulator(receiver, **options)
     done, failed, cancelled = _good(emu), _batch(emu, b"{oops"), _good(emu)
     emu.cancel_batch(cancelled)
@@ -317,11 +325,13 @@ def test_serve_takes_the_secret_from_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
-def test_a_claim_taken_over_after_its_lease_cannot_record_late(store, tmp_path):
+def test_a_claim_taken_over_after_its_lease_cannot_record_late(
+    store, tmp_path, request
+):
     from batchfsm.emulator import MemoryBatchStore
     from batchfsm.emulator._events import Attempt
 
-    made = MemoryBatchStore() if store == "memory" else SQLiteStore(tmp_path / "db")
+    made = MemoryBatchStore() if store == "memory" else _sqlite(tmp_path, request)
     emu = Emulator(clock=VirtualClock(), store=made)
     outbox = emu.outbox
     outbox.add_webhook_endpoint("http://x/")

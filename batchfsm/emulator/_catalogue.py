@@ -79,7 +79,7 @@ def client_models() -> Mapping[str, frozenset[str]]:
     for endpoint, source in _SOURCES.items():
         try:
             found[endpoint] = frozenset(_literals(source()))
-        except Exception as exc:  # noqa: BLE001, PERF203 - any client, any shape
+        except Exception as exc:  # noqa: BLE001 - any client, any shape
             log.debug("no models of the openai client for %s: %r", endpoint, exc)
     return found
 

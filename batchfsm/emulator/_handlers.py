@@ -23,6 +23,7 @@ from typing import Any, overload
 import attrs
 
 from .._endpoints import CATALOGUE, one_each
+from .._nesting import MAX_DEPTH, deeper_than, str_length
 from ._pieces import Streamed
 
 __all__ = [
@@ -108,8 +109,13 @@ def is_async(handler: object) -> bool:
 
 
 def _tokens(value: Any) -> int:
-    # About four characters a token, at least one: stable and cheap.
-    return max(1, len(str(value)) // 4)
+    # About four characters of str(value) a token, at least one: stable and
+    # cheap. Deeper than this Python's str() goes, the same length by a loop.
+    try:
+        length = len(str(value))
+    except RecursionError:
+        length = str_length(value)
+    return max(1, length // 4)
 
 
 def _embedding_inputs(body: Mapping[str, Any]) -> list[Any]:
@@ -431,17 +437,14 @@ def prompt_tokens(endpoint: str, body: Mapping[str, Any]) -> int:
     value, of the ``input`` (each embeddings input counted alone), or of the
     ``prompt``, each as Python's ``str()`` writes it. Deterministic and cheap,
     not a tokenizer. The default handler's ``usage.input_tokens`` for a
-    request it answers is exactly this count. A prompt nested too deep for
-    ``str()`` (which the handler answers with a 500) counts as one token.
+    request it answers is exactly this count, at any depth of nesting and on
+    every Python (however deep its own ``str()`` goes).
 
     Example:
         >>> prompt_tokens("/v1/embeddings", {"input": ["x" * 40, "y" * 8]})
         12
     """
-    try:
-        return _PROMPTS[endpoint](body)
-    except RecursionError:
-        return 1
+    return _PROMPTS[endpoint](body)
 
 
 def default_handler(
@@ -454,7 +457,8 @@ def default_handler(
     as the live API answers, unless the request asks for fewer with
     ``dimensions`` (``Emulator(embedding_dimensions=N)`` makes them shorter
     when the request names none); each value is derived from its input's
-    SHA-256: the same text, the same vector.
+    SHA-256: the same text, the same vector. A body nested deeper than 512
+    levels is a 400, on every Python (however deep its own recursion goes).
 
     Example:
         >>> chat = {"model": "gpt-4o-mini",
@@ -466,6 +470,10 @@ def default_handler(
         >>> default_handler("/v1/chat/completions", chat, "r1", 0).status_code
         400
     """
+    if deeper_than(body, MAX_DEPTH):
+        return _bad_request(
+            f"The request body is nested deeper than {MAX_DEPTH} levels.", None
+        )
     return _BY_ENDPOINT[endpoint](body, custom_id, now)
 
 

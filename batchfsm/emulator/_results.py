@@ -20,6 +20,7 @@ from .._model import (
     InputTokensDetails,
     OutputTokensDetails,
 )
+from .._nesting import MAX_DEPTH, deeper_than
 from ._files import expires_at
 from ._handlers import Handler, Reply
 from ._pieces import dumps
@@ -109,6 +110,9 @@ def checked(reply: object) -> Reply:
     for tokens in (reply.input_tokens, reply.output_tokens):
         if type(tokens) is not int or tokens < 0:
             raise TypeError(f"the handler counted {tokens!r} tokens")
+    # Decided here, not by how deep this Python's JSON writer goes.
+    if deeper_than(reply.body, MAX_DEPTH):
+        raise ValueError(f"the handler's answer nests deeper than {MAX_DEPTH} levels")
     return reply
 
 

@@ -159,9 +159,13 @@ class _SQLite:
             conn = sqlite3.connect(
                 self.where, isolation_level=None, check_same_thread=False, timeout=30
             )
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
+            raise _unusable(self.where, exc) from None
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")  # a file not SQLite: refused
+        except sqlite3.Error as exc:
+            conn.close()  # refused, and never left open
             raise _unusable(self.where, exc) from None
         self._conns.add(conn)
         return conn

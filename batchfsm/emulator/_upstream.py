@@ -301,7 +301,7 @@ class UpstreamHandler:
                 status, headers, content = await asyncio.wait_for(
                     self._send(upstream, request), self.timeout
                 )
-            except (asyncio.TimeoutError, httpx2.TimeoutException):
+            except (TimeoutError, httpx2.TimeoutException):
                 message = f"The upstream did not answer within {self.timeout:g} s."
                 return _error(504, message, "upstream_timeout"), self._wait(
                     None, attempt

@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -129,7 +129,7 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str
     """
     from standardwebhooks import Webhook
 
-    at = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    at = datetime.fromtimestamp(timestamp, tz=UTC)
     signature = Webhook(secret).sign(msg_id, at, body.decode())
     return {
         "webhook-id": msg_id,

@@ -12,7 +12,7 @@ def create_with_retries(client: openai.OpenAI, file_id: str, attempts: int = 5):
                 endpoint="/v1/embeddings",
                 completion_window="24h",
             )
-        except openai.RateLimitError:  # noqa: PERF203
+        except openai.RateLimitError:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
