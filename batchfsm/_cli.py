@@ -204,6 +204,8 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     _serve_options(serve)
+    _mode_options(serve)
+    _model_options(serve)
     _capacity_options(serve)
     _connection_options(serve)
     _upstream_options(serve)
@@ -222,22 +224,9 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         "number above 0 (default 1)",
     )
     serve.add_argument(
-        "--finish-on-retrieve",
-        action="store_true",
-        help="the fast lane, for test suites: the first retrieve after a create "
-        "answers the batch finished (it passes every status, every stamp "
-        "written), whatever --speed says",
-    )
-    serve.add_argument(
         "--seed",
         default=None,
         help="an integer: ids reproducible from it (default: random ids)",
-    )
-    serve.add_argument(
-        "--no-ui",
-        dest="ui",
-        action="store_false",
-        help="serve no web view (by default one is at /ui, behind the API key)",
     )
     serve.add_argument(
         "--api-key",
@@ -276,8 +265,25 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def _capacity_options(serve: argparse.ArgumentParser) -> None:
-    """``serve``'s models, limits and sizes."""
+def _mode_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s fast lane and web view."""
+    serve.add_argument(
+        "--finish-on-retrieve",
+        action="store_true",
+        help="the fast lane, for test suites: the first retrieve after a create "
+        "answers the batch finished (it passes every status, every stamp "
+        "written), whatever --speed says",
+    )
+    serve.add_argument(
+        "--no-ui",
+        dest="ui",
+        action="store_false",
+        help="serve no web view (by default one is at /ui, behind the API key)",
+    )
+
+
+def _model_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s models and the fake's embeddings."""
     serve.add_argument(
         "--model",
         action="append",
@@ -296,6 +302,10 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "the model's own size, 1,536 or 3,072, as the live API answers; N: N, or "
         "the model's size if smaller); a request's dimensions is always honoured",
     )
+
+
+def _capacity_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s limits and sizes."""
     serve.add_argument(
         "--enqueued-token-limit",
         action="append",
@@ -654,6 +664,11 @@ def _app_settings(args: argparse.Namespace) -> tuple[int, int]:
 
 def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
     """The storage bounds, as the emulator takes them, or a one-line ValueError."""
+    if args.upstream and args.embedding_dimensions is not None:
+        raise ValueError(
+            "--embedding-dimensions sizes the fake's embeddings: with "
+            "--upstream, the upstream answers"
+        )
     return {
         "max_storage_bytes": None
         if args.max_storage is None
@@ -799,11 +814,6 @@ def _serve(args: argparse.Namespace) -> int:
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
         gateway = _upstream_settings(args)
-        if gateway and bounds["embedding_dimensions"] is not None:
-            raise ValueError(
-                "--embedding-dimensions sizes the fake's embeddings: with "
-                "--upstream, the upstream answers"
-            )
         webhooks = _webhooks(args, api_keys)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
