@@ -48,7 +48,7 @@ Measure = Callable[[], float]
 Pairs = Callable[[int], Sequence[tuple[float, float]]]
 
 #: Rounds of a case that does not say, in a full and in a quick run.
-FULL_ROUNDS, QUICK_ROUNDS = 9, 5
+FULL_ROUNDS, QUICK_ROUNDS = 7, 5
 #: The environment variable of a quick run (inherited by subprocesses).
 QUICK_ENV = "BATCHFSM_BENCH_QUICK"
 
@@ -157,10 +157,12 @@ def _calibrated(fn: Callable[[], object], seconds: float) -> int:
 
 
 def per_call(fn: Callable[[], object], repeat: int = 5) -> Measure:
-    """Median CPU µs per call of ``fn``, over ``repeat`` timings (one in a quick run).
+    """Median CPU µs per call of ``fn`` over a round's timings.
 
-    The first measurement calibrates (how many calls make a timing long enough
-    to read, a warm-up too); the later ones reuse it.
+    A round takes at most 3 of the ``repeat`` timings (the rounds are the
+    repeats now; one timing in a quick run). The first measurement calibrates
+    (how many calls make a timing long enough to read, a warm-up too); the
+    later ones reuse it.
     """
     number = 0
 
@@ -169,7 +171,7 @@ def per_call(fn: Callable[[], object], repeat: int = 5) -> Measure:
         if not number:
             number = _calibrated(fn, sized(0.2, quick=0.05))
         timer = timeit.Timer(fn, timer=time.process_time)
-        runs = timer.repeat(repeat=sized(repeat, quick=1), number=number)
+        runs = timer.repeat(repeat=sized(min(repeat, 3), quick=1), number=number)
         return statistics.median(runs) / number * 1e6
 
     return measure
@@ -183,13 +185,14 @@ def per_item(
 ) -> Measure:
     """Median CPU µs of ``op`` on each of ``n`` fresh items (moves use up state).
 
-    A quick run takes a tenth of ``n`` and one timing.
+    A round takes at most 2 of the ``repeat`` timings; a quick run one, of a
+    tenth of ``n``.
     """
 
     def measure() -> float:
         runs = []
         count = sized(n, quick=max(n // 10, 1))
-        for _ in range(sized(repeat, quick=1)):
+        for _ in range(sized(min(repeat, 2), quick=1)):
             items = setup(count)
             start = time.process_time()
             for item in items:

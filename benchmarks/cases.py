@@ -10,7 +10,7 @@ from transitions import Machine
 
 import batchfsm as bf
 
-from ._harness import Case, Measure, bytes_per_item, per_call, per_item
+from ._harness import Case, Measure, bytes_per_item, per_call, per_item, sized
 
 #: A completed batch as the API answers it: every field, usage and metadata set.
 COMPLETED: dict[str, Any] = {
@@ -230,6 +230,7 @@ def lifecycle_cases() -> list[Case]:
             1.0,
             limit=1536,
             unit="B",
+            rounds=sized(3, quick=2),  # bytes: the same each round
         ),
         Case(
             "memory per BatchMachine",
@@ -239,6 +240,7 @@ def lifecycle_cases() -> list[Case]:
             1.0,
             limit=8192,
             unit="B",
+            rounds=sized(3, quick=2),
         ),
     ]
 
@@ -295,6 +297,7 @@ def trace_cases() -> list[Case]:
             _per_snapshot(lambda: [bf.check(b) for b in trace], n),
             1.0,
             limit=10.0,  # the target: at least 100,000 snapshots/s
+            rounds=sized(5, quick=3),
         ),
     ]
 
