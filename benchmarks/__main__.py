@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import sys
+import time
 from dataclasses import asdict
 
 from ._harness import (
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batchfsm benchmarks on {machine}, {platform.machine()}", flush=True)
     results = []
     for case in cases:
+        began = time.perf_counter()
         results.append(run(case))
-        print(f"  measured {case.name}", file=sys.stderr, flush=True)
+        took = time.perf_counter() - began
+        print(f"  measured {case.name} in {took:.1f} s", file=sys.stderr, flush=True)
     print(table(results))
     extras: list[str] = []
     engine: dict[str, object] = {}

@@ -152,18 +152,27 @@ def _their_lifecycle() -> _Model:
     return model
 
 
-_SHARED = Machine(
-    model=None,
-    states=_STATES,
-    transitions=_TRANSITIONS,
-    initial="validating",
-    auto_transitions=False,
-)
+def _shared_machine() -> Machine:
+    return Machine(
+        model=None,
+        states=_STATES,
+        transitions=_TRANSITIONS,
+        initial="validating",
+        auto_transitions=False,
+    )
+
+
+_SHARED = [_shared_machine()]
 
 
 def _bound_to_shared(i: int) -> _Model:
+    # A fresh machine for each measurement (i == 0): add_model looks through
+    # the models a machine holds, so one machine kept for every round made
+    # each round slower than the last (minutes, in the end).
+    if i == 0:
+        _SHARED[0] = _shared_machine()
     model = _Model()
-    _SHARED.add_model(model)
+    _SHARED[0].add_model(model)
     return model
 
 

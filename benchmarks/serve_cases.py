@@ -91,12 +91,16 @@ def _load_args() -> list[str]:
 
 
 def _drive(
-    body: bytes | list[bytes], *targets: tuple[int, int, str, str | None], rounds: int
+    body: bytes | list[bytes],
+    *targets: tuple[int, int, str, str | None],
+    rounds: int | None = None,
 ) -> list[list[dict[str, float]]]:
     """The load generator's rounds for each target, every answer checked.
 
-    ``body`` is every target's expected answer, or a list of one per target.
+    ``body`` is every target's expected answer, or a list of one per target;
+    ``rounds`` per target (default 6, 3 in a quick run).
     """
+    rounds = rounds or sized(6, quick=3)
     specs = [*_load_args(), "--rounds", str(rounds)]
     for port, pid, path, header in targets:
         spec = f"{port},{pid},{path}" + ("" if header is None else f",{header}")
