@@ -53,18 +53,18 @@ def _reading_now(store: SQLiteStore) -> Iterator[None]:
 def test_a_read_now_answers_as_the_ordinary_read_does(emu):
     batch_id = _batch_id(emu)
     with pytest.raises(WouldWait):  # no background worker: a call runs due work
-        emu.retrieve_batch_now(batch_id)
+        emu._retrieve_batch_now(batch_id)
     emu.start()
-    assert emu.retrieve_batch_now(batch_id).id == batch_id
-    assert emu.retrieve_batch_now(batch_id) == emu.retrieve_batch(batch_id)
+    assert emu._retrieve_batch_now(batch_id).id == batch_id
+    assert emu._retrieve_batch_now(batch_id) == emu.retrieve_batch(batch_id)
     with pytest.raises(ApiError) as unknown:
-        emu.retrieve_batch_now("batch_nope")
+        emu._retrieve_batch_now("batch_nope")
     assert unknown.value.status_code == 404
     with pytest.raises(ApiError) as elsewhere:  # another project's: unknown
-        emu.retrieve_batch_now(batch_id, project="proj_other")
+        emu._retrieve_batch_now(batch_id, project="proj_other")
     assert elsewhere.value.status_code == 404
     with pytest.raises(ApiError) as malformed:
-        emu.retrieve_batch_now("x")
+        emu._retrieve_batch_now("x")
     assert malformed.value.status_code == 400
 
 
@@ -72,8 +72,8 @@ def test_a_read_now_refuses_to_wait_for_another_reader(emu):
     batch_id = _batch_id(emu)
     emu.start()
     with _reading_now(emu.batches), pytest.raises(WouldWait):
-        emu.retrieve_batch_now(batch_id)
-    assert emu.retrieve_batch_now(batch_id).id == batch_id  # and usable again
+        emu._retrieve_batch_now(batch_id)
+    assert emu._retrieve_batch_now(batch_id).id == batch_id  # and usable again
 
 
 def test_sqlites_busy_is_a_wait_refused_and_other_errors_are_not(tmp_path):

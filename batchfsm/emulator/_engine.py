@@ -583,7 +583,7 @@ class Emulator(Doubles):
         self._runner.sync()
         return self._get(batch_id, project)
 
-    def retrieve_batch_now(
+    def _retrieve_batch_now(
         self, batch_id: str, *, project: str = DEFAULT_PROJECT
     ) -> Batch:
         """:meth:`retrieve_batch` without waiting, for the event loop.

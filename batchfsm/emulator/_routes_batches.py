@@ -65,7 +65,7 @@ async def get_batch(request: Request) -> Response:
         batch = emulator.retrieve_batch(batch_id, project=project)
     else:
         try:
-            batch = emulator.retrieve_batch_now(batch_id, project=project)
+            batch = emulator._retrieve_batch_now(batch_id, project=project)
         except WouldWait:
             batch = await context.in_thread(
                 emulator.retrieve_batch, batch_id, project=project

@@ -308,7 +308,7 @@ class SQLStore:
         """:meth:`get` on the event loop: raises ``WouldWait`` where it would wait.
 
         The emulator's retrieve under ``serve`` reads this way (see
-        :meth:`Emulator.retrieve_batch_now`): a hop to a store thread costs
+        ``Emulator._retrieve_batch_now``): a hop to a store thread costs
         ten times the read itself. Only a database whose reads never wait
         (SQLite in WAL mode) answers; PostgreSQL always raises.
         """
