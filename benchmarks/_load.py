@@ -1,7 +1,8 @@
 """A small HTTP/1.1 load generator, run in a process of its own.
 
 ``python -m benchmarks._load --target PORT,PID,PATH[,HEADER] [--target ...]
-[--connections 8] [--warmup 1] [--rounds 6] [--seconds 1.5] < EXPECTED_BODY``
+[--connections 8] [--warmup 1] [--rounds 6] [--seconds 1.5]
+[--expect-file PATH ...] < EXPECTED_BODY``
 
 Each target gets ``--connections`` keep-alive connections, each sending ``GET
 PATH`` and reading the whole answer before sending the next (no pipelining).
@@ -10,7 +11,9 @@ machine busier now than later weighs on each alike; each is warmed up first.
 For each round it counts the answers and the CPU time the server (``PID``)
 used meanwhile, and prints one JSON object: per target, its rounds (answers a
 second, server CPU µs an answer) and how many answers were wrong (not 200, not
-exactly the expected body, or without the ``HEADER`` named).
+exactly the expected body, or without the ``HEADER`` named). The expected
+body is read from stdin, the same for every target, unless ``--expect-file``
+is given once per target (servers answering different batches).
 
 Plain asyncio on raw sockets: an answer costs this client far less than any
 server here, so the figure is the server's.
@@ -24,6 +27,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -101,12 +105,12 @@ async def _round(target: _Target, seconds: float) -> dict[str, float]:
     }
 
 
-async def _run(args: argparse.Namespace, expect: bytes) -> dict[str, object]:
+async def _run(args: argparse.Namespace, expect: list[bytes]) -> dict[str, object]:
     targets = [_Target(spec) for spec in args.target]
     stop = asyncio.Event()
     connections = [
-        asyncio.create_task(_connection(target, expect, stop))
-        for target in targets
+        asyncio.create_task(_connection(target, body, stop))
+        for target, body in zip(targets, expect, strict=True)
         for _ in range(args.connections)
     ]
     for target in targets:
@@ -137,8 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=6, help="per target")
     parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument(
+        "--expect-file", action="append", help="a target's expected body (each)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(_run(args, sys.stdin.buffer.read()))))
+    if args.expect_file:
+        if len(args.expect_file) != len(args.target):
+            parser.error("give --expect-file once per --target")
+        expect = [Path(path).read_bytes() for path in args.expect_file]
+    else:
+        expect = [sys.stdin.buffer.read()] * len(args.target)
+    print(json.dumps(asyncio.run(_run(args, expect))))
     return 0
 
 

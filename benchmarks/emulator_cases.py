@@ -27,7 +27,7 @@ from batchfsm.emulator import (
     validate_input,
 )
 
-from ._harness import Case, bytes_per_item, per_call
+from ._harness import Case, bytes_per_item, per_call, sized
 from .cases import _trace
 
 ENDPOINT: Final = "/v1/chat/completions"
@@ -58,6 +58,7 @@ def emulator_cases(peer_memory: Callable[[int], object]) -> list[Case]:
             per_call(lambda: [json.loads(line) for line in lines], repeat=3),
             1.5,
             unit="µs",
+            rounds=sized(5, quick=3),
         ),
         Case(
             "memory per batch (emulator)",
@@ -67,6 +68,7 @@ def emulator_cases(peer_memory: Callable[[int], object]) -> list[Case]:
             1.0,
             limit=1536,
             unit="B",
+            rounds=sized(3, quick=2),  # bytes: the same each round
         ),
     ]
 

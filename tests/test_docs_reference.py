@@ -46,7 +46,12 @@ def test_the_benchmarks_page_shows_the_committed_run():
             line for line in text.splitlines() if line.startswith(f"    {result.name} ")
         )
         assert f"{result.ours:.2f}" in row and f"{result.ratio:.2f}" in row
+        if result.ratios:  # its spread beside it: the quartiles, the extremes
+            s = result.spread
+            assert f"{s['q1']:.2f}-{s['q3']:.2f}" in row
+            assert f"{s['min']:.2f}-{s['max']:.2f}" in row
         assert row.endswith("yes" if result.met else "NO")
+    assert data.get("method", "") in text
     assert all(f"    {extra}" in text for extra in data["extras"])
     # The page says so when the run holds no engine figures, never implies them.
     assert ("has no engine or store figures" in text) == (not data.get("engine"))
@@ -55,10 +60,16 @@ def test_the_benchmarks_page_shows_the_committed_run():
 def test_a_benchmark_run_writes_what_the_page_reads(tmp_path):
     out = tmp_path / "run.json"
     subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "to_dict", "--no-extras",
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "to_dict",
          "--json", str(out)],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     data = json.loads(out.read_text(encoding="utf-8"))
     assert [r.name for r in results(data)] == ["to_dict"]
     assert "to_dict" in page(data)
+    (written,) = data["results"]
+    # Every round's ratio, their median and spread; msgspec's floor beside.
+    assert data["mode"] == "quick" and len(written["ratios"]) == data["rounds"]
+    assert written["ratio"] == results(data)[0].ratio
+    assert written["spread"]["min"] <= written["ratio"] <= written["spread"]["max"]
+    assert written["clock"] == "cpu" and len(written["floor_ratios"]) == data["rounds"]

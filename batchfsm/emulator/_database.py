@@ -139,6 +139,13 @@ class Database(Protocol):
     def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Tx]:
         """A transaction: committed on exit, rolled back on an error."""
 
+    def read_now(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read-only transaction that never waits, for the event loop.
+
+        Raises ``WouldWait`` (before reading anything) where the read could
+        wait: a lock held, a network round trip, another caller reading now.
+        """
+
     def version(self, tx: Tx) -> int:
         """The schema version recorded in the database (0: none)."""
 

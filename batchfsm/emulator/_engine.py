@@ -13,7 +13,7 @@ background thread runs it instead and calls never wait for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import attrs
@@ -58,7 +58,7 @@ from ._params import (
 from ._projects import DEFAULT_PROJECT
 from ._results import usage
 from ._runner import Runner
-from ._store_errors import StoreUnavailable
+from ._store_errors import StoreUnavailable, WouldWait
 from ._stores import (
     BatchStore,
     FileObject,
@@ -75,6 +75,9 @@ __all__ = ["INPUT_GRACE_REAL_SECONDS", "ApiError", "Emulator"]
 
 #: Real seconds past its expiry that a batch's input file is still read.
 INPUT_GRACE_REAL_SECONDS = 1.0
+
+#: A store's read of one batch (``get``, or SQL stores' ``_get_now``).
+_Read = Callable[..., Batch | None]
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -669,6 +672,20 @@ class Emulator(Doubles):
             self._runner.sync()
         return self._get(batch_id, project)
 
+    def _retrieve_batch_now(
+        self, batch_id: str, *, project: str = DEFAULT_PROJECT
+    ) -> Batch:
+        """:meth:`retrieve_batch` without waiting, for the event loop.
+
+        Raises ``WouldWait`` (nothing done) unless a background thread runs
+        the due work and the store can read without waiting (SQLite's WAL):
+        then :meth:`retrieve_batch`, in a store thread, is the way.
+        """
+        read = getattr(self.batches, "_get_now", None)
+        if read is None or not self._runner.started:
+            raise WouldWait
+        return self._get(batch_id, project, read)
+
     def list_batches(
         self,
         *,
@@ -723,11 +740,11 @@ class Emulator(Doubles):
                 self._runner.wake()
                 return cancelled
 
-    def _get(self, batch_id: str, project: str) -> Batch:
+    def _get(self, batch_id: str, project: str, read: _Read | None = None) -> Batch:
         problem = batch_id_problem(batch_id)
         if problem is not None:
             raise refuse(problem)
-        batch = self.batches.get(batch_id, project=project)
+        batch = (read or self.batches.get)(batch_id, project=project)
         if batch is None:
             raise ApiError(404, f"No batch found with id '{batch_id}'.")
         return batch

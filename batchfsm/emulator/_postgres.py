@@ -17,7 +17,12 @@ from typing import Any
 from .._extras import missing_extra
 from ._database import ThreadConnections, Tx
 from ._sql import SQLStore
-from ._store_errors import StoreError, StoreUnavailable, postgres_unavailable
+from ._store_errors import (
+    StoreError,
+    StoreUnavailable,
+    WouldWait,
+    postgres_unavailable,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -117,6 +122,10 @@ class _Postgres:
 
     def foreign_tables(self, tx: Tx) -> list[str]:
         return []  # a shared database: other applications' tables are expected
+
+    def read_now(self) -> contextlib.AbstractContextManager[Tx]:
+        """Never: every read is a round trip to the server, which may wait."""
+        raise WouldWait
 
     def close(self) -> None:
         self._conns.close()

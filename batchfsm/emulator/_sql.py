@@ -305,6 +305,23 @@ class SQLStore:
                 )
         return None if row is None else loads(row[0])
 
+    def _get_now(self, batch_id: str, *, project: str) -> Batch | None:
+        """:meth:`get` on the event loop: raises ``WouldWait`` where it would wait.
+
+        The emulator's retrieve under ``serve`` reads this way (see
+        ``Emulator._retrieve_batch_now``): a hop to a store thread costs
+        ten times the read itself. Only a database whose reads never wait
+        (SQLite in WAL mode) answers; PostgreSQL always raises.
+        """
+        if unheld(batch_id) or unheld(project):
+            return None
+        with self._db.read_now() as tx:
+            row = tx.one(
+                "SELECT body FROM batchfsm_batches WHERE id = ? AND project = ?",
+                (batch_id, project),
+            )
+        return None if row is None else loads(row[0])
+
     def project(self, batch_id: str) -> str | None:
         """The batch's project, or None if there is no such batch."""
         if unheld(batch_id):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ._database import ThreadConnections, Tx
 from ._sql import SQLStore
-from ._store_errors import StoreError, StoreUnavailable, sqlite_unavailable
+from ._store_errors import StoreError, StoreUnavailable, WouldWait, sqlite_unavailable
 
 __all__ = ["SQLiteStore"]
 
@@ -51,6 +51,10 @@ class _SQLite:
         self._conns = ThreadConnections()
         self._writing = threading.RLock()
         self._lost: str | None = None  # why this file is no longer the database
+        # The event loop's reads (read_now): a connection of their own that
+        # never waits, taken by one caller at a time (never waited for).
+        self._now: sqlite3.Connection | None = None
+        self._now_taken = threading.Lock()
         if not self._shared:
             _usable_place(path)
         self._first = self._connect()  # fail now, with the reason
@@ -213,6 +217,46 @@ class _SQLite:
                     raise StoreUnavailable(_describe(self.where, exc)) from exc
                 raise
 
+    @contextlib.contextmanager
+    def read_now(self) -> Iterator[Tx]:
+        """A read transaction that never waits (WAL: readers wait for no writer).
+
+        On a connection of its own whose busy timeout is 0: where SQLite would
+        wait (a recovery, an exclusive lock, another caller using it now), it
+        raises :class:`WouldWait` at once, before anything is read. Each read
+        is a transaction of its own, so it sees every write committed before
+        it began, by any process sharing the file.
+        """
+        if self._shared or not self._now_taken.acquire(blocking=False):
+            raise WouldWait
+        try:
+            if self._now is None:
+                self._now = self._connect_now()
+            conn = self._now
+            try:
+                conn.execute("BEGIN")
+                yield Tx(conn, postgres=False)
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    raise WouldWait from None
+                raise _unusable(self.where, exc) from None
+            finally:
+                if conn.in_transaction:  # a read: its end is all there is to do
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+        finally:
+            self._now_taken.release()
+
+    def _connect_now(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.where, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise _unusable(self.where, exc) from None
+        return conn
+
     def version(self, tx: Tx) -> int:
         try:
             version: int = tx.one("PRAGMA user_version")[0]
@@ -239,6 +283,10 @@ class _SQLite:
     def close(self) -> None:
         with self._writing:
             self._conns.close()
+            with self._now_taken:
+                if self._now is not None:
+                    self._now.close()
+                    self._now = None
 
 
 #: Free space below which a database's disk counts as full at start.
@@ -342,6 +390,14 @@ def _usable_place(path: str) -> None:
             f"{path}: the disk is full ({free:,} bytes free, at least "
             f"{MIN_FREE_BYTES:,} needed to start); free some space"
         )
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is SQLite's "busy" or "locked": a wait refused, not a fault."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+    return str(exc).startswith(("database is locked", "database table is locked"))
 
 
 def _unusable(path: str, exc: sqlite3.Error) -> StoreError:

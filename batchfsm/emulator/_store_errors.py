@@ -26,6 +26,7 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "StoreUnavailable",
+    "WouldWait",
     "postgres_unavailable",
     "sqlite_unavailable",
 ]
@@ -38,6 +39,16 @@ class StoreError(BatchFSMError):
         >>> import batchfsm as bf
         >>> issubclass(StoreError, bf.BatchFSMError)
         True
+    """
+
+
+class WouldWait(Exception):  # noqa: N818 - a verdict, not a failure
+    """A read asked not to wait could not be made at once: make it where it may.
+
+    Raised by a store's read on the event loop (:meth:`SQLStore._get_now`)
+    when answering would mean waiting (a lock, a network round trip), before
+    anything is read; the caller then makes the ordinary read in a store
+    thread. Never seen outside the emulator.
     """
 
 
