@@ -111,6 +111,7 @@ class AnchoredClock:
         ...
         batchfsm.emulator._store_errors.StoreError: :memory: keeps an emulated clock running
         at --speed 60; start with that speed, or use another database
+        >>> store.close()
     """  # noqa: E501
 
     def __init__(self, store: SQLStore, speed: float = 1.0) -> None:

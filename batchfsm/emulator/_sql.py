@@ -270,6 +270,7 @@ class SQLStore:
             ...              Work(due_at=2))
             >>> store.get("batch_1").status, store.work("batch_1").due_at
             (<BatchStatus.VALIDATING: 'validating'>, 2)
+            >>> store.close()
         """
         with self._db.transaction() as tx:
             if tx.one("SELECT 1 FROM batchfsm_batches WHERE id = ?", (batch.id,)):
@@ -409,6 +410,7 @@ class SQLStore:
             True
             >>> store.work("batch_1").epoch  # moved on: a write from epoch 0 is stale
             1
+            >>> store.close()
         """
         body = dumps(batch)
         with self._db.transaction() as tx:

@@ -116,7 +116,8 @@ class SQLFiles:
 
         Example:
             >>> from batchfsm.emulator import SQLiteStore
-            >>> files = SQLiteStore(":memory:").files
+            >>> store = SQLiteStore(":memory:")
+            >>> files = store.files
             >>> def cut_off():
             ...     yield b"{}\n" * 50_000
             ...     raise ConnectionError("the client went away")
@@ -127,6 +128,7 @@ class SQLFiles:
             ConnectionError: the client went away
             >>> files.get("file-1"), files.read("file-1", 0, 1)
             (None, None)
+            >>> store.close()
         """
         with self._db.transaction() as tx:
             add_file(tx, file, content, project)
@@ -155,7 +157,8 @@ class SQLFiles:
         Example:
             >>> from batchfsm.emulator import SQLiteStore
             >>> from batchfsm.emulator._migrations import CHUNK_BYTES
-            >>> files = SQLiteStore(":memory:").files
+            >>> store = SQLiteStore(":memory:")
+            >>> files = store.files
             >>> content = bytes(range(256)) * (CHUNK_BYTES // 128)  # two chunks
             >>> files.add(FileObject(id="file-1", bytes=len(content), created_at=1,
             ...                      filename="a.jsonl", purpose="batch"), content)
@@ -164,6 +167,7 @@ class SQLFiles:
             True
             >>> files.read("file-1", len(content), 4), files.read("file-2", 0, 4)
             (b'', None)
+            >>> store.close()
         """
         if size <= 0:
             return b"" if self.get(file_id) is not None else None
@@ -191,11 +195,13 @@ class SQLFiles:
 
         Example:
             >>> from batchfsm.emulator import SQLiteStore
-            >>> files = SQLiteStore(":memory:").files
+            >>> store = SQLiteStore(":memory:")
+            >>> files = store.files
             >>> files.add(FileObject(id="file-1", bytes=5, created_at=1,
             ...                      filename="a.jsonl", purpose="batch"), b"hello")
             >>> files.stored_bytes(), files.stored_bytes(project="proj_other")
             (5, 0)
+            >>> store.close()
         """
         if unheld(project):
             return 0
@@ -252,13 +258,15 @@ class SQLFiles:
 
         Example:
             >>> from batchfsm.emulator import SQLiteStore
-            >>> files = SQLiteStore(":memory:").files
+            >>> store = SQLiteStore(":memory:")
+            >>> files = store.files
             >>> for i in (1, 2, 3):
             ...     files.add(FileObject(id=f"file-{i}", bytes=1, created_at=0,
             ...                          filename="a.jsonl", purpose="batch",
             ...                          expires_at=i), b"x")
             >>> files.purge(2, 10), [f.id for f in files.list()]
             (2, ['file-3'])
+            >>> store.close()
         """
         with self._db.transaction(write=False) as tx:
             if tx.one(_EXPIRED_ONE, (now,)) is None:
