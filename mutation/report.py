@@ -178,13 +178,14 @@ def _table(
             "survived",
             "equivalent",
             "killed by added tests",
+            "not run",
         ]
     ]
     for s in sessions:
         counts = [s.run, s.killed + s.incompetent, len(s.survivors)]
-        counts += [equivalent[s.module], added[s.module]]
+        counts += [equivalent[s.module], added[s.module], s.pending]
         rows.append([f"``{s.module}``", *map(str, counts)])
-    totals = [sum(int(r[i]) for r in rows[1:]) for i in range(1, 6)]
+    totals = [sum(int(r[i]) for r in rows[1:]) for i in range(1, 7)]
     rows.append(["total", *map(str, totals)])
     out = [".. list-table::", "   :header-rows: 1", ""]
     for row in rows:
