@@ -71,7 +71,10 @@ def _changed(diff: str) -> tuple[str, str]:
     lines = diff.splitlines()
     removed = [ln[1:].strip() for ln in lines if ln[:1] == "-" and ln[:3] != "---"]
     added = [ln[1:].strip() for ln in lines if ln[:1] == "+" and ln[:3] != "+++"]
-    return (removed or [""])[0], (added or [""])[0]
+    removed, added = [ln for ln in removed if ln], [ln for ln in added if ln]
+    original = (removed or [""])[0]
+    # A line taken out (a decorator removed) is named by what it was.
+    return original, (added or [f"(removed) {original}"])[0]
 
 
 def read_session(path: Path) -> Session:
