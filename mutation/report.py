@@ -67,7 +67,10 @@ def _changed(diff: str) -> tuple[str, str]:
     lines = diff.splitlines()
     removed = [ln[1:].strip() for ln in lines if ln[:1] == "-" and ln[:3] != "---"]
     added = [ln[1:].strip() for ln in lines if ln[:1] == "+" and ln[:3] != "+++"]
-    return (removed or [""])[0], (added or [""])[0]
+    removed, added = [ln for ln in removed if ln], [ln for ln in added if ln]
+    original = (removed or [""])[0]
+    # A line taken out (a decorator removed) is named by what it was.
+    return original, (added or [f"(removed) {original}"])[0]
 
 
 def read_session(path: Path) -> Session:
@@ -174,13 +177,14 @@ def _table(
             "survived",
             "equivalent",
             "killed by added tests",
+            "not run",
         ]
     ]
     for s in sessions:
         counts = [s.run, s.killed + s.incompetent, len(s.survivors)]
-        counts += [equivalent[s.module], added[s.module]]
+        counts += [equivalent[s.module], added[s.module], s.pending]
         rows.append([f"``{s.module}``", *map(str, counts)])
-    totals = [sum(int(r[i]) for r in rows[1:]) for i in range(1, 6)]
+    totals = [sum(int(r[i]) for r in rows[1:]) for i in range(1, 7)]
     rows.append(["total", *map(str, totals)])
     out = [".. list-table::", "   :header-rows: 1", ""]
     for row in rows:

@@ -355,6 +355,23 @@ def test_each_text_function_works_as_the_first_call_of_a_process(first):
     assert (done.returncode, done.stdout, done.stderr) == (0, f"{expected!r}\n", "")
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_from_dict_refuses_a_lone_surrogate_strict_or_not(strict):
+    with pytest.raises(bf.SchemaError) as info:
+        bf.from_dict(full(id="batch_\ud800"), strict=strict)
+    assert info.value.errors == [("id", "a lone surrogate in 'batch_\\ud800'")]
+
+
+def test_a_users_converter_ignores_unknown_keys_unless_strict():
+    assert bf.register_hooks(cattrs.Converter()).structure(
+        full(new_field=1), bf.Batch
+    ) == bf.from_dict(full())
+    strict = bf.register_hooks(cattrs.Converter(), strict=True)
+    with pytest.raises(bf.SchemaError) as info:
+        strict.structure(full(new_field=1), bf.Batch)
+    assert info.value.errors == [("new_field", "unknown field (strict mode)")]
+
+
 def test_a_users_converter_refuses_a_lone_surrogate_in_a_batch():
     # A user's converter structures Python objects, not text the JSON engine
     # read: a str may hold a lone surrogate, which no JSON text can carry.
@@ -722,3 +739,21 @@ def test_long_values_are_shown_cut_in_messages():
         with pytest.raises(bf.SchemaError) as info:  # 60 characters shown whole
             bf.from_dict(full(id=["x" * length]))
         assert info.value.errors == [("id", f"expected str, got {shown}")]
+
+
+@attrs.frozen
+class _Checked:
+    n: int = attrs.field(validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
+class _Converted:
+    n: int = attrs.field(converter=int)
+
+
+@pytest.mark.parametrize("cls", [_Checked, _Converted])
+def test_no_parse_is_generated_that_would_skip_a_fields_own_hook(cls):
+    # The generated parse writes slots directly: a validator or a converter
+    # of a field it does not do the work of would never run.
+    with pytest.raises(TypeError, match=f"{cls.__name__}.n has a hook the parse skips"):
+        make_parser(cls, strict=False, engine=False)

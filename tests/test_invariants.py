@@ -535,3 +535,14 @@ def test_a_created_at_below_zero_breaks_number_negative(created_at):
     b = attrs.evolve(b, created_at=created_at, expires_at=created_at + 24 * 3600)
     found = [(v.rule, v.path) for v in bf.check(b)]
     assert found == ([("number.negative", "created_at")] if created_at < 0 else [])
+
+
+def test_a_malformed_batch_is_never_ok():
+    # Built by hand past the model's checks: a count held as a str makes the
+    # rules raise; the predicates must answer False, not pass it.
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    counts: Any = {"total": 2, "completed": "0", "failed": 0}
+    bad = attrs.evolve(running, request_counts=bf.BatchRequestCounts(**counts))
+    assert _snapshot_ok(bad) is False
+    assert step_ok(running, bad) is False
+    assert step_ok(bad, running) is False

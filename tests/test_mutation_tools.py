@@ -99,6 +99,8 @@ def test_the_score_leaves_out_equivalent_mutants_and_counts_added_tests():
 def test_a_survivor_is_read_from_its_diff():
     diff = "--- a/m.py\n+++ b/m.py\n@@ -1,1 +1,1 @@\n-    if a < b:\n+    if a <= b:\n"
     assert report._changed(diff) == ("if a < b:", "if a <= b:")
+    removal = "--- a/m.py\n+++ b/m.py\n@@ -1,3 +1,1 @@\n-\n-@cache\n def f():\n"
+    assert report._changed(removal) == ("@cache", "(removed) @cache")
 
 
 def test_every_reason_is_complete_and_every_test_named_exists():
