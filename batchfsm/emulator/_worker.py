@@ -17,6 +17,7 @@ another batch or call.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -51,8 +52,10 @@ from ._validate import (
 )
 
 __all__ = [
+    "REQUESTS_PER_STEP",
     "REQUESTS_PER_WRITE",
     "RESULT_BYTES_PER_WRITE",
+    "SECONDS_PER_WRITE",
     "Service",
     "due",
     "run_due",
@@ -62,10 +65,16 @@ __all__ = [
 S = BatchStatus
 #: Bytes read from a stored file at a time.
 READ_BYTES = 1 << 16
-#: At most this many requests run in one write of a batch's progress.
-REQUESTS_PER_WRITE = 256
-#: ... and once their result lines reach this many bytes, they are written.
+#: At most this many requests of a batch run in one step (then other batches').
+REQUESTS_PER_STEP = 256
+#: Answered requests are written in groups (one transaction each): a group
+#: is written once it holds this many answers, ...
+REQUESTS_PER_WRITE = 64
+#: ... or its result lines reach this many bytes, ...
 RESULT_BYTES_PER_WRITE = 2 << 20
+#: ... or its first answer is this many seconds old (real time): a slow
+#: handler's answers are not held back for long.
+SECONDS_PER_WRITE = 0.05
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -343,47 +352,86 @@ class _Run:
         self.size += len(line)
 
 
+def _group_full(run: _Run, began: float) -> bool:
+    """Whether the answered requests not yet written make up a whole group."""
+    return (
+        len(run.output) + len(run.errors) >= REQUESTS_PER_WRITE
+        or run.size >= RESULT_BYTES_PER_WRITE
+        or time.monotonic() - began >= SECONDS_PER_WRITE
+    )
+
+
 def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
+    """One step of a batch's requests: those due by ``now``, in groups.
+
+    The step runs at most :data:`REQUESTS_PER_STEP` requests (then the other
+    due batches have theirs: the order in which due work runs depends on
+    the emulated time alone). Its answers are written in groups, each one
+    conditional write (the results and the work's counts and offset
+    together): a group is written once it holds :data:`REQUESTS_PER_WRITE`
+    answers, :data:`RESULT_BYTES_PER_WRITE` bytes of result lines, or its
+    first answer is :data:`SECONDS_PER_WRITE` old, and at the step's end.
+    So a crash loses at most the answers of one group not yet written (the
+    requests in flight): those are run again, none before them.
+    """
     assert batch.in_progress_at is not None
     assert batch.expires_at is not None
     requests = total(batch)
     run = _Run(work, emu.max_output_bytes)
-    offset = work.offset
     gone_at = _gone_at(emu, batch.input_file_id)
+    ran, began, offset = 0, time.monotonic(), work.offset
     try:
-        for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
+        for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):
             if is_blank(raw):
                 continue
             at = batch.in_progress_at + (run.work.done + 1) * emu.request_seconds
             if at >= gone_at:
                 raise _InputGoneError(batch.input_file_id)
+            if not (run.output or run.errors):
+                began = time.monotonic()  # the group's first answer
             run.record(emu, batch.endpoint, raw, at)
+            ran += 1
             following = at + emu.request_seconds
             if (
                 run.work.done >= requests
-                or len(run.output) + len(run.errors) >= REQUESTS_PER_WRITE
-                or run.size >= RESULT_BYTES_PER_WRITE
+                or ran >= REQUESTS_PER_STEP
                 or following > now
                 or following >= batch.expires_at
             ):
                 break
+            if _group_full(run, began):
+                written = _write_run(emu, batch, work, run, offset)
+                if written is None:
+                    return  # the batch moved on (a cancel, a takeover): stop
+                batch, work = written
+                run = _Run(work, emu.max_output_bytes)
     except _InputGoneError:
         # The input was deleted or expired mid-run: what it held can no
         # longer run.
         w = run.work
         run.work = attrs.evolve(w, done=requests, failed=w.failed + requests - w.done)
+    _write_run(emu, batch, work, run, offset)
+
+
+def _write_run(
+    emu: Service, batch: Batch, work: Work, run: _Run, offset: int
+) -> tuple[Batch, Work] | None:
+    """Write a group of answers: the batch and work after it, or None if refused."""
     moved = attrs.evolve(run.work, offset=offset)
     # Work in progress is not a move: counts and usage grow, nothing else.
     after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
     moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
-    emu.batches.write(
+    if not emu.batches.write(
         after,
         moved,
         status=batch.status,
         epoch=work.epoch,
         output=run.output,
         errors=run.errors,
-    )
+    ):
+        return None
+    # Every write that happens moves the epoch on: the next group names it.
+    return after, attrs.evolve(moved, epoch=work.epoch + 1)
 
 
 def _end(

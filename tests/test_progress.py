@@ -1,0 +1,123 @@
+"""Durable progress: after ``kill -9`` only the requests in flight run again.
+
+A real ``batchfsm serve`` process runs with a handler that logs each request
+it is handed (its ``custom_id``, one ``write`` on an ``O_APPEND`` file: the
+kernel holds it once the call returns, so a SIGKILL cannot lose it) before
+answering it like the default handler. The tests kill the process mid-batch,
+read what the database holds at that moment, restart ``serve`` and judge
+from the log: a request is handed to the handler twice only if it was in
+flight at the kill (handed over, its group of answers not yet written), and
+every request in flight is handed over again (at least once); the result
+files hold each ``custom_id`` exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchfsm.emulator._worker import REQUESTS_PER_WRITE
+
+from .test_durable import (
+    PATIENCE,
+    Server,
+    _create,
+    _ended,
+    _judge,
+    _poll,
+    _sql,
+    _upload,
+    db,  # noqa: F401 - the fixture: SQLite and PostgreSQL
+    servers,  # noqa: F401 - the fixture
+)
+
+#: ``serve`` as the command line runs it, its default handler wrapped so
+#: that each request it is handed is logged first (``argv``: the log, the
+#: seconds each answer takes, then ``serve``'s own arguments).
+LOGGED_SERVE = """
+import os, sys, time
+from batchfsm._cli import main
+from batchfsm.emulator import _engine, default_handler
+
+log, seconds = sys.argv[1], float(sys.argv[2])
+out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+def logged(endpoint, body, custom_id, now):
+    os.write(out, f"{os.getpid()} {custom_id}\\n".encode())
+    time.sleep(seconds)
+    return default_handler(endpoint, body, custom_id, now)
+
+_engine.Emulator.__init__.__kwdefaults__["handler"] = logged
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _logged(log: Path) -> list[tuple[int, str]]:
+    """The requests handed to a handler so far: (process id, custom_id)."""
+    if not log.exists():
+        return []
+    return [
+        (int(pid), custom_id)
+        for pid, custom_id in (line.split() for line in log.read_text().splitlines())
+    ]
+
+
+def _written(url: str, batch_id: str) -> set[str]:
+    """The custom_ids whose result lines the database holds for ``batch_id``."""
+    rows = _sql(
+        url, "SELECT lines FROM batchfsm_results WHERE batch_id = ?", (batch_id,)
+    )
+    return {
+        json.loads(line)["custom_id"]
+        for (lines,) in rows
+        for line in lines.splitlines()
+    }
+
+
+def _wait(until: Callable[[], bool], server: Server) -> None:
+    deadline = time.monotonic() + PATIENCE  # a readiness wait, not a speed check
+    while not until():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.01)
+
+
+def test_after_kill_9_only_the_requests_in_flight_are_sent_again(
+    servers: Callable[..., Server],
+    db: str,
+    tmp_path: Path,  # noqa: F811
+) -> None:
+    # 1,000 emulated seconds a second, a request each emulated second, an
+    # answer every 5 ms of real time: the worker is always behind its clock,
+    # so each step runs as many requests as it may (the old worker wrote
+    # them 256 at a time: a kill lost every answer of the step so far).
+    requests, log = 400, tmp_path / "requests.log"
+    command = ("-c", LOGGED_SERVE, str(log), "0.005")
+
+    def start() -> Server:
+        return servers(db, "--speed", "1000", command=command)
+
+    first = start()
+    created = _create(first, _upload(first, requests))
+    trace: list[dict[str, Any]] = [created]
+    _wait(lambda: len(_logged(log)) >= 200, first)
+    first.kill()
+    killed = first.process.pid
+    sent = {custom_id for pid, custom_id in _logged(log) if pid == killed}
+    written = _written(db, created["id"])
+    in_flight = sent - written
+    assert written <= sent and written, (len(written), len(sent))
+    # What was in flight: one group of answers at most (and the one being made).
+    assert len(in_flight) <= REQUESTS_PER_WRITE + 1, len(in_flight)
+    again = start()
+    done = _poll(again, created["id"], trace, _ended)
+    assert done["status"] == "completed"
+    _judge(again, done, requests, trace)
+    times = Counter(custom_id for _, custom_id in _logged(log))
+    assert set(times) == {f"request-{i}" for i in range(requests)}
+    # Sent twice: exactly the requests in flight at the kill; none three times.
+    assert {custom_id for custom_id, n in times.items() if n > 1} == in_flight
+    assert max(times.values()) <= 2
