@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import batchfsm as bf
+from batchfsm.emulator import Emulator, SQLiteStore, make_input_file
+from batchfsm.emulator._stores import HeldWrite
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE
 
 from .test_durable import (
@@ -86,9 +89,9 @@ def _wait(until: Callable[[], bool], server: Server) -> None:
 
 
 def test_after_kill_9_only_the_requests_in_flight_are_sent_again(
-    servers: Callable[..., Server],
-    db: str,
-    tmp_path: Path,  # noqa: F811
+    servers: Callable[..., Server],  # noqa: F811 - the fixture
+    db: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     # 1,000 emulated seconds a second, a request each emulated second, an
     # answer every 5 ms of real time: the worker is always behind its clock,
@@ -121,3 +124,65 @@ def test_after_kill_9_only_the_requests_in_flight_are_sent_again(
     # Sent twice: exactly the requests in flight at the kill; none three times.
     assert {custom_id for custom_id, n in times.items() if n > 1} == in_flight
     assert max(times.values()) <= 2
+
+
+class CountingStore(SQLiteStore):
+    """The SQLite store, noting the writes of each transaction of the worker's."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.transactions: list[list[HeldWrite]] = []
+
+    def write(self, batch: bf.Batch, work: Any, **changes: Any) -> bool:
+        self.transactions.append([HeldWrite(batch, work, **changes)])
+        return super().write(batch, work, **changes)
+
+    def write_many(self, writes: Sequence[HeldWrite]) -> list[bool]:
+        self.transactions.append(list(writes))
+        return super().write_many(writes)
+
+
+def _answers(writes: list[HeldWrite]) -> int:
+    return sum(len(w.output) + len(w.errors) for w in writes)
+
+
+def test_the_steps_of_several_due_batches_commit_together() -> None:
+    # 40 batches of 10 requests, all due at once: their moves and their
+    # answers are held for one transaction per pass, not one each.
+    store = CountingStore()
+    emu = Emulator(store=store, seed=3)
+    upload = emu.create_file(make_input_file(10), "in.jsonl", "batch")
+    made = [
+        emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+        for _ in range(40)
+    ]
+    store.transactions.clear()
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    for batch in made:
+        done = emu.retrieve_batch(batch.id)
+        assert done.status is bf.BatchStatus.COMPLETED
+        assert done.request_counts is not None
+        assert done.request_counts.completed == 10
+        assert done.output_file_id is not None
+        assert len(emu.file_content(done.output_file_id).splitlines()) == 10
+    writes = sum(len(t) for t in store.transactions)
+    # Start, the answers (split where a group fills), finalize, complete.
+    assert 40 * 4 <= writes <= 40 * 4 + 40 * 10 // REQUESTS_PER_WRITE + 1
+    assert len(store.transactions) <= writes / 10, len(store.transactions)
+    # And never more answers in flight (held, uncommitted) than a group.
+    assert max(_answers(t) for t in store.transactions) <= REQUESTS_PER_WRITE
+    store.close()
+
+
+def test_a_big_batchs_answers_are_written_a_group_at_a_time() -> None:
+    store = CountingStore()
+    emu = Emulator(store=store, seed=4)
+    upload = emu.create_file(make_input_file(1_000), "in.jsonl", "batch")
+    batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    done = emu.retrieve_batch(batch.id)
+    assert done.status is bf.BatchStatus.COMPLETED
+    sizes = [_answers(t) for t in store.transactions if _answers(t)]
+    assert sum(sizes) == 1_000
+    assert max(sizes) <= REQUESTS_PER_WRITE
+    store.close()

@@ -33,6 +33,7 @@ from ._migrations import migrate
 from ._sql_files import SQLFiles, add_file
 from ._stores import (
     Enqueued,
+    HeldWrite,
     MemoryIds,
     NewFile,
     ResultKind,
@@ -354,13 +355,56 @@ class SQLStore:
             >>> store.work("batch_1").epoch  # moved on: a write from epoch 0 is stale
             1
         """
-        body = dumps(batch)
         with self._db.transaction() as tx:
-            if work is None:
-                return self._end(tx, batch, body, status, epoch, files)
-            return self._update(
-                tx, batch, body, work, status, epoch, output, errors, files
-            )
+            return self._write(tx, batch, work, status, epoch, output, errors, files)
+
+    def write_many(self, writes: Sequence[HeldWrite]) -> list[bool]:
+        """Several conditional writes in one transaction; whether each happened.
+
+        Each is :meth:`write`'s, judged on its own (one refused leaves the
+        others be); they commit together, or (an error) none does. One
+        commit for many writes: what makes a durable database's commits
+        (an fsync each) few.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> from batchfsm.emulator import SQLiteStore, Work
+            >>> store = SQLiteStore(":memory:")
+            >>> b = bf.new_batch(id="batch_1", input_file_id="f",
+            ...                  endpoint="/v1/embeddings", created_at=1)
+            >>> store.insert(b, Work(due_at=2))
+            >>> cancelling = bf.advance(b, "cancel", at=2)
+            >>> was = bf.BatchStatus.VALIDATING
+            >>> store.write_many([
+            ...     HeldWrite(cancelling, Work(due_at=7), status=was, epoch=0),
+            ...     HeldWrite(cancelling, Work(due_at=7), status=was, epoch=0),
+            ... ])
+            [True, False]
+            >>> store.close()
+        """
+        with self._db.transaction() as tx:
+            return [
+                self._write(
+                    tx, w.batch, w.work, w.status, w.epoch, w.output, w.errors, w.files
+                )
+                for w in writes
+            ]
+
+    def _write(
+        self,
+        tx: Tx,
+        batch: Batch,
+        work: Work | None,
+        status: BatchStatus,
+        epoch: int,
+        output: Sequence[str],
+        errors: Sequence[str],
+        files: Sequence[NewFile],
+    ) -> bool:
+        body = dumps(batch)
+        if work is None:
+            return self._end(tx, batch, body, status, epoch, files)
+        return self._update(tx, batch, body, work, status, epoch, output, errors, files)
 
     def _update(
         self,

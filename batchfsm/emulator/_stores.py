@@ -55,6 +55,7 @@ __all__ = [
     "Enqueued",
     "FileObject",
     "FileStore",
+    "HeldWrite",
     "IdSource",
     "MemoryBatchStore",
     "MemoryFileStore",
@@ -117,6 +118,27 @@ class Work:
     output_expires_after: int | None = None
     result_bytes: int = 0
     output_full: bool = False
+
+
+@attrs.frozen
+class HeldWrite:
+    """One conditional write held for a store's ``write_many``: its arguments.
+
+    ``batch``, ``work``, ``status``, ``epoch``, ``output``, ``errors`` and
+    ``files`` are :meth:`BatchStore.write`'s.
+
+    Example:
+        >>> HeldWrite(None, None, status="validating", epoch=0).output
+        ()
+    """
+
+    batch: Batch
+    work: Work | None
+    status: BatchStatus
+    epoch: int
+    output: Sequence[str] = ()
+    errors: Sequence[str] = ()
+    files: Sequence[NewFile] = ()
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ another batch or call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -41,7 +42,15 @@ from ._results import (
     usage,
 )
 from ._store_errors import StoreUnavailable
-from ._stores import BatchStore, FileStore, IdSource, NewFile, ResultLines, Work
+from ._stores import (
+    BatchStore,
+    FileStore,
+    HeldWrite,
+    IdSource,
+    NewFile,
+    ResultLines,
+    Work,
+)
 from ._validate import (
     MAX_BYTES,
     file_too_large_error,
@@ -161,10 +170,105 @@ def due(emu: Service, batch: Batch, done: int) -> int:
 
 
 def run_due(emu: Service, now: int) -> None:
-    """Run every piece of work due by ``now``, batch by batch."""
+    """Run every piece of work due by ``now``, batch by batch.
+
+    On a store that takes several writes in one transaction
+    (``write_many``), the writes of the due batches' steps are held and
+    committed together (:class:`_Held`): at the end of each pass over the
+    due batches, and sooner once the answers they hold make up a group.
+    """
+    writer = getattr(emu.batches, "write_many", None)
     while ids := emu.batches.due(now, 64):
-        for batch_id in ids:
-            _step_safely(emu, batch_id, now)
+        held = _held.writes = None if writer is None else _Held(emu.batches)
+        try:
+            for batch_id in ids:
+                _step_safely(emu, batch_id, now)
+        finally:
+            _held.writes = None
+        if held is not None:
+            held.flush()
+
+
+class _Held:
+    """Conditional writes of the worker held for one transaction, and flushed.
+
+    What is held is in flight: a crash loses it, and the requests whose
+    answers it holds run again. So it is flushed once it holds
+    :data:`REQUESTS_PER_WRITE` answers or its first write is
+    :data:`SECONDS_PER_WRITE` old, and at the end of each pass.
+    """
+
+    def __init__(self, batches: BatchStore) -> None:
+        self.batches = batches
+        self.writes: list[HeldWrite] = []
+        self.answers = 0
+        self.began = 0.0
+
+    def hold(self, write: HeldWrite, answers: int) -> None:
+        if not self.writes:
+            self.began = time.monotonic()
+        self.writes.append(write)
+        self.answers += answers
+
+    def flush(self) -> dict[str, bool]:
+        """Commit what is held; whether each batch's last held write happened."""
+        writes, self.writes, self.answers = self.writes, [], 0
+        if not writes:
+            return {}
+        try:
+            done = self.batches.write_many(writes)  # type: ignore[attr-defined]
+        except StoreUnavailable:
+            raise  # lost: their work is due still, and runs again
+        except Exception:  # noqa: BLE001 - one write's failure: each on its own
+            log.warning("writing %d steps at once failed; one by one", len(writes))
+            return {w.batch.id: _write_alone(self.batches, w) for w in writes}
+        return {w.batch.id: ok for w, ok in zip(writes, done, strict=True)}
+
+
+def _write_alone(batches: BatchStore, w: HeldWrite) -> bool:
+    try:
+        return batches.write(
+            w.batch, w.work, status=w.status, epoch=w.epoch,
+            output=w.output, errors=w.errors, files=w.files,
+        )  # fmt: skip
+    except StoreUnavailable:
+        raise
+    except Exception:  # one batch's failure stays its own
+        log.exception("batch %s: its work failed; it waits for expiry", w.batch.id)
+        _set_aside(batches, w.batch.id)
+        return False
+
+
+#: The writes the worker holds on this thread (a pass of :func:`run_due`).
+_held = threading.local()
+
+
+def _write(batches: BatchStore, write: HeldWrite, answers: int = 0) -> bool | None:
+    """A worker's conditional write: made now, or held (None) for a pass's commit."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if held is None or held.batches is not batches:
+        return _write_alone_raising(batches, write)
+    held.hold(write, answers)
+    if held.answers >= REQUESTS_PER_WRITE or (
+        time.monotonic() - held.began >= SECONDS_PER_WRITE
+    ):
+        return held.flush().get(write.batch.id)
+    return None
+
+
+def _write_alone_raising(batches: BatchStore, w: HeldWrite) -> bool:
+    return batches.write(
+        w.batch, w.work, status=w.status, epoch=w.epoch,
+        output=w.output, errors=w.errors, files=w.files,
+    )  # fmt: skip
+
+
+def _pending() -> tuple[int, float | None]:
+    """The answers held on this thread, and when the first held write was."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if held is None or not held.writes:
+        return 0, None
+    return held.answers, held.began
 
 
 def _step_safely(emu: Service, batch_id: str, now: int) -> None:
@@ -202,7 +306,7 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
         return  # it moved since the index was read
     if work.due_at == RESUME:  # set aside by an older batchfsm: due again
         again = attrs.evolve(work, due_at=due(emu, batch, work.done))
-        emu.batches.write(batch, again, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(batch, again, batch.status, work.epoch))
         return
     at, status = work.due_at, batch.status
     assert batch.expires_at is not None
@@ -217,7 +321,7 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
     elif status is S.IN_PROGRESS:
         after = advance(batch, Event.FINALIZE, at=at)
         moved = attrs.evolve(work, due_at=due(emu, after, work.done))
-        emu.batches.write(after, moved, status=status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(after, moved, status, work.epoch))
     else:
         _end(emu, batch, work, Event.COMPLETE, at, None)
 
@@ -264,7 +368,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         failed = advance(
             batch, Event.FAIL, at=at, errors=BatchErrors(data=tuple(errors))
         )
-        emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
         return
     started = advance(
         batch,
@@ -276,7 +380,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     moved = attrs.evolve(work, due_at=due(emu, started, 0))
     limit = limit_for(emu.enqueued_token_limits, outcome.model)
     if limit is None:
-        emu.batches.write(started, moved, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(started, moved, batch.status, work.epoch))
         return
     # The check and the hold in one write: the model's enqueued batches never
     # hold more than its limit, whoever else is starting batches meanwhile.
@@ -291,7 +395,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     if enqueued == "full":
         error = token_limit_error(outcome.model, limit)
         failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
-        emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
 
 
 def _custom_id(raw: bytes) -> str | None:
@@ -353,9 +457,16 @@ class _Run:
 
 
 def _group_full(run: _Run, began: float) -> bool:
-    """Whether the answered requests not yet written make up a whole group."""
+    """Whether the answered requests not yet written make up a whole group.
+
+    With those held for the pass's commit (see :func:`run_due`): together
+    they are the requests in flight.
+    """
+    answers, first = _pending()
+    if first is not None:
+        began = min(began, first)
     return (
-        len(run.output) + len(run.errors) >= REQUESTS_PER_WRITE
+        len(run.output) + len(run.errors) + answers >= REQUESTS_PER_WRITE
         or run.size >= RESULT_BYTES_PER_WRITE
         or time.monotonic() - began >= SECONDS_PER_WRITE
     )
@@ -421,14 +532,8 @@ def _write_run(
     # Work in progress is not a move: counts and usage grow, nothing else.
     after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
     moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
-    if not emu.batches.write(
-        after,
-        moved,
-        status=batch.status,
-        epoch=work.epoch,
-        output=run.output,
-        errors=run.errors,
-    ):
+    write = HeldWrite(after, moved, batch.status, work.epoch, run.output, run.errors)
+    if _write(emu.batches, write, len(run.output) + len(run.errors)) is False:
         return None
     # Every write that happens moves the epoch on: the next group names it.
     return after, attrs.evolve(moved, epoch=work.epoch + 1)
@@ -444,7 +549,7 @@ def _end(
 ) -> None:
     if batch.status is S.VALIDATING:
         after = advance(batch, event, at=at)
-        emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(after, None, batch.status, work.epoch))
         return
     late: list[bytes] = []
     done, failed = work.done, work.failed
@@ -484,4 +589,4 @@ def _end(
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
-    emu.batches.write(after, None, status=batch.status, epoch=work.epoch, files=files)
+    _write(emu.batches, HeldWrite(after, None, batch.status, work.epoch, files=files))
