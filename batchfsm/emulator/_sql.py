@@ -295,6 +295,39 @@ class SQLStore:
             return None
         return Work(due_at=int(row[1]), epoch=int(row[2]), **json.loads(row[0]))
 
+    def batch_and_work(self, batch_id: str) -> tuple[Batch | None, Work | None]:
+        """The batch and its work in progress, read together: one snapshot.
+
+        One statement, so the two agree (the work's epoch is the batch's),
+        in one round trip rather than :meth:`work` then :meth:`get`.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> from batchfsm.emulator import SQLiteStore, Work
+            >>> store = SQLiteStore(":memory:")
+            >>> store.insert(bf.new_batch(id="batch_1", input_file_id="f",
+            ...                           endpoint="/v1/embeddings", created_at=1),
+            ...              Work(due_at=2))
+            >>> batch, work = store.batch_and_work("batch_1")
+            >>> batch.status.value, work.due_at, store.batch_and_work("batch_2")
+            ('validating', 2, (None, None))
+            >>> store.close()
+        """
+        if unheld(batch_id):
+            return None, None
+        with self._db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT body, work, due_at, epoch FROM batchfsm_batches WHERE id = ?",
+                (batch_id,),
+            )
+        if row is None:
+            return None, None
+        body, work, due_at, epoch = row
+        if work is None:
+            return loads(body), None
+        done = Work(due_at=int(due_at), epoch=int(epoch), **json.loads(work))
+        return loads(body), done
+
     def page(self, after: str | None, limit: int) -> tuple[list[Batch], bool]:
         """Up to ``limit`` batches created before ``after``, newest first.
 

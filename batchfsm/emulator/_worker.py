@@ -140,8 +140,13 @@ def snapshot(batches: BatchStore, batch_id: str) -> tuple[Batch | None, Work | N
     is read again after the batch: an epoch that moved in between means
     the two reads straddle another writer's write (another process's
     worker, say), and a move decided from them would mix its counts with
-    older ones, so they are read again.
+    older ones, so they are read again. A store with ``batch_and_work``
+    (the SQL stores) reads both in one statement instead.
     """
+    together = getattr(batches, "batch_and_work", None)
+    if together is not None:  # a store that reads both in one statement
+        found: tuple[Batch | None, Work | None] = together(batch_id)
+        return found
     while True:
         work = batches.work(batch_id)
         batch = batches.get(batch_id)
