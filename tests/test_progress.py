@@ -20,10 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import batchfsm as bf
-from batchfsm.emulator import Emulator, SQLiteStore, make_input_file
+from batchfsm.emulator import Emulator, SQLiteStore, _worker, make_input_file
 from batchfsm.emulator._stores import HeldWrite
-from batchfsm.emulator._worker import REQUESTS_PER_WRITE
+from batchfsm.emulator._worker import REQUESTS_PER_WRITE, RESULT_BYTES_PER_WRITE
 
 from .test_durable import (
     PATIENCE,
@@ -185,4 +187,36 @@ def test_a_big_batchs_answers_are_written_a_group_at_a_time() -> None:
     sizes = [_answers(t) for t in store.transactions if _answers(t)]
     assert sum(sizes) == 1_000
     assert max(sizes) <= REQUESTS_PER_WRITE
+    store.close()
+
+
+def test_big_answers_held_for_a_pass_are_bounded_in_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Answers of about 1.5 MB each, from several batches due at once: what
+    # is held for one transaction stays under the bound (and one answer),
+    # however long they take to make (the bound in time is set aside).
+    monkeypatch.setattr(_worker, "SECONDS_PER_WRITE", 3_600.0)
+    store = CountingStore()
+    emu = Emulator(store=store, seed=8)
+    body = {"model": "text-embedding-3-small", "input": ["a"] * 100, "dimensions": 1536}
+    content = b"".join(
+        json.dumps(
+            {"custom_id": f"r{i}", "method": "POST", "url": "/v1/embeddings",
+             "body": body}
+        ).encode() + b"\n"
+        for i in range(3)
+    )  # fmt: skip
+    upload = emu.create_file(content, "in.jsonl", "batch")
+    made = [
+        emu.create_batch(input_file_id=upload.id, endpoint="/v1/embeddings")
+        for _ in range(4)
+    ]
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    for batch in made:
+        assert emu.retrieve_batch(batch.id).status is bf.BatchStatus.COMPLETED
+    for writes in store.transactions:
+        sizes = [len(line) for w in writes for line in (*w.output, *w.errors)]
+        if sizes:
+            assert sum(sizes) - max(sizes) < RESULT_BYTES_PER_WRITE, sizes
     store.close()

@@ -207,6 +207,7 @@ class _Held:
         self.batches = batches
         self.writes: list[HeldWrite] = []
         self.answers = 0
+        self.size = 0  # bytes of the result lines held
         self.began = 0.0
 
     def hold(self, write: HeldWrite, answers: int) -> None:
@@ -214,10 +215,19 @@ class _Held:
             self.began = time.monotonic()
         self.writes.append(write)
         self.answers += answers
+        self.size += sum(map(len, write.output)) + sum(map(len, write.errors))
+
+    def full(self) -> bool:
+        """Whether what is held makes up a group: then it is flushed."""
+        return (
+            self.answers >= REQUESTS_PER_WRITE
+            or self.size >= RESULT_BYTES_PER_WRITE
+            or time.monotonic() - self.began >= SECONDS_PER_WRITE
+        )
 
     def flush(self) -> dict[str, bool]:
         """Commit what is held; whether each batch's last held write happened."""
-        writes, self.writes, self.answers = self.writes, [], 0
+        writes, self.writes, self.answers, self.size = self.writes, [], 0, 0
         if not writes:
             return {}
         try:
@@ -254,9 +264,7 @@ def _write(batches: BatchStore, write: HeldWrite, answers: int = 0) -> bool | No
     if held is None or held.batches is not batches:
         return _write_alone_raising(batches, write)
     held.hold(write, answers)
-    if held.answers >= REQUESTS_PER_WRITE or (
-        time.monotonic() - held.began >= SECONDS_PER_WRITE
-    ):
+    if held.full():
         return held.flush().get(write.batch.id)
     return None
 
@@ -268,12 +276,12 @@ def _write_alone_raising(batches: BatchStore, w: HeldWrite) -> bool:
     )  # fmt: skip
 
 
-def _pending() -> tuple[int, float | None]:
-    """The answers held on this thread, and when the first held write was."""
+def _pending() -> tuple[int, int, float | None]:
+    """The answers held on this thread, their bytes, and when the first was held."""
     held: _Held | None = getattr(_held, "writes", None)
     if held is None or not held.writes:
-        return 0, None
-    return held.answers, held.began
+        return 0, 0, None
+    return held.answers, held.size, held.began
 
 
 def _step_safely(emu: Service, batch_id: str, now: int) -> None:
@@ -467,12 +475,12 @@ def _group_full(run: _Run, began: float) -> bool:
     With those held for the pass's commit (see :func:`run_due`): together
     they are the requests in flight.
     """
-    answers, first = _pending()
+    answers, size, first = _pending()
     if first is not None:
         began = min(began, first)
     return (
         len(run.output) + len(run.errors) + answers >= REQUESTS_PER_WRITE
-        or run.size >= RESULT_BYTES_PER_WRITE
+        or run.size + size >= RESULT_BYTES_PER_WRITE
         or time.monotonic() - began >= SECONDS_PER_WRITE
     )
 
