@@ -92,8 +92,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[str]:
+def cluster(*, durable: bool = False, synchronous_commit: bool = True) -> Iterator[str]:
     """Start a throwaway PostgreSQL cluster; yield its conninfo (a URL).
+
+    The tests' cluster runs ``fsync=off`` (it dies with them); ``durable``
+    runs it with PostgreSQL's default durability (``fsync=on``, full page
+    writes), as a server is normally configured: the benchmarks measure
+    both. ``synchronous_commit=False`` sets ``synchronous_commit=off`` (a
+    commit returns before its WAL reaches the disk; a crash of the server
+    may lose the last commits, never consistency).
 
     Raises:
         PostgresUnavailableError: no psycopg, no server binaries, or root without a
@@ -152,8 +159,8 @@ def cluster() -> Iterator[str]:
                 [
                     str(bin_dir / "postgres"),
                     *("-D", str(data), "-p", str(port), "-k", str(sockets)),
-                    *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
-                    *("-c", "full_page_writes=off", "-c", "max_connections=300"),
+                    *("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"),
+                    *_durability(durable, synchronous_commit),
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -191,6 +198,16 @@ def cluster() -> Iterator[str]:
                 server.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _durability(durable: bool, synchronous_commit: bool) -> tuple[str, ...]:
+    """The server options for :func:`cluster`'s durability settings."""
+    options: tuple[str, ...] = ()
+    if not durable:  # the tests' cluster dies with them
+        options = ("-c", "fsync=off", "-c", "full_page_writes=off")
+    if not synchronous_commit:
+        options += ("-c", "synchronous_commit=off")
+    return options
 
 
 def new_database(server: str) -> str:
