@@ -253,11 +253,13 @@ def test_after_kill_9_a_gateway_sends_again_only_the_requests_in_flight(
     db: str,  # noqa: F811 - the fixture
 ) -> None:
     # serve --upstream (the async handler), 16 requests at a time, each
-    # answered in 20 ms, every tenth in 300 ms (so answers come out of
-    # order, and are written past slower ones): killed mid-batch, restarted,
-    # the upstream's own log shows what was sent twice.
+    # answered in 20 ms, every tenth in 300 ms and the 38th in 6 s (so
+    # answers come out of order, and those past a slower one are written
+    # before it): killed mid-batch, restarted, the upstream's own log shows
+    # what was sent twice.
     requests, concurrency = 1_200, 16
     ids = [f"slower-{i}" if i % 10 == 0 else f"slow-{i}" for i in range(requests)]
+    ids[37] = "slowest-37"
     with fault_upstream() as upstream:
 
         def start() -> Server:
@@ -269,12 +271,12 @@ def test_after_kill_9_a_gateway_sends_again_only_the_requests_in_flight(
         first = start()
         created = _create(first, _upload_lines(first, chat_lines(ids)))
         trace: list[dict[str, Any]] = [created]
-        _wait(lambda: len(upstream.log) >= 400, first)
+        _wait(lambda: len(upstream.log) >= 200, first)
         first.kill()
         sent = set(_settled(upstream))
         written = _written(db, created["id"])
         in_flight = sent - written
-        assert written <= sent and len(written) >= 300, (len(written), len(sent))
+        assert written <= sent and len(written) >= 100, (len(written), len(sent))
         # In flight: those dispatched, and the group of answers being made.
         assert len(in_flight) <= concurrency + REQUESTS_PER_WRITE, len(in_flight)
         again = start()
