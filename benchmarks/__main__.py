@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         gateway_lines, engine["gateway"] = gateway_figures()
         print("\n".join(gateway_lines), flush=True)
         extras += gateway_lines
+        from .gateway_scale_cases import scale_figures
+
+        scale_lines, engine["gateway_scale"] = scale_figures()
+        print("\n".join(scale_lines), flush=True)
+        extras += scale_lines
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(
