@@ -141,20 +141,21 @@ def _initdb(found: _Cluster, root: Path) -> None:
         raise RuntimeError(f"initdb failed:\n{done.stdout}{done.stderr}")
 
 
-def _start(found: _Cluster, root: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(
+    found: _Cluster, root: Path, port: int, durability: tuple[str, ...]
+) -> subprocess.Popen[bytes]:
     """The ``postgres`` server on ``port``, its output in ``found.log``."""
     sockets = root / "sockets"
     sockets.mkdir()
     if found.as_user:
         os.chown(sockets, found.as_user["user"], found.as_user["group"])
     with open(found.log, "wb") as log_file:
-        # The cluster dies with the tests: it needs no durability of its own.
         return subprocess.Popen(
             [
                 str(found.bin_dir / "postgres"),
                 *("-D", str(found.data), "-p", str(port), "-k", str(sockets)),
-                *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
-                *("-c", "full_page_writes=off", "-c", "max_connections=300"),
+                *("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"),
+                *durability,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -194,8 +195,15 @@ def _stop(found: _Cluster, server: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[str]:
+def cluster(*, durable: bool = False, synchronous_commit: bool = True) -> Iterator[str]:
     """Start a throwaway PostgreSQL cluster; yield its conninfo (a URL).
+
+    The tests' cluster runs ``fsync=off`` (it dies with them); ``durable``
+    runs it with PostgreSQL's default durability (``fsync=on``, full page
+    writes), as a server is normally configured: the benchmarks measure
+    both. ``synchronous_commit=False`` sets ``synchronous_commit=off`` (a
+    commit returns before its WAL reaches the disk; a crash of the server
+    may lose the last commits, never consistency).
 
     Raises:
         PostgresUnavailableError: no psycopg, no server binaries, or root without a
@@ -211,7 +219,7 @@ def cluster() -> Iterator[str]:
         found = _Cluster(bin_dir, root / "data", root / "server.log", as_user)
         _initdb(found, root)
         port = _free_port()
-        server = _start(found, root, port)
+        server = _start(found, root, port, _durability(durable, synchronous_commit))
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         try:
             _wait_ready(url, server, found.log)
@@ -222,6 +230,16 @@ def cluster() -> Iterator[str]:
             _stop(found, server)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _durability(durable: bool, synchronous_commit: bool) -> tuple[str, ...]:
+    """The server options for :func:`cluster`'s durability settings."""
+    options: tuple[str, ...] = ()
+    if not durable:  # the tests' cluster dies with them
+        options = ("-c", "fsync=off", "-c", "full_page_writes=off")
+    if not synchronous_commit:
+        options += ("-c", "synchronous_commit=off")
+    return options
 
 
 def new_database(server: str) -> str:

@@ -90,6 +90,7 @@ def _extras(soak_seconds: float) -> tuple[list[str], dict[str, object]]:
     from .emulator_cases import growth, http_retrieve_rps, openai_client_200_batches
     from .engine_cases import engine_figures
     from .gateway_cases import gateway_figures
+    from .gateway_scale_cases import scale_figures
     from .memory_cases import figures as memory_figures
     from .serve_cases import serve_figures
     from .store_cases import figures as store_figures
@@ -108,6 +109,9 @@ def _extras(soak_seconds: float) -> tuple[list[str], dict[str, object]]:
     gateway_lines, engine["gateway"] = gateway_figures()
     print("\n".join(gateway_lines), flush=True)
     extras += gateway_lines
+    scale_lines, engine["gateway_scale"] = scale_figures()
+    print("\n".join(scale_lines), flush=True)
+    extras += scale_lines
     return extras, engine
 
 

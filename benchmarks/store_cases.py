@@ -438,6 +438,94 @@ def lease_table(
     return lines
 
 
+def _small_batches_per_second(dbs: list[str], batches: int = 300) -> float:
+    """Batches of 10 requests a second, created and run to completion.
+
+    One ``serve`` process per entry of ``dbs`` (the same database for
+    several processes sharing it); four clients create the batches, spread
+    over the processes; the clock is over when the last one completed.
+    """
+    servers = [Server(db, "--speed", "1000") for db in dbs]
+    try:
+        file_id = upload(servers[0], 10)
+        made: list[str] = []
+        lock = threading.Lock()
+        begin = time.perf_counter()
+
+        def client(n: int) -> None:
+            for i in range(n, batches, 4):
+                batch_id = create(servers[i % len(servers)], file_id)["id"]
+                with lock:
+                    made.append(batch_id)
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pending = list(made)
+        while pending:
+            answer = servers[0].http.get(f"/batches/{pending[-1]}").json()
+            if answer["status"] == "completed":
+                pending.pop()
+            else:
+                assert answer["status"] in ("validating", "in_progress", "finalizing")
+                time.sleep(0.005)
+        return batches / (time.perf_counter() - begin)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def small_batches_table(folder: Path, rounds: int = 3) -> list[str]:
+    """Batches of 10 lines to completion: SQLite, PostgreSQL durable or not; 1 vs 2.
+
+    PostgreSQL runs ``fsync=on`` with ``synchronous_commit`` on (its
+    defaults) and, beside it, ``off``; alternating rounds, medians of the
+    per-round ratios to SQLite (and of two processes to one).
+    """
+    lines = [
+        "batches of 10 requests to completion (batches/s; PostgreSQL fsync=on;"
+        f" median of {rounds} alternating rounds, ratios per round):",
+    ]
+    numbers = iter(range(1_000_000))
+
+    def sqlite() -> str:
+        return f"sqlite:///{folder / f'small-{next(numbers)}.sqlite'}"
+
+    try:
+        with (
+            cluster(durable=True) as on,
+            cluster(durable=True, synchronous_commit=False) as off,
+        ):
+            rows: dict[str, list[float]] = {}
+            for _ in range(rounds):
+                base = _small_batches_per_second([sqlite()])
+                one = _small_batches_per_second([new_database(on)])
+                db = new_database(on)
+                two = _small_batches_per_second([db, db])
+                lazy = _small_batches_per_second([new_database(off)])
+                for name, rate in (
+                    ("SQLite, 1 process", base),
+                    ("PostgreSQL, 1 process", one),
+                    ("PostgreSQL, 2 processes", two),
+                    ("PostgreSQL sync commit off", lazy),
+                    ("PostgreSQL 1 / SQLite", one / base),
+                    ("PostgreSQL 2 / 1", two / one),
+                    ("PostgreSQL off / SQLite", lazy / base),
+                ):
+                    rows.setdefault(name, []).append(rate)
+    except PostgresUnavailableError as exc:
+        return [*lines, f"    PostgreSQL unavailable ({exc})"]
+    for name, values in rows.items():
+        unit = "x" if "/" in name else " batches/s"
+        spread = f"{min(values):.2f}..{max(values):.2f}"
+        lines.append(
+            f"    {name:<28} {statistics.median(values):>8.2f}{unit}  ({spread})"
+        )
+    return lines
+
+
 def figures() -> list[str]:
     with _postgres() as postgres, tempfile.TemporaryDirectory() as folder:
         sqlite_db = f"sqlite:///{Path(folder) / 'serve.sqlite'}"
@@ -446,6 +534,7 @@ def figures() -> list[str]:
             *serve_table(postgres),
             *serve_retrieve_table(sqlite_db, postgres),
             *lease_table(_sqlite_files(Path(folder)), postgres),
+            *small_batches_table(Path(folder)),
         ]
 
 
@@ -460,6 +549,9 @@ if __name__ == "__main__":
         with _postgres() as pg, tempfile.TemporaryDirectory() as folder:
             db = f"sqlite:///{Path(folder) / 'serve.sqlite'}"
             print("\n".join(serve_retrieve_table(db, pg)))
+    elif sys.argv[1:] == ["small"]:  # only the small batches, fsync on
+        with tempfile.TemporaryDirectory() as folder:
+            print("\n".join(small_batches_table(Path(folder))))
     elif sys.argv[1:] == ["leases"]:  # only the lease figures
         with _postgres() as pg, tempfile.TemporaryDirectory() as folder:
             print("\n".join(lease_table(_sqlite_files(Path(folder)), pg)))

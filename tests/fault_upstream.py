@@ -11,7 +11,10 @@ request is named by the last message's content:
 - ``drop``: closes the connection without answering, every time;
 - ``drop-once``: as ``drop`` the first time, then as ``ok``;
 - ``trickle``: a 200 whose body comes a byte every 0.1 s, for ever;
-- ``text``: a 200 whose body is not JSON.
+- ``text``: a 200 whose body is not JSON;
+- anything starting ``slow``: as ``ok``, after 20 ms (a real model's pace,
+  so that a batch is caught mid-run); ``slower``: after 300 ms, and
+  ``slowest``: after 6 s (answers that come out of order).
 
 Every request is logged (``log``: the content and custom id header-less, as
 ``(content, n-th try of it)``), so that the tests can count the tries.
@@ -106,6 +109,9 @@ class FaultUpstream:
         first = self.tries[content] == 1
         if content == "hang":
             await asyncio.sleep(3600)
+        if content.startswith("slow"):
+            pace = {"slowest": 6.0, "slower": 0.3}.get(content.split("-")[0], 0.02)
+            await asyncio.sleep(pace)
         if content == "drop" or (content == "drop-once" and first):
             return False
         if content == "trickle":

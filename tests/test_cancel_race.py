@@ -58,6 +58,14 @@ def _racing(base: type[Any]) -> type[Any]:
             self._paused("get")
             return batch
 
+        if hasattr(base, "batch_and_work"):  # both reads in one statement
+
+            def batch_and_work(self, batch_id: str, **where: Any) -> Any:
+                found = super().batch_and_work(batch_id, **where)
+                self._paused("work")
+                self._paused("get")
+                return found
+
     return Racing
 
 

@@ -455,12 +455,17 @@ class DyingStore(MemoryBatchStore):
 
 
 class DyingSQLiteStore(SQLiteStore):
-    """The SQLite store, dying at the write that ends a batch."""
+    """The SQLite store, dying at the write that ends a batch (alone or held)."""
 
     def write(self, batch: bf.Batch, work: Any, **changes: Any) -> bool:
         if work is None:
             raise OSError("the process died here")
         return super().write(batch, work, **changes)
+
+    def write_many(self, writes: Any) -> list[bool]:
+        if any(w.work is None for w in writes):
+            raise OSError("the process died here")
+        return super().write_many(writes)
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -20,6 +20,8 @@ thread switch per step of up to hundreds of requests (measured in
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import queue
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -27,7 +29,7 @@ from typing import Any, TypeVar
 from ._handlers import AsyncHandler, Reply, RequestLine
 from ._results import checked, server_error
 
-__all__ = ["Stop", "on_handler_loop", "run_many", "run_on_loop"]
+__all__ = ["Replies", "Stop", "on_handler_loop", "run_many", "run_on_loop"]
 
 T = TypeVar("T")
 
@@ -84,6 +86,7 @@ async def _many(
     requests: Sequence[RequestLine | None],
     concurrency: int,
     stop: Stop,
+    came: Callable[[int, Reply], None] = lambda index, reply: None,
 ) -> list[Reply | None]:
     replies: list[Reply | None] = [None] * len(requests)
     queue = iter(range(len(requests)))
@@ -95,7 +98,8 @@ async def _many(
                 return
             request = requests[index]
             if request is not None:
-                replies[index] = await _one(handler, request)
+                replies[index] = reply = await _one(handler, request)
+                came(index, reply)
 
     async def watch() -> None:
         # A cancel stops the dispatching at once and drops what is in flight.
@@ -140,3 +144,76 @@ def run_many(
     if not requests:
         return []
     return run_on_loop(_many(handler, requests, max(1, concurrency), stop))
+
+
+class Replies:
+    """The replies of a run as they come, in the order they finish.
+
+    As :func:`run_many`, but the caller (the worker's thread) takes each
+    reply as soon as it came, to write it while the rest are in flight.
+    A None request gets a None reply at once; no reply comes for a request
+    not dispatched because ``stop()`` said so.
+
+    Example:
+        >>> from batchfsm.emulator._handlers import fake_handler
+        >>> line = RequestLine("r", "POST", "/v1/moderations",
+        ...                    {"model": "omni-moderation-latest", "input": "x"}, 0)
+        >>> replies = Replies(fake_handler, [None, line], 4)
+        >>> came = []
+        >>> while (some := replies.take(1.0)) is not None:
+        ...     came += [(i, r and r.status_code) for i, r in some]
+        >>> sorted(came)
+        [(0, None), (1, 200)]
+    """
+
+    def __init__(
+        self,
+        handler: AsyncHandler,
+        requests: Sequence[RequestLine | None],
+        concurrency: int,
+        stop: Stop = lambda: False,
+    ) -> None:
+        self._queue: queue.SimpleQueue[tuple[int, Reply | None] | None] = (
+            queue.SimpleQueue()
+        )
+        for index, request in enumerate(requests):
+            if request is None:
+                self._queue.put((index, None))
+        put = self._queue.put
+        self._future: concurrent.futures.Future[list[Reply | None]] | None = None
+        if any(request is not None for request in requests):
+            coro = _many(
+                handler, requests, max(1, concurrency), stop, lambda i, r: put((i, r))
+            )
+            self._future = asyncio.run_coroutine_threadsafe(coro, _the_loop())
+            self._future.add_done_callback(lambda _: put(None))
+        else:
+            put(None)
+        self._ended = False
+
+    def take(self, seconds: float) -> list[tuple[int, Reply | None]] | None:
+        """The replies that came since the last call; None once all came.
+
+        Waits up to ``seconds`` for the first: an empty list if none came.
+        """
+        if self._ended:
+            return None
+        try:
+            first = self._queue.get(timeout=seconds)
+        except queue.Empty:
+            return []
+        came: list[tuple[int, Reply | None]] = []
+        item: tuple[int, Reply | None] | None = first
+        while item is not None:
+            came.append(item)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return came
+        self._ended = True
+        return came or None
+
+    def close(self) -> None:
+        """Stop dispatching (what is in flight is dropped)."""
+        if self._future is not None:
+            self._future.cancel()

@@ -37,6 +37,7 @@ from ._sql_files import SQLFiles, add_file
 from ._sql_outbox import SQLOutbox, add_event
 from ._stores import (
     Enqueued,
+    HeldWrite,
     MemoryIds,
     NewFile,
     ResultKind,
@@ -346,6 +347,43 @@ class SQLStore:
             return None
         return Work(due_at=int(row[1]), epoch=int(row[2]), **json.loads(row[0]))
 
+    def batch_and_work(
+        self, batch_id: str, *, project: str | None = None
+    ) -> tuple[Batch | None, Work | None]:
+        """The batch and its work in progress, read together: one snapshot.
+
+        One statement, so the two agree (the work's epoch is the batch's),
+        in one round trip rather than :meth:`work` then :meth:`get`. With
+        ``project``, a batch of another project is read as none.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> from batchfsm.emulator import SQLiteStore, Work
+            >>> store = SQLiteStore(":memory:")
+            >>> store.insert(bf.new_batch(id="batch_1", input_file_id="f",
+            ...                           endpoint="/v1/embeddings", created_at=1),
+            ...              Work(due_at=2))
+            >>> batch, work = store.batch_and_work("batch_1")
+            >>> batch.status.value, work.due_at, store.batch_and_work("batch_2")
+            ('validating', 2, (None, None))
+            >>> store.close()
+        """
+        if unheld(batch_id) or unheld(project):
+            return None, None
+        with self._db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT body, work, due_at, epoch, project FROM batchfsm_batches"
+                " WHERE id = ?",
+                (batch_id,),
+            )
+        if row is None or (project is not None and row[4] != project):
+            return None, None
+        body, work, due_at, epoch, _ = row
+        if work is None:
+            return loads(body), None
+        done = Work(due_at=int(due_at), epoch=int(epoch), **json.loads(work))
+        return loads(body), done
+
     def page(
         self, after: str | None, limit: int, *, project: str | None = None
     ) -> tuple[list[Batch], bool]:
@@ -412,13 +450,56 @@ class SQLStore:
             1
             >>> store.close()
         """
-        body = dumps(batch)
         with self._db.transaction() as tx:
-            if work is None:
-                return self._end(tx, batch, body, status, epoch, files)
-            return self._update(
-                tx, batch, body, work, status, epoch, output, errors, files
-            )
+            return self._write(tx, batch, work, status, epoch, output, errors, files)
+
+    def write_many(self, writes: Sequence[HeldWrite]) -> list[bool]:
+        """Several conditional writes in one transaction; whether each happened.
+
+        Each is :meth:`write`'s, judged on its own (one refused leaves the
+        others be); they commit together, or (an error) none does. One
+        commit for many writes: what makes a durable database's commits
+        (an fsync each) few.
+
+        Example:
+            >>> import batchfsm as bf
+            >>> from batchfsm.emulator import SQLiteStore, Work
+            >>> store = SQLiteStore(":memory:")
+            >>> b = bf.new_batch(id="batch_1", input_file_id="f",
+            ...                  endpoint="/v1/embeddings", created_at=1)
+            >>> store.insert(b, Work(due_at=2))
+            >>> cancelling = bf.advance(b, "cancel", at=2)
+            >>> was = bf.BatchStatus.VALIDATING
+            >>> store.write_many([
+            ...     HeldWrite(cancelling, Work(due_at=7), status=was, epoch=0),
+            ...     HeldWrite(cancelling, Work(due_at=7), status=was, epoch=0),
+            ... ])
+            [True, False]
+            >>> store.close()
+        """
+        with self._db.transaction() as tx:
+            return [
+                self._write(
+                    tx, w.batch, w.work, w.status, w.epoch, w.output, w.errors, w.files
+                )
+                for w in writes
+            ]
+
+    def _write(
+        self,
+        tx: Tx,
+        batch: Batch,
+        work: Work | None,
+        status: BatchStatus,
+        epoch: int,
+        output: Sequence[str],
+        errors: Sequence[str],
+        files: Sequence[NewFile],
+    ) -> bool:
+        body = dumps(batch)
+        if work is None:
+            return self._end(tx, batch, body, status, epoch, files)
+        return self._update(tx, batch, body, work, status, epoch, output, errors, files)
 
     def _update(
         self,

@@ -59,6 +59,7 @@ __all__ = [
     "Enqueued",
     "FileObject",
     "FileStore",
+    "HeldWrite",
     "IdSource",
     "MemoryBatchStore",
     "MemoryFileStore",
@@ -78,6 +79,11 @@ Enqueued = Literal["enqueued", "stale", "full"]
 NewFile = tuple["FileObject", "Content | ResultLines"]
 #: A listing's order by creation: oldest first or newest first.
 Order = Literal["asc", "desc"]
+
+
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    """A tuple of ``values`` (a JSON list read back, say)."""
+    return tuple(values)
 
 
 @attrs.frozen
@@ -109,6 +115,9 @@ class Work:
             those past the bound included.
         output_full: the batch's results reached that bound: its requests
             from then on are not stored.
+        ahead: the ends (byte offsets) of the lines after ``offset`` that ran
+            already (an async run's answers are written as they come, in
+            any order): they are not run again.
     """
 
     due_at: int
@@ -122,6 +131,28 @@ class Work:
     output_expires_after: int | None = None
     result_bytes: int = 0
     output_full: bool = False
+    ahead: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+
+
+@attrs.frozen
+class HeldWrite:
+    """One conditional write held for a store's ``write_many``: its arguments.
+
+    ``batch``, ``work``, ``status``, ``epoch``, ``output``, ``errors`` and
+    ``files`` are :meth:`BatchStore.write`'s.
+
+    Example:
+        >>> HeldWrite(None, None, status="validating", epoch=0).output
+        ()
+    """
+
+    batch: Batch
+    work: Work | None
+    status: BatchStatus
+    epoch: int
+    output: Sequence[str] = ()
+    errors: Sequence[str] = ()
+    files: Sequence[NewFile] = ()
 
 
 @attrs.frozen

@@ -17,6 +17,8 @@ another batch or call.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -27,7 +29,7 @@ from .._lifecycle import advance, progress
 from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
 from .._table import Event
 from ._clock import Clock
-from ._dispatch import run_many
+from ._dispatch import Replies
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
 from ._handlers import (
@@ -52,7 +54,15 @@ from ._results import (
     written,
 )
 from ._store_errors import StoreUnavailable
-from ._stores import BatchStore, FileStore, IdSource, NewFile, ResultLines, Work
+from ._stores import (
+    BatchStore,
+    FileStore,
+    HeldWrite,
+    IdSource,
+    NewFile,
+    ResultLines,
+    Work,
+)
 from ._validate import (
     MAX_BYTES,
     file_too_large_error,
@@ -63,8 +73,10 @@ from ._validate import (
 )
 
 __all__ = [
+    "REQUESTS_PER_STEP",
     "REQUESTS_PER_WRITE",
     "RESULT_BYTES_PER_WRITE",
+    "SECONDS_PER_WRITE",
     "Service",
     "due",
     "run_due",
@@ -74,10 +86,16 @@ __all__ = [
 S = BatchStatus
 #: Bytes read from a stored file at a time.
 READ_BYTES = 1 << 16
-#: At most this many requests run in one write of a batch's progress.
-REQUESTS_PER_WRITE = 256
-#: ... and once their result lines reach this many bytes, they are written.
+#: At most this many requests of a batch run in one step (then other batches').
+REQUESTS_PER_STEP = 256
+#: Answered requests are written in groups (one transaction each): a group
+#: is written once it holds this many answers, ...
+REQUESTS_PER_WRITE = 64
+#: ... or its result lines reach this many bytes, ...
 RESULT_BYTES_PER_WRITE = 2 << 20
+#: ... or its first answer is this many seconds old (real time): a slow
+#: handler's answers are not held back for long.
+SECONDS_PER_WRITE = 0.05
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -140,8 +158,13 @@ def snapshot(
     is read again after the batch: an epoch that moved in between means
     the two reads straddle another writer's write (another process's
     worker, say), and a move decided from them would mix its counts with
-    older ones, so they are read again.
+    older ones, so they are read again. A store with ``batch_and_work``
+    (the SQL stores) reads both in one statement instead.
     """
+    together = getattr(batches, "batch_and_work", None)
+    if together is not None:  # a store that reads both in one statement
+        found: tuple[Batch | None, Work | None] = together(batch_id, project=project)
+        return found
     while True:
         work = batches.work(batch_id)
         batch = batches.get(batch_id, project=project)
@@ -170,10 +193,123 @@ def due(emu: Service, batch: Batch, done: int) -> int:
 
 
 def run_due(emu: Service, now: int) -> None:
-    """Run every piece of work due by ``now``, batch by batch."""
+    """Run every piece of work due by ``now``, batch by batch.
+
+    On a store that takes several writes in one transaction
+    (``write_many``), the writes of the due batches' steps are held and
+    committed together (:class:`_Held`): at the end of each pass over the
+    due batches, and sooner once the answers they hold make up a group.
+    """
+    writer = getattr(emu.batches, "write_many", None)
     while ids := emu.batches.due(now, 64):
-        for batch_id in ids:
-            _step_safely(emu, batch_id, now)
+        held = _held.writes = None if writer is None else _Held(emu.batches)
+        try:
+            for batch_id in ids:
+                _step_safely(emu, batch_id, now)
+        finally:
+            _held.writes = None
+        if held is not None:
+            held.flush()
+
+
+class _Held:
+    """Conditional writes of the worker held for one transaction, and flushed.
+
+    What is held is in flight: a crash loses it, and the requests whose
+    answers it holds run again. So it is flushed once it holds
+    :data:`REQUESTS_PER_WRITE` answers or its first write is
+    :data:`SECONDS_PER_WRITE` old, and at the end of each pass.
+    """
+
+    def __init__(self, batches: BatchStore) -> None:
+        self.batches = batches
+        self.writes: list[HeldWrite] = []
+        self.answers = 0
+        self.size = 0  # bytes of the result lines held
+        self.began = 0.0
+
+    def hold(self, write: HeldWrite, answers: int) -> None:
+        if not self.writes:
+            self.began = time.monotonic()
+        self.writes.append(write)
+        self.answers += answers
+        self.size += sum(map(len, write.output)) + sum(map(len, write.errors))
+
+    def full(self) -> bool:
+        """Whether what is held makes up a group: then it is flushed."""
+        return (
+            self.answers >= REQUESTS_PER_WRITE
+            or self.size >= RESULT_BYTES_PER_WRITE
+            or time.monotonic() - self.began >= SECONDS_PER_WRITE
+        )
+
+    def flush(self) -> dict[str, bool]:
+        """Commit what is held; whether each batch's last held write happened."""
+        writes, self.writes, self.answers, self.size = self.writes, [], 0, 0
+        if not writes:
+            return {}
+        try:
+            done = self.batches.write_many(writes)  # type: ignore[attr-defined]
+        except StoreUnavailable:
+            raise  # lost: their work is due still, and runs again
+        except Exception:  # noqa: BLE001 - one write's failure: each on its own
+            log.warning("writing %d steps at once failed; one by one", len(writes))
+            return {w.batch.id: _write_alone(self.batches, w) for w in writes}
+        return {w.batch.id: ok for w, ok in zip(writes, done, strict=True)}
+
+
+def _write_alone(batches: BatchStore, w: HeldWrite) -> bool:
+    try:
+        return batches.write(
+            w.batch, w.work, status=w.status, epoch=w.epoch,
+            output=w.output, errors=w.errors, files=w.files,
+        )  # fmt: skip
+    except StoreUnavailable:
+        raise
+    except Exception:  # one batch's failure stays its own
+        log.exception("batch %s: its work failed; it waits for expiry", w.batch.id)
+        _set_aside(batches, w.batch.id)
+        return False
+
+
+#: The writes the worker holds on this thread (a pass of :func:`run_due`).
+_held = threading.local()
+
+
+def _write(batches: BatchStore, write: HeldWrite, answers: int = 0) -> bool | None:
+    """A worker's conditional write: made now, or held (None) for a pass's commit."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if held is None or held.batches is not batches:
+        return _write_alone_raising(batches, write)
+    held.hold(write, answers)
+    if held.full():
+        return held.flush().get(write.batch.id)
+    return None
+
+
+def _write_alone_raising(batches: BatchStore, w: HeldWrite) -> bool:
+    return batches.write(
+        w.batch, w.work, status=w.status, epoch=w.epoch,
+        output=w.output, errors=w.errors, files=w.files,
+    )  # fmt: skip
+
+
+def _flush_old() -> dict[str, bool]:
+    """Commit the writes held on this thread if the first is a group's age."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if held is None or not held.writes:
+        return {}
+    if time.monotonic() - held.began < SECONDS_PER_WRITE:
+        return {}
+    return held.flush()
+
+
+def _pending() -> tuple[int, int, float | None]:
+    """The answers held on this thread, their bytes, and when the first was held."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if held is None or not held.writes:
+        return 0, 0, None
+    return held.answers, held.size, held.began
 
 
 def _step_safely(emu: Service, batch_id: str, now: int) -> None:
@@ -211,7 +347,7 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
         return  # it moved since the index was read
     if work.due_at == RESUME:  # set aside by an older batchfsm: due again
         again = attrs.evolve(work, due_at=due(emu, batch, work.done))
-        emu.batches.write(batch, again, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(batch, again, batch.status, work.epoch))
         return
     at, status = work.due_at, batch.status
     assert batch.expires_at is not None
@@ -230,7 +366,7 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
     elif status is S.IN_PROGRESS:
         after = advance(batch, Event.FINALIZE, at=at)
         moved = attrs.evolve(work, due_at=due(emu, after, work.done))
-        emu.batches.write(after, moved, status=status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(after, moved, status, work.epoch))
     else:
         _end(emu, batch, work, Event.COMPLETE, at, None)
 
@@ -281,7 +417,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         failed = advance(
             batch, Event.FAIL, at=at, errors=BatchErrors(data=tuple(errors))
         )
-        emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
         return
     started = advance(
         batch,
@@ -293,7 +429,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     moved = attrs.evolve(work, due_at=due(emu, started, 0))
     limit = limit_for(emu.enqueued_token_limits, outcome.model)
     if limit is None:
-        emu.batches.write(started, moved, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(started, moved, batch.status, work.epoch))
         return
     # The check and the hold in one write: the model's enqueued batches never
     # hold more than its limit, whoever else is starting batches meanwhile.
@@ -308,7 +444,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     if enqueued == "full":
         error = token_limit_error(outcome.model, limit)
         failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
-        emu.batches.write(failed, None, status=batch.status, epoch=work.epoch)
+        _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
 
 
 def _custom_id(raw: bytes) -> str | None:
@@ -388,59 +524,79 @@ class _Run:
         self.size += len(line)
 
 
-def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
-    assert batch.in_progress_at is not None
-    assert batch.expires_at is not None
-    if is_async(emu.handler):
-        run = _run_async(emu, batch, work, now)
-        if run is None:
-            return  # a cancel (or expiry) came mid-run: the next step ends it
-        moved = run.work
-    else:
-        run, moved = _run_sync(emu, batch, work, now)
-    # Work in progress is not a move: counts and usage grow, nothing else.
-    after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
-    moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
-    emu.batches.write(
-        after,
-        moved,
-        status=batch.status,
-        epoch=work.epoch,
-        output=run.output,
-        errors=run.errors,
+def _group_full(run: _Run, began: float) -> bool:
+    """Whether the answered requests not yet written make up a whole group.
+
+    With those held for the pass's commit (see :func:`run_due`): together
+    they are the requests in flight.
+    """
+    answers, size, first = _pending()
+    if first is not None:
+        began = min(began, first)
+    return (
+        len(run.output) + len(run.errors) + answers >= REQUESTS_PER_WRITE
+        or run.size + size >= RESULT_BYTES_PER_WRITE
+        or time.monotonic() - began >= SECONDS_PER_WRITE
     )
 
 
-def _run_sync(emu: Service, batch: Batch, work: Work, now: int) -> tuple[_Run, Work]:
+def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
+    """One step of a batch's requests: those due by ``now``, in groups.
+
+    The step runs at most :data:`REQUESTS_PER_STEP` requests (then the other
+    due batches have theirs: the order in which due work runs depends on
+    the emulated time alone). Its answers are written in groups, each one
+    conditional write (the results and the work's counts and offset
+    together): a group is written once it holds :data:`REQUESTS_PER_WRITE`
+    answers, :data:`RESULT_BYTES_PER_WRITE` bytes of result lines, or its
+    first answer is :data:`SECONDS_PER_WRITE` old, and at the step's end.
+    So a crash loses at most the answers of one group not yet written (the
+    requests in flight): those are run again, none before them.
+    """
+    if is_async(emu.handler):
+        _run_async(emu, batch, work, now)
+    else:
+        _run_sync(emu, batch, work, now)
+
+
+def _run_sync(emu: Service, batch: Batch, work: Work, now: int) -> None:
     """A synchronous handler's run: one request after another."""
     assert batch.in_progress_at is not None
     assert batch.expires_at is not None
     requests = total(batch)
     run = _Run(work, emu.max_output_bytes)
-    offset = work.offset
     gone_at = _gone_at(emu, batch.input_file_id)
+    ran, began, offset = 0, time.monotonic(), work.offset
     try:
-        for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):  # noqa: B007
+        for offset, raw in _unrun(emu.files, batch.input_file_id, work):
             if is_blank(raw):
                 continue
             at = batch.in_progress_at + (run.work.done + 1) * emu.request_seconds
             if at >= gone_at:
                 raise _InputGoneError(batch.input_file_id)
+            if not (run.output or run.errors):
+                began = time.monotonic()  # the group's first answer
             run.record(emu, batch.endpoint, raw, at)
+            ran += 1
             following = at + emu.request_seconds
             if (
                 run.work.done >= requests
-                or len(run.output) + len(run.errors) >= REQUESTS_PER_WRITE
-                or run.size >= RESULT_BYTES_PER_WRITE
+                or ran >= REQUESTS_PER_STEP
                 or following > now
                 or following >= batch.expires_at
             ):
                 break
+            if _group_full(run, began):
+                written = _write_run(emu, batch, work, run, offset)
+                if written is None:
+                    return  # the batch moved on (a cancel, a takeover): stop
+                batch, work = written
+                run = _Run(work, emu.max_output_bytes)
     except _InputGoneError:
         # The input was deleted or expired mid-run: what it held can no
         # longer run.
         _input_gone(run, requests)
-    return run, attrs.evolve(run.work, offset=offset)
+    _write_run(emu, batch, work, run, offset)
 
 
 def _input_gone(run: _Run, requests: int) -> None:
@@ -448,11 +604,46 @@ def _input_gone(run: _Run, requests: int) -> None:
     run.work = attrs.evolve(w, done=requests, failed=w.failed + requests - w.done)
 
 
+def _unrun(files: FileStore, file_id: str, work: Work) -> Iterator[tuple[int, bytes]]:
+    """The lines not run yet: from ``work.offset``, less those run ahead of it."""
+    ahead = frozenset(work.ahead)
+    for end, raw in _lines(files, file_id, work.offset):
+        if end not in ahead:
+            yield end, raw
+
+
+def _write_run(
+    emu: Service,
+    batch: Batch,
+    work: Work,
+    run: _Run,
+    offset: int,
+    ahead: tuple[int, ...] = (),
+) -> tuple[Batch, Work] | None:
+    """Write a group of answers: the batch and work after it, or None if refused.
+
+    ``offset``: every line before it has run; ``ahead``: the ends of the
+    lines after it that ran too (an async run's answers come in any order).
+    """
+    kept = tuple(sorted({*run.work.ahead, *ahead}))
+    moved = attrs.evolve(
+        run.work, offset=offset, ahead=tuple(a for a in kept if a > offset)
+    )
+    # Work in progress is not a move: counts and usage grow, nothing else.
+    after = progress(batch, request_counts=counts(batch, moved), usage=usage(moved))
+    moved = attrs.evolve(moved, due_at=due(emu, after, moved.done))
+    write = HeldWrite(after, moved, batch.status, work.epoch, run.output, run.errors)
+    if _write(emu.batches, write, len(run.output) + len(run.errors)) is False:
+        return None
+    # Every write that happens moves the epoch on: the next group names it.
+    return after, attrs.evolve(moved, epoch=work.epoch + 1)
+
+
 @attrs.frozen
 class _Taken:
-    """The run of request lines due now: each ``(at, raw)``, and where it ends."""
+    """The run of request lines due now: each ``(at, raw, end)``, and its end."""
 
-    lines: list[tuple[int, bytes]]
+    lines: list[tuple[int, bytes, int]]
     offset: int
     gone: bool  # the input went away before the run's end
 
@@ -463,15 +654,15 @@ def _take(emu: Service, batch: Batch, work: Work, now: int, most: int) -> _Taken
     assert batch.expires_at is not None
     requests, done, offset = total(batch), work.done, work.offset
     gone_at = _gone_at(emu, batch.input_file_id)
-    lines: list[tuple[int, bytes]] = []
+    lines: list[tuple[int, bytes, int]] = []
     try:
-        for offset, raw in _lines(emu.files, batch.input_file_id, work.offset):
+        for offset, raw in _unrun(emu.files, batch.input_file_id, work):
             if is_blank(raw):
                 continue
             at = batch.in_progress_at + (done + 1) * emu.request_seconds
             if at >= gone_at:
                 return _Taken(lines, offset, True)
-            lines.append((at, raw))
+            lines.append((at, raw, offset))
             done += 1
             following = at + emu.request_seconds
             if (
@@ -493,8 +684,10 @@ def _request(endpoint: str, raw: bytes, at: int) -> RequestLine | None:
     return RequestLine(custom_id, "POST", endpoint, body, at)
 
 
-def _stopper(emu: Service, batch: Batch, now: int) -> Callable[[], bool]:
-    """Whether to stop a run: a cancel came, or the window ended meanwhile.
+def _stopper(
+    emu: Service, batch: Batch, now: int, refused: list[bool]
+) -> Callable[[], bool]:
+    """Whether to stop a run: a cancel came, the window ended, or a write was refused.
 
     The window's end stops a run only while its requests take no emulated
     time (``request_seconds`` 0, as under ``--upstream``).
@@ -502,13 +695,15 @@ def _stopper(emu: Service, batch: Batch, now: int) -> Callable[[], bool]:
     by their own times (:func:`_take`), as the synchronous run does, so a
     virtual clock gives the same batches; a clock that was past the expiry
     when the run began never stops it (the run's requests are all due).
+    A write of the run's answers refused (a cancel, a takeover moved the
+    epoch on): the batch is not this run's any more (``refused``).
     """
     assert batch.expires_at is not None
     expires_at = batch.expires_at
     timed_by_clock = emu.request_seconds == 0 and now < expires_at
 
     def stop() -> bool:
-        if timed_by_clock and emu.clock.now() >= expires_at:
+        if refused[0] or (timed_by_clock and emu.clock.now() >= expires_at):
             return True
         stored = emu.batches.get(batch.id)
         return stored is None or stored.status is not S.IN_PROGRESS
@@ -516,31 +711,97 @@ def _stopper(emu: Service, batch: Batch, now: int) -> Callable[[], bool]:
     return stop
 
 
-def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> _Run | None:
-    """An async handler's run: up to ``emu.concurrency`` requests at a time.
+@attrs.define
+class _Streamed:
+    """An async run's answers as they come, written in groups as they fill."""
 
-    None if a cancel (or the expiry) stopped it: nothing of it is written (its
-    requests in flight are dropped), and the next step ends the batch.
-    """
-    most = max(REQUESTS_PER_WRITE, 16 * emu.concurrency)
-    taken = _take(emu, batch, work, now, most)
-    requests = [_request(batch.endpoint, raw, at) for at, raw in taken.lines]
-    if work.output_full:  # past the output bound: none of them runs
-        requests = [None] * len(requests)
-    stop = _stopper(emu, batch, now)
-    replies = run_many(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
-    if stop():
-        return None
-    run = _Run(work, emu.max_output_bytes)
-    for (at, raw), request, reply in zip(taken.lines, requests, replies, strict=True):
+    emu: Service
+    batch: Batch
+    work: Work
+    taken: _Taken
+    run: _Run
+    answered: list[bool]  # by index in the run's lines
+    began: float = 0.0  # when the group's first answer came
+    prefix: int = 0  # the run's leading lines all answered (and written)
+    unwritten: list[int] = attrs.Factory(list)  # indexes answered, not yet written
+
+    def record(
+        self, index: int, request: RequestLine | None, reply: Reply | None
+    ) -> None:
+        """Record one answer in the group being made."""
+        at, raw, _ = self.taken.lines[index]
         if reply is None:
             reply = server_error(ValueError("the request line cannot be read"))
         custom_id = None if request is None else request.custom_id
-        run.record(emu, batch.endpoint, raw, at, written(emu.ids, custom_id, reply))
-    if taken.gone:
-        _input_gone(run, total(batch))
-    run.work = attrs.evolve(run.work, offset=taken.offset)
-    return run
+        if not self.unwritten:
+            self.began = time.monotonic()
+        line = written(self.emu.ids, custom_id, reply)
+        self.run.record(self.emu, self.batch.endpoint, raw, at, line)
+        self.unwritten.append(index)
+
+    def write(self, last: bool) -> bool:
+        """Write the group: whether it was (False: the batch moved on)."""
+        for index in self.unwritten:
+            self.answered[index] = True
+        self.unwritten = []
+        lines, answered = self.taken.lines, self.answered
+        while self.prefix < len(lines) and answered[self.prefix]:
+            self.prefix += 1
+        offset = lines[self.prefix - 1][2] if self.prefix else self.work.offset
+        ahead = tuple(
+            lines[i][2] for i in range(self.prefix, len(lines)) if answered[i]
+        )
+        if last:
+            if self.taken.gone:
+                _input_gone(self.run, total(self.batch))
+            offset = self.taken.offset
+        written = _write_run(self.emu, self.batch, self.work, self.run, offset, ahead)
+        if written is None:
+            return False
+        self.batch, self.work = written
+        self.run = _Run(self.work, self.emu.max_output_bytes)
+        return True
+
+
+def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> None:
+    """An async handler's run: up to ``emu.concurrency`` requests at a time.
+
+    Answers are written in groups as they come (in whatever order they
+    finish), like the synchronous run's: a crash re-sends only the requests
+    whose answers were not written yet. A cancel (or the expiry) stops the
+    dispatching at once: the answers not written yet are dropped (the
+    requests in flight with them), and the next step ends the batch.
+    """
+    most = max(REQUESTS_PER_STEP, 16 * emu.concurrency)
+    taken = _take(emu, batch, work, now, most)
+    requests = [_request(batch.endpoint, raw, at) for at, raw, _ in taken.lines]
+    if work.output_full:  # past the output bound: none of them runs
+        requests = [None] * len(requests)
+    refused = [False]
+    stop = _stopper(emu, batch, now, refused)
+    run = _Streamed(
+        emu,
+        batch,
+        work,
+        taken,
+        _Run(work, emu.max_output_bytes),
+        [False] * len(requests),
+    )
+    replies = Replies(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
+    try:
+        while (came := replies.take(SECONDS_PER_WRITE)) is not None:
+            for index, reply in came:
+                run.record(index, requests[index], reply)
+            if run.unwritten and _group_full(run.run, run.began):
+                refused[0] = not run.write(last=False)
+            elif not came:  # a while without answers: what is held goes now
+                refused[0] = _flush_old().get(batch.id) is False
+            if refused[0]:
+                return
+    finally:
+        replies.close()
+    if not stop():
+        run.write(last=True)
 
 
 def _end(
@@ -550,10 +811,11 @@ def _end(
     event: Event,
     at: int,
     unfinished: str | None,
-) -> bool:
+) -> bool | None:
+    """End the batch by ``event``; whether it was written (None: held)."""
     if batch.status is S.VALIDATING:
         after = advance(batch, event, at=at)
-        return emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
+        return _write(emu.batches, HeldWrite(after, None, batch.status, work.epoch))
     late: list[bytes] = []
     done, failed = work.done, work.failed
     if unfinished is not None and done < total(batch):
@@ -561,7 +823,7 @@ def _end(
         try:
             if at >= _gone_at(emu, batch.input_file_id):
                 raise _InputGoneError(batch.input_file_id)
-            for _, raw in _lines(emu.files, batch.input_file_id, work.offset):
+            for _, raw in _unrun(emu.files, batch.input_file_id, work):
                 if is_blank(raw):
                     continue
                 line = result_line(emu.ids, _custom_id(raw), None, error)
@@ -592,9 +854,8 @@ def _end(
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
-    return emu.batches.write(
-        after, None, status=batch.status, epoch=work.epoch, files=files
-    )
+    held = HeldWrite(after, None, batch.status, work.epoch, files=files)
+    return _write(emu.batches, held)
 
 
 def end_now(
@@ -620,4 +881,9 @@ def end_now(
         if work is None:  # pragma: no cover - advance refused a batch that ended
             return True
         return emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
-    return _end(emu, batch, work, event, now, "batch_expired")
+    # Written now, whatever a pass of the worker on this thread holds.
+    held, _held.writes = getattr(_held, "writes", None), None
+    try:
+        return bool(_end(emu, batch, work, event, now, "batch_expired"))
+    finally:
+        _held.writes = held
