@@ -260,9 +260,8 @@ def _capacity_options(serve: argparse.ArgumentParser) -> None:
         "--embedding-dimensions",
         default=None,
         metavar="N",
-        help="the dimensions of an embedding whose request names none (default: "
-        "the model's own size, 1,536 or 3,072, as the live API answers; N: N, or "
-        "the model's size if smaller); a request's dimensions is always honoured",
+        help="an embedding's dimensions when its request names none (default: "
+        "the model's size, as the live API answers; at most the model's size)",
     )
     serve.add_argument(
         "--enqueued-token-limit",
@@ -597,6 +596,15 @@ def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
     }
 
 
+def _sized_fake_only(gateway: dict[str, Any], bounds: dict[str, Any]) -> None:
+    """Refuse ``--embedding-dimensions`` with ``--upstream`` (a ValueError)."""
+    if gateway and bounds["embedding_dimensions"] is not None:
+        raise ValueError(
+            "--embedding-dimensions sizes the fake's embeddings: with "
+            "--upstream, the upstream answers"
+        )
+
+
 def _keys_file(path: str) -> list[tuple[str, str]]:
     """The settings of a keys file, each with where it stands, or a ValueError."""
     try:
@@ -719,11 +727,7 @@ def _serve(args: argparse.Namespace) -> int:
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
         gateway = _upstream_settings(args)
-        if gateway and bounds["embedding_dimensions"] is not None:
-            raise ValueError(
-                "--embedding-dimensions sizes the fake's embeddings: with "
-                "--upstream, the upstream answers"
-            )
+        _sized_fake_only(gateway, bounds)
         webhooks = _webhooks(args)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:
