@@ -298,9 +298,8 @@ def _model_options(serve: argparse.ArgumentParser) -> None:
         "--embedding-dimensions",
         default=None,
         metavar="N",
-        help="the dimensions of an embedding whose request names none (default: "
-        "the model's own size, 1,536 or 3,072, as the live API answers; N: N, or "
-        "the model's size if smaller); a request's dimensions is always honoured",
+        help="an embedding's dimensions when its request names none (default: "
+        "the model's size, as the live API answers; at most the model's size)",
     )
 
 
@@ -664,11 +663,6 @@ def _app_settings(args: argparse.Namespace) -> tuple[int, int]:
 
 def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
     """The storage bounds, as the emulator takes them, or a one-line ValueError."""
-    if args.upstream and args.embedding_dimensions is not None:
-        raise ValueError(
-            "--embedding-dimensions sizes the fake's embeddings: with "
-            "--upstream, the upstream answers"
-        )
     return {
         "max_storage_bytes": None
         if args.max_storage is None
@@ -680,6 +674,16 @@ def _storage_settings(args: argparse.Namespace) -> dict[str, int | None]:
         if args.embedding_dimensions is None
         else _whole("--embedding-dimensions", args.embedding_dimensions),
     }
+
+
+def _sized_fake_only(gateway: dict[str, Any], bounds: dict[str, Any]) -> dict[str, Any]:
+    """``gateway``, refusing ``--embedding-dimensions`` with ``--upstream``."""
+    if gateway and bounds["embedding_dimensions"] is not None:
+        raise ValueError(
+            "--embedding-dimensions sizes the fake's embeddings: with "
+            "--upstream, the upstream answers"
+        )
+    return gateway
 
 
 def _keys_file(path: str) -> list[tuple[str, str]]:
@@ -813,7 +817,7 @@ def _serve(args: argparse.Namespace) -> int:
         threads, budget = _app_settings(args)
         bounds = _storage_settings(args)
         api_keys, connections = _api_keys(args), _limits(args)
-        gateway = _upstream_settings(args)
+        gateway = _sized_fake_only(_upstream_settings(args), bounds)
         webhooks = _webhooks(args, api_keys)
         sock = bind(args.host, port)
     except (ValueError, ServeError) as exc:

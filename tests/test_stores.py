@@ -931,11 +931,13 @@ def test_a_memory_batchs_results_become_its_file_uncopied() -> None:
         finalizing, Work(due_at=3), status=S.FINALIZING, epoch=1,
         output=["y" * 1_000] * 3_000,
     )  # fmt: skip
-    [written] = store._results[finalizing.id, "output"]
-    out = file(7, len(written))
+    written = store._results[finalizing.id, "output"]  # in pieces of 1 MiB
+    assert len(written) == 3
+    out = file(7, sum(map(len, written)))
     done = bf.advance(finalizing, "complete", at=1_700_000_003, output_file_id=out.id)
     made = [(out, ResultLines(finalizing.id, "output"))]
     assert store.write(done, None, status=S.FINALIZING, epoch=2, files=made)
-    [kept] = list(store.files._files[out.id][1])  # type: ignore[attr-defined]
-    assert kept is written  # held once, as written
+    kept = list(store.files._files[out.id][1])  # type: ignore[attr-defined]
+    assert len(kept) == len(written)
+    assert all(a is b for a, b in zip(kept, written, strict=True))  # held once
     assert store.files.read(out.id, 999, 3) == b"y\ny"
