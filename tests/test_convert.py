@@ -139,6 +139,7 @@ MALFORMED: list[tuple[str, Any, list[str]]] = [
         ],
     ),
     ("wrong object tag", full(object="file"), ["object"]),
+    ("object tag sorting before batch", full(object="Batch"), ["object"]),
     ("id not a string", full(id=123), ["id"]),
     ("status unknown", full(status="running"), ["status"]),
     ("status wrong case", full(status="COMPLETED"), ["status"]),

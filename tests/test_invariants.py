@@ -546,3 +546,39 @@ def test_a_malformed_batch_is_never_ok():
     assert _snapshot_ok(bad) is False
     assert step_ok(running, bad) is False
     assert step_ok(bad, running) is False
+
+
+def test_a_created_at_below_zero_before_later_stamps_breaks_number_negative():
+    # The stamps are in order, so only the first one's sign tells.
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    b = attrs.evolve(running, created_at=-1, in_progress_at=5, expires_at=-1 + 86400)
+    found = [(v.rule, v.path) for v in bf.check(b)]
+    assert found == [("number.negative", "created_at")]
+
+
+def test_a_created_at_of_zero_is_not_negative_when_a_stamp_is_missing():
+    running = BY_STATUS[bf.BatchStatus.IN_PROGRESS]
+    b = attrs.evolve(running, created_at=0, in_progress_at=None, expires_at=86400)
+    rules = [v.rule for v in bf.check(b)]
+    assert rules
+    assert "number.negative" not in rules
+
+
+@pytest.mark.parametrize("status", [bf.BatchStatus.FAILED, bf.BatchStatus.COMPLETED])
+@pytest.mark.parametrize("tag", ["dict", "object", "list"])
+def test_an_errors_object_other_than_list_breaks_errors_object(status, tag):
+    # Checked in every status that carries errors, failed or not; "dict" sorts
+    # before "list", "object" after it.
+    errors = bf.BatchErrors(object=tag, data=(bf.BatchError(code="c"),))
+    found = bf.check(attrs.evolve(BY_STATUS[status], errors=errors))
+    assert ("errors.object" in {v.rule for v in found}) is (tag != "list")
+
+
+@pytest.mark.parametrize(
+    ("shift", "rules"), [(-1, ["usage.total"]), (0, []), (1, ["usage.total"])]
+)
+def test_total_tokens_is_input_plus_output_exactly(shift, rules):
+    done = BY_STATUS[bf.BatchStatus.COMPLETED]
+    assert done.usage is not None
+    usage = attrs.evolve(done.usage, total_tokens=done.usage.total_tokens + shift)
+    assert [v.rule for v in bf.check(attrs.evolve(done, usage=usage))] == rules

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import batchfsm as bf
-from batchfsm._graph import TableError, check_table
+from batchfsm._graph import FIELD_STATUSES, TOPO_ORDER, TableError, check_table
 from batchfsm._table import MOVES, STAMPS, Move
 from batchfsm.strategies import batches, events, lifecycles
 
@@ -527,6 +527,22 @@ def test_unhashable_arguments_get_clear_errors():
 def test_a_cyclic_table_is_refused():
     with pytest.raises(TableError, match="cycle"):
         check_table((*MOVES, Move(E.FAIL, (S.CANCELLING,), S.IN_PROGRESS)))
+
+
+def test_the_statuses_in_topological_order_are_the_declared_order():
+    # The diagram lays the statuses out in this order: each after its
+    # predecessors, and among those ready at once, in the order declared.
+    assert list(TOPO_ORDER) == list(bf.BatchStatus)
+
+
+def test_results_and_errors_are_allowed_from_the_statuses_whose_moves_set_them():
+    # request_counts, usage, model and metadata may be carried from creation on.
+    results = {S.COMPLETED, S.EXPIRED, S.CANCELLED}
+    assert dict(FIELD_STATUSES) == {
+        "errors": {S.FAILED},
+        "output_file_id": results,
+        "error_file_id": results,
+    }
 
 
 # -- the generated copy of a move is attrs.evolve, minus the rework ----------------

@@ -82,7 +82,11 @@ def test_move_step_ok_is_the_step_rules(
 
 @pytest.mark.parametrize(
     ("rewrite", "changes"),
-    [({"in_progress_at": 1_700_000_009}, {}), ({}, {"model": "m-2"})],
+    [
+        ({"in_progress_at": 1_700_000_009}, {}),
+        ({}, {"model": "m-2"}),
+        ({}, {"model": "m-0"}),  # a value sorting before the old one, too
+    ],
 )
 def test_a_move_that_rewrites_a_set_once_field_is_refused(
     rewrite: dict[str, Any], changes: dict[str, Any]
