@@ -40,7 +40,7 @@ class Survivor:
     mutant: str
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> tuple[str, ...]:
         """What ``survivors.toml`` matches on: stable while other lines move."""
         return self.module, self.operator, self.mutant
 
@@ -106,10 +106,18 @@ def read_session(path: Path) -> Session:
     return session
 
 
-def read_reasons(path: Path = REASONS) -> dict[tuple[str, str, str], dict[str, str]]:
-    """``survivors.toml``'s entries by their key."""
+def read_reasons(path: Path = REASONS) -> dict[tuple[str, ...], dict[str, str]]:
+    """``survivors.toml``'s entries by their key.
+
+    An entry with an ``original`` line too matches only the mutant made from
+    it: two lines of a module can become the same mutant line.
+    """
     entries = tomllib.loads(path.read_text(encoding="utf-8")).get("survivor", [])
-    return {(e["module"], e["operator"], e["mutant"]): e for e in entries}
+    reasons: dict[tuple[str, ...], dict[str, str]] = {}
+    for e in entries:
+        key = (e["module"], e["operator"], e["mutant"])
+        reasons[(*key, e["original"]) if "original" in e else key] = e
+    return reasons
 
 
 def summary(sessions: Iterable[Path]) -> str:
@@ -210,7 +218,7 @@ def _survivor_entry(survivor: Survivor, reason: dict[str, str] | None) -> str:
 
 def render(
     sessions: Sequence[Session],
-    reasons: dict[tuple[str, str, str], dict[str, str]],
+    reasons: dict[tuple[str, ...], dict[str, str]],
     about: str,
     missing: Sequence[str] = (),
 ) -> tuple[str, list[Survivor]]:
@@ -220,7 +228,9 @@ def render(
     entries, unexplained = [], []
     for session in sessions:
         for survivor in session.survivors:
-            reason = reasons.get(survivor.key)
+            reason = reasons.get(
+                (*survivor.key, survivor.original), reasons.get(survivor.key)
+            )
             if reason is None:
                 unexplained.append(survivor)
             elif reason["kind"] == "equivalent":

@@ -96,6 +96,33 @@ def test_the_score_leaves_out_equivalent_mutants_and_counts_added_tests():
     assert "**Unexplained**" in text
 
 
+def test_an_entry_with_its_original_line_matches_only_the_mutant_of_that_line(
+    tmp_path,
+):
+    # Two lines of a module can become the same mutant line ("for x in []:").
+    one, other = (
+        report.Survivor(
+            "batchfsm/_m.py", "f", "core/ZeroIterationForLoop", n, o, "for x in []:"
+        )
+        for n, o in ((3, "for x in a:"), (5, "for x in b:"))
+    )
+    toml = tmp_path / "survivors.toml"
+    toml.write_text(
+        "\n".join(
+            f'[[survivor]]\nmodule = "batchfsm/_m.py"\n'
+            f'operator = "core/ZeroIterationForLoop"\nmutant = "for x in []:"\n'
+            f'original = "{s.original}"\nkind = "equivalent"\nreason = "{s.line}"\n'
+            for s in (one, other)
+        ),
+        encoding="utf-8",
+    )
+    session = report.Session("batchfsm/_m.py", killed=1, survivors=(one, other))
+    text, unexplained = report.render([session], report.read_reasons(toml), "Run")
+    assert unexplained == []
+    assert "Equivalent: 3" in text
+    assert "Equivalent: 5" in text
+
+
 def test_a_survivor_is_read_from_its_diff():
     diff = "--- a/m.py\n+++ b/m.py\n@@ -1,1 +1,1 @@\n-    if a < b:\n+    if a <= b:\n"
     assert report._changed(diff) == ("if a < b:", "if a <= b:")
