@@ -323,6 +323,10 @@ _OLD_FILES = {
 }
 
 
+def _old_body(body: str, file_id: str, content: bytes) -> str:
+    return body.replace("x", file_id).replace("N", str(len(content)))
+
+
 def _judge_upgraded_files(store: SQLStore) -> None:
     for file_id, content in _OLD_FILES.items():
         assert store.files.content(file_id) == content
@@ -341,8 +345,9 @@ def _judge_upgraded_files(store: SQLStore) -> None:
 def test_a_version_2_database_has_its_file_content_moved_into_chunks(
     kind, tmp_path, request
 ):
-    # Built by version 2's own statements, with rows as version 2 wrote them.
-    body = '{"id": "x"}'
+    # Built by version 2's own statements, with rows as version 2 wrote them
+    # (a file's JSON holds its size, which the storage count reads).
+    body = '{"id": "x", "bytes": N}'
     if kind == "sqlite":
         path = tmp_path / "v2.sqlite"
         _sqlite_at_version(path, 2)
@@ -350,7 +355,7 @@ def test_a_version_2_database_has_its_file_content_moved_into_chunks(
         for file_id, content in _OLD_FILES.items():
             conn.execute(
                 "INSERT INTO batchfsm_files (id, body, content) VALUES (?, ?, ?)",
-                (file_id, body.replace("x", file_id), content),
+                (file_id, _old_body(body, file_id, content), content),
             )
         conn.close()
         url = str(path)
@@ -364,7 +369,7 @@ def test_a_version_2_database_has_its_file_content_moved_into_chunks(
                 pg.execute(
                     "INSERT INTO batchfsm_files (id, body, content)"
                     " VALUES (%s, %s, %s)",
-                    (file_id, body.replace("x", file_id), content),
+                    (file_id, _old_body(body, file_id, content), content),
                 )
     with open_store(url) as store:
         _judge_upgraded_files(store)
