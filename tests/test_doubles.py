@@ -56,6 +56,43 @@ def test_the_log_keeps_method_path_query_status_and_a_bounded_body(emu, http):
     assert emu.calls_to("*", "/v1/batches/*") == [missing]
 
 
+@pytest.mark.parametrize("fault", [None, 429])
+def test_a_request_is_in_the_log_before_its_answers_last_byte_leaves(emu, fault):
+    # Over a real socket the server runs in another thread: a client that has
+    # its whole answer must find its request logged, or assert_called races.
+    import anyio
+
+    if fault is not None:
+        emu.fail_next("/v1/batches", status=fault)
+    app = create_app(emu)
+    logged_when_sent: list[list[int]] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            logged_when_sent.append([call.status for call in emu.requests])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/batches",
+        "raw_path": b"/v1/batches",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"e")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    assert logged_when_sent == [[fault or 200]]
+    assert len(emu.requests) == 1  # logged once, not again when the app returns
+
+
 def test_the_log_is_bounded():
     emu = Emulator()
     for _ in range(LOGGED_CALLS + 5):

@@ -457,6 +457,14 @@ class DoublesMiddleware:
         method, path = scope["method"], scope["path"]
         body = bytearray()
         status = 500  # an app that failed before it answered
+        logged = False
+
+        def log() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                query = scope.get("query_string", b"").decode("latin-1")
+                self.emulator._log(Call(method, path, query, status, bytes(body)))
 
         async def logged_receive() -> MutableMapping[str, Any]:
             message = await receive()
@@ -469,6 +477,13 @@ class DoublesMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            ):
+                # Logged before the answer's last byte leaves: a client that
+                # has its answer finds its request in the log (over a socket,
+                # the server's thread would otherwise race the test's).
+                log()
             await send(message)
 
         fault = self.emulator._take_fault(method, path)
@@ -480,8 +495,7 @@ class DoublesMiddleware:
             else:
                 await self.app(scope, logged_receive, logged_send)
         finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            self.emulator._log(Call(method, path, query, status, bytes(body)))
+            log()
 
 
 async def _sleep(seconds: float) -> None:
