@@ -12,7 +12,9 @@ from starlette.testclient import TestClient
 
 import batchfsm as bf
 from batchfsm.emulator import Emulator, create_app
-from batchfsm.emulator._web import PAGE_SIZE, timeline
+from batchfsm.emulator._projects import DEFAULT_PROJECT
+from batchfsm.emulator._web import PAGE_SIZE, WebView, timeline
+from batchfsm.emulator._web_live import LIVE_SECONDS, _changed
 
 from .browser import KEY, LINE, create_batch, new_emulator, serving
 
@@ -189,6 +191,33 @@ def test_a_live_stream_sends_each_change_once() -> None:
                         break
     assert seen[0] is bf.BatchStatus.VALIDATING
     assert len(seen) == len(set(seen))  # nothing sent twice
+
+
+def test_live_streams_share_what_they_see_so_tabs_cost_the_store_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulator, clock = new_emulator()
+    ids = _add(emulator, 3)
+    context = create_app(emulator).state.context
+    asked: list[str] = []
+    retrieve = emulator.retrieve_batch
+
+    def counted(batch_id: str, **kw: object) -> bf.Batch:
+        asked.append(batch_id)
+        return retrieve(batch_id, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(emulator, "retrieve_batch", counted)
+    view = WebView()
+    streams: list[dict[str, dict[str, object]]] = [{} for _ in range(10)]
+    for sent in streams:  # ten tabs showing the same page, in one tick
+        assert len(_changed(context, view.snapshots, ids, sent, DEFAULT_PROJECT)) == 3
+    assert sorted(asked) == sorted(ids)  # each batch asked once, not ten times
+    clock.advance(100)  # the batches finish
+    time.sleep(LIVE_SECONDS)  # and the next tick comes
+    for sent in streams:
+        changed = _changed(context, view.snapshots, ids, sent, DEFAULT_PROJECT)
+        assert {fields["status"] for fields in changed} == {"completed"}
+    assert len(asked) == 2 * len(ids)
 
 
 def _status(line: str) -> str:

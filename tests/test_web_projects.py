@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from batchfsm.emulator import Emulator, StoreUnavailable, create_app
 from batchfsm.emulator._stores import MemoryBatchStore
-from batchfsm.emulator._web_live import _changed
+from batchfsm.emulator._web_live import Snapshots, _changed
 
 from .browser import LINE, new_emulator, serving
 
@@ -95,7 +95,7 @@ def test_a_live_stream_never_sends_another_projects_batch() -> None:
     app, mine, theirs = _two_projects()
     context = app.state.context
     ids = [mine["id"], theirs["id"]]
-    sent = _changed(context, ids, {}, "team_a")
+    sent = _changed(context, Snapshots(bound=8), ids, {}, "team_a")
     assert [fields["id"] for fields in sent] == [mine["id"]]
 
 

@@ -180,7 +180,10 @@ class WebView:
     """
 
     def __init__(self, max_live: int = MAX_LIVE_VIEWS) -> None:
+        from ._web_live import Snapshots
+
         self.max_live, self.live = max_live, 0
+        self.snapshots = Snapshots(bound=max_live * PAGE_SIZE)
         self.env = _environment()
         self.diagram = render("svg")
 

@@ -4,7 +4,9 @@
 :func:`._web.live_fields`, as JSON) each time one of the named batches of the
 key's project changes; a batch of another project, like an unknown one, is
 never sent. The stream looks at its batches every :data:`LIVE_SECONDS` on
-the server, whatever the number of tabs behind it; at most
+the server, and the streams share what they see: however many tabs show a
+batch, the store is asked for it at most once per :data:`LIVE_SECONDS`
+(:class:`Snapshots`); at most
 ``WebView.max_live`` streams are open at once per app (503 and a one-line
 reason beyond, which the page shows), and ``retry: 5000`` keeps a dropped
 stream from coming back in a storm. While the store is away, a stream sends
@@ -14,8 +16,10 @@ nothing and keeps trying; a stopping server ends it (see ``_protocol``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -29,12 +33,54 @@ from ._protocol import ENDLESS
 from ._store_errors import StoreUnavailable
 from ._web import HEADERS, PAGE_SIZE, WebView, live_fields
 
-__all__ = ["KEEPALIVE_SECONDS", "LIVE_SECONDS", "live_view"]
+__all__ = ["KEEPALIVE_SECONDS", "LIVE_SECONDS", "Snapshots", "live_view"]
 
 #: How often a live view looks at its batches, in seconds.
 LIVE_SECONDS = 0.5
 #: A comment sent this often keeps proxies from closing a quiet stream.
 KEEPALIVE_SECONDS = 15.0
+
+
+class Snapshots:
+    """What the live streams of one app last saw of each batch, shared by them.
+
+    A batch's fields (None: unknown to that project) are asked of the store
+    again once they are :data:`LIVE_SECONDS` old, whichever stream asks; at
+    most ``bound`` are kept (the oldest go first).
+
+    Example:
+        >>> snapshots = Snapshots(bound=2)
+        >>> snapshots.get("p", "batch_1", lambda: {"id": "batch_1"})
+        {'id': 'batch_1'}
+        >>> snapshots.get("p", "batch_1", lambda: {"id": "changed"})  # fresh still
+        {'id': 'batch_1'}
+        >>> snapshots.get("p", "batch_2", dict), snapshots.get("p", "batch_3", dict)
+        ({}, {})
+        >>> snapshots.get("p", "batch_1", lambda: {"id": "asked again"})  # it went
+        {'id': 'asked again'}
+    """
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self._seen: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+
+    def get(
+        self,
+        project: str,
+        batch_id: str,
+        fetch: Callable[[], dict[str, Any] | None],
+    ) -> dict[str, Any] | None:
+        """The batch's fields as last seen, fetched anew if they are stale."""
+        key, now = (project, batch_id), time.monotonic()
+        held = self._seen.get(key)
+        if held is not None and now - held[0] < LIVE_SECONDS:
+            return held[1]
+        fields = fetch()
+        self._seen.pop(key, None)  # re-inserted last: the dict is oldest first
+        self._seen[key] = (now, fields)
+        while len(self._seen) > self.bound:
+            del self._seen[next(iter(self._seen))]
+        return fields
 
 
 class _LiveStream(StreamingResponse):
@@ -67,18 +113,21 @@ async def live_view(request: Request, view: WebView, project: str) -> Response:
             headers={**HEADERS, "Retry-After": "30"},
         )
     view.live += 1
-    return _LiveStream(view, _events(context_of(request), ids, project))
+    events = _events(context_of(request), view.snapshots, ids, project)
+    return _LiveStream(view, events)
 
 
 async def _events(
-    context: AppContext, ids: list[str], project: str
+    context: AppContext, snapshots: Snapshots, ids: list[str], project: str
 ) -> AsyncIterator[str]:
     sent: dict[str, dict[str, Any]] = {}
     quiet = 0.0
     yield "retry: 5000\n\n"  # a dropped stream comes back slowly, not in a storm
     while True:
         try:
-            changed = await context.call(_changed, context, ids, sent, project)
+            changed = await context.call(
+                _changed, context, snapshots, ids, sent, project
+            )
         except StoreUnavailable as exc:  # the answer began: nothing to tell but wait
             context.emulator.outage.failed(exc)
             changed = []
@@ -92,16 +141,23 @@ async def _events(
 
 
 def _changed(
-    context: AppContext, ids: list[str], sent: dict[str, dict[str, Any]], project: str
+    context: AppContext,
+    snapshots: Snapshots,
+    ids: list[str],
+    sent: dict[str, dict[str, Any]],
+    project: str,
 ) -> list[dict[str, Any]]:
-    changed = []
-    for batch_id in ids:
+    def fetch(batch_id: str) -> dict[str, Any] | None:
         try:
             batch = context.emulator.retrieve_batch(batch_id, project=project)
         except ApiError:  # unknown, or another project's: never shown
-            continue
-        fields = live_fields(to_dict(batch))
-        if sent.get(batch_id) != fields:
+            return None
+        return live_fields(to_dict(batch))
+
+    changed = []
+    for batch_id in ids:
+        fields = snapshots.get(project, batch_id, functools.partial(fetch, batch_id))
+        if fields is not None and sent.get(batch_id) != fields:
             sent[batch_id] = fields
             changed.append(fields)
     return changed
