@@ -584,3 +584,18 @@ def test_total_tokens_is_input_plus_output_exactly(shift, rules):
     assert done.usage is not None
     usage = attrs.evolve(done.usage, total_tokens=done.usage.total_tokens + shift)
     assert [v.rule for v in bf.check(attrs.evolve(done, usage=usage))] == rules
+
+
+def test_a_wrong_total_tokens_is_reported_with_the_sum_it_should_be():
+    done = BY_STATUS[bf.BatchStatus.COMPLETED]  # 100 input + 50 output tokens
+    assert done.usage is not None
+    usage = attrs.evolve(done.usage, total_tokens=151)
+    assert bf.check(attrs.evolve(done, usage=usage)) == [
+        bf.Violation(
+            "usage.total",
+            "total_tokens = 151, input + output = 150",
+            "usage.total_tokens",
+            None,
+            "batch_1",
+        )
+    ]
