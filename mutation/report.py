@@ -177,22 +177,15 @@ the tree.
 def _table(
     sessions: Sequence[Session], equivalent: dict[str, int], added: dict[str, int]
 ) -> str:
-    rows = [
-        [
-            "module",
-            "mutants",
-            "killed",
-            "survived",
-            "equivalent",
-            "killed by added tests",
-            "not run",
-        ]
-    ]
+    # "not run" only while mutants are left: a finished run has no such column.
+    unfinished = any(s.pending for s in sessions)
+    head = ["module", "mutants", "killed", "survived", "equivalent"]
+    rows = [[*head, "killed by added tests", *["not run"] * unfinished]]
     for s in sessions:
         counts = [s.run, s.killed + s.incompetent, len(s.survivors)]
-        counts += [equivalent[s.module], added[s.module], s.pending]
+        counts += [equivalent[s.module], added[s.module], *[s.pending] * unfinished]
         rows.append([f"``{s.module}``", *map(str, counts)])
-    totals = [sum(int(r[i]) for r in rows[1:]) for i in range(1, 7)]
+    totals = [sum(int(r[i]) for r in rows[1:]) for i in range(1, len(rows[0]))]
     rows.append(["total", *map(str, totals)])
     out = [".. list-table::", "   :header-rows: 1", ""]
     for row in rows:

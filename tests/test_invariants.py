@@ -395,9 +395,11 @@ def test_each_set_once_field_rewritten_alone_breaks_step_set_once(field):
     assert step_rules(batch, attrs.evolve(batch, **cleared)) == expected
 
 
-def test_another_id_breaks_step_identity_alone():
+@pytest.mark.parametrize("other", ["batch_0", "batch_2"], ids=["before", "after"])
+def test_another_id_breaks_step_identity_alone(other):
+    # batch_1 becomes an id sorting before it or after it: either is another batch.
     batch = BY_STATUS[bf.BatchStatus.COMPLETED]
-    assert step_rules(batch, attrs.evolve(batch, id="batch_2")) == ["step.identity"]
+    assert step_rules(batch, attrs.evolve(batch, id=other)) == ["step.identity"]
 
 
 def test_every_step_rule_has_a_test_breaking_it_alone():
@@ -582,3 +584,18 @@ def test_total_tokens_is_input_plus_output_exactly(shift, rules):
     assert done.usage is not None
     usage = attrs.evolve(done.usage, total_tokens=done.usage.total_tokens + shift)
     assert [v.rule for v in bf.check(attrs.evolve(done, usage=usage))] == rules
+
+
+def test_a_wrong_total_tokens_is_reported_with_the_sum_it_should_be():
+    done = BY_STATUS[bf.BatchStatus.COMPLETED]  # 100 input + 50 output tokens
+    assert done.usage is not None
+    usage = attrs.evolve(done.usage, total_tokens=151)
+    assert bf.check(attrs.evolve(done, usage=usage)) == [
+        bf.Violation(
+            "usage.total",
+            "total_tokens = 151, input + output = 150",
+            "usage.total_tokens",
+            None,
+            "batch_1",
+        )
+    ]

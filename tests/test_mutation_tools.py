@@ -96,6 +96,19 @@ def test_the_score_leaves_out_equivalent_mutants_and_counts_added_tests():
     assert "**Unexplained**" in text
 
 
+def test_the_not_run_column_is_there_only_while_mutants_are_left():
+    finished = report.Session("batchfsm/_m.py", killed=3)
+    unfinished = report.Session("batchfsm/_n.py", killed=2, pending=4)
+    text, _ = report.render([finished], {}, "Run")
+    assert "not run" not in text and "3 mutants ran." in text
+    text, _ = report.render([finished, unfinished], {}, "Run")
+    assert "- not run" in text
+    assert "5 mutants ran; 4 were not run when this page was written." in text
+    # The total row: 5 run, 5 killed, 0 survived, 0 equivalent, 0 added, 4 left.
+    total = text.split("* - total")[1].split("Survivors")[0].split()
+    assert total == ["-", "5", "-", "5", "-", "0", "-", "0", "-", "0", "-", "4"]
+
+
 def test_an_entry_with_its_original_line_matches_only_the_mutant_of_that_line(
     tmp_path,
 ):
