@@ -374,6 +374,9 @@ class Emulator(Doubles):
     def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
+        uploads = self.__dict__.get("_uploads")  # made on first use of the API
+        if uploads is not None:
+            uploads.sweep(now)  # expired uploads' parts: their files closed
         hooks = self.webhooks
         if hooks is not None:
             if hooks.started:
