@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,50 @@ def test_a_cancelled_uploads_part_files_are_closed_even_while_a_part_arrives(
         uploads.add_part(upload_id, CancelledMidway(b"x" * PART), project="team_a")
     assert refused.value.status_code == 400
     assert _open_under(spool) == 0
+
+
+def _open_in(pid: int, where: Path) -> int:
+    """How many of process ``pid``'s file descriptors are files under ``where``."""
+    held = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(where))
+        except OSError:  # closed since it was listed
+            continue
+    return held
+
+
+def _until(condition: Any) -> bool:
+    """Whether ``condition()`` holds within a minute (a hang guard, not a timing)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db", ["memory", "sqlite"])
+def test_serve_closes_an_expired_uploads_part_files_by_itself(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No call after the parts: serve's own run of due work sweeps them, as
+    # its clock (300 times real time) passes the upload's hour.
+    from .test_content import _Serve
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool))  # serve's temporary files go there
+    args = [] if db == "memory" else ["--db", f"sqlite:///{tmp_path / 'db.sqlite'}"]
+    server = _Serve(*args, "--speed", "300")
+    try:
+        with httpx2.Client(base_url=server.base, timeout=60) as client:
+            _upload_with_parts(client, 2)
+            pid = server.process.pid
+            assert _open_in(pid, spool) == 2
+            assert _until(lambda: _open_in(pid, spool) == 0), "still open"
+            refused = client.post("/v1/uploads/x/cancel", headers=A)
+            assert refused.status_code == 404  # serve answers, all is well
+    finally:
+        server.stop()
