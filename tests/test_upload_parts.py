@@ -6,7 +6,8 @@ part is over the 1 MiB held in memory) are closed when the upload expires, at
 the next sweep (the emulator's run of due work, or any call of the Uploads
 API), and when it is cancelled, even while a part is still arriving. Counted
 as the process's open file descriptors under a temporary directory of the
-test's own.
+test's own. A real ``serve`` (memory, SQLite) closes them by its own sweep,
+with no call after the parts.
 """
 
 from __future__ import annotations
