@@ -154,8 +154,10 @@ def add_parser(commands: Any) -> None:
         "--other-api-key",
         metavar="KEY",
         help="a second key, of another project: the projects.* checks judge "
-        "that the first key's files and batches are invisible to it (skipped "
-        "without; the built-in emulator runs them with two keys of its own)",
+        "that the first key's files and batches are invisible to it, and "
+        "webhooks.own_project (with --webhook-secret) that its batch events never "
+        "reach the receiver (skipped without; the built-in emulator runs them "
+        "with two keys of its own)",
     )
     add(
         "--format",
@@ -203,8 +205,8 @@ def _built_in(
     )
 
     clock = VirtualClock()
-    hooks = (
-        [WebhookEndpoint(receiver.url, receiver.secret)]
+    hooks = (  # the first key's project's endpoint, as the live API's are
+        [WebhookEndpoint(receiver.url, receiver.secret, project="proj_conform")]
         if receiver is not None and receiver.secret is not None
         else None
     )

@@ -3,6 +3,7 @@
 import itertools
 import json
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -405,6 +406,10 @@ BROKEN: list[tuple[str, Mutation, dict[str, Any], set[str], set[str]]] = [
 ]  # fmt: skip
 
 
+#: The checks that need a second key, of another project: skipped without.
+NEEDS_OTHER_KEY = PROJECTS_BROKEN | {"webhooks.own_project"}
+
+
 def test_the_emulator_passes_every_check():
     from batchfsm.emulator import WebhookEndpoint
     from batchfsm.emulator._receiver import WebhookReceiver
@@ -417,9 +422,10 @@ def test_the_emulator_passes_every_check():
         with http:
             report = run(http, wait=wait, webhooks=receiver)
     # Without a second key the projects checks skip (tests/test_projects.py
-    # runs them with one, against the emulator and broken servers).
+    # runs them with one, against the emulator and broken servers), and so
+    # does the check of project events (tests/test_webhooks.py runs it).
     assert [(r.id, r.outcome) for r in report.results] == [
-        (c, "skip" if c in PROJECTS_BROKEN else "pass") for c in CHECKS
+        (c, "skip" if c in NEEDS_OTHER_KEY else "pass") for c in CHECKS
     ]
     assert report.passed
 
@@ -427,7 +433,7 @@ def test_the_emulator_passes_every_check():
 def test_every_check_has_a_broken_server():
     # The projects checks' broken servers are in tests/test_projects.py, the
     # webhook checks' in tests/test_webhooks.py.
-    elsewhere = PROJECTS_BROKEN | {"webhooks.signed"}
+    elsewhere = NEEDS_OTHER_KEY | {"webhooks.signed"}
     assert {c for *_, f, w in BROKEN for c in f | w} | elsewhere == set(CHECKS)
     observed = {i for i, c in CHECKS.items() if c.level == "observed"}
     # and validation.failed, whose upload's acceptance is observed (fact 13)
@@ -520,7 +526,7 @@ JUDGE_ONLY = {"create.zero_usage", "create.expires_at", "schema.batch", "trace.l
 
 
 @pytest.mark.parametrize(
-    "check_id", sorted(set(CHECKS) - PROJECTS_BROKEN - {"webhooks.signed"})
+    "check_id", sorted(set(CHECKS) - NEEDS_OTHER_KEY - {"webhooks.signed"})
 )
 def test_a_5xx_where_a_check_should_not_get_one_fails_it_required(check_id):
     # (the projects checks need a second key: tests/test_projects.py has theirs)
@@ -578,6 +584,58 @@ def test_conform_over_http_against_batchfsm_serve(serve, capsys):
     out = capsys.readouterr().out
     assert status == 0, out
     assert "0 failed" in out
+
+
+@pytest.mark.parametrize(("bound", "status"), [("proj_a", 0), ("*", 1)])
+def test_conform_judges_project_events_at_a_real_serve(serve, capsys, bound, status):
+    # serve delivers to conform's receiver the events of proj_a only (passes),
+    # or of every project (fails): observable from outside with a second key.
+    from .test_webhooks import SECRET
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = serve(
+        "--speed",
+        "2000",
+        "--api-key",
+        "sk-a=proj_a",
+        "--api-key",
+        "sk-b=proj_b",
+        "--webhook-secret",
+        SECRET,
+        "--webhook-url",
+        f"{bound}=http://127.0.0.1:{port}/webhooks",
+    )
+    assert (
+        main(
+            [
+                "conform",
+                "--base-url",
+                base,
+                "--api-key",
+                "sk-a",
+                "--other-api-key",
+                "sk-b",
+                "--webhook-secret",
+                SECRET,
+                "--webhook-listen",
+                f"127.0.0.1:{port}",
+                "--time-scale",
+                "0.005",
+                "--only",
+                "webhooks.own_project",
+                "--json",
+            ]
+        )
+        == status
+    )
+    results = {r["id"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert results["webhooks.signed"]["outcome"] == "pass"
+    own = results["webhooks.own_project"]
+    assert own["outcome"] == ("pass" if status == 0 else "fail"), own
+    if status:
+        assert "a batch of the other key's project, reached" in own["evidence"]
 
 
 def answers_without_ids(method, path, query, status, body):

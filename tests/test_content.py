@@ -454,6 +454,70 @@ def test_serve_refuses_uploads_past_max_storage(
     )
 
 
+#: Uploads sent at once to servers with room for STORED of them.
+RACING, STORED = 24, 10
+
+
+def _race_uploads(bases: list[str]) -> list[httpx2.Response]:
+    """RACING uploads of 100 bytes at once, spread over ``bases``; their answers."""
+    start = threading.Barrier(RACING, timeout=PATIENCE)  # a hang guard
+    answers: list[httpx2.Response] = []
+
+    def upload(n: int) -> None:
+        with httpx2.Client(base_url=bases[n % len(bases)], timeout=PATIENCE) as http:
+            http.get("/v1/files?limit=1")  # connected before the race starts
+            start.wait()
+            answers.append(_upload(http, 100))
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(RACING)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(PATIENCE)
+    return answers
+
+
+def _judge_race(answers: list[httpx2.Response], base: str) -> None:
+    """STORED of the answers stored a file, every other one is the typed 413."""
+    assert len(answers) == RACING
+    stored = [a for a in answers if a.status_code == 200]
+    for refused in answers:
+        if refused.status_code != 200:
+            assert refused.status_code == 413, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "storage_limit_exceeded"
+            assert error["type"] == "invalid_request_error" and error["param"] == "file"
+            assert error["message"].startswith("Storage limit reached: this file")
+    assert len(stored) == STORED
+    with httpx2.Client(base_url=base, timeout=PATIENCE) as http:
+        listed = http.get("/v1/files").json()["data"]
+    assert sorted(f["id"] for f in listed) == sorted(a.json()["id"] for a in stored)
+    assert sum(f["bytes"] for f in listed) == STORED * 100
+
+
+def test_racing_uploads_to_serve_never_pass_max_storage_together(
+    serve: Callable[..., _Serve],
+) -> None:
+    server = serve("--max-storage", str(STORED * 100 + 50))
+    _judge_race(_race_uploads([server.base]), server.base)
+
+
+def test_two_serve_processes_on_one_postgres_share_max_storage(
+    postgres_server: str,
+) -> None:
+    from .postgres import new_database
+
+    db = new_database(postgres_server)
+    limit = str(STORED * 100 + 50)
+    servers = [_Serve("--db", db, "--max-storage", limit) for _ in range(2)]
+    try:
+        bases = [server.base for server in servers]
+        _judge_race(_race_uploads(bases), bases[1])
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def test_serve_sizes_the_fakes_embeddings(serve: Callable[..., _Serve]) -> None:
     server = serve("--embedding-dimensions", "16")
     with httpx2.Client(base_url=server.base, timeout=PATIENCE) as http:

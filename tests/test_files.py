@@ -166,14 +166,19 @@ class RecordingFiles(MemoryFileStore):
         self.pieces: list[int] = []
 
     def add(
-        self, file: FileObject, content: Content, *, project: str = "proj_default"
+        self,
+        file: FileObject,
+        content: Content,
+        *,
+        project: str = "proj_default",
+        max_stored: int | None = None,
     ) -> None:
         def noted() -> Iterator[Piece]:
             for piece in [content] if isinstance(content, bytes) else content:
                 self.pieces.append(len(piece))
                 yield piece
 
-        super().add(file, noted(), project=project)
+        super().add(file, noted(), project=project, max_stored=max_stored)
 
 
 def test_an_upload_over_http_reaches_the_store_in_pieces_never_whole() -> None:

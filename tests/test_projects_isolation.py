@@ -22,9 +22,7 @@ examples before are there too, in other projects, and must stay unseen.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,7 +40,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from standardwebhooks import Webhook
 
 from batchfsm.emulator import (
     Emulator,
@@ -58,6 +55,8 @@ from batchfsm.emulator import (
 )
 from batchfsm.emulator._receiver import WebhookReceiver
 from batchfsm.emulator._uploads import uploads_of
+
+from .receivers import new_secret, verified
 
 CHAT = "/v1/chat/completions"
 WHO = st.sampled_from(["a", "b"])
@@ -281,14 +280,9 @@ class Projects(RuleBasedStateMachine):
 
     def hooked(self, who: str) -> set[str]:
         """The batches whose events reached ``who``'s endpoint (signatures checked)."""
-        assert self.receiver is not None and self.receiver.secret is not None
-        hook = Webhook(self.receiver.secret)
+        assert self.receiver is not None
         path = "/" + self.hook_paths[who]
-        got = set()
-        for r in list(self.receiver.received):
-            if r.path == path:
-                got.add(hook.verify(r.body, r.headers)["data"]["id"])
-        return got
+        return {event.data.id for event in verified(self.receiver, path)}
 
 
 class ProjectsAndUploads(Projects):
@@ -385,7 +379,7 @@ def emulator(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Emulator
 
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver("whsec_" + base64.b64encode(os.urandom(24)).decode()) as made:
+    with WebhookReceiver(new_secret()) as made:
         yield made
 
 

@@ -171,3 +171,82 @@ def test_the_storage_bound_is_each_projects_own_on_every_store(kind, tmp_path, r
     finally:
         if kind != "memory":
             store.close()
+
+
+#: Uploads racing for room under the storage limit, and the files that fit.
+RACERS, FITS, SIZE = 8, 3, 100
+
+
+def _gated(files: Any, barrier: threading.Barrier) -> None:
+    """Make every upload wait, once it has read the room left, for all the others.
+
+    So every racer has seen room for its file before any of them writes: a
+    check made on that reading alone lets them all in, every time.
+    """
+    read = files.stored_bytes
+
+    def stored_bytes(*, project: str | None = None) -> int:
+        held: int = read(project=project)
+        barrier.wait()
+        return held
+
+    files.stored_bytes = stored_bytes
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_racing_uploads_never_pass_the_storage_limit_together(kind, tmp_path, request):
+    # RACERS uploads, each having seen room, race for room for FITS of them:
+    # FITS are stored, every other one is refused with the 413, and the
+    # project never holds more than the limit. SQL racers each have a store
+    # of their own on one database, as processes sharing it do.
+    barrier = threading.Barrier(RACERS, timeout=60)  # a hang guard
+    limit = FITS * SIZE + SIZE // 2
+    if kind == "memory":
+        shared = Emulator(store=MemoryBatchStore(), max_storage_bytes=limit)
+        emus, stores = [shared] * RACERS, []
+    else:
+        url = (
+            str(tmp_path / "db.sqlite")
+            if kind == "sqlite"
+            else str(request.getfixturevalue("postgres_url"))
+        )
+        stores = [open_store(url) for _ in range(RACERS)]
+        emus = [Emulator(store=s, ids=s.ids(), max_storage_bytes=limit) for s in stores]
+    for emu in set(emus):
+        _gated(emu.files, barrier)
+    stored: list[str] = []
+    refused: list[BaseException] = []
+
+    def upload(n: int) -> None:
+        try:
+            made = emus[n].create_file(b"x" * SIZE, "a.bin", "user_data")
+            stored.append(made.id)
+        except Exception as exc:  # noqa: BLE001 - judged below: each the typed refusal
+            refused.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(RACERS)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for emu in set(emus):
+            del emu.files.stored_bytes  # ungated
+        files = emus[0].files
+        assert len(stored) == FITS, (stored, refused)
+        assert files.stored_bytes(project="proj_default") == FITS * SIZE <= limit
+        assert sorted(f.id for f in files.list()) == sorted(stored)
+        for exc in refused:
+            assert isinstance(exc, ApiError), repr(exc)
+            assert exc.status_code == 413
+            assert exc.body["error"]["code"] == "storage_limit_exceeded"
+            assert str(exc) == (
+                "413: Storage limit reached: this file of 100 bytes would bring "
+                "the files stored to 400 bytes, past this server's limit of 350 "
+                "bytes. Delete files to make room."
+            )
+        if stores:
+            assert _counted(stores[0]) == _truth(stores[0]) == {"proj_default": 300}
+    finally:
+        for made in stores:
+            made.close()

@@ -282,6 +282,61 @@ def test_conform_command_starts_a_receiver_for_the_built_in_emulator(capsys):
     assert "--webhook-secret must be whsec_" in capsys.readouterr().err
 
 
+def _conform_projects(receiver: WebhookReceiver | None, project: str | None) -> Any:
+    """webhooks.own_project against two keys of two projects, the receiver
+    bound to ``project`` (None: every project's events)."""
+    import httpx2
+
+    from batchfsm.conformance import run
+    from batchfsm.emulator import EmulatorTransport, create_app
+
+    clock = VirtualClock()
+    hooks = [WebhookEndpoint(receiver.url, SECRET, project)] if receiver else None
+    keys = {"sk-a": "proj_a", "sk-b": "proj_b"}
+    app = create_app(Emulator(clock=clock, webhooks=hooks), api_keys=keys)
+    transport = EmulatorTransport(app)
+    first, other = (
+        httpx2.Client(
+            transport=transport,
+            base_url="http://e",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        for key in keys
+    )
+    with first, other:
+        report = run(first, wait=clock.advance, only={"webhooks.own_project"},
+                     other_http=other, webhooks=receiver)  # fmt: skip
+    return {r.id: r for r in report.results}
+
+
+def test_conform_passes_a_server_that_keeps_each_projects_events_its_own(receiver):
+    results = _conform_projects(receiver, "proj_a")
+    assert results["webhooks.signed"].outcome == "pass"
+    assert results["webhooks.own_project"].outcome == "pass", results[
+        "webhooks.own_project"
+    ].evidence
+    # The other project's batch ended, and its event went nowhere.
+    assert len(receiver.received) == 2  # webhooks.signed's batch, and the fence
+
+
+def test_conform_fails_a_server_that_sends_another_projects_events(receiver):
+    result = _conform_projects(receiver, None)["webhooks.own_project"]
+    assert (result.outcome, result.level) == ("fail", "required")
+    assert "a batch of the other key's project, reached" in result.evidence
+    assert '"type":"batch.cancelled"' in result.evidence
+
+
+def test_conform_skips_the_project_events_check_without_what_it_needs(receiver):
+    assert _conform_projects(None, None)["webhooks.own_project"].outcome == "skip"
+    from batchfsm.conformance import emulator_client, run
+
+    http, wait = emulator_client(webhooks=[WebhookEndpoint(receiver.url, SECRET)])
+    with http:  # a receiver, but no second key
+        report = run(http, wait=wait, only={"webhooks.own_project"}, webhooks=receiver)
+    result = {r.id: r for r in report.results}["webhooks.own_project"]
+    assert result.outcome == "skip" and "--other-api-key" in result.evidence
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -11,9 +11,6 @@ official client's ``webhooks.unwrap`` and that secret.
 from __future__ import annotations
 
 import argparse
-import base64
-import collections
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -35,6 +32,7 @@ from batchfsm.emulator import (
 )
 from batchfsm.emulator._receiver import WebhookReceiver
 
+from .receivers import delivered, new_secret, verified
 from .test_durable import (  # noqa: F401 - fixtures
     PATIENCE,
     SPEED,
@@ -43,32 +41,17 @@ from .test_durable import (  # noqa: F401 - fixtures
     servers,
 )
 from .test_sql_stores import _postgres_at_version, _sqlite_at_version
-from .test_webhooks import unwrap
 
 CHAT = "/v1/chat/completions"
-
-
-def _secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
 @pytest.fixture
 def receivers() -> Iterator[dict[str, WebhookReceiver]]:
     """A receiver for team_a's endpoint, one for team_b's, one for every project's."""
-    made = {who: WebhookReceiver(_secret()) for who in ("a", "b", "all")}
+    made = {who: WebhookReceiver(new_secret()) for who in ("a", "b", "all")}
     yield made
     for receiver in made.values():
         receiver.close()
-
-
-def _verified(receiver: WebhookReceiver) -> list[Any]:
-    """The events it answered 2xx, each verified by the official client."""
-    assert receiver.secret is not None
-    return [
-        unwrap(r.body, r.headers, receiver.secret)
-        for r in receiver.received
-        if 200 <= r.answered < 300
-    ]
 
 
 def _endpoints(receivers: dict[str, WebhookReceiver]) -> list[WebhookEndpoint]:
@@ -123,7 +106,7 @@ def test_each_projects_endpoint_gets_exactly_its_projects_events(store, receiver
         )
     emu.clock.advance(120)  # type: ignore[attr-defined]
     emu.run()
-    got = {who: _verified(r) for who, r in receivers.items()}
+    got = {who: verified(r) for who, r in receivers.items()}
     for who in "ab":
         assert sorted(e.data.id for e in got[who]) == sorted(made[who])
     assert sorted(e.data.id for e in got["all"]) == sorted(made["a"] | made["b"])
@@ -143,7 +126,7 @@ def test_an_endpoint_of_no_project_gets_the_default_projects_events(receivers):
     batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)
     emu.clock.advance(5)  # type: ignore[attr-defined]
     emu.run()
-    assert [e.data.id for e in _verified(hook)] == [batch.id]
+    assert [e.data.id for e in verified(hook)] == [batch.id]
 
 
 def test_an_endpoint_added_again_is_bound_to_the_project_named_last(tmp_path):
@@ -165,7 +148,7 @@ def test_an_endpoint_added_again_is_bound_to_the_project_named_last(tmp_path):
 
 def test_a_bad_project_of_an_endpoint_is_refused_naming_it():
     with pytest.raises(ValueError, match="the project of http://x/ must be 1 to 64"):
-        WebhookEndpoint("http://x/", _secret(), "team a")
+        WebhookEndpoint("http://x/", new_secret(), "team a")
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
@@ -211,7 +194,7 @@ def _settings(urls: list[str], keys: dict[str, str] | None) -> Any:
     from batchfsm._cli import _webhooks
 
     args = argparse.Namespace(
-        webhook_url=urls, webhook_secret=[_secret()], webhook_window="60"
+        webhook_url=urls, webhook_secret=[new_secret()], webhook_window="60"
     )
     return _webhooks(args, keys)
 
@@ -256,7 +239,7 @@ def test_serve_refuses_an_url_that_could_leak_or_reach_no_one(urls, keys, messag
 def test_serve_refuses_a_plain_url_beside_project_keys_in_one_line(capsys):
     from batchfsm._cli import main
 
-    secret = _secret()
+    secret = new_secret()
     code = main(["serve", "--port", "1", "--api-key", "sk-a=team_a",
                  "--webhook-url", "http://x/", "--webhook-secret", secret])  # fmt: skip
     err = capsys.readouterr().err
@@ -303,7 +286,7 @@ def _wait_ended(server: Server, who: str, batch_id: str) -> None:
 def _wait_events(receivers: dict[str, WebhookReceiver], want: dict[str, set[str]]):
     deadline = time.monotonic() + PATIENCE
     while time.monotonic() < deadline:
-        if all(len(_verified(receivers[w])) >= len(want[w]) for w in want):
+        if all(len(verified(receivers[w])) >= len(want[w]) for w in want):
             break
         time.sleep(0.05)
     time.sleep(0.5)  # any event sent where it must not go arrives by now too
@@ -340,10 +323,6 @@ def test_serve_delivers_each_projects_events_to_its_endpoints_only(
                              "all": made["a"] | made["b"]})  # fmt: skip
     for who, want in (("a", made["a"]), ("b", made["b"]),
                       ("all", made["a"] | made["b"])):  # fmt: skip
-        got = collections.defaultdict(set)
-        for r in receivers[who].received:
-            if 200 <= r.answered < 300:
-                event = unwrap(r.body, r.headers, receivers[who].secret or "")
-                got[event.data.id].add(r.headers["webhook-id"])
+        got = delivered(receivers[who])
         assert set(got) == want, procs[-1].output()
         assert all(len(ids) == 1 for ids in got.values())  # one webhook-id each

@@ -237,14 +237,24 @@ class Session:
 
     # -- recording ---------------------------------------------------------------
 
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
-        """Send a request, counting the answer and recording any Batch objects."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        client: httpx2.Client | None = None,
+        **kwargs: Any,
+    ) -> httpx2.Response:
+        """Send a request, counting the answer and recording any Batch objects.
+
+        ``client``: another key's client (:attr:`other_http`) sends it instead.
+        """
         import httpx2
 
         if self.not_judged is not None:  # no more requests to a server that is not
             raise NotJudgedError(self.not_judged)
         try:
-            response = self.http.request(method, path, **kwargs)
+            response = (client or self.http).request(method, path, **kwargs)
         except httpx2.TransportError:
             self.answers[0] += 1
             raise
@@ -399,15 +409,25 @@ class Session:
         }
         return self.batch(self.call("POST", "/v1/batches", json=body), "create")
 
-    def poll(self, batch_id: str, until: frozenset[str] = TERMINAL) -> dict[str, Any]:
-        """Retrieve the batch, waiting ever longer, until its status is in ``until``."""
+    def poll(
+        self,
+        batch_id: str,
+        until: frozenset[str] = TERMINAL,
+        *,
+        client: httpx2.Client | None = None,
+    ) -> dict[str, Any]:
+        """Retrieve the batch, waiting ever longer, until its status is in ``until``.
+
+        ``client``: retrieved with another key's client (:attr:`other_http`).
+        """
         # A quarter second first, then half as long again each time, up to a
         # minute: a batch of seconds is seen soon after it ends (doubling
         # from one second saw a 5-second batch at 7), one of hours costs a
         # poll a minute.
         waited, step = 0.0, 0.25
         while True:
-            data = self.batch(self.call("GET", f"/v1/batches/{batch_id}"), "retrieve")
+            answer = self.call("GET", f"/v1/batches/{batch_id}", client=client)
+            data = self.batch(answer, "retrieve")
             if data.get("status") in until:
                 return data
             require(

@@ -75,6 +75,7 @@ from ._stores import (
     MemoryFileStore,
     MemoryIds,
     ResultLines,
+    StorageFull,
     Work,
 )
 from ._validate import (
@@ -147,6 +148,7 @@ __all__ = [
     "SQLStore",
     "SQLiteStore",
     "SchemaVersionError",
+    "StorageFull",
     "StoreError",
     "StoreUnavailable",
     "SystemClock",

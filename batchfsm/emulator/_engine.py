@@ -40,6 +40,7 @@ from ._files import (
     max_bytes,
     purge_expired,
     read_pieces,
+    storage_full_problem,
     storage_problem,
     too_large_problem,
     upload_problem,
@@ -66,6 +67,7 @@ from ._stores import (
     IdSource,
     MemoryBatchStore,
     MemoryIds,
+    StorageFull,
     Work,
 )
 from ._webhooks import Outbox, WebhookEndpoint, Webhooks
@@ -136,8 +138,10 @@ class Emulator(Doubles):
             ``usage.input_tokens``, held from ``in_progress`` until it ends.
         max_storage_bytes: the bytes each project's stored files may hold
             together (None: no limit); an upload that would pass it is refused with
-            413 ``storage_limit_exceeded``. Result files count toward it but
-            are never refused by it (``max_output_bytes`` bounds them).
+            413 ``storage_limit_exceeded``, however many uploads race (the
+            store's check is atomic with its write). Result files count
+            toward it but are never refused by it (``max_output_bytes``
+            bounds them).
         max_output_bytes: the bytes of result lines one batch may store (None:
             no limit). A request whose result line would pass it, and every
             request of the batch after it, fails with the error line
@@ -370,6 +374,9 @@ class Emulator(Doubles):
     def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
+        uploads = self.__dict__.get("_uploads")  # made on first use of the API
+        if uploads is not None:
+            uploads.sweep(now)  # expired uploads' parts: their files closed
         hooks = self.webhooks
         if hooks is not None:
             if hooks.started:
@@ -444,8 +451,9 @@ class Emulator(Doubles):
         iterable, a pipe) is first copied to a temporary file, refused as soon
         as it passes its limit. With ``max_storage_bytes``, a file that would
         bring the project's stored files past it is refused (413,
-        ``storage_limit_exceeded``); uploads in flight together are each
-        checked against what is stored when they arrive. If reading
+        ``storage_limit_exceeded``): the store judges it atomically as it
+        counts the file in, so uploads racing one another never bring the
+        project past the limit together. If reading
         ``content`` fails midway, the error propagates and nothing is stored.
 
         Example:
@@ -484,11 +492,13 @@ class Emulator(Doubles):
         """Store ``content`` of ``size`` bytes, if the project's storage allows."""
         if not encodable(filename):
             filename = filename.encode("utf-8", "replace").decode("utf-8")
-        problem = storage_problem(
-            size, self.files.stored_bytes(project=project), self.max_storage_bytes
-        )
-        if problem is not None:
-            raise refuse(problem)
+        limit = self.max_storage_bytes
+        if limit is not None:  # early, before any byte is written: a hint only
+            problem = storage_problem(
+                size, self.files.stored_bytes(project=project), limit
+            )
+            if problem is not None:
+                raise refuse(problem)
         now = self._now()
         file = FileObject(
             id=self._id("file-", 22),
@@ -501,13 +511,16 @@ class Emulator(Doubles):
         # Bytes as they are (a memory store keeps them, uncopied); a file
         # or an iterable a piece at a time, a batch file's checked as UTF-8
         # on its way in (refused midway, the store keeps nothing of it).
-        self.files.add(
-            file,
-            checked_content(
-                purpose, content if isinstance(content, bytes) else pieces(content)
-            ),
-            project=project,
+        checked = checked_content(
+            purpose, content if isinstance(content, bytes) else pieces(content)
         )
+        if limit is None:
+            self.files.add(file, checked, project=project)
+            return file
+        try:  # the store's check decides, atomic with the write (uploads race)
+            self.files.add(file, checked, project=project, max_stored=limit)
+        except StorageFull as full:
+            raise refuse(storage_full_problem(full)) from None
         return file
 
     def list_files(

@@ -25,7 +25,7 @@ from typing import Any
 from ._api_error import refuse
 from ._content import PIECE_BYTES, Piece
 from ._params import Problem, after_problem, invalid_value, list_limit, list_page
-from ._stores import FileObject, FileStore
+from ._stores import FileObject, FileStore, StorageFull
 from ._validate import MAX_BYTES
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "max_bytes",
     "purge_expired",
     "read_pieces",
+    "storage_full_problem",
     "storage_problem",
     "too_large_problem",
     "upload_problem",
@@ -156,10 +157,20 @@ def storage_problem(size: int, stored: int, limit: int | None) -> Problem | None
     """
     if limit is None or stored + size <= limit:
         return None
+    return storage_full_problem(StorageFull(size, stored, limit))
+
+
+def storage_full_problem(full: StorageFull) -> Problem:
+    """413 for a file a store refused with :class:`StorageFull`.
+
+    Example:
+        >>> storage_full_problem(StorageFull(600, 500, 1_000)).code
+        'storage_limit_exceeded'
+    """
     return Problem(
-        f"Storage limit reached: this file of {size} bytes would bring the files "
-        f"stored to {stored + size} bytes, past this server's limit of {limit} "
-        "bytes. Delete files to make room.",
+        f"Storage limit reached: this file of {full.size} bytes would bring the "
+        f"files stored to {full.stored + full.size} bytes, past this server's "
+        f"limit of {full.limit} bytes. Delete files to make room.",
         "file",
         "storage_limit_exceeded",
         413,

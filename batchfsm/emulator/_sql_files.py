@@ -15,6 +15,9 @@ transaction, as its last statement (its row is locked only until the commit,
 not while an upload's chunks are written): :meth:`SQLFiles.stored_bytes`
 reads one row, whatever the number of files, and concurrent writers add and
 subtract without losing one another's bytes (the database's row lock).
+An add with ``max_stored`` moves it only if the project stays within the
+limit, in that same statement (an upsert whose update is conditional): the
+check and the count are one atomic step, whatever the number of writers.
 """
 
 from __future__ import annotations
@@ -27,20 +30,27 @@ from ._database import Database, Tx, unheld
 from ._migrations import CHUNK_BYTES, add_chunks
 from ._projects import DEFAULT_PROJECT
 from ._store_errors import StoreUnavailable
-from ._stores import FileObject, FilePage, Order
+from ._stores import FileObject, FilePage, Order, StorageFull
 
 __all__ = ["SQLFiles", "add_file", "count_bytes"]
 
 
 def add_file(
-    tx: Tx, file: FileObject, content: Content, project: str = DEFAULT_PROJECT
+    tx: Tx,
+    file: FileObject,
+    content: Content,
+    project: str = DEFAULT_PROJECT,
+    max_stored: int | None = None,
 ) -> None:
     """Store ``content`` (bytes or pieces) as ``file`` of ``project`` in ``tx``.
 
     Its id must be new (``KeyError``); the pieces must add up to
-    ``file.bytes`` (``ValueError``). Whatever fails, the caller rolls ``tx``
-    back.
+    ``file.bytes`` (``ValueError``); with ``max_stored``, the project's bytes
+    must stay within it (:class:`StorageFull`). Whatever fails, the caller
+    rolls ``tx`` back.
     """
+    if max_stored is not None and file.bytes > max_stored:
+        raise StorageFull(file.bytes, 0, max_stored)  # before a byte is written
     if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
         raise KeyError(f"file {file.id} exists already")
     tx.run(
@@ -55,7 +65,10 @@ def add_file(
         ),
     )
     add_chunks(tx, file.id, exactly(content, file.bytes, file.id))
-    count_bytes(tx, project, file.bytes)
+    if max_stored is None:
+        count_bytes(tx, project, file.bytes)
+    else:
+        count_within(tx, project, file.bytes, max_stored)
 
 
 def count_bytes(tx: Tx, project: str, delta: int) -> None:
@@ -67,6 +80,27 @@ def count_bytes(tx: Tx, project: str, delta: int) -> None:
             " SET bytes = batchfsm_storage.bytes + excluded.bytes",
             (project, delta),
         )
+
+
+def count_within(tx: Tx, project: str, size: int, limit: int) -> None:
+    """Add ``size`` to ``project``'s stored bytes if they stay within ``limit``.
+
+    One statement, so atomic with respect to every other writer: PostgreSQL
+    judges the condition on the row it locked (the latest committed), SQLite
+    under its single writer's lock. Else :class:`StorageFull`, with the bytes
+    stored as the refusing transaction saw them.
+    """
+    if tx.all(
+        "INSERT INTO batchfsm_storage (project, bytes) VALUES (?, ?)"
+        " ON CONFLICT (project) DO UPDATE"
+        " SET bytes = batchfsm_storage.bytes + excluded.bytes"
+        " WHERE batchfsm_storage.bytes + excluded.bytes <= ?"
+        " RETURNING bytes",
+        (project, size, limit),
+    ):
+        return
+    row = tx.one("SELECT bytes FROM batchfsm_storage WHERE project = ?", (project,))
+    raise StorageFull(size, int(row[0]) if row else 0, limit)
 
 
 def _deleted(tx: Tx, rows: list[tuple[str, str]]) -> None:
@@ -106,13 +140,21 @@ class SQLFiles:
         self._db = db
 
     def add(
-        self, file: FileObject, content: Content, *, project: str = DEFAULT_PROJECT
+        self,
+        file: FileObject,
+        content: Content,
+        *,
+        project: str = DEFAULT_PROJECT,
+        max_stored: int | None = None,
     ) -> None:
         r"""Store ``content`` (bytes or pieces) as ``file`` of ``project``, at once.
 
         Its id must be new (``KeyError``); the pieces must add up to
         ``file.bytes`` (``ValueError``). Each chunk is written as the pieces
-        make it up; if they raise or do not add up, nothing is stored.
+        make it up; if they raise or do not add up, nothing is stored. With
+        ``max_stored``, the project's bytes must stay within it, judged
+        atomically as the transaction counts the file in (:func:`count_within`);
+        else :class:`StorageFull` and nothing is stored.
 
         Example:
             >>> from batchfsm.emulator import SQLiteStore
@@ -131,7 +173,7 @@ class SQLFiles:
             >>> store.close()
         """
         with self._db.transaction() as tx:
-            add_file(tx, file, content, project)
+            add_file(tx, file, content, project, max_stored)
 
     def get(self, file_id: str, *, project: str | None = None) -> FileObject | None:
         """The File object, or None (None too if it is not ``project``'s)."""

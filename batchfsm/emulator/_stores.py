@@ -47,6 +47,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
+from .._errors import BatchFSMError
 from .._model import Batch, BatchStatus
 from ._content import Content, exactly
 from ._events import event_for
@@ -66,6 +67,7 @@ __all__ = [
     "MemoryIds",
     "ResultKind",
     "ResultLines",
+    "StorageFull",
     "Work",
 ]
 
@@ -287,11 +289,46 @@ class BatchStore(Protocol):
         """
 
 
+class StorageFull(BatchFSMError):  # noqa: N818 - a verdict, as the API's 413 says
+    """A file refused by :meth:`FileStore.add`: its project's storage is full.
+
+    Adding ``size`` bytes to the ``stored`` bytes its project held at that
+    moment would have passed ``limit`` (the add's ``max_stored``). Nothing of
+    the file was stored. The emulator answers it 413
+    ``storage_limit_exceeded``.
+
+    Example:
+        >>> files = MemoryFileStore()
+        >>> f = FileObject(id="file-1", bytes=5, created_at=1, filename="a.jsonl",
+        ...                purpose="batch")
+        >>> try:
+        ...     files.add(f, b"hello", max_stored=4)
+        ... except StorageFull as full:
+        ...     print(full.size, full.stored, full.limit, files.get("file-1"))
+        5 0 4 None
+    """
+
+    def __init__(self, size: int, stored: int, limit: int) -> None:
+        super().__init__(
+            f"a file of {size} bytes would bring the files stored to "
+            f"{stored + size} bytes, past the limit of {limit} bytes"
+        )
+        self.size, self.stored, self.limit = size, stored, limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.size, self.stored, self.limit)
+
+
 class FileStore(Protocol):
     """File objects and their content."""
 
     def add(
-        self, file: FileObject, content: Content, *, project: str = DEFAULT_PROJECT
+        self,
+        file: FileObject,
+        content: Content,
+        *,
+        project: str = DEFAULT_PROJECT,
+        max_stored: int | None = None,
     ) -> None:
         """Store ``content`` as ``file`` of ``project`` (a new id: else ``KeyError``).
 
@@ -301,6 +338,11 @@ class FileStore(Protocol):
         All of the file or nothing: if that fails, or the pieces raise (an
         upload cut off), the exception propagates and nothing of the file is
         stored.
+
+        With ``max_stored``, the file is stored only if the project's stored
+        bytes (:meth:`stored_bytes`) stay at most ``max_stored`` with it, else
+        :class:`StorageFull`: the check and the write are one atomic step, so
+        however many adds race, the project never holds more than the limit.
         """
 
     def get(self, file_id: str, *, project: str | None = None) -> FileObject | None:
@@ -884,9 +926,18 @@ class MemoryFileStore:
         self._lock = threading.Lock()
 
     def add(
-        self, file: FileObject, content: Content, *, project: str = DEFAULT_PROJECT
+        self,
+        file: FileObject,
+        content: Content,
+        *,
+        project: str = DEFAULT_PROJECT,
+        max_stored: int | None = None,
     ) -> None:
-        """Store ``content`` (bytes or pieces) as ``file`` of ``project``."""
+        """Store ``content`` (bytes or pieces) as ``file`` of ``project``.
+
+        ``max_stored``: refused (:class:`StorageFull`) if the project's bytes
+        would pass it, judged under the same lock that counts the file in.
+        """
         if file.id in self._files:  # before reading a byte of it
             raise KeyError(f"file {file.id} exists already")
         data: bytes | _Pieces
@@ -913,6 +964,9 @@ class MemoryFileStore:
         with self._lock:
             if file.id in self._files:
                 raise KeyError(f"file {file.id} exists already")
+            held = self._stored_by.get(project, 0)
+            if max_stored is not None and held + file.bytes > max_stored:
+                raise StorageFull(file.bytes, held, max_stored)
             self._files[file.id] = (file, data)
             self._project[file.id] = project
             self._stored += file.bytes

@@ -9,7 +9,12 @@ optional ``md5``) joins the parts into a File, stored as an upload through
 ``POST /v1/files`` is (so a ``batch`` one can be a batch's input), and
 answers the Upload ``completed`` with its ``file``;
 ``POST /v1/uploads/{id}/cancel`` answers it ``cancelled``. Parts wait in
-temporary files (on disk past 1 MiB), never in memory whole.
+temporary files (on disk past 1 MiB), never in memory whole, and only while
+their upload is pending: completed or cancelled, its parts' files are closed
+at once; expired, at the next sweep (:meth:`Uploads.sweep`: each call of the
+Uploads API, and the emulator's run of due work, a bounded number of uploads
+each, earliest expiry first). A part that arrives once its upload is no
+longer pending is refused, and its file closed.
 
 An Upload is its creator's project's, as files and batches are: another
 project's upload id answers every call exactly as an unknown one (404), and
@@ -19,6 +24,7 @@ its completed File is the project's.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -41,6 +47,8 @@ MAX_PART_BYTES = 64 * 1024 * 1024
 MAX_UPLOAD_TOTAL_BYTES = 8 * 1024**3
 #: An Upload expires an hour after its creation.
 UPLOAD_SECONDS = 3600
+#: Expired uploads whose parts one sweep frees, at most.
+SWEEP_UPLOADS = 64
 _PIECE = 1024 * 1024
 
 
@@ -113,12 +121,40 @@ class Uploads:
         self.emu = emulator
         self.lock = threading.Lock()
         self.uploads: dict[str, _Upload] = {}
+        # (expires_at, id) of each upload made, earliest first: a sweep pops
+        # those due, whatever became of them.
+        self._expiring: list[tuple[int, str]] = []
 
     def clear(self) -> None:
         with self.lock:
             for upload in self.uploads.values():
                 upload.drop_parts()
             self.uploads.clear()
+            self._expiring.clear()
+
+    def sweep(self, now: int, limit: int = SWEEP_UPLOADS) -> int:
+        """Close the parts' files of up to ``limit`` uploads expired at ``now``.
+
+        Earliest expiry first; costs what it frees, not the number of uploads.
+        An upload being completed is left to its completion (which frees its
+        parts either way). Returns how many expired uploads it passed.
+        """
+        swept = 0
+        with self.lock:
+            heap = self._expiring
+            while heap and heap[0][0] <= now and swept < limit:
+                _, upload_id = heapq.heappop(heap)
+                upload = self.uploads.get(upload_id)
+                if upload is not None and upload.status == "pending":
+                    upload.drop_parts()
+                swept += 1
+        return swept
+
+    def _swept(self) -> int:
+        """Sweep what expired by now (every call of the API does), then ``now``."""
+        now = self.emu._now()
+        self.sweep(now)
+        return now
 
     def _get(self, upload_id: str, project: str) -> _Upload:
         upload = self.uploads.get(upload_id)
@@ -171,8 +207,11 @@ class Uploads:
             expires_after=seconds if isinstance(seconds, int) else None,
             project=project,
         )
+        self._swept()
         with self.lock:
             self.uploads[upload.id] = upload
+            expiry = (upload.created_at + UPLOAD_SECONDS, upload.id)
+            heapq.heappush(self._expiring, expiry)
         return upload.to_dict(upload.created_at)
 
     def add_part(
@@ -182,6 +221,7 @@ class Uploads:
 
         ``upload_id`` must be ``project``'s (else 404, as an unknown one).
         """
+        self._swept()
         with self.lock:
             upload = self._pending(upload_id, project)
         # Kept open past this call, as the part's bytes: closed by drop_parts.
@@ -196,8 +236,13 @@ class Uploads:
                 )
             copy.write(piece)
         copy.seek(0)
-        part = _Part(self.emu._id("part_", 24), self.emu._now(), copy, size)
+        part = _Part(self.emu._id("part_", 24), self._swept(), copy, size)
         with self.lock:
+            try:  # pending still? Cancelled, completed or expired meanwhile: no
+                self._pending(upload_id, project)
+            except ApiError:
+                copy.close()
+                raise
             held = sum(p.size for p in upload.parts.values())
             if held + size > upload.bytes:
                 copy.close()
@@ -228,6 +273,7 @@ class Uploads:
         ids = data["part_ids"]
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise _invalid_type("part_ids", "an array of strings")
+        self._swept()
         with self.lock:
             upload = self._pending(upload_id, project)
             parts = self._parts(upload, ids)
@@ -235,7 +281,10 @@ class Uploads:
         try:
             file = self._store(upload, parts, data.get("md5"))
         except BaseException:
-            upload.status = "pending"
+            with self.lock:
+                upload.status = "pending"
+                if upload.to_dict(self.emu._now())["status"] == "expired":
+                    upload.drop_parts()  # expired while completing: the sweep passed
             raise
         with self.lock:
             upload.status, upload.file = "completed", file
@@ -286,6 +335,7 @@ class Uploads:
         self, upload_id: str, *, project: str = DEFAULT_PROJECT
     ) -> dict[str, Any]:
         """Cancel a pending Upload of ``project``: its parts are dropped."""
+        self._swept()
         with self.lock:
             upload = self._pending(upload_id, project)
             upload.status = "cancelled"
