@@ -25,6 +25,7 @@ from .._model import TERMINAL_STATUSES, Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
 from ._catalogue import installed_models
+from ._chunks import run_chunk
 from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._doubles import Doubles
@@ -370,6 +371,7 @@ class Emulator(Doubles):
     def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
+        run_chunk(self, now)  # then a chunk of a big batch, whoever holds it
         hooks = self.webhooks
         if hooks is not None:
             if hooks.started:
