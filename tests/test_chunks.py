@@ -18,9 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
+import batchfsm as bf
+from batchfsm.emulator import PostgresStore, Work
 from batchfsm.emulator._chunks import LINES_PER_CHUNK
+from batchfsm.emulator._sql_chunks import Merge
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE
 
 from .fault_upstream import FaultUpstream, fault_upstream
@@ -155,3 +159,92 @@ def test_after_kill_9_of_one_gateway_the_other_finishes_the_batch(
     assert {content for content, n in times.items() if n > 1} == in_flight
     assert max(times.values()) <= 2
     _judge_ids(alive, done, ids, trace)
+
+
+# -- the store's side, in-process on a real PostgreSQL ----------------------------
+
+
+def _running(store: PostgresStore, lines: int = 20) -> tuple[bf.Batch, Work]:
+    """A running batch of ``lines`` requests in ``store``, split in two chunks."""
+    batch = bf.new_batch(
+        id="batch_1", input_file_id="f", endpoint="/v1/embeddings", created_at=1
+    )
+    store.insert(batch, Work(due_at=2))
+    counts = bf.BatchRequestCounts(total=lines, completed=0, failed=0)
+    running = bf.advance(batch, "start", at=2, request_counts=counts)
+    split = Work(due_at=running.expires_at or 0, chunks=2)
+    half = lines // 2
+    assert store.split(
+        running, split, status=bf.BatchStatus.VALIDATING, epoch=0,
+        chunks=[(0, 100, half), (100, 200, lines - half)],
+    )  # fmt: skip
+    return running, split
+
+
+def _answered(n: int) -> Merge:
+    def merge(batch: bf.Batch, work: Work) -> tuple[bf.Batch, Work]:
+        grown = attrs.evolve(work, done=work.done + n, completed=work.completed + n)
+        counts = attrs.evolve(batch.request_counts, completed=grown.completed)
+        return bf.progress(batch, request_counts=counts), grown
+
+    return merge
+
+
+def test_a_chunk_is_claimed_by_one_store_and_a_dead_claim_is_fenced(
+    postgres_url: str,
+) -> None:
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    try:
+        _running(first)
+        mine, theirs = first.claim_chunk(), second.claim_chunk()
+        assert mine is not None and theirs is not None
+        assert {mine.start, theirs.start} == {0, 100}
+        # The first's chunk is held by a live store: the second gets its own
+        # again (a run of it that stopped), never the other.
+        again = second.claim_chunk()
+        assert again is not None and again.start == theirs.start
+        assert again.claim == theirs.claim + 1
+        # The first store's heartbeat goes (its process died): its chunk is free.
+        with first._db.transaction() as tx:
+            tx.run("DELETE FROM batchfsm_owners WHERE owner = ?", (first.owner,))
+        with second._db.transaction() as tx:  # the second's own is done
+            tx.run("UPDATE batchfsm_line_chunks SET done = lines WHERE start = 100")
+        taken = second.claim_chunk()
+        assert taken is not None and taken.start == mine.start
+        assert taken.claim == mine.claim + 1
+        # The dead claim's late write is refused; the live one's is not.
+        late = attrs.evolve(mine, done=3, pos=30)
+        assert not first.write_chunk(late, _answered(3), ["late\n"])
+        assert second.write_chunk(attrs.evolve(taken, done=4), _answered(4), ["x"])
+        work = second.work("batch_1")
+        assert work is not None and work.done == 4
+        assert second.results("batch_1", "output") == b"x\n"
+        assert [c.done for c in second.line_chunks("batch_1")] == [4, 10]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_no_chunk_is_claimed_or_written_once_its_batch_stops_running(
+    postgres_url: str,
+) -> None:
+    with PostgresStore(postgres_url) as store:
+        running, split = _running(store)
+        chunk = store.claim_chunk()
+        assert chunk is not None
+        # Its input is kept while its chunks' requests are due.
+        assert store.earliest_due() == running.in_progress_at
+        cancelling = bf.advance(running, "cancel", at=3)
+        assert store.write(
+            cancelling, split, status=bf.BatchStatus.IN_PROGRESS, epoch=split.epoch + 1
+        )
+        assert not store.write_chunk(attrs.evolve(chunk, done=1), _answered(1))
+        store._idle_until = 0.0
+        assert store.claim_chunk() is None
+        assert store.earliest_due() == split.due_at
+        # The write that ends the batch takes its chunks with it.
+        ended = bf.advance(cancelling, "mark_cancelled", at=4)
+        assert store.write(
+            ended, None, status=bf.BatchStatus.CANCELLING, epoch=split.epoch + 2
+        )
+        assert store.line_chunks("batch_1") == []

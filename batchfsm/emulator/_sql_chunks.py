@@ -164,6 +164,27 @@ class ChunkedSQLStore(SQLStore):
             )  # fmt: skip
         return chunk
 
+    def earliest_due(self) -> int | None:
+        """As :meth:`SQLStore.earliest_due`, the requests of chunks not run counted.
+
+        A batch split into chunks is due at its expiry (its holder has
+        nothing to do before), but its requests are due from its
+        ``in_progress_at`` until they ran: so its input is not purged
+        meanwhile, as it is not under a batch run in order.
+        """
+        with self._db.transaction(write=False) as tx:
+            (earliest,) = tx.one(
+                "SELECT min(t) FROM ("
+                " SELECT min(due_at) AS t FROM batchfsm_batches"
+                " WHERE due_at IS NOT NULL UNION ALL"
+                " SELECT min((b.body::json ->> 'in_progress_at')::bigint)"
+                " FROM batchfsm_line_chunks c JOIN batchfsm_batches b"
+                " ON b.id = c.batch_id WHERE c.done < c.lines AND b.status = ?"
+                ") AS due",
+                (RUNNING.value,),
+            )
+        return None if earliest is None else int(earliest)
+
     def line_chunks(self, batch_id: str) -> list[LineChunk]:
         """The batch's chunks, in the order of their lines (none: not split)."""
         with self._db.transaction(write=False) as tx:
