@@ -10,6 +10,7 @@ dead one had in flight (sent, their answers not written) are sent again.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -248,3 +249,50 @@ def test_no_chunk_is_claimed_or_written_once_its_batch_stops_running(
             ended, None, status=bf.BatchStatus.CANCELLING, epoch=split.epoch + 2
         )
         assert store.line_chunks("batch_1") == []
+
+
+def test_the_docs_say_the_chunks_size() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "gateway.rst").read_text()
+    assert f"more than {LINES_PER_CHUNK} request lines" in page
+    assert f"chunks** of {LINES_PER_CHUNK} lines" in page
+
+
+@pytest.mark.parametrize("ending", ["cancel", "expiry"])
+def test_a_cancel_or_the_expiry_stops_both_gateways_sending(
+    servers: Callable[..., Server], postgres_url: str, ending: str
+) -> None:
+    # 16 at once each, 300 ms an answer: a 4,000-line batch takes half a
+    # minute; the window (24 h at 5,000x: 17 s) ends first, or a cancel.
+    ids = [f"slower-{i}" for i in range(4_000)]
+    speed = ("--speed", "5000") if ending == "expiry" else ()
+    with fault_upstream() as upstream:
+        options = ("--upstream", upstream.base, "--upstream-concurrency", "16")
+        gateways = [servers(postgres_url, *options, *speed) for _ in range(2)]
+        first, second = gateways
+        pids = {g.process.pid for g in gateways}
+        port = int(upstream.base.rsplit(":", 1)[1])
+        upstream.who = lambda peer: _socket_owner(peer, port, pids)
+        created = _create(first, _upload_lines(first, chat_lines(ids)))
+        trace: list[dict[str, Any]] = [created]
+        deadline = time.monotonic() + PATIENCE  # a readiness wait
+        while len(set(upstream.senders)) < 2:
+            assert time.monotonic() < deadline, upstream.senders[-5:]
+            time.sleep(0.01)
+        if ending == "cancel":
+            answer = second.http.post(f"/batches/{created['id']}/cancel")
+            assert answer.status_code == 200, answer.text
+            trace.append(answer.json())
+        done = _until_ended(first, created["id"], trace)
+        sent = len(_settled(upstream))
+        time.sleep(1)  # no process sends anything more
+        assert len(upstream.log) == sent
+    assert done["status"] == {"cancel": "cancelled", "expiry": "expired"}[ending]
+    assert 0 < sent < len(ids)
+    assert set(Counter(c for c, _ in upstream.log).values()) == {1}
+    # Every line once: answered, or never sent (batch_cancelled/expired).
+    _judge_ids(first, done, ids, trace)
+    code = {"cancel": "batch_cancelled", "expiry": "batch_expired"}[ending]
+    errors = first.http.get(f"/files/{done['error_file_id']}/content").text
+    unsent = [json.loads(line) for line in errors.splitlines()]
+    assert {e["error"]["code"] for e in unsent} == {code}
+    assert len(unsent) == len(ids) - done["request_counts"]["completed"]

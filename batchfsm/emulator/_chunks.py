@@ -240,6 +240,9 @@ def run_chunk(emu: Service, now: int) -> bool:
     batch = emu.batches.get(chunk.batch_id)
     if batch is None or batch.status is not RUNNING:
         return True  # it moved on since the claim
+    assert batch.expires_at is not None
+    if emu.clock.now() >= batch.expires_at:
+        return True  # its window ended: its holder ends it, and nothing is sent
     taken = _take(emu, batch, chunk)
     requests = [_request(batch.endpoint, raw, at) for at, raw, _ in taken.lines]
     refused = [False]
