@@ -185,6 +185,7 @@ def _running(store: PostgresStore, lines: int = 20) -> tuple[bf.Batch, Work]:
 def _answered(n: int) -> Merge:
     def merge(batch: bf.Batch, work: Work) -> tuple[bf.Batch, Work]:
         grown = attrs.evolve(work, done=work.done + n, completed=work.completed + n)
+        assert batch.request_counts is not None
         counts = attrs.evolve(batch.request_counts, completed=grown.completed)
         return bf.progress(batch, request_counts=counts), grown
 
@@ -229,7 +230,8 @@ def test_a_chunk_is_claimed_by_one_store_and_a_dead_claim_is_fenced(
 def test_no_chunk_is_claimed_or_written_once_its_batch_stops_running(
     postgres_url: str,
 ) -> None:
-    with PostgresStore(postgres_url) as store:
+    store = PostgresStore(postgres_url)
+    try:
         running, split = _running(store)
         chunk = store.claim_chunk()
         assert chunk is not None
@@ -249,6 +251,8 @@ def test_no_chunk_is_claimed_or_written_once_its_batch_stops_running(
             ended, None, status=bf.BatchStatus.CANCELLING, epoch=split.epoch + 2
         )
         assert store.line_chunks("batch_1") == []
+    finally:
+        store.close()
 
 
 def test_the_docs_say_the_chunks_size() -> None:
