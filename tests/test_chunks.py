@@ -10,9 +10,12 @@ dead one had in flight (sent, their answers not written) are sent again.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,14 +26,14 @@ import attrs
 import pytest
 
 import batchfsm as bf
-from batchfsm.emulator import PostgresStore, Work
-from batchfsm.emulator._chunks import LINES_PER_CHUNK
-from batchfsm.emulator._sql_chunks import Merge
+from batchfsm.emulator import Emulator, PostgresStore, Reply, RequestLine, Work, _worker
+from batchfsm.emulator._chunks import LINES_PER_CHUNK, run_chunk
+from batchfsm.emulator._sql_chunks import LineChunk, Merge
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE
 
 from .fault_upstream import FaultUpstream, fault_upstream
 from .test_durable import PATIENCE, Server, _create, _ended, _holder, _pid, servers
-from .test_gateway import chat_lines
+from .test_gateway import CHAT, chat_lines
 from .test_progress import _judge_ids, _settled, _upload_lines, _written
 
 pytestmark = pytest.mark.postgres
@@ -300,3 +303,82 @@ def test_a_cancel_or_the_expiry_stops_both_gateways_sending(
     unsent = [json.loads(line) for line in errors.splitlines()]
     assert {e["error"]["code"] for e in unsent} == {code}
     assert len(unsent) == len(ids) - done["request_counts"]["completed"]
+
+
+def test_a_claim_taken_over_keeps_the_lines_run_ahead_of_its_first(
+    postgres_url: str,
+) -> None:
+    # In-process, on a real PostgreSQL: a chunk whose first line hangs, so
+    # the others are written ahead of it. Its claim is taken over mid-run
+    # (its counter moved on, as another process's claim does); the next
+    # claim sends none of the lines written ahead, keeps them so in its own
+    # writes, and the batch ends with every line once.
+    store = PostgresStore(postgres_url)
+    sent: list[str] = []
+    release = threading.Event()
+
+    async def handler(request: RequestLine) -> Reply:
+        sent.append(request.custom_id)
+        if request.custom_id == "r0":
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+        else:
+            await asyncio.sleep(0.02)
+        return Reply(200, {"object": "chat.completion"}, 1, 1)
+
+    emu = Emulator(
+        store=store, handler=handler, concurrency=4, request_seconds=0,
+        validation_seconds=0, finalizing_seconds=0,
+    )  # fmt: skip
+    ids = [f"r{i}" for i in range(LINES_PER_CHUNK + 10)]
+    threads: list[threading.Thread] = []
+    try:
+        data = chat_lines(ids)
+        upload = emu.create_file(data, "in.jsonl", "batch")
+        batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)
+        while not store.line_chunks(batch.id):  # validated, then split
+            _worker.run_due(emu, int(emu.clock.now()))
+
+        def first_chunk() -> LineChunk:
+            return store.line_chunks(batch.id)[0]
+
+        def claim() -> threading.Thread:
+            thread = threading.Thread(target=run_chunk, args=(emu, emu.clock.now()))
+            thread.start()
+            threads.append(thread)
+            return thread
+
+        def until(ok: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + PATIENCE  # a hang guard
+            while not ok():
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+
+        one = claim()
+        until(lambda: bool(first_chunk().ahead))
+        with store._db.transaction() as tx:  # taken over
+            tx.run("UPDATE batchfsm_line_chunks SET claim = claim + 1, owner = NULL")
+        one.join()  # its next write refused: it stopped
+        before = first_chunk()
+        assert before.pos == before.start and before.done < before.lines
+        two = claim()
+        until(lambda: first_chunk().done > before.done)
+        assert set(before.ahead) <= set(first_chunk().ahead)
+        release.set()
+        two.join()
+        while emu.retrieve_batch(batch.id).status is not bf.BatchStatus.COMPLETED:
+            emu.run()
+        done = emu.retrieve_batch(batch.id)
+        assert done.output_file_id is not None
+        output = emu.file_content(done.output_file_id).decode().splitlines()
+        assert sorted(json.loads(line)["custom_id"] for line in output) == sorted(ids)
+        # The lines written ahead at the takeover were sent once, never again.
+        ends = itertools.accumulate(len(line) + 1 for line in data.split(b"\n"))
+        ahead = {ids[i] for i, end in enumerate(ends) if end in before.ahead}
+        assert len(ahead) == len(before.ahead)
+        assert all(Counter(sent)[custom_id] == 1 for custom_id in ahead)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+        store.close()
