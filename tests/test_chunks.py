@@ -26,7 +26,15 @@ import attrs
 import pytest
 
 import batchfsm as bf
-from batchfsm.emulator import Emulator, PostgresStore, Reply, RequestLine, Work, _worker
+from batchfsm.emulator import (
+    Emulator,
+    PostgresStore,
+    Reply,
+    RequestLine,
+    Work,
+    _worker,
+    fake_handler,
+)
 from batchfsm.emulator._chunks import LINES_PER_CHUNK, run_chunk
 from batchfsm.emulator._sql_chunks import LineChunk, Merge
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE
@@ -381,4 +389,23 @@ def test_a_claim_taken_over_keeps_the_lines_run_ahead_of_its_first(
         release.set()
         for thread in threads:
             thread.join()
+        store.close()
+
+
+def test_the_fast_lane_finishes_a_batch_in_chunks_at_its_first_retrieve(
+    postgres_url: str,
+) -> None:
+    # One process runs every chunk of a run: a run does all the work due.
+    store = PostgresStore(postgres_url)
+    try:
+        emu = Emulator(store=store, handler=fake_handler, finish_on_retrieve=True)
+        ids = [f"r{i}" for i in range(2 * LINES_PER_CHUNK + 1)]
+        upload = emu.create_file(chat_lines(ids), "in.jsonl", "batch")
+        batch = emu.create_batch(input_file_id=upload.id, endpoint=CHAT)
+        done = emu.retrieve_batch(batch.id)
+        assert done.status is bf.BatchStatus.COMPLETED
+        assert done.request_counts == bf.BatchRequestCounts(
+            total=len(ids), completed=len(ids), failed=0
+        )
+    finally:
         store.close()

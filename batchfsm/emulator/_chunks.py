@@ -226,7 +226,7 @@ class _ChunkRun(_Streamed):
 
 
 def run_chunk(emu: Service, now: int) -> bool:
-    """Claim one open chunk of a running batch and send its lines; whether one was.
+    """Claim one open chunk of a running batch and send its lines; whether it did.
 
     As the async run of a batch (:func:`._worker._run_async`): at most
     ``emu.concurrency`` requests at once, answers written in groups as they
@@ -239,10 +239,10 @@ def run_chunk(emu: Service, now: int) -> bool:
         return False
     batch = emu.batches.get(chunk.batch_id)
     if batch is None or batch.status is not RUNNING:
-        return True  # it moved on since the claim
+        return False  # it moved on since the claim
     assert batch.expires_at is not None
     if emu.clock.now() >= batch.expires_at:
-        return True  # its window ended: its holder ends it, and nothing is sent
+        return False  # its window ended: its holder ends it, and nothing is sent
     taken = _take(emu, batch, chunk)
     requests = [_request(batch.endpoint, raw, at) for at, raw, _ in taken.lines]
     refused = [False]

@@ -371,7 +371,8 @@ class Emulator(Doubles):
     def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
-        run_chunk(self, now)  # then a chunk of a big batch, whoever holds it
+        while run_chunk(self, now):  # the chunks of big batches, whoever holds them
+            run_due(self, now)
         hooks = self.webhooks
         if hooks is not None:
             if hooks.started:
