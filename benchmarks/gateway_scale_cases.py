@@ -50,7 +50,7 @@ def _run(
 ) -> float:
     """The batch through ``n`` gateways on ``db``: the upstream's seconds."""
     command = [
-        sys.executable, "-m", "batchfsm", "serve", "--db", db, "--speed", "1000",
+        sys.executable, "-m", "batchfsm", "serve", "--db", db, "--speed", "100",
         "--upstream", upstream.base, "--upstream-concurrency", str(concurrency),
     ]  # fmt: skip
     gateways = [started(command, "batchfsm serve --upstream") for _ in range(n)]
@@ -68,7 +68,10 @@ def _run(
             }:  # fmt: skip
                 time.sleep(0.05)
         if done["request_counts"]["completed"] != lines:
-            raise RuntimeError(f"the batch ended {done['request_counts']}")
+            raise RuntimeError(
+                f"the batch through {n} gateway(s) ended {done['status']}, "
+                f"{done['request_counts']}"
+            )
     finally:
         for process, _ in gateways:
             process.terminate()
