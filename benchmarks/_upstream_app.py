@@ -5,7 +5,9 @@ A raw asyncio HTTP/1.1 server (keep-alive, no framework) answering every
 requests it answered and the monotonic times of the first and the last, so
 that the gateway and a plain client are timed alike, by the upstream. ``GET
 /reset`` starts the count again; any other ``GET`` answers ``{}``. It
-listens on ``--port P``.
+listens on ``--port P``; with ``--latency S`` each ``POST`` is answered S
+seconds after it came (a model's pace: then the gateways' concurrency, not
+the CPU, bounds their throughput).
 """
 
 from __future__ import annotations
@@ -71,12 +73,18 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 Stats.count += 1
                 Stats.first = Stats.first or now
                 Stats.last = now
+                if LATENCY:
+                    await asyncio.sleep(LATENCY)
                 writer.write(_response(ANSWER))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
         writer.close()
+
+
+#: Seconds each POST waits before its answer (``--latency``).
+LATENCY = 0.0
 
 
 async def main(port: int) -> None:
@@ -87,6 +95,8 @@ async def main(port: int) -> None:
 
 if __name__ == "__main__":
     try:
+        if "--latency" in sys.argv:
+            LATENCY = float(sys.argv[sys.argv.index("--latency") + 1])
         asyncio.run(main(int(sys.argv[sys.argv.index("--port") + 1])))
     except KeyboardInterrupt:
         sys.exit(0)

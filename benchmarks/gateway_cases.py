@@ -57,9 +57,10 @@ def _input(lines: int) -> bytes:
 
 
 class _Upstream:
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
+        pace = ["--latency", str(latency)] if latency else []
         self.process, port = started(
-            [sys.executable, "-m", "benchmarks._upstream_app"], "the upstream"
+            [sys.executable, "-m", "benchmarks._upstream_app", *pace], "the upstream"
         )
         self.base = f"http://127.0.0.1:{port}"
 

@@ -14,8 +14,11 @@ Also: the upstream alone, driven by a plain asyncio client at 64 x 4
 requests at once, as the ceiling (when the gateways reach it, the upstream
 is the bottleneck and the ratios say nothing of the gateway).
 
-``python -m benchmarks.gateway_scale_cases [--rounds N] [--lines N]``
-prints them alone.
+``python -m benchmarks.gateway_scale_cases [--rounds N] [--lines N]
+[--latency S] [--concurrency N]`` prints them alone; with ``--latency`` the
+upstream answers each request S seconds after it came, as a model does, so
+that each gateway's concurrency (not the shared machine's CPU) bounds its
+throughput, and the processes' sharing of the batch shows.
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ LINES, PROCESSES = 4_000, (1, 2, 4)
 TARGET = 1.6
 
 
-def _run(db: str, upstream: _Upstream, data: bytes, lines: int, n: int) -> float:
+def _run(
+    db: str, upstream: _Upstream, data: bytes, lines: int, n: int, concurrency: int
+) -> float:
     """The batch through ``n`` gateways on ``db``: the upstream's seconds."""
     command = [
-        sys.executable, "-m", "batchfsm", "serve", "--db", db, "--speed", "1000",
-        "--upstream", upstream.base, "--upstream-concurrency", str(CONCURRENCY),
+        sys.executable, "-m", "batchfsm", "serve", "--db", db, "--speed", "100",
+        "--upstream", upstream.base, "--upstream-concurrency", str(concurrency),
     ]  # fmt: skip
     gateways = [started(command, "batchfsm serve --upstream") for _ in range(n)]
     try:
@@ -63,7 +68,10 @@ def _run(db: str, upstream: _Upstream, data: bytes, lines: int, n: int) -> float
             }:  # fmt: skip
                 time.sleep(0.05)
         if done["request_counts"]["completed"] != lines:
-            raise RuntimeError(f"the batch ended {done['request_counts']}")
+            raise RuntimeError(
+                f"the batch through {n} gateway(s) ended {done['status']}, "
+                f"{done['request_counts']}"
+            )
     finally:
         for process, _ in gateways:
             process.terminate()
@@ -84,7 +92,10 @@ async def _ceiling(base: str, lines: int, lanes: int) -> None:
 
 
 def scale_figures(
-    rounds: int = 1, lines: int = LINES
+    rounds: int = 1,
+    lines: int = LINES,
+    latency: float = 0.0,
+    concurrency: int = CONCURRENCY,
 ) -> tuple[list[str], dict[str, Any]]:
     """The figures' lines, and their values for the JSON."""
     data = _input(lines)
@@ -92,16 +103,18 @@ def scale_figures(
     ceiling: list[float] = []
     try:
         with cluster() as server:
-            upstream = _Upstream()
+            upstream = _Upstream(latency)
             try:
                 for turn in range(rounds):
                     order = PROCESSES if turn % 2 == 0 else PROCESSES[::-1]
                     for n in order:
                         upstream.reset()
                         db = new_database(server)
-                        seconds[n].append(_run(db, upstream, data, lines, n))
+                        seconds[n].append(
+                            _run(db, upstream, data, lines, n, concurrency)
+                        )
                     upstream.reset()
-                    asyncio.run(_ceiling(upstream.base, lines, CONCURRENCY * 4))
+                    asyncio.run(_ceiling(upstream.base, lines, concurrency * 4))
                     ceiling.append(_seconds(upstream, lines))
             finally:
                 upstream.close()
@@ -115,8 +128,8 @@ def scale_figures(
     top = statistics.median(lines / s for s in ceiling)
     verdict = "meets" if ratios[2] >= TARGET else "misses"
     out = [
-        f"gateway on PostgreSQL, one {lines:,}-line batch, {CONCURRENCY} at once "
-        "each: "
+        f"gateway on PostgreSQL, one {lines:,}-line batch, {concurrency} at once "
+        + (f"each, answers after {latency:g} s: " if latency else "each: ")
         + ", ".join(
             f"{n} process{'es' if n > 1 else ''} "
             f"{statistics.median(rps[n]):,.0f} requests/s ({ratios[n]:.2f}x)"
@@ -125,7 +138,10 @@ def scale_figures(
         + f"; {verdict} >= {TARGET} at 2; the upstream alone takes "
         f"{top:,.0f} requests/s",
     ]
-    values = {"lines": lines, "rps": rps, "ratios": ratios, "upstream_rps": top}
+    values = {
+        "lines": lines, "rps": rps, "ratios": ratios, "upstream_rps": top,
+        "latency": latency, "concurrency": concurrency,
+    }  # fmt: skip
     return out, values
 
 
@@ -133,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway_scale_cases")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--lines", type=int, default=LINES)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     args = parser.parse_args(argv)
-    lines, _ = scale_figures(args.rounds, args.lines)
+    lines, _ = scale_figures(args.rounds, args.lines, args.latency, args.concurrency)
     print("\n".join(lines))
     return 0
 

@@ -17,7 +17,9 @@ request is named by the last message's content:
   ``slowest``: after 6 s (answers that come out of order).
 
 Every request is logged (``log``: the content and custom id header-less, as
-``(content, n-th try of it)``), so that the tests can count the tries.
+``(content, n-th try of it)``), so that the tests can count the tries; with
+``who`` set (a function of a connection's peer address), ``senders`` says
+who sent each (its value for the request's connection, asked once).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import asyncio
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,12 +82,16 @@ class FaultUpstream:
         self.tries: Counter[str] = Counter()
         self.base = ""
         self.headers: list[dict[str, str]] = []
+        self.who: Callable[[Any], object] | None = None
+        self.senders: list[object] = []
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        sender = None if self.who is None else self.who(peer)
         try:
-            while await self._one(reader, writer):
+            while await self._one(reader, writer, sender):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -93,7 +99,10 @@ class FaultUpstream:
             writer.close()
 
     async def _one(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        sender: object = None,
     ) -> bool:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
@@ -105,6 +114,7 @@ class FaultUpstream:
         content = body["messages"][-1]["content"]
         self.tries[content] += 1
         self.log.append((content, self.tries[content]))
+        self.senders.append(sender)
         self.headers.append(headers)
         first = self.tries[content] == 1
         if content == "hang":

@@ -392,6 +392,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 #: The tables of the versions after 9, dropped to stand for a version-8 database.
 _AFTER_9 = (
+    "batchfsm_line_chunks",
     "batchfsm_storage",
     "batchfsm_delivery_attempts",
     "batchfsm_deliveries",

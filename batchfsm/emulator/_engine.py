@@ -25,6 +25,7 @@ from .._model import TERMINAL_STATUSES, Batch
 from .._table import Event
 from ._api_error import ApiError, refuse
 from ._catalogue import installed_models
+from ._chunks import run_chunk
 from ._clock import Clock, VirtualClock
 from ._content import TooLargeError, Upload, measure, pieces, spool
 from ._doubles import Doubles
@@ -374,6 +375,8 @@ class Emulator(Doubles):
     def _run_due_once(self) -> None:
         now = self._now()
         run_due(self, now)
+        while run_chunk(self, now):  # the chunks of big batches, whoever holds them
+            run_due(self, now)
         uploads = self.__dict__.get("_uploads")  # made on first use of the API
         if uploads is not None:
             uploads.sweep(now)  # expired uploads' parts: their files closed

@@ -61,6 +61,15 @@ Tables (all prefixed ``batchfsm_``, so they can share a database):
   together, moved by every write that adds or deletes files (in its
   transaction), so that the storage bound is checked by reading one row.
 
+- ``line_chunks`` (since version 13): a big batch's request lines in
+  ranges any process may claim (see :mod:`._chunks`): ``start`` and
+  ``stop`` the byte offsets of its first line and past its last, ``lines``
+  the request lines in it, ``done`` those run, ``pos`` the offset of its
+  first line not run yet and ``ahead`` (JSON) the ends of the lines after it
+  that ran; ``owner`` the store whose claim it is under and ``claim`` the
+  fence (each claim adds one: a late write of a claim taken over is
+  refused). Its rows go with the write that ends their batch.
+
 Since version 8 every batch and file keeps its ``project`` (the API key's
 project that made it; a result file its batch's), indexed with ``seq`` for
 each project's pages (files: with ``purpose`` too); the objects of an
@@ -491,6 +500,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO batchfsm_storage (project, bytes)"
             " SELECT project, coalesce(sum((body::json ->> 'bytes')::bigint), 0)"
             " FROM batchfsm_files GROUP BY project",
+        ),
+    ),
+    Migration(
+        13,
+        "a big batch's request lines in chunks, claimed by any process",
+        sqlite=(
+            """CREATE TABLE batchfsm_line_chunks (
+                batch_id TEXT NOT NULL REFERENCES batchfsm_batches (id),
+                start INTEGER NOT NULL,
+                stop INTEGER NOT NULL,
+                lines INTEGER NOT NULL,
+                done INTEGER NOT NULL DEFAULT 0,
+                pos INTEGER NOT NULL,
+                ahead TEXT NOT NULL DEFAULT '[]',
+                owner TEXT,
+                claim INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (batch_id, start)
+            )""",
+            "CREATE INDEX batchfsm_line_chunks_open ON batchfsm_line_chunks"
+            " (batch_id) WHERE done < lines",
+        ),
+        postgres=(
+            """CREATE TABLE batchfsm_line_chunks (
+                batch_id text NOT NULL REFERENCES batchfsm_batches (id),
+                start bigint NOT NULL,
+                stop bigint NOT NULL,
+                lines integer NOT NULL,
+                done integer NOT NULL DEFAULT 0,
+                pos bigint NOT NULL,
+                ahead text NOT NULL DEFAULT '[]',
+                owner text,
+                claim bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (batch_id, start)
+            )""",
+            "CREATE INDEX batchfsm_line_chunks_open ON batchfsm_line_chunks"
+            " (batch_id) WHERE done < lines",
         ),
     ),
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._extras import missing_extra
 from ._database import ThreadConnections, Tx
-from ._sql import SQLStore
+from ._sql_chunks import ChunkedSQLStore
 from ._store_errors import (
     StoreError,
     StoreUnavailable,
@@ -131,7 +131,7 @@ class _Postgres:
         self._conns.close()
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(ChunkedSQLStore):
     """Batches, work in progress and files in PostgreSQL, for several processes.
 
     Args:

@@ -563,6 +563,7 @@ class SQLStore:
             )
         _add_files(tx, batch.id, files)  # their result lines first: then they go
         tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
+        tx.run("DELETE FROM batchfsm_line_chunks WHERE batch_id = ?", (batch.id,))
         event = event_for(batch, project)
         if event is not None:  # in the same transaction as the move
             add_event(tx, event)

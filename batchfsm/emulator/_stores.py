@@ -120,6 +120,10 @@ class Work:
         ahead: the ends (byte offsets) of the lines after ``offset`` that ran
             already (an async run's answers are written as they come, in
             any order): they are not run again.
+        chunks: how many line chunks the batch's requests were split into,
+            each claimed and run by any process sharing the store (see
+            :mod:`._chunks`); 0: the holder of the batch runs them in order
+            (``offset`` and ``ahead`` say how far).
     """
 
     due_at: int
@@ -134,6 +138,7 @@ class Work:
     result_bytes: int = 0
     output_full: bool = False
     ahead: tuple[int, ...] = attrs.field(default=(), converter=_ints)
+    chunks: int = 0
 
 
 @attrs.frozen

@@ -554,7 +554,11 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     requests in flight): those are run again, none before them.
     """
     if is_async(emu.handler):
-        _run_async(emu, batch, work, now)
+        # Imported here: the chunks' module builds on this one.
+        from ._chunks import hold
+
+        if not hold(emu, batch, work):
+            _run_async(emu, batch, work, now)
     else:
         _run_sync(emu, batch, work, now)
 
@@ -610,6 +614,17 @@ def _unrun(files: FileStore, file_id: str, work: Work) -> Iterator[tuple[int, by
     for end, raw in _lines(files, file_id, work.offset):
         if end not in ahead:
             yield end, raw
+
+
+def _unrun_lines(emu: Service, batch: Batch, work: Work) -> Iterator[bytes]:
+    """The batch's lines not run yet: after its offset, or in its chunks."""
+    if work.chunks:
+        from ._chunks import unrun  # here: the chunks' module builds on this one
+
+        yield from unrun(emu, batch)
+        return
+    for _, raw in _unrun(emu.files, batch.input_file_id, work):
+        yield raw
 
 
 def _write_run(
@@ -739,8 +754,12 @@ class _Streamed:
         self.run.record(self.emu, self.batch.endpoint, raw, at, line)
         self.unwritten.append(index)
 
-    def write(self, last: bool) -> bool:
-        """Write the group: whether it was (False: the batch moved on)."""
+    def marks(self) -> tuple[int, tuple[int, ...]]:
+        """Mark the group's lines answered; where the run stands now.
+
+        The offset before which every line was answered, and the ends of
+        the lines past it that were.
+        """
         for index in self.unwritten:
             self.answered[index] = True
         self.unwritten = []
@@ -751,6 +770,11 @@ class _Streamed:
         ahead = tuple(
             lines[i][2] for i in range(self.prefix, len(lines)) if answered[i]
         )
+        return offset, ahead
+
+    def write(self, last: bool) -> bool:
+        """Write the group: whether it was (False: the batch moved on)."""
+        offset, ahead = self.marks()
         if last:
             if self.taken.gone:
                 _input_gone(self.run, total(self.batch))
@@ -823,7 +847,7 @@ def _end(
         try:
             if at >= _gone_at(emu, batch.input_file_id):
                 raise _InputGoneError(batch.input_file_id)
-            for _, raw in _unrun(emu.files, batch.input_file_id, work):
+            for raw in _unrun_lines(emu, batch, work):
                 if is_blank(raw):
                     continue
                 line = result_line(emu.ids, _custom_id(raw), None, error)
