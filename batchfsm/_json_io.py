@@ -24,7 +24,6 @@ from ._json import DecodeError as _DecodeError
 from ._json import EncodeError as _EncodeError
 from ._json import decode as _decode
 from ._json import encode as _encode
-from ._json_parse import RefusedError as _RefusedError
 from ._json_problems import text_problems
 from ._json_text import make_text_parser
 from ._model import Batch
@@ -166,10 +165,9 @@ def loads(text: str | bytes, *, strict: bool = False) -> Batch:
         ...
         batchfsm.SchemaError: invalid Batch: <document>: expected object (Batch), got []
     """
-    try:  # straight into the classes; the converter judges anything unusual
-        return (_HOOKS.get("text") or _hook("text"))(text)  # type: ignore[no-any-return]
-    except _RefusedError:
-        return converter_loads(text, strict=strict)
+    # Straight into the classes; the converter's way judges anything unusual.
+    batch = (_HOOKS.get("text") or _hook("text"))(text)
+    return converter_loads(text, strict=strict) if batch is None else batch
 
 
 def converter_loads(text: str | bytes, *, strict: bool = False) -> Batch:
