@@ -13,7 +13,7 @@ from bad, and is stricter than the rules where that is cheaper: every struct
 refuses keys the model lacks (msgspec would skip an unknown value without
 judging all of it as the JSON engine does: invalid UTF-8, numbers beyond a
 double's range, any depth), and a key given twice with an odd first value is
-refused. On any refusal :func:`batchfsm.loads` parses the text the
+refused. On any refusal (None) :func:`batchfsm.loads` parses the text the
 converter's way (orjson, then the cattrs hooks of :mod:`batchfsm._converter`),
 which accepts what the rules accept and words every problem, so that errors,
 messages and verdicts are exactly those of that way. A property test holds
@@ -35,7 +35,6 @@ import msgspec
 from ._codegen import compile_function
 from ._field_rules import BATCH_TAG, INT_MAX, is_batch_tag, is_optional
 from ._json_parse import _FOLDED as FOLDED
-from ._json_parse import RefusedError
 from ._model import (
     METADATA_MAX_KEY_LENGTH,
     METADATA_MAX_PAIRS,
@@ -152,8 +151,8 @@ def _object_lines(cls: type, prefix: str, i: str) -> list[str]:
 def text_parser_source(cls: type) -> list[str]:
     """The source of the fast text parse of ``cls``: ``(text) -> instance``.
 
-    It raises :class:`~batchfsm._json_parse.RefusedError` for any text msgspec
-    refuses.
+    It answers None for any text msgspec refuses (cheaper than raising: a
+    document with a key the model lacks is refused, and then parsed again).
     """
     name = f"parse_{cls.__name__}_from_text"
     return [
@@ -161,7 +160,7 @@ def text_parser_source(cls: type) -> list[str]:
         "    try:",
         "        v = _decode(text)",
         "    except Exception:",  # bad text, a wrong value, not even text
-        "        raise RefusedError from None",
+        "        return None",
         *_object_lines(cls, "", "    "),
         "    return v",
     ]
@@ -173,10 +172,9 @@ def _build_source(cls: type) -> list[str]:
     return [f"def {name}(v):", *_object_lines(cls, "", "    "), "    return v"]
 
 
-def make_text_parser(cls: type) -> Callable[[str | bytes], Any]:
+def make_text_parser(cls: type) -> Callable[[str | bytes], Any | None]:
     """Compile the fast text parse of ``cls`` (see :func:`text_parser_source`)."""
     namespace: dict[str, Any] = {
-        "RefusedError": RefusedError,
         "_decode": msgspec.json.Decoder(struct_of(cls)).decode,
         "_new": object.__new__,
         "_MappingProxyType": MappingProxyType,
