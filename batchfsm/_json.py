@@ -7,7 +7,11 @@ standard library on purpose: a create body is parsed by it so that a refusal can
 name the parameter holding a lone surrogate, and result lines are written by it
 in pieces (``batchfsm.emulator._pieces``), because orjson writes ``NaN`` as
 ``null`` where a handler's ``NaN`` must fail its request, and holds the GIL for
-a whole value where a huge embeddings answer must let other calls run.
+a whole value where a huge embeddings answer must let other calls run. And
+:func:`batchfsm.loads` first reads a Batch's text straight into the classes
+with msgspec's typed decoder (``batchfsm._json_text``): a dict between text
+and classes cost as much as pydantic-core's whole parse. It accepts only what
+this engine and the rules accept; any other text comes here.
 
 The text, exactly:
 

@@ -1,7 +1,8 @@
 """The generated code, written out for review: ``python -m tests.generated_sources``.
 
 The converter generates its fast hooks at first use (``batchfsm._json_parse``,
-``batchfsm._json_write``). Their source is kept under
+``batchfsm._json_write``), as ``loads`` does its parse of text
+(``batchfsm._json_text``). Their source is kept under
 ``tests/data/generated/`` so that a change to the generator shows in review as
 a change to the code it makes; ``tests/test_generated_sources.py`` fails while
 the committed copy is stale. Run this module to write it afresh.
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from batchfsm._json_parse import parser_source
+from batchfsm._json_text import text_parser_source
 from batchfsm._json_write import writer_source
 from batchfsm._model import Batch, BatchError
 
@@ -21,7 +23,10 @@ DIRECTORY = Path(__file__).parent / "data" / "generated"
 
 def sources() -> dict[str, str]:
     """File name -> the source the converter generates, as it is compiled."""
-    found = {"write_Batch.py.txt": writer_source(Batch)}
+    found = {
+        "write_Batch.py.txt": writer_source(Batch),
+        "parse_Batch_from_text.py.txt": text_parser_source(Batch),
+    }
     for strict in (False, True):
         for engine in (False, True):
             for cls in (Batch, BatchError):

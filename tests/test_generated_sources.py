@@ -4,6 +4,7 @@ import inspect
 
 import batchfsm as bf
 from batchfsm._json_parse import make_parser
+from batchfsm._json_text import make_text_parser
 
 from .generated_sources import DIRECTORY, sources
 
@@ -27,4 +28,9 @@ def test_the_committed_sources_are_the_code_that_runs():
     assert (
         inspect.getsource(parser)
         == (DIRECTORY / "parse_Batch_strict_text.py.txt").read_text()
+    )
+    text_parser = make_text_parser(bf.Batch)
+    assert (
+        inspect.getsource(text_parser)
+        == (DIRECTORY / "parse_Batch_from_text.py.txt").read_text()
     )
