@@ -88,6 +88,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     ),
     "batchfsm/_json_parse.py": ("test_generated_sources", "test_convert"),
     "batchfsm/_json_write.py": ("test_generated_sources", "test_convert"),
+    "batchfsm/_json_text.py": ("test_json_text", "test_generated_sources"),
     "batchfsm/_converter.py": (
         "test_errors",
         "test_openai_objects",
