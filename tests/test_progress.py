@@ -178,6 +178,37 @@ def test_the_steps_of_several_due_batches_commit_together() -> None:
     store.close()
 
 
+def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> None:
+    # Validation, its requests, finalizing and completing all due at once:
+    # each step a conditional write of its own, on the epoch the one before
+    # moved on to, every status and stamp in turn; one read, one commit.
+    store = CountingStore()
+    reads: list[str] = []
+    read = store.batch_and_work
+    store.batch_and_work = lambda *a, **k: reads.append(a[0]) or read(*a, **k)  # type: ignore[method-assign]
+    emu = Emulator(store=store, seed=5)
+    upload = emu.create_file(make_input_file(10), "in.jsonl", "batch")
+    created = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+    store.transactions.clear()
+    reads.clear()
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    done = emu.retrieve_batch(created.id)
+    assert done.status is bf.BatchStatus.COMPLETED
+    assert done.output_file_id is not None  # sized with the lines held with it
+    assert len(emu.file_content(done.output_file_id).splitlines()) == 10
+    [writes] = store.transactions
+    assert [(w.status.value, w.batch.status.value) for w in writes] == [
+        ("validating", "in_progress"),
+        ("in_progress", "in_progress"),  # the answers
+        ("in_progress", "finalizing"),
+        ("finalizing", "completed"),
+    ]
+    assert [w.epoch for w in writes] == [0, 1, 2, 3]
+    assert bf.check_trace([created, *(w.batch for w in writes)]) == []
+    assert reads == [created.id]
+    store.close()
+
+
 def test_a_big_batchs_answers_are_written_a_group_at_a_time() -> None:
     store = CountingStore()
     emu = Emulator(store=store, seed=4)

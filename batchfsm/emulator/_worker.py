@@ -60,6 +60,7 @@ from ._stores import (
     HeldWrite,
     IdSource,
     NewFile,
+    ResultKind,
     ResultLines,
     Work,
 )
@@ -206,10 +207,33 @@ def run_due(emu: Service, now: int) -> None:
         try:
             for batch_id in ids:
                 _step_safely(emu, batch_id, now)
+                if held is not None:
+                    _chain(emu, held, batch_id, now)
         finally:
             _held.writes = None
         if held is not None:
             held.flush()
+
+
+def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
+    """Step the batch on while its next work is due by ``now``: its moves held too.
+
+    Each step starts from the batch and work its last held write left (no
+    read: nobody else has seen them yet), and is a conditional write of its
+    own on the epoch that write moved on to; so every status and stamp is
+    written in its turn, in one transaction with the others (a write refused
+    refuses the ones after it). A run of at most :data:`REQUESTS_PER_STEP`
+    requests in all, as one step's: then the other due batches have theirs.
+    """
+    first = held.latest.get(batch_id)
+    while (state := held.latest.get(batch_id)) is not None:
+        work = state[1]
+        ran = 0 if first is None else work.done - first[1].done
+        if work.due_at > now or ran >= REQUESTS_PER_STEP:
+            return
+        _step_safely(emu, batch_id, now, state)
+        if held.latest.get(batch_id) is state:  # nothing held: no further step
+            return
 
 
 class _Held:
@@ -227,6 +251,9 @@ class _Held:
         self.answers = 0
         self.size = 0  # bytes of the result lines held
         self.began = 0.0
+        #: Each batch's state after its last write held (or made) in the
+        #: pass, while the batch goes on: where a chained step starts.
+        self.latest: dict[str, tuple[Batch, Work]] = {}
 
     def hold(self, write: HeldWrite, answers: int) -> None:
         if not self.writes:
@@ -234,6 +261,20 @@ class _Held:
         self.writes.append(write)
         self.answers += answers
         self.size += sum(map(len, write.output)) + sum(map(len, write.errors))
+        if write.work is None:
+            self.latest.pop(write.batch.id, None)
+        else:  # every write that happens moves the epoch on
+            moved = attrs.evolve(write.work, epoch=write.epoch + 1)
+            self.latest[write.batch.id] = (write.batch, moved)
+
+    def result_size(self, batch_id: str, kind: str) -> int:
+        """Bytes of ``batch_id``'s result lines of ``kind`` held, not stored yet."""
+        return sum(
+            len(line.encode()) + 1
+            for w in self.writes
+            if w.batch.id == batch_id
+            for line in (w.output if kind == "output" else w.errors)
+        )
 
     def full(self) -> bool:
         """Whether what is held makes up a group: then it is flushed."""
@@ -254,7 +295,10 @@ class _Held:
             raise  # lost: their work is due still, and runs again
         except Exception:  # noqa: BLE001 - one write's failure: each on its own
             log.warning("writing %d steps at once failed; one by one", len(writes))
-            return {w.batch.id: _write_alone(self.batches, w) for w in writes}
+            done = [_write_alone(self.batches, w) for w in writes]
+        for w, ok in zip(writes, done, strict=True):
+            if not ok:  # the batch moved on meanwhile: no step starts from it
+                self.latest.pop(w.batch.id, None)
         return {w.batch.id: ok for w, ok in zip(writes, done, strict=True)}
 
 
@@ -312,14 +356,23 @@ def _pending() -> tuple[int, int, float | None]:
     return held.answers, held.size, held.began
 
 
-def _step_safely(emu: Service, batch_id: str, now: int) -> None:
+def _step_safely(
+    emu: Service,
+    batch_id: str,
+    now: int,
+    state: tuple[Batch, Work] | None = None,
+) -> None:
     try:
-        _step(emu, batch_id, now)
+        _step(emu, batch_id, now, state)
     except StoreUnavailable:
         raise  # no fault of the batch: it stays due, and is run when the store is back
     except Exception:  # one batch's failure stays its own
         log.exception("batch %s: its work failed; it waits for expiry", batch_id)
         try:
+            held: _Held | None = getattr(_held, "writes", None)
+            if held is not None:  # set aside as stored, its held steps with it
+                held.flush()
+                held.latest.pop(batch_id, None)
             _set_aside(emu.batches, batch_id)
         except StoreUnavailable:
             raise  # set aside when the store is back, if it fails again
@@ -340,9 +393,15 @@ def _set_aside(batches: BatchStore, batch_id: str) -> None:
     )
 
 
-def _step(emu: Service, batch_id: str, now: int) -> None:
-    """Do the work of a batch due by ``now`` (one move, or a run of requests)."""
-    batch, work = snapshot(emu.batches, batch_id)
+def _step(
+    emu: Service, batch_id: str, now: int, state: tuple[Batch, Work] | None = None
+) -> None:
+    """Do the work of a batch due by ``now`` (one move, or a run of requests).
+
+    ``state``: the batch and work to start from (see :func:`_chain`); else
+    they are read.
+    """
+    batch, work = state or snapshot(emu.batches, batch_id)
     if batch is None or work is None or work.due_at > now:
         return  # it moved since the index was read
     if work.due_at == RESUME:  # set aside by an older batchfsm: due again
@@ -841,12 +900,12 @@ def _end(
     files: list[NewFile] = []
     # Sized now, moved by the store in the write that ends the batch: the
     # results are never held whole (the epoch fences what is counted here).
-    size = emu.batches.result_size(batch.id, "output")
+    size = _result_size(emu.batches, batch.id, "output")
     if size:
         files.append(result_file(emu.ids, batch, work, size, "output", at))
         changes["output_file_id"] = files[-1][0].id
     tail = b"".join(late)
-    size = emu.batches.result_size(batch.id, "errors") + len(tail)
+    size = _result_size(emu.batches, batch.id, "errors") + len(tail)
     if size:
         file, _ = result_file(emu.ids, batch, work, size, "errors", at)
         files.append((file, ResultLines(batch.id, "errors", tail)))
@@ -856,6 +915,13 @@ def _end(
     # never leaves a result file that no batch names.
     held = HeldWrite(after, None, batch.status, work.epoch, files=files)
     return _write(emu.batches, held)
+
+
+def _result_size(batches: BatchStore, batch_id: str, kind: ResultKind) -> int:
+    """The batch's result lines of ``kind``: those stored and those held."""
+    held: _Held | None = getattr(_held, "writes", None)
+    extra = 0 if held is None else held.result_size(batch_id, kind)
+    return batches.result_size(batch_id, kind) + extra
 
 
 def end_now(
