@@ -56,6 +56,7 @@ from ._results import (
 from ._store_errors import StoreUnavailable
 from ._stores import (
     BatchStore,
+    FileObject,
     FileStore,
     HeldWrite,
     IdSource,
@@ -140,7 +141,10 @@ def _gone_at(emu: Service, file_id: str) -> int:
     outcome depends on the emulated time alone, not on when the purge came
     round.
     """
-    file = emu.files.get(file_id)
+    held: _Held | None = getattr(_held, "writes", None)
+    file = held.inputs.get(file_id) if held is not None else None
+    if file is None:
+        file = emu.files.get(file_id)
     if file is None or file.expires_at is None:
         return NEVER
     return file.expires_at + emu.input_grace_seconds
@@ -254,6 +258,9 @@ class _Held:
         #: Each batch's state after its last write held (or made) in the
         #: pass, while the batch goes on: where a chained step starts.
         self.latest: dict[str, tuple[Batch, Work]] = {}
+        #: Input files read in the pass (their expiry never changes; a
+        #: deleted one is told by reading its content).
+        self.inputs: dict[str, FileObject] = {}
 
     def hold(self, write: HeldWrite, answers: int) -> None:
         if not self.writes:
@@ -430,10 +437,14 @@ def _step(
         _end(emu, batch, work, Event.COMPLETE, at, None)
 
 
-def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, bytes]]:
+def _lines(
+    files: FileStore, file_id: str, offset: int, size: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    # ``size``: the file's (its File object's), read up to it: no read to
+    # find the end.
     def chunks() -> Iterator[bytes]:
         at = offset
-        while True:
+        while size is None or at < size:
             data = files.read(file_id, at, READ_BYTES)
             if data is None:
                 raise _InputGoneError(file_id)
@@ -453,6 +464,9 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     file = (
         None if project is None else emu.files.get(batch.input_file_id, project=project)
     )
+    held: _Held | None = getattr(_held, "writes", None)
+    if file is not None and held is not None:
+        held.inputs[file.id] = file
     if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
     errors: list[BatchError] = []
@@ -461,7 +475,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     elif file is not None:
         try:
             outcome = scan_input(
-                _lines(emu.files, file.id, 0),
+                _lines(emu.files, file.id, 0, file.bytes),
                 batch.endpoint,
                 None if emu.any_model else emu.models,
                 count=prompt_tokens if emu.enqueued_token_limits else None,
@@ -900,12 +914,13 @@ def _end(
     files: list[NewFile] = []
     # Sized now, moved by the store in the write that ends the batch: the
     # results are never held whole (the epoch fences what is counted here).
-    size = _result_size(emu.batches, batch.id, "output")
+    sizes = _result_sizes(emu.batches, batch.id)
+    size = sizes["output"]
     if size:
         files.append(result_file(emu.ids, batch, work, size, "output", at))
         changes["output_file_id"] = files[-1][0].id
     tail = b"".join(late)
-    size = _result_size(emu.batches, batch.id, "errors") + len(tail)
+    size = sizes["errors"] + len(tail)
     if size:
         file, _ = result_file(emu.ids, batch, work, size, "errors", at)
         files.append((file, ResultLines(batch.id, "errors", tail)))
@@ -917,11 +932,19 @@ def _end(
     return _write(emu.batches, held)
 
 
-def _result_size(batches: BatchStore, batch_id: str, kind: ResultKind) -> int:
-    """The batch's result lines of ``kind``: those stored and those held."""
+def _result_sizes(batches: BatchStore, batch_id: str) -> dict[ResultKind, int]:
+    """The bytes of the batch's result lines of each kind: stored, and held."""
+    both = getattr(batches, "_result_sizes", None)  # one statement (SQL)
+    sizes: dict[ResultKind, int] = (
+        both(batch_id)
+        if both is not None
+        else {k: batches.result_size(batch_id, k) for k in ("output", "errors")}
+    )
     held: _Held | None = getattr(_held, "writes", None)
-    extra = 0 if held is None else held.result_size(batch_id, kind)
-    return batches.result_size(batch_id, kind) + extra
+    if held is not None:
+        for kind in sizes:
+            sizes[kind] += held.result_size(batch_id, kind)
+    return sizes
 
 
 def end_now(
