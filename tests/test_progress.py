@@ -13,6 +13,7 @@ files hold each ``custom_id`` exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -23,7 +24,14 @@ from typing import Any
 import pytest
 
 import batchfsm as bf
-from batchfsm.emulator import Emulator, SQLiteStore, _worker, make_input_file
+from batchfsm.emulator import (
+    Emulator,
+    Reply,
+    RequestLine,
+    SQLiteStore,
+    _worker,
+    make_input_file,
+)
 from batchfsm.emulator._stores import HeldWrite
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE, RESULT_BYTES_PER_WRITE
 from benchmarks._serving import sql as _sql
@@ -211,6 +219,32 @@ def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> N
     assert [w.epoch for w in writes] == [0, 1, 2, 3]
     assert bf.check_trace([created, *(w.batch for w in writes)]) == []
     assert reads == [created.id]
+    store.close()
+
+
+def test_an_async_run_stepped_on_from_held_writes_sends_each_request_once() -> None:
+    # An async run asks the store whether its batch still runs: a start still
+    # held (uncommitted) must not read as "no longer in progress", or the
+    # requests dispatched meanwhile are dropped and sent again.
+    sent: Counter[str] = Counter()
+
+    async def counted(request: RequestLine) -> Reply:
+        sent[request.custom_id] += 1
+        await asyncio.sleep(0)
+        return Reply(200, {"n": request.custom_id}, 1, 1)
+
+    store = CountingStore()
+    emu = Emulator(store=store, seed=6, handler=counted, concurrency=4)
+    upload = emu.create_file(make_input_file(10), "in.jsonl", "batch")
+    made = [
+        emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+        for _ in range(3)
+    ]
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    for batch in made:
+        done = emu.retrieve_batch(batch.id)
+        assert done.status is bf.BatchStatus.COMPLETED
+    assert sent == {f"request-{i}": 3 for i in range(10)}
     store.close()
 
 

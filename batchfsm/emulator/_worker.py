@@ -235,6 +235,14 @@ def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
         ran = 0 if first is None else work.done - first[1].done
         if work.due_at > now or ran >= REQUESTS_PER_STEP:
             return
+        if is_async(emu.handler) and held.writes:
+            # An async run asks the store whether its batch still runs (a
+            # cancel stops it): what is held is committed first, else a
+            # start not yet stored reads as a stop, and the requests already
+            # dispatched would be sent again.
+            held.flush()
+            if held.latest.get(batch_id) is not state:
+                return
         _step_safely(emu, batch_id, now, state)
         if held.latest.get(batch_id) is state:  # nothing held: no further step
             return
