@@ -472,9 +472,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     file = (
         None if project is None else emu.files.get(batch.input_file_id, project=project)
     )
-    held: _Held | None = getattr(_held, "writes", None)
-    if file is not None and held is not None:
-        held.inputs[file.id] = file
+    _remember_input(file)
     if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
     errors: list[BatchError] = []
@@ -526,6 +524,13 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         error = token_limit_error(outcome.model, limit)
         failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
         _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
+
+
+def _remember_input(file: FileObject | None) -> None:
+    """Keep the input's File object for the pass (see :func:`_gone_at`)."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if file is not None and held is not None:
+        held.inputs[file.id] = file
 
 
 def _custom_id(raw: bytes) -> str | None:
