@@ -697,16 +697,14 @@ class SQLStore:
             if self._db.postgres
             else "length(CAST(lines AS BLOB))"
         )
+        # No GROUP BY: SQLite would sort the rows, their lines with them.
+        each = (f"coalesce(sum(CASE WHEN kind = ? THEN {size} END), 0)",) * 2
         with self._db.transaction(write=False) as tx:
-            found = tx.all(
-                f"SELECT kind, sum({size}) FROM batchfsm_results"
-                " WHERE batch_id = ? GROUP BY kind",
-                (batch_id,),
+            output, errors = tx.one(
+                f"SELECT {', '.join(each)} FROM batchfsm_results WHERE batch_id = ?",
+                ("output", "errors", batch_id),
             )
-        sizes: dict[ResultKind, int] = {"output": 0, "errors": 0}
-        for kind, held in found:
-            sizes[kind] = int(held)
-        return sizes
+        return {"output": int(output), "errors": int(errors)}
 
     def due(self, at: int, limit: int) -> list[str]:
         """Ids of up to ``limit`` unfinished batches due at or before ``at``.
