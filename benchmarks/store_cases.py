@@ -161,7 +161,7 @@ def _stores(
 
 def store_table(postgres: Callable[[], str] | str) -> list[str]:
     lines = [
-        "stores (ratios against the memory store):",
+        "stores (ratios against the memory store; PostgreSQL fsync=off):",
         f"    {'store':<14} {'transitions/s':>14} {'time ratio':>11}"
         f" {'retrieve p50':>13} {'p99':>10} {'p50 ratio':>10}",
     ]
@@ -247,7 +247,8 @@ def serve_table(postgres: Callable[[], str] | str) -> list[str]:
     one = _serve_throughput(postgres(), 1)
     two = _serve_throughput(postgres(), 2)
     return [
-        "serve processes on one PostgreSQL (20 batches x 200 requests; 4 clients):",
+        "serve processes on one PostgreSQL (fsync=off; 20 batches x 200 requests;"
+        " 4 clients):",
         f"    1 process : work {one[0]:.2f} s, retrieve {one[1]:,.0f} requests/s",
         f"    2 processes: work {two[0]:.2f} s, retrieve {two[1]:,.0f} requests/s",
         f"    2 vs 1: work {one[0] / two[0]:.2f}x as fast,"
@@ -321,7 +322,7 @@ def serve_retrieve_table(
     """Retrieve rate and latency over HTTP, ``serve --db`` SQLite and PostgreSQL."""
     lines = [
         "retrieve over HTTP on serve --db (4 clients, 3 s each; requests/s,"
-        " p50 and p99 ms):",
+        " p50 and p99 ms; PostgreSQL fsync=off):",
         "    idle; beside one client downloading a 3.4 MB file in a loop;"
         " busy: while 4 batches of 20,000 requests run",
         f"    {'store':<11} {'idle':>18} {'beside a download':>22} {'busy':>22}",
@@ -409,7 +410,8 @@ def lease_table(
 ) -> list[str]:
     """What leases cost, and how soon a killed process's batch is taken over."""
     lines = [
-        "leases: a heartbeat (µs, median of 500; 4 stores sharing the database),",
+        "leases: a heartbeat (µs, median of 500; 4 stores sharing the database;"
+        " PostgreSQL fsync=off),",
         "    and seconds from kill -9 of the holder to another serve's takeover"
         " (median of 3)",
         f"    {'store':<11} {'renewal':>9} {'look':>8} {'per s at 30 s':>14}"
@@ -438,16 +440,43 @@ def lease_table(
     return lines
 
 
-def _small_batches_per_second(dbs: list[str], batches: int = 300) -> float:
+#: What PostgreSQL counted of a database, and of the cluster's WAL.
+_PG_COUNTS = (
+    "SELECT d.xact_commit, w.wal_sync FROM pg_stat_database d, pg_stat_wal w"
+    " WHERE d.datname = current_database()"
+)
+#: Seconds until the server's processes have reported what they counted
+#: (an idle backend reports within a second).
+_PG_REPORTED = 1.5
+
+
+def _pg_counts(db: str) -> tuple[int, int] | None:
+    """Transactions committed in ``db`` and the cluster's WAL flushes (None: SQLite)."""
+    if not db.startswith("postgresql"):
+        return None
+    time.sleep(_PG_REPORTED)
+    [(commits, flushes)] = sql(db, _PG_COUNTS)
+    return int(commits), int(flushes)
+
+
+def _small_batches_per_second(
+    dbs: list[str], batches: int = 300, counted: dict[str, float] | None = None
+) -> float:
     """Batches of 10 requests a second, created and run to completion.
 
     One ``serve`` process per entry of ``dbs`` (the same database for
     several processes sharing it); four clients create the batches, spread
     over the processes; the clock is over when the last one completed.
+    ``counted``, on PostgreSQL: filled with the transactions committed a
+    batch (every statement outside a transaction counts one: the reads
+    too) and the WAL flushes (an fsync each, at ``fsync=on``) a batch.
     """
     servers = [Server(db, "--speed", "1000") for db in dbs]
+    before = None
     try:
         file_id = upload(servers[0], 10)
+        if counted is not None:
+            before = _pg_counts(dbs[0])
         made: list[str] = []
         lock = threading.Lock()
         begin = time.perf_counter()
@@ -471,10 +500,15 @@ def _small_batches_per_second(dbs: list[str], batches: int = 300) -> float:
             else:
                 assert answer["status"] in ("validating", "in_progress", "finalizing")
                 time.sleep(0.005)
-        return batches / (time.perf_counter() - begin)
+        rate = batches / (time.perf_counter() - begin)
     finally:
         for server in servers:
             server.stop()
+    after = _pg_counts(dbs[0]) if before is not None else None
+    if counted is not None and before is not None and after is not None:
+        counted["commits"] = (after[0] - before[0]) / batches
+        counted["flushes"] = (after[1] - before[1]) / batches
+    return rate
 
 
 def small_batches_table(folder: Path, rounds: int = 3) -> list[str]:
@@ -500,28 +534,31 @@ def small_batches_table(folder: Path, rounds: int = 3) -> list[str]:
         ):
             rows: dict[str, list[float]] = {}
             for _ in range(rounds):
+                counted: dict[str, float] = {}
                 base = _small_batches_per_second([sqlite()])
-                one = _small_batches_per_second([new_database(on)])
+                one = _small_batches_per_second([new_database(on)], counted=counted)
                 db = new_database(on)
                 two = _small_batches_per_second([db, db])
                 lazy = _small_batches_per_second([new_database(off)])
                 for name, rate in (
                     ("SQLite, 1 process", base),
-                    ("PostgreSQL, 1 process", one),
-                    ("PostgreSQL, 2 processes", two),
+                    ("PostgreSQL fsync=on, 1 process", one),
+                    ("PostgreSQL fsync=on, 2 processes", two),
                     ("PostgreSQL sync commit off", lazy),
                     ("PostgreSQL 1 / SQLite", one / base),
                     ("PostgreSQL 2 / 1", two / one),
                     ("PostgreSQL off / SQLite", lazy / base),
+                    ("PostgreSQL commits a batch", counted["commits"]),
+                    ("PostgreSQL WAL flushes a batch", counted["flushes"]),
                 ):
                     rows.setdefault(name, []).append(rate)
     except PostgresUnavailableError as exc:
         return [*lines, f"    PostgreSQL unavailable ({exc})"]
     for name, values in rows.items():
-        unit = "x" if "/" in name else " batches/s"
+        unit = "x" if "/" in name else "" if " a batch" in name else " batches/s"
         spread = f"{min(values):.2f}..{max(values):.2f}"
         lines.append(
-            f"    {name:<28} {statistics.median(values):>8.2f}{unit}  ({spread})"
+            f"    {name:<33} {statistics.median(values):>8.2f}{unit}  ({spread})"
         )
     return lines
 

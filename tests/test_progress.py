@@ -13,6 +13,7 @@ files hold each ``custom_id`` exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -23,7 +24,14 @@ from typing import Any
 import pytest
 
 import batchfsm as bf
-from batchfsm.emulator import Emulator, SQLiteStore, _worker, make_input_file
+from batchfsm.emulator import (
+    Emulator,
+    Reply,
+    RequestLine,
+    SQLiteStore,
+    _worker,
+    make_input_file,
+)
 from batchfsm.emulator._stores import HeldWrite
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE, RESULT_BYTES_PER_WRITE
 from benchmarks._serving import sql as _sql
@@ -175,6 +183,68 @@ def test_the_steps_of_several_due_batches_commit_together() -> None:
     assert len(store.transactions) <= writes / 10, len(store.transactions)
     # And never more answers in flight (held, uncommitted) than a group.
     assert max(_answers(t) for t in store.transactions) <= REQUESTS_PER_WRITE
+    store.close()
+
+
+def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> None:
+    # Validation, its requests, finalizing and completing all due at once:
+    # each step a conditional write of its own, on the epoch the one before
+    # moved on to, every status and stamp in turn; one read, one commit.
+    store = CountingStore()
+    reads: list[str] = []
+    read = store.batch_and_work
+
+    def counted(batch_id: str, **kwargs: Any) -> Any:
+        reads.append(batch_id)
+        return read(batch_id, **kwargs)
+
+    store.batch_and_work = counted  # type: ignore[method-assign]
+    emu = Emulator(store=store, seed=5)
+    upload = emu.create_file(make_input_file(10), "in.jsonl", "batch")
+    created = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+    store.transactions.clear()
+    reads.clear()
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    done = emu.retrieve_batch(created.id)
+    assert done.status is bf.BatchStatus.COMPLETED
+    assert done.output_file_id is not None  # sized with the lines held with it
+    assert len(emu.file_content(done.output_file_id).splitlines()) == 10
+    [writes] = store.transactions
+    assert [(w.status.value, w.batch.status.value) for w in writes] == [
+        ("validating", "in_progress"),
+        ("in_progress", "in_progress"),  # the answers
+        ("in_progress", "finalizing"),
+        ("finalizing", "completed"),
+    ]
+    assert [w.epoch for w in writes] == [0, 1, 2, 3]
+    assert bf.check_trace([created, *(w.batch for w in writes)]) == []
+    assert reads == [created.id]
+    store.close()
+
+
+def test_an_async_run_stepped_on_from_held_writes_sends_each_request_once() -> None:
+    # An async run asks the store whether its batch still runs: a start still
+    # held (uncommitted) must not read as "no longer in progress", or the
+    # requests dispatched meanwhile are dropped and sent again.
+    sent: Counter[str] = Counter()
+
+    async def counted(request: RequestLine) -> Reply:
+        sent[request.custom_id] += 1
+        await asyncio.sleep(0)
+        return Reply(200, {"n": request.custom_id}, 1, 1)
+
+    store = CountingStore()
+    emu = Emulator(store=store, seed=6, handler=counted, concurrency=4)
+    upload = emu.create_file(make_input_file(10), "in.jsonl", "batch")
+    made = [
+        emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
+        for _ in range(3)
+    ]
+    emu.clock.advance(3_600)  # type: ignore[attr-defined]
+    for batch in made:
+        done = emu.retrieve_batch(batch.id)
+        assert done.status is bf.BatchStatus.COMPLETED
+    assert sent == {f"request-{i}": 3 for i in range(10)}
     store.close()
 
 

@@ -60,9 +60,12 @@ RECLAIM_SECONDS = 1.0
 #: status and the epoch its writer read, and has not ended.
 _AS_READ = " WHERE id = ? AND status = ? AND epoch = ? AND work IS NOT NULL"
 
-#: A batch's next row of result lines of a kind, by its place (``seq``).
+#: A batch's next row of result lines of a kind, by its place (``seq``), and
+#: whether another follows it.
 _NEXT_RESULTS = (
-    "SELECT seq, lines FROM batchfsm_results WHERE batch_id = ? AND kind = ?"
+    "SELECT seq, lines, EXISTS (SELECT 1 FROM batchfsm_results n"
+    " WHERE n.batch_id = r.batch_id AND n.kind = r.kind AND n.seq > r.seq)"
+    " FROM batchfsm_results r WHERE batch_id = ? AND kind = ?"
     " AND seq > ? ORDER BY seq LIMIT 1"
 )
 
@@ -70,22 +73,26 @@ _NEXT_RESULTS = (
 def _result_pieces(tx: Tx, lines: ResultLines) -> Iterator[bytes]:
     # One row (one write's lines) at a time: the batch's results are never
     # held whole on their way into their file, nor fetched all at once (a
-    # PostgreSQL cursor holds every row it was asked for).
-    seq = -1
-    while row := tx.one(_NEXT_RESULTS, (lines.batch_id, lines.kind, seq)):
-        seq = row[0]
+    # PostgreSQL cursor holds every row it was asked for). Each row says
+    # whether another follows: no round trip to find there is none.
+    seq, more = -1, True
+    while more and (row := tx.one(_NEXT_RESULTS, (lines.batch_id, lines.kind, seq))):
+        seq, more = row[0], bool(row[2])
         yield row[1].encode()
     if lines.tail:
         yield lines.tail
 
 
-def _add_files(tx: Tx, batch_id: str, files: Sequence[NewFile]) -> None:
-    # A batch's result files are its project's.
+def _add_files(
+    tx: Tx, batch_id: str, files: Sequence[NewFile], project: str | None = None
+) -> None:
+    # A batch's result files are its project's (``project``, if known).
     if not files:
         return
-    (project,) = tx.one(
-        "SELECT project FROM batchfsm_batches WHERE id = ?", (batch_id,)
-    )
+    if project is None:
+        (project,) = tx.one(
+            "SELECT project FROM batchfsm_batches WHERE id = ?", (batch_id,)
+        )
     for file, content in files:
         if isinstance(content, ResultLines):
             content = _result_pieces(tx, content)
@@ -274,12 +281,10 @@ class SQLStore:
             >>> store.close()
         """
         with self._db.transaction() as tx:
-            if tx.one("SELECT 1 FROM batchfsm_batches WHERE id = ?", (batch.id,)):
-                raise KeyError(f"batch {batch.id} exists already")
-            tx.run(
+            added = tx.run(
                 "INSERT INTO batchfsm_batches"
                 " (id, status, body, work, due_at, epoch, project)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     batch.id,
                     batch.status.value,
@@ -289,7 +294,9 @@ class SQLStore:
                     work.epoch,
                     project,
                 ),
-            )
+            ).rowcount
+            if added != 1:  # one statement, not a look first: a round trip less
+                raise KeyError(f"batch {batch.id} exists already")
 
     def get(self, batch_id: str, *, project: str | None = None) -> Batch | None:
         """The batch, or None (None too if it is not ``project``'s)."""
@@ -561,7 +568,7 @@ class SQLStore:
                 "UPDATE batchfsm_enqueued SET tokens = tokens - ? WHERE model = ?",
                 (tokens, model),
             )
-        _add_files(tx, batch.id, files)  # their result lines first: then they go
+        _add_files(tx, batch.id, files, project)  # their result lines, then they go
         tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
         tx.run("DELETE FROM batchfsm_line_chunks WHERE batch_id = ?", (batch.id,))
         event = event_for(batch, project)
@@ -683,6 +690,22 @@ class SQLStore:
                 (batch_id, kind),
             )
         return int(held)
+
+    def _result_sizes(self, batch_id: str) -> dict[ResultKind, int]:
+        """:meth:`result_size` of both kinds, in one statement (the worker's end)."""
+        size = (
+            "octet_length(lines)"
+            if self._db.postgres
+            else "length(CAST(lines AS BLOB))"
+        )
+        # No GROUP BY: SQLite would sort the rows, their lines with them.
+        each = (f"coalesce(sum(CASE WHEN kind = ? THEN {size} END), 0)",) * 2
+        with self._db.transaction(write=False) as tx:
+            output, errors = tx.one(
+                f"SELECT {', '.join(each)} FROM batchfsm_results WHERE batch_id = ?",
+                ("output", "errors", batch_id),
+            )
+        return {"output": int(output), "errors": int(errors)}
 
     def due(self, at: int, limit: int) -> list[str]:
         """Ids of up to ``limit`` unfinished batches due at or before ``at``.

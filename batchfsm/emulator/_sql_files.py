@@ -51,11 +51,9 @@ def add_file(
     """
     if max_stored is not None and file.bytes > max_stored:
         raise StorageFull(file.bytes, 0, max_stored)  # before a byte is written
-    if tx.one("SELECT 1 FROM batchfsm_files WHERE id = ?", (file.id,)):
-        raise KeyError(f"file {file.id} exists already")
-    tx.run(
+    added = tx.run(
         "INSERT INTO batchfsm_files (id, body, purpose, expires_at, project)"
-        " VALUES (?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         (
             file.id,
             json.dumps(file.to_dict()),
@@ -63,7 +61,9 @@ def add_file(
             file.expires_at,
             project,
         ),
-    )
+    ).rowcount
+    if added != 1:  # one statement, not a look first: a round trip less
+        raise KeyError(f"file {file.id} exists already")
     add_chunks(tx, file.id, exactly(content, file.bytes, file.id))
     if max_stored is None:
         count_bytes(tx, project, file.bytes)

@@ -56,10 +56,12 @@ from ._results import (
 from ._store_errors import StoreUnavailable
 from ._stores import (
     BatchStore,
+    FileObject,
     FileStore,
     HeldWrite,
     IdSource,
     NewFile,
+    ResultKind,
     ResultLines,
     Work,
 )
@@ -139,7 +141,10 @@ def _gone_at(emu: Service, file_id: str) -> int:
     outcome depends on the emulated time alone, not on when the purge came
     round.
     """
-    file = emu.files.get(file_id)
+    held: _Held | None = getattr(_held, "writes", None)
+    file = held.inputs.get(file_id) if held is not None else None
+    if file is None:
+        file = emu.files.get(file_id)
     if file is None or file.expires_at is None:
         return NEVER
     return file.expires_at + emu.input_grace_seconds
@@ -206,10 +211,41 @@ def run_due(emu: Service, now: int) -> None:
         try:
             for batch_id in ids:
                 _step_safely(emu, batch_id, now)
+                if held is not None:
+                    _chain(emu, held, batch_id, now)
         finally:
             _held.writes = None
         if held is not None:
             held.flush()
+
+
+def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
+    """Step the batch on while its next work is due by ``now``: its moves held too.
+
+    Each step starts from the batch and work its last held write left (no
+    read: nobody else has seen them yet), and is a conditional write of its
+    own on the epoch that write moved on to; so every status and stamp is
+    written in its turn, in one transaction with the others (a write refused
+    refuses the ones after it). A run of at most :data:`REQUESTS_PER_STEP`
+    requests in all, as one step's: then the other due batches have theirs.
+    """
+    first = held.latest.get(batch_id)
+    while (state := held.latest.get(batch_id)) is not None:
+        work = state[1]
+        ran = 0 if first is None else work.done - first[1].done
+        if work.due_at > now or ran >= REQUESTS_PER_STEP:
+            return
+        if is_async(emu.handler) and held.writes:
+            # An async run asks the store whether its batch still runs (a
+            # cancel stops it): what is held is committed first, else a
+            # start not yet stored reads as a stop, and the requests already
+            # dispatched would be sent again.
+            held.flush()
+            if held.latest.get(batch_id) is not state:
+                return
+        _step_safely(emu, batch_id, now, state)
+        if held.latest.get(batch_id) is state:  # nothing held: no further step
+            return
 
 
 class _Held:
@@ -227,6 +263,12 @@ class _Held:
         self.answers = 0
         self.size = 0  # bytes of the result lines held
         self.began = 0.0
+        #: Each batch's state after its last write held (or made) in the
+        #: pass, while the batch goes on: where a chained step starts.
+        self.latest: dict[str, tuple[Batch, Work]] = {}
+        #: Input files read in the pass (their expiry never changes; a
+        #: deleted one is told by reading its content).
+        self.inputs: dict[str, FileObject] = {}
 
     def hold(self, write: HeldWrite, answers: int) -> None:
         if not self.writes:
@@ -234,6 +276,20 @@ class _Held:
         self.writes.append(write)
         self.answers += answers
         self.size += sum(map(len, write.output)) + sum(map(len, write.errors))
+        if write.work is None:
+            self.latest.pop(write.batch.id, None)
+        else:  # every write that happens moves the epoch on
+            moved = attrs.evolve(write.work, epoch=write.epoch + 1)
+            self.latest[write.batch.id] = (write.batch, moved)
+
+    def result_size(self, batch_id: str, kind: str) -> int:
+        """Bytes of ``batch_id``'s result lines of ``kind`` held, not stored yet."""
+        return sum(
+            len(line.encode()) + 1
+            for w in self.writes
+            if w.batch.id == batch_id
+            for line in (w.output if kind == "output" else w.errors)
+        )
 
     def full(self) -> bool:
         """Whether what is held makes up a group: then it is flushed."""
@@ -254,7 +310,10 @@ class _Held:
             raise  # lost: their work is due still, and runs again
         except Exception:  # noqa: BLE001 - one write's failure: each on its own
             log.warning("writing %d steps at once failed; one by one", len(writes))
-            return {w.batch.id: _write_alone(self.batches, w) for w in writes}
+            done = [_write_alone(self.batches, w) for w in writes]
+        for w, ok in zip(writes, done, strict=True):
+            if not ok:  # the batch moved on meanwhile: no step starts from it
+                self.latest.pop(w.batch.id, None)
         return {w.batch.id: ok for w, ok in zip(writes, done, strict=True)}
 
 
@@ -312,14 +371,23 @@ def _pending() -> tuple[int, int, float | None]:
     return held.answers, held.size, held.began
 
 
-def _step_safely(emu: Service, batch_id: str, now: int) -> None:
+def _step_safely(
+    emu: Service,
+    batch_id: str,
+    now: int,
+    state: tuple[Batch, Work] | None = None,
+) -> None:
     try:
-        _step(emu, batch_id, now)
+        _step(emu, batch_id, now, state)
     except StoreUnavailable:
         raise  # no fault of the batch: it stays due, and is run when the store is back
     except Exception:  # one batch's failure stays its own
         log.exception("batch %s: its work failed; it waits for expiry", batch_id)
         try:
+            held: _Held | None = getattr(_held, "writes", None)
+            if held is not None:  # set aside as stored, its held steps with it
+                held.flush()
+                held.latest.pop(batch_id, None)
             _set_aside(emu.batches, batch_id)
         except StoreUnavailable:
             raise  # set aside when the store is back, if it fails again
@@ -340,9 +408,15 @@ def _set_aside(batches: BatchStore, batch_id: str) -> None:
     )
 
 
-def _step(emu: Service, batch_id: str, now: int) -> None:
-    """Do the work of a batch due by ``now`` (one move, or a run of requests)."""
-    batch, work = snapshot(emu.batches, batch_id)
+def _step(
+    emu: Service, batch_id: str, now: int, state: tuple[Batch, Work] | None = None
+) -> None:
+    """Do the work of a batch due by ``now`` (one move, or a run of requests).
+
+    ``state``: the batch and work to start from (see :func:`_chain`); else
+    they are read.
+    """
+    batch, work = state or snapshot(emu.batches, batch_id)
     if batch is None or work is None or work.due_at > now:
         return  # it moved since the index was read
     if work.due_at == RESUME:  # set aside by an older batchfsm: due again
@@ -371,10 +445,14 @@ def _step(emu: Service, batch_id: str, now: int) -> None:
         _end(emu, batch, work, Event.COMPLETE, at, None)
 
 
-def _lines(files: FileStore, file_id: str, offset: int) -> Iterator[tuple[int, bytes]]:
+def _lines(
+    files: FileStore, file_id: str, offset: int, size: int | None = None
+) -> Iterator[tuple[int, bytes]]:
+    # ``size``: the file's (its File object's), read up to it: no read to
+    # find the end.
     def chunks() -> Iterator[bytes]:
         at = offset
-        while True:
+        while size is None or at < size:
             data = files.read(file_id, at, READ_BYTES)
             if data is None:
                 raise _InputGoneError(file_id)
@@ -394,6 +472,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     file = (
         None if project is None else emu.files.get(batch.input_file_id, project=project)
     )
+    _remember_input(file)
     if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
     errors: list[BatchError] = []
@@ -402,7 +481,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     elif file is not None:
         try:
             outcome = scan_input(
-                _lines(emu.files, file.id, 0),
+                _lines(emu.files, file.id, 0, file.bytes),
                 batch.endpoint,
                 None if emu.any_model else emu.models,
                 count=prompt_tokens if emu.enqueued_token_limits else None,
@@ -445,6 +524,13 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         error = token_limit_error(outcome.model, limit)
         failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
         _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
+
+
+def _remember_input(file: FileObject | None) -> None:
+    """Keep the input's File object for the pass (see :func:`_gone_at`)."""
+    held: _Held | None = getattr(_held, "writes", None)
+    if file is not None and held is not None:
+        held.inputs[file.id] = file
 
 
 def _custom_id(raw: bytes) -> str | None:
@@ -865,12 +951,13 @@ def _end(
     files: list[NewFile] = []
     # Sized now, moved by the store in the write that ends the batch: the
     # results are never held whole (the epoch fences what is counted here).
-    size = emu.batches.result_size(batch.id, "output")
+    sizes = _result_sizes(emu.batches, batch.id)
+    size = sizes["output"]
     if size:
         files.append(result_file(emu.ids, batch, work, size, "output", at))
         changes["output_file_id"] = files[-1][0].id
     tail = b"".join(late)
-    size = emu.batches.result_size(batch.id, "errors") + len(tail)
+    size = sizes["errors"] + len(tail)
     if size:
         file, _ = result_file(emu.ids, batch, work, size, "errors", at)
         files.append((file, ResultLines(batch.id, "errors", tail)))
@@ -880,6 +967,21 @@ def _end(
     # never leaves a result file that no batch names.
     held = HeldWrite(after, None, batch.status, work.epoch, files=files)
     return _write(emu.batches, held)
+
+
+def _result_sizes(batches: BatchStore, batch_id: str) -> dict[ResultKind, int]:
+    """The bytes of the batch's result lines of each kind: stored, and held."""
+    both = getattr(batches, "_result_sizes", None)  # one statement (SQL)
+    sizes: dict[ResultKind, int] = (
+        both(batch_id)
+        if both is not None
+        else {k: batches.result_size(batch_id, k) for k in ("output", "errors")}
+    )
+    held: _Held | None = getattr(_held, "writes", None)
+    if held is not None:
+        for kind in sizes:
+            sizes[kind] += held.result_size(batch_id, kind)
+    return sizes
 
 
 def end_now(
