@@ -35,7 +35,7 @@ from batchfsm.emulator import (
     _worker,
     fake_handler,
 )
-from batchfsm.emulator._chunks import LINES_PER_CHUNK, run_chunk
+from batchfsm.emulator._chunks import LINES_PER_CHUNK, hold, run_chunk
 from batchfsm.emulator._sql_chunks import LineChunk, Merge
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE
 
@@ -191,6 +191,24 @@ def _running(store: PostgresStore, lines: int = 20) -> tuple[bf.Batch, Work]:
         chunks=[(0, 100, half), (100, 200, lines - half)],
     )  # fmt: skip
     return running, split
+
+
+def test_a_split_batch_is_never_run_in_order_by_a_holder_unlike_its_splitter(
+    postgres_url: str,
+) -> None:
+    # The holder of a batch another process split, with an output bound (so
+    # it runs no chunks itself), waits for the chunks: a run in order would
+    # send again the lines the chunks sent.
+    store = PostgresStore(postgres_url)
+    try:
+        batch, work = _running(store)
+        unlike = Emulator(store=store, max_output_bytes=1 << 20)
+        assert hold(unlike, batch, work)  # held: due again at its expiry only
+        again = store.work(batch.id)
+        assert again is not None and again.due_at == batch.expires_at
+        assert (again.chunks, again.done, again.offset) == (2, 0, 0)
+    finally:
+        store.close()
 
 
 def _answered(n: int) -> Merge:

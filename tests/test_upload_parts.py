@@ -123,6 +123,25 @@ def test_a_cancelled_uploads_part_files_are_closed_even_while_a_part_arrives(
     assert _open_under(spool) == 0
 
 
+def test_a_part_whose_client_goes_midway_leaves_no_file_open(
+    emu: Emulator,  # noqa: F811
+    http: httpx2.Client,  # noqa: F811
+    spool: Path,
+) -> None:
+    upload_id = _upload_with_parts(http, 0)
+    uploads = uploads_of(emu)
+
+    class GoneMidway(io.BytesIO):
+        def read(self, size: Any = -1) -> bytes:
+            if self.tell() >= PART // 2:
+                raise ConnectionResetError("the client went")
+            return super().read(min(size, PART // 2))
+
+    with pytest.raises(ConnectionResetError):
+        uploads.add_part(upload_id, GoneMidway(b"x" * PART), project="team_a")
+    assert _open_under(spool) == 0
+
+
 def _open_in(pid: int, where: Path) -> int:
     """How many of process ``pid``'s file descriptors are files under ``where``."""
     held = 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import batchfsm as bf
-from batchfsm.emulator import Emulator, create_app
+from batchfsm.emulator import Emulator, _web_live, create_app
 from batchfsm.emulator._projects import DEFAULT_PROJECT
 from batchfsm.emulator._web import PAGE_SIZE, WebView, timeline
 from batchfsm.emulator._web_live import LIVE_SECONDS, _changed
@@ -218,6 +220,34 @@ def test_live_streams_share_what_they_see_so_tabs_cost_the_store_nothing(
         changed = _changed(context, view.snapshots, ids, sent, DEFAULT_PROJECT)
         assert {fields["status"] for fields in changed} == {"completed"}
     assert len(asked) == 2 * len(ids)
+
+
+def test_live_streams_asking_from_threads_at_once_never_break_the_snapshots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The streams of a SQL store ask from worker threads: each asks anew
+    # (LIVE_SECONDS 0) and the oldest keys go, racing the others' lookups.
+    monkeypatch.setattr(_web_live, "LIVE_SECONDS", 0)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    snapshots, failed = _web_live.Snapshots(bound=8), []
+
+    def stream(n: int) -> None:
+        try:
+            for i in range(20_000):
+                snapshots.get("p", f"batch_{(i * 7 + n) % 40}", dict)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            failed.append(exc)
+
+    try:
+        threads = [threading.Thread(target=stream, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failed == []
 
 
 def _status(line: str) -> str:

@@ -99,14 +99,16 @@ def hold(emu: Service, batch: Batch, work: Work) -> bool:
     Splits it into chunks if none ran yet; a batch split already is due
     again only at its expiry (the write that ends its requests makes it due).
     """
-    store = _store(emu)
-    if store is None:
-        return False
     assert batch.expires_at is not None
-    if work.chunks:
+    if work.chunks:  # split already: its chunks run it, never a run in order
+        # (a holder that runs no chunks itself, its settings unlike the
+        # splitter's, waits too: all processes on one database run alike).
         again = attrs.evolve(work, due_at=batch.expires_at)
         _write(emu.batches, HeldWrite(batch, again, batch.status, work.epoch))
         return True
+    store = _store(emu)
+    if store is None:
+        return False
     if total(batch) <= LINES_PER_CHUNK or work.done or work.offset or work.ahead:
         return False
     try:

@@ -226,17 +226,12 @@ class Uploads:
             upload = self._pending(upload_id, project)
         # Kept open past this call, as the part's bytes: closed by drop_parts.
         copy: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_PIECE)  # noqa: SIM115
-        size = 0
-        while piece := source.read(_PIECE):
-            size += len(piece)
-            if size > MAX_PART_BYTES:
-                copy.close()
-                raise ApiError(
-                    413, f"A part holds at most {MAX_PART_BYTES} bytes.", param="data"
-                )
-            copy.write(piece)
-        copy.seek(0)
-        part = _Part(self.emu._id("part_", 24), self._swept(), copy, size)
+        try:  # a client gone, a full disk: the copy is closed, not left behind
+            size = _copied(source, copy)
+            part = _Part(self.emu._id("part_", 24), self._swept(), copy, size)
+        except BaseException:
+            copy.close()
+            raise
         with self.lock:
             try:  # pending still? Cancelled, completed or expired meanwhile: no
                 self._pending(upload_id, project)
@@ -356,3 +351,17 @@ def uploads_of(emulator: Emulator) -> Uploads:
     if uploads is None:
         uploads = emulator.__dict__.setdefault("_uploads", Uploads(emulator))
     return uploads
+
+
+def _copied(source: IO[bytes], copy: IO[bytes]) -> int:
+    """Copy ``source`` to its end into ``copy`` (rewound); its size."""
+    size = 0
+    while piece := source.read(_PIECE):
+        size += len(piece)
+        if size > MAX_PART_BYTES:
+            raise ApiError(
+                413, f"A part holds at most {MAX_PART_BYTES} bytes.", param="data"
+            )
+        copy.write(piece)
+    copy.seek(0)
+    return size

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -62,6 +63,7 @@ class Snapshots:
 
     def __init__(self, bound: int) -> None:
         self.bound = bound
+        self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
 
     def get(
@@ -72,14 +74,16 @@ class Snapshots:
     ) -> dict[str, Any] | None:
         """The batch's fields as last seen, fetched anew if they are stale."""
         key, now = (project, batch_id), time.monotonic()
-        held = self._seen.get(key)
+        with self._lock:  # the streams of a SQL store ask from threads
+            held = self._seen.get(key)
         if held is not None and now - held[0] < LIVE_SECONDS:
             return held[1]
         fields = fetch()
-        self._seen.pop(key, None)  # re-inserted last: the dict is oldest first
-        self._seen[key] = (now, fields)
-        while len(self._seen) > self.bound:
-            del self._seen[next(iter(self._seen))]
+        with self._lock:
+            self._seen.pop(key, None)  # re-inserted last: the dict is oldest first
+            self._seen[key] = (now, fields)
+            while len(self._seen) > self.bound:
+                del self._seen[next(iter(self._seen))]
         return fields
 
 
