@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 
 import batchfsm as bf
 from batchfsm._json_io import converter_loads
-from batchfsm._json_text import make_text_parser
+from batchfsm._json_text import _struct_type, _value_lines, make_text_parser
+from batchfsm._model import BatchError, BatchErrors
 from batchfsm.strategies import api_dicts, broken_dicts
 
 from .conftest import BATCH_KEYS
@@ -286,3 +288,31 @@ class _Converted:
 def test_no_straight_parse_is_generated_that_would_skip_a_fields_own_hook(cls):
     with pytest.raises(TypeError, match=f"{cls.__name__}.n has a hook the parse skips"):
         make_text_parser(cls)
+
+
+# -- the text rules know each shape of the model, and refuse any other -------
+
+
+@pytest.mark.parametrize(
+    ("t", "owner"),
+    [
+        (Mapping[str, str], BatchErrors),  # metadata is the Batch's alone
+        (tuple[BatchError, ...], bf.Batch),  # the error list is BatchErrors' alone
+        (tuple[BatchError], BatchErrors),  # a list of any length, not of one
+        (tuple[BatchError, int, int], BatchErrors),
+    ],
+)
+def test_a_shape_the_text_rules_do_not_know_is_refused_by_name(
+    t: Any, owner: type
+) -> None:
+    # A field the model gains in a shape the straight parse has no rule for
+    # stops the import loudly, instead of a parse that checks less.
+    with pytest.raises(TypeError, match=f"no text rule for {owner.__name__}"):
+        _struct_type(t, owner)
+    assert _value_lines(t, owner, "", "") == []  # and no build of it either
+
+
+def test_the_error_list_parses_straight_on_its_own() -> None:
+    text = b'{"object": "list", "data": [{"code": "c", "message": "m", "line": 2}]}'
+    parsed = make_text_parser(BatchErrors)(text)
+    assert parsed == BatchErrors(data=(BatchError(code="c", message="m", line=2),))
