@@ -50,22 +50,20 @@ import attrs
 
 from .._lifecycle import progress
 from .._model import Batch
-from ._dispatch import Replies
 from ._handlers import is_async
 from ._results import counts, total, usage
 from ._sql_chunks import RUNNING, ChunkedSQLStore, LineChunk
 from ._stores import HeldWrite, Work
 from ._validate import is_blank
 from ._worker import (
-    SECONDS_PER_WRITE,
     Service,
     _gone_at,
-    _group_full,
     _InputGoneError,
     _lines,
     _request,
     _Run,
     _stopper,
+    _stream,
     _Streamed,
     _Taken,
     _write,
@@ -253,17 +251,5 @@ def run_chunk(emu: Service, now: int) -> bool:
         emu, batch, Work(due_at=0, offset=chunk.pos), taken, _counted(),
         [False] * len(requests), store=store, chunk=chunk,
     )  # fmt: skip
-    replies = Replies(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
-    try:
-        while (came := replies.take(SECONDS_PER_WRITE)) is not None:
-            for index, reply in came:
-                run.record(index, requests[index], reply)
-            if run.unwritten and _group_full(run.run, run.began):
-                refused[0] = not run.write(last=False)
-                if refused[0]:
-                    return True
-    finally:
-        replies.close()
-    if not stop():
-        run.write(last=True)
+    _stream(emu, requests, run, stop, refused)  # as the async run of a batch
     return True

@@ -141,7 +141,7 @@ def _gone_at(emu: Service, file_id: str) -> int:
     outcome depends on the emulated time alone, not on when the purge came
     round.
     """
-    held: _Held | None = getattr(_held, "writes", None)
+    held = _held_writes()
     file = held.inputs.get(file_id) if held is not None else None
     if file is None:
         file = emu.files.get(file_id)
@@ -337,7 +337,7 @@ _held = threading.local()
 
 def _write(batches: BatchStore, write: HeldWrite, answers: int = 0) -> bool | None:
     """A worker's conditional write: made now, or held (None) for a pass's commit."""
-    held: _Held | None = getattr(_held, "writes", None)
+    held = _held_writes()
     if held is None or held.batches is not batches:
         return _write_alone_raising(batches, write)
     held.hold(write, answers)
@@ -353,9 +353,15 @@ def _write_alone_raising(batches: BatchStore, w: HeldWrite) -> bool:
     )  # fmt: skip
 
 
+def _held_writes() -> _Held | None:
+    """The writes held by this thread's pass over due work, if one runs."""
+    held: _Held | None = getattr(_held, "writes", None)
+    return held
+
+
 def _flush_old() -> dict[str, bool]:
     """Commit the writes held on this thread if the first is a group's age."""
-    held: _Held | None = getattr(_held, "writes", None)
+    held = _held_writes()
     if held is None or not held.writes:
         return {}
     if time.monotonic() - held.began < SECONDS_PER_WRITE:
@@ -365,7 +371,7 @@ def _flush_old() -> dict[str, bool]:
 
 def _pending() -> tuple[int, int, float | None]:
     """The answers held on this thread, their bytes, and when the first was held."""
-    held: _Held | None = getattr(_held, "writes", None)
+    held = _held_writes()
     if held is None or not held.writes:
         return 0, 0, None
     return held.answers, held.size, held.began
@@ -384,7 +390,7 @@ def _step_safely(
     except Exception:  # one batch's failure stays its own
         log.exception("batch %s: its work failed; it waits for expiry", batch_id)
         try:
-            held: _Held | None = getattr(_held, "writes", None)
+            held = _held_writes()
             if held is not None:  # set aside as stored, its held steps with it
                 held.flush()
                 held.latest.pop(batch_id, None)
@@ -528,7 +534,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
 
 def _remember_input(file: FileObject | None) -> None:
     """Keep the input's File object for the pass (see :func:`_gone_at`)."""
-    held: _Held | None = getattr(_held, "writes", None)
+    held = _held_writes()
     if file is not None and held is not None:
         held.inputs[file.id] = file
 
@@ -897,6 +903,22 @@ def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> None:
         _Run(work, emu.max_output_bytes),
         [False] * len(requests),
     )
+    _stream(emu, requests, run, stop, refused)
+
+
+def _stream(
+    emu: Service,
+    requests: list[RequestLine | None],
+    run: _Streamed,
+    stop: Callable[[], bool],
+    refused: list[bool],
+) -> None:
+    """Send ``requests`` to the async handler; ``run`` writes the answers in groups.
+
+    A group is written once full, and what the pass holds once a while
+    passes without answers; a write refused (the batch moved on) or
+    ``stop`` ends the sending, the answers not written dropped.
+    """
     replies = Replies(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
     try:
         while (came := replies.take(SECONDS_PER_WRITE)) is not None:
@@ -905,7 +927,7 @@ def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> None:
             if run.unwritten and _group_full(run.run, run.began):
                 refused[0] = not run.write(last=False)
             elif not came:  # a while without answers: what is held goes now
-                refused[0] = _flush_old().get(batch.id) is False
+                refused[0] = _flush_old().get(run.batch.id) is False
             if refused[0]:
                 return
     finally:
@@ -977,7 +999,7 @@ def _result_sizes(batches: BatchStore, batch_id: str) -> dict[ResultKind, int]:
         if both is not None
         else {k: batches.result_size(batch_id, k) for k in ("output", "errors")}
     )
-    held: _Held | None = getattr(_held, "writes", None)
+    held = _held_writes()
     if held is not None:
         for kind in sizes:
             sizes[kind] += held.result_size(batch_id, kind)
@@ -1008,7 +1030,7 @@ def end_now(
             return True
         return emu.batches.write(after, None, status=batch.status, epoch=work.epoch)
     # Written now, whatever a pass of the worker on this thread holds.
-    held, _held.writes = getattr(_held, "writes", None), None
+    held, _held.writes = _held_writes(), None
     try:
         return bool(_end(emu, batch, work, event, now, "batch_expired"))
     finally:
