@@ -40,7 +40,7 @@ from ._model import (
 )
 from ._unfrozen import UNFROZEN
 
-__all__ = ["RefusedError", "make_parser", "parser_source"]
+__all__ = ["RefusedError", "make_parser", "parser_source", "refuse_skipped_hooks"]
 
 
 class RefusedError(Exception):
@@ -66,6 +66,17 @@ _FOLDED = {
     (Batch, "metadata"),  # checked, copied and made read-only
     (BatchErrors, "data"),  # made a tuple
 }
+
+
+def refuse_skipped_hooks(cls: type, field: attrs.Attribute[Any]) -> None:
+    """Refuse a field of ``cls`` whose converter or validator a parse would skip.
+
+    A generated parse (this one, or :mod:`._json_text`'s) writes slots
+    directly: only the hooks it does the work of (``_FOLDED``) may be there.
+    """
+    has_hooks = field.converter is not None or field.validator is not None
+    if has_hooks and (cls, field.name) not in _FOLDED:
+        raise TypeError(f"{cls.__name__}.{field.name} has a hook the parse skips")
 
 
 def _value_lines(t: Any, owner: type, i: str, how: _How, prefix: str) -> list[str]:
@@ -152,9 +163,7 @@ def _object_lines(cls: type, how: _How, prefix: str, i: str) -> list[str]:
     # class's slot descriptors (a call per field) from one field on.
     lines.append(f"{i}{n} = _new(_Unfrozen{cls.__name__})")
     for field, name in zip(fields, taken, strict=True):
-        has_hooks = field.converter is not None or field.validator is not None
-        if has_hooks and (cls, field.name) not in _FOLDED:
-            raise TypeError(f"{cls.__name__}.{field.name} has a hook the parse skips")
+        refuse_skipped_hooks(cls, field)
         lines.append(f"{i}v = {name}")
         lines += _value_lines(field.type, cls, i, how, f"{prefix}{field.name}_")
         lines.append(f"{i}{n}.{field.name} = v")

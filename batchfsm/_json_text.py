@@ -34,7 +34,7 @@ import msgspec
 
 from ._codegen import compile_function
 from ._field_rules import BATCH_TAG, INT_MAX, is_batch_tag, is_optional
-from ._json_parse import _FOLDED as FOLDED
+from ._json_parse import refuse_skipped_hooks
 from ._model import (
     METADATA_MAX_KEY_LENGTH,
     METADATA_MAX_PAIRS,
@@ -137,9 +137,7 @@ def _object_lines(cls: type, prefix: str, i: str) -> list[str]:
     s, n = f"{prefix}s", f"{prefix}n"
     lines = [f"{i}{s} = v", f"{i}{n} = _new(_Unfrozen{cls.__name__})"]
     for field in attrs.fields(attrs.resolve_types(cls)):
-        has_hooks = field.converter is not None or field.validator is not None
-        if has_hooks and (cls, field.name) not in FOLDED:
-            raise TypeError(f"{cls.__name__}.{field.name} has a hook the parse skips")
+        refuse_skipped_hooks(cls, field)
         deeper = _value_lines(field.type, cls, i, f"{prefix}{field.name}_")
         if deeper:
             lines += [f"{i}v = {s}.{field.name}", *deeper, f"{i}{n}.{field.name} = v"]

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-import attrs
 import orjson
 import pytest
 from hypothesis import given
@@ -28,7 +27,7 @@ from batchfsm.strategies import api_dicts, broken_dicts
 
 from .conftest import BATCH_KEYS
 from .shapes import shaped_dicts
-from .test_convert import ODD_VALUES, full, paths, replaced
+from .test_convert import ODD_VALUES, _Checked, _Converted, full, paths, replaced
 
 parse_text = make_text_parser(bf.Batch)
 
@@ -272,16 +271,6 @@ def test_the_straight_parse_is_generated_code_whose_source_is_viewable():
     filename = parse_text.__code__.co_filename
     assert filename == "<batchfsm generated parse_Batch_from_text>"
     assert inspect.getsource(parse_text).startswith("def parse_Batch_from_text(text):")
-
-
-@attrs.frozen
-class _Checked:
-    n: int = attrs.field(validator=attrs.validators.ge(0))
-
-
-@attrs.frozen
-class _Converted:
-    n: int = attrs.field(converter=int)
 
 
 @pytest.mark.parametrize("cls", [_Checked, _Converted])
