@@ -3,6 +3,7 @@ isolation, bounded answers and unique ids."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -24,6 +25,7 @@ from batchfsm.emulator import (
     MemoryBatchStore,
     MemoryFileStore,
     Reply,
+    RequestLine,
     SQLiteStore,
     VirtualClock,
     make_input_file,
@@ -219,6 +221,89 @@ def test_with_a_background_worker_calls_never_wait_for_a_batch() -> None:
     assert waited_out == [False]
     emu.run()
     assert finish(emu, slow_batch.id).status is S.COMPLETED
+
+
+LINES = 10_000
+#: Real seconds a request takes: the whole batch, ten seconds or more.
+PACE = 0.002
+
+
+def _paced(answered: list[str], pace: list[float]) -> Any:
+    def paced(endpoint: str, body: Any, custom_id: str, now: int) -> Reply:
+        time.sleep(pace[0])
+        answered.append(custom_id)
+        return Reply(200, {"ok": True})
+
+    async def paced_async(request: RequestLine) -> Reply:
+        await asyncio.sleep(pace[0])
+        answered.append(request.custom_id)
+        return Reply(200, {"ok": True})
+
+    return paced, paced_async
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_stop_returns_mid_batch_and_the_rest_runs_after(kind: str) -> None:
+    # A pass over due work is bounded (PASS_SECONDS): stop() waits for the
+    # pass under way, not for the rest of a big batch.
+    answered: list[str] = []
+    pace = [PACE]
+    paced, paced_async = _paced(answered, pace)
+    handler = paced if kind == "sync" else paced_async
+    emu = Emulator(handler=handler, request_seconds=0, concurrency=4, seed=3)
+    big = run(emu, make_input_file(LINES))
+    emu.start()
+    try:
+        emu.clock.advance(2)  # type: ignore[attr-defined]
+        _until(lambda: len(answered) >= 100)
+    finally:
+        emu.stop()
+    assert len(answered) < LINES // 2  # far from done when stop returned
+    stored = emu.batches.get(big.id)
+    assert stored is not None and stored.status is S.IN_PROGRESS
+    pace[0] = 0
+    emu.run()  # in-process: the rest, each request once
+    done = emu.retrieve_batch(big.id)
+    assert done.status is S.COMPLETED
+    assert done.request_counts == bf.BatchRequestCounts(
+        total=LINES, completed=LINES, failed=0
+    )
+    ids = [line["custom_id"] for line in lines(emu, done.output_file_id)]
+    assert len(set(ids)) == len(ids) == LINES
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_small_batch_runs_while_a_big_one_does(kind: str, store: str) -> None:
+    # Each pass reads the clock again: a batch that became due during a big
+    # batch's run ends before the big one does, not after it. (SQLite: the
+    # pass's writes held and committed together, its steps chained.)
+    answered: list[str] = []
+    paced, paced_async = _paced(answered, [PACE])
+    handler = paced if kind == "sync" else paced_async
+    emu = Emulator(
+        handler=handler,
+        request_seconds=0,
+        concurrency=4,
+        seed=4,
+        store=None if store == "memory" else SQLiteStore(":memory:"),
+    )
+    big = run(emu, make_input_file(LINES))
+    emu.start()
+    try:
+        emu.clock.advance(2)  # type: ignore[attr-defined]
+        _until(lambda: len(answered) >= 100)
+        small = run(emu, make_input_file(2))
+        emu.clock.advance(2)  # type: ignore[attr-defined]  # its validation is due
+        _until(lambda: emu.retrieve_batch(small.id).status in bf.TERMINAL_STATUSES)
+        running = emu.batches.get(big.id)
+        ended = emu.retrieve_batch(small.id)
+    finally:
+        emu.stop()
+    assert ended.status is S.COMPLETED
+    assert running is not None and running.status is S.IN_PROGRESS
+    assert running.request_counts is not None
+    assert running.request_counts.completed < LINES
 
 
 # -- failure isolation ---------------------------------------------------------------

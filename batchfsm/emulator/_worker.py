@@ -75,6 +75,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "PASS_SECONDS",
     "REQUESTS_PER_STEP",
     "REQUESTS_PER_WRITE",
     "RESULT_BYTES_PER_WRITE",
@@ -90,6 +91,12 @@ S = BatchStatus
 READ_BYTES = 1 << 16
 #: At most this many requests of a batch run in one step (then other batches').
 REQUESTS_PER_STEP = 256
+#: A pass over due work (:func:`run_due`) ends once it ran this long (real
+#: seconds), its progress written: then the clock is read again (work that
+#: became due meanwhile, a batch created during a big one's run, is due
+#: too) and a stop is heard. One step may overrun it (its requests, up to
+#: :data:`REQUESTS_PER_STEP`, or an async run's).
+PASS_SECONDS = 1.0
 #: Answered requests are written in groups (one transaction each): a group
 #: is written once it holds this many answers, ...
 REQUESTS_PER_WRITE = 64
@@ -197,13 +204,17 @@ def due(emu: Service, batch: Batch, done: int) -> int:
     return min(at, batch.expires_at)
 
 
-def run_due(emu: Service, now: int) -> None:
-    """Run every piece of work due by ``now``, batch by batch.
+def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
+    """Run the work due by ``now``, batch by batch; whether some may be left.
 
     On a store that takes several writes in one transaction
     (``write_many``), the writes of the due batches' steps are held and
     committed together (:class:`_Held`): at the end of each pass over the
     due batches, and sooner once the answers they hold make up a group.
+
+    With ``deadline`` (a :func:`time.monotonic` time), it stops once that
+    passed, after a pass over the due batches with what it held committed,
+    and says True: work may be due still (see :data:`PASS_SECONDS`).
     """
     writer = getattr(emu.batches, "write_many", None)
     while ids := emu.batches.due(now, 64):
@@ -217,6 +228,9 @@ def run_due(emu: Service, now: int) -> None:
             _held.writes = None
         if held is not None:
             held.flush()
+        if deadline is not None and time.monotonic() >= deadline:
+            return True
+    return False
 
 
 def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
