@@ -242,34 +242,46 @@ def _paced(answered: list[str], pace: list[float]) -> Any:
     return paced, paced_async
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
-def test_stop_returns_mid_batch_and_the_rest_runs_after(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "requests", "pace", "concurrency"),
+    [
+        ("sync", LINES, PACE, 4),
+        ("async", LINES, PACE, 4),
+        # One async step (256 requests) alone takes ten seconds: the pass
+        # stops sending at its deadline, and writes what was in flight.
+        ("async", 512, 0.3, 8),
+    ],
+)
+def test_stop_returns_mid_batch_and_the_rest_runs_after(
+    kind: str, requests: int, pace: float, concurrency: int
+) -> None:
     # A pass over due work is bounded (PASS_SECONDS): stop() waits for the
     # pass under way, not for the rest of a big batch.
     answered: list[str] = []
-    pace = [PACE]
-    paced, paced_async = _paced(answered, pace)
+    paces = [pace]
+    paced, paced_async = _paced(answered, paces)
     handler = paced if kind == "sync" else paced_async
-    emu = Emulator(handler=handler, request_seconds=0, concurrency=4, seed=3)
-    big = run(emu, make_input_file(LINES))
+    emu = Emulator(handler=handler, request_seconds=0, concurrency=concurrency, seed=3)
+    big = run(emu, make_input_file(requests))
     emu.start()
     try:
         emu.clock.advance(2)  # type: ignore[attr-defined]
-        _until(lambda: len(answered) >= 100)
+        _until(lambda: len(answered) >= 8)
     finally:
         emu.stop()
-    assert len(answered) < LINES // 2  # far from done when stop returned
+    assert len(answered) < requests // 2  # far from done when stop returned
     stored = emu.batches.get(big.id)
     assert stored is not None and stored.status is S.IN_PROGRESS
-    pace[0] = 0
-    emu.run()  # in-process: the rest, each request once
+    paces[0] = 0
+    emu.run()  # in-process: the rest
     done = emu.retrieve_batch(big.id)
     assert done.status is S.COMPLETED
     assert done.request_counts == bf.BatchRequestCounts(
-        total=LINES, completed=LINES, failed=0
+        total=requests, completed=requests, failed=0
     )
     ids = [line["custom_id"] for line in lines(emu, done.output_file_id)]
-    assert len(set(ids)) == len(ids) == LINES
+    assert len(set(ids)) == len(ids) == requests
+    assert len(answered) == requests  # none sent twice, none left out
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])

@@ -219,13 +219,14 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
     writer = getattr(emu.batches, "write_many", None)
     while ids := emu.batches.due(now, 64):
         held = _held.writes = None if writer is None else _Held(emu.batches)
+        _held.deadline = deadline
         try:
             for batch_id in ids:
                 _step_safely(emu, batch_id, now)
                 if held is not None:
                     _chain(emu, held, batch_id, now)
         finally:
-            _held.writes = None
+            _held.writes = _held.deadline = None
         if held is not None:
             held.flush()
         if deadline is not None and time.monotonic() >= deadline:
@@ -381,6 +382,18 @@ def _flush_old() -> dict[str, bool]:
     if time.monotonic() - held.began < SECONDS_PER_WRITE:
         return {}
     return held.flush()
+
+
+def _drain() -> Callable[[], bool]:
+    """Whether an async run stops sending: the pass's deadline passed.
+
+    Those in flight are answered and written; the rest run at the next
+    step, in the next pass (see :data:`PASS_SECONDS`).
+    """
+    deadline: float | None = getattr(_held, "deadline", None)
+    if deadline is None:
+        return lambda: False
+    return lambda: time.monotonic() >= deadline
 
 
 def _pending() -> tuple[int, int, float | None]:
@@ -917,7 +930,7 @@ def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> None:
         _Run(work, emu.max_output_bytes),
         [False] * len(requests),
     )
-    _stream(emu, requests, run, stop, refused)
+    _stream(emu, requests, run, stop, refused, _drain())
 
 
 def _stream(
@@ -926,16 +939,21 @@ def _stream(
     run: _Streamed,
     stop: Callable[[], bool],
     refused: list[bool],
+    drain: Callable[[], bool] = lambda: False,
 ) -> None:
     """Send ``requests`` to the async handler; ``run`` writes the answers in groups.
 
     A group is written once full, and what the pass holds once a while
     passes without answers; a write refused (the batch moved on) or
-    ``stop`` ends the sending, the answers not written dropped.
+    ``stop`` ends the sending, the answers not written dropped. ``drain``
+    ends it too, the answers of the requests in flight written: the lines
+    not sent are left for the next step.
     """
-    replies = Replies(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
+    replies = Replies(emu.handler, requests, emu.concurrency, stop, drain)  # type: ignore[arg-type]
+    got = 0
     try:
         while (came := replies.take(SECONDS_PER_WRITE)) is not None:
+            got += len(came)
             for index, reply in came:
                 run.record(index, requests[index], reply)
             if run.unwritten and _group_full(run.run, run.began):
@@ -947,7 +965,7 @@ def _stream(
     finally:
         replies.close()
     if not stop():
-        run.write(last=True)
+        run.write(last=got == len(requests))  # else drained: the rest not sent
 
 
 def _end(
