@@ -105,6 +105,10 @@ RESULT_BYTES_PER_WRITE = 2 << 20
 #: ... or its first answer is this many seconds old (real time): a slow
 #: handler's answers are not held back for long.
 SECONDS_PER_WRITE = 0.05
+#: An async run takes the answers that came at most this often (real
+#: seconds): the handlers' loop, the gateway's busiest thread, then hands
+#: the worker's thread the GIL once for several answers, not for each.
+GATHER_SECONDS = 0.005
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -962,6 +966,8 @@ def _stream(
                 refused[0] = _flush_old().get(run.batch.id) is False
             if refused[0]:
                 return
+            if came:  # let some answers gather: a wake per answer costs the loop
+                time.sleep(GATHER_SECONDS)
     finally:
         replies.close()
     if not stop():
