@@ -284,9 +284,21 @@ def test_stop_returns_mid_batch_and_the_rest_runs_after(
     assert len(answered) == requests  # none sent twice, none left out
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def _store(name: str, request: pytest.FixtureRequest) -> Any:
+    if name == "sqlite":
+        return SQLiteStore(":memory:")
+    if name == "postgres":  # its big batch's lines in chunks (async handler)
+        from batchfsm.emulator import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("postgres_url"))
+    return None
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_a_small_batch_runs_while_a_big_one_does(kind: str, store: str) -> None:
+def test_a_small_batch_runs_while_a_big_one_does(
+    kind: str, store: str, request: pytest.FixtureRequest
+) -> None:
     # Each pass reads the clock again: a batch that became due during a big
     # batch's run ends before the big one does, not after it. (SQLite: the
     # pass's writes held and committed together, its steps chained.)
@@ -298,7 +310,7 @@ def test_a_small_batch_runs_while_a_big_one_does(kind: str, store: str) -> None:
         request_seconds=0,
         concurrency=4,
         seed=4,
-        store=None if store == "memory" else SQLiteStore(":memory:"),
+        store=(made := _store(store, request)),
     )
     big = run(emu, make_input_file(LINES))
     emu.start()
@@ -312,6 +324,8 @@ def test_a_small_batch_runs_while_a_big_one_does(kind: str, store: str) -> None:
         ended = emu.retrieve_batch(small.id)
     finally:
         emu.stop()
+        if made is not None:
+            made.close()
     assert ended.status is S.COMPLETED
     assert running is not None and running.status is S.IN_PROGRESS
     assert running.request_counts is not None
