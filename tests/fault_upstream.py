@@ -10,6 +10,8 @@ request is named by the last message's content:
 - ``hang``: never answers (until the client gives up);
 - ``drop``: closes the connection without answering, every time;
 - ``drop-once``: as ``drop`` the first time, then as ``ok``;
+- ``held``: as ``ok``, once :meth:`FaultUpstream.release` was called
+  (``held_now`` says how many are held, ``held_most`` the most at once);
 - ``trickle``: a 200 whose body comes a byte every 0.1 s, for ever;
 - ``text``: a 200 whose body is not JSON;
 - anything starting ``slow``: as ``ok``, after 20 ms (a real model's pace,
@@ -84,6 +86,15 @@ class FaultUpstream:
         self.headers: list[dict[str, str]] = []
         self.who: Callable[[Any], object] | None = None
         self.senders: list[object] = []
+        self.held_now = 0
+        self.held_most = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._released = asyncio.Event()  # bound to the server's loop on use
+
+    def release(self) -> None:
+        """Answer the ``held`` requests, those held now and those to come."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._released.set)
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -119,6 +130,11 @@ class FaultUpstream:
         first = self.tries[content] == 1
         if content == "hang":
             await asyncio.sleep(3600)
+        if content == "held":
+            self.held_now += 1
+            self.held_most = max(self.held_most, self.held_now)
+            await self._released.wait()
+            self.held_now -= 1
         if content.startswith("slow"):
             pace = {"slowest": 6.0, "slower": 0.3}.get(content.split("-")[0], 0.02)
             await asyncio.sleep(pace)
@@ -160,6 +176,7 @@ def fault_upstream() -> Iterator[FaultUpstream]:
         return server
 
     server = loop.run_until_complete(main())
+    upstream.loop = loop
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     ready.set()

@@ -317,6 +317,36 @@ def test_requests_per_minute_hold_requests_back(faults: FaultUpstream) -> None:
     assert sorted(done) == [False, True, True]
 
 
+def test_requests_in_flight_reach_the_concurrency_and_never_pass_it(
+    faults: FaultUpstream,
+) -> None:
+    # 20 at once: more than one client's connections (they are spread over
+    # several clients), and 30 sent, so that 10 wait for a slot.
+    handler = UpstreamHandler(faults.base, concurrency=20)
+    body = {"model": "m", "messages": [{"role": "user", "content": "held"}]}
+    line = RequestLine("a", "POST", CHAT, body, 0)
+
+    async def send() -> list[Reply]:
+        return await asyncio.gather(*(handler(line) for _ in range(30)))
+
+    sent = asyncio.run_coroutine_threadsafe(send(), _handlers_loop())
+    deadline = time.monotonic() + PATIENCE  # a hang guard
+    while faults.held_now < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # room for a request past the bound to arrive (none may)
+    faults.release()
+    replies = sent.result(PATIENCE)
+    run_on_loop(handler.aclose())
+    assert [r.status_code for r in replies] == [200] * 30
+    assert faults.held_most == 20
+
+
+def _handlers_loop() -> asyncio.AbstractEventLoop:
+    from batchfsm.emulator import _dispatch
+
+    return _dispatch._the_loop()
+
+
 # -- real upstream processes --------------------------------------------------------
 
 

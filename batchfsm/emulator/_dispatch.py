@@ -87,15 +87,20 @@ async def _many(
     concurrency: int,
     stop: Stop,
     came: Callable[[int, Reply], None] = lambda index, reply: None,
+    drain: Stop = lambda: False,
 ) -> list[Reply | None]:
     replies: list[Reply | None] = [None] * len(requests)
     queue = iter(range(len(requests)))
     stopped = asyncio.Event()
 
     async def lane() -> None:
+        sent = False
         for index in queue:  # shared: each index taken by one lane
-            if stopped.is_set():
+            # Drained: no new request, those in flight answered. Each lane
+            # sends one first, so that every run gets on.
+            if stopped.is_set() or (sent and drain()):
                 return
+            sent = True
             request = requests[index]
             if request is not None:
                 replies[index] = reply = await _one(handler, request)
@@ -152,7 +157,9 @@ class Replies:
     As :func:`run_many`, but the caller (the worker's thread) takes each
     reply as soon as it came, to write it while the rest are in flight.
     A None request gets a None reply at once; no reply comes for a request
-    not dispatched because ``stop()`` said so.
+    not dispatched because ``stop()`` said so (those in flight dropped), or
+    ``drain()`` (those in flight answered: each lane stops taking requests,
+    after its first).
 
     Example:
         >>> from batchfsm.emulator._handlers import fake_handler
@@ -172,6 +179,7 @@ class Replies:
         requests: Sequence[RequestLine | None],
         concurrency: int,
         stop: Stop = lambda: False,
+        drain: Stop = lambda: False,
     ) -> None:
         self._queue: queue.SimpleQueue[tuple[int, Reply | None] | None] = (
             queue.SimpleQueue()
@@ -183,7 +191,12 @@ class Replies:
         self._future: concurrent.futures.Future[list[Reply | None]] | None = None
         if any(request is not None for request in requests):
             coro = _many(
-                handler, requests, max(1, concurrency), stop, lambda i, r: put((i, r))
+                handler,
+                requests,
+                max(1, concurrency),
+                stop,
+                lambda i, r: put((i, r)),
+                drain,
             )
             self._future = asyncio.run_coroutine_threadsafe(coro, _the_loop())
             self._future.add_done_callback(lambda _: put(None))

@@ -13,6 +13,7 @@ background thread runs it instead and calls never wait for it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
@@ -72,7 +73,7 @@ from ._stores import (
     Work,
 )
 from ._webhooks import Outbox, WebhookEndpoint, Webhooks
-from ._worker import due, run_due, snapshot
+from ._worker import PASS_SECONDS, due, run_due, snapshot
 
 __all__ = ["INPUT_GRACE_REAL_SECONDS", "ApiError", "Emulator"]
 
@@ -364,19 +365,26 @@ class Emulator(Doubles):
 
     # -- running due work -------------------------------------------------------------
 
-    def _run_due(self) -> None:
+    def _run_due(self) -> bool:
         try:
-            self._run_due_once()
+            more = self._run_due_once()
         except StoreUnavailable as exc:
             self.outage.failed(exc, retried=True)  # the runner tries again
             raise
         self.outage.ok()
+        return more
 
-    def _run_due_once(self) -> None:
+    def _run_due_once(self) -> bool:
+        """One pass over the work due (at most about :data:`PASS_SECONDS`).
+
+        Whether it ended at that bound: then work may be due still, and the
+        runner runs another pass (reading the clock again).
+        """
         now = self._now()
-        run_due(self, now)
-        while run_chunk(self, now):  # the chunks of big batches, whoever holds them
-            run_due(self, now)
+        deadline = time.monotonic() + PASS_SECONDS
+        more = run_due(self, now, deadline)
+        while not more and run_chunk(self, now):  # big batches' chunks, whoever's
+            more = run_due(self, now, deadline) or time.monotonic() >= deadline
         uploads = self.__dict__.get("_uploads")  # made on first use of the API
         if uploads is not None:
             uploads.sweep(now)  # expired uploads' parts: their files closed
@@ -398,6 +406,7 @@ class Emulator(Doubles):
             raise
         except Exception:  # the next run purges them: no call fails for it
             log.exception("purging expired files failed; the next run tries again")
+        return more
 
     def run(self) -> None:
         """Run every piece of work due by the clock's time, here and now.

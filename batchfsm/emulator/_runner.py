@@ -37,7 +37,7 @@ class Runner:
         [1]
     """
 
-    def __init__(self, work: Callable[[], None]) -> None:
+    def __init__(self, work: Callable[[], bool | None]) -> None:
         self._work = work
         self._running = threading.Lock()  # one runner of due work at a time
         self._inside = threading.local()
@@ -51,13 +51,22 @@ class Runner:
         return self._thread is not None
 
     def run(self) -> None:
-        """Run the work here and now (unless this thread is running it already)."""
+        """Run the work here and now (unless this thread is running it already).
+
+        All of it: pass after pass while a pass says some is left (a pass
+        of ``work`` that returns True ended at its time bound).
+        """
+        while self._pass():
+            pass
+
+    def _pass(self) -> bool:
+        """One pass of the work; whether it says some is left."""
         if getattr(self._inside, "run", False) or on_handler_loop():
-            return  # a handler calling the emulator: its own run is under way
+            return False  # a handler calling the emulator: its own run is under way
         with self._running:
             self._inside.run = True
             try:
-                self._work()
+                return bool(self._work())
             finally:
                 self._inside.run = False
 
@@ -73,7 +82,8 @@ class Runner:
             while not self._stop.is_set():
                 wait = poll_seconds
                 try:
-                    self.run()
+                    if self._pass():  # some is left: the next pass at once,
+                        wait = 0  # unless told to stop meanwhile
                 except StoreUnavailable:
                     # Told once by the work's Outage; the work is tried again
                     # after a wait (or as soon as a call wrote: it is back).
@@ -82,8 +92,9 @@ class Runner:
                     log.exception("the emulator's worker failed; carrying on")
                 else:
                     backoff.reset()
-                self._wake.wait(wait)
-                self._wake.clear()
+                if wait:
+                    self._wake.wait(wait)
+                    self._wake.clear()
 
         self._thread = threading.Thread(
             target=loop, name="batchfsm-emulator-worker", daemon=True

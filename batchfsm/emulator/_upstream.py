@@ -158,15 +158,46 @@ class _Bucket:
             await asyncio.sleep((amount - self.level) / self.rate)
 
 
+#: The most connections one client of an upstream holds: the requests in
+#: flight are spread over several clients of at most this many. A client's
+#: pool scans all its connections twice a request (httpcore2's
+#: ``_assign_requests_to_connections``), so one client of 64 connections
+#: spent more CPU on that than on the request itself (``benchmarks.gateway_cases``).
+CONNECTIONS_PER_CLIENT = 8
+
+
 @attrs.define
 class _Upstream:
-    """One upstream's client and limits (made on the handlers' loop)."""
+    """One upstream's clients and limits (made on the handlers' loop).
+
+    ``slots`` holds the index of a client once for each request it may
+    have in flight (``concurrency`` in all): a request takes one, so it is
+    sent at once on a connection of its client's, never queued in a pool.
+    """
 
     url: str
-    client: httpx2.AsyncClient
-    slots: asyncio.Semaphore
+    clients: list[httpx2.AsyncClient]
+    slots: asyncio.Queue[int]
     requests: _Bucket | None
     tokens: _Bucket | None
+
+
+def _clients(
+    concurrency: int, headers: dict[str, str], timeout: float
+) -> tuple[list[httpx2.AsyncClient], asyncio.Queue[int]]:
+    """Clients sharing ``concurrency`` connections, and the queue of their slots."""
+    count = -(-concurrency // CONNECTIONS_PER_CLIENT)
+    clients: list[httpx2.AsyncClient] = []
+    slots: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(count):
+        share = concurrency // count + (index < concurrency % count)
+        limits = httpx2.Limits(max_connections=share, max_keepalive_connections=share)
+        clients.append(
+            httpx2.AsyncClient(headers=headers, limits=limits, timeout=timeout)
+        )
+        for _ in range(share):
+            slots.put_nowait(index)
+    return clients, slots
 
 
 class UpstreamHandler:
@@ -235,22 +266,15 @@ class UpstreamHandler:
     def _upstream(self, url: str) -> _Upstream:
         upstream = self._upstreams.get(url)
         if upstream is None:
-            headers = (
-                {}
-                if self.api_key is None
-                else {"Authorization": f"Bearer {self.api_key}"}
-            )
-            limits = httpx2.Limits(
-                max_connections=self.concurrency,
-                max_keepalive_connections=self.concurrency,
-            )
+            headers = {"Content-Type": "application/json"}
+            if self.api_key is not None:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            clients, slots = _clients(self.concurrency, headers, self.timeout)
             rpm, tpm = self.requests_per_minute, self.tokens_per_minute
             upstream = _Upstream(
                 url,
-                httpx2.AsyncClient(
-                    headers=headers, limits=limits, timeout=self.timeout
-                ),
-                asyncio.Semaphore(self.concurrency),
+                clients,
+                slots,
                 None if rpm is None else _Bucket(rpm),
                 None if tpm is None else _Bucket(tpm),
             )
@@ -296,38 +320,37 @@ class UpstreamHandler:
             await upstream.requests.take(1)
         if upstream.tokens is not None:
             await upstream.tokens.take(prompt_tokens(request.url, request.body))
-        async with upstream.slots:
-            try:
-                status, headers, content = await asyncio.wait_for(
-                    self._send(upstream, request), self.timeout
+        index = await upstream.slots.get()
+        try:
+            # One deadline for the whole try (a trickle too), in this task.
+            async with asyncio.timeout(self.timeout):
+                status, headers, content = await self._send(
+                    upstream.clients[index], upstream.url + request.url, request
                 )
-            except (TimeoutError, httpx2.TimeoutException):
-                message = f"The upstream did not answer within {self.timeout:g} s."
-                return _error(504, message, "upstream_timeout"), self._wait(
-                    None, attempt
-                )
-            except httpx2.TransportError as exc:
-                message = f"The upstream could not be reached: {type(exc).__name__}."
-                return _error(502, message, "upstream_unavailable"), self._wait(
-                    None, attempt
-                )
+        except (TimeoutError, httpx2.TimeoutException):
+            message = f"The upstream did not answer within {self.timeout:g} s."
+            return _error(504, message, "upstream_timeout"), self._wait(None, attempt)
+        except httpx2.TransportError as exc:
+            message = f"The upstream could not be reached: {type(exc).__name__}."
+            return _error(502, message, "upstream_unavailable"), self._wait(
+                None, attempt
+            )
+        finally:
+            upstream.slots.put_nowait(index)
         reply = _reply(status, content)
         if status in RETRIED_STATUSES or status >= 500:
             return reply, self._wait(_retry_after(headers), attempt)
         return reply, None
 
     async def _send(
-        self, upstream: _Upstream, request: RequestLine
+        self, client: httpx2.AsyncClient, url: str, request: RequestLine
     ) -> tuple[int, httpx2.Headers, bytes]:
-        response = await upstream.client.post(
-            upstream.url + request.url,
-            content=_json.encode(request.body),
-            headers={"Content-Type": "application/json"},
-        )
+        response = await client.post(url, content=_json.encode(request.body))
         return response.status_code, response.headers, response.content
 
     async def aclose(self) -> None:
         """Close the upstreams' connections."""
         upstreams, self._upstreams = self._upstreams, {}
         for upstream in upstreams.values():
-            await upstream.client.aclose()
+            for client in upstream.clients:
+                await client.aclose()

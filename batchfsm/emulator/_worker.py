@@ -75,6 +75,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "PASS_SECONDS",
     "REQUESTS_PER_STEP",
     "REQUESTS_PER_WRITE",
     "RESULT_BYTES_PER_WRITE",
@@ -90,6 +91,12 @@ S = BatchStatus
 READ_BYTES = 1 << 16
 #: At most this many requests of a batch run in one step (then other batches').
 REQUESTS_PER_STEP = 256
+#: A pass over due work (:func:`run_due`) ends once it ran this long (real
+#: seconds), its progress written: then the clock is read again (work that
+#: became due meanwhile, a batch created during a big one's run, is due
+#: too) and a stop is heard. One step may overrun it (its requests, up to
+#: :data:`REQUESTS_PER_STEP`, or an async run's).
+PASS_SECONDS = 1.0
 #: Answered requests are written in groups (one transaction each): a group
 #: is written once it holds this many answers, ...
 REQUESTS_PER_WRITE = 64
@@ -98,6 +105,10 @@ RESULT_BYTES_PER_WRITE = 2 << 20
 #: ... or its first answer is this many seconds old (real time): a slow
 #: handler's answers are not held back for long.
 SECONDS_PER_WRITE = 0.05
+#: An async run takes the answers that came at most this often (real
+#: seconds): the handlers' loop, the gateway's busiest thread, then hands
+#: the worker's thread the GIL once for several answers, not for each.
+GATHER_SECONDS = 0.005
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -197,26 +208,34 @@ def due(emu: Service, batch: Batch, done: int) -> int:
     return min(at, batch.expires_at)
 
 
-def run_due(emu: Service, now: int) -> None:
-    """Run every piece of work due by ``now``, batch by batch.
+def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
+    """Run the work due by ``now``, batch by batch; whether some may be left.
 
     On a store that takes several writes in one transaction
     (``write_many``), the writes of the due batches' steps are held and
     committed together (:class:`_Held`): at the end of each pass over the
     due batches, and sooner once the answers they hold make up a group.
+
+    With ``deadline`` (a :func:`time.monotonic` time), it stops once that
+    passed, after a pass over the due batches with what it held committed,
+    and says True: work may be due still (see :data:`PASS_SECONDS`).
     """
     writer = getattr(emu.batches, "write_many", None)
     while ids := emu.batches.due(now, 64):
         held = _held.writes = None if writer is None else _Held(emu.batches)
+        _held.deadline = deadline
         try:
             for batch_id in ids:
                 _step_safely(emu, batch_id, now)
                 if held is not None:
                     _chain(emu, held, batch_id, now)
         finally:
-            _held.writes = None
+            _held.writes = _held.deadline = None
         if held is not None:
             held.flush()
+        if deadline is not None and time.monotonic() >= deadline:
+            return True
+    return False
 
 
 def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
@@ -367,6 +386,18 @@ def _flush_old() -> dict[str, bool]:
     if time.monotonic() - held.began < SECONDS_PER_WRITE:
         return {}
     return held.flush()
+
+
+def _drain() -> Callable[[], bool]:
+    """Whether an async run stops sending: the pass's deadline passed.
+
+    Those in flight are answered and written; the rest run at the next
+    step, in the next pass (see :data:`PASS_SECONDS`).
+    """
+    deadline: float | None = getattr(_held, "deadline", None)
+    if deadline is None:
+        return lambda: False
+    return lambda: time.monotonic() >= deadline
 
 
 def _pending() -> tuple[int, int, float | None]:
@@ -903,7 +934,7 @@ def _run_async(emu: Service, batch: Batch, work: Work, now: int) -> None:
         _Run(work, emu.max_output_bytes),
         [False] * len(requests),
     )
-    _stream(emu, requests, run, stop, refused)
+    _stream(emu, requests, run, stop, refused, _drain())
 
 
 def _stream(
@@ -912,16 +943,21 @@ def _stream(
     run: _Streamed,
     stop: Callable[[], bool],
     refused: list[bool],
+    drain: Callable[[], bool] = lambda: False,
 ) -> None:
     """Send ``requests`` to the async handler; ``run`` writes the answers in groups.
 
     A group is written once full, and what the pass holds once a while
     passes without answers; a write refused (the batch moved on) or
-    ``stop`` ends the sending, the answers not written dropped.
+    ``stop`` ends the sending, the answers not written dropped. ``drain``
+    ends it too, the answers of the requests in flight written: the lines
+    not sent are left for the next step.
     """
-    replies = Replies(emu.handler, requests, emu.concurrency, stop)  # type: ignore[arg-type]
+    replies = Replies(emu.handler, requests, emu.concurrency, stop, drain)  # type: ignore[arg-type]
+    got = 0
     try:
         while (came := replies.take(SECONDS_PER_WRITE)) is not None:
+            got += len(came)
             for index, reply in came:
                 run.record(index, requests[index], reply)
             if run.unwritten and _group_full(run.run, run.began):
@@ -930,10 +966,12 @@ def _stream(
                 refused[0] = _flush_old().get(run.batch.id) is False
             if refused[0]:
                 return
+            if came:  # let some answers gather: a wake per answer costs the loop
+                time.sleep(GATHER_SECONDS)
     finally:
         replies.close()
     if not stop():
-        run.write(last=True)
+        run.write(last=got == len(requests))  # else drained: the rest not sent
 
 
 def _end(
