@@ -243,17 +243,26 @@ def _paced(answered: list[str], pace: list[float]) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("kind", "requests", "pace", "concurrency"),
+    ("kind", "requests", "pace", "concurrency", "store"),
     [
-        ("sync", LINES, PACE, 4),
-        ("async", LINES, PACE, 4),
+        ("sync", LINES, PACE, 4, "memory"),
+        ("async", LINES, PACE, 4, "memory"),
+        ("sync", LINES, PACE, 4, "sqlite"),  # its steps chained in a pass
         # One async step (256 requests) alone takes ten seconds: the pass
-        # stops sending at its deadline, and writes what was in flight.
-        ("async", 512, 0.3, 8),
+        # stops sending at its deadline, and writes what was in flight; on
+        # SQLite its steps chained, on PostgreSQL its lines in chunks (512).
+        ("async", 1024, 0.3, 8, "memory"),
+        ("async", 1024, 0.3, 8, "sqlite"),
+        ("async", 1024, 0.3, 8, "postgres"),
     ],
 )
 def test_stop_returns_mid_batch_and_the_rest_runs_after(
-    kind: str, requests: int, pace: float, concurrency: int
+    kind: str,
+    requests: int,
+    pace: float,
+    concurrency: int,
+    store: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     # A pass over due work is bounded (PASS_SECONDS): stop() waits for the
     # pass under way, not for the rest of a big batch.
@@ -261,25 +270,36 @@ def test_stop_returns_mid_batch_and_the_rest_runs_after(
     paces = [pace]
     paced, paced_async = _paced(answered, paces)
     handler = paced if kind == "sync" else paced_async
-    emu = Emulator(handler=handler, request_seconds=0, concurrency=concurrency, seed=3)
-    big = run(emu, make_input_file(requests))
-    emu.start()
+    made = _store(store, request)
+    emu = Emulator(
+        handler=handler,
+        request_seconds=0,
+        concurrency=concurrency,
+        seed=3,
+        store=made,
+    )
     try:
-        emu.clock.advance(2)  # type: ignore[attr-defined]
-        _until(lambda: len(answered) >= 8)
+        big = run(emu, make_input_file(requests))
+        emu.start()
+        try:
+            emu.clock.advance(2)  # type: ignore[attr-defined]
+            _until(lambda: len(answered) >= 8)
+        finally:
+            emu.stop()
+        assert len(answered) < requests // 4  # far from done when stop returned
+        stored = emu.batches.get(big.id)
+        assert stored is not None and stored.status is S.IN_PROGRESS
+        paces[0] = 0
+        emu.run()  # in-process: the rest
+        done = emu.retrieve_batch(big.id)
+        ids = [line["custom_id"] for line in lines(emu, done.output_file_id)]
     finally:
-        emu.stop()
-    assert len(answered) < requests // 2  # far from done when stop returned
-    stored = emu.batches.get(big.id)
-    assert stored is not None and stored.status is S.IN_PROGRESS
-    paces[0] = 0
-    emu.run()  # in-process: the rest
-    done = emu.retrieve_batch(big.id)
+        if made is not None:
+            made.close()
     assert done.status is S.COMPLETED
     assert done.request_counts == bf.BatchRequestCounts(
         total=requests, completed=requests, failed=0
     )
-    ids = [line["custom_id"] for line in lines(emu, done.output_file_id)]
     assert len(set(ids)) == len(ids) == requests
     assert len(answered) == requests  # none sent twice, none left out
 

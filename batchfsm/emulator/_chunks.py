@@ -57,6 +57,7 @@ from ._stores import HeldWrite, Work
 from ._validate import is_blank
 from ._worker import (
     Service,
+    _drain,
     _gone_at,
     _InputGoneError,
     _lines,
@@ -225,13 +226,16 @@ class _ChunkRun(_Streamed):
         return True
 
 
-def run_chunk(emu: Service, now: int) -> bool:
+def run_chunk(emu: Service, now: int, deadline: float | None = None) -> bool:
     """Claim one open chunk of a running batch and send its lines; whether it did.
 
     As the async run of a batch (:func:`._worker._run_async`): at most
     ``emu.concurrency`` requests at once, answers written in groups as they
     come; a cancel, the expiry or a refused write (the claim taken over)
-    stops the sending, and the answers not written are dropped.
+    stops the sending, and the answers not written are dropped. Past
+    ``deadline`` (the pass's, a :func:`time.monotonic` time) it stops
+    sending too, the answers in flight written: the chunk stays this
+    process's, and its next pass claims it again.
     """
     store = _store(emu)
     chunk = None if store is None else store.claim_chunk()
@@ -251,5 +255,5 @@ def run_chunk(emu: Service, now: int) -> bool:
         emu, batch, Work(due_at=0, offset=chunk.pos), taken, _counted(),
         [False] * len(requests), store=store, chunk=chunk,
     )  # fmt: skip
-    _stream(emu, requests, run, stop, refused)  # as the async run of a batch
+    _stream(emu, requests, run, stop, refused, _drain(deadline))  # as a batch's
     return True

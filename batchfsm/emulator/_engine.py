@@ -383,8 +383,12 @@ class Emulator(Doubles):
         now = self._now()
         deadline = time.monotonic() + PASS_SECONDS
         more = run_due(self, now, deadline)
-        while not more and run_chunk(self, now):  # big batches' chunks, whoever's
+        # Big batches' chunks, whoever holds them: one a pass at least, so
+        # that they go on while other due work fills every pass.
+        while run_chunk(self, now, deadline):
             more = run_due(self, now, deadline) or time.monotonic() >= deadline
+            if more:
+                break
         uploads = self.__dict__.get("_uploads")  # made on first use of the API
         if uploads is not None:
             uploads.sweep(now)  # expired uploads' parts: their files closed

@@ -252,8 +252,8 @@ def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
     while (state := held.latest.get(batch_id)) is not None:
         work = state[1]
         ran = 0 if first is None else work.done - first[1].done
-        if work.due_at > now or ran >= REQUESTS_PER_STEP:
-            return
+        if work.due_at > now or ran >= REQUESTS_PER_STEP or _drain()():
+            return  # (past the pass's deadline: the next pass goes on)
         if is_async(emu.handler) and held.writes:
             # An async run asks the store whether its batch still runs (a
             # cancel stops it): what is held is committed first, else a
@@ -388,13 +388,15 @@ def _flush_old() -> dict[str, bool]:
     return held.flush()
 
 
-def _drain() -> Callable[[], bool]:
+def _drain(deadline: float | None = None) -> Callable[[], bool]:
     """Whether an async run stops sending: the pass's deadline passed.
 
     Those in flight are answered and written; the rest run at the next
-    step, in the next pass (see :data:`PASS_SECONDS`).
+    step, in the next pass (see :data:`PASS_SECONDS`). The deadline is
+    ``deadline``, else that of the pass :func:`run_due` is making.
     """
-    deadline: float | None = getattr(_held, "deadline", None)
+    if deadline is None:
+        deadline = getattr(_held, "deadline", None)
     if deadline is None:
         return lambda: False
     return lambda: time.monotonic() >= deadline
