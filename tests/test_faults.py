@@ -502,7 +502,7 @@ def test_a_process_measures_the_databases_clock_against_its_own(
     try:
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() + 600)
-        store._measure_clock()  # type: ignore[attr-defined]
+        store._measure_clock()
         # The same host's clock, 600 s ahead: off by half a round trip at most.
         assert abs(store.clock_offset + 600) < 0.5, store.clock_offset
     finally:

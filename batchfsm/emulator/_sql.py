@@ -288,7 +288,7 @@ class SQLStore:
             (<BatchStatus.VALIDATING: 'validating'>, 2)
             >>> store.close()
         """
-        with self._db.transaction() as tx:
+        with self._db.statement() as tx:
             added = tx.run(
                 "INSERT INTO batchfsm_batches"
                 " (id, status, body, work, due_at, epoch, project)"
