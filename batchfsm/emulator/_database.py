@@ -131,6 +131,11 @@ class Tx:
         self._raw = raw
         self._postgres = postgres
 
+    @property
+    def postgres(self) -> bool:
+        """Whether the statements run on PostgreSQL (else SQLite)."""
+        return self._postgres
+
     def run(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self._postgres:
             sql = _psycopg_text(sql)

@@ -189,6 +189,23 @@ class SQLFiles:
                 )
         return None if row is None else FileObject(**json.loads(row[0]))
 
+    def of_batch(self, file_id: str, batch_id: str) -> FileObject | None:
+        """The File object if it is of the batch's project, else None.
+
+        One statement for what would be two: the batch's project, then the
+        file of that project (the worker's look at a batch's input).
+        """
+        if unheld(file_id) or unheld(batch_id):
+            return None
+        with self._db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT f.body FROM batchfsm_files f"
+                " JOIN batchfsm_batches b ON b.project = f.project"
+                " WHERE f.id = ? AND b.id = ?",
+                (file_id, batch_id),
+            )
+        return None if row is None else FileObject(**json.loads(row[0]))
+
     def content(self, file_id: str) -> bytes | None:
         """The file's bytes, or None."""
         return self._chunks(file_id, 0, 2**62)

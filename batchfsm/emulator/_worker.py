@@ -474,10 +474,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     # Less the grace that keeps a client's own round trips (its upload, then
     # its create) from expiring the file before it is read at extreme speeds.
     # Only a file of the batch's own project: another's is as good as missing.
-    project = emu.batches.project(batch.id)
-    file = (
-        None if project is None else emu.files.get(batch.input_file_id, project=project)
-    )
+    file = _input_of(emu, batch)
     _remember_input(file)
     if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
@@ -530,6 +527,18 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         error = token_limit_error(outcome.model, limit)
         failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
         _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
+
+
+def _input_of(emu: Service, batch: Batch) -> FileObject | None:
+    """The batch's input file if it is of the batch's own project, else None."""
+    of_batch = getattr(emu.files, "of_batch", None)
+    if of_batch is not None and emu.files is getattr(emu.batches, "files", None):
+        found: FileObject | None = of_batch(batch.input_file_id, batch.id)
+        return found  # one statement: files and batches in one database
+    project = emu.batches.project(batch.id)
+    if project is None:
+        return None
+    return emu.files.get(batch.input_file_id, project=project)
 
 
 def _remember_input(file: FileObject | None) -> None:
