@@ -202,9 +202,10 @@ def test_a_sql_stores_worker_reads_only_the_batchs_own_projects_input(
         if dialect == "sqlite"
         else request.getfixturevalue("postgres_url")
     )
+    clock = VirtualClock()
     with open_store(url) as store:
         emulator = Emulator(
-            clock=VirtualClock(), store=store, files=store.files, ids=store.ids()
+            clock=clock, store=store, files=store.files, ids=store.ids()
         )
         transport = EmulatorTransport(create_app(emulator, api_keys=KEYS))
         a, b = (
@@ -218,7 +219,7 @@ def test_a_sql_stores_worker_reads_only_the_batchs_own_projects_input(
         try:
             foreign = _upload(a)
             theirs, mine = _create(b, foreign)["id"], _create(a, foreign)["id"]
-            emulator.clock.advance(5)
+            clock.advance(5)
             got = b.get(f"/batches/{theirs}").json()
             assert got["status"] == "failed"
             assert got["errors"]["data"][0]["param"] == "file_id"
