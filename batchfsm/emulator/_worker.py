@@ -88,6 +88,8 @@ __all__ = [
 S = BatchStatus
 #: Bytes read from a stored file at a time.
 READ_BYTES = 1 << 16
+#: The most bytes of small input files a pass keeps (see ``_Held.read``).
+CONTENT_HELD_BYTES = 1 << 20
 #: At most this many requests of a batch run in one step (then other batches').
 REQUESTS_PER_STEP = 256
 #: Answered requests are written in groups (one transaction each): a group
@@ -269,6 +271,24 @@ class _Held:
         #: Input files read in the pass (their expiry never changes; a
         #: deleted one is told by reading its content).
         self.inputs: dict[str, FileObject] = {}
+        #: The content of small input files read whole in the pass (a
+        #: batch validated, then run in the same pass, reads it once), at
+        #: most :data:`CONTENT_HELD_BYTES` in all.
+        self.contents: dict[str, bytes] = {}
+        self.content_size = 0
+
+    def read(self, files: FileStore, file_id: str, at: int) -> bytes | None:
+        """``files.read(file_id, at, READ_BYTES)``; a small file once a pass."""
+        whole = self.contents.get(file_id)
+        if whole is not None:
+            return whole[at : at + READ_BYTES]
+        data = files.read(file_id, at, READ_BYTES)
+        if data is None or at or len(data) >= READ_BYTES:
+            return data
+        if self.content_size + len(data) <= CONTENT_HELD_BYTES:
+            self.contents[file_id] = data  # the whole file: it ends within
+            self.content_size += len(data)
+        return data
 
     def hold(self, write: HeldWrite, answers: int) -> None:
         if not self.writes:
@@ -459,7 +479,11 @@ def _lines(
     def chunks() -> Iterator[bytes]:
         at = offset
         while size is None or at < size:
-            data = files.read(file_id, at, READ_BYTES)
+            held = _held_writes()
+            if held is None:
+                data = files.read(file_id, at, READ_BYTES)
+            else:
+                data = held.read(files, file_id, at)
             if data is None:
                 raise _InputGoneError(file_id)
             if not data:
