@@ -199,11 +199,20 @@ def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> N
         return read(batch_id, **kwargs)
 
     store.batch_and_work = counted  # type: ignore[method-assign]
+    content_reads: list[int] = []
+    read_content = store.files.read
+
+    def content_counted(file_id: str, offset: int, size: int) -> bytes | None:
+        content_reads.append(offset)
+        return read_content(file_id, offset, size)
+
+    store.files.read = content_counted  # type: ignore[method-assign]
     emu = Emulator(store=store, seed=5)
     upload = emu.create_file(make_input_file(10), "in.jsonl", "batch")
     created = emu.create_batch(input_file_id=upload.id, endpoint="/v1/chat/completions")
     store.transactions.clear()
     reads.clear()
+    content_reads.clear()
     emu.clock.advance(3_600)  # type: ignore[attr-defined]
     done = emu.retrieve_batch(created.id)
     assert done.status is bf.BatchStatus.COMPLETED
@@ -219,6 +228,8 @@ def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> N
     assert [w.epoch for w in writes] == [0, 1, 2, 3]
     assert bf.check_trace([created, *(w.batch for w in writes)]) == []
     assert reads == [created.id]
+    # Validated, then run, in one pass: its (small) input is read once.
+    assert content_reads == [0]
     store.close()
 
 

@@ -191,6 +191,43 @@ def test_a_batch_of_another_projects_file_fails_as_of_a_missing_one(
     ).replace(unknown, "ID")
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_a_sql_stores_worker_reads_only_the_batchs_own_projects_input(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The SQL stores look the input up in one statement, joined on the
+    # batch's project: another project's file is as good as missing there too.
+    url = (
+        str(tmp_path / "p.sqlite")
+        if dialect == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    clock = VirtualClock()
+    with open_store(url) as store:
+        emulator = Emulator(
+            clock=clock, store=store, files=store.files, ids=store.ids()
+        )
+        transport = EmulatorTransport(create_app(emulator, api_keys=KEYS))
+        a, b = (
+            httpx2.Client(
+                transport=transport,
+                base_url="http://e/v1",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            for key in KEYS
+        )
+        try:
+            foreign = _upload(a)
+            theirs, mine = _create(b, foreign)["id"], _create(a, foreign)["id"]
+            clock.advance(5)
+            got = b.get(f"/batches/{theirs}").json()
+            assert got["status"] == "failed"
+            assert got["errors"]["data"][0]["param"] == "file_id"
+            assert a.get(f"/batches/{mine}").json()["status"] != "failed"
+        finally:
+            transport.close()
+
+
 def test_a_server_without_keys_is_one_project_the_default_one() -> None:
     emulator = Emulator()
     transport = EmulatorTransport(create_app(emulator))

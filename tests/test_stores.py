@@ -539,6 +539,22 @@ def test_a_key_no_store_holds_is_absent_never_an_error(stores: Stores) -> None:
     assert store.get(batch(1).id) is not None and files.content("file-0001") == b"abc"
 
 
+def test_a_files_id_is_taken_once_whatever_its_content(stores: Stores) -> None:
+    # PostgreSQL adds a file of one chunk in one statement, another in
+    # several: a taken id is refused either way, and nothing of it written.
+    files = stores.files
+    big = bytes(range(256)) * 300  # more than a chunk
+    files.add(file(3, 5), b"first")
+    files.add(file(4, len(big)), big)
+    for taken in (file(3, 5), file(4, 5)):
+        with pytest.raises(KeyError):
+            files.add(taken, b"other")
+        with pytest.raises(KeyError):
+            files.add(attrs.evolve(taken, bytes=len(big)), big)
+    assert files.content("file-0003") == b"first"
+    assert files.content("file-0004") == big
+
+
 def test_files_keep_metadata_and_bytes_and_read_in_slices(stores: Stores) -> None:
     files = stores.files
     content = bytes(range(256)) * 3

@@ -103,16 +103,42 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
+#: SQL written with ``?`` placeholders, as psycopg takes it (``%s``).
+_PSYCOPG_TEXT: dict[str, str] = {}
+#: The most statements :data:`_PSYCOPG_TEXT` keeps (those built with a
+#: list of ``?`` for each id vary with the list's length).
+_PSYCOPG_TEXTS = 1024
+
+
+def _psycopg_text(sql: str) -> str:
+    text = _PSYCOPG_TEXT.get(sql)
+    if text is None:
+        text = sql.replace("?", "%s")
+        if len(_PSYCOPG_TEXT) < _PSYCOPG_TEXTS:
+            _PSYCOPG_TEXT[sql] = text
+    return text
+
+
 class Tx:
-    """One open transaction: run SQL written with ``?`` placeholders."""
+    """One open transaction: run SQL written with ``?`` placeholders.
+
+    ``raw`` is a connection or a cursor: anything whose ``execute`` returns
+    the cursor holding the result. Each statement's result is to be read
+    before the next one runs (the same cursor may serve them all).
+    """
 
     def __init__(self, raw: Any, postgres: bool) -> None:
         self._raw = raw
         self._postgres = postgres
 
+    @property
+    def postgres(self) -> bool:
+        """Whether the statements run on PostgreSQL (else SQLite)."""
+        return self._postgres
+
     def run(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self._postgres:
-            sql = sql.replace("?", "%s")
+            sql = _psycopg_text(sql)
         cursor: Cursor = self._raw.execute(sql, params)
         return cursor
 
@@ -138,6 +164,15 @@ class Database(Protocol):
 
     def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Tx]:
         """A transaction: committed on exit, rolled back on an error."""
+
+    def statement(self) -> contextlib.AbstractContextManager[Tx]:
+        """A write of exactly one statement, atomic by itself.
+
+        Where the database makes each statement a transaction of its own
+        (PostgreSQL in autocommit) it needs no ``BEGIN``/``COMMIT`` around
+        it; elsewhere it is :meth:`transaction`. Not for a read-then-write:
+        a statement run after the first in it commits on its own.
+        """
 
     def read_now(self) -> contextlib.AbstractContextManager[Tx]:
         """A read-only transaction that never waits, for the event loop.

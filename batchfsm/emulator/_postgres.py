@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,7 +57,21 @@ class _Postgres:
         self.url = url
         self.where = _redact(url)
         self._conns = ThreadConnections()
+        self._cursors = threading.local()
         self._connect()  # fail now, with the reason, rather than on first use
+
+    def _cursor(self, conn: Any) -> Any:
+        """This thread's cursor on ``conn``, made once per connection.
+
+        A cursor made per statement (``conn.execute``) costs a third of the
+        driver's time of a short statement. One cursor serves every
+        statement of the thread: each caller reads what a statement returns
+        (``Tx.one``, ``Tx.all``, a count of rows) before the next one runs.
+        """
+        held = getattr(self._cursors, "held", None)
+        if held is None or held[0] is not conn:
+            held = self._cursors.held = (conn, conn.cursor())
+        return held[1]
 
     def _connect(self) -> Any:
         # A connection the server dropped (terminated, restarted) is marked
@@ -79,17 +94,23 @@ class _Postgres:
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         conn = self._connect()
         try:
+            cursor = self._cursor(conn)
             if not write:  # one statement in autocommit: one round trip, not three
-                yield Tx(conn, postgres=True)
+                yield Tx(cursor, postgres=True)
                 return
             with conn.transaction():
-                yield Tx(conn, postgres=True)
+                yield Tx(cursor, postgres=True)
         except self._psycopg.Error as exc:
             if not postgres_unavailable(exc):
                 raise
             if conn.broken:
                 conn.close()  # the next transaction connects again
             raise StoreUnavailable(_one_line(self.where, exc)) from exc
+
+    def statement(self) -> contextlib.AbstractContextManager[Tx]:
+        # One statement in autocommit is a transaction of its own: without
+        # BEGIN and COMMIT, one round trip instead of three.
+        return self.transaction(write=False)
 
     def check(self) -> None:
         pass  # a server that went away fails the next statement

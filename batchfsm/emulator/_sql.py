@@ -34,7 +34,7 @@ from ._migrations import migrate
 from ._pieces import rows
 from ._projects import DEFAULT_PROJECT
 from ._sql_files import SQLFiles, add_file
-from ._sql_outbox import SQLOutbox, add_event
+from ._sql_outbox import SQLOutbox, clear_and_add_event
 from ._stores import (
     Enqueued,
     HeldWrite,
@@ -288,7 +288,7 @@ class SQLStore:
             (<BatchStatus.VALIDATING: 'validating'>, 2)
             >>> store.close()
         """
-        with self._db.transaction() as tx:
+        with self._db.statement() as tx:
             added = tx.run(
                 "INSERT INTO batchfsm_batches"
                 " (id, status, body, work, due_at, epoch, project)"
@@ -577,11 +577,8 @@ class SQLStore:
                 (tokens, model),
             )
         _add_files(tx, batch.id, files, project)  # their result lines, then they go
-        tx.run("DELETE FROM batchfsm_results WHERE batch_id = ?", (batch.id,))
-        tx.run("DELETE FROM batchfsm_line_chunks WHERE batch_id = ?", (batch.id,))
-        event = event_for(batch, project)
-        if event is not None:  # in the same transaction as the move
-            add_event(tx, event)
+        # The event in the same transaction as the move.
+        clear_and_add_event(tx, batch.id, event_for(batch, project))
         return True
 
     def enqueue(

@@ -27,7 +27,7 @@ from typing import Any
 
 from ._content import Content, exactly
 from ._database import Database, Tx, unheld
-from ._migrations import CHUNK_BYTES, add_chunks
+from ._migrations import CHUNK_BYTES, add_chunks, chunks
 from ._projects import DEFAULT_PROJECT
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, FilePage, Order, StorageFull
@@ -51,17 +51,11 @@ def add_file(
     """
     if max_stored is not None and file.bytes > max_stored:
         raise StorageFull(file.bytes, 0, max_stored)  # before a byte is written
-    added = tx.run(
-        "INSERT INTO batchfsm_files (id, body, purpose, expires_at, project)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        (
-            file.id,
-            json.dumps(file.to_dict()),
-            file.purpose,
-            file.expires_at,
-            project,
-        ),
-    ).rowcount
+    row = (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at, project)
+    if tx.postgres and max_stored is None and 0 < file.bytes <= CHUNK_BYTES:
+        _add_small_file(tx, row, exactly(content, file.bytes, file.id))
+        return
+    added = tx.run(_ADD_FILE + " ON CONFLICT (id) DO NOTHING", row).rowcount
     if added != 1:  # one statement, not a look first: a round trip less
         raise KeyError(f"file {file.id} exists already")
     add_chunks(tx, file.id, exactly(content, file.bytes, file.id))
@@ -71,13 +65,42 @@ def add_file(
         count_within(tx, project, file.bytes, max_stored)
 
 
+_ADD_FILE = (
+    "INSERT INTO batchfsm_files (id, body, purpose, expires_at, project)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+#: A project's stored bytes moved by a count (an upsert).
+_COUNT_BYTES = (
+    " ON CONFLICT (project) DO UPDATE"
+    " SET bytes = batchfsm_storage.bytes + excluded.bytes"
+)
+
+
+def _add_small_file(tx: Tx, row: tuple[Any, ...], content: Content) -> None:
+    """A file of one chunk, on PostgreSQL: its row, chunk and count in one statement.
+
+    Data-modifying ``WITH`` clauses: the chunk and the count are written
+    only if the file's row is (a new id), in one round trip, not three.
+    """
+    [(n, chunk)] = chunks(content)  # the pieces checked before a byte is written
+    added = tx.run(
+        f"WITH f AS ({_ADD_FILE} ON CONFLICT (id) DO NOTHING RETURNING id, project),"
+        " c AS (INSERT INTO batchfsm_file_chunks (file_id, n, data)"
+        " SELECT id, ?::integer, ?::bytea FROM f)"
+        " INSERT INTO batchfsm_storage (project, bytes)"
+        f" SELECT project, ?::bigint FROM f{_COUNT_BYTES}",
+        (*row, n, chunk, len(chunk)),
+    ).rowcount
+    if added != 1:
+        raise KeyError(f"file {row[0]} exists already")
+
+
 def count_bytes(tx: Tx, project: str, delta: int) -> None:
     """Move ``project``'s stored bytes by ``delta``, in the caller's transaction."""
     if delta:
         tx.run(
             "INSERT INTO batchfsm_storage (project, bytes) VALUES (?, ?)"
-            " ON CONFLICT (project) DO UPDATE"
-            " SET bytes = batchfsm_storage.bytes + excluded.bytes",
+            + _COUNT_BYTES,
             (project, delta),
         )
 
@@ -187,6 +210,23 @@ class SQLFiles:
                     "SELECT body FROM batchfsm_files WHERE id = ? AND project = ?",
                     (file_id, project),
                 )
+        return None if row is None else FileObject(**json.loads(row[0]))
+
+    def of_batch(self, file_id: str, batch_id: str) -> FileObject | None:
+        """The File object if it is of the batch's project, else None.
+
+        One statement for what would be two: the batch's project, then the
+        file of that project (the worker's look at a batch's input).
+        """
+        if unheld(file_id) or unheld(batch_id):
+            return None
+        with self._db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT f.body FROM batchfsm_files f"
+                " JOIN batchfsm_batches b ON b.project = f.project"
+                " WHERE f.id = ? AND b.id = ?",
+                (file_id, batch_id),
+            )
         return None if row is None else FileObject(**json.loads(row[0]))
 
     def content(self, file_id: str) -> bytes | None:

@@ -192,6 +192,9 @@ class _SQLite:
         if mode[0].lower() != "wal":  # pragma: no cover - odd filesystems
             raise StoreError(f"{self.where}: SQLite refused WAL mode ({mode[0]})")
 
+    def statement(self) -> contextlib.AbstractContextManager[Tx]:
+        return self.transaction()  # a write takes the file's one writer's turn
+
     @contextlib.contextmanager
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         turn = self._writing if write or self._shared else contextlib.nullcontext()

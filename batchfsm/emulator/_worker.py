@@ -89,6 +89,8 @@ __all__ = [
 S = BatchStatus
 #: Bytes read from a stored file at a time.
 READ_BYTES = 1 << 16
+#: The most bytes of small input files a pass keeps (see ``_Held.read``).
+CONTENT_HELD_BYTES = 1 << 20
 #: At most this many requests of a batch run in one step (then other batches').
 REQUESTS_PER_STEP = 256
 #: A pass over due work (:func:`run_due`) ends once it ran this long (real
@@ -288,6 +290,24 @@ class _Held:
         #: Input files read in the pass (their expiry never changes; a
         #: deleted one is told by reading its content).
         self.inputs: dict[str, FileObject] = {}
+        #: The content of small input files read whole in the pass (a
+        #: batch validated, then run in the same pass, reads it once), at
+        #: most :data:`CONTENT_HELD_BYTES` in all.
+        self.contents: dict[str, bytes] = {}
+        self.content_size = 0
+
+    def read(self, files: FileStore, file_id: str, at: int) -> bytes | None:
+        """``files.read(file_id, at, READ_BYTES)``; a small file once a pass."""
+        whole = self.contents.get(file_id)
+        if whole is not None:
+            return whole[at : at + READ_BYTES]
+        data = files.read(file_id, at, READ_BYTES)
+        if data is None or at or len(data) >= READ_BYTES:
+            return data
+        if self.content_size + len(data) <= CONTENT_HELD_BYTES:
+            self.contents[file_id] = data  # the whole file: it ends within
+            self.content_size += len(data)
+        return data
 
     def hold(self, write: HeldWrite, answers: int) -> None:
         if not self.writes:
@@ -492,7 +512,11 @@ def _lines(
     def chunks() -> Iterator[bytes]:
         at = offset
         while size is None or at < size:
-            data = files.read(file_id, at, READ_BYTES)
+            held = _held_writes()
+            if held is None:
+                data = files.read(file_id, at, READ_BYTES)
+            else:
+                data = held.read(files, file_id, at)
             if data is None:
                 raise _InputGoneError(file_id)
             if not data:
@@ -507,10 +531,7 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
     # Less the grace that keeps a client's own round trips (its upload, then
     # its create) from expiring the file before it is read at extreme speeds.
     # Only a file of the batch's own project: another's is as good as missing.
-    project = emu.batches.project(batch.id)
-    file = (
-        None if project is None else emu.files.get(batch.input_file_id, project=project)
-    )
+    file = _input_of(emu, batch)
     _remember_input(file)
     if file is not None and not is_live(file, at - emu.input_grace_seconds):
         file = None  # expired before validation: as good as missing
@@ -563,6 +584,18 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
         error = token_limit_error(outcome.model, limit)
         failed = advance(batch, Event.FAIL, at=at, errors=BatchErrors(data=(error,)))
         _write(emu.batches, HeldWrite(failed, None, batch.status, work.epoch))
+
+
+def _input_of(emu: Service, batch: Batch) -> FileObject | None:
+    """The batch's input file if it is of the batch's own project, else None."""
+    of_batch = getattr(emu.files, "of_batch", None)
+    if of_batch is not None and emu.files is getattr(emu.batches, "files", None):
+        found: FileObject | None = of_batch(batch.input_file_id, batch.id)
+        return found  # one statement: files and batches in one database
+    project = emu.batches.project(batch.id)
+    if project is None:
+        return None
+    return emu.files.get(batch.input_file_id, project=project)
 
 
 def _remember_input(file: FileObject | None) -> None:
