@@ -36,10 +36,10 @@ CHAT = "/v1/chat/completions"
 KEYS = {"sk-a": "proj_a", "sk-b": "proj_b"}
 
 
-@pytest.fixture
-def clients() -> Iterator[tuple[Emulator, httpx2.Client, httpx2.Client]]:
-    """An emulator, and clients of two keys in two projects."""
-    emulator = Emulator(clock=VirtualClock())
+def _two_keys(
+    emulator: Emulator,
+) -> tuple[EmulatorTransport, httpx2.Client, httpx2.Client]:
+    """A transport to ``emulator``, and clients of two keys in two projects."""
     transport = EmulatorTransport(create_app(emulator, api_keys=KEYS))
     a, b = (
         httpx2.Client(
@@ -49,6 +49,14 @@ def clients() -> Iterator[tuple[Emulator, httpx2.Client, httpx2.Client]]:
         )
         for key in KEYS
     )
+    return transport, a, b
+
+
+@pytest.fixture
+def clients() -> Iterator[tuple[Emulator, httpx2.Client, httpx2.Client]]:
+    """An emulator, and clients of two keys in two projects."""
+    emulator = Emulator(clock=VirtualClock())
+    transport, a, b = _two_keys(emulator)
     yield emulator, a, b
     transport.close()
 
@@ -207,15 +215,7 @@ def test_a_sql_stores_worker_reads_only_the_batchs_own_projects_input(
         emulator = Emulator(
             clock=clock, store=store, files=store.files, ids=store.ids()
         )
-        transport = EmulatorTransport(create_app(emulator, api_keys=KEYS))
-        a, b = (
-            httpx2.Client(
-                transport=transport,
-                base_url="http://e/v1",
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            for key in KEYS
-        )
+        transport, a, b = _two_keys(emulator)
         try:
             foreign = _upload(a)
             theirs, mine = _create(b, foreign)["id"], _create(a, foreign)["id"]
