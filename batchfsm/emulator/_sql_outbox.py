@@ -26,6 +26,14 @@ _ADD_EVENT = (
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
 
+#: An event's pending deliveries: one to each endpoint of its project or of
+#: every project. ``events`` is a table of the event's id and project.
+_ADD_DELIVERIES = (
+    "INSERT INTO batchfsm_deliveries (event_id, endpoint)"
+    " SELECT e.id, w.url FROM {events} e, batchfsm_webhook_endpoints w"
+    " WHERE w.project IS NULL OR w.project = e.project"
+)
+
 
 def _event_values(event: WebhookEvent) -> tuple[object, ...]:
     return (
@@ -42,9 +50,7 @@ def add_event(tx: Tx, event: WebhookEvent) -> None:
     """Add ``event`` and its pending deliveries, in the caller's transaction."""
     tx.run(_ADD_EVENT, _event_values(event))
     tx.run(
-        "INSERT INTO batchfsm_deliveries (event_id, endpoint)"
-        " SELECT ?, url FROM batchfsm_webhook_endpoints"
-        " WHERE project IS NULL OR project = ?",
+        _ADD_DELIVERIES.format(events="(SELECT ? AS id, ? AS project)"),
         (event.id, event.project),
     )
 
@@ -72,10 +78,8 @@ def clear_and_add_event(tx: Tx, batch_id: str, event: WebhookEvent | None) -> No
         return
     tx.run(
         f"WITH r AS ({clear[0]}), c AS ({clear[1]}),"
-        f" e AS ({_ADD_EVENT} RETURNING id, project)"
-        " INSERT INTO batchfsm_deliveries (event_id, endpoint)"
-        " SELECT e.id, w.url FROM e, batchfsm_webhook_endpoints w"
-        " WHERE w.project IS NULL OR w.project = e.project",
+        f" e AS ({_ADD_EVENT} RETURNING id, project) "
+        + _ADD_DELIVERIES.format(events="e"),
         (batch_id, batch_id, *_event_values(event)),
     )
 
