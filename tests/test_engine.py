@@ -28,8 +28,10 @@ from batchfsm.emulator import (
     RequestLine,
     SQLiteStore,
     VirtualClock,
+    _engine,
     make_input_file,
 )
+from batchfsm.emulator._chunks import LINES_PER_CHUNK
 from batchfsm.emulator._handlers import _embeddings, default_handler
 from batchfsm.emulator._pieces import SPLIT, dumps, pieces
 from batchfsm.emulator._stores import ResultKind
@@ -350,6 +352,50 @@ def test_a_small_batch_runs_while_a_big_one_does(
     assert running is not None and running.status is S.IN_PROGRESS
     assert running.request_counts is not None
     assert running.request_counts.completed < LINES
+
+
+def _completed(emu: Emulator, batch_id: str) -> int:
+    counts = emu.retrieve_batch(batch_id).request_counts
+    return 0 if counts is None else counts.completed
+
+
+def test_a_big_batch_in_chunks_goes_on_while_other_work_fills_every_pass(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL a big batch's lines run in chunks after a pass's due
+    # work: every pass gives them a turn, though the due work fills it (here
+    # a batch run in order, 6.4 s of requests at least, over passes of
+    # 0.1 s), not only once that work ran out.
+    monkeypatch.setattr(_engine, "PASS_SECONDS", 0.1)
+    paces = [0.05]
+    _, paced_async = _paced([], paces)
+    made = _store("postgres", request)
+    emu = Emulator(
+        handler=paced_async, request_seconds=0, concurrency=4, seed=6, store=made
+    )
+    try:
+        big = run(emu, make_input_file(2 * LINES_PER_CHUNK))  # run in chunks
+        other = run(emu, make_input_file(LINES_PER_CHUNK))  # run in order
+        emu.start()
+        try:
+            emu.clock.advance(2)  # type: ignore[attr-defined]
+            _until(
+                lambda: (
+                    _completed(emu, big.id) > 0
+                    or _completed(emu, other.id) == LINES_PER_CHUNK
+                )
+            )
+            big_ran = _completed(emu, big.id)
+            other_ran = _completed(emu, other.id)  # read after: counts only grow
+            split = made.line_chunks(big.id)
+            paces[0] = 0
+        finally:
+            emu.stop()
+    finally:
+        made.close()
+    assert len(split) == 2  # its answers came from its chunks
+    assert big_ran > 0
+    assert other_ran < LINES_PER_CHUNK  # the other work was due still
 
 
 # -- failure isolation ---------------------------------------------------------------
