@@ -57,6 +57,11 @@ def main(work: Path) -> None:
     print(out.strip().splitlines()[-1], flush=True)
     for recipe in sorted((ROOT / "docs" / "examples").glob("test_recipe_*.py")):
         shutil.copy(recipe, user)
+    # A user's own config: without one pytest would find this tree's pyproject.toml
+    # above `work` (under .tox), whose `pythonpath` puts the tree before the wheel.
+    (user / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\n", encoding="utf-8"
+    )
     out = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=user)
     print(out.strip().splitlines()[-1], flush=True)
 
