@@ -14,6 +14,7 @@ Run by ``tox -e release`` (``python .ci/release_check.py WORKDIR``):
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -57,8 +58,24 @@ def main(work: Path) -> None:
     print(out.strip().splitlines()[-1], flush=True)
     for recipe in sorted((ROOT / "docs" / "examples").glob("test_recipe_*.py")):
         shutil.copy(recipe, user)
+    # A user's own config: without one pytest would find this tree's pyproject.toml
+    # above `work` (under .tox), whose `pythonpath` puts the tree before the wheel.
+    (user / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\n", encoding="utf-8"
+    )
     out = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=user)
     print(out.strip().splitlines()[-1], flush=True)
+    _plugin_is_the_wheels(python, env, user)
+
+
+def _plugin_is_the_wheels(python: Path, env: Path, user: Path) -> None:
+    """Exit unless pytest took batchfsm's plugin from ``env``, not from this tree."""
+    trace = ("--co", "-q", "-p", "no:cacheprovider", "--trace-config")
+    out = run(python, "-m", "pytest", *trace, cwd=user)
+    plugin = "PLUGIN registered: <module 'batchfsm.emulator.pytest_plugin' from "
+    where = [line for line in out.splitlines() if line.startswith(plugin)]
+    if len(where) != 1 or not where[0].startswith(f"{plugin}'{env}{os.sep}"):
+        sys.exit(f"release check failed: batchfsm's plugin not from {env}: {where}")
 
 
 if __name__ == "__main__":

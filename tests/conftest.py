@@ -96,6 +96,7 @@ SLOW_MODULES = frozenset(
         "test_docs_reference.py",
         "test_extras.py",
         "test_faults.py",
+        "test_installed_copy.py",
         "test_markers.py",
         "test_protocol.py",
         "test_serve_kit.py",
