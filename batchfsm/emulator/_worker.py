@@ -29,6 +29,7 @@ from .._lifecycle import advance, progress
 from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
 from .._table import Event
 from ._clock import Clock
+from ._content import Content
 from ._dispatch import Replies
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
@@ -223,12 +224,12 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
     and says True: work may be due still (see :data:`PASS_SECONDS`).
     """
     writer = getattr(emu.batches, "write_many", None)
-    while ids := emu.batches.due(now, 64):
+    while due_now := _due(emu.batches, now):
         held = _held.writes = None if writer is None else _Held(emu.batches)
         _held.deadline = deadline
         try:
-            for batch_id in ids:
-                _step_safely(emu, batch_id, now)
+            for batch_id, state in due_now:
+                _step_safely(emu, batch_id, now, state)
                 if held is not None:
                     _chain(emu, held, batch_id, now)
         finally:
@@ -238,6 +239,17 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
         if deadline is not None and time.monotonic() >= deadline:
             return True
     return False
+
+
+def _due(batches: BatchStore, now: int) -> list[tuple[str, tuple[Batch, Work] | None]]:
+    """Up to 64 batches due by ``now``, each with its state if the claim read it."""
+    claim = getattr(batches, "_due_states", None)  # one statement (SQL)
+    if claim is None:
+        return [(batch_id, None) for batch_id in batches.due(now, 64)]
+    return [
+        (batch_id, None if work is None else (batch, work))
+        for batch_id, (batch, work) in claim(now, 64)
+    ]
 
 
 def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
@@ -295,6 +307,11 @@ class _Held:
         #: most :data:`CONTENT_HELD_BYTES` in all.
         self.contents: dict[str, bytes] = {}
         self.content_size = 0
+        #: Each batch's last held write: its place in :attr:`writes`.
+        self.place: dict[str, int] = {}
+        #: The batches none of whose result lines are stored: they left
+        #: validation in what is held (lines are written by runs alone).
+        self.unstored: set[str] = set()
 
     def read(self, files: FileStore, file_id: str, at: int) -> bytes | None:
         """``files.read(file_id, at, READ_BYTES)``; a small file once a pass."""
@@ -310,9 +327,36 @@ class _Held:
         return data
 
     def hold(self, write: HeldWrite, answers: int) -> None:
+        """Hold ``write``; merged into the batch's held write it steps on from.
+
+        A step from the state the batch's last held write left (its epoch
+        that write's, moved on) is merged into that write: one statement,
+        its epoch moved on by both's steps, the lines of both; what commits
+        is what the two would have committed, in one round trip.
+        """
         if not self.writes:
             self.began = time.monotonic()
-        self.writes.append(write)
+        place = self.place.get(write.batch.id)
+        last = None if place is None else self.writes[place]
+        if (
+            last is not None
+            and last.work is not None
+            and write.status is last.batch.status
+            and write.epoch == last.epoch + last.steps
+        ):
+            assert place is not None
+            self.writes[place] = HeldWrite(
+                write.batch, write.work, last.status, last.epoch,
+                output=(*last.output, *write.output),
+                errors=(*last.errors, *write.errors),
+                files=(*last.files, *write.files),
+                steps=last.steps + write.steps,
+            )  # fmt: skip
+        else:
+            self.place[write.batch.id] = len(self.writes)
+            self.writes.append(write)
+        if write.status is S.VALIDATING:
+            self.unstored.add(write.batch.id)
         self.answers += answers
         self.size += sum(map(len, write.output)) + sum(map(len, write.errors))
         if write.work is None:
@@ -321,14 +365,20 @@ class _Held:
             moved = attrs.evolve(write.work, epoch=write.epoch + 1)
             self.latest[write.batch.id] = (write.batch, moved)
 
-    def result_size(self, batch_id: str, kind: str) -> int:
-        """Bytes of ``batch_id``'s result lines of ``kind`` held, not stored yet."""
-        return sum(
-            len(line.encode()) + 1
-            for w in self.writes
-            if w.batch.id == batch_id
-            for line in (w.output if kind == "output" else w.errors)
-        )
+    def take_lines(self, batch_id: str) -> tuple[bytes, bytes]:
+        """``batch_id``'s result lines held (output, errors), taken out of the writes.
+
+        For the write that ends the batch: held with them, it puts them in
+        its result files itself, after those stored.
+        """
+        output: list[str] = []
+        errors: list[str] = []
+        for i, w in enumerate(self.writes):
+            if w.batch.id == batch_id and (w.output or w.errors):
+                output.extend(w.output)
+                errors.extend(w.errors)
+                self.writes[i] = attrs.evolve(w, output=(), errors=())
+        return _text(output), _text(errors)
 
     def full(self) -> bool:
         """Whether what is held makes up a group: then it is flushed."""
@@ -341,6 +391,8 @@ class _Held:
     def flush(self) -> dict[str, bool]:
         """Commit what is held; whether each batch's last held write happened."""
         writes, self.writes, self.answers, self.size = self.writes, [], 0, 0
+        self.place.clear()
+        self.unstored.clear()  # their lines are stored now
         if not writes:
             return {}
         try:
@@ -350,6 +402,9 @@ class _Held:
         except Exception:  # noqa: BLE001 - one write's failure: each on its own
             log.warning("writing %d steps at once failed; one by one", len(writes))
             done = [_write_alone(self.batches, w) for w in writes]
+            for w in writes:
+                if w.steps > 1:  # alone, its epoch moved on once: read it again
+                    self.latest.pop(w.batch.id, None)
         for w, ok in zip(writes, done, strict=True):
             if not ok:  # the batch moved on meanwhile: no step starts from it
                 self.latest.pop(w.batch.id, None)
@@ -1044,19 +1099,16 @@ def _end(
         "usage": usage(ended),
     }
     files: list[NewFile] = []
-    # Sized now, moved by the store in the write that ends the batch: the
-    # results are never held whole (the epoch fences what is counted here).
-    sizes = _result_sizes(emu.batches, batch.id)
-    size = sizes["output"]
-    if size:
-        files.append(result_file(emu.ids, batch, work, size, "output", at))
-        changes["output_file_id"] = files[-1][0].id
-    tail = b"".join(late)
-    size = sizes["errors"] + len(tail)
-    if size:
-        file, _ = result_file(emu.ids, batch, work, size, "errors", at)
-        files.append((file, ResultLines(batch.id, "errors", tail)))
-        changes["error_file_id"] = file.id
+    results = _results(emu.batches, batch.id, b"".join(late))
+    kinds: tuple[tuple[ResultKind, str], ...] = (
+        ("output", "output_file_id"), ("errors", "error_file_id"),
+    )  # fmt: skip
+    for kind, named in kinds:
+        size, content = results[kind]
+        if size:
+            file, _ = result_file(emu.ids, batch, work, size, kind, at)
+            files.append((file, content))
+            changes[named] = file.id
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
@@ -1064,19 +1116,46 @@ def _end(
     return _write(emu.batches, held)
 
 
-def _result_sizes(batches: BatchStore, batch_id: str) -> dict[ResultKind, int]:
-    """The bytes of the batch's result lines of each kind: stored, and held."""
+def _results(
+    batches: BatchStore, batch_id: str, late: bytes
+) -> dict[ResultKind, tuple[int, Content | ResultLines]]:
+    """Each kind's result lines as the write that ends the batch files them.
+
+    Their bytes, and the content: those stored (the store moves them, a
+    piece at a time: never held whole; the epoch fences what is counted
+    here), then those held in the pass, then ``late`` (error lines). A
+    batch whose lines are all held (it left validation in what is held)
+    has them filed as they are: they never go through the store's rows of
+    result lines, nor is the store asked what it holds.
+    """
+    held = _held_writes()
+    output, errors = b"", b""
+    if held is not None:
+        output, errors = held.take_lines(batch_id)
+    errors += late
+    if held is not None and batch_id in held.unstored:
+        return {"output": (len(output), output), "errors": (len(errors), errors)}
     both = getattr(batches, "_result_sizes", None)  # one statement (SQL)
-    sizes: dict[ResultKind, int] = (
+    stored: dict[ResultKind, int] = (
         both(batch_id)
         if both is not None
         else {k: batches.result_size(batch_id, k) for k in ("output", "errors")}
     )
-    held = _held_writes()
-    if held is not None:
-        for kind in sizes:
-            sizes[kind] += held.result_size(batch_id, kind)
-    return sizes
+    return {
+        "output": (
+            stored["output"] + len(output),
+            ResultLines(batch_id, "output", output),
+        ),
+        "errors": (
+            stored["errors"] + len(errors),
+            ResultLines(batch_id, "errors", errors),
+        ),
+    }
+
+
+def _text(lines: list[str]) -> bytes:
+    """Result lines as a result file holds them: each ending in a newline."""
+    return "".join(f"{line}\n" for line in lines).encode()
 
 
 def end_now(
