@@ -722,14 +722,14 @@ class SQLStore:
 
     def _due_states(
         self, at: int, limit: int
-    ) -> list[tuple[str, tuple[Batch | None, Work | None]]]:
-        """:meth:`due`, each with its batch and work as claimed: no read after.
+    ) -> list[tuple[str, tuple[Batch, Work | None], str]]:
+        """:meth:`due`, each with its batch, work and project as claimed.
 
         As :meth:`batch_and_work` reads them, in the claim's statement (the
         worker's pass: a round trip less for each batch it steps).
         """
-        rows = self._claim(at, limit, "body", "work", "due_at", "epoch")
-        return [(row[0], _state(*row[1:])) for row in rows]
+        rows = self._claim(at, limit, "body", "work", "due_at", "epoch", "project")
+        return [(row[0], _state(*row[1:5]), row[5]) for row in rows]
 
     def _claim(self, at: int, limit: int, *columns: str) -> list[tuple[Any, ...]]:
         interval, tick = self._intervals()

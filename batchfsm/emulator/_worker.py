@@ -224,9 +224,12 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
     and says True: work may be due still (see :data:`PASS_SECONDS`).
     """
     writer = getattr(emu.batches, "write_many", None)
-    while due_now := _due(emu.batches, now):
-        held = _held.writes = None if writer is None else _Held(emu.batches)
-        _held.deadline = deadline
+    while True:
+        held = None if writer is None else _Held(emu.batches)
+        due_now = _due(emu.batches, now, held)
+        if not due_now:
+            return False
+        _held.writes, _held.deadline = held, deadline
         try:
             for batch_id, state in due_now:
                 _step_safely(emu, batch_id, now, state)
@@ -238,18 +241,24 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
             held.flush()
         if deadline is not None and time.monotonic() >= deadline:
             return True
-    return False
 
 
-def _due(batches: BatchStore, now: int) -> list[tuple[str, tuple[Batch, Work] | None]]:
-    """Up to 64 batches due by ``now``, each with its state if the claim read it."""
+def _due(
+    batches: BatchStore, now: int, held: _Held | None
+) -> list[tuple[str, tuple[Batch, Work] | None]]:
+    """Up to 64 batches due by ``now``, each with its state if the claim read it.
+
+    And its project, kept in ``held`` (see :func:`_input_of`).
+    """
     claim = getattr(batches, "_due_states", None)  # one statement (SQL)
     if claim is None:
         return [(batch_id, None) for batch_id in batches.due(now, 64)]
-    return [
-        (batch_id, None if work is None else (batch, work))
-        for batch_id, (batch, work) in claim(now, 64)
-    ]
+    due_now: list[tuple[str, tuple[Batch, Work] | None]] = []
+    for batch_id, (batch, work), project in claim(now, 64):
+        due_now.append((batch_id, None if work is None else (batch, work)))
+        if held is not None:
+            held.projects[batch_id] = project
+    return due_now
 
 
 def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
@@ -307,6 +316,10 @@ class _Held:
         #: most :data:`CONTENT_HELD_BYTES` in all.
         self.contents: dict[str, bytes] = {}
         self.content_size = 0
+        #: The project of each batch claimed for the pass, and the input
+        #: files looked up of each project: batches of one input look once.
+        self.projects: dict[str, str] = {}
+        self.input_files: dict[tuple[str, str], FileObject | None] = {}
         #: Each batch's last held write: its place in :attr:`writes`.
         self.place: dict[str, int] = {}
         #: The batches none of whose result lines are stored: they left
@@ -642,7 +655,17 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
 
 
 def _input_of(emu: Service, batch: Batch) -> FileObject | None:
-    """The batch's input file if it is of the batch's own project, else None."""
+    """The batch's input file if it is of the batch's own project, else None.
+
+    Looked up once a pass for the batches of one project and one input.
+    """
+    held = _held_writes()
+    project = None if held is None else held.projects.get(batch.id)
+    if held is not None and project is not None:
+        key = (batch.input_file_id, project)
+        if key not in held.input_files:
+            held.input_files[key] = emu.files.get(key[0], project=project)
+        return held.input_files[key]
     of_batch = getattr(emu.files, "of_batch", None)
     if of_batch is not None and emu.files is getattr(emu.batches, "files", None):
         found: FileObject | None = of_batch(batch.input_file_id, batch.id)
