@@ -290,6 +290,13 @@ def test_a_big_batchs_answers_are_written_a_group_at_a_time() -> None:
     sizes = [_answers(t) for t in store.transactions if _answers(t)]
     assert sum(sizes) == 1_000
     assert max(sizes) <= REQUESTS_PER_WRITE
+    # The groups stored before the end, then the last one, filed by the end
+    # itself: every line once, in order.
+    assert done.output_file_id is not None
+    lines = emu.file_content(done.output_file_id).splitlines()
+    assert [json.loads(line)["custom_id"] for line in lines] == [
+        f"request-{i}" for i in range(1_000)
+    ]
     store.close()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -339,33 +339,29 @@ class _Held:
             self.content_size += len(data)
         return data
 
-    def hold(self, write: HeldWrite, answers: int) -> None:
+    def hold(self, write: HeldWrite, answers: int, filed: bool = False) -> None:
         """Hold ``write``; merged into the batch's held write it steps on from.
 
         A step from the state the batch's last held write left (its epoch
         that write's, moved on) is merged into that write: one statement,
         its epoch moved on by both's steps, the lines of both; what commits
-        is what the two would have committed, in one round trip.
+        is what the two would have committed, in one round trip. ``filed``:
+        ``write`` ends the batch and its files hold the lines of the write
+        it merges into (:meth:`lines_to_file`), which are stored no more.
         """
         if not self.writes:
             self.began = time.monotonic()
-        place = self.place.get(write.batch.id)
-        last = None if place is None else self.writes[place]
-        if (
-            last is not None
-            and last.work is not None
-            and write.status is last.batch.status
-            and write.epoch == last.epoch + last.steps
-        ):
-            assert place is not None
+        place = self._merges(write.batch.id, write.status, write.epoch)
+        if place is not None:
+            last = self.writes[place]
+            kept = () if filed else last.output, () if filed else last.errors
             self.writes[place] = HeldWrite(
                 write.batch, write.work, last.status, last.epoch,
-                output=(*last.output, *write.output),
-                errors=(*last.errors, *write.errors),
-                files=(*last.files, *write.files),
-                steps=last.steps + write.steps,
+                output=(*kept[0], *write.output), errors=(*kept[1], *write.errors),
+                files=(*last.files, *write.files), steps=last.steps + write.steps,
             )  # fmt: skip
         else:
+            assert not filed, "filed lines of a write it does not merge into"
             self.place[write.batch.id] = len(self.writes)
             self.writes.append(write)
         if write.status is S.VALIDATING:
@@ -378,20 +374,38 @@ class _Held:
             moved = attrs.evolve(write.work, epoch=write.epoch + 1)
             self.latest[write.batch.id] = (write.batch, moved)
 
-    def take_lines(self, batch_id: str) -> tuple[bytes, bytes]:
-        """``batch_id``'s result lines held (output, errors), taken out of the writes.
+    def _merges(self, batch_id: str, status: BatchStatus, epoch: int) -> int | None:
+        """The place of the held write a write from ``status``/``epoch`` merges into."""
+        place = self.place.get(batch_id)
+        if place is None:
+            return None
+        last = self.writes[place]
+        steps_on = last.work is not None and status is last.batch.status
+        return place if steps_on and epoch == last.epoch + last.steps else None
 
-        For the write that ends the batch: held with them, it puts them in
-        its result files itself, after those stored.
+    def lines_to_file(
+        self, batch_id: str, status: BatchStatus, epoch: int
+    ) -> tuple[bytes, bytes] | None:
+        """The lines (output, errors) an end from ``status``/``epoch`` files itself.
+
+        Those of the held write it merges into (see :meth:`hold`): held
+        with them, it puts them in its result files after those stored.
+        None if it merges into none (then what is held is stored first).
         """
-        output: list[str] = []
-        errors: list[str] = []
-        for i, w in enumerate(self.writes):
-            if w.batch.id == batch_id and (w.output or w.errors):
-                output.extend(w.output)
-                errors.extend(w.errors)
-                self.writes[i] = attrs.evolve(w, output=(), errors=())
-        return _text(output), _text(errors)
+        place = self._merges(batch_id, status, epoch)
+        if place is None:
+            return None
+        last = self.writes[place]
+        return _text(last.output), _text(last.errors)
+
+    def result_size(self, batch_id: str, kind: str) -> int:
+        """Bytes of ``batch_id``'s result lines of ``kind`` held, not stored yet."""
+        return sum(
+            len(line.encode()) + 1
+            for w in self.writes
+            if w.batch.id == batch_id
+            for line in (w.output if kind == "output" else w.errors)
+        )
 
     def full(self) -> bool:
         """Whether what is held makes up a group: then it is flushed."""
@@ -442,12 +456,17 @@ def _write_alone(batches: BatchStore, w: HeldWrite) -> bool:
 _held = threading.local()
 
 
-def _write(batches: BatchStore, write: HeldWrite, answers: int = 0) -> bool | None:
-    """A worker's conditional write: made now, or held (None) for a pass's commit."""
+def _write(
+    batches: BatchStore, write: HeldWrite, answers: int = 0, filed: bool = False
+) -> bool | None:
+    """A worker's conditional write: made now, or held (None) for a pass's commit.
+
+    ``filed``: see :meth:`_Held.hold`.
+    """
     held = _held_writes()
     if held is None or held.batches is not batches:
         return _write_alone_raising(batches, write)
-    held.hold(write, answers)
+    held.hold(write, answers, filed)
     if held.full():
         return held.flush().get(write.batch.id)
     return None
@@ -1122,7 +1141,7 @@ def _end(
         "usage": usage(ended),
     }
     files: list[NewFile] = []
-    results = _results(emu.batches, batch.id, b"".join(late))
+    results, filed = _results(emu.batches, batch, work, b"".join(late))
     kinds: tuple[tuple[ResultKind, str], ...] = (
         ("output", "output_file_id"), ("errors", "error_file_id"),
     )  # fmt: skip
@@ -1136,47 +1155,54 @@ def _end(
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
     held = HeldWrite(after, None, batch.status, work.epoch, files=files)
-    return _write(emu.batches, held)
+    return _write(emu.batches, held, filed=filed)
 
 
 def _results(
-    batches: BatchStore, batch_id: str, late: bytes
-) -> dict[ResultKind, tuple[int, Content | ResultLines]]:
-    """Each kind's result lines as the write that ends the batch files them.
+    batches: BatchStore, batch: Batch, work: Work, late: bytes
+) -> tuple[dict[ResultKind, tuple[int, Content | ResultLines]], bool]:
+    """Each kind's result lines as the write that ends ``batch`` files them.
 
-    Their bytes, and the content: those stored (the store moves them, a
-    piece at a time: never held whole; the epoch fences what is counted
-    here), then those held in the pass, then ``late`` (error lines). A
-    batch whose lines are all held (it left validation in what is held)
-    has them filed as they are: they never go through the store's rows of
-    result lines, nor is the store asked what it holds.
+    Their bytes and content: those stored (the store moves them, a piece at
+    a time: never held whole; the epoch fences what is counted here), then
+    those held, then ``late`` (error lines). And whether the end files the
+    held lines itself (see :meth:`_Held.hold`): it merges into the held
+    write that holds them. A batch none of whose lines are stored (it left
+    validation in what is held) has them filed as they are: they never go
+    through the store's rows of result lines, nor is the store asked.
     """
     held = _held_writes()
-    output, errors = b"", b""
+    if held is not None and held.batches is not batches:
+        held = None
+    lines = None
     if held is not None:
-        output, errors = held.take_lines(batch_id)
+        lines = held.lines_to_file(batch.id, batch.status, work.epoch)
+    output, errors = lines or (b"", b"")
     errors += late
-    if held is not None and batch_id in held.unstored:
-        return {"output": (len(output), output), "errors": (len(errors), errors)}
+    if held is not None and lines is not None and batch.id in held.unstored:
+        return {"output": (len(output), output), "errors": (len(errors), errors)}, True
     both = getattr(batches, "_result_sizes", None)  # one statement (SQL)
-    stored: dict[ResultKind, int] = (
-        both(batch_id)
+    sizes: dict[ResultKind, int] = (
+        both(batch.id)
         if both is not None
-        else {k: batches.result_size(batch_id, k) for k in ("output", "errors")}
+        else {k: batches.result_size(batch.id, k) for k in ("output", "errors")}
     )
+    if held is not None and lines is None:  # stored before the end: counted
+        for kind in sizes:
+            sizes[kind] += held.result_size(batch.id, kind)
     return {
         "output": (
-            stored["output"] + len(output),
-            ResultLines(batch_id, "output", output),
+            sizes["output"] + len(output),
+            ResultLines(batch.id, "output", output),
         ),
         "errors": (
-            stored["errors"] + len(errors),
-            ResultLines(batch_id, "errors", errors),
+            sizes["errors"] + len(errors),
+            ResultLines(batch.id, "errors", errors),
         ),
-    }
+    }, lines is not None
 
 
-def _text(lines: list[str]) -> bytes:
+def _text(lines: Sequence[str]) -> bytes:
     """Result lines as a result file holds them: each ending in a newline."""
     return "".join(f"{line}\n" for line in lines).encode()
 
