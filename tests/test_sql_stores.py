@@ -113,6 +113,76 @@ def test_a_failure_inside_a_write_rolls_all_of_it_back(store):
     assert store.due(101, 10) == [batch.id]
 
 
+def test_an_end_files_its_lines_adds_its_event_and_clears_up_at_once(
+    open_db: Callable[[], SQLStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write that ends a batch: its result file (its lines as bytes), the
+    # project's stored bytes, its event and the delivery to the endpoint, its
+    # stored lines gone; on PostgreSQL all in one statement (no BEGIN and
+    # no COMMIT), and a stale one writes none of it.
+    store = open_db()
+    store.outbox.add_webhook_endpoint("http://127.0.0.1:9/hook")
+    batch = _batch()
+    store.insert(batch, Work(due_at=101))
+    started = bf.advance(
+        batch, "start", at=101,
+        request_counts=bf.BatchRequestCounts(total=1, completed=0, failed=0),
+    )  # fmt: skip
+    done = bf.progress(
+        started, request_counts=bf.BatchRequestCounts(total=1, completed=1, failed=0)
+    )
+    assert store.write(done, Work(due_at=102, done=1), status=S.VALIDATING, epoch=0)
+    content = b'{"custom_id": "a"}\n'
+    file = FileObject(
+        id="file-out", bytes=len(content), created_at=102, filename="out.jsonl",
+        purpose="batch_output",
+    )  # fmt: skip
+    ended = bf.advance(
+        bf.advance(done, "finalize", at=102), "complete", at=103,
+        output_file_id=file.id,
+    )  # fmt: skip
+    before = store.files.stored_bytes()
+    ran: list[str] = []
+    run = Tx.run
+
+    def counted(tx: Tx, sql: str, params: Any = ()) -> Any:
+        ran.append(sql)
+        return run(tx, sql, params)
+
+    monkeypatch.setattr(Tx, "run", counted)
+    begun: list[bool] = []
+    transaction = type(store._db).transaction
+
+    def counted_transactions(db: Any, write: bool = True) -> Any:
+        begun.append(write)  # a write's: BEGIN and COMMIT; else one statement
+        return transaction(db, write)
+
+    monkeypatch.setattr(type(store._db), "transaction", counted_transactions)
+    stale = store.write(
+        ended, None, status=S.IN_PROGRESS, epoch=0, files=[(file, content)]
+    )
+    assert not stale
+    assert len(ran) == 1 or not store._db.postgres, ran
+    assert store.files.get(file.id) is None and store.outbox.events() == []
+    ran.clear()
+    begun.clear()
+    assert store.write(
+        ended, None, status=S.IN_PROGRESS, epoch=1, files=[(file, content)]
+    )
+    assert len(ran) == 1 or not store._db.postgres, ran
+    assert begun == [store._db.postgres is False]  # on PostgreSQL: no BEGIN
+    monkeypatch.undo()
+    assert store.get(batch.id) == ended
+    assert store.files.content(file.id) == content
+    assert store.files.stored_bytes() == before + len(content)
+    [event] = store.outbox.events()
+    assert (event.type, event.batch_id) == ("batch.completed", batch.id)
+    assert [d.endpoint for d in store.outbox.deliveries(event.id)] == [
+        "http://127.0.0.1:9/hook"
+    ]
+    assert store.results(batch.id, "output") == b""
+
+
 # -- leases and epochs -------------------------------------------------------------
 
 

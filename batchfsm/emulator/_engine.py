@@ -262,7 +262,6 @@ class Emulator(Doubles):
         self.max_storage_bytes = _bound("max_storage_bytes", max_storage_bytes)
         self.max_output_bytes = _bound("max_output_bytes", max_output_bytes)
         self._runner = Runner(self._run_due)
-        self._purge_after = 0.0  # when the background worker purges next
         self.webhooks: Webhooks | None = self._webhooks(webhooks)
 
     def _webhooks(
@@ -404,6 +403,9 @@ class Emulator(Doubles):
                 hooks.deliver_due(self.outbox, self.clock.now())
         self._purge(now)
         return more
+
+    #: When the background worker purges expired files next (see :meth:`_purge`).
+    _purge_after = 0.0
 
     def _purge(self, now: int) -> None:
         """Purge the files expired by ``now`` (in the background: once a second).

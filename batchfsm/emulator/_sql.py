@@ -31,11 +31,11 @@ from ._leases import (
     renew,
     this_process,
 )
-from ._migrations import migrate
+from ._migrations import CHUNK_BYTES, migrate
 from ._pieces import rows
 from ._projects import DEFAULT_PROJECT
-from ._sql_files import SQLFiles, add_file
-from ._sql_outbox import SQLOutbox, clear_and_add_event
+from ._sql_files import SQLFiles, add_file, counted, small_file
+from ._sql_outbox import SQLOutbox, clear_and_add_event, deliveries_of
 from ._stores import (
     Enqueued,
     HeldWrite,
@@ -120,6 +120,20 @@ def _state(
         return loads(body), None
     return loads(body), Work(
         due_at=int(due_at or 0), epoch=int(epoch), **json.loads(work)
+    )
+
+
+def _at_once(tx: Tx | None, w: HeldWrite) -> bool:
+    """Whether ``w`` is written in one statement (:meth:`SQLStore._end_at_once`).
+
+    An end on PostgreSQL whose files are bytes of one chunk each (``tx``:
+    on its database, if given).
+    """
+    if w.work is not None or (tx is not None and not tx.postgres):
+        return False
+    return all(
+        isinstance(content, bytes) and 0 < file.bytes <= CHUNK_BYTES
+        for file, content in w.files
     )
 
 
@@ -473,9 +487,8 @@ class SQLStore:
             1
             >>> store.close()
         """
-        with self._db.transaction() as tx:
-            held = HeldWrite(batch, work, status, epoch, output, errors, files)
-            return self._write_held(tx, held)
+        held = HeldWrite(batch, work, status, epoch, output, errors, files)
+        return self.write_many([held])[0]
 
     def write_many(self, writes: Sequence[HeldWrite]) -> list[bool]:
         """Several conditional writes in one transaction; whether each happened.
@@ -501,10 +514,15 @@ class SQLStore:
             [True, False]
             >>> store.close()
         """
+        if len(writes) == 1 and self._db.postgres and _at_once(None, writes[0]):
+            with self._db.statement() as tx:  # one statement: no BEGIN, no COMMIT
+                return [self._end_at_once(tx, writes[0])]
         with self._db.transaction() as tx:
             return [self._write_held(tx, w) for w in writes]
 
     def _write_held(self, tx: Tx, w: HeldWrite) -> bool:
+        if _at_once(tx, w):
+            return self._end_at_once(tx, w)
         body = dumps(w.batch)
         if w.work is None:
             return self._end(tx, w.batch, body, w.status, w.epoch, w.files, w.steps)
@@ -548,6 +566,54 @@ class SQLStore:
                 )
         _add_files(tx, batch.id, files)
         return True
+
+    def _end_at_once(self, tx: Tx, w: HeldWrite) -> bool:
+        """:meth:`_end` in one statement (PostgreSQL; see :func:`_at_once`).
+
+        Data-modifying ``WITH`` clauses, each run once, all or none: the
+        conditional write, then (only if it happened) the tokens given
+        back, the result files, the clean-up, the event and its deliveries.
+        """
+        clauses: list[str] = []
+        values: list[object] = []
+        names: list[str] = []
+        for i, (file, content) in enumerate(w.files):
+            assert isinstance(content, bytes)
+            names.append(f"file_{i}")
+            clause, more = small_file(names[-1], "ended", file, content, if_new=False)
+            clauses.append(clause)
+            values.extend(more)
+        if names:
+            clauses.append(f"counted AS ({counted(names)})")
+            values.extend(file.bytes for file, _ in w.files)
+        event = event_for(w.batch)  # its project: the batch's, read by the write
+        if event is not None:
+            clauses.append(
+                "event AS (INSERT INTO batchfsm_events"
+                " (id, batch_id, type, created_at, project, body)"
+                " SELECT ?, ?, ?, ?, project, ? FROM ended RETURNING id, project),"
+                f" deliveries AS ({deliveries_of('event')})"
+            )
+            said = (event.id, event.batch_id, event.type, event.created_at)
+            values.extend((*said, event.body().decode()))
+        statement = (
+            "WITH ended AS (UPDATE batchfsm_batches SET status = ?, body = ?,"
+            " work = NULL, due_at = NULL, epoch = epoch + ?,"
+            f" lease_owner = NULL{_AS_READ}"
+            " RETURNING id, enqueued_model, enqueued_tokens, project),"
+            " given_back AS (UPDATE batchfsm_enqueued q"
+            " SET tokens = q.tokens - e.enqueued_tokens FROM ended e"
+            " WHERE q.model = e.enqueued_model),"
+            + "".join(f" {clause}," for clause in clauses)
+            + " results AS (DELETE FROM batchfsm_results"
+            " WHERE batch_id IN (SELECT id FROM ended)),"
+            " chunks AS (DELETE FROM batchfsm_line_chunks"
+            " WHERE batch_id IN (SELECT id FROM ended))"
+            " SELECT count(*) FROM ended"
+        )
+        head = (w.batch.status.value, dumps(w.batch), w.steps)
+        where = (w.batch.id, w.status.value, w.epoch)
+        return bool(tx.one(statement, (*head, *where, *values))[0])
 
     def _end(
         self,
