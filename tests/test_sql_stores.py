@@ -22,6 +22,7 @@ from batchfsm.emulator import (
     FileObject,
     MemoryIds,
     PostgresStore,
+    ResultLines,
     SchemaVersionError,
     SQLiteStore,
     SQLStore,
@@ -116,30 +117,41 @@ def test_a_failure_inside_a_write_rolls_all_of_it_back(store):
 def test_an_end_files_its_lines_adds_its_event_and_clears_up_at_once(
     open_db: Callable[[], SQLStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The write that ends a batch: its result file (its lines as bytes), the
-    # project's stored bytes, its event and the delivery to the endpoint, its
-    # stored lines gone; on PostgreSQL all in one statement (no BEGIN and
-    # no COMMIT), and a stale one writes none of it.
+    # The write that ends a batch: its output file (the lines stored, then a
+    # tail), its error file (bytes), the project's stored bytes, its event
+    # and the delivery to the endpoint, its stored lines gone; on PostgreSQL
+    # all in one statement (no BEGIN, no COMMIT); a stale one writes nothing.
     store = open_db()
     store.outbox.add_webhook_endpoint("http://127.0.0.1:9/hook")
     batch = _batch()
     store.insert(batch, Work(due_at=101))
-    started = bf.advance(
-        batch, "start", at=101,
-        request_counts=bf.BatchRequestCounts(total=1, completed=0, failed=0),
-    )  # fmt: skip
-    done = bf.progress(
-        started, request_counts=bf.BatchRequestCounts(total=1, completed=1, failed=0)
+    counts = bf.BatchRequestCounts(total=3, completed=2, failed=1)
+    started = bf.advance(batch, "start", at=101, request_counts=counts)
+    stored = ['{"custom_id": "a"}', '{"custom_id": "b"}']
+    assert store.write(
+        started, Work(due_at=102, done=2), status=S.VALIDATING, epoch=0, output=stored
     )
-    assert store.write(done, Work(due_at=102, done=1), status=S.VALIDATING, epoch=0)
-    content = b'{"custom_id": "a"}\n'
-    file = FileObject(
-        id="file-out", bytes=len(content), created_at=102, filename="out.jsonl",
-        purpose="batch_output",
-    )  # fmt: skip
+    tail, errors = b'{"custom_id": "c"}\n', b'{"custom_id": "d"}\n'
+    output = "".join(f"{line}\n" for line in stored).encode() + tail
+    files = [
+        (
+            FileObject(
+                id=f"file-{kind}",
+                bytes=size,
+                created_at=102,
+                filename=f"{kind}.jsonl",
+                purpose="batch_output",
+            ),
+            content,
+        )
+        for kind, size, content in (
+            ("output", len(output), ResultLines(batch.id, "output", tail)),
+            ("errors", len(errors), errors),
+        )
+    ]
     ended = bf.advance(
-        bf.advance(done, "finalize", at=102), "complete", at=103,
-        output_file_id=file.id,
+        bf.advance(started, "finalize", at=102), "complete", at=103,
+        output_file_id="file-output", error_file_id="file-errors",
     )  # fmt: skip
     before = store.files.stored_bytes()
     ran: list[str] = []
@@ -158,23 +170,19 @@ def test_an_end_files_its_lines_adds_its_event_and_clears_up_at_once(
         return transaction(db, write)
 
     monkeypatch.setattr(type(store._db), "transaction", counted_transactions)
-    stale = store.write(
-        ended, None, status=S.IN_PROGRESS, epoch=0, files=[(file, content)]
-    )
-    assert not stale
+    assert not store.write(ended, None, status=S.IN_PROGRESS, epoch=0, files=files)
     assert len(ran) == 1 or not store._db.postgres, ran
-    assert store.files.get(file.id) is None and store.outbox.events() == []
+    assert store.files.get("file-output") is None and store.outbox.events() == []
     ran.clear()
     begun.clear()
-    assert store.write(
-        ended, None, status=S.IN_PROGRESS, epoch=1, files=[(file, content)]
-    )
+    assert store.write(ended, None, status=S.IN_PROGRESS, epoch=1, files=files)
     assert len(ran) == 1 or not store._db.postgres, ran
     assert begun == [store._db.postgres is False]  # on PostgreSQL: no BEGIN
     monkeypatch.undo()
     assert store.get(batch.id) == ended
-    assert store.files.content(file.id) == content
-    assert store.files.stored_bytes() == before + len(content)
+    assert store.files.content("file-output") == output
+    assert store.files.content("file-errors") == errors
+    assert store.files.stored_bytes() == before + len(output) + len(errors)
     [event] = store.outbox.events()
     assert (event.type, event.batch_id) == ("batch.completed", batch.id)
     assert [d.endpoint for d in store.outbox.deliveries(event.id)] == [

@@ -34,7 +34,7 @@ from ._leases import (
 from ._migrations import CHUNK_BYTES, migrate
 from ._pieces import rows
 from ._projects import DEFAULT_PROJECT
-from ._sql_files import SQLFiles, add_file, counted, small_file
+from ._sql_files import SQLFiles, add_file, counted, one_chunk, small_file
 from ._sql_outbox import SQLOutbox, clear_and_add_event, deliveries_of
 from ._stores import (
     Enqueued,
@@ -71,6 +71,16 @@ _NEXT_RESULTS = (
     " WHERE n.batch_id = r.batch_id AND n.kind = r.kind AND n.seq > r.seq)"
     " FROM batchfsm_results r WHERE batch_id = ? AND kind = ?"
     " AND seq > ? ORDER BY seq LIMIT 1"
+)
+
+
+#: A batch's result lines of a kind as stored, in their order, then a tail:
+#: the data of a result file of one chunk, made by the database
+#: (PostgreSQL), in the statement that ends the batch.
+_LINES_THEN = (
+    "convert_to(coalesce((SELECT string_agg(lines, '' ORDER BY seq)"
+    " FROM batchfsm_results WHERE batch_id = ? AND kind = ?), ''), 'UTF8')"
+    " || ?::bytea"
 )
 
 
@@ -126,13 +136,13 @@ def _state(
 def _at_once(tx: Tx | None, w: HeldWrite) -> bool:
     """Whether ``w`` is written in one statement (:meth:`SQLStore._end_at_once`).
 
-    An end on PostgreSQL whose files are bytes of one chunk each (``tx``:
-    on its database, if given).
+    An end on PostgreSQL whose files are of one chunk each, their content
+    bytes or the batch's result lines (``tx``: on its database, if given).
     """
     if w.work is not None or (tx is not None and not tx.postgres):
         return False
     return all(
-        isinstance(content, bytes) and 0 < file.bytes <= CHUNK_BYTES
+        isinstance(content, (bytes, ResultLines)) and 0 < file.bytes <= CHUNK_BYTES
         for file, content in w.files
     )
 
@@ -578,9 +588,12 @@ class SQLStore:
         values: list[object] = []
         names: list[str] = []
         for i, (file, content) in enumerate(w.files):
-            assert isinstance(content, bytes)
+            if isinstance(content, ResultLines):  # the stored lines, then the tail
+                data = (_LINES_THEN, (content.batch_id, content.kind, content.tail))
+            else:
+                data = one_chunk(file, content)
             names.append(f"file_{i}")
-            clause, more = small_file(names[-1], "ended", file, content, if_new=False)
+            clause, more = small_file(names[-1], "ended", file, data, if_new=False)
             clauses.append(clause)
             values.extend(more)
         if names:

@@ -33,7 +33,7 @@ from ._projects import DEFAULT_PROJECT
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, FilePage, Order, StorageFull
 
-__all__ = ["SQLFiles", "add_file", "count_bytes", "counted", "small_file"]
+__all__ = ["SQLFiles", "add_file", "count_bytes", "counted", "one_chunk", "small_file"]
 
 
 def add_file(
@@ -81,28 +81,34 @@ def small_file(
     name: str,
     project: str,
     file: FileObject,
-    content: Content,
+    data: tuple[str, tuple[Any, ...]],
     *,
     if_new: bool = True,
 ) -> tuple[str, tuple[Any, ...]]:
     """``WITH`` clauses adding a file of one chunk (PostgreSQL), and their values.
 
     The clause ``name`` is the file's row, returning its id and project; its
-    chunk is written only if the row is. ``project``: a query of one column,
-    ``project``, saying whose it is (its values go after the file's). A file
-    id that exists adds no row (``if_new``), or fails the statement. The
-    stored bytes are counted by :func:`counted`.
+    chunk, ``data`` (an expression and its values), is written only if the
+    row is. ``project``: a query of one column, ``project``, saying whose it
+    is (its values go after the file's). A file id that exists adds no row
+    (``if_new``), or fails the statement. The stored bytes are counted by
+    :func:`counted`.
     """
-    [(n, chunk)] = chunks(exactly(content, file.bytes, file.id))  # checked first
     clauses = (
         f"{name} AS (INSERT INTO batchfsm_files (id, body, purpose, expires_at,"
         f" project) SELECT ?, ?, ?, ?, project FROM {project}"
         f"{' ON CONFLICT (id) DO NOTHING' if if_new else ''} RETURNING id, project),"
         f" {name}_chunk AS (INSERT INTO batchfsm_file_chunks (file_id, n, data)"
-        f" SELECT id, ?::integer, ?::bytea FROM {name})"
+        f" SELECT id, 0, {data[0]} FROM {name})"
     )
     values = (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at)
-    return clauses, (*values, n, chunk)
+    return clauses, (*values, *data[1])
+
+
+def one_chunk(file: FileObject, content: Content) -> tuple[str, tuple[Any, ...]]:
+    """``content``, checked (``file``'s size, one chunk): :func:`small_file`'s data."""
+    [(_, chunk)] = chunks(exactly(content, file.bytes, file.id))  # checked first
+    return "?::bytea", (chunk,)
 
 
 def counted(names: Sequence[str]) -> str:
@@ -127,7 +133,7 @@ def _add_small_file(tx: Tx, file: FileObject, content: Content, project: str) ->
     only if the file's row is (a new id), in one round trip, not three.
     """
     whose = "(SELECT ?::text AS project) p"
-    clauses, values = small_file("f", whose, file, content)
+    clauses, values = small_file("f", whose, file, one_chunk(file, content))
     added = tx.run(
         f"WITH {clauses} {counted(['f'])}",
         (*values[:4], project, *values[4:], file.bytes),
