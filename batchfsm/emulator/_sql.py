@@ -20,6 +20,7 @@ import attrs
 
 from .._json_io import dumps, loads
 from .._model import Batch, BatchStatus
+from ._content import not_its_size
 from ._database import Database, Tx, model_key, unheld
 from ._events import event_for
 from ._leases import (
@@ -587,9 +588,14 @@ class SQLStore:
         clauses: list[str] = []
         values: list[object] = []
         names: list[str] = []
+        # The batch is written only if the stored lines make up each file's
+        # size (checked as the rows are read: else nothing of it is written).
+        sized, sizes = "", list[object]()
         for i, (file, content) in enumerate(w.files):
             if isinstance(content, ResultLines):  # the stored lines, then the tail
                 data = (_LINES_THEN, (content.batch_id, content.kind, content.tail))
+                sized += f" AND octet_length({_LINES_THEN}) = ?"
+                sizes.extend((*data[1], file.bytes))
             else:
                 data = one_chunk(file, content)
             names.append(f"file_{i}")
@@ -612,7 +618,7 @@ class SQLStore:
         statement = (
             "WITH ended AS (UPDATE batchfsm_batches SET status = ?, body = ?,"
             " work = NULL, due_at = NULL, epoch = epoch + ?,"
-            f" lease_owner = NULL{_AS_READ}"
+            f" lease_owner = NULL{_AS_READ}{sized}"
             " RETURNING id, enqueued_model, enqueued_tokens, project),"
             " given_back AS (UPDATE batchfsm_enqueued q"
             " SET tokens = q.tokens - e.enqueued_tokens FROM ended e"
@@ -622,11 +628,24 @@ class SQLStore:
             " WHERE batch_id IN (SELECT id FROM ended)),"
             " chunks AS (DELETE FROM batchfsm_line_chunks"
             " WHERE batch_id IN (SELECT id FROM ended))"
-            " SELECT count(*) FROM ended"
+            " SELECT count(*), EXISTS (SELECT 1 FROM batchfsm_batches"
+            f"{_AS_READ}) FROM ended"
         )
         head = (w.batch.status.value, dumps(w.batch), w.steps)
         where = (w.batch.id, w.status.value, w.epoch)
-        return bool(tx.one(statement, (*head, *where, *values))[0])
+        ended, as_read = tx.one(statement, (*head, *where, *sizes, *values, *where))
+        if not ended and as_read:  # not stale: lines of another size than a file
+            self._not_their_size(w)
+        return bool(ended)
+
+    def _not_their_size(self, w: HeldWrite) -> None:
+        """Raise ``ValueError``: ``w``'s result files are not their lines' size."""
+        sizes = self._result_sizes(w.batch.id)
+        for file, content in w.files:
+            if isinstance(content, ResultLines):
+                held = sizes[content.kind] + len(content.tail)
+                if held != file.bytes:
+                    raise not_its_size(file.id, held, file.bytes)
 
     def _end(
         self,

@@ -76,6 +76,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "CLAIM_FRESH_SECONDS",
     "PASS_SECONDS",
     "REQUESTS_PER_STEP",
     "REQUESTS_PER_WRITE",
@@ -100,6 +101,10 @@ REQUESTS_PER_STEP = 256
 #: too) and a stop is heard. One step may overrun it (its requests, up to
 #: :data:`REQUESTS_PER_STEP`, or an async run's).
 PASS_SECONDS = 1.0
+#: A run of requests starts from the batch as the pass's claim read it only
+#: while that read is at most this old (real seconds); later, the batch is
+#: read again first (see ``_Held.still_as_read``).
+CLAIM_FRESH_SECONDS = 0.01
 #: Answered requests are written in groups (one transaction each): a group
 #: is written once it holds this many answers, ...
 REQUESTS_PER_WRITE = 64
@@ -229,6 +234,8 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
         due_now = _due(emu.batches, now, held)
         if not due_now:
             return False
+        if held is not None:
+            held.claimed_at = time.monotonic()
         _held.writes, _held.deadline = held, deadline
         try:
             for batch_id, state in due_now:
@@ -320,6 +327,8 @@ class _Held:
         #: files looked up of each project: batches of one input look once.
         self.projects: dict[str, str] = {}
         self.input_files: dict[tuple[str, str], FileObject | None] = {}
+        #: When the claim read the batches of the pass (see :meth:`still_as_read`).
+        self.claimed_at = time.monotonic()
         #: Each batch's last held write: its place in :attr:`writes`.
         self.place: dict[str, int] = {}
         #: The batches none of whose result lines are stored: they left
@@ -382,6 +391,31 @@ class _Held:
         last = self.writes[place]
         steps_on = last.work is not None and status is last.batch.status
         return place if steps_on and epoch == last.epoch + last.steps else None
+
+    def still_as_read(self, batch: Batch, work: Work) -> bool:
+        """Whether ``batch`` is stored as this pass's steps of it read it.
+
+        True without a read while the claim is at most
+        :data:`CLAIM_FRESH_SECONDS` old; else its stored status and epoch
+        are read: those the batch's held write is conditional on, or (none
+        held) those of ``work``. Before a run of requests: a cancel (or
+        another process's write) since the claim read it is seen before
+        any request of it is sent.
+        """
+        if time.monotonic() - self.claimed_at <= CLAIM_FRESH_SECONDS:
+            return True
+        place = self.place.get(batch.id)
+        if place is None:
+            status, epoch = batch.status, work.epoch
+        else:
+            status, epoch = self.writes[place].status, self.writes[place].epoch
+        stored, stored_work = snapshot(self.batches, batch.id)
+        return (
+            stored is not None
+            and stored_work is not None
+            and stored.status is status
+            and stored_work.epoch == epoch
+        )
 
     def lines_to_file(
         self, batch_id: str, status: BatchStatus, epoch: int
@@ -808,6 +842,9 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     So a crash loses at most the answers of one group not yet written (the
     requests in flight): those are run again, none before them.
     """
+    held = _held_writes()
+    if held is not None and not held.still_as_read(batch, work):
+        return  # it moved on since the claim (a cancel): the next pass reads it
     if is_async(emu.handler):
         # Imported here: the chunks' module builds on this one.
         from ._chunks import hold
