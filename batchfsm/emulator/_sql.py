@@ -829,6 +829,19 @@ class SQLStore:
         rows = self._claim(at, limit, "body", "work", "due_at", "epoch", "project")
         return [(row[0], _state(*row[1:5]), row[5]) for row in rows]
 
+    def _as_stored(self, ids: Sequence[str]) -> dict[str, tuple[BatchStatus, int]]:
+        """Each batch's stored status and epoch (if work is left): one statement."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        with self._db.transaction(write=False) as tx:
+            rows = tx.all(
+                "SELECT id, status, epoch FROM batchfsm_batches"
+                f" WHERE id IN ({marks}) AND work IS NOT NULL",
+                ids,
+            )
+        return {i: (BatchStatus(status), int(epoch)) for i, status, epoch in rows}
+
     def _claim(self, at: int, limit: int, *columns: str) -> list[tuple[Any, ...]]:
         interval, tick = self._intervals()
         if self._heartbeat is None:

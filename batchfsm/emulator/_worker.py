@@ -101,10 +101,6 @@ REQUESTS_PER_STEP = 256
 #: too) and a stop is heard. One step may overrun it (its requests, up to
 #: :data:`REQUESTS_PER_STEP`, or an async run's).
 PASS_SECONDS = 1.0
-#: A run of requests starts from the batch as the pass's claim read it only
-#: while that read is at most this old (real seconds); later, the batch is
-#: read again first (see ``_Held.still_as_read``).
-CLAIM_FRESH_SECONDS = 0.01
 #: Answered requests are written in groups (one transaction each): a group
 #: is written once it holds this many answers, ...
 REQUESTS_PER_WRITE = 64
@@ -113,6 +109,11 @@ RESULT_BYTES_PER_WRITE = 2 << 20
 #: ... or its first answer is this many seconds old (real time): a slow
 #: handler's answers are not held back for long.
 SECONDS_PER_WRITE = 0.05
+#: A run of requests starts from the batch as the pass's claim read it only
+#: while that read is at most as old as a group's first answer may be
+#: (real seconds); later, the batch is read again first (a cancel since is
+#: seen: see ``_Held.still_as_read``).
+CLAIM_FRESH_SECONDS = SECONDS_PER_WRITE
 #: An async run takes the answers that came at most this often (real
 #: seconds): the handlers' loop, the gateway's busiest thread, then hands
 #: the worker's thread the GIL once for several answers, not for each.
@@ -268,6 +269,22 @@ def _due(
     return due_now
 
 
+def _as_stored(
+    batches: BatchStore, ids: list[str]
+) -> dict[str, tuple[BatchStatus, int]]:
+    """The stored status and epoch of each of ``ids`` that has work left."""
+    read = getattr(batches, "_as_stored", None)  # one statement (SQL)
+    if read is not None:
+        found: dict[str, tuple[BatchStatus, int]] = read(ids)
+        return found
+    stored = {}
+    for batch_id in ids:
+        batch, work = snapshot(batches, batch_id)
+        if batch is not None and work is not None:
+            stored[batch_id] = (batch.status, work.epoch)
+    return stored
+
+
 def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
     """Step the batch on while its next work is due by ``now``: its moves held too.
 
@@ -327,8 +344,10 @@ class _Held:
         #: files looked up of each project: batches of one input look once.
         self.projects: dict[str, str] = {}
         self.input_files: dict[tuple[str, str], FileObject | None] = {}
-        #: When the claim read the batches of the pass (see :meth:`still_as_read`).
+        #: When the claim read the batches of the pass, or they were read
+        #: again (see :meth:`still_as_read`), and what that read found.
         self.claimed_at = time.monotonic()
+        self.stored: dict[str, tuple[BatchStatus, int]] | None = None
         #: Each batch's last held write: its place in :attr:`writes`.
         self.place: dict[str, int] = {}
         #: The batches none of whose result lines are stored: they left
@@ -396,26 +415,24 @@ class _Held:
         """Whether ``batch`` is stored as this pass's steps of it read it.
 
         True without a read while the claim is at most
-        :data:`CLAIM_FRESH_SECONDS` old; else its stored status and epoch
-        are read: those the batch's held write is conditional on, or (none
-        held) those of ``work``. Before a run of requests: a cancel (or
-        another process's write) since the claim read it is seen before
-        any request of it is sent.
+        :data:`CLAIM_FRESH_SECONDS` old; after that, the stored status and
+        epoch of every batch of the claim are read again (one statement, as
+        old as the claim may be, again). They are compared with those the
+        batch's held write is conditional on or (none held) those of
+        ``work``. Before a run of requests: a cancel (or another process's
+        write) since the claim read it is seen before a request is sent.
         """
-        if time.monotonic() - self.claimed_at <= CLAIM_FRESH_SECONDS:
-            return True
+        if time.monotonic() - self.claimed_at > CLAIM_FRESH_SECONDS:
+            self.stored = _as_stored(self.batches, list(self.projects))
+            self.claimed_at = time.monotonic()
+        if self.stored is None or batch.id not in self.projects:
+            return True  # as the claim read it, a moment ago
         place = self.place.get(batch.id)
-        if place is None:
-            status, epoch = batch.status, work.epoch
-        else:
-            status, epoch = self.writes[place].status, self.writes[place].epoch
-        stored, stored_work = snapshot(self.batches, batch.id)
-        return (
-            stored is not None
-            and stored_work is not None
-            and stored.status is status
-            and stored_work.epoch == epoch
-        )
+        held = None if place is None else self.writes[place]
+        status, epoch = (batch.status, work.epoch) if held is None else (
+            held.status, held.epoch
+        )  # fmt: skip
+        return self.stored.get(batch.id) == (status, epoch)
 
     def lines_to_file(
         self, batch_id: str, status: BatchStatus, epoch: int
@@ -454,6 +471,7 @@ class _Held:
         writes, self.writes, self.answers, self.size = self.writes, [], 0, 0
         self.place.clear()
         self.unstored.clear()  # their lines are stored now
+        self.stored = None  # and their status and epoch moved on
         if not writes:
             return {}
         try:
