@@ -242,6 +242,26 @@ def _durability(durable: bool, synchronous_commit: bool) -> tuple[str, ...]:
     return options
 
 
+def server_processes(url: str) -> list[int]:
+    """The process ids of the cluster :func:`cluster` runs that serves ``url``.
+
+    Its postmaster and the postmaster's children (none if ``url`` is not of
+    such a cluster: a SQLite URL, say). For a benchmark's count of the CPU
+    the database used.
+    """
+    found = _running.get(url.rsplit("/", 1)[0] + "/postgres")
+    if found is None:
+        return []
+    postmaster = int((found.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == postmaster:
+                children.append(int(entry.name))
+    return [postmaster, *children]
+
+
 def new_database(server: str) -> str:
     """Create a new, empty database on the cluster ``server``; its URL.
 

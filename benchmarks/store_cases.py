@@ -14,6 +14,7 @@ benchmark starts (as the tests do); where it cannot, its rows say why.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +27,12 @@ from typing import Any
 import httpx2
 
 import batchfsm as bf
-from batchfsm._postgres_cluster import PostgresUnavailableError, cluster, new_database
+from batchfsm._postgres_cluster import (
+    PostgresUnavailableError,
+    cluster,
+    new_database,
+    server_processes,
+)
 from batchfsm.emulator import (
     BatchStore,
     Emulator,
@@ -45,6 +51,8 @@ from batchfsm.emulator import (
 from ._serving import Server, create, owner_pid, sql, upload
 
 S = bf.BatchStatus
+#: The cores of this machine: every process of a benchmark shares them.
+CORES = os.cpu_count() or 1
 T0 = 1_700_000_000
 
 
@@ -459,6 +467,25 @@ def _pg_counts(db: str) -> tuple[int, int] | None:
     return int(commits), int(flushes)
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds the processes ``pids`` used (and their children that ended)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])
+    return total / _TICKS
+
+
+def _cpu_now(servers: list[Server], db: str) -> float:
+    """CPU seconds so far of this process (the clients), servers, database."""
+    pids = [s.process.pid for s in servers] + server_processes(db)
+    return time.process_time() + _cpu_seconds(pids)
+
+
 def _small_batches_per_second(
     dbs: list[str], batches: int = 300, counted: dict[str, float] | None = None
 ) -> float:
@@ -467,9 +494,11 @@ def _small_batches_per_second(
     One ``serve`` process per entry of ``dbs`` (the same database for
     several processes sharing it); four clients create the batches, spread
     over the processes; the clock is over when the last one completed.
-    ``counted``, on PostgreSQL: filled with the transactions committed a
-    batch (every statement outside a transaction counts one: the reads
-    too) and the WAL flushes (an fsync each, at ``fsync=on``) a batch.
+    ``counted``: filled with the CPU milliseconds a batch of everything
+    taking part (the clients, the servers, the database's processes) and,
+    on PostgreSQL, the transactions committed a batch (every statement
+    outside a transaction counts one: the reads too) and the WAL flushes (an
+    fsync each, at ``fsync=on``) a batch.
     """
     servers = [Server(db, "--speed", "1000") for db in dbs]
     before = None
@@ -479,6 +508,7 @@ def _small_batches_per_second(
             before = _pg_counts(dbs[0])
         made: list[str] = []
         lock = threading.Lock()
+        cpu = _cpu_now(servers, dbs[0])
         begin = time.perf_counter()
 
         def client(n: int) -> None:
@@ -501,6 +531,8 @@ def _small_batches_per_second(
                 assert answer["status"] in ("validating", "in_progress", "finalizing")
                 time.sleep(0.005)
         rate = batches / (time.perf_counter() - begin)
+        if counted is not None:
+            counted["cpu"] = (_cpu_now(servers, dbs[0]) - cpu) * 1e3 / batches
     finally:
         for server in servers:
             server.stop()
@@ -535,11 +567,15 @@ def small_batches_table(folder: Path, rounds: int = 3) -> list[str]:
             rows: dict[str, list[float]] = {}
             for _ in range(rounds):
                 counted: dict[str, float] = {}
+                both: dict[str, float] = {}
                 base = _small_batches_per_second([sqlite()])
                 one = _small_batches_per_second([new_database(on)], counted=counted)
                 db = new_database(on)
-                two = _small_batches_per_second([db, db])
+                two = _small_batches_per_second([db, db], counted=both)
                 lazy = _small_batches_per_second([new_database(off)])
+                # The most two processes could do here: every core busy at
+                # the CPU a batch they took (clients and database included).
+                ceiling = CORES * 1e3 / both["cpu"]
                 for name, rate in (
                     ("SQLite, 1 process", base),
                     ("PostgreSQL fsync=on, 1 process", one),
@@ -550,12 +586,20 @@ def small_batches_table(folder: Path, rounds: int = 3) -> list[str]:
                     ("PostgreSQL off / SQLite", lazy / base),
                     ("PostgreSQL commits a batch", counted["commits"]),
                     ("PostgreSQL WAL flushes a batch", counted["flushes"]),
+                    ("CPU ms a batch, 1 process", counted["cpu"]),
+                    ("CPU ms a batch, 2 processes", both["cpu"]),
+                    (f"2 processes' ceiling, {CORES} cores", ceiling),
+                    (f"ceiling / 1 process, {CORES} cores", ceiling / one),
                 ):
                     rows.setdefault(name, []).append(rate)
     except PostgresUnavailableError as exc:
         return [*lines, f"    PostgreSQL unavailable ({exc})"]
     for name, values in rows.items():
-        unit = "x" if "/" in name else "" if " a batch" in name else " batches/s"
+        unit = (
+            "x" if "/" in name
+            else "" if " a batch" in name
+            else " batches/s"
+        )  # fmt: skip
         spread = f"{min(values):.2f}..{max(values):.2f}"
         lines.append(
             f"    {name:<33} {statistics.median(values):>8.2f}{unit}  ({spread})"

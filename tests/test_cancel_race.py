@@ -30,6 +30,8 @@ from batchfsm.emulator import (
     SQLiteStore,
     VirtualClock,
     Work,
+    _worker,
+    default_handler,
 )
 
 REQUESTS = 20
@@ -134,3 +136,74 @@ def test_a_cancel_racing_a_progress_write_loses_nothing(
     assert end.request_counts is not None
     output = emu.file_content(end.output_file_id) if end.output_file_id else b""
     assert end.request_counts.completed == len(output.splitlines())
+
+
+def _lines(prefix: str, n: int) -> bytes:
+    return "\n".join(
+        json.dumps(
+            {
+                "custom_id": f"{prefix}{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "text-embedding-3-small", "input": "hi"},
+            }
+        )
+        for i in range(n)
+    ).encode()
+
+
+@pytest.mark.parametrize("validated", [True, False], ids=["running", "validating"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_batch_cancelled_after_the_claim_sends_no_request(
+    kind: str,
+    validated: bool,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One pass claims both batches; the first one's first request cancels
+    # the second, whose run must then send nothing: the claim's read of it
+    # is older than a run may start from (set to 0 here), so it is read
+    # again first. The second batch is running at the claim, or validating
+    # (then validated in the pass, its run chained on).
+    monkeypatch.setattr(_worker, "CLAIM_FRESH_SECONDS", 0.0)
+    sent: list[str] = []
+
+    def handler(endpoint: str, body: Any, custom_id: str, at: int) -> Any:
+        sent.append(custom_id)
+        if custom_id == "a0":
+            emu.cancel_batch(second.id)
+        return default_handler(endpoint, body, custom_id, at)
+
+    store = (
+        SQLiteStore(tmp_path / "race.sqlite")
+        if kind == "sqlite"
+        else PostgresStore(request.getfixturevalue("postgres_url"))
+    )
+    request.addfinalizer(store.close)
+    clock = VirtualClock()
+    emu = Emulator(clock=clock, store=store, seed=1, handler=handler)
+    batches = [
+        emu.create_batch(
+            input_file_id=emu.create_file(_lines(p, 8), f"{p}.jsonl", "batch").id,
+            endpoint="/v1/embeddings",
+        )
+        for p in ("a", "b")
+    ]
+    second = batches[1]
+    if validated:
+        clock.advance(emu.validation_seconds)  # both validated, no request due
+        assert emu.retrieve_batch(second.id).status is bf.BatchStatus.IN_PROGRESS
+    clock.advance(3_600)
+    emu.run()
+    assert [s for s in sent if s.startswith("b")] == []
+    clock.advance(emu.cancel_grace_seconds)
+    ended = emu.retrieve_batch(second.id)
+    assert ended.status is bf.BatchStatus.CANCELLED
+    assert ended.request_counts is not None
+    # Its requests unsent: each failed (batch_cancelled); or, cancelled while
+    # validating, never counted.
+    counts = ended.request_counts
+    assert (counts.total, counts.completed, counts.failed) == (
+        (8, 0, 8) if validated else (0, 0, 0)
+    )

@@ -32,7 +32,7 @@ from batchfsm.emulator import (
     _worker,
     make_input_file,
 )
-from batchfsm.emulator._stores import HeldWrite
+from batchfsm.emulator._stores import HeldWrite, ResultLines
 from batchfsm.emulator._worker import REQUESTS_PER_WRITE, RESULT_BYTES_PER_WRITE
 from benchmarks._serving import sql as _sql
 
@@ -153,9 +153,24 @@ class CountingStore(SQLiteStore):
         self.transactions.append(list(writes))
         return super().write_many(writes)
 
+    def epoch_of(self, batch_id: str) -> int:
+        """The stored epoch (an ended batch's too)."""
+        with self._db.transaction(write=False) as tx:
+            (epoch,) = tx.one(
+                "SELECT epoch FROM batchfsm_batches WHERE id = ?", (batch_id,)
+            )
+        return int(epoch)
+
 
 def _answers(writes: list[HeldWrite]) -> int:
-    return sum(len(w.output) + len(w.errors) for w in writes)
+    """The answers the writes store: their lines, and those filed by an end."""
+    filed = sum(
+        (content if isinstance(content, bytes) else content.tail).count(b"\n")
+        for w in writes
+        for _, content in w.files
+        if isinstance(content, (bytes, ResultLines))
+    )
+    return filed + sum(len(w.output) + len(w.errors) for w in writes)
 
 
 def test_the_steps_of_several_due_batches_commit_together() -> None:
@@ -177,10 +192,13 @@ def test_the_steps_of_several_due_batches_commit_together() -> None:
         assert done.request_counts.completed == 10
         assert done.output_file_id is not None
         assert len(emu.file_content(done.output_file_id).splitlines()) == 10
-    writes = sum(len(t) for t in store.transactions)
+    steps = sum(w.steps for t in store.transactions for w in t)
     # Start, the answers (split where a group fills), finalize, complete.
-    assert 40 * 4 <= writes <= 40 * 4 + 40 * 10 // REQUESTS_PER_WRITE + 1
-    assert len(store.transactions) <= writes / 10, len(store.transactions)
+    assert 40 * 4 <= steps <= 40 * 4 + 40 * 10 // REQUESTS_PER_WRITE + 1
+    # A batch's steps held for one transaction are one write (one statement).
+    writes = sum(len(t) for t in store.transactions)
+    assert writes <= 40 + 40 * 10 // REQUESTS_PER_WRITE + 1, writes
+    assert len(store.transactions) <= writes / 4, len(store.transactions)
     # And never more answers in flight (held, uncommitted) than a group.
     assert max(_answers(t) for t in store.transactions) <= REQUESTS_PER_WRITE
     store.close()
@@ -188,8 +206,9 @@ def test_the_steps_of_several_due_batches_commit_together() -> None:
 
 def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> None:
     # Validation, its requests, finalizing and completing all due at once:
-    # each step a conditional write of its own, on the epoch the one before
-    # moved on to, every status and stamp in turn; one read, one commit.
+    # each step made from the one before, every status and stamp in turn,
+    # merged into one conditional write that moves the epoch on by as many
+    # steps; one read, one commit, one statement.
     store = CountingStore()
     reads: list[str] = []
     read = store.batch_and_work
@@ -218,16 +237,17 @@ def test_a_batch_whose_steps_are_all_due_moves_through_each_in_one_commit() -> N
     assert done.status is bf.BatchStatus.COMPLETED
     assert done.output_file_id is not None  # sized with the lines held with it
     assert len(emu.file_content(done.output_file_id).splitlines()) == 10
-    [writes] = store.transactions
-    assert [(w.status.value, w.batch.status.value) for w in writes] == [
-        ("validating", "in_progress"),
-        ("in_progress", "in_progress"),  # the answers
-        ("in_progress", "finalizing"),
-        ("finalizing", "completed"),
-    ]
-    assert [w.epoch for w in writes] == [0, 1, 2, 3]
-    assert bf.check_trace([created, *(w.batch for w in writes)]) == []
-    assert reads == [created.id]
+    [[write]] = store.transactions
+    # Started, answered, finalizing, completed: four steps from epoch 0.
+    assert (write.status.value, write.batch.status.value) == ("validating", "completed")
+    assert (write.epoch, write.steps) == (0, 4)
+    assert write.batch.in_progress_at is not None
+    assert write.batch.finalizing_at is not None
+    assert bf.check_trace([created, write.batch]) == []
+    # Its lines went straight into its output file: none through the rows.
+    assert write.output == () and write.errors == ()
+    assert store.epoch_of(created.id) == 4  # as if each step had been written
+    assert reads == []  # read by the claim that leased it: no read of its own
     # Validated, then run, in one pass: its (small) input is read once.
     assert content_reads == [0]
     store.close()
@@ -270,6 +290,13 @@ def test_a_big_batchs_answers_are_written_a_group_at_a_time() -> None:
     sizes = [_answers(t) for t in store.transactions if _answers(t)]
     assert sum(sizes) == 1_000
     assert max(sizes) <= REQUESTS_PER_WRITE
+    # The groups stored before the end, then the last one, filed by the end
+    # itself: every line once, in order.
+    assert done.output_file_id is not None
+    lines = emu.file_content(done.output_file_id).splitlines()
+    assert [json.loads(line)["custom_id"] for line in lines] == [
+        f"request-{i}" for i in range(1_000)
+    ]
     store.close()
 
 

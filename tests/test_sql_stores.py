@@ -22,6 +22,7 @@ from batchfsm.emulator import (
     FileObject,
     MemoryIds,
     PostgresStore,
+    ResultLines,
     SchemaVersionError,
     SQLiteStore,
     SQLStore,
@@ -111,6 +112,83 @@ def test_a_failure_inside_a_write_rolls_all_of_it_back(store):
     assert store.work(batch.id) == Work(due_at=101)
     assert store.results(batch.id, "output") == b""
     assert store.due(101, 10) == [batch.id]
+
+
+def test_an_end_files_its_lines_adds_its_event_and_clears_up_at_once(
+    open_db: Callable[[], SQLStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write that ends a batch: its output file (the lines stored, then a
+    # tail), its error file (bytes), the project's stored bytes, its event
+    # and the delivery to the endpoint, its stored lines gone; on PostgreSQL
+    # all in one statement (no BEGIN, no COMMIT); a stale one writes nothing.
+    store = open_db()
+    store.outbox.add_webhook_endpoint("http://127.0.0.1:9/hook")
+    batch = _batch()
+    store.insert(batch, Work(due_at=101))
+    counts = bf.BatchRequestCounts(total=3, completed=2, failed=1)
+    started = bf.advance(batch, "start", at=101, request_counts=counts)
+    stored = ['{"custom_id": "a"}', '{"custom_id": "b"}']
+    assert store.write(
+        started, Work(due_at=102, done=2), status=S.VALIDATING, epoch=0, output=stored
+    )
+    tail, errors = b'{"custom_id": "c"}\n', b'{"custom_id": "d"}\n'
+    output = "".join(f"{line}\n" for line in stored).encode() + tail
+    files = [
+        (
+            FileObject(
+                id=f"file-{kind}",
+                bytes=size,
+                created_at=102,
+                filename=f"{kind}.jsonl",
+                purpose="batch_output",
+            ),
+            content,
+        )
+        for kind, size, content in (
+            ("output", len(output), ResultLines(batch.id, "output", tail)),
+            ("errors", len(errors), errors),
+        )
+    ]
+    ended = bf.advance(
+        bf.advance(started, "finalize", at=102), "complete", at=103,
+        output_file_id="file-output", error_file_id="file-errors",
+    )  # fmt: skip
+    before = store.files.stored_bytes()
+    ran: list[str] = []
+    run = Tx.run
+
+    def counted(tx: Tx, sql: str, params: Any = ()) -> Any:
+        ran.append(sql)
+        return run(tx, sql, params)
+
+    monkeypatch.setattr(Tx, "run", counted)
+    begun: list[bool] = []
+    transaction = type(store._db).transaction
+
+    def counted_transactions(db: Any, write: bool = True) -> Any:
+        begun.append(write)  # a write's: BEGIN and COMMIT; else one statement
+        return transaction(db, write)
+
+    monkeypatch.setattr(type(store._db), "transaction", counted_transactions)
+    assert not store.write(ended, None, status=S.IN_PROGRESS, epoch=0, files=files)
+    assert len(ran) == 1 or not store._db.postgres, ran
+    assert store.files.get("file-output") is None and store.outbox.events() == []
+    ran.clear()
+    begun.clear()
+    assert store.write(ended, None, status=S.IN_PROGRESS, epoch=1, files=files)
+    assert len(ran) == 1 or not store._db.postgres, ran
+    assert begun == [store._db.postgres is False]  # on PostgreSQL: no BEGIN
+    monkeypatch.undo()
+    assert store.get(batch.id) == ended
+    assert store.files.content("file-output") == output
+    assert store.files.content("file-errors") == errors
+    assert store.files.stored_bytes() == before + len(output) + len(errors)
+    [event] = store.outbox.events()
+    assert (event.type, event.batch_id) == ("batch.completed", batch.id)
+    assert [d.endpoint for d in store.outbox.deliveries(event.id)] == [
+        "http://127.0.0.1:9/hook"
+    ]
+    assert store.results(batch.id, "output") == b""
 
 
 # -- leases and epochs -------------------------------------------------------------

@@ -113,10 +113,14 @@ def exactly(content: Content, size: int, file_id: str) -> Iterator[Piece]:
             )
         yield piece
     if held != size:
-        raise ValueError(
-            f"{file_id}: its content is {held} bytes, not the {size} "
-            "its File object says"
-        )
+        raise not_its_size(file_id, held, size)
+
+
+def not_its_size(file_id: str, held: int, size: int) -> ValueError:
+    """The error of content of ``held`` bytes for a file of ``size`` bytes."""
+    return ValueError(
+        f"{file_id}: its content is {held} bytes, not the {size} its File object says"
+    )
 
 
 def measure(upload: Upload) -> int | None:

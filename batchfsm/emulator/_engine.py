@@ -84,6 +84,9 @@ INPUT_GRACE_REAL_SECONDS = 1.0
 _Read = Callable[..., Batch | None]
 
 log = logging.getLogger("batchfsm.emulator")
+#: The background worker purges expired files at most this often (real
+#: seconds): see :meth:`Emulator._purge`.
+PURGE_SECONDS = 1.0
 
 #: ``GET /v1/batches``: ``limit`` is 1..100, and 20 by default.
 MAX_BATCH_LIST_LIMIT = 100
@@ -398,6 +401,24 @@ class Emulator(Doubles):
                 hooks.wake()  # its thread delivers, by real time
             else:
                 hooks.deliver_due(self.outbox, self.clock.now())
+        self._purge(now)
+        return more
+
+    #: When the background worker purges expired files next (see :meth:`_purge`).
+    _purge_after = 0.0
+
+    def _purge(self, now: int) -> None:
+        """Purge the files expired by ``now`` (in the background: once a second).
+
+        An expired file reads as gone whether purged or not (its purge frees
+        its space): the background worker purges at most once every
+        :data:`PURGE_SECONDS`, not at each of its passes, which come as
+        often as batches are created.
+        """
+        if self._runner.started:
+            if time.monotonic() < self._purge_after:
+                return
+            self._purge_after = time.monotonic() + PURGE_SECONDS
         # No file expired after the earliest work due is purged: a batch
         # behind (another process's, say) still reads its input for the
         # requests due before the input expired.
@@ -410,7 +431,6 @@ class Emulator(Doubles):
             raise
         except Exception:  # the next run purges them: no call fails for it
             log.exception("purging expired files failed; the next run tries again")
-        return more
 
     def run(self) -> None:
         """Run every piece of work due by the clock's time, here and now.

@@ -275,25 +275,30 @@ class _Count:
 TAKEOVERS = _Count()
 
 
-def claim_due(db: Database, tx: Tx, owner: str, at: int, limit: int) -> list[str]:
-    """Ids of up to ``limit`` batches due at or before ``at``, leased to ``owner``.
+def claim_due(
+    db: Database, tx: Tx, owner: str, at: int, limit: int, *columns: str
+) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` batches due at or before ``at``, leased to ``owner``.
 
+    Each row: the batch's id, then its ``columns`` as they are once claimed.
     Earliest due first, ties in creation order; read through the due-time
     index. Batches whose holder's heartbeat is live are left out; those whose
     holder's lease ran out (or was dropped, see :func:`reclaim_dead`) are
-    taken over, their epoch moved on.
+    taken over, their epoch moved on (a taken-over row's ``epoch`` column
+    is read as it is after that).
     """
     # The live holders other than ``owner`` are read once (a few rows), not
     # once for each batch passed over.
+    more = "".join(f", {column}" for column in columns)
     rows = tx.all(
-        "SELECT id, lease_owner FROM batchfsm_batches WHERE due_at <= ?"
+        f"SELECT id, lease_owner{more} FROM batchfsm_batches WHERE due_at <= ?"
         " AND (lease_owner IS NULL OR lease_owner NOT IN ("
         " SELECT owner FROM batchfsm_owners WHERE owner <> ?"
         f" AND lease_until >= {db.now_sql}))"
         f" ORDER BY due_at, seq LIMIT ? {db.skip_locked_sql}",
         (at, owner, limit),
     )
-    new = [batch_id for batch_id, holder in rows if holder != owner]
+    new = [row[0] for row in rows if row[1] != owner]
     if new:
         marks = ", ".join("?" * len(new))
         tx.run(
@@ -301,7 +306,7 @@ def claim_due(db: Database, tx: Tx, owner: str, at: int, limit: int) -> list[str
             (owner, *new),
         )
     taken: dict[str, list[str]] = {}
-    for batch_id, holder in rows:
+    for batch_id, holder, *_ in rows:
         if holder not in (None, owner):
             taken.setdefault(holder, []).append(batch_id)
     if taken:
@@ -318,4 +323,15 @@ def claim_due(db: Database, tx: Tx, owner: str, at: int, limit: int) -> list[str
                 "took over %d batch(es) from %s, which has no live heartbeat: %s",
                 len(batch_ids), holder, " ".join(batch_ids),
             )  # fmt: skip
-    return [batch_id for batch_id, _ in rows]
+        if "epoch" in columns:
+            at_epoch = columns.index("epoch") + 2
+            rows = [
+                row if row[1] in (None, owner) else _moved_on(row, at_epoch)
+                for row in rows
+            ]
+    return [(row[0], *row[2:]) for row in rows]
+
+
+def _moved_on(row: tuple[Any, ...], at: int) -> tuple[Any, ...]:
+    """``row`` with its value at ``at`` (an epoch) moved on by one."""
+    return (*row[:at], row[at] + 1, *row[at + 1 :])

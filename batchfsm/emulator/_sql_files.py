@@ -23,6 +23,7 @@ check and the count are one atomic step, whatever the number of writers.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ._content import Content, exactly
@@ -32,7 +33,7 @@ from ._projects import DEFAULT_PROJECT
 from ._store_errors import StoreUnavailable
 from ._stores import FileObject, FilePage, Order, StorageFull
 
-__all__ = ["SQLFiles", "add_file", "count_bytes"]
+__all__ = ["SQLFiles", "add_file", "count_bytes", "counted", "one_chunk", "small_file"]
 
 
 def add_file(
@@ -51,10 +52,10 @@ def add_file(
     """
     if max_stored is not None and file.bytes > max_stored:
         raise StorageFull(file.bytes, 0, max_stored)  # before a byte is written
-    row = (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at, project)
     if tx.postgres and max_stored is None and 0 < file.bytes <= CHUNK_BYTES:
-        _add_small_file(tx, row, exactly(content, file.bytes, file.id))
+        _add_small_file(tx, file, content, project)
         return
+    row = (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at, project)
     added = tx.run(_ADD_FILE + " ON CONFLICT (id) DO NOTHING", row).rowcount
     if added != 1:  # one statement, not a look first: a round trip less
         raise KeyError(f"file {file.id} exists already")
@@ -76,23 +77,69 @@ _COUNT_BYTES = (
 )
 
 
-def _add_small_file(tx: Tx, row: tuple[Any, ...], content: Content) -> None:
+def small_file(
+    name: str,
+    project: str,
+    file: FileObject,
+    data: tuple[str, tuple[Any, ...]],
+    *,
+    if_new: bool = True,
+) -> tuple[str, tuple[Any, ...]]:
+    """``WITH`` clauses adding a file of one chunk (PostgreSQL), and their values.
+
+    The clause ``name`` is the file's row, returning its id and project; its
+    chunk, ``data`` (an expression and its values), is written only if the
+    row is. ``project``: a query of one column, ``project``, saying whose it
+    is (its values go after the file's). A file id that exists adds no row
+    (``if_new``), or fails the statement. The stored bytes are counted by
+    :func:`counted`.
+    """
+    clauses = (
+        f"{name} AS (INSERT INTO batchfsm_files (id, body, purpose, expires_at,"
+        f" project) SELECT ?, ?, ?, ?, project FROM {project}"
+        f"{' ON CONFLICT (id) DO NOTHING' if if_new else ''} RETURNING id, project),"
+        f" {name}_chunk AS (INSERT INTO batchfsm_file_chunks (file_id, n, data)"
+        f" SELECT id, 0, {data[0]} FROM {name})"
+    )
+    values = (file.id, json.dumps(file.to_dict()), file.purpose, file.expires_at)
+    return clauses, (*values, *data[1])
+
+
+def one_chunk(file: FileObject, content: Content) -> tuple[str, tuple[Any, ...]]:
+    """``content``, checked (``file``'s size, one chunk): :func:`small_file`'s data."""
+    [(_, chunk)] = chunks(exactly(content, file.bytes, file.id))  # checked first
+    return "?::bytea", (chunk,)
+
+
+def counted(names: Sequence[str]) -> str:
+    """A statement counting the files the clauses ``names`` add: a size (``?``) each.
+
+    Their projects' stored bytes move by the sizes of those added, in one
+    upsert (a row is never moved twice in one statement).
+    """
+    added = " UNION ALL ".join(
+        f"SELECT project, ?::bigint AS size FROM {n}" for n in names
+    )
+    return (
+        "INSERT INTO batchfsm_storage (project, bytes)"
+        f" SELECT project, sum(size) FROM ({added}) a GROUP BY project{_COUNT_BYTES}"
+    )
+
+
+def _add_small_file(tx: Tx, file: FileObject, content: Content, project: str) -> None:
     """A file of one chunk, on PostgreSQL: its row, chunk and count in one statement.
 
     Data-modifying ``WITH`` clauses: the chunk and the count are written
     only if the file's row is (a new id), in one round trip, not three.
     """
-    [(n, chunk)] = chunks(content)  # the pieces checked before a byte is written
+    whose = "(SELECT ?::text AS project) p"
+    clauses, values = small_file("f", whose, file, one_chunk(file, content))
     added = tx.run(
-        f"WITH f AS ({_ADD_FILE} ON CONFLICT (id) DO NOTHING RETURNING id, project),"
-        " c AS (INSERT INTO batchfsm_file_chunks (file_id, n, data)"
-        " SELECT id, ?::integer, ?::bytea FROM f)"
-        " INSERT INTO batchfsm_storage (project, bytes)"
-        f" SELECT project, ?::bigint FROM f{_COUNT_BYTES}",
-        (*row, n, chunk, len(chunk)),
+        f"WITH {clauses} {counted(['f'])}",
+        (*values[:4], project, *values[4:], file.bytes),
     ).rowcount
     if added != 1:
-        raise KeyError(f"file {row[0]} exists already")
+        raise KeyError(f"file {file.id} exists already")
 
 
 def count_bytes(tx: Tx, project: str, delta: int) -> None:

@@ -35,6 +35,11 @@ _ADD_DELIVERIES = (
 )
 
 
+def deliveries_of(events: str) -> str:
+    """The statement adding the pending deliveries of ``events`` (id, project)."""
+    return _ADD_DELIVERIES.format(events=events)
+
+
 def _event_values(event: WebhookEvent) -> tuple[object, ...]:
     return (
         event.id,
@@ -50,7 +55,7 @@ def add_event(tx: Tx, event: WebhookEvent) -> None:
     """Add ``event`` and its pending deliveries, in the caller's transaction."""
     tx.run(_ADD_EVENT, _event_values(event))
     tx.run(
-        _ADD_DELIVERIES.format(events="(SELECT ? AS id, ? AS project)"),
+        deliveries_of("(SELECT ? AS id, ? AS project)"),
         (event.id, event.project),
     )
 
@@ -78,8 +83,7 @@ def clear_and_add_event(tx: Tx, batch_id: str, event: WebhookEvent | None) -> No
         return
     tx.run(
         f"WITH r AS ({clear[0]}), c AS ({clear[1]}),"
-        f" e AS ({_ADD_EVENT} RETURNING id, project) "
-        + _ADD_DELIVERIES.format(events="e"),
+        f" e AS ({_ADD_EVENT} RETURNING id, project) " + deliveries_of("e"),
         (batch_id, batch_id, *_event_values(event)),
     )
 

@@ -146,11 +146,14 @@ class HeldWrite:
     """One conditional write held for a store's ``write_many``: its arguments.
 
     ``batch``, ``work``, ``status``, ``epoch``, ``output``, ``errors`` and
-    ``files`` are :meth:`BatchStore.write`'s.
+    ``files`` are :meth:`BatchStore.write`'s. ``steps``: how many writes of
+    the batch, one after another, this one stands for (the worker merges a
+    batch's consecutive steps held for one transaction into one write): the
+    epoch moves on by that many, as if each had been written.
 
     Example:
-        >>> HeldWrite(None, None, status="validating", epoch=0).output
-        ()
+        >>> HeldWrite(None, None, status="validating", epoch=0).steps
+        1
     """
 
     batch: Batch
@@ -160,6 +163,7 @@ class HeldWrite:
     output: Sequence[str] = ()
     errors: Sequence[str] = ()
     files: Sequence[NewFile] = ()
+    steps: int = 1
 
 
 @attrs.frozen

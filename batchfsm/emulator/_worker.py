@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -29,6 +29,7 @@ from .._lifecycle import advance, progress
 from .._model import Batch, BatchError, BatchErrors, BatchRequestCounts, BatchStatus
 from .._table import Event
 from ._clock import Clock
+from ._content import Content
 from ._dispatch import Replies
 from ._enqueued import limit_for, token_limit_error
 from ._files import is_live
@@ -75,6 +76,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "CLAIM_FRESH_SECONDS",
     "PASS_SECONDS",
     "REQUESTS_PER_STEP",
     "REQUESTS_PER_WRITE",
@@ -107,6 +109,11 @@ RESULT_BYTES_PER_WRITE = 2 << 20
 #: ... or its first answer is this many seconds old (real time): a slow
 #: handler's answers are not held back for long.
 SECONDS_PER_WRITE = 0.05
+#: A run of requests starts from the batch as the pass's claim read it only
+#: while that read is at most as old as a group's first answer may be
+#: (real seconds); later, the batch is read again first (a cancel since is
+#: seen: see ``_Held.still_as_read``).
+CLAIM_FRESH_SECONDS = SECONDS_PER_WRITE
 #: An async run takes the answers that came at most this often (real
 #: seconds): the handlers' loop, the gateway's busiest thread, then hands
 #: the worker's thread the GIL once for several answers, not for each.
@@ -223,12 +230,17 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
     and says True: work may be due still (see :data:`PASS_SECONDS`).
     """
     writer = getattr(emu.batches, "write_many", None)
-    while ids := emu.batches.due(now, 64):
-        held = _held.writes = None if writer is None else _Held(emu.batches)
-        _held.deadline = deadline
+    while True:
+        held = None if writer is None else _Held(emu.batches)
+        due_now = _due(emu.batches, now, held)
+        if not due_now:
+            return False
+        if held is not None:
+            held.claimed_at = time.monotonic()
+        _held.writes, _held.deadline = held, deadline
         try:
-            for batch_id in ids:
-                _step_safely(emu, batch_id, now)
+            for batch_id, state in due_now:
+                _step_safely(emu, batch_id, now, state)
                 if held is not None:
                     _chain(emu, held, batch_id, now)
         finally:
@@ -237,7 +249,40 @@ def run_due(emu: Service, now: int, deadline: float | None = None) -> bool:
             held.flush()
         if deadline is not None and time.monotonic() >= deadline:
             return True
-    return False
+
+
+def _due(
+    batches: BatchStore, now: int, held: _Held | None
+) -> list[tuple[str, tuple[Batch, Work] | None]]:
+    """Up to 64 batches due by ``now``, each with its state if the claim read it.
+
+    And its project, kept in ``held`` (see :func:`_input_of`).
+    """
+    claim = getattr(batches, "_due_states", None)  # one statement (SQL)
+    if claim is None:
+        return [(batch_id, None) for batch_id in batches.due(now, 64)]
+    due_now: list[tuple[str, tuple[Batch, Work] | None]] = []
+    for batch_id, (batch, work), project in claim(now, 64):
+        due_now.append((batch_id, None if work is None else (batch, work)))
+        if held is not None:
+            held.projects[batch_id] = project
+    return due_now
+
+
+def _as_stored(
+    batches: BatchStore, ids: list[str]
+) -> dict[str, tuple[BatchStatus, int]]:
+    """The stored status and epoch of each of ``ids`` that has work left."""
+    read = getattr(batches, "_as_stored", None)  # one statement (SQL)
+    if read is not None:
+        found: dict[str, tuple[BatchStatus, int]] = read(ids)
+        return found
+    stored = {}
+    for batch_id in ids:
+        batch, work = snapshot(batches, batch_id)
+        if batch is not None and work is not None:
+            stored[batch_id] = (batch.status, work.epoch)
+    return stored
 
 
 def _chain(emu: Service, held: _Held, batch_id: str, now: int) -> None:
@@ -295,6 +340,19 @@ class _Held:
         #: most :data:`CONTENT_HELD_BYTES` in all.
         self.contents: dict[str, bytes] = {}
         self.content_size = 0
+        #: The project of each batch claimed for the pass, and the input
+        #: files looked up of each project: batches of one input look once.
+        self.projects: dict[str, str] = {}
+        self.input_files: dict[tuple[str, str], FileObject | None] = {}
+        #: When the claim read the batches of the pass, or they were read
+        #: again (see :meth:`still_as_read`), and what that read found.
+        self.claimed_at = time.monotonic()
+        self.stored: dict[str, tuple[BatchStatus, int]] | None = None
+        #: Each batch's last held write: its place in :attr:`writes`.
+        self.place: dict[str, int] = {}
+        #: The batches none of whose result lines are stored: they left
+        #: validation in what is held (lines are written by runs alone).
+        self.unstored: set[str] = set()
 
     def read(self, files: FileStore, file_id: str, at: int) -> bytes | None:
         """``files.read(file_id, at, READ_BYTES)``; a small file once a pass."""
@@ -309,10 +367,33 @@ class _Held:
             self.content_size += len(data)
         return data
 
-    def hold(self, write: HeldWrite, answers: int) -> None:
+    def hold(self, write: HeldWrite, answers: int, filed: bool = False) -> None:
+        """Hold ``write``; merged into the batch's held write it steps on from.
+
+        A step from the state the batch's last held write left (its epoch
+        that write's, moved on) is merged into that write: one statement,
+        its epoch moved on by both's steps, the lines of both; what commits
+        is what the two would have committed, in one round trip. ``filed``:
+        ``write`` ends the batch and its files hold the lines of the write
+        it merges into (:meth:`lines_to_file`), which are stored no more.
+        """
         if not self.writes:
             self.began = time.monotonic()
-        self.writes.append(write)
+        place = self._merges(write.batch.id, write.status, write.epoch)
+        if place is not None:
+            last = self.writes[place]
+            kept = () if filed else last.output, () if filed else last.errors
+            self.writes[place] = HeldWrite(
+                write.batch, write.work, last.status, last.epoch,
+                output=(*kept[0], *write.output), errors=(*kept[1], *write.errors),
+                files=(*last.files, *write.files), steps=last.steps + write.steps,
+            )  # fmt: skip
+        else:
+            assert not filed, "filed lines of a write it does not merge into"
+            self.place[write.batch.id] = len(self.writes)
+            self.writes.append(write)
+        if write.status is S.VALIDATING:
+            self.unstored.add(write.batch.id)
         self.answers += answers
         self.size += sum(map(len, write.output)) + sum(map(len, write.errors))
         if write.work is None:
@@ -320,6 +401,53 @@ class _Held:
         else:  # every write that happens moves the epoch on
             moved = attrs.evolve(write.work, epoch=write.epoch + 1)
             self.latest[write.batch.id] = (write.batch, moved)
+
+    def _merges(self, batch_id: str, status: BatchStatus, epoch: int) -> int | None:
+        """The place of the held write a write from ``status``/``epoch`` merges into."""
+        place = self.place.get(batch_id)
+        if place is None:
+            return None
+        last = self.writes[place]
+        steps_on = last.work is not None and status is last.batch.status
+        return place if steps_on and epoch == last.epoch + last.steps else None
+
+    def still_as_read(self, batch: Batch, work: Work) -> bool:
+        """Whether ``batch`` is stored as this pass's steps of it read it.
+
+        True without a read while the claim is at most
+        :data:`CLAIM_FRESH_SECONDS` old; after that, the stored status and
+        epoch of every batch of the claim are read again (one statement, as
+        old as the claim may be, again). They are compared with those the
+        batch's held write is conditional on or (none held) those of
+        ``work``. Before a run of requests: a cancel (or another process's
+        write) since the claim read it is seen before a request is sent.
+        """
+        if time.monotonic() - self.claimed_at > CLAIM_FRESH_SECONDS:
+            self.stored = _as_stored(self.batches, list(self.projects))
+            self.claimed_at = time.monotonic()
+        if self.stored is None or batch.id not in self.projects:
+            return True  # as the claim read it, a moment ago
+        place = self.place.get(batch.id)
+        held = None if place is None else self.writes[place]
+        status, epoch = (batch.status, work.epoch) if held is None else (
+            held.status, held.epoch
+        )  # fmt: skip
+        return self.stored.get(batch.id) == (status, epoch)
+
+    def lines_to_file(
+        self, batch_id: str, status: BatchStatus, epoch: int
+    ) -> tuple[bytes, bytes] | None:
+        """The lines (output, errors) an end from ``status``/``epoch`` files itself.
+
+        Those of the held write it merges into (see :meth:`hold`): held
+        with them, it puts them in its result files after those stored.
+        None if it merges into none (then what is held is stored first).
+        """
+        place = self._merges(batch_id, status, epoch)
+        if place is None:
+            return None
+        last = self.writes[place]
+        return _text(last.output), _text(last.errors)
 
     def result_size(self, batch_id: str, kind: str) -> int:
         """Bytes of ``batch_id``'s result lines of ``kind`` held, not stored yet."""
@@ -341,6 +469,9 @@ class _Held:
     def flush(self) -> dict[str, bool]:
         """Commit what is held; whether each batch's last held write happened."""
         writes, self.writes, self.answers, self.size = self.writes, [], 0, 0
+        self.place.clear()
+        self.unstored.clear()  # their lines are stored now
+        self.stored = None  # and their status and epoch moved on
         if not writes:
             return {}
         try:
@@ -350,6 +481,9 @@ class _Held:
         except Exception:  # noqa: BLE001 - one write's failure: each on its own
             log.warning("writing %d steps at once failed; one by one", len(writes))
             done = [_write_alone(self.batches, w) for w in writes]
+            for w in writes:
+                if w.steps > 1:  # alone, its epoch moved on once: read it again
+                    self.latest.pop(w.batch.id, None)
         for w, ok in zip(writes, done, strict=True):
             if not ok:  # the batch moved on meanwhile: no step starts from it
                 self.latest.pop(w.batch.id, None)
@@ -374,12 +508,17 @@ def _write_alone(batches: BatchStore, w: HeldWrite) -> bool:
 _held = threading.local()
 
 
-def _write(batches: BatchStore, write: HeldWrite, answers: int = 0) -> bool | None:
-    """A worker's conditional write: made now, or held (None) for a pass's commit."""
+def _write(
+    batches: BatchStore, write: HeldWrite, answers: int = 0, filed: bool = False
+) -> bool | None:
+    """A worker's conditional write: made now, or held (None) for a pass's commit.
+
+    ``filed``: see :meth:`_Held.hold`.
+    """
     held = _held_writes()
     if held is None or held.batches is not batches:
         return _write_alone_raising(batches, write)
-    held.hold(write, answers)
+    held.hold(write, answers, filed)
     if held.full():
         return held.flush().get(write.batch.id)
     return None
@@ -587,7 +726,17 @@ def _validate(emu: Service, batch: Batch, work: Work, at: int) -> None:
 
 
 def _input_of(emu: Service, batch: Batch) -> FileObject | None:
-    """The batch's input file if it is of the batch's own project, else None."""
+    """The batch's input file if it is of the batch's own project, else None.
+
+    Looked up once a pass for the batches of one project and one input.
+    """
+    held = _held_writes()
+    project = None if held is None else held.projects.get(batch.id)
+    if held is not None and project is not None:
+        key = (batch.input_file_id, project)
+        if key not in held.input_files:
+            held.input_files[key] = emu.files.get(key[0], project=project)
+        return held.input_files[key]
     of_batch = getattr(emu.files, "of_batch", None)
     if of_batch is not None and emu.files is getattr(emu.batches, "files", None):
         found: FileObject | None = of_batch(batch.input_file_id, batch.id)
@@ -711,6 +860,9 @@ def _run_requests(emu: Service, batch: Batch, work: Work, now: int) -> None:
     So a crash loses at most the answers of one group not yet written (the
     requests in flight): those are run again, none before them.
     """
+    held = _held_writes()
+    if held is not None and not held.still_as_read(batch, work):
+        return  # it moved on since the claim (a cancel): the next pass reads it
     if is_async(emu.handler):
         # Imported here: the chunks' module builds on this one.
         from ._chunks import hold
@@ -1044,39 +1196,70 @@ def _end(
         "usage": usage(ended),
     }
     files: list[NewFile] = []
-    # Sized now, moved by the store in the write that ends the batch: the
-    # results are never held whole (the epoch fences what is counted here).
-    sizes = _result_sizes(emu.batches, batch.id)
-    size = sizes["output"]
-    if size:
-        files.append(result_file(emu.ids, batch, work, size, "output", at))
-        changes["output_file_id"] = files[-1][0].id
-    tail = b"".join(late)
-    size = sizes["errors"] + len(tail)
-    if size:
-        file, _ = result_file(emu.ids, batch, work, size, "errors", at)
-        files.append((file, ResultLines(batch.id, "errors", tail)))
-        changes["error_file_id"] = file.id
+    results, filed = _results(emu.batches, batch, work, b"".join(late))
+    kinds: tuple[tuple[ResultKind, str], ...] = (
+        ("output", "output_file_id"), ("errors", "error_file_id"),
+    )  # fmt: skip
+    for kind, named in kinds:
+        size, content = results[kind]
+        if size:
+            file, _ = result_file(emu.ids, batch, work, size, kind, at)
+            files.append((file, content))
+            changes[named] = file.id
     after = advance(batch, event, at=at, **changes)
     # The files go in the same conditional write: a lost race or a crash
     # never leaves a result file that no batch names.
     held = HeldWrite(after, None, batch.status, work.epoch, files=files)
-    return _write(emu.batches, held)
+    return _write(emu.batches, held, filed=filed)
 
 
-def _result_sizes(batches: BatchStore, batch_id: str) -> dict[ResultKind, int]:
-    """The bytes of the batch's result lines of each kind: stored, and held."""
+def _results(
+    batches: BatchStore, batch: Batch, work: Work, late: bytes
+) -> tuple[dict[ResultKind, tuple[int, Content | ResultLines]], bool]:
+    """Each kind's result lines as the write that ends ``batch`` files them.
+
+    Their bytes and content: those stored (the store moves them, a piece at
+    a time: never held whole; the epoch fences what is counted here), then
+    those held, then ``late`` (error lines). And whether the end files the
+    held lines itself (see :meth:`_Held.hold`): it merges into the held
+    write that holds them. A batch none of whose lines are stored (it left
+    validation in what is held) has them filed as they are: they never go
+    through the store's rows of result lines, nor is the store asked.
+    """
+    held = _held_writes()
+    if held is not None and held.batches is not batches:
+        held = None
+    lines = None
+    if held is not None:
+        lines = held.lines_to_file(batch.id, batch.status, work.epoch)
+    output, errors = lines or (b"", b"")
+    errors += late
+    if held is not None and lines is not None and batch.id in held.unstored:
+        return {"output": (len(output), output), "errors": (len(errors), errors)}, True
     both = getattr(batches, "_result_sizes", None)  # one statement (SQL)
     sizes: dict[ResultKind, int] = (
-        both(batch_id)
+        both(batch.id)
         if both is not None
-        else {k: batches.result_size(batch_id, k) for k in ("output", "errors")}
+        else {k: batches.result_size(batch.id, k) for k in ("output", "errors")}
     )
-    held = _held_writes()
-    if held is not None:
+    if held is not None and lines is None:  # stored before the end: counted
         for kind in sizes:
-            sizes[kind] += held.result_size(batch_id, kind)
-    return sizes
+            sizes[kind] += held.result_size(batch.id, kind)
+    return {
+        "output": (
+            sizes["output"] + len(output),
+            ResultLines(batch.id, "output", output),
+        ),
+        "errors": (
+            sizes["errors"] + len(errors),
+            ResultLines(batch.id, "errors", errors),
+        ),
+    }, lines is not None
+
+
+def _text(lines: Sequence[str]) -> bytes:
+    """Result lines as a result file holds them: each ending in a newline."""
+    return "".join(f"{line}\n" for line in lines).encode()
 
 
 def end_now(
