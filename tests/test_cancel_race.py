@@ -79,6 +79,20 @@ STORES: dict[str, Callable[[Path, str], Any]] = {
 }
 
 
+def _lines(prefix: str, n: int) -> bytes:
+    return "\n".join(
+        json.dumps(
+            {
+                "custom_id": f"{prefix}{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "text-embedding-3-small", "input": "hi"},
+            }
+        )
+        for i in range(n)
+    ).encode()
+
+
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else ""
@@ -96,18 +110,7 @@ def test_a_cancel_racing_a_progress_write_loses_nothing(
     ids = store.ids() if hasattr(store, "ids") else None
     clock = VirtualClock()
     emu = Emulator(clock=clock, store=store, files=files, ids=ids)
-    lines = (
-        json.dumps(
-            {
-                "custom_id": f"r{i}",
-                "method": "POST",
-                "url": "/v1/embeddings",
-                "body": {"model": "text-embedding-3-small", "input": "hi"},
-            }
-        )
-        for i in range(REQUESTS)
-    )
-    upload = emu.create_file("\n".join(lines).encode(), "in.jsonl", "batch")
+    upload = emu.create_file(_lines("r", REQUESTS), "in.jsonl", "batch")
     batch = emu.create_batch(input_file_id=upload.id, endpoint="/v1/embeddings")
     clock.advance(5)
     snapshots = [emu.retrieve_batch(batch.id)]
@@ -136,20 +139,6 @@ def test_a_cancel_racing_a_progress_write_loses_nothing(
     assert end.request_counts is not None
     output = emu.file_content(end.output_file_id) if end.output_file_id else b""
     assert end.request_counts.completed == len(output.splitlines())
-
-
-def _lines(prefix: str, n: int) -> bytes:
-    return "\n".join(
-        json.dumps(
-            {
-                "custom_id": f"{prefix}{i}",
-                "method": "POST",
-                "url": "/v1/embeddings",
-                "body": {"model": "text-embedding-3-small", "input": "hi"},
-            }
-        )
-        for i in range(n)
-    ).encode()
 
 
 @pytest.mark.parametrize("validated", [True, False], ids=["running", "validating"])
