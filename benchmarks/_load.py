@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["cpu_seconds", "main"]
 
 
 class _Target:
@@ -80,25 +80,30 @@ async def _connection(target: _Target, expect: bytes, stop: asyncio.Event) -> No
             writer.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) process ``pid`` has used so far; 0 if unknown."""
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """CPU time (user and system) process ``pid`` has used so far; 0 if unknown.
+
+    ``children``: with that of its children that ended (a database server's
+    backends, say).
+    """
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:  # not Linux
+    except OSError:  # not Linux, or the process is gone
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    used = fields[11:15] if children else fields[11:13]
+    return sum(map(int, used)) / os.sysconf("SC_CLK_TCK")
 
 
 async def _round(target: _Target, seconds: float) -> dict[str, float]:
     target.active.set()
-    answers, cpu = target.answers, _cpu_seconds(target.pid)
+    answers, cpu = target.answers, cpu_seconds(target.pid)
     start = time.perf_counter()
     await asyncio.sleep(seconds)
     target.active.clear()
     elapsed = time.perf_counter() - start
     answered = target.answers - answers
-    used = _cpu_seconds(target.pid) - cpu
+    used = cpu_seconds(target.pid) - cpu
     return {
         "per_second": answered / elapsed,
         "server_cpu_us": used / max(answered, 1) * 1e6,

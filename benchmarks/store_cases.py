@@ -48,6 +48,7 @@ from batchfsm.emulator import (
     open_store,
 )
 
+from ._load import cpu_seconds
 from ._serving import Server, create, owner_pid, sql, upload
 
 S = bf.BatchStatus
@@ -467,23 +468,10 @@ def _pg_counts(db: str) -> tuple[int, int] | None:
     return int(commits), int(flushes)
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds the processes ``pids`` used (and their children that ended)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])
-    return total / _TICKS
-
-
 def _cpu_now(servers: list[Server], db: str) -> float:
     """CPU seconds so far of this process (the clients), servers, database."""
     pids = [s.process.pid for s in servers] + server_processes(db)
-    return time.process_time() + _cpu_seconds(pids)
+    return time.process_time() + sum(cpu_seconds(p, children=True) for p in pids)
 
 
 def _small_batches_per_second(

@@ -36,7 +36,7 @@ from ._migrations import CHUNK_BYTES, migrate
 from ._pieces import rows
 from ._projects import DEFAULT_PROJECT
 from ._sql_files import SQLFiles, add_file, counted, one_chunk, small_file
-from ._sql_outbox import SQLOutbox, clear_and_add_event, deliveries_of
+from ._sql_outbox import SQLOutbox, clear_and_add_event, cleared, deliveries_of
 from ._stores import (
     Enqueued,
     HeldWrite,
@@ -123,6 +123,14 @@ _UPDATE, _UPDATE_HOLDING = (
 )
 
 
+#: The conditional write of a batch that ends: its work, due time and lease
+#: go, its epoch moves on by its steps (``?``).
+_END = (
+    "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
+    f" due_at = NULL, epoch = epoch + ?, lease_owner = NULL{_AS_READ}"
+)
+
+
 def _state(
     body: str, work: str | None, due_at: int | None, epoch: int
 ) -> tuple[Batch, Work | None]:
@@ -134,13 +142,13 @@ def _state(
     )
 
 
-def _at_once(tx: Tx | None, w: HeldWrite) -> bool:
+def _at_once(postgres: bool, w: HeldWrite) -> bool:
     """Whether ``w`` is written in one statement (:meth:`SQLStore._end_at_once`).
 
     An end on PostgreSQL whose files are of one chunk each, their content
-    bytes or the batch's result lines (``tx``: on its database, if given).
+    bytes or the batch's result lines.
     """
-    if w.work is not None or (tx is not None and not tx.postgres):
+    if w.work is not None or not postgres:
         return False
     return all(
         isinstance(content, (bytes, ResultLines)) and 0 < file.bytes <= CHUNK_BYTES
@@ -525,14 +533,14 @@ class SQLStore:
             [True, False]
             >>> store.close()
         """
-        if len(writes) == 1 and self._db.postgres and _at_once(None, writes[0]):
+        if len(writes) == 1 and _at_once(self._db.postgres, writes[0]):
             with self._db.statement() as tx:  # one statement: no BEGIN, no COMMIT
                 return [self._end_at_once(tx, writes[0])]
         with self._db.transaction() as tx:
             return [self._write_held(tx, w) for w in writes]
 
     def _write_held(self, tx: Tx, w: HeldWrite) -> bool:
-        if _at_once(tx, w):
+        if _at_once(tx.postgres, w):
             return self._end_at_once(tx, w)
         body = dumps(w.batch)
         if w.work is None:
@@ -616,19 +624,16 @@ class SQLStore:
             said = (event.id, event.batch_id, event.type, event.created_at)
             values.extend((*said, event.body().decode()))
         statement = (
-            "WITH ended AS (UPDATE batchfsm_batches SET status = ?, body = ?,"
-            " work = NULL, due_at = NULL, epoch = epoch + ?,"
-            f" lease_owner = NULL{_AS_READ}{sized}"
+            f"WITH ended AS ({_END}{sized}"
             " RETURNING id, enqueued_model, enqueued_tokens, project),"
             " given_back AS (UPDATE batchfsm_enqueued q"
             " SET tokens = q.tokens - e.enqueued_tokens FROM ended e"
             " WHERE q.model = e.enqueued_model),"
             + "".join(f" {clause}," for clause in clauses)
-            + " results AS (DELETE FROM batchfsm_results"
-            " WHERE batch_id IN (SELECT id FROM ended)),"
-            " chunks AS (DELETE FROM batchfsm_line_chunks"
-            " WHERE batch_id IN (SELECT id FROM ended))"
-            " SELECT count(*), EXISTS (SELECT 1 FROM batchfsm_batches"
+            + " results AS ({}), chunks AS ({})".format(
+                *cleared("SELECT id FROM ended")
+            )
+            + " SELECT count(*), EXISTS (SELECT 1 FROM batchfsm_batches"
             f"{_AS_READ}) FROM ended"
         )
         head = (w.batch.status.value, dumps(w.batch), w.steps)
@@ -660,9 +665,7 @@ class SQLStore:
         # An ended batch keeps naming what it held (its work is NULL now), so
         # the one UPDATE also says what to give back.
         ended = tx.one(
-            "UPDATE batchfsm_batches SET status = ?, body = ?, work = NULL,"
-            f" due_at = NULL, epoch = epoch + ?, lease_owner = NULL{_AS_READ}"
-            " RETURNING enqueued_model, enqueued_tokens, project",
+            f"{_END} RETURNING enqueued_model, enqueued_tokens, project",
             (batch.status.value, body, steps, batch.id, status.value, epoch),
         )
         if ended is None:

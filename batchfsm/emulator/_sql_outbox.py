@@ -18,7 +18,7 @@ from ._database import Database, Tx
 from ._events import Attempt, Claim, Delivery, DeliveryState, WebhookEvent
 from ._outbox import LEASE_SECONDS
 
-__all__ = ["SQLOutbox", "add_event", "clear_and_add_event"]
+__all__ = ["SQLOutbox", "add_event", "clear_and_add_event", "cleared", "deliveries_of"]
 
 
 _ADD_EVENT = (
@@ -33,6 +33,17 @@ _ADD_DELIVERIES = (
     " SELECT e.id, w.url FROM {events} e, batchfsm_webhook_endpoints w"
     " WHERE w.project IS NULL OR w.project = e.project"
 )
+
+
+def cleared(batches: str) -> tuple[str, str]:
+    """The statements deleting an ended batch's result lines and line chunks.
+
+    ``batches``: the batch's id (``?``) or a query of ids.
+    """
+    return (
+        f"DELETE FROM batchfsm_results WHERE batch_id IN ({batches})",
+        f"DELETE FROM batchfsm_line_chunks WHERE batch_id IN ({batches})",
+    )
 
 
 def deliveries_of(events: str) -> str:
@@ -68,10 +79,7 @@ def clear_and_add_event(tx: Tx, batch_id: str, event: WebhookEvent | None) -> No
     data-modifying ``WITH`` clauses all run, each once, in the caller's
     transaction): one round trip, not four.
     """
-    clear = (
-        "DELETE FROM batchfsm_results WHERE batch_id = ?",
-        "DELETE FROM batchfsm_line_chunks WHERE batch_id = ?",
-    )
+    clear = cleared("?")
     if not tx.postgres:
         for statement in clear:
             tx.run(statement, (batch_id,))
