@@ -26,6 +26,8 @@ import pytest
 from batchfsm._postgres_cluster import (
     PostgresUnavailableError,
     cluster,
+    drop_databases,
+    drop_made,
     new_database,
     restart,
 )
@@ -33,6 +35,8 @@ from batchfsm._postgres_cluster import (
 __all__ = [
     "PostgresUnavailableError",
     "cluster",
+    "drop_databases",
+    "drop_made",
     "new_database",
     "postgres_server",
     "postgres_url",
@@ -53,6 +57,14 @@ def postgres_server() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL tests cannot run under CI: {exc}", pytrace=False)
         pytest.skip(f"PostgreSQL tests skipped: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _drop_databases_made() -> Iterator[None]:
+    """Drop the databases a test made once it ended (autouse: set up first,
+    so torn down after the servers and stores that used them)."""
+    yield
+    drop_made()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from batchfsm.emulator import (
 )
 from batchfsm.emulator._stores import ResultLines, _CreationIndex, _Pieces
 
-from .postgres import new_database
+from .postgres import drop_databases, new_database
 
 S = bf.BatchStatus
 
@@ -85,7 +85,17 @@ _POSTGRES: list[str] = []
 
 
 def _postgres() -> Iterator[Stores]:
-    yield from _sql(lambda: PostgresStore(new_database(_POSTGRES[0])))
+    # Dropped here, not when the test ends: a property test makes some per example.
+    made: list[str] = []
+
+    def open_empty() -> SQLStore:
+        made.append(new_database(_POSTGRES[0]))
+        return PostgresStore(made[-1])
+
+    try:
+        yield from _sql(open_empty)
+    finally:
+        drop_databases(made)
 
 
 #: name -> a generator yielding fresh, empty stores (and cleaning up after).
