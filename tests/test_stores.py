@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import random
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -32,7 +37,12 @@ from batchfsm.emulator import (
     SQLStore,
     Work,
 )
-from batchfsm.emulator._stores import ResultLines, _CreationIndex, _Pieces
+from batchfsm.emulator._stores import (
+    RANDOM_BYTES_PER_DRAW,
+    ResultLines,
+    _CreationIndex,
+    _Pieces,
+)
 
 from .postgres import drop_databases, new_database
 
@@ -875,6 +885,60 @@ def test_unseeded_id_sources_differ_and_seeded_ones_repeat(stores: Stores) -> No
     assert [first.new_id("x", 12) for _ in range(5)] == [
         second.new_id("x", 12) for _ in range(5)
     ]
+
+
+def test_random_ids_are_drawn_a_block_at_a_time_and_never_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One os.urandom call (a GIL hand-back) per block, not per id: ids of
+    # every length, across many blocks, all different, all of their shape.
+    draws: list[int] = []
+
+    def counted(real: Any) -> Any:
+        def urandom(size: int) -> bytes:
+            draws.append(size)
+            return bytes(real(size))
+
+        return urandom
+
+    monkeypatch.setattr(os, "urandom", counted(os.urandom))
+    # secrets draws through random's own reference to it
+    monkeypatch.setattr(random, "_urandom", counted(random._urandom))  # type: ignore[attr-defined]
+    ids = MemoryIds()
+    drawn = [ids.new_id("x", 1 + i % 64) for i in range(4_000)]
+    used = sum((1 + i % 64 + 1) // 2 for i in range(4_000))
+    assert len(draws) <= used // RANDOM_BYTES_PER_DRAW + 2
+    assert all(len(i) == 2 + i_ % 64 for i_, i in enumerate(drawn))
+    assert all(re.fullmatch("x[0-9a-f]+", i) for i in drawn)
+    long_ones = [i for i in drawn if len(i) > 17]
+    assert len(set(long_ones)) == len(long_ones)
+
+
+_FORKED = """
+import os
+from batchfsm.emulator import MemoryIds
+
+ids = MemoryIds()
+ids.new_id("x", 32)  # a block is drawn: the rest of it waits in memory
+read, write = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(write, ids.new_id("x", 32).encode())
+    os._exit(0)
+os.close(write)
+os.waitpid(child, 0)
+print(os.read(read, 100).decode(), ids.new_id("x", 32))
+"""
+
+
+def test_a_forked_child_never_hands_out_its_parent_s_ids() -> None:
+    # In a process of its own: a fork there has no other thread to copy.
+    shown = subprocess.run(
+        [sys.executable, "-c", _FORKED], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(shown) == 2
+    assert all(re.fullmatch("x[0-9a-f]{32}", i) for i in shown)
+    assert shown[0] != shown[1]
 
 
 # -- the memory store's lock ---------------------------------------------------------
