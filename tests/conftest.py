@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -45,6 +46,24 @@ def reference_example(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 pytest_plugins = ["pytester", "tests.postgres"]
+
+
+@pytest.fixture
+def official_client() -> Iterator[Callable[[str], openai.OpenAI]]:
+    """The official client on a server's base URL, closed when the test ends.
+
+    A pooled connection left to the garbage collector is an unclosed-socket
+    ResourceWarning (an error here), raised wherever the collector runs.
+    """
+    made: list[openai.OpenAI] = []
+
+    def make(base: str) -> openai.OpenAI:
+        made.append(openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
 
 
 @pytest.fixture

@@ -369,13 +369,16 @@ def _lines(client: openai.OpenAI, file_id: str | None) -> dict[str, dict[str, An
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_serve_upstream_runs_a_batch_on_another_serve(
-    serve: Callable[..., str], store: str, tmp_path: Path
+    serve: Callable[..., str],
+    store: str,
+    tmp_path: Path,
+    official_client: Callable[[str], openai.OpenAI],
 ) -> None:
     # The gateway holds up to 64 connections to it from one address.
     upstream = serve("--seed", "3", "--max-connections-per-address", "128")
     db = () if store == "memory" else ("--db", str(tmp_path / "gateway.sqlite"))
     base = serve("--upstream", upstream, "--speed", "100", *db)
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    client = official_client(base)
     data = make_input_file(120)
     lines = data.split(b"\n")
     # A message without a role: the upstream's 400.
@@ -406,16 +409,16 @@ def test_serve_upstream_runs_a_batch_on_another_serve(
 
 
 def test_two_gateways_on_postgresql_send_each_request_once(
-    serve: Callable[..., str], faults: FaultUpstream, postgres_url: str
+    serve: Callable[..., str],
+    faults: FaultUpstream,
+    postgres_url: str,
+    official_client: Callable[[str], openai.OpenAI],
 ) -> None:
     gateways = [
         serve("--db", postgres_url, "--upstream", faults.base, "--speed", "100")
         for _ in range(2)
     ]
-    clients = [
-        openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
-        for base in gateways
-    ]
+    clients = [official_client(base) for base in gateways]
     ids = []
     for j in range(6):
         client = clients[j % 2]
@@ -436,7 +439,9 @@ def test_two_gateways_on_postgresql_send_each_request_once(
 
 
 def test_a_cancel_stops_dispatching_and_ends_cancelled(
-    serve: Callable[..., str], faults: FaultUpstream
+    serve: Callable[..., str],
+    faults: FaultUpstream,
+    official_client: Callable[[str], openai.OpenAI],
 ) -> None:
     base = serve(
         "--upstream",
@@ -446,7 +451,7 @@ def test_a_cancel_stops_dispatching_and_ends_cancelled(
         "--speed",
         "10",
     )
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    client = official_client(base)
     data = chat_lines(["hang"]).decode()
     many = "\n".join(
         data.replace('"custom_id": "hang"', f'"custom_id": "r{i}"') for i in range(20)

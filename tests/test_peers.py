@@ -116,9 +116,13 @@ def _run(client: openai.OpenAI, data: bytes) -> tuple[Any, list[dict[str, Any]]]
     return batch, lines
 
 
-def test_a_batch_runs_on_litellm(serve: Callable[..., str], litellm: str) -> None:
+def test_a_batch_runs_on_litellm(
+    serve: Callable[..., str],
+    litellm: str,
+    official_client: Callable[[str], openai.OpenAI],
+) -> None:
     base = serve("--upstream", litellm, "--upstream-api-key", KEY, "--speed", "100")
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    client = official_client(base)
     batch, lines = _run(client, make_input_file(50))
     assert batch.status == "completed"
     assert batch.request_counts.completed == 50
@@ -137,11 +141,13 @@ def test_a_batch_runs_on_litellm(serve: Callable[..., str], litellm: str) -> Non
 
 
 def test_litellm_refusals_become_error_lines(
-    serve: Callable[..., str], litellm: str
+    serve: Callable[..., str],
+    litellm: str,
+    official_client: Callable[[str], openai.OpenAI],
 ) -> None:
     # gpt-4o is no model of this LiteLLM: its refusal, status and body, is the line.
     base = serve("--upstream", litellm, "--upstream-api-key", KEY, "--speed", "100")
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    client = official_client(base)
     batch, lines = _run(client, make_input_file(3, model="gpt-4o"))
     assert batch.status == "completed"
     assert batch.output_file_id is None and batch.request_counts.failed == 3
