@@ -1,0 +1,130 @@
+"""The one ASGI layer around the app's routes: what every HTTP answer gets.
+
+Each answer carries ``x-request-id`` (:mod:`._request_id`) and is counted
+and timed for ``/metrics`` (:class:`._metrics.HttpStats`); each request but
+those the log leaves out (:func:`._doubles.unlogged`) first meets the
+emulator's faults on command, then goes in its request log, before its
+answer's last byte leaves (:mod:`._doubles`). In that order, as three
+middlewares stacked did: the id and the counts cover injected faults too.
+
+One layer, and one wrapper of ``send``, for all three: each middleware of
+its own cost a coroutine and a closure a message, and the three together
+about a third of what serve's retrieve cost beyond a bare Starlette app's
+(``benchmarks/serve_cases.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._doubles import LOGGED_BODY_BYTES, Call, answer_fault, sleep, unlogged
+from ._metrics import HttpStats, route_of
+from ._request_id import request_id_header
+
+if TYPE_CHECKING:
+    from ._engine import Emulator
+
+__all__ = ["HttpLayer"]
+
+
+class HttpLayer:
+    """ASGI middleware: the request id, the HTTP metrics, the request log and faults.
+
+    Example:
+        >>> from batchfsm.emulator import Emulator, create_app
+        >>> app = create_app(Emulator())
+        >>> [m.cls.__name__ for m in app.user_middleware]
+        ['HttpLayer']
+    """
+
+    def __init__(self, app: ASGIApp, emulator: Emulator, stats: HttpStats) -> None:
+        self.app = app
+        self.emulator = emulator
+        self.stats = stats
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing on the coroutine it picked: no coroutine
+        # of its own to run an answer.
+        if scope["type"] != "http":
+            return self.app(scope, receive, send)
+        if unlogged(scope["path"]):
+            return self._answer(scope, receive, send)
+        return self._logged(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's answer with its id, counted and timed."""
+        start, code = time.perf_counter(), 500
+        header = request_id_header()
+
+        async def sending(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+                seconds = time.perf_counter() - start
+                self.stats.timed(route_of(scope), scope["method"], seconds)
+                message = _with(message, header)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.stats.answered(route_of(scope), scope["method"], code)
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """:meth:`_answer`, a fault on command in place of the app's, logged."""
+        emulator, method, path = self.emulator, scope["method"], scope["path"]
+        start, code = time.perf_counter(), 500
+        header = request_id_header()
+        body = bytearray()
+        logged = False
+
+        def log() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                query = scope.get("query_string", b"").decode("latin-1")
+                emulator._log(Call(method, path, query, code, bytes(body)))
+
+        async def logged_receive() -> MutableMapping[str, Any]:
+            message = await receive()
+            room = LOGGED_BODY_BYTES - len(body)
+            if message["type"] == "http.request" and room > 0:
+                body.extend(message.get("body", b"")[:room])
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal code
+            kind = message["type"]
+            if kind == "http.response.start":
+                code = message["status"]
+                seconds = time.perf_counter() - start
+                self.stats.timed(route_of(scope), method, seconds)
+                message = _with(message, header)
+            elif kind == "http.response.body" and not message.get("more_body", False):
+                # Logged before the answer's last byte leaves: a client that
+                # has its answer finds its request in the log (over a socket,
+                # the server's thread would otherwise race the test's).
+                log()
+            await send(message)
+
+        fault = emulator._take_fault(method, path)
+        try:
+            if fault is not None and fault.delay:
+                await sleep(fault.delay)
+            if fault is not None and fault.status is not None:
+                await answer_fault(fault, sending)
+            else:
+                await self.app(scope, logged_receive, sending)
+        finally:
+            log()
+            self.stats.answered(route_of(scope), method, code)
+
+
+def _with(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """The answer's head with ``header`` in place of any of its name."""
+    headers = [h for h in message.get("headers", []) if h[0] != header[0]]
+    return {**message, "headers": [*headers, header]}
