@@ -54,7 +54,7 @@ from ._layer import HttpLayer
 from ._metrics import HttpStats, metrics_registry, metrics_routes
 from ._model_routes import model_routes
 from ._projects import API_KEY, DEFAULT_PROJECT, ApiKeys, check_api_key
-from ._routes_batches import batch_routes
+from ._routes_batches import batch_routes, poll_lane
 from ._routes_files import file_routes
 from ._web import MAX_LIVE_VIEWS, WebView, web_routes
 
@@ -225,16 +225,19 @@ def create_app(
     metrics = metrics_registry(emulator)
     stats = HttpStats()
     metrics.register(stats)
+    routes = [
+        *(route for build in ROUTE_BUILDERS for route in build(emulator)),
+        *kit_routes(emulator, endpoint, context.in_thread, admin=admin),
+    ]
+    poll = poll_lane(context, routes[0])
     app = Starlette(
-        routes=[
-            *(route for build in ROUTE_BUILDERS for route in build(emulator)),
-            *kit_routes(emulator, endpoint, context.in_thread, admin=admin),
-        ],
+        routes=routes,
         exception_handlers={HTTPException: _http_error},
         lifespan=_lifespan(emulator, owned),
         # The request id, the HTTP metrics, the request log and faults: one
         # layer (see _layer), not a middleware each.
-        middleware=[Middleware(HttpLayer, emulator=emulator, stats=stats)],
+        # The route clients poll, its 200s in a lane of their own (poll_lane).
+        middleware=[Middleware(HttpLayer, emulator=emulator, stats=stats, poll=poll)],
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.context = context

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._doubles import LOGGED_BODY_BYTES, Call, answer_fault, sleep, unlogged
 from ._metrics import HttpStats, route_of
 from ._request_id import request_id_header
+from ._routes_batches import Poll
 
 if TYPE_CHECKING:
     from ._engine import Emulator
@@ -41,10 +42,18 @@ class HttpLayer:
         ['HttpLayer']
     """
 
-    def __init__(self, app: ASGIApp, emulator: Emulator, stats: HttpStats) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        emulator: Emulator,
+        stats: HttpStats,
+        poll: Poll | None = None,
+    ) -> None:
         self.app = app
         self.emulator = emulator
         self.stats = stats
+        #: The lane of the route clients poll (:func:`._routes_batches.poll_lane`).
+        self.poll = poll
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # A plain function handing on the coroutine it picked: no coroutine
@@ -117,11 +126,21 @@ class HttpLayer:
                 await sleep(fault.delay)
             if fault is not None and fault.status is not None:
                 await answer_fault(fault, sending)
-            else:
+            elif self.poll is None or (content := self.poll(scope)) is None:
                 await self.app(scope, logged_receive, sending)
+            else:
+                await _answer_json(content, sending)
         finally:
             log()
             self.stats.answered(route_of(scope), method, code)
+
+
+async def _answer_json(content: bytes, send: Send) -> None:
+    """200 with ``content``: the head and body a Starlette ``JSONResponse`` sends."""
+    length = str(len(content)).encode()
+    headers = [(b"content-length", length), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def _with(message: Message, header: tuple[bytes, bytes]) -> Message:
