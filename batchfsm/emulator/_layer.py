@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._doubles import LOGGED_BODY_BYTES, Call, answer_fault, sleep, unlogged
+from ._doubles import LOGGED_BODY_BYTES, Call, _Fault, answer_fault, sleep, unlogged
 from ._metrics import HttpStats, route_of
 from ._request_id import request_id_header
 from ._routes_batches import Poll
@@ -62,7 +62,42 @@ class HttpLayer:
             return self.app(scope, receive, send)
         if unlogged(scope["path"]):
             return self._answer(scope, receive, send)
-        return self._logged(scope, receive, send)
+        start = time.perf_counter()
+        fault = self.emulator._take_fault(scope["method"], scope["path"])
+        if fault is None and self.poll is not None:
+            content = self.poll(scope)
+            if content is not None:
+                return self._polled(scope, send, content, start)
+        return self._logged(scope, receive, send, fault, start)
+
+    async def _polled(
+        self, scope: Scope, send: Send, content: bytes, start: float
+    ) -> None:
+        """The poll lane's 200 (``content``): :meth:`_logged`'s steps, inline.
+
+        The head and body a Starlette ``JSONResponse`` sends, with the id.
+        """
+        method, route = scope["method"], route_of(scope)
+        length = str(len(content)).encode()
+        headers = [
+            (b"content-length", length),
+            (b"content-type", b"application/json"),
+            request_id_header(),
+        ]
+        call = Call(method, scope["path"], _query(scope), 200, b"")
+        logged = False
+        try:
+            self.stats.timed(route, method, time.perf_counter() - start)
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": headers}
+            )
+            self.emulator._log(call)  # before the last byte leaves, as _logged
+            logged = True
+            await send({"type": "http.response.body", "body": content})
+        finally:
+            if not logged:
+                self.emulator._log(call)
+            self.stats.answered(route, method, 200)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app's answer with its id, counted and timed."""
@@ -83,10 +118,21 @@ class HttpLayer:
         finally:
             self.stats.answered(route_of(scope), scope["method"], code)
 
-    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """:meth:`_answer`, a fault on command in place of the app's, logged."""
-        emulator, method, path = self.emulator, scope["method"], scope["path"]
-        start, code = time.perf_counter(), 500
+    async def _logged(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        fault: _Fault | None,
+        start: float,
+    ) -> None:
+        """:meth:`_answer`, ``fault`` (if any) in place of the app's, logged."""
+        emulator, method, path, code = (
+            self.emulator,
+            scope["method"],
+            scope["path"],
+            500,
+        )
         header = request_id_header()
         body = bytearray()
         logged = False
@@ -95,8 +141,7 @@ class HttpLayer:
             nonlocal logged
             if not logged:
                 logged = True
-                query = scope.get("query_string", b"").decode("latin-1")
-                emulator._log(Call(method, path, query, code, bytes(body)))
+                emulator._log(Call(method, path, _query(scope), code, bytes(body)))
 
         async def logged_receive() -> MutableMapping[str, Any]:
             message = await receive()
@@ -120,7 +165,6 @@ class HttpLayer:
                 log()
             await send(message)
 
-        fault = emulator._take_fault(method, path)
         try:
             if fault is not None and fault.delay:
                 await sleep(fault.delay)
@@ -128,7 +172,7 @@ class HttpLayer:
                 await answer_fault(fault, sending)
             elif self.poll is None or (content := self.poll(scope)) is None:
                 await self.app(scope, logged_receive, sending)
-            else:
+            else:  # a stall on command held it: the lane answers now
                 await _answer_json(content, sending)
         finally:
             log()
@@ -141,6 +185,11 @@ async def _answer_json(content: bytes, send: Send) -> None:
     headers = [(b"content-length", length), (b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": content})
+
+
+def _query(scope: Scope) -> str:
+    query: bytes = scope.get("query_string", b"")
+    return query.decode("latin-1")
 
 
 def _with(message: Message, header: tuple[bytes, bytes]) -> Message:

@@ -99,6 +99,12 @@ def poll_lane(context: AppContext, route: BaseRoute) -> Poll | None:
     )
 
     def poll(scope: Scope) -> bytes | None:
+        try:
+            return answer(scope)
+        except Exception:  # noqa: BLE001 - the route answers it, as it answers any
+            return None  # (a refusal, an outage, WouldWait, a bug: logged there)
+
+    def answer(scope: Scope) -> bytes | None:
         if scope["method"] != "GET":
             return None  # (HEAD too is the route's)
         match, child = route.matches(scope)
@@ -107,14 +113,12 @@ def poll_lane(context: AppContext, route: BaseRoute) -> Poll | None:
         project = context.project_in(scope["headers"])
         if project is None:
             return None  # the route answers the refusal
-        try:
-            batch = read(child["path_params"]["batch_id"], project=project)
-        except Exception:  # noqa: BLE001 - the route answers it, as it answers any
-            return None  # (a refusal, an outage, WouldWait, a bug: logged there)
+        batch = read(child["path_params"]["batch_id"], project=project)
+        content = encode(to_dict(batch))
         scope["route"] = route  # as the router says which route answered
         scope.update(child)
         emulator.outage.ok()
-        return encode(to_dict(batch))
+        return content
 
     return poll
 
