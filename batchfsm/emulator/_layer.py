@@ -170,7 +170,12 @@ class HttpLayer:
                 await sleep(fault.delay)
             if fault is not None and fault.status is not None:
                 await answer_fault(fault, sending)
-            elif self.poll is None or (content := self.poll(scope)) is None:
+            elif (
+                # Without a fault, __call__ tried the lane already.
+                fault is None
+                or self.poll is None
+                or (content := self.poll(scope)) is None
+            ):
                 await self.app(scope, logged_receive, sending)
             else:  # a stall on command held it: the lane answers now
                 await _answer_json(content, sending)
