@@ -9,14 +9,15 @@ the same request log and the same metrics, and that the lane did answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from batchfsm.emulator import Emulator, SQLiteStore, create_app, make_input_file
+from batchfsm.emulator._routes_batches import Poll
 
 KEY = {"Authorization": "Bearer k"}
 
@@ -27,8 +28,8 @@ def _apps(emulator: Emulator) -> tuple[Starlette, Starlette, list[bool]]:
     fast = create_app(emulator, api_keys={"k": "proj_a", "other": "proj_b"})
     slow = create_app(emulator, api_keys={"k": "proj_a", "other": "proj_b"})
     (layer,) = fast.user_middleware
-    lane: Callable[[Any], bytes | None] = layer.kwargs["poll"]
-    assert lane is not None
+    lane = cast("Poll", layer.kwargs["poll"])
+    assert callable(lane)
     answered: list[bool] = []
 
     def noted(scope: Any) -> bytes | None:
