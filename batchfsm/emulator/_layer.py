@@ -170,22 +170,26 @@ class HttpLayer:
             await send(message)
 
         try:
-            if fault is not None and fault.delay:
-                await sleep(fault.delay)
-            if fault is not None and fault.status is not None:
-                await answer_fault(fault, sending)
-            elif (
-                # Without a fault, __call__ tried the lane already.
-                fault is None
-                or self.poll is None
-                or (content := self.poll(scope)) is None
-            ):
-                await self.app(scope, logged_receive, sending)
-            else:  # a stall on command held it: the lane answers now
-                await _answer_json(content, sending)
+            await self._run(scope, logged_receive, sending, fault)
         finally:
             log()
             self.stats.answered(route_of(scope), method, code)
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, fault: _Fault | None
+    ) -> None:
+        """The app's answer, or ``fault``'s: held first if it stalls."""
+        if fault is not None and fault.delay:
+            await sleep(fault.delay)
+        if fault is not None and fault.status is not None:
+            await answer_fault(fault, send)
+        elif (
+            # Without a fault, __call__ tried the lane already.
+            fault is None or self.poll is None or (content := self.poll(scope)) is None
+        ):
+            await self.app(scope, receive, send)
+        else:  # a stall on command held it: the lane answers now
+            await _answer_json(content, send)
 
 
 async def _answer_json(content: bytes, send: Send) -> None:
