@@ -233,6 +233,32 @@ def test_a_dribbled_head_is_closed_by_its_own_deadline(
             assert _still_open(conn)
 
 
+def test_a_connection_that_was_answered_is_held_to_its_next_heads_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One deadline timer a connection: set at the first answer (due at 2 s),
+    # it fires after the second answer (at 1.2 s) restarted the clock: the
+    # connection must stay open past the first deadline, and be cut at its own.
+    caplog.set_level(logging.INFO)
+    with _serving(Limits(head_seconds=2, request_seconds=PATIENCE * 2)) as server:
+        with socket.create_connection(server) as conn:
+            for pause in (1.2, 0):
+                conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                conn.settimeout(PATIENCE)
+                answer = b""
+                while not answer.endswith(b"}"):  # its head and body, however split
+                    chunk = conn.recv(65_536)
+                    assert chunk, answer  # (closed early)
+                    answer += chunk
+                assert b"200 OK" in answer
+                threading.Event().wait(pause)
+            conn.sendall(b"GET /v1/batches HTTP/1.1\r\nHost: x\r\n")  # never ends
+            threading.Event().wait(1.2)  # past the first clock's deadline
+            assert _still_open(conn)
+            assert closed_by_server(conn)
+        assert logged(caplog, "no whole request head in 2 s") == 1
+
+
 def test_connections_closed_at_their_deadlines_are_logged_once_then_counted(
     server: tuple[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -46,16 +46,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ._doubles import DoublesMiddleware
 from ._endpoint import AppContext, endpoint
 from ._engine import Emulator
 from ._http import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, error_response, json_body
 from ._kit_routes import kit_routes
-from ._metrics import HttpMetrics, metrics_registry, metrics_routes
+from ._layer import HttpLayer
+from ._metrics import HttpStats, metrics_registry, metrics_routes
 from ._model_routes import model_routes
 from ._projects import API_KEY, DEFAULT_PROJECT, ApiKeys, check_api_key
-from ._request_id import RequestIdMiddleware
-from ._routes_batches import batch_routes
+from ._routes_batches import batch_routes, poll_lane
 from ._routes_files import file_routes
 from ._web import MAX_LIVE_VIEWS, WebView, web_routes
 
@@ -224,18 +223,21 @@ def create_app(
     emulator = context.emulator
     live = _at_least_one("max_live_views", max_live_views)
     metrics = metrics_registry(emulator)
+    stats = HttpStats()
+    metrics.register(stats)
+    routes = [
+        *(route for build in ROUTE_BUILDERS for route in build(emulator)),
+        *kit_routes(emulator, endpoint, context.in_thread, admin=admin),
+    ]
+    poll = poll_lane(context, routes[0])
     app = Starlette(
-        routes=[
-            *(route for build in ROUTE_BUILDERS for route in build(emulator)),
-            *kit_routes(emulator, endpoint, context.in_thread, admin=admin),
-        ],
+        routes=routes,
         exception_handlers={HTTPException: _http_error},
         lifespan=_lifespan(emulator, owned),
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(HttpMetrics, registry=metrics),
-            Middleware(DoublesMiddleware, emulator=emulator),
-        ],
+        # The request id, the HTTP metrics, the request log and faults: one
+        # layer (see _layer), not a middleware each.
+        # The route clients poll, its 200s in a lane of their own (poll_lane).
+        middleware=[Middleware(HttpLayer, emulator=emulator, stats=stats, poll=poll)],
     )
     app.router.redirect_slashes = False  # "/v1/batches/" is no route: 404, no redirect
     app.state.context = context

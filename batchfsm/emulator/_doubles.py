@@ -15,7 +15,7 @@ that the same calls work in-process and, through the admin routes of
   on command;
 - :meth:`Doubles.reset`: a fresh start (memory stores only).
 
-:class:`DoublesMiddleware` is the ASGI middleware that logs and injects.
+The app's one ASGI layer (:mod:`._layer`) logs each request and injects the faults.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ __all__ = [
     "LOGGED_CALLS",
     "Call",
     "Doubles",
-    "DoublesMiddleware",
+    "answer_fault",
+    "sleep",
+    "unlogged",
 ]
 
 #: The requests the log keeps (the oldest go first): a constant memory for ``serve``.
@@ -59,7 +61,8 @@ HEALTH_PATH = "/health"
 _UNLOGGED = ("/metrics", "/ui")
 
 
-def _unlogged(path: str) -> bool:
+def unlogged(path: str) -> bool:
+    """Whether the request log leaves ``path`` out (and no fault applies to it)."""
     return (
         path == HEALTH_PATH
         or path.startswith(ADMIN_PREFIX)
@@ -317,6 +320,8 @@ class Doubles:
             self._doubles.faults.clear()
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
+        if not self._doubles.faults:
+            return None  # the usual case, told without the lock
         with self._doubles.lock:
             for fault in self._doubles.faults:
                 if fault.matches(method, path):
@@ -423,7 +428,7 @@ class Doubles:
             uploads.clear()
 
 
-# -- the middleware -------------------------------------------------------------------
+# -- faults answered -----------------------------------------------------------------
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -443,68 +448,15 @@ def _fault_body(status: int) -> dict[str, Any]:
     return error
 
 
-class DoublesMiddleware:
-    """ASGI middleware: logs each request of ``emulator`` and injects its faults."""
-
-    def __init__(self, app: Any, emulator: Doubles) -> None:
-        self.app = app
-        self.emulator = emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _unlogged(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-        body = bytearray()
-        status = 500  # an app that failed before it answered
-        logged = False
-
-        def log() -> None:
-            nonlocal logged
-            if not logged:
-                logged = True
-                query = scope.get("query_string", b"").decode("latin-1")
-                self.emulator._log(Call(method, path, query, status, bytes(body)))
-
-        async def logged_receive() -> MutableMapping[str, Any]:
-            message = await receive()
-            room = LOGGED_BODY_BYTES - len(body)
-            if message["type"] == "http.request" and room > 0:
-                body.extend(message.get("body", b"")[:room])
-            return message
-
-        async def logged_send(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get(
-                "more_body", False
-            ):
-                # Logged before the answer's last byte leaves: a client that
-                # has its answer finds its request in the log (over a socket,
-                # the server's thread would otherwise race the test's).
-                log()
-            await send(message)
-
-        fault = self.emulator._take_fault(method, path)
-        try:
-            if fault is not None and fault.delay:
-                await _sleep(fault.delay)
-            if fault is not None and fault.status is not None:
-                await _answer_fault(fault, logged_send)
-            else:
-                await self.app(scope, logged_receive, logged_send)
-        finally:
-            log()
-
-
-async def _sleep(seconds: float) -> None:
+async def sleep(seconds: float) -> None:
+    """Hold a stalled answer ``seconds`` long (real seconds)."""
     import anyio
 
     await anyio.sleep(seconds)
 
 
-async def _answer_fault(fault: _Fault, send: Send) -> None:
+async def answer_fault(fault: _Fault, send: Send) -> None:
+    """Answer ``fault``'s status with the API's error body (the delay is done)."""
     assert fault.status is not None
     content = json.dumps(_fault_body(fault.status)).encode()
     headers = [

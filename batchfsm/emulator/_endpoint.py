@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -134,6 +134,18 @@ class AppContext:
         if self.in_memory:
             return function(*args, **kwargs)
         return await self.in_thread(function, *args, **kwargs)
+
+    def project_in(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """The project :meth:`authorize` finds in ASGI ``headers``; None if it refuses.
+
+        For a lane that answers without a :class:`~starlette.requests.Request`.
+        """
+        given = [value for name, value in headers if name == b"authorization"]
+        if len(given) > 1:
+            return None
+        if self.api_keys is None:
+            return DEFAULT_PROJECT
+        return self.api_keys.project(given[0].decode("latin-1") if given else "")
 
     def authorize(self, request: Request) -> str | Response:
         """The caller's project; the answer instead if its Authorization fails."""

@@ -5,10 +5,10 @@ parser reads it back in the tests), from a registry of the app's own, so
 that two apps in one process never mix their series. What the store holds
 is read at scrape time by a collector (:class:`_EmulatorCollector`): a
 scrape costs one grouped count over the batches (a scan on SQL, a pass in
-memory), not a page view's. HTTP answers are counted by a pure ASGI
-middleware (:class:`HttpMetrics`) by route template, method and status code,
-timed from the request's arrival to its answer's head (a stream's or a
-download's length is not its latency).
+memory), not a page view's. HTTP answers are counted (:class:`HttpStats`) by
+the app's one ASGI layer (:mod:`._layer`) by route template, method and
+status code, timed from the request's arrival to its answer's head (a
+stream's or a download's length is not its latency).
 
 ``/metrics`` asks for an API key, as every route does but ``/health``: any
 key the server accepts, of any project (Prometheus sends one with its
@@ -27,7 +27,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -42,7 +41,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from .._model import BatchStatus
 from ._endpoint import _bug, context_of
@@ -50,7 +49,7 @@ from ._engine import Emulator
 from ._leases import TAKEOVERS
 from ._store_errors import StoreUnavailable
 
-__all__ = ["SERIES", "HttpMetrics", "metrics_registry", "metrics_routes"]
+__all__ = ["SERIES", "HttpStats", "metrics_registry", "metrics_routes", "route_of"]
 
 log = logging.getLogger("batchfsm.emulator")
 
@@ -170,25 +169,45 @@ class _EmulatorCollector(Collector):
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 
-class _HttpStats(Collector):
-    """HTTP answers counted and timed; shown without ``_created`` series (noise)."""
+class _Series:
+    """One (route, method)'s answers by status code, and its latency histogram."""
+
+    __slots__ = ("codes", "counts", "total")
 
     def __init__(self) -> None:
-        self.answers: dict[tuple[str, str, str], int] = {}
-        # Per (route, method): the count in each bucket (the last one +Inf), the sum.
-        self.latency: dict[tuple[str, str], tuple[list[int], float]] = {}
+        self.codes: dict[int, int] = {}
+        # The count in each bucket (the last one +Inf) and the sum of the times.
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+
+class HttpStats(Collector):
+    """HTTP answers counted and timed; shown without ``_created`` series (noise).
+
+    Each (route, method) keeps its series in one object, found by one lookup
+    an answer (:meth:`series`).
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str], _Series] = {}
+
+    def series(self, route: str, method: str) -> _Series:
+        """The series of ``route`` (its template) and ``method``, made at first use."""
+        found = self._series.get((route, method))
+        if found is None:
+            found = self._series.setdefault((route, method), _Series())
+        return found
 
     def answered(self, route: str, method: str, code: int) -> None:
-        key = (route, method, str(code))
-        self.answers[key] = self.answers.get(key, 0) + 1
+        """Count one answer of ``code``."""
+        codes = self.series(route, method).codes
+        codes[code] = codes.get(code, 0) + 1
 
     def timed(self, route: str, method: str, seconds: float) -> None:
-        counts, total = self.latency.get((route, method)) or (
-            [0] * (len(BUCKETS) + 1),
-            0,
-        )
-        counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.latency[route, method] = counts, total + seconds
+        """Time one answer's head, ``seconds`` after its request arrived."""
+        series = self.series(route, method)
+        series.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        series.total += seconds
 
     def collect(self) -> Iterator[Metric]:
         answers = CounterMetricFamily(
@@ -196,7 +215,12 @@ class _HttpStats(Collector):
             "HTTP answers by route template, method and status code",
             labels=["route", "method", "code"],
         )
-        for labels, count in sorted(self.answers.items()):
+        counted = sorted(
+            ((route, method, str(code)), count)
+            for (route, method), series in list(self._series.items())
+            for code, count in list(series.codes.items())
+        )
+        for labels, count in counted:
             answers.add_metric(list(labels), count)
         yield answers
         latency = HistogramMetricFamily(
@@ -205,44 +229,20 @@ class _HttpStats(Collector):
             labels=["route", "method"],
         )
         bounds = [*(repr(float(b)) for b in BUCKETS), "+Inf"]
-        for (route, method), (counts, total) in sorted(self.latency.items()):
-            cumulative = list(itertools.accumulate(counts))
+        for (route, method), series in sorted(self._series.items()):
+            if not any(series.counts):
+                continue  # answered, never timed (it failed before its head)
+            cumulative = list(itertools.accumulate(series.counts))
             buckets = list(zip(bounds, cumulative, strict=True))
-            latency.add_metric([route, method], buckets, total)
+            latency.add_metric([route, method], buckets, series.total)
         yield latency
 
 
-class HttpMetrics:
-    """Counts and times each HTTP answer by route template, method and code."""
+def route_of(scope: Scope) -> str:
+    """The matched route's template (a bounded set), or ``"(none)"``.
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.stats = _HttpStats()
-        registry.register(self.stats)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, code = time.perf_counter(), 500
-
-        async def sending(message: Message) -> None:
-            nonlocal code
-            if message["type"] == "http.response.start":
-                code = message["status"]
-                seconds = time.perf_counter() - start
-                self.stats.timed(_route(scope), scope["method"], seconds)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            self.stats.answered(_route(scope), scope["method"], code)
-
-
-def _route(scope: Scope) -> str:
-    # The matched route's template (a bounded set); never the raw path, whose
-    # ids would make a series per batch.
+    Never the raw path, whose ids would make a series per batch.
+    """
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "(none)"

@@ -435,6 +435,7 @@ class GuardedH11Protocol(H11Protocol):
     conn: _Connection
     _deadline: asyncio.TimerHandle | None = None
     _since: float | None = None  # when the wait for the client began
+    _due: float | None = None  # when that wait ends (the timer may be set sooner)
     _unread = 0  # the bytes of answer it had not taken then
     _address: str | None = None  # counted open under this address
 
@@ -479,7 +480,7 @@ class GuardedH11Protocol(H11Protocol):
         self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._cancel()
         if self._address is not None:
             self.gate.leave(self._address)
             self._address = None
@@ -566,11 +567,18 @@ class GuardedH11Protocol(H11Protocol):
             return
         if self._since is None:
             self._since = self.loop.time()
-            self._unread = self._queued()
+            # What the kernel holds is read only where it can count: waiting
+            # for a head with nothing unread, no answer is written before the
+            # head is in (and the clock stops then). No system call a request.
+            self._unread = self._queued() if unread or state is not h11.IDLE else 0
         limits = self.gate.limits
         head = state is h11.IDLE and not unread
         due = self._since + (limits.head_seconds if head else limits.request_seconds)
-        if self._deadline is None or self._deadline.when() != due:
+        self._due = due
+        # One timer a connection, not one a request: a timer set for later
+        # than the new deadline is replaced; one set for sooner is left to
+        # fire and find the deadline moved (or gone) since (_too_slow).
+        if self._deadline is None or self._deadline.when() > due:
             if self._deadline is not None:
                 self._deadline.cancel()
             self._deadline = self.loop.call_at(due, self._too_slow)
@@ -598,13 +606,24 @@ class GuardedH11Protocol(H11Protocol):
         return self.transport.get_write_buffer_size() + _kernel_queue(sock)
 
     def _disarm(self) -> None:
-        self._since = None
+        # The timer, if one is set, stays: it finds no deadline when it fires.
+        self._since = self._due = None
+
+    def _cancel(self) -> None:
+        self._disarm()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
     def _too_slow(self) -> None:
-        self._deadline = None
+        fired, self._deadline = self._deadline, None
+        due = self._due
+        if due is None:
+            return  # the clock stopped since the timer was set
+        if fired is not None and due > fired.when():
+            # The clock started again since: its deadline is later.
+            self._deadline = self.loop.call_at(due, self._too_slow)
+            return
         limits = self.gate.limits
         state = self.conn.their_state
         unread = self.transport.get_write_buffer_size()

@@ -2,16 +2,18 @@
 
 The official client exposes the header as ``_request_id`` on what it returns
 (observed of the live API; the ``openai`` client exposes it as ``_request_id``).
+The app's one ASGI layer (:mod:`._layer`) adds it to each answer.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Any
+import os
+import random
 
-__all__ = ["RequestIdMiddleware", "new_request_id"]
+__all__ = ["REQUEST_ID", "new_request_id", "request_id_header"]
 
-Scope = dict[str, Any]
+#: The header's name, as ASGI carries it.
+REQUEST_ID = b"x-request-id"
 
 
 def new_request_id() -> str:
@@ -22,25 +24,22 @@ def new_request_id() -> str:
         >>> rid.startswith("req_"), len(rid)
         (True, 36)
     """
-    return f"req_{secrets.token_hex(16)}"
+    return request_id_header()[1].decode()
 
 
-class RequestIdMiddleware:
-    """ASGI middleware adding ``x-request-id`` to every HTTP answer."""
+def request_id_header() -> tuple[bytes, bytes]:
+    """A fresh ``x-request-id`` header, as ASGI carries it: 16 random bytes in hex.
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    Example:
+        >>> name, value = request_id_header()
+        >>> name, value[:4], len(value)
+        (b'x-request-id', b'req_', 36)
+    """
+    return REQUEST_ID, b"req_%032x" % _ids.getrandbits(128)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = (b"x-request-id", new_request_id().encode())
 
-        async def send_with_id(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0] != header[0]]
-                message = {**message, "headers": [*headers, header]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+# An id needs to be unique, not secret: a generator of our own (seeded by the
+# system, not by whoever seeds the random module), not a system call an answer.
+_ids = random.Random()
+# A forked process (a server's workers) draws its own ids, not its parent's.
+os.register_at_fork(after_in_child=_ids.seed)

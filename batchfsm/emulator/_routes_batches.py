@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
+from .._json import encode
 from .._json_io import to_dict
 from ._api_error import ApiError
-from ._endpoint import context_of, endpoint, project_of
+from ._endpoint import AppContext, context_of, endpoint, project_of
 from ._http import JSONResponse, json_body
 from ._store_errors import WouldWait
 
-__all__ = ["batch_routes"]
+__all__ = ["Poll", "batch_routes", "poll_lane"]
+
+#: A lane answering a request's scope with the JSON bytes of a 200, or None.
+Poll = Callable[[Scope], bytes | None]
 
 _REQUIRED = ("input_file_id", "endpoint", "completion_window")
 
@@ -73,6 +80,49 @@ async def get_batch(request: Request) -> Response:
     return JSONResponse(to_dict(batch))
 
 
+def poll_lane(context: AppContext, route: BaseRoute) -> Poll | None:
+    """``GET /v1/batches/{batch_id}``'s answer in a lane of its own, or None.
+
+    The route clients poll, answered without Starlette's request and response
+    objects (:class:`._layer.HttpLayer` calls it): the batch's JSON, exactly
+    the bytes :func:`get_batch` answers, when the route matches, the key is
+    good and the batch is there to read now; else None, and the app's route
+    answers (a refusal, an outage, a read that must wait for a thread). A
+    read only, so that trying it costs a refusal nothing but the try.
+    ``route`` must be the app's first (a request tries them in order).
+    """
+    if not isinstance(route, Route) or route.endpoint is not _GET_BATCH:
+        return None
+    emulator = context.emulator
+    read = (
+        emulator.retrieve_batch if context.in_memory else emulator._retrieve_batch_now
+    )
+
+    def poll(scope: Scope) -> bytes | None:
+        try:
+            return answer(scope)
+        except Exception:  # noqa: BLE001 - the route answers it, as it answers any
+            return None  # (a refusal, an outage, WouldWait, a bug: logged there)
+
+    def answer(scope: Scope) -> bytes | None:
+        if scope["method"] != "GET":
+            return None  # (HEAD too is the route's)
+        match, child = route.matches(scope)
+        if match is not Match.FULL:
+            return None
+        project = context.project_in(scope["headers"])
+        if project is None:
+            return None  # the route answers the refusal
+        batch = read(child["path_params"]["batch_id"], project=project)
+        content = encode(to_dict(batch))
+        scope["route"] = route  # as the router says which route answered
+        scope.update(child)
+        emulator.outage.ok()
+        return content
+
+    return poll
+
+
 def cancel_batch(request: Request) -> Response:
     """``POST /v1/batches/{batch_id}/cancel``: the batch, cancelling."""
     emulator = context_of(request).emulator
@@ -81,11 +131,15 @@ def cancel_batch(request: Request) -> Response:
     return JSONResponse(to_dict(batch))
 
 
+#: The endpoint of the route clients poll (:func:`poll_lane` answers it too).
+_GET_BATCH = endpoint(get_batch)
+
+
 def batch_routes() -> list[BaseRoute]:
     """The Batches API's routes, the one clients poll first."""
     return [
         # First the route clients poll: a request tries the routes in order.
-        Route("/v1/batches/{batch_id}", endpoint(get_batch), methods=["GET"]),
+        Route("/v1/batches/{batch_id}", _GET_BATCH, methods=["GET"]),
         Route("/v1/batches", endpoint(create_batch), methods=["POST"]),
         Route("/v1/batches", endpoint(list_batches), methods=["GET"]),
         Route(
