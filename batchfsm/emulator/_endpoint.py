@@ -136,20 +136,20 @@ class AppContext:
         return await self.in_thread(function, *args, **kwargs)
 
     def project_in(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-        """The project :meth:`authorize` finds in ASGI ``headers``; None if it refuses.
+        """The project ASGI ``headers`` are of; None where :meth:`authorize` refuses.
 
         For a lane that answers without a :class:`~starlette.requests.Request`.
         """
         given = [value for name, value in headers if name == b"authorization"]
-        if len(given) > 1:
-            return None
-        if self.api_keys is None:
-            return DEFAULT_PROJECT
-        return self.api_keys.project(given[0].decode("latin-1") if given else "")
+        found = self._project([value.decode("latin-1") for value in given])
+        return found if isinstance(found, str) else None
 
     def authorize(self, request: Request) -> str | Response:
         """The caller's project; the answer instead if its Authorization fails."""
-        given = request.headers.getlist("authorization")
+        return self._project(request.headers.getlist("authorization"))
+
+    def _project(self, given: list[str]) -> str | Response:
+        """The project of the Authorization headers ``given``, or the refusal."""
         if len(given) > 1:
             # Which one counts would be a guess, and a proxy checking the
             # last one would guess otherwise than a server checking the first.
