@@ -1,5 +1,6 @@
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -46,6 +47,27 @@ def reference_example(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 pytest_plugins = ["pytester", "tests.postgres"]
+
+
+@pytest.fixture
+def os_draws(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each draw from the OS's random source during the test.
+
+    ``os.urandom`` and the reference to it ``secrets`` draws through: each
+    draw hands the GIL back (see ``_stores._RandomBytes``).
+    """
+    draws: list[int] = []
+
+    def counted(real: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        def urandom(size: int) -> bytes:
+            draws.append(size)
+            return bytes(real(size))
+
+        return urandom
+
+    monkeypatch.setattr(os, "urandom", counted(os.urandom))
+    monkeypatch.setattr(random, "_urandom", counted(random._urandom))  # type: ignore[attr-defined]
+    return draws
 
 
 @pytest.fixture

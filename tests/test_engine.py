@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import random
 import re
 import sys
 import threading
@@ -402,25 +400,13 @@ def test_a_big_batch_in_chunks_goes_on_while_other_work_fills_every_pass(
 
 @pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
 def test_a_batch_draws_its_ids_from_the_os_a_block_at_a_time(
-    store: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    store: str, request: pytest.FixtureRequest, os_draws: list[int]
 ) -> None:
     # Each draw from the OS hands the GIL back, and a worker that hands it
     # back and takes it again thousands of times a second starves the
     # server's event loop (a retrieve waited up to 100s of ms behind a big
     # batch). Two ids a request, 16 random bytes each: a block of
-    # RANDOM_BYTES_PER_DRAW bytes serves 128 requests. ``secrets`` draws
-    # through ``random._urandom``: counted too.
-    draws: list[int] = []
-
-    def counted(real: Any) -> Any:
-        def urandom(size: int) -> bytes:
-            draws.append(size)
-            return bytes(real(size))
-
-        return urandom
-
-    monkeypatch.setattr(os, "urandom", counted(os.urandom))
-    monkeypatch.setattr(random, "_urandom", counted(random._urandom))  # type: ignore[attr-defined]
+    # RANDOM_BYTES_PER_DRAW bytes serves 128 requests.
     requests = 1_000
     emu = Emulator(request_seconds=1, store=(made := _store(store, request)))
     try:
@@ -432,7 +418,7 @@ def test_a_batch_draws_its_ids_from_the_os_a_block_at_a_time(
     assert done.status is S.COMPLETED and len(answered) == requests
     assert len({a["id"] for a in answered}) == requests
     # (and a few draws of their own: a lease's owner, a store's names)
-    assert len(draws) <= 4 + requests * 32 // RANDOM_BYTES_PER_DRAW
+    assert len(os_draws) <= 4 + requests * 32 // RANDOM_BYTES_PER_DRAW
 
 
 # -- failure isolation ---------------------------------------------------------------

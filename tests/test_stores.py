@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import random
 import re
 import subprocess
 import sys
@@ -888,26 +886,14 @@ def test_unseeded_id_sources_differ_and_seeded_ones_repeat(stores: Stores) -> No
 
 
 def test_random_ids_are_drawn_a_block_at_a_time_and_never_repeat(
-    monkeypatch: pytest.MonkeyPatch,
+    os_draws: list[int],
 ) -> None:
     # One os.urandom call (a GIL hand-back) per block, not per id: ids of
     # every length, across many blocks, all different, all of their shape.
-    draws: list[int] = []
-
-    def counted(real: Any) -> Any:
-        def urandom(size: int) -> bytes:
-            draws.append(size)
-            return bytes(real(size))
-
-        return urandom
-
-    monkeypatch.setattr(os, "urandom", counted(os.urandom))
-    # secrets draws through random's own reference to it
-    monkeypatch.setattr(random, "_urandom", counted(random._urandom))  # type: ignore[attr-defined]
     ids = MemoryIds()
     drawn = [ids.new_id("x", 1 + i % 64) for i in range(4_000)]
     used = sum((1 + i % 64 + 1) // 2 for i in range(4_000))
-    assert len(draws) <= used // RANDOM_BYTES_PER_DRAW + 2
+    assert len(os_draws) <= used // RANDOM_BYTES_PER_DRAW + 2
     assert all(len(i) == 2 + i_ % 64 for i_, i in enumerate(drawn))
     assert all(re.fullmatch("x[0-9a-f]+", i) for i in drawn)
     long_ones = [i for i in drawn if len(i) > 17]
