@@ -166,3 +166,22 @@ def test_a_fault_on_command_comes_before_the_lane() -> None:
     assert second.content == third.content
     assert [c.status for c in emulator.requests] == [429, 200, 200]
     assert answered == [True, True]  # the stalled one and the last (not the 429)
+
+
+def test_the_lane_calls_the_emulator_as_patched_after_the_app_was_made() -> None:
+    # As the route does: a test that counts (or breaks) retrieves by patching
+    # the emulator after create_app sees the lane's too.
+    emulator = Emulator()
+    batch_id = _batch(emulator)
+    app = create_app(emulator, api_keys={"k": "proj_a"})
+    seen: list[str] = []
+    real = emulator.retrieve_batch
+
+    def counted(batch_id: str, **options: Any) -> Any:
+        seen.append(batch_id)
+        return real(batch_id, **options)
+
+    emulator.retrieve_batch = counted  # type: ignore[method-assign]
+    with TestClient(app) as client:
+        assert client.get(f"/v1/batches/{batch_id}", headers=KEY).status_code == 200
+    assert seen == [batch_id]

@@ -94,9 +94,6 @@ def poll_lane(context: AppContext, route: BaseRoute) -> Poll | None:
     if not isinstance(route, Route) or route.endpoint is not _GET_BATCH:
         return None
     emulator = context.emulator
-    read = (
-        emulator.retrieve_batch if context.in_memory else emulator._retrieve_batch_now
-    )
 
     def poll(scope: Scope) -> bytes | None:
         try:
@@ -113,6 +110,12 @@ def poll_lane(context: AppContext, route: BaseRoute) -> Poll | None:
         project = context.project_in(scope["headers"])
         if project is None:
             return None  # the route answers the refusal
+        # Looked up each time, as the route does (a test may patch them).
+        read = (
+            emulator.retrieve_batch
+            if context.in_memory
+            else emulator._retrieve_batch_now
+        )
         batch = read(child["path_params"]["batch_id"], project=project)
         content = encode(to_dict(batch))
         scope["route"] = route  # as the router says which route answered
