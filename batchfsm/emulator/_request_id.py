@@ -10,21 +10,10 @@ from __future__ import annotations
 import os
 import random
 
-__all__ = ["REQUEST_ID", "new_request_id", "request_id_header"]
+__all__ = ["request_id_header"]
 
 #: The header's name, as ASGI carries it.
-REQUEST_ID = b"x-request-id"
-
-
-def new_request_id() -> str:
-    """A fresh request id.
-
-    Example:
-        >>> rid = new_request_id()
-        >>> rid.startswith("req_"), len(rid)
-        (True, 36)
-    """
-    return request_id_header()[1].decode()
+_REQUEST_ID = b"x-request-id"
 
 
 def request_id_header() -> tuple[bytes, bytes]:
@@ -35,7 +24,7 @@ def request_id_header() -> tuple[bytes, bytes]:
         >>> name, value[:4], len(value)
         (b'x-request-id', b'req_', 36)
     """
-    return REQUEST_ID, b"req_%032x" % _ids.getrandbits(128)
+    return _REQUEST_ID, b"req_%032x" % _ids.getrandbits(128)
 
 
 # An id needs to be unique, not secret: a generator of our own (seeded by the
