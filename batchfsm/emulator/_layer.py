@@ -81,12 +81,7 @@ class HttpLayer:
         The head and body a Starlette ``JSONResponse`` sends, with the id.
         """
         method, route = scope["method"], route_of(scope)
-        length = str(len(content)).encode()
-        headers = [
-            (b"content-length", length),
-            (b"content-type", b"application/json"),
-            request_id_header(),
-        ]
+        headers = [*_json_headers(content), request_id_header()]
         call = Call(method, scope["path"], _query(scope), 200, b"")
         logged = False
         try:
@@ -193,10 +188,15 @@ class HttpLayer:
 
 async def _answer_json(content: bytes, send: Send) -> None:
     """200 with ``content``: the head and body a Starlette ``JSONResponse`` sends."""
-    length = str(len(content)).encode()
-    headers = [(b"content-length", length), (b"content-type", b"application/json")]
+    headers = _json_headers(content)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": content})
+
+
+def _json_headers(content: bytes) -> list[tuple[bytes, bytes]]:
+    """The head a Starlette ``JSONResponse`` of ``content`` sends."""
+    length = str(len(content)).encode()
+    return [(b"content-length", length), (b"content-type", b"application/json")]
 
 
 def _query(scope: Scope) -> str:
